@@ -1,0 +1,143 @@
+"""The Python API: ``m = edgec.compile("model.onnx")``; ``m.run(x)``; ``m.write(dir)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.backend.c_emit import CModel, emit_c
+from edgec.backend.host import HostLibrary, build_shared
+from edgec.errors import EdgecError
+from edgec.interpret import interpret
+from edgec.ir import Graph
+from edgec.passes import optimize
+
+
+class CompiledModel:
+    """A model compiled to C: run it on the host, write its sources, read its report."""
+
+    def __init__(self, graph: Graph, cmodel: CModel, source_graph: Graph):
+        self.graph = graph
+        self.cmodel = cmodel
+        self.source_graph = source_graph
+        self._lib: HostLibrary | None = None
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.cmodel.name
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.name for p in self.cmodel.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [p.name for p in self.cmodel.outputs]
+
+    @property
+    def is_stateful(self) -> bool:
+        return bool(self.cmodel.state)
+
+    def report(self) -> dict[str, Any]:
+        return dict(self.cmodel.report)
+
+    # -- sources --------------------------------------------------------------------------
+    def write(self, directory: str | os.PathLike[str]) -> list[Path]:
+        return self.cmodel.write(directory)
+
+    @property
+    def c_source(self) -> str:
+        return self.cmodel.source
+
+    @property
+    def c_header(self) -> str:
+        return self.cmodel.header
+
+    # -- host execution -------------------------------------------------------------------
+    @property
+    def lib(self) -> HostLibrary:
+        if self._lib is None:
+            self._lib = HostLibrary(self.cmodel, build_shared(self.cmodel))
+            if self.is_stateful:
+                self._lib.reset()
+        return self._lib
+
+    def _feeds(self, args: Sequence[Any], kwargs: Mapping[str, Any], names: list[str]) -> list:
+        if kwargs:
+            if args:
+                raise ValueError("pass inputs either positionally or by name, not both")
+            missing = [n for n in names if n not in kwargs]
+            if missing:
+                raise ValueError(f"missing inputs: {missing}")
+            return [kwargs[n] for n in names]
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            return [args[0][n] for n in names]
+        return list(args)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the C model on the host. One output → an array; several → a list."""
+        outs = self.lib.run(*self._feeds(args, kwargs, self.input_names))
+        return outs[0] if len(outs) == 1 else outs
+
+    def reset(self) -> None:
+        self.lib.reset()
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        """One step of a stateful model; the state stays inside (see :meth:`state`)."""
+        names = [p.name for p in self.cmodel.inputs if not p.state]
+        outs = self.lib.step(*self._feeds(args, kwargs, names))
+        return outs[0] if len(outs) == 1 else outs
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.lib.state()
+
+    def reference(self, *args: Any, **kwargs: Any) -> Any:
+        """Run edgec's numpy interpreter on the optimised IR (no C involved)."""
+        feeds = dict(zip(self.input_names, self._feeds(args, kwargs, self.input_names), strict=True))
+        res = interpret(self.graph, feeds)
+        outs = [res[o] for o in self.output_names]
+        return outs[0] if len(outs) == 1 else outs
+
+
+def compile_graph(
+    g: Graph, name: str | None = None, state: Sequence[tuple[str, str]] | None = None
+) -> CompiledModel:
+    source_graph = g
+    if state:
+        g = g.copy()
+        for s_in, s_out in state:
+            if s_in not in g.inputs or s_out not in g.outputs:
+                raise EdgecError(
+                    f"state pair {s_in}:{s_out}: '{s_in}' must be a graph input and '{s_out}' a "
+                    f"graph output (inputs: {', '.join(g.inputs)}; outputs: {', '.join(g.outputs)})"
+                )
+            if g.shape(s_in) != g.shape(s_out):
+                raise EdgecError(
+                    f"state pair {s_in}:{s_out}: shapes differ ({g.shape(s_in)} vs {g.shape(s_out)})"
+                )
+        g.state = [tuple(p) for p in state]  # type: ignore[misc]
+    opt = optimize(g)
+    return CompiledModel(opt, emit_c(opt, name), source_graph)
+
+
+def compile(  # noqa: A001 - the natural name
+    model: str | os.PathLike[str] | Any,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    name: str | None = None,
+    state: Sequence[tuple[str, str]] | None = None,
+) -> CompiledModel:
+    """Compile an ONNX file (path) or an ``onnx.ModelProto`` to C."""
+    from edgec.frontend.onnx_import import from_model_proto, load_onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        g = load_onnx(model, input_shapes, name=name)
+    elif type(model).__name__ == "ModelProto":
+        g = from_model_proto(model, input_shapes, source=name or "model", name=name)
+    else:
+        raise EdgecError(f"edgec.compile: cannot compile a {type(model).__name__}; pass an ONNX path")
+    return compile_graph(g, name=name, state=state)

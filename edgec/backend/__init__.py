@@ -1,0 +1,1 @@
+"""Back-ends emit code from an optimised IR graph; they do not change it."""

@@ -1,0 +1,332 @@
+"""The C back-end: an optimised IR graph → ``<name>.h`` + ``<name>.c`` (C99, static memory)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from edgec import __version__
+from edgec.errors import EdgecError
+from edgec.ir import Graph, Node
+from edgec.ops import get_op
+from edgec.ops.base import c_float, prod
+from edgec.ops.unary import act_c
+
+_CTYPES = {"float": np.float32, "int32_t": np.int32, "int16_t": np.int16, "int8_t": np.int8,
+           "uint8_t": np.uint8, "uint32_t": np.uint32}
+
+
+def template_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "templates", here.parent / "templates"):
+        if (cand / "model.c.j2").is_file():
+            return cand
+    raise EdgecError("edgec installation is broken: templates/ not found")
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def c_ident(s: str) -> str:
+    out = "".join(c if c.isalnum() else "_" for c in s)
+    if not out or out[0].isdigit():
+        out = "t_" + out
+    return out
+
+
+@dataclass
+class Weight:
+    sym: str
+    data: np.ndarray
+    ctype: str
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    @property
+    def shape_str(self) -> str:
+        return "x".join(str(d) for d in self.data.shape) or "scalar"
+
+    @property
+    def body(self) -> str:
+        flat = self.data.reshape(-1)
+        if self.ctype == "float":
+            items = [c_float(v) for v in flat.tolist()]
+        else:
+            items = [str(int(v)) for v in flat.tolist()]
+        per = 8 if self.ctype == "float" else 16
+        rows = [", ".join(items[i : i + per]) for i in range(0, len(items), per)]
+        return ",\n".join("    " + r for r in rows)
+
+
+@dataclass
+class WeightTable:
+    weights: list[Weight] = field(default_factory=list)
+    by_key: dict[tuple[str, str, bytes], str] = field(default_factory=dict)
+    used_syms: set[str] = field(default_factory=set)
+
+    def add(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
+        arr = np.ascontiguousarray(np.asarray(data).astype(_CTYPES[ctype]))
+        if arr.size == 0:
+            arr = np.zeros(1, _CTYPES[ctype])
+        key = (ctype, str(arr.shape), hashlib.sha256(arr.tobytes()).digest())
+        if key in self.by_key:
+            return self.by_key[key]
+        sym = f"w{len(self.weights)}_{c_ident(base)[:40]}"
+        self.weights.append(Weight(sym, arr, ctype))
+        self.by_key[key] = sym
+        return sym
+
+    @property
+    def nbytes(self) -> int:
+        return sum(w.nbytes for w in self.weights)
+
+    @property
+    def count(self) -> int:
+        return sum(w.size for w in self.weights)
+
+
+class NodeContext:
+    """The :class:`edgec.ops.base.EmitContext` the back-end hands to each op."""
+
+    def __init__(self, g: Graph, node: Node, weights: WeightTable, scratch: bool):
+        self.g = g
+        self.node = node
+        self.weights = weights
+        self.has_scratch = scratch
+        self.used_inputs: dict[int, str] = {}
+
+    def inp(self, i: int) -> str:
+        name = self.node.inputs[i]
+        if not name:
+            raise EdgecError(f"node '{self.node.name}': optional input {i} is absent")
+        data = self.g.const(name)
+        if data is not None:
+            if data.dtype.kind not in "fiub":
+                raise EdgecError(f"node '{self.node.name}': constant '{name}' has dtype {data.dtype}")
+            ctype = "float" if data.dtype.kind == "f" else "int32_t"
+            return self.weights.add(name, data, ctype)
+        self.used_inputs[i] = name
+        return f"x{i}"
+
+    def out(self, i: int) -> str:
+        return f"y{i}"
+
+    def scratch(self) -> str:
+        if not self.has_scratch:
+            raise EdgecError(f"node '{self.node.name}': kernel asked for scratch it did not plan")
+        return "scratch"
+
+    def act(self, expr: str) -> str:
+        a = self.node.attrs.get("_act")
+        return expr if a is None else act_c(a[0], a[1], expr)
+
+    def const_array(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
+        return self.weights.add(base, data, ctype)
+
+
+@dataclass
+class Port:
+    name: str  # tensor name
+    c: str  # C parameter name
+    shape: tuple[int, ...]
+    state: bool = False
+
+    @property
+    def C(self) -> str:  # noqa: N802 - C macro spelling
+        return self.c.upper()
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape) if self.shape else 1
+
+    @property
+    def shape_str(self) -> str:
+        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+
+
+@dataclass
+class CModel:
+    name: str
+    header: str
+    source: str
+    report: dict[str, Any]
+    inputs: list[Port]
+    outputs: list[Port]
+    state: list[tuple[str, str]]
+
+    def write(self, directory: str | Path) -> list[Path]:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = [d / f"{self.name}.h", d / f"{self.name}.c"]
+        paths[0].write_text(self.header)
+        paths[1].write_text(self.source)
+        return paths
+
+
+def _unique(names: list[str], prefix: str) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        c = f"{prefix}_{c_ident(n)}"
+        base, i = c, 1
+        while c in seen:
+            i += 1
+            c = f"{base}_{i}"
+        seen.add(c)
+        out.append(c)
+    return out
+
+
+def emit_c(g: Graph, name: str | None = None) -> CModel:
+    from edgec.backend.planner import plan_memory
+
+    name = c_ident(name or g.name).lower()
+    for t in g.runtime_tensors():
+        if g.tensor(t).dtype != "float32" and g.const(t) is None:
+            prod_node = g.producers()[t]
+            raise EdgecError(
+                f"node '{prod_node.name}' ({prod_node.op}): computes a {g.tensor(t).dtype} tensor "
+                f"'{t}' at run time; edgec's C back-end supports float32 run-time tensors only"
+            )
+    plan = plan_memory(g)
+    weights = WeightTable()
+    state_in = {a: b for a, b in g.state}
+    state_out = {b: a for a, b in g.state}
+    in_c = _unique(g.inputs, "in")
+    out_c = _unique(g.outputs, "out")
+    inputs = [Port(t, c, g.shape(t), t in state_in) for t, c in zip(g.inputs, in_c, strict=True)]
+    outputs = [Port(t, c, g.shape(t), t in state_out) for t, c in zip(g.outputs, out_c, strict=True)]
+    ptr: dict[str, str] = {p.name: p.c for p in inputs}
+    for p in outputs:
+        ptr[p.name] = p.c
+    for t, off in plan.offsets.items():
+        ptr.setdefault(t, f"arena + {off}" if off else "arena")
+
+    kernels: list[dict[str, str]] = []
+    calls: list[str] = []
+    total_macs = 0
+    for idx, node in enumerate(g.nodes):
+        op = get_op(node, g)
+        total_macs += op.macs(node, g)
+        if op.view and node.outputs[0] in plan.aliased:
+            calls.append(f"/* {node.op} '{node.name}': view of its input, no code */")
+            continue
+        ctx = NodeContext(g, node, weights, idx in plan.scratch)
+        body = op.emit(node, ctx)
+        alias = node.outputs[0] in plan.inplace
+        params: list[str] = []
+        args: list[str] = []
+        restrict = "" if alias else "restrict "
+        for i in sorted(ctx.used_inputs):
+            params.append(f"const float *{restrict}x{i}")
+            args.append(ptr[ctx.used_inputs[i]])
+        for i, o in enumerate(node.outputs):
+            if o and re.search(rf"\by{i}\b", body):
+                params.append(f"float *{restrict}y{i}")
+                args.append(ptr[o])
+        if ctx.has_scratch:
+            params.append("float *restrict scratch")
+            args.append(f"arena + {plan.scratch[idx]}")
+        fn = f"node{idx}_{c_ident(node.op).lower()}"
+        shapes = ", ".join(
+            "x".join(map(str, g.shape(o))) or "scalar" for o in node.outputs if o
+        )
+        act = node.attrs.get("_act")
+        comment = f"node {idx}: {node.op} '{node.name}' -> [{shapes}]"
+        if act:
+            comment += f", fused {act[0]}"
+        if alias:
+            comment += ", in place"
+        kernels.append({
+            "fn": fn,
+            "params": ", ".join(params) or "void",
+            "body": _indent(body),
+            "comment": comment.replace("*/", "* /"),
+        })
+        calls.append(f"{fn}({', '.join(args)});")
+    # outputs that are constants or graph inputs are copied in
+    for p in outputs:
+        if g.const(p.name) is not None:
+            sym = weights.add(p.name, g.const(p.name))
+            calls.append(f"memcpy({p.c}, {sym}, sizeof(float) * {p.size});")
+        elif p.name in g.inputs:
+            calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof(float) * {p.size});")
+
+    run_params = ", ".join(
+        [f"const float *{p.c}" for p in inputs] + [f"float *{p.c}" for p in outputs]
+    ) or "void"
+    run_args = ", ".join([p.c for p in inputs] + [p.c for p in outputs])
+    state_ports = []
+    for s_in, s_out in g.state:
+        p = next(p for p in inputs if p.name == s_in)
+        state_ports.append({"c": p.c[3:], "size": p.size, "shape_str": p.shape_str,
+                            "src": s_in, "dst": s_out})
+    step_params = ", ".join(
+        [f"const float *{p.c}" for p in inputs if not p.state]
+        + [f"float *{p.c}" for p in outputs if not p.state]
+    )
+    step_args = ", ".join(
+        [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
+        + [f"s->{state_ports[[s['dst'] for s in state_ports].index(p.name)]['c']}_next"
+           if p.state else p.c for p in outputs]
+    )
+    state_bytes = sum(8 * s["size"] for s in state_ports)
+    report = {
+        "name": name,
+        "params": weights.count,
+        "weight_bytes": weights.nbytes,
+        "arena_bytes": plan.arena_bytes,
+        "arena_lower_bound_bytes": plan.lower_bound_bytes,
+        "state_bytes": state_bytes,
+        "macs": total_macs,
+        "nodes": len(g.nodes),
+    }
+    env = _env()
+    ctx_vars = {
+        "name": name,
+        "NAME": name.upper(),
+        "version": __version__,
+        "source": Path(g.source).name if g.source else "<memory>",
+        "inputs": inputs,
+        "outputs": outputs,
+        "weights": weights.weights,
+        "weight_bytes": weights.nbytes,
+        "arena_bytes": plan.arena_bytes,
+        "arena_floats": plan.arena_floats,
+        "lower_bound_bytes": plan.lower_bound_bytes,
+        "macs": total_macs,
+        "kernels": kernels,
+        "calls": calls,
+        "run_params": run_params,
+        "run_args": run_args,
+        "state": state_ports,
+        "state_bytes": state_bytes,
+        "step_params": step_params,
+        "step_args": step_args,
+    }
+    header = env.get_template("model.h.j2").render(**ctx_vars)
+    source = env.get_template("model.c.j2").render(**ctx_vars)
+    return CModel(name, header, source, report, inputs, outputs, list(g.state))
+
+
+def _indent(body: str) -> str:
+    lines = body.rstrip("\n").split("\n")
+    return "".join(("    " + ln if ln else "") + "\n" for ln in lines)

@@ -1,0 +1,137 @@
+"""Build generated C into a host shared library (cached by content hash) and call it via ctypes."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgec.backend.c_emit import CModel
+from edgec.errors import ToolchainError
+
+HOST_CFLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgec"
+    )
+    p = Path(root) / "host"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def host_cc() -> str:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise ToolchainError("no host C compiler found: install gcc (apt-get install gcc)")
+    return cc
+
+
+def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
+    cc = host_cc()
+    flags = HOST_CFLAGS + tuple(extra_flags)
+    key = hashlib.sha256(
+        "\0".join([cm.header, cm.source, cc, *flags]).encode()
+    ).hexdigest()[:24]
+    lib = cache_dir() / f"{cm.name}-{key}.so"
+    if lib.is_file():
+        return lib
+    with tempfile.TemporaryDirectory(prefix="edgec-") as tmp:
+        paths = cm.write(tmp)
+        out = Path(tmp) / "model.so"
+        proc = subprocess.run(
+            [cc, *flags, "-o", str(out), str(paths[1]), "-lm"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise ToolchainError(
+                f"host C compiler failed on generated code for '{cm.name}': "
+                + (proc.stderr.strip().splitlines() or ["(no output)"])[0]
+            )
+        tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(out, tmp_lib)
+        os.replace(tmp_lib, lib)
+    return lib
+
+
+_FP = ctypes.POINTER(ctypes.c_float)
+
+
+class HostLibrary:
+    """ctypes view of a compiled model: ``run`` and, for stateful models, ``reset``/``step``."""
+
+    def __init__(self, cm: CModel, path: Path):
+        self.cm = cm
+        self.lib = ctypes.CDLL(str(path))
+        self._run = getattr(self.lib, f"{cm.name}_run")
+        self._run.restype = ctypes.c_int
+        self._run.argtypes = [_FP] * (len(cm.inputs) + len(cm.outputs))
+        self.state_buf: ctypes.Array[ctypes.c_char] | None = None
+        if cm.state:
+            size = sum(8 * p.size for p in cm.inputs if p.state)
+            self.state_buf = ctypes.create_string_buffer(max(size, 1))
+            self._reset = getattr(self.lib, f"{cm.name}_reset")
+            self._reset.argtypes = [ctypes.c_void_p]
+            self._reset.restype = None
+            self._step = getattr(self.lib, f"{cm.name}_step")
+            n_plain = sum(not p.state for p in cm.inputs) + sum(not p.state for p in cm.outputs)
+            self._step.argtypes = [ctypes.c_void_p] + [_FP] * n_plain
+            self._step.restype = ctypes.c_int
+
+    @staticmethod
+    def _in(x: np.ndarray, size: int, what: str) -> np.ndarray:
+        a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        if a.size != size:
+            raise ValueError(f"{what}: expected {size} values, got {a.size} (shape {a.shape})")
+        return a
+
+    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+        cm = self.cm
+        if len(xs) != len(cm.inputs):
+            raise ValueError(f"{cm.name}: expected {len(cm.inputs)} inputs, got {len(xs)}")
+        ins = [self._in(x, p.size, p.name) for x, p in zip(xs, cm.inputs, strict=True)]
+        outs = [np.zeros(p.shape, np.float32) for p in cm.outputs]
+        args = [a.ctypes.data_as(_FP) for a in ins + outs]
+        rc = self._run(*args)
+        if rc != 0:
+            raise RuntimeError(f"{cm.name}_run returned {rc}")
+        return outs
+
+    def reset(self) -> None:
+        if self.state_buf is None:
+            raise ValueError(f"{self.cm.name} has no state: use run()")
+        self._reset(self.state_buf)
+
+    def step(self, *xs: np.ndarray) -> list[np.ndarray]:
+        if self.state_buf is None:
+            raise ValueError(f"{self.cm.name} has no state: use run()")
+        plain_in = [p for p in self.cm.inputs if not p.state]
+        if len(xs) != len(plain_in):
+            raise ValueError(f"{self.cm.name}: step expects {len(plain_in)} inputs, got {len(xs)}")
+        ins = [self._in(x, p.size, p.name) for x, p in zip(xs, plain_in, strict=True)]
+        outs = [np.zeros(p.shape, np.float32) for p in self.cm.outputs if not p.state]
+        rc = self._step(self.state_buf, *[a.ctypes.data_as(_FP) for a in ins + outs])
+        if rc != 0:
+            raise RuntimeError(f"{self.cm.name}_step returned {rc}")
+        return outs
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The current state tensors (by state input name)."""
+        if self.state_buf is None:
+            return {}
+        raw = np.frombuffer(self.state_buf.raw, np.float32)
+        out, off = {}, 0
+        ports = {p.name: p for p in self.cm.inputs}
+        for s_in, _ in self.cm.state:
+            p = ports[s_in]
+            out[p.name] = raw[off : off + p.size].reshape(p.shape).copy()
+            off += 2 * p.size
+        return out

@@ -1,0 +1,25 @@
+"""User-facing errors: each one becomes a single line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+
+class EdgecError(Exception):
+    """An error caused by the user's input (model file, options), not by edgec itself."""
+
+    exit_code = 2
+
+
+class UnsupportedOpError(EdgecError):
+    """An op (or an attribute combination) edgec cannot compile."""
+
+
+class ShapeError(EdgecError):
+    """A shape that cannot be resolved statically."""
+
+
+class ModelTooBigError(EdgecError):
+    """The compiled model does not fit the target's flash or RAM."""
+
+
+class ToolchainError(EdgecError):
+    """A compiler or emulator that edgec needs is missing or failed."""

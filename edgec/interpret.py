@@ -1,0 +1,84 @@
+"""Shape inference and the numpy reference interpreter of the IR."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.ir import Graph, Tensor
+from edgec.ops import get_op
+from edgec.ops.unary import act_ref
+
+
+#: ops whose outputs depend only on input shapes, so they fold even with run-time inputs
+SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
+def infer_shapes(g: Graph) -> None:
+    """Fill in the shape and dtype of every node output, in topological order.
+
+    Values are propagated too: a node whose inputs are all constant (or that reads only shapes)
+    gets constant outputs, so shape subgraphs (Shape → Gather → Concat → Reshape) resolve here and
+    ``passes.fold_constants`` can drop them.
+    """
+    for node in g.nodes:
+        op = get_op(node, g)
+        foldable = node.op in SHAPE_ONLY or all(
+            g.const(i) is not None for i in node.inputs if i
+        )
+        if foldable:
+            try:
+                values = {i: g.tensors[i].data for i in node.inputs if i and g.const(i) is not None}
+                outs = run_node(node, g, values)
+            except EdgecError:
+                raise
+            except Exception as exc:
+                raise EdgecError(
+                    f"node '{node.name}' ({node.op}): cannot evaluate constant inputs: {exc}"
+                ) from exc
+            for name, val in zip(node.outputs, outs, strict=False):
+                if name:
+                    arr = np.ascontiguousarray(val)
+                    g.tensors[name] = Tensor(name, tuple(int(d) for d in arr.shape),
+                                             str(arr.dtype), arr)
+            continue
+        try:
+            results = op.infer(node, g)
+        except EdgecError:
+            raise
+        except Exception as exc:  # a malformed node: name it
+            raise EdgecError(f"node '{node.name}' ({node.op}): cannot infer shapes: {exc}") from exc
+        for name, (shape, dtype) in zip(node.outputs, results, strict=False):
+            if not name:
+                continue
+            old = g.tensors.get(name)
+            data = old.data if old is not None else None
+            g.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, data)
+
+
+def run_node(node, g: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    op = get_op(node, g)
+    ins = [values.get(i) if i else None for i in node.inputs]
+    if node.op in SHAPE_ONLY:
+        ins = [np.zeros(g.shape(node.inputs[0]), np.float32)]
+    outs = op.reference(node, ins, g)
+    act = node.attrs.get("_act")
+    if act is not None:
+        outs = [act_ref(act[0], act[1], outs[0]), *outs[1:]]
+    return outs
+
+
+def interpret(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Evaluate the graph with numpy; returns every graph output by name."""
+    values: dict[str, np.ndarray] = {
+        t.name: t.data for t in g.tensors.values() if t.data is not None
+    }
+    for name in g.inputs:
+        values[name] = np.asarray(feeds[name], dtype=g.tensor(name).dtype).reshape(g.shape(name))
+    for node in g.nodes:
+        for name, val in zip(node.outputs, run_node(node, g, values), strict=False):
+            if name:
+                values[name] = np.asarray(val)
+    return {o: values[o] for o in g.outputs}

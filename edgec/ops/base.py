@@ -1,0 +1,149 @@
+"""The op interface and registry.
+
+Each op module in ``edgec.ops`` defines one or more :class:`Op` subclasses decorated with
+:func:`register`. An op knows, in one place: its shape rule (:meth:`Op.infer`), its numpy
+reference (:meth:`Op.reference`), its C emission (:meth:`Op.emit`) and its cost (:meth:`Op.macs`).
+Semantics follow ONNX; constant inputs (shapes, axes, pads...) are read from the graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from edgec.errors import UnsupportedOpError
+from edgec.ir import Graph, Node, Shape
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+REGISTRY: dict[str, Op] = {}
+
+
+class EmitContext(Protocol):
+    """What the C back-end offers an op while it writes the op's kernel."""
+
+    g: Graph
+    node: Node
+
+    def inp(self, i: int) -> str:
+        """C expression of input ``i`` (a ``const float *``; a weight symbol for constants)."""
+        ...
+
+    def out(self, i: int) -> str:
+        """C expression of output ``i`` (a ``float *``)."""
+        ...
+
+    def scratch(self) -> str:
+        """C expression of this node's scratch buffer (see :meth:`Op.scratch`)."""
+        ...
+
+    def act(self, expr: str) -> str:
+        """``expr`` with the node's fused activation applied (``expr`` itself when none)."""
+        ...
+
+    def const_array(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
+        """Emit a derived constant table (flash) and return its symbol."""
+        ...
+
+
+class Op:
+    """Base class of all ops. Subclasses set ``types`` and override what they need."""
+
+    types: ClassVar[tuple[str, ...]] = ()
+    #: output 0 is input 0 with another shape (Reshape, Flatten, Squeeze...): no data moves.
+    view: ClassVar[bool] = False
+    #: the kernel can apply a fused activation to its output (see passes.fuse_activation).
+    fusable: ClassVar[bool] = False
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        raise NotImplementedError
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        raise NotImplementedError
+
+    def macs(self, node: Node, g: Graph) -> int:
+        return 0
+
+    def inplace(self, node: Node, g: Graph) -> bool:
+        """True when output 0 may be written over input 0 (same size, read-before-write kernel)."""
+        return False
+
+    def scratch(self, node: Node, g: Graph) -> int:
+        """Floats of scratch memory the kernel needs while it runs (planned in the arena)."""
+        return 0
+
+
+def register(cls: type[Op]) -> type[Op]:
+    inst = cls()
+    for t in cls.types:
+        REGISTRY[t] = inst
+    return cls
+
+
+def get_op(node: Node, g: Graph | None = None) -> Op:
+    op = REGISTRY.get(node.op)
+    if op is None:
+        where = f" (opset {g.opset})" if g is not None else ""
+        raise UnsupportedOpError(
+            f"node '{node.name}': op {node.op}{where} is not supported; supported ops: "
+            + ", ".join(sorted(REGISTRY))
+        )
+    return op
+
+
+def unsupported(node: Node, what: str) -> UnsupportedOpError:
+    return UnsupportedOpError(f"node '{node.name}' ({node.op}): {what}")
+
+
+# -- small helpers shared by op modules -------------------------------------------------------
+
+def prod(shape: Sequence[int]) -> int:
+    return int(math.prod(shape))
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def broadcast_shape(*shapes: Shape) -> Shape:
+    return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+
+
+def strides(shape: Sequence[int]) -> list[int]:
+    out = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        out[i] = out[i + 1] * int(shape[i + 1])
+    return out
+
+
+def c_float(v: float) -> str:
+    """A C99 float literal that round-trips exactly (or INFINITY/NAN from math.h)."""
+    f = float(np.float32(v))
+    if math.isnan(f):
+        return "NAN"
+    if math.isinf(f):
+        return "INFINITY" if f > 0 else "(-INFINITY)"
+    s = np.format_float_positional(np.float32(f), unique=True, trim="0")
+    if len(s) > 12:
+        s = np.format_float_scientific(np.float32(f), unique=True, trim="0")
+    if "." not in s and "e" not in s:
+        s += ".0"
+    if s.endswith("."):
+        s += "0"
+    s = s.replace(".e", ".0e")
+    return s + "f"
+
+
+def float_attr(node: Node, key: str, default: float) -> float:
+    return float(node.attrs.get(key, default))
+
+
+def int_list(v: Any) -> list[int]:
+    return [int(x) for x in np.asarray(v).reshape(-1)]

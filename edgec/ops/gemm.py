@@ -1,0 +1,222 @@
+"""Gemm and MatMul.
+
+With a constant right-hand side the kernel is a dense layer: the weights are re-laid out at
+compile time as W[N][K] (alpha folded in) so every output walks one contiguous weight row, four
+output rows share each input load, and bias and activation are fused. A run-time right-hand side
+gets a batched (broadcasting) matrix product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import (
+    EmitContext,
+    Op,
+    broadcast_shape,
+    c_float,
+    prod,
+    register,
+    unsupported,
+)
+from edgec.ops.loops import broadcast_loop
+
+
+def dense_kernel(
+    x: str, w: str, bias: str | None, y: str, m: int, k: int, n: int, act, x_row_stride: int = -1
+) -> str:
+    """y[m][n] = act(bias[n] + sum_k x[m][k] * w[n][k]) with W rows contiguous.
+
+    ``act`` maps a C variable name to the activated expression. Four output rows are computed
+    together so each input element is loaded once per block.
+    """
+    xs = k if x_row_stride < 0 else x_row_stride
+    lines = [f"for (int m = 0; m < {m}; ++m) {{", f"    const float *xr = {x} + m * {xs};",
+             f"    float *yr = {y} + m * {n};"]
+    nb = n - n % 4
+    if nb:
+        init = [f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4)]
+        lines += [
+            f"    for (int n = 0; n < {nb}; n += 4) {{",
+            f"        const float *wr0 = {w} + n * {k};",
+            f"        const float *wr1 = wr0 + {k};",
+            f"        const float *wr2 = wr1 + {k};",
+            f"        const float *wr3 = wr2 + {k};",
+        ]
+        lines += [f"        float acc{j} = {init[j]};" for j in range(4)]
+        lines += [
+            f"        for (int kk = 0; kk < {k}; ++kk) {{",
+            "            const float xv = xr[kk];",
+        ]
+        lines += [f"            acc{j} += wr{j}[kk] * xv;" for j in range(4)]
+        lines += ["        }"]
+        lines += [f"        yr[n + {j}] = {act(f'acc{j}')};" for j in range(4)]
+        lines += ["    }"]
+    if n % 4:
+        init1 = f"{bias}[n]" if bias else "0.0f"
+        lines += [
+            f"    for (int n = {nb}; n < {n}; ++n) {{",
+            f"        const float *wr = {w} + n * {k};",
+            f"        float acc = {init1};",
+            f"        for (int kk = 0; kk < {k}; ++kk) acc += wr[kk] * xr[kk];",
+            f"        yr[n] = {act('acc')};",
+            "    }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _gemm_parts(node: Node, g: Graph) -> tuple[int, int, int, bool, bool]:
+    a_shape, b_shape = g.shape(node.inputs[0]), g.shape(node.inputs[1])
+    ta, tb = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
+    if len(a_shape) != 2 or len(b_shape) != 2:
+        raise unsupported(node, f"Gemm needs 2-D inputs, got {a_shape} and {b_shape}")
+    m, k = (a_shape[1], a_shape[0]) if ta else a_shape
+    n = b_shape[0] if tb else b_shape[1]
+    return int(m), int(k), int(n), ta, tb
+
+
+@register
+class Gemm(Op):
+    types = ("Gemm",)
+    fusable = True
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        m, _, n, _, _ = _gemm_parts(node, g)
+        return [((m, n), "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        a, b = inputs[0], inputs[1]
+        assert a is not None and b is not None
+        if node.attr("transA", 0):
+            a = a.T
+        if node.attr("transB", 0):
+            b = b.T
+        y = np.float32(node.attr("alpha", 1.0)) * (a.astype(np.float32) @ b.astype(np.float32))
+        c = inputs[2] if len(inputs) > 2 else None
+        if c is not None:
+            y = y + np.float32(node.attr("beta", 1.0)) * c
+        return [y.astype(np.float32)]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        m, k, n, _, _ = _gemm_parts(node, g)
+        return m * k * n
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        m, k, n, ta, tb = _gemm_parts(node, g)
+        alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+        b_const = g.const(node.inputs[1])
+        c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        c_const = g.const(c_name)
+        bias: str | None = None
+        full_c = False
+        if c_name:
+            c_shape = g.shape(c_name)
+            if prod(c_shape) == n and (len(c_shape) < 2 or c_shape[0] == 1) and c_const is not None:
+                bias = ctx.const_array(
+                    f"{node.name}_bias", (np.float32(beta) * c_const.reshape(-1)).astype(np.float32)
+                )
+            elif prod(c_shape) == 1 and c_const is not None:
+                bias = ctx.const_array(
+                    f"{node.name}_bias",
+                    np.full(n, np.float32(beta) * c_const.reshape(-1)[0], np.float32),
+                )
+            else:
+                full_c = True
+        if b_const is not None and not ta:
+            w = b_const if tb else b_const.T
+            w = (np.float32(alpha) * w.astype(np.float32)).astype(np.float32)
+            wsym = ctx.const_array(f"{node.name}_w", np.ascontiguousarray(w))
+            if not full_c:
+                return dense_kernel(ctx.inp(0), wsym, bias, ctx.out(0), m, k, n, ctx.act)
+        # general path: run-time B, transA, or a full C matrix
+        a_idx = "kk * {m} + i".format(m=m) if ta else f"i * {k} + kk"
+        b_idx = f"j * {k} + kk" if tb else f"kk * {n} + j"
+        lines = [
+            f"for (int i = 0; i < {m}; ++i) {{",
+            f"    for (int j = 0; j < {n}; ++j) {{",
+            "        float acc = 0.0f;",
+            f"        for (int kk = 0; kk < {k}; ++kk) "
+            f"acc += {ctx.inp(0)}[{a_idx}] * {ctx.inp(1)}[{b_idx}];",
+        ]
+        expr = "acc" if alpha == 1.0 else f"{c_float(alpha)} * acc"
+        if c_name:
+            cy = broadcast_cidx(g.shape(c_name), (m, n))
+            expr = f"{expr} + {c_float(beta)} * {ctx.inp(2)}[{cy}]" if beta != 1.0 else (
+                f"{expr} + {ctx.inp(2)}[{cy}]")
+        lines += [f"        const float r = {expr};", f"        {ctx.out(0)}[i * {n} + j] = "
+                  f"{ctx.act('r')};", "    }", "}"]
+        return "\n".join(lines) + "\n"
+
+
+def broadcast_cidx(c_shape: Shape, out: tuple[int, int]) -> str:
+    c = (1,) * (2 - len(c_shape)) + tuple(c_shape)
+    parts = []
+    if c[0] != 1:
+        parts.append(f"i * {c[1]}")
+    if c[1] != 1:
+        parts.append("j")
+    return " + ".join(parts) if parts else "0"
+
+
+def _matmul_shapes(a: Shape, b: Shape) -> tuple[Shape, Shape, Shape, int, int, int]:
+    """(batch_a, batch_b, out_shape, M, K, N) for numpy matmul semantics."""
+    a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)
+    b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
+    m, k = a2[-2], a2[-1]
+    n = b2[-1]
+    batch = broadcast_shape(a2[:-2], b2[:-2])
+    out = batch + ((m,) if len(a) > 1 else ()) + ((n,) if len(b) > 1 else ())
+    return a2[:-2], b2[:-2], out, int(m), int(k), int(n)
+
+
+@register
+class MatMul(Op):
+    types = ("MatMul",)
+    fusable = True
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        a, b = g.shape(node.inputs[0]), g.shape(node.inputs[1])
+        if a[-1] != (b[0] if len(b) == 1 else b[-2]):
+            raise unsupported(node, f"MatMul shapes {a} and {b} do not match")
+        return [(_matmul_shapes(a, b)[2], "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        a, b = inputs[0], inputs[1]
+        assert a is not None and b is not None
+        return [np.matmul(a, b).astype(np.float32)]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        ba, bb, out, m, k, n = _matmul_shapes(g.shape(node.inputs[0]), g.shape(node.inputs[1]))
+        return prod(broadcast_shape(ba, bb)) * m * k * n
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        a_shape, b_shape = g.shape(node.inputs[0]), g.shape(node.inputs[1])
+        ba, bb, _, m, k, n = _matmul_shapes(a_shape, b_shape)
+        b_const = g.const(node.inputs[1])
+        if b_const is not None and len(b_shape) <= 2:
+            w = b_const.reshape(k, n).T.astype(np.float32)
+            wsym = ctx.const_array(f"{node.name}_w", np.ascontiguousarray(w))
+            rows = prod(a_shape[:-1]) if len(a_shape) > 1 else 1
+            return dense_kernel(ctx.inp(0), wsym, None, ctx.out(0), rows, k, n, ctx.act)
+        batch = broadcast_shape(ba, bb)
+        a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+
+        def body(ix: list[str], iy: str) -> str:
+            return (
+                f"const float *ap = {a} + ({ix[0]}) * {m * k};\n"
+                f"const float *bp = {b} + ({ix[1]}) * {k * n};\n"
+                f"float *yp = {y} + ({iy}) * {m * n};\n"
+                f"for (int i = 0; i < {m}; ++i) {{\n"
+                f"    for (int j = 0; j < {n}; ++j) {{\n"
+                f"        float acc = 0.0f;\n"
+                f"        for (int kk = 0; kk < {k}; ++kk) acc += ap[i * {k} + kk] * bp[kk * {n} + j];\n"
+                f"        yp[i * {n} + j] = {ctx.act('acc')};\n"
+                f"    }}\n"
+                f"}}\n"
+            )
+
+        return broadcast_loop(batch, [ba, bb], body)

@@ -1,0 +1,175 @@
+"""Elementwise unary ops and activations (also used as fused activations by other kernels).
+
+Each entry holds the op's parameters (from attributes or constant inputs), its numpy reference and
+its C expression over a float variable. ``Pow`` with a constant exponent lives here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import EmitContext, Op, c_float, prod, register, unsupported
+
+Params = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Unary:
+    c: Callable[[str, Params], str]
+    ref: Callable[[np.ndarray, Params], np.ndarray]
+    defaults: tuple[tuple[str, float], ...] = ()
+
+
+def _f(v: float) -> str:
+    return c_float(v)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (np.maximum(x64, 0) + np.log1p(np.exp(-np.abs(x64)))).astype(np.float32)
+
+
+def _elu(x: np.ndarray, a: float) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, x, a * (np.exp(x.astype(np.float64)) - 1)).astype(np.float32)
+
+
+UNARY: dict[str, Unary] = {
+    "Relu": Unary(lambda v, p: f"({v} > 0.0f ? {v} : 0.0f)", lambda x, p: np.maximum(x, 0)),
+    "LeakyRelu": Unary(
+        lambda v, p: f"({v} >= 0.0f ? {v} : {_f(p['alpha'])} * {v})",
+        lambda x, p: np.where(x >= 0, x, np.float32(p["alpha"]) * x),
+        (("alpha", 0.01),),
+    ),
+    "Sigmoid": Unary(lambda v, p: f"(1.0f / (1.0f + expf(-{v})))", lambda x, p: _sigmoid(x)),
+    "Tanh": Unary(lambda v, p: f"tanhf({v})", lambda x, p: np.tanh(x)),
+    "HardSigmoid": Unary(
+        lambda v, p: f"fmaxf(0.0f, fminf(1.0f, {_f(p['alpha'])} * {v} + {_f(p['beta'])}))",
+        lambda x, p: np.clip(np.float32(p["alpha"]) * x + np.float32(p["beta"]), 0, 1),
+        (("alpha", 0.2), ("beta", 0.5)),
+    ),
+    "HardSwish": Unary(
+        lambda v, p: f"({v} * fmaxf(0.0f, fminf(1.0f, {_f(1 / 6)} * {v} + 0.5f)))",
+        lambda x, p: x * np.clip(np.float32(1 / 6) * x + np.float32(0.5), 0, 1),
+    ),
+    "Elu": Unary(
+        lambda v, p: f"({v} > 0.0f ? {v} : {_f(p['alpha'])} * (expf({v}) - 1.0f))",
+        lambda x, p: _elu(x, p["alpha"]),
+        (("alpha", 1.0),),
+    ),
+    "Selu": Unary(
+        lambda v, p: (
+            f"({_f(p['gamma'])} * ({v} > 0.0f ? {v} : "
+            f"{_f(p['alpha'])} * expf({v}) - {_f(p['alpha'])}))"
+        ),
+        lambda x, p: (np.float32(p["gamma"]) * _elu(x, p["alpha"])).astype(np.float32),
+        (("alpha", 1.67326319217681884765625), ("gamma", 1.05070102214813232421875)),
+    ),
+    "Softplus": Unary(
+        lambda v, p: f"(fmaxf({v}, 0.0f) + log1pf(expf(-fabsf({v}))))",
+        lambda x, p: _softplus(x),
+    ),
+    "Clip": Unary(
+        lambda v, p: f"fminf(fmaxf({v}, {_f(p['min'])}), {_f(p['max'])})",
+        lambda x, p: np.minimum(np.maximum(x, np.float32(p["min"])), np.float32(p["max"])),
+        (("min", float("-inf")), ("max", float("inf"))),
+    ),
+    "Exp": Unary(lambda v, p: f"expf({v})", lambda x, p: np.exp(x)),
+    "Log": Unary(lambda v, p: f"logf({v})", lambda x, p: np.log(x)),
+    "Sqrt": Unary(lambda v, p: f"sqrtf({v})", lambda x, p: np.sqrt(x)),
+    "Neg": Unary(lambda v, p: f"(-{v})", lambda x, p: -x),
+    "Abs": Unary(lambda v, p: f"fabsf({v})", lambda x, p: np.abs(x)),
+    "Reciprocal": Unary(lambda v, p: f"(1.0f / {v})", lambda x, p: np.float32(1) / x),
+}
+
+
+def _pow_c(v: str, p: Params) -> str:
+    e = p["exponent"]
+    if e == 1.0:
+        return v
+    if e == 2.0:
+        return f"({v} * {v})"
+    if e == 3.0:
+        return f"({v} * {v} * {v})"
+    if e == 0.5:
+        return f"sqrtf({v})"
+    if e == -1.0:
+        return f"(1.0f / {v})"
+    return f"powf({v}, {_f(e)})"
+
+
+def _pow_ref(x: np.ndarray, p: Params) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.power(x, np.float32(p["exponent"])).astype(np.float32)
+
+
+UNARY["Pow"] = Unary(_pow_c, _pow_ref)
+
+#: activations another kernel may absorb (see passes.fuse_activation)
+FUSABLE_ACTIVATIONS = (
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
+    "Softplus", "Clip",
+)
+
+
+def unary_params(node: Node, g: Graph) -> Params:
+    """Resolve an activation's parameters from attributes or constant inputs (Clip, Pow)."""
+    spec = UNARY[node.op]
+    p: Params = {k: float(node.attrs.get(k, d)) for k, d in spec.defaults}
+    if node.op == "Clip" and len(node.inputs) > 1:
+        for idx, key in ((1, "min"), (2, "max")):
+            if len(node.inputs) > idx and node.inputs[idx]:
+                c = g.const(node.inputs[idx])
+                if c is None:
+                    raise unsupported(node, f"Clip {key} must be a constant")
+                p[key] = float(np.asarray(c).reshape(-1)[0])
+    if node.op == "Pow":
+        c = g.const(node.inputs[1]) if len(node.inputs) > 1 else None
+        if c is None or np.asarray(c).size != 1:
+            raise unsupported(node, "Pow is supported with a constant scalar exponent only")
+        p["exponent"] = float(np.asarray(c).reshape(-1)[0])
+    return p
+
+
+def act_c(kind: str, params: Params, v: str) -> str:
+    return UNARY[kind].c(v, params)
+
+
+def act_ref(kind: str, params: Params, x: np.ndarray) -> np.ndarray:
+    return UNARY[kind].ref(x, params).astype(np.float32)
+
+
+@register
+class UnaryOp(Op):
+    types = tuple(UNARY)
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        return [(g.shape(node.inputs[0]), g.tensor(node.inputs[0]).dtype)]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        x = inputs[0]
+        assert x is not None
+        out = UNARY[node.op].ref(x, unary_params(node, g))
+        return [np.asarray(out).astype(x.dtype)]
+
+    def inplace(self, node: Node, g: Graph) -> bool:
+        return True
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        n = prod(ctx.g.shape(node.outputs[0]))
+        expr = UNARY[node.op].c("v", unary_params(node, ctx.g))
+        return (
+            f"for (int i = 0; i < {n}; ++i) {{\n"
+            f"    const float v = {ctx.inp(0)}[i];\n"
+            f"    {ctx.out(0)}[i] = {expr};\n"
+            f"}}\n"
+        )

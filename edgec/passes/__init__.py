@@ -1,0 +1,40 @@
+"""Optimisation passes: plain functions Graph → Graph (each returns a new or the same graph)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgec.ir import Graph
+from edgec.passes.batchnorm import fold_batchnorm
+from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
+from edgec.passes.fuse import fuse_activations
+from edgec.passes.state import detect_state
+
+Pass = Callable[[Graph], Graph]
+
+DEFAULT_PIPELINE: tuple[Pass, ...] = (
+    fold_constants,
+    remove_identities,
+    fold_batchnorm,
+    fuse_activations,
+    eliminate_dead_nodes,
+    detect_state,
+)
+
+
+def optimize(g: Graph, pipeline: tuple[Pass, ...] = DEFAULT_PIPELINE) -> Graph:
+    for p in pipeline:
+        g = p(g)
+    return g
+
+
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "detect_state",
+    "eliminate_dead_nodes",
+    "fold_batchnorm",
+    "fold_constants",
+    "fuse_activations",
+    "optimize",
+    "remove_identities",
+]
