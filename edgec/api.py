@@ -98,7 +98,9 @@ class CompiledModel:
 
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run edgec's numpy interpreter on the optimised IR (no C involved)."""
-        feeds = dict(zip(self.input_names, self._feeds(args, kwargs, self.input_names), strict=True))
+        feeds = dict(
+            zip(self.input_names, self._feeds(args, kwargs, self.input_names), strict=True)
+        )
         res = interpret(self.graph, feeds)
         outs = [res[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs
@@ -118,7 +120,8 @@ def compile_graph(
                 )
             if g.shape(s_in) != g.shape(s_out):
                 raise EdgecError(
-                    f"state pair {s_in}:{s_out}: shapes differ ({g.shape(s_in)} vs {g.shape(s_out)})"
+                    f"state pair {s_in}:{s_out}: shapes differ "
+                    f"({g.shape(s_in)} vs {g.shape(s_out)})"
                 )
         g.state = [tuple(p) for p in state]  # type: ignore[misc]
     opt = optimize(g)
@@ -139,5 +142,7 @@ def compile(  # noqa: A001 - the natural name
     elif type(model).__name__ == "ModelProto":
         g = from_model_proto(model, input_shapes, source=name or "model", name=name)
     else:
-        raise EdgecError(f"edgec.compile: cannot compile a {type(model).__name__}; pass an ONNX path")
+        raise EdgecError(
+            f"edgec.compile: cannot compile a {type(model).__name__}; pass an ONNX path"
+        )
     return compile_graph(g, name=name, state=state)

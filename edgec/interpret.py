@@ -11,7 +11,6 @@ from edgec.ir import Graph, Tensor
 from edgec.ops import get_op
 from edgec.ops.unary import act_ref
 
-
 #: ops whose outputs depend only on input shapes, so they fold even with run-time inputs
 SHAPE_ONLY = frozenset({"Shape", "Size"})
 
@@ -25,9 +24,7 @@ def infer_shapes(g: Graph) -> None:
     """
     for node in g.nodes:
         op = get_op(node, g)
-        foldable = node.op in SHAPE_ONLY or all(
-            g.const(i) is not None for i in node.inputs if i
-        )
+        foldable = node.op in SHAPE_ONLY or all(g.const(i) is not None for i in node.inputs if i)
         if foldable:
             try:
                 values = {i: g.tensors[i].data for i in node.inputs if i and g.const(i) is not None}
@@ -41,8 +38,9 @@ def infer_shapes(g: Graph) -> None:
             for name, val in zip(node.outputs, outs, strict=False):
                 if name:
                     arr = np.ascontiguousarray(val)
-                    g.tensors[name] = Tensor(name, tuple(int(d) for d in arr.shape),
-                                             str(arr.dtype), arr)
+                    g.tensors[name] = Tensor(
+                        name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
+                    )
             continue
         try:
             results = op.infer(node, g)

@@ -27,8 +27,10 @@ def make_model(
     """A float32 model; outputs' shapes may be None (left to shape inference)."""
     ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in inputs.items()]
     outs_spec = outputs if isinstance(outputs, Mapping) else {o: None for o in outputs}
-    outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, None if v is None else list(v))
-            for k, v in outs_spec.items()]
+    outs = [
+        helper.make_tensor_value_info(k, TensorProto.FLOAT, None if v is None else list(v))
+        for k, v in outs_spec.items()
+    ]
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()]
     graph = helper.make_graph(list(nodes), name, ins, outs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -47,8 +49,9 @@ def ort_run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.
     return sess.run(None, dict(feeds))
 
 
-def random_feeds(model: onnx.ModelProto, seed: int = 0, low: float = -2.0,
-                 high: float = 2.0) -> dict[str, np.ndarray]:
+def random_feeds(
+    model: onnx.ModelProto, seed: int = 0, low: float = -2.0, high: float = 2.0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     init = {i.name for i in model.graph.initializer}
     feeds = {}
@@ -80,5 +83,7 @@ def check_model(
         e_ = np.asarray(e_, np.float32)
         assert g_.shape == e_.shape, f"output {i}: C shape {g_.shape} vs onnxruntime {e_.shape}"
         np.testing.assert_allclose(g_, e_, rtol=rtol, atol=atol, err_msg=f"C output {i}")
-        np.testing.assert_allclose(r_, e_, rtol=rtol, atol=atol, err_msg=f"IR interpreter output {i}")
+        np.testing.assert_allclose(
+            r_, e_, rtol=rtol, atol=atol, err_msg=f"IR interpreter output {i}"
+        )
     return m

@@ -11,9 +11,18 @@ from tests.helpers import check_model, make_model
 SHAPES = [(1,), (3,), (7,), (17,), (2, 3, 7), (1, 17, 3)]
 
 UNARY = [
-    ("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}),
-    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("HardSwish", {}), ("Elu", {"alpha": 0.7}),
-    ("Selu", {}), ("Softplus", {}), ("Exp", {}), ("Neg", {}), ("Abs", {}),
+    ("Relu", {}),
+    ("LeakyRelu", {"alpha": 0.2}),
+    ("Sigmoid", {}),
+    ("Tanh", {}),
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+    ("HardSwish", {}),
+    ("Elu", {"alpha": 0.7}),
+    ("Selu", {}),
+    ("Softplus", {}),
+    ("Exp", {}),
+    ("Neg", {}),
+    ("Abs", {}),
 ]
 
 
@@ -47,12 +56,20 @@ def test_clip_attrs_opset6() -> None:
 def test_pow_const(exp: float) -> None:
     node = helper.make_node("Pow", ["x", "e"], ["y"])
     x = np.random.default_rng(2).uniform(0.2, 3, (3, 7)).astype(np.float32)
-    check_model(make_model([node], {"x": (3, 7)}, ["y"], {"e": np.array(exp, np.float32)}),
-                {"x": x})
+    check_model(
+        make_model([node], {"x": (3, 7)}, ["y"], {"e": np.array(exp, np.float32)}), {"x": x}
+    )
 
 
-BCAST = [((3, 7), (3, 7)), ((3, 7), (7,)), ((3, 7), (3, 1)), ((2, 3, 7), (1, 3, 1)),
-         ((1,), (17,)), ((2, 1, 7), (3, 1)), ((17,), ())]
+BCAST = [
+    ((3, 7), (3, 7)),
+    ((3, 7), (7,)),
+    ((3, 7), (3, 1)),
+    ((2, 3, 7), (1, 3, 1)),
+    ((1,), (17,)),
+    ((2, 1, 7), (3, 1)),
+    ((17,), ()),
+]
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
@@ -60,8 +77,10 @@ BCAST = [((3, 7), (3, 7)), ((3, 7), (7,)), ((3, 7), (3, 1)), ((2, 3, 7), (1, 3, 
 def test_binary_broadcast(op: str, sa: tuple, sb: tuple) -> None:
     node = helper.make_node(op, ["a", "b"], ["y"])
     rng = np.random.default_rng(3)
-    feeds = {"a": rng.uniform(-2, 2, sa).astype(np.float32),
-             "b": rng.uniform(0.5, 2, sb).astype(np.float32)}
+    feeds = {
+        "a": rng.uniform(-2, 2, sa).astype(np.float32),
+        "b": rng.uniform(0.5, 2, sb).astype(np.float32),
+    }
     check_model(make_model([node], {"a": sa, "b": sb}, ["y"]), feeds)
 
 
@@ -96,16 +115,30 @@ def test_gemm_runtime_b_transa_full_c() -> None:
 
 def test_gemm_no_bias_fused_relu() -> None:
     rng = np.random.default_rng(7)
-    nodes = [helper.make_node("Gemm", ["a", "b"], ["t"], transB=1),
-             helper.make_node("Relu", ["t"], ["y"])]
-    m = check_model(make_model(nodes, {"a": (2, 17)}, ["y"],
-                               {"b": rng.standard_normal((7, 17)).astype(np.float32)}))
+    nodes = [
+        helper.make_node("Gemm", ["a", "b"], ["t"], transB=1),
+        helper.make_node("Relu", ["t"], ["y"]),
+    ]
+    m = check_model(
+        make_model(
+            nodes, {"a": (2, 17)}, ["y"], {"b": rng.standard_normal((7, 17)).astype(np.float32)}
+        )
+    )
     assert len(m.graph.nodes) == 1 and m.graph.nodes[0].attrs["_act"][0] == "Relu"
 
 
-@pytest.mark.parametrize("sa,sb", [((3, 7), (7, 5)), ((2, 3, 7), (7, 5)), ((7,), (7, 3)),
-                                   ((2, 3, 7), (2, 7, 4)), ((2, 1, 3, 7), (5, 7, 2)),
-                                   ((3, 7), (7,))], ids=str)
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((3, 7), (7, 5)),
+        ((2, 3, 7), (7, 5)),
+        ((7,), (7, 3)),
+        ((2, 3, 7), (2, 7, 4)),
+        ((2, 1, 3, 7), (5, 7, 2)),
+        ((3, 7), (7,)),
+    ],
+    ids=str,
+)
 def test_matmul_runtime(sa: tuple, sb: tuple) -> None:
     node = helper.make_node("MatMul", ["a", "b"], ["y"])
     check_model(make_model([node], {"a": sa, "b": sb}, ["y"]))

@@ -18,8 +18,14 @@ from edgec.ops import get_op
 from edgec.ops.base import c_float, prod
 from edgec.ops.unary import act_c
 
-_CTYPES = {"float": np.float32, "int32_t": np.int32, "int16_t": np.int16, "int8_t": np.int8,
-           "uint8_t": np.uint8, "uint32_t": np.uint32}
+_CTYPES = {
+    "float": np.float32,
+    "int32_t": np.int32,
+    "int16_t": np.int16,
+    "int8_t": np.int8,
+    "uint8_t": np.uint8,
+    "uint32_t": np.uint32,
+}
 
 
 def template_dir() -> Path:
@@ -120,7 +126,9 @@ class NodeContext:
         data = self.g.const(name)
         if data is not None:
             if data.dtype.kind not in "fiub":
-                raise EdgecError(f"node '{self.node.name}': constant '{name}' has dtype {data.dtype}")
+                raise EdgecError(
+                    f"node '{self.node.name}': constant '{name}' has dtype {data.dtype}"
+                )
             ctype = "float" if data.dtype.kind == "f" else "int32_t"
             return self.weights.add(name, data, ctype)
         self.used_inputs[i] = name
@@ -213,7 +221,9 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     in_c = _unique(g.inputs, "in")
     out_c = _unique(g.outputs, "out")
     inputs = [Port(t, c, g.shape(t), t in state_in) for t, c in zip(g.inputs, in_c, strict=True)]
-    outputs = [Port(t, c, g.shape(t), t in state_out) for t, c in zip(g.outputs, out_c, strict=True)]
+    outputs = [
+        Port(t, c, g.shape(t), t in state_out) for t, c in zip(g.outputs, out_c, strict=True)
+    ]
     ptr: dict[str, str] = {p.name: p.c for p in inputs}
     for p in outputs:
         ptr[p.name] = p.c
@@ -246,21 +256,21 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
             params.append("float *restrict scratch")
             args.append(f"arena + {plan.scratch[idx]}")
         fn = f"node{idx}_{c_ident(node.op).lower()}"
-        shapes = ", ".join(
-            "x".join(map(str, g.shape(o))) or "scalar" for o in node.outputs if o
-        )
+        shapes = ", ".join("x".join(map(str, g.shape(o))) or "scalar" for o in node.outputs if o)
         act = node.attrs.get("_act")
         comment = f"node {idx}: {node.op} '{node.name}' -> [{shapes}]"
         if act:
             comment += f", fused {act[0]}"
         if alias:
             comment += ", in place"
-        kernels.append({
-            "fn": fn,
-            "params": ", ".join(params) or "void",
-            "body": _indent(body),
-            "comment": comment.replace("*/", "* /"),
-        })
+        kernels.append(
+            {
+                "fn": fn,
+                "params": ", ".join(params) or "void",
+                "body": _indent(body),
+                "comment": comment.replace("*/", "* /"),
+            }
+        )
         calls.append(f"{fn}({', '.join(args)});")
     # outputs that are constants or graph inputs are copied in
     for p in outputs:
@@ -270,23 +280,29 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         elif p.name in g.inputs:
             calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof(float) * {p.size});")
 
-    run_params = ", ".join(
-        [f"const float *{p.c}" for p in inputs] + [f"float *{p.c}" for p in outputs]
-    ) or "void"
+    run_params = (
+        ", ".join([f"const float *{p.c}" for p in inputs] + [f"float *{p.c}" for p in outputs])
+        or "void"
+    )
     run_args = ", ".join([p.c for p in inputs] + [p.c for p in outputs])
     state_ports = []
     for s_in, s_out in g.state:
         p = next(p for p in inputs if p.name == s_in)
-        state_ports.append({"c": p.c[3:], "size": p.size, "shape_str": p.shape_str,
-                            "src": s_in, "dst": s_out})
+        state_ports.append(
+            {"c": p.c[3:], "size": p.size, "shape_str": p.shape_str, "src": s_in, "dst": s_out}
+        )
     step_params = ", ".join(
         [f"const float *{p.c}" for p in inputs if not p.state]
         + [f"float *{p.c}" for p in outputs if not p.state]
     )
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
-        + [f"s->{state_ports[[s['dst'] for s in state_ports].index(p.name)]['c']}_next"
-           if p.state else p.c for p in outputs]
+        + [
+            f"s->{state_ports[[s['dst'] for s in state_ports].index(p.name)]['c']}_next"
+            if p.state
+            else p.c
+            for p in outputs
+        ]
     )
     state_bytes = sum(8 * s["size"] for s in state_ports)
     report = {

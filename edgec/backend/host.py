@@ -37,9 +37,7 @@ def host_cc() -> str:
 def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
     cc = host_cc()
     flags = HOST_CFLAGS + tuple(extra_flags)
-    key = hashlib.sha256(
-        "\0".join([cm.header, cm.source, cc, *flags]).encode()
-    ).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([cm.header, cm.source, cc, *flags]).encode()).hexdigest()[:24]
     lib = cache_dir() / f"{cm.name}-{key}.so"
     if lib.is_file():
         return lib

@@ -46,10 +46,19 @@ def load_model_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise EdgecError(f"{p}: no such file")
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
-        raise EdgecError(f"{p}: not a valid ONNX file (corrupt or truncated): {_first_line(exc)}") from None
+    except (
+        DecodeError,
+        ValueError,
+        RuntimeError,
+        onnx.onnx_cpp2py_export.checker.ValidationError,
+    ) as exc:
+        raise EdgecError(
+            f"{p}: not a valid ONNX file (corrupt or truncated): {_first_line(exc)}"
+        ) from None
     except Exception as exc:  # protobuf raises several types for garbage input
-        raise EdgecError(f"{p}: not a valid ONNX file (corrupt or truncated): {_first_line(exc)}") from None
+        raise EdgecError(
+            f"{p}: not a valid ONNX file (corrupt or truncated): {_first_line(exc)}"
+        ) from None
     if not model.graph.node and not model.graph.output:
         raise EdgecError(f"{p}: not a valid ONNX file (it holds no graph)")
     _load_external(model, p)
@@ -134,22 +143,35 @@ def from_model_proto(
 
             model = inliner.inline_local_functions(model)
         except Exception as exc:
-            raise EdgecError(f"{source}: cannot inline ONNX local functions: {_first_line(exc)}") from None
+            raise EdgecError(
+                f"{source}: cannot inline ONNX local functions: {_first_line(exc)}"
+            ) from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset == 0:
         raise EdgecError(f"{source}: the model imports no default-domain ONNX opset")
     og = model.graph
-    g = Graph(name=name or _c_ident(Path(source).stem or og.name or "model"), opset=int(opset),
-              source=source)
+    g = Graph(
+        name=name or _c_ident(Path(source).stem or og.name or "model"),
+        opset=int(opset),
+        source=source,
+    )
 
     for init in og.initializer:
         arr = numpy_helper.to_array(init)
-        g.tensors[init.name] = Tensor(init.name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr)
+        g.tensors[init.name] = Tensor(
+            init.name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
+        )
     for sp in og.sparse_initializer:
         arr = numpy_helper.to_array(onnx.numpy_helper.to_array(sp.values))  # pragma: no cover
         raise UnsupportedOpError(f"{source}: sparse initializers are not supported")
 
-    unknown = set(input_shapes)
+    real_inputs = [vi.name for vi in og.input if vi.name not in g.tensors]
+    unknown = set(input_shapes) - set(real_inputs)
+    if unknown:
+        raise EdgecError(
+            f"{source}: --input-shape names unknown input(s) {', '.join(sorted(unknown))}; "
+            f"inputs are {', '.join(real_inputs)}"
+        )
     for vi in og.input:
         if vi.name in g.tensors:
             continue  # an initializer listed as input (IR version < 4)
@@ -163,7 +185,6 @@ def from_model_proto(
         dims = _dims(vi)
         if vi.name in input_shapes:
             shape = tuple(int(d) for d in input_shapes[vi.name])
-            unknown.discard(vi.name)
             if len(shape) != len(dims) or any(
                 isinstance(d, int) and d != s for d, s in zip(dims, shape, strict=False)
             ):
@@ -181,12 +202,6 @@ def from_model_proto(
             shape = tuple(int(d) for d in dims)
         g.tensors[vi.name] = Tensor(vi.name, shape, "float32")
         g.inputs.append(vi.name)
-    if unknown:
-        raise EdgecError(
-            f"{source}: --input-shape names unknown input(s) {', '.join(sorted(unknown))}; "
-            f"inputs are {', '.join(g.inputs)}"
-        )
-
     used_names: set[str] = set()
     for idx, n in enumerate(og.node):
         if n.domain not in ("", "ai.onnx"):
@@ -196,8 +211,9 @@ def from_model_proto(
             )
         if n.op_type == "Constant":
             arr = _constant_value(n)
-            g.tensors[n.output[0]] = Tensor(n.output[0], tuple(int(d) for d in arr.shape),
-                                            str(arr.dtype), arr)
+            g.tensors[n.output[0]] = Tensor(
+                n.output[0], tuple(int(d) for d in arr.shape), str(arr.dtype), arr
+            )
             continue
         node_name = n.name or f"{n.op_type}_{idx}"
         if node_name in used_names:

@@ -104,6 +104,7 @@ def unsupported(node: Node, what: str) -> UnsupportedOpError:
 
 # -- small helpers shared by op modules -------------------------------------------------------
 
+
 def prod(shape: Sequence[int]) -> int:
     return int(math.prod(shape))
 

@@ -32,8 +32,11 @@ def dense_kernel(
     together so each input element is loaded once per block.
     """
     xs = k if x_row_stride < 0 else x_row_stride
-    lines = [f"for (int m = 0; m < {m}; ++m) {{", f"    const float *xr = {x} + m * {xs};",
-             f"    float *yr = {y} + m * {n};"]
+    lines = [
+        f"for (int m = 0; m < {m}; ++m) {{",
+        f"    const float *xr = {x} + m * {xs};",
+        f"    float *yr = {y} + m * {n};",
+    ]
     nb = n - n % 4
     if nb:
         init = [f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4)]
@@ -132,7 +135,7 @@ class Gemm(Op):
             if not full_c:
                 return dense_kernel(ctx.inp(0), wsym, bias, ctx.out(0), m, k, n, ctx.act)
         # general path: run-time B, transA, or a full C matrix
-        a_idx = "kk * {m} + i".format(m=m) if ta else f"i * {k} + kk"
+        a_idx = f"kk * {m} + i" if ta else f"i * {k} + kk"
         b_idx = f"j * {k} + kk" if tb else f"kk * {n} + j"
         lines = [
             f"for (int i = 0; i < {m}; ++i) {{",
@@ -144,10 +147,17 @@ class Gemm(Op):
         expr = "acc" if alpha == 1.0 else f"{c_float(alpha)} * acc"
         if c_name:
             cy = broadcast_cidx(g.shape(c_name), (m, n))
-            expr = f"{expr} + {c_float(beta)} * {ctx.inp(2)}[{cy}]" if beta != 1.0 else (
-                f"{expr} + {ctx.inp(2)}[{cy}]")
-        lines += [f"        const float r = {expr};", f"        {ctx.out(0)}[i * {n} + j] = "
-                  f"{ctx.act('r')};", "    }", "}"]
+            expr = (
+                f"{expr} + {c_float(beta)} * {ctx.inp(2)}[{cy}]"
+                if beta != 1.0
+                else (f"{expr} + {ctx.inp(2)}[{cy}]")
+            )
+        lines += [
+            f"        const float r = {expr};",
+            f"        {ctx.out(0)}[i * {n} + j] = {ctx.act('r')};",
+            "    }",
+            "}",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -213,7 +223,8 @@ class MatMul(Op):
                 f"for (int i = 0; i < {m}; ++i) {{\n"
                 f"    for (int j = 0; j < {n}; ++j) {{\n"
                 f"        float acc = 0.0f;\n"
-                f"        for (int kk = 0; kk < {k}; ++kk) acc += ap[i * {k} + kk] * bp[kk * {n} + j];\n"
+                f"        for (int kk = 0; kk < {k}; ++kk)\n"
+                f"            acc += ap[i * {k} + kk] * bp[kk * {n} + j];\n"
                 f"        yp[i * {n} + j] = {ctx.act('acc')};\n"
                 f"    }}\n"
                 f"}}\n"

@@ -16,7 +16,9 @@ def broadcast_strides(in_shape: Shape, out_shape: Shape) -> list[int]:
     return [0 if padded[k] == 1 and out_shape[k] != 1 else st[k] for k in range(rank)]
 
 
-def coalesce(out_shape: Shape, operand_strides: Sequence[list[int]]) -> tuple[list[int], list[list[int]]]:
+def coalesce(
+    out_shape: Shape, operand_strides: Sequence[list[int]]
+) -> tuple[list[int], list[list[int]]]:
     """Merge adjacent dimensions that every operand walks contiguously; drop size-1 dims."""
     dims: list[int] = []
     sts: list[list[int]] = [[] for _ in operand_strides]

@@ -116,8 +116,16 @@ UNARY["Pow"] = Unary(_pow_c, _pow_ref)
 
 #: activations another kernel may absorb (see passes.fuse_activation)
 FUSABLE_ACTIVATIONS = (
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
-    "Softplus", "Clip",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Clip",
 )
 
 

@@ -55,8 +55,11 @@ def fold_batchnorm(g: Graph) -> Graph:
             w_nk = (b if tb else b.T) * alpha  # [N, K]
             c = g.const(p.inputs[2]) if len(p.inputs) > 2 and p.inputs[2] else None
             beta = float(p.attr("beta", 1.0))
-            c64 = np.zeros(w_nk.shape[0]) if c is None else np.broadcast_to(
-                c.astype(np.float64).reshape(-1) * beta, (w_nk.shape[0],))
+            c64 = (
+                np.zeros(w_nk.shape[0])
+                if c is None
+                else np.broadcast_to(c.astype(np.float64).reshape(-1) * beta, (w_nk.shape[0],))
+            )
             wn = g.add_const(f"{p.name}_wbn", (w_nk * s[:, None]).astype(np.float32))
             bnm = g.add_const(f"{p.name}_bbn", (c64 * s + t).astype(np.float32))
             p.inputs = [p.inputs[0], wn, bnm]

@@ -1,0 +1,131 @@
+"""The static memory planner: validity on random graphs, in-place reuse, views, lower bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.backend.planner import plan_memory
+from edgec.interpret import infer_shapes
+from edgec.ir import Graph, Node, Tensor
+
+
+def _graph(
+    nodes: list[Node],
+    inputs: dict[str, tuple[int, ...]],
+    outputs: list[str],
+    consts: dict[str, np.ndarray] | None = None,
+) -> Graph:
+    g = Graph("t")
+    for k, s in inputs.items():
+        g.tensors[k] = Tensor(k, s)
+        g.inputs.append(k)
+    for k, v in (consts or {}).items():
+        g.tensors[k] = Tensor(k, v.shape, str(v.dtype), v)
+    g.nodes = nodes
+    g.outputs = outputs
+    infer_shapes(g)
+    return g
+
+
+def _check_no_overlap(g: Graph) -> None:
+    """No two tensors that are alive at the same step (and not aliases) share arena bytes."""
+    plan = plan_memory(g)
+    last = {}
+    first = {}
+    for i, n in enumerate(g.nodes):
+        for t in n.inputs:
+            last[t] = i
+        for t in n.outputs:
+            first.setdefault(t, i)
+    names = list(plan.offsets)
+    alias_groups = {}
+    for t in names:  # tensors sharing an offset because of views / in-place are one buffer
+        alias_groups.setdefault((plan.offsets[t]), []).append(t)
+    for a in names:
+        for b in names:
+            if (
+                a >= b
+                or plan.offsets[a] == plan.offsets[b]
+                and (a in plan.aliased | plan.inplace or b in plan.aliased | plan.inplace)
+            ):
+                continue
+            la = (first[a], last.get(a, first[a]))
+            lb = (first[b], last.get(b, first[b]))
+            if la[0] <= lb[1] and lb[0] <= la[1]:
+                sa, sb = g.tensor(a).size, g.tensor(b).size
+                oa, ob = plan.offsets[a], plan.offsets[b]
+                assert oa + sa <= ob or ob + sb <= oa, f"{a} and {b} overlap while both alive"
+    assert plan.arena_floats >= plan.lower_bound_floats
+
+
+def test_chain_reuses_two_buffers() -> None:
+    w = np.ones((8, 8), np.float32)
+    nodes = [Node("MatMul", f"m{i}", [f"t{i}", "w"], [f"t{i + 1}"]) for i in range(5)]
+    nodes.append(Node("Relu", "r", ["t5"], ["y"]))
+    g = _graph(nodes, {"t0": (1, 8)}, ["y"], {"w": w})
+    plan = plan_memory(g)
+    assert plan.arena_floats == 16 == plan.lower_bound_floats
+
+
+def test_inplace_elementwise() -> None:
+    w = np.ones((8, 8), np.float32)
+    nodes = [
+        Node("MatMul", "m", ["x", "w"], ["a"]),
+        Node("Relu", "r", ["a"], ["b"]),
+        Node("Sigmoid", "s", ["b"], ["c"]),
+        Node("MatMul", "m2", ["c", "w"], ["y"]),
+    ]
+    g = _graph(nodes, {"x": (1, 8)}, ["y"], {"w": w})
+    plan = plan_memory(g)
+    assert plan.inplace == {"b", "c"}
+    assert plan.arena_floats == 8
+
+
+def test_no_inplace_when_input_still_needed() -> None:
+    nodes = [
+        Node("Relu", "r", ["x"], ["a"]),
+        Node("Sigmoid", "s", ["a"], ["b"]),
+        Node("Add", "add", ["a", "b"], ["y"]),
+    ]
+    g = _graph(nodes, {"x": (1, 8)}, ["y"])
+    plan = plan_memory(g)
+    assert "b" not in plan.inplace
+    assert plan.offsets["a"] != plan.offsets["b"]
+
+
+def test_skip_connection_lower_bound() -> None:
+    w = np.ones((16, 16), np.float32)
+    nodes = [
+        Node("MatMul", "a", ["x", "w"], ["a"]),
+        Node("MatMul", "b", ["a", "w"], ["b"]),
+        Node("MatMul", "c", ["b", "w"], ["c"]),
+        Node("Add", "s", ["a", "c"], ["d"]),
+        Node("MatMul", "e", ["d", "w"], ["y"]),
+    ]
+    g = _graph(nodes, {"x": (1, 16)}, ["y"], {"w": w})
+    plan = plan_memory(g)
+    assert plan.lower_bound_floats == 48
+    assert plan.arena_floats <= 1.1 * plan.lower_bound_floats
+    _check_no_overlap(g)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_dags_are_valid(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    names = ["x"]
+    nodes = []
+    for i in range(int(rng.integers(3, 15))):
+        k = int(rng.integers(0, 3))
+        a = names[int(rng.integers(max(0, len(names) - 4), len(names)))]
+        out = f"t{i}"
+        if k == 0:
+            nodes.append(Node("Relu", f"n{i}", [a], [out]))
+        elif k == 1:
+            b = names[int(rng.integers(0, len(names)))]
+            nodes.append(Node("Add", f"n{i}", [a, b], [out]))
+        else:
+            nodes.append(Node("Tanh", f"n{i}", [a], [out]))
+        names.append(out)
+    g = _graph(nodes, {"x": (1, int(rng.integers(1, 9)))}, [names[-1]])
+    _check_no_overlap(g)
