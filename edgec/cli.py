@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ The generated C is C99 with no dynamic allocation: add <name>.c to your Makefile
 (link with -lm) and call <name>_run(), or <name>_reset()/<name>_step() for stateful models.
 Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 internal error.
 """
+
+
+#: modules that add sub-commands: each has ``add_parsers(sub, add_model_args) -> {name: handler}``
+EXTRA_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -91,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the optimised graph node by node, with totals.",
     )
     _add_model_args(p)
+
+    for mod in EXTRA_COMMAND_MODULES:
+        COMMANDS.update(importlib.import_module(mod).add_parsers(sub, _add_model_args))
     return ap
 
 
@@ -263,7 +271,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compile": cmd_compile, "verify": cmd_verify, "inspect": cmd_inspect}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "compile": cmd_compile,
+    "verify": cmd_verify,
+    "inspect": cmd_inspect,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
