@@ -112,7 +112,10 @@ class WeightTable:
 class NodeContext:
     """The :class:`edgec.ops.base.EmitContext` the back-end hands to each op."""
 
-    def __init__(self, g: Graph, node: Node, weights: WeightTable, scratch: bool):
+    def __init__(
+        self, g: Graph, node: Node, weights: WeightTable, scratch: bool, helpers: dict[str, str]
+    ):
+        self.helpers = helpers
         self.g = g
         self.node = node
         self.weights = weights
@@ -148,6 +151,13 @@ class NodeContext:
 
     def const_array(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
         return self.weights.add(base, data, ctype)
+
+    def helper(self, name: str, code: str) -> str:
+        """Emit a shared static helper function (once per file, before the kernels)."""
+        prev = self.helpers.setdefault(name, code)
+        if prev != code:
+            raise EdgecError(f"two different C helpers named '{name}'")
+        return name
 
 
 @dataclass
@@ -231,6 +241,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         ptr.setdefault(t, f"arena + {off}" if off else "arena")
 
     kernels: list[dict[str, str]] = []
+    helpers: dict[str, str] = {}
     calls: list[str] = []
     total_macs = 0
     for idx, node in enumerate(g.nodes):
@@ -239,7 +250,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         if op.view and node.outputs[0] in plan.aliased:
             calls.append(f"/* {node.op} '{node.name}': view of its input, no code */")
             continue
-        ctx = NodeContext(g, node, weights, idx in plan.scratch)
+        ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body = op.emit(node, ctx)
         alias = node.outputs[0] in plan.inplace
         params: list[str] = []
@@ -330,6 +341,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "lower_bound_bytes": plan.lower_bound_bytes,
         "macs": total_macs,
         "kernels": kernels,
+        "helpers": list(helpers.values()),
         "calls": calls,
         "run_params": run_params,
         "run_args": run_args,

@@ -49,6 +49,10 @@ class EmitContext(Protocol):
         """Emit a derived constant table (flash) and return its symbol."""
         ...
 
+    def helper(self, name: str, code: str) -> str:
+        """Emit a shared static C helper function once per file; returns ``name``."""
+        ...
+
 
 class Op:
     """Base class of all ops. Subclasses set ``types`` and override what they need."""
