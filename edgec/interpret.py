@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.ir import Graph, Tensor
+from edgec.ir import Graph, Node, Tensor
 from edgec.ops import get_op
 from edgec.ops.unary import act_ref
 
@@ -23,40 +23,45 @@ def infer_shapes(g: Graph) -> None:
     ``passes.fold_constants`` can drop them.
     """
     for node in g.nodes:
-        op = get_op(node, g)
-        foldable = node.op in SHAPE_ONLY or all(g.const(i) is not None for i in node.inputs if i)
-        if foldable:
-            try:
-                values = {i: g.tensors[i].data for i in node.inputs if i and g.const(i) is not None}
-                outs = run_node(node, g, values)
-            except EdgecError:
-                raise
-            except Exception as exc:
-                raise EdgecError(
-                    f"node '{node.name}' ({node.op}): cannot evaluate constant inputs: {exc}"
-                ) from exc
-            for name, val in zip(node.outputs, outs, strict=False):
-                if name:
-                    arr = np.ascontiguousarray(val)
-                    g.tensors[name] = Tensor(
-                        name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
-                    )
-            continue
+        infer_node(g, node)
+
+
+def infer_node(g: Graph, node: Node) -> None:
+    """Shape (and, when its inputs are constant, value) of one node's outputs."""
+    op = get_op(node, g)
+    foldable = node.op in SHAPE_ONLY or all(g.const(i) is not None for i in node.inputs if i)
+    if foldable:
         try:
-            results = op.infer(node, g)
+            values = {i: g.tensors[i].data for i in node.inputs if i and g.const(i) is not None}
+            outs = run_node(node, g, values)
         except EdgecError:
             raise
-        except Exception as exc:  # a malformed node: name it
-            raise EdgecError(f"node '{node.name}' ({node.op}): cannot infer shapes: {exc}") from exc
-        for name, (shape, dtype) in zip(node.outputs, results, strict=False):
-            if not name:
-                continue
-            old = g.tensors.get(name)
-            data = old.data if old is not None else None
-            g.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, data)
+        except Exception as exc:
+            raise EdgecError(
+                f"node '{node.name}' ({node.op}): cannot evaluate constant inputs: {exc}"
+            ) from exc
+        for name, val in zip(node.outputs, outs, strict=False):
+            if name:
+                arr = np.ascontiguousarray(val)
+                g.tensors[name] = Tensor(
+                    name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
+                )
+        return
+    try:
+        results = op.infer(node, g)
+    except EdgecError:
+        raise
+    except Exception as exc:  # a malformed node: name it
+        raise EdgecError(f"node '{node.name}' ({node.op}): cannot infer shapes: {exc}") from exc
+    for name, (shape, dtype) in zip(node.outputs, results, strict=False):
+        if not name:
+            continue
+        old = g.tensors.get(name)
+        data = old.data if old is not None else None
+        g.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, data)
 
 
-def run_node(node, g: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+def run_node(node: Node, g: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     op = get_op(node, g)
     ins = [values.get(i) if i else None for i in node.inputs]
     if node.op in SHAPE_ONLY:
