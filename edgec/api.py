@@ -128,21 +128,52 @@ def compile_graph(
     return CompiledModel(opt, emit_c(opt, name), source_graph)
 
 
+def load_graph(
+    model: str | os.PathLike[str] | Any,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    name: str | None = None,
+    example_inputs: Any = None,
+) -> Graph:
+    """Any supported model source → IR: an ONNX file or ModelProto, a ``.pt2`` torch.export
+    program (file or ExportedProgram), or an ``nn.Module`` with ``example_inputs``."""
+    from edgec.frontend.onnx_import import from_model_proto, load_onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        if str(model).endswith(".pt2"):
+            from edgec.frontend.torch_import import load_pt2
+
+            return load_pt2(str(model), name)
+        return load_onnx(model, input_shapes, name=name)
+    kind = type(model).__name__
+    if kind == "ModelProto":
+        return from_model_proto(model, input_shapes, source=name or "model", name=name)
+    if kind == "ExportedProgram":
+        from edgec.frontend.torch_import import from_exported_program
+
+        return from_exported_program(model, name or "model", name or "<ExportedProgram>")
+    if hasattr(model, "forward") and hasattr(model, "named_modules"):
+        if example_inputs is None:
+            raise EdgecError(
+                f"edgec.compile: a torch module ({kind}) needs example_inputs=(tensor, ...) "
+                f"to fix its input shapes"
+            )
+        from edgec.frontend.torch_import import from_module
+
+        return from_module(model, example_inputs, name)
+    raise EdgecError(
+        f"edgec.compile: cannot compile a {kind}; pass an ONNX path or ModelProto, a .pt2 file, "
+        f"or a torch.nn.Module with example_inputs"
+    )
+
+
 def compile(  # noqa: A001 - the natural name
     model: str | os.PathLike[str] | Any,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str | None = None,
     state: Sequence[tuple[str, str]] | None = None,
+    example_inputs: Any = None,
 ) -> CompiledModel:
-    """Compile an ONNX file (path) or an ``onnx.ModelProto`` to C."""
-    from edgec.frontend.onnx_import import from_model_proto, load_onnx
-
-    if isinstance(model, (str, os.PathLike)):
-        g = load_onnx(model, input_shapes, name=name)
-    elif type(model).__name__ == "ModelProto":
-        g = from_model_proto(model, input_shapes, source=name or "model", name=name)
-    else:
-        raise EdgecError(
-            f"edgec.compile: cannot compile a {type(model).__name__}; pass an ONNX path"
-        )
+    """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``torch.export`` program
+    (``.pt2``), or a ``torch.nn.Module`` together with ``example_inputs``."""
+    g = load_graph(model, input_shapes, name, example_inputs)
     return compile_graph(g, name=name, state=state)

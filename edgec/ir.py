@@ -58,6 +58,8 @@ class Graph:
     outputs: list[str] = field(default_factory=list)
     # (state input name, state output name): carried between calls by the stateful C API.
     state: list[tuple[str, str]] = field(default_factory=list)
+    # initial values of state inputs that do not start at zero (``<name>_reset`` loads them)
+    state_init: dict[str, np.ndarray] = field(default_factory=dict)
     opset: int = 17
     source: str = ""
 
@@ -79,7 +81,7 @@ class Graph:
         while name in self.tensors:
             i += 1
             name = f"{base}_{i}"
-        arr = np.ascontiguousarray(data)
+        arr = np.asarray(data, order="C")  # keeps 0-d arrays 0-d
         self.tensors[name] = Tensor(name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr)
         return name
 

@@ -290,6 +290,10 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
             calls.append(f"memcpy({p.c}, {sym}, sizeof(float) * {p.size});")
         elif p.name in g.inputs:
             calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof(float) * {p.size});")
+    # ports no call reads or writes (an input only shapes depend on, an empty output)
+    unused = [p.c for p in inputs + outputs
+              if not any(re.search(rf"\b{p.c}\b", c) for c in calls)]
+    calls[:0] = [f"(void){c};" for c in unused]
 
     run_params = (
         ", ".join([f"const float *{p.c}" for p in inputs] + [f"float *{p.c}" for p in outputs])
@@ -299,8 +303,11 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     state_ports = []
     for s_in, s_out in g.state:
         p = next(p for p in inputs if p.name == s_in)
+        init = g.state_init.get(s_in)
+        init_sym = None if init is None else weights.add(f"{s_in}_init", init.reshape(-1))
         state_ports.append(
-            {"c": p.c[3:], "size": p.size, "shape_str": p.shape_str, "src": s_in, "dst": s_out}
+            {"c": p.c[3:], "size": p.size, "shape_str": p.shape_str, "src": s_in, "dst": s_out,
+             "init": init_sym}
         )
     step_params = ", ".join(
         [f"const float *{p.c}" for p in inputs if not p.state]

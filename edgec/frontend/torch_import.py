@@ -1,0 +1,437 @@
+"""PyTorch → IR, without an ONNX round trip.
+
+Two entry points share one translation table:
+
+* :func:`from_module` traces an ``nn.Module`` with ``torch.fx`` (standard ``torch.nn`` layers and
+  recognised library modules stay whole as *leaf* modules, so their structure — state, masks,
+  factors — reaches the IR intact) and lowers every FX node;
+* :func:`from_exported_program` lowers a ``torch.export`` program (``.pt2`` file) at ATen level.
+
+Functions, tensor methods and ATen ops are looked up by their bare name (``relu``, ``linear``,
+``view``, ``add``...) in :data:`FUNCTIONS`; modules by class in :data:`MODULES` (or by qualified
+class name, so optional libraries need not be importable). Other modules (e.g.
+``edgec.frontend.torch_modules``) add handlers with :func:`module_handler` and
+:func:`function_handler`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError, UnsupportedOpError
+from edgec.interpret import infer_node
+from edgec.ir import Graph, Node, Tensor
+
+Value = Any  # a tensor name (str wrapped in TensorRef), a Python scalar, or a tuple of values
+ModuleHandler = Callable[["TorchLowering", Any, str, tuple, dict], Value]
+FunctionHandler = Callable[["TorchLowering", tuple, dict], Value]
+
+MODULES: dict[str, ModuleHandler] = {}  # qualified class name → handler
+FUNCTIONS: dict[str, FunctionHandler] = {}  # bare function / method / ATen name → handler
+
+
+class TensorRef(str):
+    """A run-time or constant tensor of the graph being built (its name)."""
+
+
+def module_handler(*qualnames: str) -> Callable[[ModuleHandler], ModuleHandler]:
+    def deco(fn: ModuleHandler) -> ModuleHandler:
+        for q in qualnames:
+            MODULES[q] = fn
+        return fn
+
+    return deco
+
+
+def function_handler(*names: str) -> Callable[[FunctionHandler], FunctionHandler]:
+    def deco(fn: FunctionHandler) -> FunctionHandler:
+        for n in names:
+            FUNCTIONS[n] = fn
+        return fn
+
+    return deco
+
+
+def qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def find_module_handler(mod: Any) -> ModuleHandler | None:
+    for cls in type(mod).__mro__:
+        h = MODULES.get(qualname(cls))
+        if h is not None:
+            return h
+    return None
+
+
+class TorchLowering:
+    """Builds an IR graph node by node; shapes are inferred as nodes are added."""
+
+    def __init__(self, name: str, source: str):
+        self.g = Graph(name=name, opset=17, source=source)
+        self.where = ""  # module path / FX node being lowered, for error messages
+        self._count = 0
+        self.state_init: dict[str, np.ndarray] = {}
+
+    # -- building blocks ------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in base) or "t"
+        return self.g.fresh_name(base)
+
+    def const(self, data: Any, base: str = "c", dtype: Any = np.float32) -> TensorRef:
+        arr = np.ascontiguousarray(np.asarray(data, dtype=dtype))
+        return TensorRef(self.g.add_const(self.fresh(base), arr))
+
+    def ints(self, values: Sequence[int], base: str = "i") -> TensorRef:
+        return self.const(np.asarray(list(values), np.int64), base, np.int64)
+
+    def input(self, name: str, shape: Sequence[int]) -> TensorRef:
+        name = self.fresh(name)
+        self.g.tensors[name] = Tensor(name, tuple(int(d) for d in shape), "float32")
+        self.g.inputs.append(name)
+        return TensorRef(name)
+
+    def add(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        attrs: dict[str, Any] | None = None,
+        n_out: int = 1,
+        base: str | None = None,
+    ) -> list[TensorRef]:
+        self._count += 1
+        stem = base or f"{self.where or op}"
+        outs = [
+            self.fresh(f"{stem}_{op.lower()}" if n_out == 1 else f"{stem}_{op.lower()}{i}")
+            for i in range(n_out)
+        ]
+        for o in outs:  # reserve the names
+            self.g.tensors[o] = Tensor(o, (), "float32")
+        node = Node(
+            op, self.fresh(f"{stem}_{op}_{self._count}"), list(inputs), outs, dict(attrs or {})
+        )
+        self.g.nodes.append(node)
+        try:
+            infer_node(self.g, node)
+        except EdgecError as exc:
+            raise EdgecError(f"{self.where}: {exc}") from None
+        return [TensorRef(o) for o in outs]
+
+    def add1(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        attrs: dict[str, Any] | None = None,
+        base: str | None = None,
+    ) -> TensorRef:
+        return self.add(op, inputs, attrs, 1, base)[0]
+
+    def shape(self, t: str) -> tuple[int, ...]:
+        return self.g.shape(t)
+
+    def as_tensor(self, v: Value, like: str | None = None) -> TensorRef:
+        """A Python number or a constant torch tensor → a constant tensor; tensors pass through."""
+        if isinstance(v, TensorRef):
+            return v
+        if isinstance(v, (bool, int, float)):
+            return self.const(np.float32(v), "scalar")
+        try:
+            import torch
+
+            if isinstance(v, torch.Tensor):
+                return self.const(v.detach().cpu().numpy().astype(np.float32), "tensor")
+        except ImportError:  # pragma: no cover
+            pass
+        raise self.unsupported(f"cannot use a {type(v).__name__} as a tensor")
+
+    def add_state(
+        self, base: str, shape: Sequence[int], init: np.ndarray | None = None
+    ) -> TensorRef:
+        """A state tensor carried by ``<name>_step``; pair it with :meth:`set_state`."""
+        t = self.input(f"{base}_state", shape)
+        if init is not None and np.any(init):
+            self.state_init[t] = np.asarray(init, np.float32).reshape(tuple(shape))
+        return t
+
+    def set_state(self, state_in: str, new_value: str) -> None:
+        out = new_value
+        if out in self.g.outputs or out in self.g.inputs:
+            out = self.add1("Identity", [new_value], base=f"{state_in}_next")
+        self.g.outputs.append(out)
+        self.g.state.append((state_in, out))
+
+    def unsupported(self, what: str) -> UnsupportedOpError:
+        return UnsupportedOpError(f"{self.where}: {what}")
+
+
+# --- FX / export driving ------------------------------------------------------------------------
+
+
+def _torch():
+    try:
+        import torch
+        import torch.fx
+    except ImportError:  # pragma: no cover
+        raise EdgecError(
+            "compiling PyTorch modules needs torch: pip install torch==2.13.0"
+        ) from None
+    return torch
+
+
+def _ensure_handlers() -> None:
+    import edgec.frontend.torch_modules  # noqa: F401  (registers the standard handlers)
+
+
+def _canonical(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    schema = getattr(target, "_schema", None)
+    if schema is not None:  # an ATen OpOverload / OpOverloadPacket
+        return schema.name.split("::", 1)[-1]
+    name = getattr(target, "__name__", None) or str(target)
+    return name.lstrip("_") if name.startswith("__") and name.endswith("__") else name
+
+
+def _supported_list() -> str:
+    return (
+        ", ".join(sorted(q.rsplit(".", 1)[-1] for q in MODULES))
+        + "; functions: "
+        + ", ".join(sorted(FUNCTIONS))
+    )
+
+
+class _LeafTracer:  # created lazily so importing edgec does not import torch
+    @staticmethod
+    def make():
+        torch = _torch()
+
+        class Tracer(torch.fx.Tracer):
+            def is_leaf_module(self, m: Any, qualified_name: str) -> bool:
+                if find_module_handler(m) is not None:
+                    return True
+                return super().is_leaf_module(m, qualified_name)
+
+        return Tracer()
+
+
+def _map_arg(a: Any, env: dict) -> Any:
+    torch = _torch()
+    if isinstance(a, torch.fx.Node):
+        return env[a]
+    if isinstance(a, (list, tuple)):
+        return type(a)(_map_arg(x, env) for x in a)
+    if isinstance(a, dict):
+        return {k: _map_arg(v, env) for k, v in a.items()}
+    return a
+
+
+def _lower_fx(
+    lw: TorchLowering, gm: Any, root: Any, placeholders: dict[str, Value], params: dict[str, Any]
+) -> Value:
+    torch = _torch()
+    env: dict[Any, Value] = {}
+    result: Value = None
+    for node in gm.graph.nodes:
+        lw.where = f"{lw.g.source}: {node.op} '{node.name}'"
+        if node.op == "placeholder":
+            env[node] = placeholders[node.name]
+        elif node.op == "get_attr":
+            obj = params[node.target] if node.target in params else _get_attr(root, node.target)
+            env[node] = obj
+        elif node.op == "call_module":
+            mod = root.get_submodule(node.target)
+            h = find_module_handler(mod)
+            lw.where = f"{lw.g.source}: module '{node.target}' ({type(mod).__name__})"
+            if h is None:
+                raise UnsupportedOpError(
+                    f"{lw.where}: module {qualname(type(mod))} is not supported; supported "
+                    f"modules: {_supported_list()}"
+                )
+            args = _map_arg(node.args, env)
+            kwargs = _map_arg(node.kwargs, env)
+            env[node] = h(lw, mod, node.target, args, kwargs)
+        elif node.op in ("call_function", "call_method"):
+            name = _canonical(node.target)
+            lw.where = f"{lw.g.source}: {node.op} {name} ('{node.name}')"
+            args = _map_arg(node.args, env)
+            kwargs = _map_arg(node.kwargs, env)
+            kwargs = {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
+            if node.target is operator.getitem and not isinstance(args[0], TensorRef):
+                env[node] = args[0][args[1]]
+                continue
+            h = FUNCTIONS.get(name)
+            if h is None:
+                raise UnsupportedOpError(
+                    f"{lw.where}: torch op '{name}' is not supported; supported: "
+                    f"{_supported_list()}"
+                )
+            env[node] = h(lw, tuple(args), kwargs)
+        elif node.op == "output":
+            result = _map_arg(node.args[0], env)
+    del torch
+    return result
+
+
+_IGNORED_KWARGS = {"memory_format", "layout", "device", "pin_memory", "dtype"}
+
+
+def _get_attr(root: Any, target: str) -> Any:
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _flatten_outputs(v: Value) -> list[Value]:
+    if isinstance(v, (list, tuple)):
+        out: list[Value] = []
+        for x in v:
+            out.extend(_flatten_outputs(x))
+        return out
+    return [v]
+
+
+def _finish(lw: TorchLowering, result: Value) -> Graph:
+    g = lw.g
+    state_outs = list(g.outputs)
+    outs: list[str] = []
+    for v in _flatten_outputs(result):
+        t = lw.as_tensor(v)
+        if t in outs or t in g.inputs or g.const(t) is not None or t in state_outs:
+            t = lw.add1("Identity", [t], base="output")
+        outs.append(t)
+    g.outputs = outs + state_outs
+    g.state_init = dict(lw.state_init)
+    for t in g.runtime_tensors():
+        if g.tensor(t).dtype not in ("float32",) and g.const(t) is None:
+            raise EdgecError(
+                f"{g.source}: tensor '{t}' is {g.tensor(t).dtype} at run time; "
+                f"edgec compiles float32 models"
+            )
+    return g
+
+
+def _example_list(example_inputs: Any) -> list[Any]:
+    torch = _torch()
+    if isinstance(example_inputs, torch.Tensor):
+        return [example_inputs]
+    return list(example_inputs)
+
+
+def from_module(module: Any, example_inputs: Any, name: str | None = None) -> Graph:
+    """Lower ``module(*example_inputs)``; tensors in ``example_inputs`` fix the input shapes."""
+    torch = _torch()
+    _ensure_handlers()
+    examples = _example_list(example_inputs)
+    cls = type(module).__name__
+    lw = TorchLowering(name or cls.lower(), f"{cls}")
+    module = module.eval()
+    h = find_module_handler(module)
+    placeholders: dict[str, Value] = {}
+    if h is not None:  # the whole module is one recognised library module
+        args = []
+        for i, ex in enumerate(examples):
+            args.append(_example_value(lw, f"x{i}" if i else "x", ex))
+        lw.where = f"{cls}: module '' ({cls})"
+        result = h(lw, module, "", tuple(args), {})
+        return _finish(lw, result)
+    try:
+        tracer = _LeafTracer.make()
+        graph = tracer.trace(module)
+        gm = torch.fx.GraphModule(tracer.root, graph)
+    except Exception as exc:
+        raise EdgecError(
+            f"{cls}: torch.fx cannot trace this module ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); export it with "
+            f"torch.export and compile the .pt2, or to ONNX"
+        ) from None
+    ph = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(ph) != len(examples):
+        raise EdgecError(
+            f"{cls}: forward takes {len(ph)} inputs, example_inputs has {len(examples)}"
+        )
+    for n, ex in zip(ph, examples, strict=True):
+        placeholders[n.name] = _example_value(lw, n.name, ex)
+    result = _lower_fx(lw, gm, module, placeholders, {})
+    return _finish(lw, result)
+
+
+def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
+    torch = _torch()
+    if isinstance(ex, torch.Tensor):
+        if not ex.is_floating_point():
+            raise EdgecError(
+                f"{lw.g.source}: input '{name}' is {ex.dtype}; edgec compiles float32 models"
+            )
+        return lw.input(name, tuple(ex.shape))
+    if isinstance(ex, (tuple, list)):
+        return type(ex)(_example_value(lw, f"{name}_{i}", e) for i, e in enumerate(ex))
+    if ex is None or isinstance(ex, (int, float, bool)):
+        return ex
+    raise EdgecError(
+        f"{lw.g.source}: example input '{name}' is a {type(ex).__name__}; pass tensors"
+    )
+
+
+def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2") -> Graph:
+    """Lower a ``torch.export.ExportedProgram`` (ATen level)."""
+    _ensure_handlers()
+    lw = TorchLowering(name, source)
+    sig = ep.graph_signature
+    state = dict(ep.state_dict)
+    state.update(getattr(ep, "constants", {}) or {})
+    params: dict[str, Any] = {}
+    placeholders: dict[str, Value] = {}
+    lifted = {}
+    lifted.update(getattr(sig, "inputs_to_parameters", {}) or {})
+    lifted.update(getattr(sig, "inputs_to_buffers", {}) or {})
+    lifted.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    for node in ep.graph_module.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        if node.name in lifted:
+            placeholders[node.name] = lw.as_tensor(state[lifted[node.name]])
+            continue
+        val = node.meta.get("val")
+        if val is None or not hasattr(val, "shape"):
+            raise EdgecError(f"{source}: input '{node.name}' has no tensor example in the program")
+        shape = []
+        for d in val.shape:
+            try:
+                shape.append(int(d))
+            except TypeError:
+                raise EdgecError(
+                    f"{source}: input '{node.name}' has a dynamic dimension ({d}); "
+                    f"export with static shapes"
+                ) from None
+        if not val.is_floating_point():
+            raise EdgecError(
+                f"{source}: input '{node.name}' is {val.dtype}; edgec compiles float32"
+            )
+        placeholders[node.name] = lw.input(node.name, shape)
+    result = _lower_fx(lw, ep.graph_module, ep.graph_module, placeholders, params)
+    if isinstance(result, (list, tuple)):
+        n_user = len(getattr(sig, "user_outputs", result))
+        result = tuple(result)[-n_user:] if n_user else result
+    return _finish(lw, result)
+
+
+def load_pt2(path: str, name: str | None = None) -> Graph:
+    from pathlib import Path
+
+    torch = _torch()
+    p = Path(path)
+    if not p.is_file():
+        raise EdgecError(f"{p}: no such file")
+    try:
+        ep = torch.export.load(str(p))
+    except Exception as exc:
+        raise EdgecError(
+            f"{p}: not a torch.export program (.pt2): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    return from_exported_program(ep, name or p.stem.lower(), str(p))
