@@ -156,6 +156,16 @@ def act_ref(kind: str, params: Params, x: np.ndarray) -> np.ndarray:
     return UNARY[kind].ref(x, params).astype(np.float32)
 
 
+def map_loop(n: int, src: str, dst: str, expr: str) -> str:
+    """C loop ``dst[i] = expr(v)`` with ``v = src[i]`` over ``n`` elements (in-place safe)."""
+    return (
+        f"for (int i = 0; i < {n}; ++i) {{\n"
+        f"    const float v = {src}[i];\n"
+        f"    {dst}[i] = {expr};\n"
+        f"}}\n"
+    )
+
+
 @register
 class UnaryOp(Op):
     types = tuple(UNARY)
@@ -173,11 +183,120 @@ class UnaryOp(Op):
         return True
 
     def emit(self, node: Node, ctx: EmitContext) -> str:
-        n = prod(ctx.g.shape(node.outputs[0]))
         expr = UNARY[node.op].c("v", unary_params(node, ctx.g))
-        return (
-            f"for (int i = 0; i < {n}; ++i) {{\n"
-            f"    const float v = {ctx.inp(0)}[i];\n"
-            f"    {ctx.out(0)}[i] = {expr};\n"
-            f"}}\n"
-        )
+        return map_loop(prod(ctx.g.shape(node.outputs[0])), ctx.inp(0), ctx.out(0), expr)
+
+
+# --- derivatives (forward-mode Jacobians, see passes.jacobian) ----------------------------------
+
+def _sig_d_c(v: str) -> str:
+    e = f"expf(-fabsf({v}))"
+    return f"({e} / ((1.0f + {e}) * (1.0f + {e})))"
+
+
+def _sig_d_ref(x: np.ndarray) -> np.ndarray:
+    s = _sigmoid(x).astype(np.float64)
+    return (s * (1 - s)).astype(np.float32)
+
+
+def _w(cond: np.ndarray, a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    return np.where(cond, a, b).astype(np.float32)
+
+
+#: f'(x) of each differentiable unary op, as a C expression and a numpy reference. At kinks the
+#: value matches torch.autograd (Relu'(0) = 0, LeakyRelu'(0) = 1, Clip' = 1 on the bounds).
+DERIV: dict[str, Unary] = {
+    "Relu": Unary(lambda v, p: f"({v} > 0.0f ? 1.0f : 0.0f)", lambda x, p: _w(x > 0, 1.0, 0.0)),
+    "LeakyRelu": Unary(
+        lambda v, p: f"({v} >= 0.0f ? 1.0f : {_f(p['alpha'])})",
+        lambda x, p: _w(x >= 0, 1.0, np.float32(p["alpha"])),
+        (("alpha", 0.01),),
+    ),
+    "Sigmoid": Unary(lambda v, p: _sig_d_c(v), lambda x, p: _sig_d_ref(x)),
+    "Tanh": Unary(
+        lambda v, p: f"(1.0f - tanhf({v}) * tanhf({v}))",
+        lambda x, p: (1 - np.tanh(x.astype(np.float64)) ** 2).astype(np.float32),
+    ),
+    "HardSigmoid": Unary(
+        lambda v, p: (
+            f"(({_f(p['alpha'])} * {v} + {_f(p['beta'])}) > 0.0f && "
+            f"({_f(p['alpha'])} * {v} + {_f(p['beta'])}) < 1.0f ? {_f(p['alpha'])} : 0.0f)"
+        ),
+        lambda x, p: _w(
+            (p["alpha"] * x + p["beta"] > 0) & (p["alpha"] * x + p["beta"] < 1),
+            np.float32(p["alpha"]),
+            0.0,
+        ),
+        (("alpha", 0.2), ("beta", 0.5)),
+    ),
+    "HardSwish": Unary(
+        lambda v, p: f"({v} < -3.0f ? 0.0f : ({v} > 3.0f ? 1.0f : {v} / 3.0f + 0.5f))",
+        lambda x, p: _w(x < -3, 0.0, _w(x > 3, 1.0, x / np.float32(3) + np.float32(0.5))),
+    ),
+    "Elu": Unary(
+        lambda v, p: f"({v} > 0.0f ? 1.0f : {_f(p['alpha'])} * expf({v}))",
+        lambda x, p: _w(x > 0, 1.0, np.float32(p["alpha"]) * np.exp(np.minimum(x, 0))),
+        (("alpha", 1.0),),
+    ),
+    "Selu": Unary(
+        lambda v, p: (
+            f"({_f(p['gamma'])} * ({v} > 0.0f ? 1.0f : {_f(p['alpha'])} * expf({v})))"
+        ),
+        lambda x, p: (
+            np.float32(p["gamma"])
+            * _w(x > 0, 1.0, np.float32(p["alpha"]) * np.exp(np.minimum(x, 0)))
+        ).astype(np.float32),
+        (("alpha", 1.67326319217681884765625), ("gamma", 1.05070102214813232421875)),
+    ),
+    "Softplus": Unary(lambda v, p: f"(1.0f / (1.0f + expf(-{v})))", lambda x, p: _sigmoid(x)),
+    "Clip": Unary(
+        lambda v, p: f"({v} >= {_f(p['min'])} && {v} <= {_f(p['max'])} ? 1.0f : 0.0f)",
+        lambda x, p: _w((x >= np.float32(p["min"])) & (x <= np.float32(p["max"])), 1.0, 0.0),
+        (("min", float("-inf")), ("max", float("inf"))),
+    ),
+    "Exp": Unary(lambda v, p: f"expf({v})", lambda x, p: np.exp(x)),
+    "Log": Unary(lambda v, p: f"(1.0f / {v})", lambda x, p: (np.float32(1) / x).astype(np.float32)),
+    "Sqrt": Unary(
+        lambda v, p: f"(0.5f / sqrtf({v}))",
+        lambda x, p: (np.float32(0.5) / np.sqrt(x)).astype(np.float32),
+    ),
+    "Neg": Unary(lambda v, p: "(-1.0f)", lambda x, p: np.full_like(x, -1.0)),
+    "Abs": Unary(
+        lambda v, p: f"({v} > 0.0f ? 1.0f : ({v} < 0.0f ? -1.0f : 0.0f))",
+        lambda x, p: np.sign(x).astype(np.float32),
+    ),
+    "Reciprocal": Unary(
+        lambda v, p: f"(-1.0f / ({v} * {v}))", lambda x, p: (-1 / (x * x)).astype(np.float32)
+    ),
+    "Pow": Unary(
+        lambda v, p: f"({_f(p['exponent'])} * powf({v}, {_f(p['exponent'] - 1.0)}))",
+        lambda x, p: (
+            np.float32(p["exponent"]) * np.power(x, np.float32(p["exponent"] - 1))
+        ).astype(np.float32),
+    ),
+}
+
+
+@register
+class ActGrad(Op):
+    """f'(x) of a unary op, elementwise: attrs ``kind`` (the op) and ``params`` (its resolved
+    parameters). Added by passes.jacobian; not an ONNX op."""
+
+    types = ("ActGrad",)
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        if node.attrs["kind"] not in DERIV:
+            raise unsupported(node, f"no derivative for {node.attrs['kind']}")
+        return [(g.shape(node.inputs[0]), "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        x = inputs[0]
+        assert x is not None
+        return [DERIV[node.attrs["kind"]].ref(x, dict(node.attrs["params"])).astype(np.float32)]
+
+    def inplace(self, node: Node, g: Graph) -> bool:
+        return True
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        expr = DERIV[node.attrs["kind"]].c("v", dict(node.attrs["params"]))
+        return map_loop(prod(ctx.g.shape(node.outputs[0])), ctx.inp(0), ctx.out(0), expr)
