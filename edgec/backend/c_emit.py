@@ -106,7 +106,8 @@ class WeightTable:
 
     @property
     def count(self) -> int:
-        return sum(w.size for w in self.weights)
+        """Parameters: values of the float tables (integer index tables are not parameters)."""
+        return sum(w.size for w in self.weights if w.ctype == "float")
 
 
 class NodeContext:
