@@ -118,7 +118,7 @@ def compile_graph(
                     f"state pair {s_in}:{s_out}: '{s_in}' must be a graph input and '{s_out}' a "
                     f"graph output (inputs: {', '.join(g.inputs)}; outputs: {', '.join(g.outputs)})"
                 )
-            if g.shape(s_in) != g.shape(s_out):
+            if g.tensor(s_in).size != g.tensor(s_out).size:
                 raise EdgecError(
                     f"state pair {s_in}:{s_out}: shapes differ "
                     f"({g.shape(s_in)} vs {g.shape(s_out)})"

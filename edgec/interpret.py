@@ -42,7 +42,7 @@ def infer_node(g: Graph, node: Node) -> None:
             ) from exc
         for name, val in zip(node.outputs, outs, strict=False):
             if name:
-                arr = np.ascontiguousarray(val)
+                arr = np.asarray(val, order="C")  # keeps 0-d (ascontiguousarray makes 1-d)
                 g.tensors[name] = Tensor(
                     name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
                 )

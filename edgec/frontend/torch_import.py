@@ -83,7 +83,7 @@ class TorchLowering:
         return self.g.fresh_name(base)
 
     def const(self, data: Any, base: str = "c", dtype: Any = np.float32) -> TensorRef:
-        arr = np.ascontiguousarray(np.asarray(data, dtype=dtype))
+        arr = np.asarray(data, dtype=dtype, order="C")
         return TensorRef(self.g.add_const(self.fresh(base), arr))
 
     def ints(self, values: Sequence[int], base: str = "i") -> TensorRef:

@@ -39,7 +39,9 @@ class BinaryOp(Op):
         assert a is not None and b is not None
         with np.errstate(all="ignore"):
             if node.op == "Div" and np.issubdtype(a.dtype, np.integer):
-                return [np.floor_divide(a, b).astype(a.dtype)]
+                # ONNX integer division truncates toward zero (-7 / 2 = -3)
+                q = np.abs(a) // np.abs(b)
+                return [np.where((a < 0) ^ (b < 0), -q, q).astype(a.dtype)]
             return [np.asarray(_REF[node.op](a, b)).astype(a.dtype)]
 
     def inplace(self, node: Node, g: Graph) -> bool:

@@ -9,12 +9,14 @@ from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.fuse import fuse_activations
 from edgec.passes.state import detect_state
+from edgec.passes.views import simplify_views
 
 Pass = Callable[[Graph], Graph]
 
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fold_constants,
     remove_identities,
+    simplify_views,
     fold_batchnorm,
     fuse_activations,
     eliminate_dead_nodes,
@@ -37,4 +39,5 @@ __all__ = [
     "fuse_activations",
     "optimize",
     "remove_identities",
+    "simplify_views",
 ]

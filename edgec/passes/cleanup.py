@@ -27,12 +27,20 @@ def _rename_uses(g: Graph, old: str, new: str) -> None:
 
 
 def remove_identities(g: Graph) -> Graph:
-    """Bypass Identity and inference-mode Dropout, unless the output is a graph output of a
-    graph input (then the node stays as a copy)."""
+    """Bypass Identity, inference-mode Dropout and float32 → float32 Casts, unless the output
+    is a graph output (then the node stays as a copy)."""
     g = g.copy()
+    used = set(g.outputs) | {i for m in g.nodes for i in m.inputs if i}
     kept: list[Node] = []
     for n in g.nodes:
-        if n.op in IDENTITY_OPS and n.outputs[0] not in g.outputs:
+        if n.op in IDENTITY_OPS:  # drop unused extra outputs (Dropout's mask)
+            n.outputs = n.outputs[:1] + [o if o in used else "" for o in n.outputs[1:]]
+        float_cast = (
+            n.op == "Cast"
+            and int(n.attr("to", 0)) == 1  # TensorProto.FLOAT
+            and g.tensor(n.inputs[0]).dtype == "float32"
+        )
+        if (n.op in IDENTITY_OPS or float_cast) and n.outputs[0] not in g.outputs:
             extra = [o for o in n.outputs[1:] if o]
             if not extra:
                 _rename_uses(g, n.outputs[0], n.inputs[0])

@@ -48,7 +48,7 @@ class _Builder:
         return out
 
     def const(self, arr: np.ndarray, base: str) -> str:
-        return self.g.add_const(self.g.fresh_name(base), np.ascontiguousarray(arr))
+        return self.g.add_const(self.g.fresh_name(base), arr)
 
     def ints(self, v: Sequence[int]) -> str:
         return self.const(np.asarray(list(v), np.int64), "jvp_shape")
