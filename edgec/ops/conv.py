@@ -1,0 +1,529 @@
+"""Conv (1-D and 2-D), and the window geometry the pooling and transposed-conv kernels share.
+
+Geometry is resolved at compile time, one :class:`Axis` per spatial dimension (a 1-D op is a 2-D
+one with a trivial height axis). For each output position the range of kernel taps that fall
+inside the input is known in Python, so the C never tests padding per tap: output columns are
+split into border segments (tap ranges read from small ``static const`` tables) and one interior
+segment (full, compile-time-constant tap range), and output rows read their tap range from a table
+only when some row is clipped.
+
+The Conv kernel is output-stationary: four output channels of a group are computed together (four
+accumulators in registers share every input load) with the weights re-laid out at compile time as
+``[group][block][ic][kh][kw][4]`` so the inner loop walks them contiguously; leftover channels use
+``[ic][kh][kw]`` rows. Bias initialises the accumulators and the fused activation is applied before
+the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import EmitContext, Op, int_list, prod, register, unsupported
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+#: output channels computed together by the Conv kernel (accumulators kept in registers)
+BLOCK = 4
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One spatial dimension of a sliding-window op: output ``o`` reads input positions
+    ``o * stride - pad_begin + k * dilation`` for taps ``k`` in ``[0, kernel)``."""
+
+    size_in: int
+    size_out: int
+    kernel: int = 1
+    stride: int = 1
+    dilation: int = 1
+    pad_begin: int = 0
+    pad_end: int = 0
+
+    @property
+    def trivial(self) -> bool:
+        return self.size_in == 1 and self.size_out == 1 and self.kernel == 1
+
+    def taps(self, o: int) -> tuple[int, int]:
+        """The range ``[k0, k1)`` of taps of output ``o`` that read inside the input."""
+        start = o * self.stride - self.pad_begin
+        k0 = max(0, _ceil_div(-start, self.dilation))
+        k1 = min(self.kernel, _ceil_div(self.size_in - start, self.dilation))
+        return k0, max(k0, k1)
+
+    def padded_count(self, o: int) -> int:
+        """Taps of output ``o`` inside the padded input ``[-pad_begin, size_in + pad_end)``."""
+        start = o * self.stride - self.pad_begin
+        return sum(
+            1
+            for k in range(self.kernel)
+            if -self.pad_begin <= start + k * self.dilation < self.size_in + self.pad_end
+        )
+
+    def tap_ranges(self) -> list[tuple[int, int]]:
+        return [self.taps(o) for o in range(self.size_out)]
+
+    @property
+    def all_interior(self) -> bool:
+        return all(t == (0, self.kernel) for t in self.tap_ranges())
+
+    def segments(self) -> list[tuple[int, int, bool]]:
+        """Output ranges ``(o0, o1, interior)``: border ranges need per-position tap bounds."""
+        full = [t == (0, self.kernel) for t in self.tap_ranges()]
+        if not any(full):
+            return [(0, self.size_out, False)]
+        a = full.index(True)
+        b = self.size_out - full[::-1].index(True)
+        if not all(full[a:b]):  # not contiguous (cannot happen for a valid geometry)
+            return [(0, self.size_out, False)]
+        segs = [(0, a, False), (a, b, True), (b, self.size_out, False)]
+        return [s for s in segs if s[1] > s[0]]
+
+    @property
+    def valid_taps(self) -> int:
+        """Total number of in-input taps over all outputs (for true MAC counts)."""
+        return sum(k1 - k0 for k0, k1 in self.tap_ranges())
+
+    def index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(clipped input index [out, kernel], validity mask) for numpy references."""
+        o = np.arange(self.size_out)[:, None]
+        k = np.arange(self.kernel)[None, :]
+        pos = o * self.stride - self.pad_begin + k * self.dilation
+        valid = (pos >= 0) & (pos < self.size_in)
+        return np.clip(pos, 0, self.size_in - 1), valid
+
+
+TRIVIAL = Axis(1, 1)
+
+
+# -- attribute resolution ----------------------------------------------------------------------
+
+
+def spatial_list(node: Node, key: str, n: int, default: int) -> list[int]:
+    v = node.attr(key)
+    if v is None:
+        return [default] * n
+    vals = int_list(v)
+    if len(vals) != n:
+        raise unsupported(node, f"attribute {key}={vals} must have {n} values (one per axis)")
+    return vals
+
+
+def auto_pad(node: Node) -> str:
+    ap = str(node.attr("auto_pad", "NOTSET") or "NOTSET")
+    if ap not in AUTO_PADS:
+        raise unsupported(node, f"auto_pad={ap!r}; supported: {', '.join(AUTO_PADS)}")
+    return ap
+
+
+def window_axes(
+    node: Node,
+    in_spatial: Shape,
+    kernel: list[int],
+    *,
+    pool: bool = False,
+    ceil_mode: bool = False,
+    dilations: list[int] | None = None,
+) -> list[Axis]:
+    """Resolve strides/dilations/pads/auto_pad (and pooling's ceil_mode) into axes.
+
+    Conv follows the ONNX spec: SAME gives ``ceil(in / stride)`` outputs, padded for the dilated
+    kernel extent. Pools (``pool=True``) follow onnxruntime, which the spec matches except for
+    dilated SAME: SAME pads are computed for the *undilated* kernel, then the output size comes
+    from the usual rule with the dilated extent. ``ceil_mode`` rounds the output size up, but a
+    last window that would start in the end padding is dropped (onnxruntime, PyTorch and the
+    spec since onnx#5741); it applies with auto_pad too. Negative SAME padding (kernel smaller
+    than the stride, which onnxruntime rejects) is taken as zero.
+    """
+    n = len(in_spatial)
+    strides_ = spatial_list(node, "strides", n, 1)
+    dils = dilations if dilations is not None else spatial_list(node, "dilations", n, 1)
+    pads = spatial_list(node, "pads", 2 * n, 0)
+    if any(p < 0 for p in pads):
+        raise unsupported(node, f"negative pads {pads} are not supported")
+    if any(s < 1 for s in strides_) or any(d < 1 for d in dils) or any(k < 1 for k in kernel):
+        raise unsupported(node, "strides, dilations and kernel sizes must be >= 1")
+    mode = auto_pad(node)
+    axes: list[Axis] = []
+    for i, size in enumerate(in_spatial):
+        k, s, d = kernel[i], strides_[i], dils[i]
+        span = (k - 1) * d + 1
+        if mode in ("SAME_UPPER", "SAME_LOWER"):
+            target = _ceil_div(size, s)
+            total = max(0, (target - 1) * s + (k if pool else span) - size)
+            small = total // 2
+            pb, pe = (small, total - small) if mode == "SAME_UPPER" else (total - small, small)
+        elif mode == "VALID":
+            pb, pe = 0, 0
+        else:
+            pb, pe = pads[i], pads[n + i]
+        room = size + pb + pe - span
+        if room < 0:
+            raise unsupported(
+                node, f"kernel extent {span} exceeds the padded input {size + pb + pe}"
+            )
+        out = (_ceil_div(room, s) if ceil_mode else room // s) + 1
+        if ceil_mode and (out - 1) * s >= size + pb:
+            out -= 1
+        axes.append(Axis(int(size), int(out), k, s, d, pb, pe))
+    return axes
+
+
+def as_2d(axes: list[Axis]) -> tuple[Axis, Axis]:
+    if len(axes) == 1:
+        return TRIVIAL, axes[0]
+    return axes[0], axes[1]
+
+
+# -- C emission helpers --------------------------------------------------------------------------
+
+
+def lin(*terms: tuple[int, str] | int) -> str:
+    """A C integer expression ``c1 * v1 + c2 * v2 + ... + c0`` with zero terms dropped."""
+    parts: list[tuple[int, str]] = []
+    const = 0
+    for t in terms:
+        if isinstance(t, int):
+            const += t
+        elif t[0] != 0 and t[1] != "0":
+            parts.append(t)
+    out = ""
+    for coef, var in parts:
+        mag = abs(coef)
+        item = var if mag == 1 else f"{var} * {mag}"
+        if not out:
+            out = item if coef > 0 else f"-{item}"
+        else:
+            out += f" + {item}" if coef > 0 else f" - {item}"
+    if not out:
+        return str(const)
+    if const:
+        out += f" + {const}" if const > 0 else f" - {-const}"
+    return out
+
+
+def c_for(var: str, lo: str | int, hi: str | int, body: str) -> str:
+    """``for (int var = lo; var < hi; ++var) { body }``; a one-iteration constant loop becomes a
+    block binding ``var``."""
+    inner = "".join(f"    {ln}\n" if ln else "\n" for ln in body.rstrip("\n").split("\n"))
+    if isinstance(lo, int) and isinstance(hi, int) and hi - lo == 1:
+        return f"{{\n    const int {var} = {lo};\n{inner}}}\n"
+    return f"for (int {var} = {lo}; {var} < {hi}; ++{var}) {{\n{inner}}}\n"
+
+
+def int_ctype(values: list[int]) -> str:
+    lo, hi = min(values, default=0), max(values, default=0)
+    if 0 <= lo and hi < 256:
+        return "uint8_t"
+    if -32768 <= lo and hi < 32768:
+        return "int16_t"
+    return "int32_t"
+
+
+def int_table(ctx: EmitContext, base: str, values: list[int]) -> str:
+    ctype = int_ctype(values)
+    return ctx.const_array(base, np.asarray(values, np.int64), ctype)
+
+
+@dataclass(frozen=True)
+class Pos:
+    """One axis' position inside :func:`window_grid`: the output index variable (``"0"`` for a
+    trivial axis), the tap bounds as C expressions, whether the position is interior."""
+
+    axis: Axis
+    o: str
+    k0: str | int
+    k1: str | int
+    interior: bool
+
+    def start(self) -> str:
+        """C expression of the first input position (may be negative in the padding)."""
+        return lin((self.axis.stride, self.o), -self.axis.pad_begin)
+
+
+def tap_loop(var: str, pos: Pos, body: str) -> str:
+    """Loop ``var`` over the valid taps of ``pos`` (nothing for a one-tap trivial axis)."""
+    if pos.axis.kernel == 1 and pos.interior:
+        return c_for(var, 0, 1, body)
+    return c_for(var, pos.k0, pos.k1, body)
+
+
+def window_grid(
+    ctx: EmitContext,
+    h: Axis,
+    w: Axis,
+    body: Callable[[Pos, Pos], str],
+    row_prologue: Callable[[Pos], str] | None = None,
+) -> str:
+    """Loops over the output grid ``h.size_out x w.size_out`` with precomputed tap bounds."""
+    name = ctx.node.name
+    if h.all_interior:
+        hpos = Pos(h, "oh" if h.size_out > 1 else "0", 0, h.kernel, True)
+        row_head = ""
+    else:
+        k0, k1 = zip(*h.tap_ranges(), strict=True)
+        t0 = int_table(ctx, f"{name}_kh0", list(k0))
+        t1 = int_table(ctx, f"{name}_kh1", list(k1))
+        hpos = Pos(h, "oh", "kh0", "kh1", False)
+        row_head = f"const int kh0 = {t0}[oh];\nconst int kh1 = {t1}[oh];\n"
+    wtab: tuple[str, str] | None = None
+    cols = ""
+    for o0, o1, interior in w.segments():
+        ow = "ow" if w.size_out > 1 else "0"
+        if interior:
+            wpos = Pos(w, ow, 0, w.kernel, True)
+            head = ""
+        else:
+            if wtab is None:
+                k0, k1 = zip(*w.tap_ranges(), strict=True)
+                wtab = (
+                    int_table(ctx, f"{name}_kw0", list(k0)),
+                    int_table(ctx, f"{name}_kw1", list(k1)),
+                )
+            wpos = Pos(w, ow, "kw0", "kw1", False)
+            head = f"const int kw0 = {wtab[0]}[{ow}];\nconst int kw1 = {wtab[1]}[{ow}];\n"
+        if ow == "0":
+            cols += "{\n" + _indent(head + body(hpos, wpos)) + "}\n"
+        else:
+            comment = "interior" if interior else "border"
+            cols += f"/* columns {o0}..{o1 - 1}: {comment} */\n"
+            cols += c_for("ow", o0, o1, head + body(hpos, wpos))
+    row = row_head + (row_prologue(hpos) if row_prologue else "") + cols
+    if hpos.o == "0":
+        return row
+    return c_for("oh", 0, h.size_out, row)
+
+
+def _indent(code: str) -> str:
+    return "".join(f"    {ln}\n" if ln else "\n" for ln in code.rstrip("\n").split("\n"))
+
+
+def gather_windows(x: np.ndarray, h: Axis, w: Axis) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``x[N, C, H, W]`` as ``[N, C, OH, KH, OW, KW]`` (zeros outside the input) and
+    the validity mask ``[OH, KH, OW, KW]``."""
+    ih, vh = h.index()
+    iw, vw = w.index()
+    win = x[:, :, ih[:, :, None, None], iw[None, None, :, :]]
+    mask = vh[:, :, None, None] & vw[None, None, :, :]
+    return np.where(mask, win, 0).astype(x.dtype), mask
+
+
+# -- Conv ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    n: int
+    c_in: int
+    c_out: int
+    group: int
+    h: Axis
+    w: Axis
+    out_shape: Shape
+
+    @property
+    def ic_per_group(self) -> int:
+        return self.c_in // self.group
+
+    @property
+    def oc_per_group(self) -> int:
+        return self.c_out // self.group
+
+
+def conv_geom(node: Node, g: Graph) -> ConvGeom:
+    x_shape = g.shape(node.inputs[0])
+    w_shape = g.shape(node.inputs[1])
+    rank = len(x_shape)
+    if rank not in (3, 4) or len(w_shape) != rank:
+        raise unsupported(
+            node, f"Conv supports 1-D and 2-D inputs (rank 3 or 4); got {x_shape} and {w_shape}"
+        )
+    group = int(node.attr("group", 1))
+    n, c_in = int(x_shape[0]), int(x_shape[1])
+    c_out, icg = int(w_shape[0]), int(w_shape[1])
+    if group < 1 or c_in != icg * group or c_out % group:
+        raise unsupported(
+            node, f"group={group} does not match input channels {c_in} and weights {w_shape}"
+        )
+    kernel = [int(k) for k in w_shape[2:]]
+    ks = node.attr("kernel_shape")
+    if ks is not None and int_list(ks) != kernel:
+        raise unsupported(node, f"kernel_shape {int_list(ks)} differs from the weights' {kernel}")
+    axes = window_axes(node, tuple(int(d) for d in x_shape[2:]), kernel)
+    h, w = as_2d(axes)
+    out_shape = (n, c_out, *(a.size_out for a in axes))
+    if len(node.inputs) > 2 and node.inputs[2] and g.shape(node.inputs[2]) != (c_out,):
+        raise unsupported(node, f"bias shape {g.shape(node.inputs[2])} must be ({c_out},)")
+    if kernel == [1] * len(kernel) and all(
+        a.stride == 1 and a.pad_begin == a.pad_end == 0 for a in axes
+    ):
+        # pointwise: the spatial dimensions flatten into one row
+        size = prod([a.size_in for a in axes])
+        h, w = TRIVIAL, Axis(size, size)
+    return ConvGeom(n, c_in, c_out, group, h, w, out_shape)
+
+
+def conv_reference(
+    x: np.ndarray, wts: np.ndarray, bias: np.ndarray | None, geom: ConvGeom
+) -> np.ndarray:
+    n, grp = geom.n, geom.group
+    x4 = x.reshape(n, geom.c_in, geom.h.size_in, geom.w.size_in).astype(np.float64)
+    win, _ = gather_windows(x4, geom.h, geom.w)  # [N, C, OH, KH, OW, KW]
+    win = win.reshape(n, grp, geom.ic_per_group, *win.shape[2:])
+    w5 = wts.astype(np.float64).reshape(
+        grp, geom.oc_per_group, geom.ic_per_group, geom.h.kernel, geom.w.kernel
+    )
+    y = np.einsum("ngchkwl,gockl->ngohw", win, w5)
+    y = y.reshape(n, geom.c_out, geom.h.size_out, geom.w.size_out)
+    if bias is not None:
+        y = y + bias.astype(np.float64).reshape(1, -1, 1, 1)
+    return y.astype(np.float32).reshape(geom.out_shape)
+
+
+def conv_block(
+    ctx: EmitContext, geom: ConvGeom, bias: str | None, block: int
+) -> Callable[[Pos, Pos], str]:
+    """Body computing ``block`` output channels at one output position.
+
+    In scope: ``xg`` (the group's first input channel), ``wb`` (the block's weights,
+    ``[ic][kh][kw][block]``), ``yb`` (the block's first output channel) and, with a bias,
+    ``oc`` (the block's first output channel index).
+    """
+    h, w = geom.h, geom.w
+    ihw = h.size_in * w.size_in
+    ohw = h.size_out * w.size_out
+    kk = h.kernel * w.kernel
+
+    def body(hp: Pos, wp: Pos) -> str:
+        accs = [f"acc{j}" for j in range(block)] if block > 1 else ["acc"]
+        init = [f"{bias}[{lin((1, 'oc'), j)}]" if bias else "0.0f" for j in range(block)]
+        code = "".join(f"float {a} = {v};\n" for a, v in zip(accs, init, strict=True))
+        code += f"const int iws = {wp.start()};\n"
+        taps = f"const float xv = xc[{lin((1, 'xr'), (w.dilation, 'kw'))}];\n"
+        if block > 1:
+            taps += f"const float *wt = wr + {lin((block, 'kw'))};\n"
+            taps += "".join(f"{a} += wt[{j}] * xv;\n" for j, a in enumerate(accs))
+        else:
+            taps += "acc += wr[kw] * xv;\n"
+        if h.trivial:
+            inner = "const int xr = iws;\nconst float *wr = wc;\n" + tap_loop("kw", wp, taps)
+        else:
+            row = (
+                f"const int xr = {lin((h.dilation * w.size_in, 'kh'), (1, 'xrow'), (1, 'iws'))};\n"
+                f"const float *wr = wc + {lin((w.kernel * block, 'kh'))};\n"
+            )
+            inner = tap_loop("kh", hp, row + tap_loop("kw", wp, taps))
+        ic_body = (
+            f"const float *xc = xg + {lin((ihw, 'ic'))};\n"
+            f"const float *wc = wb + {lin((kk * block, 'ic'))};\n" + inner
+        )
+        code += c_for("ic", 0, geom.ic_per_group, ic_body)
+        for j, a in enumerate(accs):
+            code += f"yb[{lin((w.size_out, hp.o), (1, wp.o), ohw * j)}] = {ctx.act(a)};\n"
+        return code
+
+    return body
+
+
+def conv_row(w: Axis) -> Callable[[Pos], str]:
+    """Row prologue of :func:`conv_block`: ``xrow``, the input offset of the window's first row."""
+
+    def prologue(hp: Pos) -> str:
+        if hp.axis.trivial:
+            return ""
+        a = hp.axis
+        return f"const int xrow = {lin((a.stride * w.size_in, hp.o), -a.pad_begin * w.size_in)};\n"
+
+    return prologue
+
+
+@register
+class Conv(Op):
+    types = ("Conv",)
+    fusable = True
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        return [(conv_geom(node, g).out_shape, "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        x, wts = inputs[0], inputs[1]
+        assert x is not None and wts is not None
+        bias = inputs[2] if len(inputs) > 2 else None
+        return [conv_reference(x, wts, bias, conv_geom(node, g))]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        geom = conv_geom(node, g)
+        return geom.n * geom.c_out * geom.ic_per_group * geom.h.valid_taps * geom.w.valid_taps
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        geom = conv_geom(node, g)
+        h, w = geom.h, geom.w
+        bias = ctx.inp(2) if len(node.inputs) > 2 and node.inputs[2] else None
+        wconst = g.const(node.inputs[1])
+        return channel_loops(
+            ctx,
+            geom,
+            None if wconst is None else wconst.astype(np.float32),
+            bias,
+            lambda block: window_grid(ctx, h, w, conv_block(ctx, geom, bias, block), conv_row(w)),
+        )
+
+
+def channel_loops(
+    ctx: EmitContext,
+    geom: ConvGeom,
+    wconv: np.ndarray | None,
+    bias: str | None,
+    grid: Callable[[int], str],
+) -> str:
+    """Loops over batch, group and blocks of output channels around ``grid(block)``.
+
+    ``wconv`` holds constant weights in Conv's ``[oc][ic][kh][kw]`` layout; they are re-laid out
+    as ``[group][block][ic][kh][kw][BLOCK]`` for whole blocks of four channels and
+    ``[group][oc][ic][kh][kw]`` for the rest. Run-time weights (None) are read in place, one
+    channel at a time. In scope for ``grid``: ``xg`` (the group's first input channel), ``wb``
+    (the block's weights), ``yb`` (the block's first output channel) and, with a bias, ``oc``.
+    """
+    grp, icg, ocg = geom.group, geom.ic_per_group, geom.oc_per_group
+    h, w = geom.h, geom.w
+    ihw, ohw = h.size_in * w.size_in, h.size_out * w.size_out
+    kk = h.kernel * w.kernel
+    nblocks = ocg // BLOCK if wconv is not None else 0
+    rest = ocg - nblocks * BLOCK
+    name = ctx.node.name
+
+    def loop(block: int, var: str, count: int, first: int, wsym: str, per_group: int) -> str:
+        oc = ((ocg, "gr"), (block, var))
+        body = f"const int oc = {lin(*oc, first)};\n" if bias else ""
+        body += (
+            f"const float *wb = {wsym} + {lin((per_group, 'gr'), (icg * kk * block, var))};\n"
+            f"float *yb = yn + {lin(*((c * ohw, v) for c, v in oc), first * ohw)};\n" + grid(block)
+        )
+        return c_for(var, 0, count, body)
+
+    parts: list[str] = []
+    if wconv is not None:
+        w3 = wconv.reshape(grp, ocg, icg * kk)
+        if nblocks:
+            w4 = w3[:, : nblocks * BLOCK].reshape(grp, nblocks, BLOCK, icg * kk)
+            wsym = ctx.const_array(f"{name}_w4", np.ascontiguousarray(w4.transpose(0, 1, 3, 2)))
+            parts.append(loop(BLOCK, "ob", nblocks, 0, wsym, nblocks * icg * kk * BLOCK))
+        if rest:
+            wsym = ctx.const_array(f"{name}_w1", np.ascontiguousarray(w3[:, nblocks * BLOCK :]))
+            parts.append(loop(1, "oc1", rest, nblocks * BLOCK, wsym, rest * icg * kk))
+    else:  # ONNX's [oc][ic][kh][kw] is the one-channel layout already
+        parts.append(loop(1, "oc1", rest, 0, ctx.inp(1), rest * icg * kk))
+    grp_body = f"const float *xg = xn + {lin((icg * ihw, 'gr'))};\n" + "".join(parts)
+    n_body = (
+        f"const float *xn = {ctx.inp(0)} + {lin((geom.c_in * ihw, 'n'))};\n"
+        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n"
+        + c_for("gr", 0, grp, grp_body)
+    )
+    return c_for("n", 0, geom.n, n_body)
