@@ -133,16 +133,26 @@ def load_graph(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str | None = None,
     example_inputs: Any = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Graph:
     """Any supported model source → IR: an ONNX file or ModelProto, a ``.pt2`` torch.export
-    program (file or ExportedProgram), or an ``nn.Module`` with ``example_inputs``."""
+    program (file or ExportedProgram), an ``nn.Module`` with ``example_inputs``, or
+    ``file.py:function`` naming a Python function that returns ``(module, example_inputs)``."""
     from edgec.frontend.onnx_import import from_model_proto, load_onnx
 
+    opts = dict(options or {})
     if isinstance(model, (str, os.PathLike)):
-        if str(model).endswith(".pt2"):
+        text = str(model)
+        if ".py:" in text:
+            module, examples = _load_python_factory(text)
+            from edgec.frontend.torch_import import from_module
+
+            stem = Path(text.split(":", 1)[0]).stem
+            return from_module(module, examples, name or stem, opts)
+        if text.endswith(".pt2"):
             from edgec.frontend.torch_import import load_pt2
 
-            return load_pt2(str(model), name)
+            return load_pt2(text, name)
         return load_onnx(model, input_shapes, name=name)
     kind = type(model).__name__
     if kind == "ModelProto":
@@ -159,11 +169,38 @@ def load_graph(
             )
         from edgec.frontend.torch_import import from_module
 
-        return from_module(model, example_inputs, name)
+        return from_module(model, example_inputs, name, opts)
     raise EdgecError(
         f"edgec.compile: cannot compile a {kind}; pass an ONNX path or ModelProto, a .pt2 file, "
-        f"or a torch.nn.Module with example_inputs"
+        f"file.py:function, or a torch.nn.Module with example_inputs"
     )
+
+
+def _load_python_factory(spec: str) -> tuple[Any, Any]:
+    """``models/net.py:make`` → ``make()`` → ``(module, example_inputs)``."""
+    import importlib.util
+
+    path_s, _, fn = spec.rpartition(":")
+    path = Path(path_s)
+    if not path.is_file():
+        raise EdgecError(f"{path}: no such file")
+    mod_spec = importlib.util.spec_from_file_location(f"edgec_user_{path.stem}", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise EdgecError(f"{path}: cannot import it as Python")
+    user = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(user)
+    except Exception as exc:
+        raise EdgecError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+    factory = getattr(user, fn, None)
+    if not callable(factory):
+        raise EdgecError(f"{path}: has no function '{fn}' (expected {spec} → (module, inputs))")
+    result = factory()
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise EdgecError(
+            f"{spec}: must return (module, example_inputs), got {type(result).__name__}"
+        )
+    return result
 
 
 def compile(  # noqa: A001 - the natural name
@@ -172,8 +209,13 @@ def compile(  # noqa: A001 - the natural name
     name: str | None = None,
     state: Sequence[tuple[str, str]] | None = None,
     example_inputs: Any = None,
+    options: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``torch.export`` program
-    (``.pt2``), or a ``torch.nn.Module`` together with ``example_inputs``."""
-    g = load_graph(model, input_shapes, name, example_inputs)
+    (``.pt2``), ``file.py:function``, or a ``torch.nn.Module`` with ``example_inputs``.
+
+    ``options`` steer structure-aware lowering of library modules, e.g. ``{"phm": "factored"}``,
+    ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``.
+    """
+    g = load_graph(model, input_shapes, name, example_inputs, options)
     return compile_graph(g, name=name, state=state)

@@ -29,7 +29,7 @@ Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 inte
 
 
 #: modules that add sub-commands: each has ``add_parsers(sub, add_model_args) -> {name: handler}``
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ()
+EXTRA_COMMAND_MODULES: tuple[str, ...] = ("edgec.cli_firmware", "edgec.cli_profile")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--name", help="C name prefix of the generated API (default: from the file name)"
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="structure-aware lowering option for library modules (repeatable), e.g. "
+        "phm=factored, lsm=regen",
     )
     p.add_argument(
         "--state",
@@ -89,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument(
+        "--target",
+        metavar="T",
+        help="run on this Cortex-M target's emulated board (QEMU) instead of the host "
+        "(edgec targets); a stateful model steps through the input sets as one sequence",
+    )
 
     p = sub.add_parser(
         "inspect",
@@ -123,7 +136,18 @@ def _compile(args: argparse.Namespace):
         input_shapes=parse_input_shapes(args.input_shape),
         name=args.name,
         state=_parse_state(args.state),
+        options=parse_options(getattr(args, "option", None)),
     )
+
+
+def parse_options(specs: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in specs or []:
+        k, sep, v = s.partition("=")
+        if not sep or not k:
+            raise EdgecError(f"--option '{s}': expected KEY=VALUE (e.g. phm=factored)")
+        out[k.strip()] = v.strip()
+    return out
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -212,14 +236,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise EdgecError(
             f"{args.model}: onnxruntime cannot load it: {str(exc).splitlines()[0]}"
         ) from None
-    worst_abs = {o: 0.0 for o in m.output_names}
-    worst_rel = {o: 0.0 for o in m.output_names}
-    bad = {o: 0 for o in m.output_names}
-    for feeds in progress(samples, "verify"):
-        got = m.run(**feeds)
-        got = got if isinstance(got, list) else [got]
-        exp = sess.run(m.output_names, feeds)
-        for o, g_, e_ in zip(m.output_names, got, exp, strict=True):
+    out_names = m.output_names
+    where = "host"
+    if args.target:
+        from edgec.cli_firmware import target_results
+
+        out_names, pairs = target_results(m, samples, sess, args.target)
+        where = f"{args.target}, QEMU"
+    worst_abs = {o: 0.0 for o in out_names}
+    worst_rel = {o: 0.0 for o in out_names}
+    bad = {o: 0 for o in out_names}
+    for i, feeds in enumerate(progress(samples, "verify")):
+        if args.target:
+            got, exp = pairs[i]
+        else:
+            got = m.run(**feeds)
+            got = got if isinstance(got, list) else [got]
+            exp = sess.run(m.output_names, feeds)
+        for o, g_, e_ in zip(out_names, got, exp, strict=True):
             e_ = np.asarray(e_, np.float32).reshape(g_.shape)
             diff = np.abs(g_.astype(np.float64) - e_)
             worst_abs[o] = max(worst_abs[o], float(diff.max(initial=0.0)))
@@ -235,10 +269,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"{len(samples) - bad[o]}/{len(samples)}",
             "PASS" if bad[o] == 0 else "FAIL",
         ]
-        for o in m.output_names
+        for o in out_names
     ]
     print(
-        f"verify {args.model}: edgec C (host) vs onnxruntime, {len(samples)} input set(s), "
+        f"verify {args.model}: edgec C ({where}) vs onnxruntime, {len(samples)} input set(s), "
         f"rtol={args.rtol:g} atol={args.atol:g}"
     )
     print(

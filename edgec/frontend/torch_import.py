@@ -71,7 +71,9 @@ def find_module_handler(mod: Any) -> ModuleHandler | None:
 class TorchLowering:
     """Builds an IR graph node by node; shapes are inferred as nodes are added."""
 
-    def __init__(self, name: str, source: str):
+    def __init__(self, name: str, source: str, options: dict[str, Any] | None = None):
+        #: compile options that steer structure-aware lowering (e.g. ``phm``, ``lsm``, ``target``)
+        self.options: dict[str, Any] = dict(options or {})
         self.g = Graph(name=name, opset=17, source=source)
         self.where = ""  # module path / FX node being lowered, for error messages
         self._count = 0
@@ -322,13 +324,15 @@ def _example_list(example_inputs: Any) -> list[Any]:
     return list(example_inputs)
 
 
-def from_module(module: Any, example_inputs: Any, name: str | None = None) -> Graph:
+def from_module(
+    module: Any, example_inputs: Any, name: str | None = None, options: dict[str, Any] | None = None
+) -> Graph:
     """Lower ``module(*example_inputs)``; tensors in ``example_inputs`` fix the input shapes."""
     torch = _torch()
     _ensure_handlers()
     examples = _example_list(example_inputs)
     cls = type(module).__name__
-    lw = TorchLowering(name or cls.lower(), f"{cls}")
+    lw = TorchLowering(name or cls.lower(), f"{cls}", options)
     module = module.eval()
     h = find_module_handler(module)
     placeholders: dict[str, Value] = {}
