@@ -185,7 +185,16 @@ def _torch():
 
 
 def _ensure_handlers() -> None:
+    """Import the standard handlers and every library-family module ``torch_lib_*.py``."""
+    import importlib
+    import pkgutil
+
+    import edgec.frontend as frontend
     import edgec.frontend.torch_modules  # noqa: F401  (registers the standard handlers)
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(frontend.__path__)):
+        if mod.startswith("torch_lib_"):
+            importlib.import_module(f"edgec.frontend.{mod}")
 
 
 def _canonical(target: Any) -> str:
