@@ -79,3 +79,22 @@ def test_dead_nodes_removed() -> None:
     assert [n.op for n in g.nodes] == ["Relu"]
     m = edgec.compile(model)
     assert "tanhf" not in m.c_source
+
+
+def test_layout_preserving_moves_become_views() -> None:
+    """Transpose of unit dims and Gather along a unit axis are free (Reshape views, no code)."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("Reshape", ["a", "s"], ["b"]),
+        helper.make_node("Transpose", ["b"], ["c"], perm=[1, 0, 2]),
+        helper.make_node("Gather", ["c", "i0"], ["d"], axis=0),
+        helper.make_node("MatMul", ["d", "w"], ["y"]),
+    ]
+    consts = {"w": w, "s": np.array([1, 1, 8], np.int64), "i0": np.array(0, np.int64)}
+    model = make_model(nodes, {"x": (1, 8)}, ["y"], consts)
+    m = check_model(model)
+    ops = [n.op for n in m.graph.nodes]
+    assert ops == ["MatMul", "Reshape", "Reshape", "Reshape", "MatMul"]
+    assert "memcpy" not in m.c_source.split("kernels, one per node")[1].split("_run_arena")[0]
