@@ -1,0 +1,111 @@
+"""``edgec profile MODEL --target T [--json]``: instructions, estimated cycles, flash and RAM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from edgec.profile import ProfileReport
+
+Handler = Callable[[argparse.Namespace], int]
+
+DEFAULT_TARGET = "cortex-m4f"
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction, add_model_args: Callable[[argparse.ArgumentParser], None]
+) -> dict[str, Handler]:
+    p = sub.add_parser(
+        "profile",
+        help="exact instructions per inference on an emulated Cortex-M, estimated cycles, "
+        "flash and RAM",
+        description="Build the model's firmware for the target, run it on QEMU with edgec's "
+        "instruction-counting plugin and report the instructions executed per inference "
+        "(exact: the same ELF gives the same count on every run), estimated cycles from the "
+        "core's instruction timing table, MACs per cycle, and the flash (code / weights / other) "
+        "and RAM (arena / state / stack / other) the firmware occupies.",
+    )
+    add_model_args(p)
+    p.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        metavar="T",
+        help=f"target with an emulator (edgec targets; default {DEFAULT_TARGET})",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=2, help="inferences measured (the report gives the mean)"
+    )
+    p.add_argument("-o", "--output", metavar="DIR", help="keep the firmware project in DIR")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    return {"profile": cmd_profile}
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from edgec.cli import _compile
+    from edgec.errors import EdgecError
+    from edgec.profile import profile
+
+    if args.repeat < 1:
+        raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
+    m = _compile(args)
+    rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
+    if args.json:
+        print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
+        return 0
+    print(format_profile(rep, args.model))
+    return 0
+
+
+def _b(n: int) -> str:
+    return f"{n:,} B"
+
+
+def format_profile(rep: ProfileReport, source: str) -> str:
+    from edgec.report import format_table
+
+    fl, ram = rep.size.flash_json(), rep.size.ram_json()
+    rows: list[tuple[str, Any]] = [
+        ("instructions / inference", f"{rep.instructions_per_inference:,}" + _spread(rep)),
+        ("instructions / MAC", f"{rep.instructions_per_mac:.2f}" if rep.macs else "-"),
+        (
+            "estimated cycles",
+            f"{rep.estimated_cycles:,} ({rep.estimated_time_us:,.1f} us at "
+            f"{rep.clock_hz / 1e6:g} MHz)",
+        ),
+        ("MACs / inference", f"{rep.macs:,}"),
+        ("MACs / cycle", f"{rep.macs_per_cycle:.3f}" if rep.macs else "-"),
+        (
+            "flash",
+            f"{_b(fl['total'])} = code {_b(fl['code'])} + weights {_b(fl['weights'])} + "
+            f"other {_b(fl['other'])}; {fl['percent']:.2f} % of {_b(fl['available'])}",
+        ),
+        (
+            "RAM",
+            f"{_b(ram['total'])} = arena {_b(ram['arena'])} + state {_b(ram['state'])} + "
+            f"stack {_b(ram['stack'])} + other {_b(ram['other'])}; "
+            f"{ram['percent']:.2f} % of {_b(ram['available'])}",
+        ),
+    ]
+    head = (
+        f"profile {source} on {rep.target} ({rep.core}), QEMU, {rep.inferences} "
+        f"inference(s) measured"
+    )
+    notes = [
+        f"cycles: {rep.cycle_source}; zero wait states, best case",
+        "stack: deepest call chain " + " > ".join(rep.size.stack_chain) + " (-fstack-usage)"
+        if rep.size.stack_chain
+        else "stack: no -fstack-usage data",
+        "other RAM: C library data, I/O buffers, heap reserve and the unused stack reserve "
+        f"({_b(rep.size.stack_reserved)} reserved for the stack)",
+    ]
+    if rep.size.stack_unknown:
+        notes.append("stack: no frame size for " + ", ".join(rep.size.stack_unknown))
+    return "\n".join([head, format_table(["", ""], rows, align="ll"), *notes])
+
+
+def _spread(rep: ProfileReport) -> str:
+    if rep.instructions_min == rep.instructions_max:
+        return ""
+    return f" (min {rep.instructions_min:,}, max {rep.instructions_max:,})"
