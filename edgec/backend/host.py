@@ -50,9 +50,10 @@ def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
             text=True,
         )
         if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or ["(no output)"]
             raise ToolchainError(
                 f"host C compiler failed on generated code for '{cm.name}': "
-                + (proc.stderr.strip().splitlines() or ["(no output)"])[0]
+                + next((ln for ln in lines if "error" in ln), lines[0])
             )
         tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(out, tmp_lib)
