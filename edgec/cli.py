@@ -203,25 +203,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
         counts = set()
         for k, v in raw.items():
             v = np.asarray(v, np.float32)
-            if v.shape == tuple(shapes[k]):
-                counts.add(1)
-            elif v.shape[1:] == tuple(shapes[k]):
-                counts.add(v.shape[0])
-            else:
+            shape = tuple(shapes[k])
+            if v.shape == shape:
+                v = v[None]
+            elif v.shape[1:] == shape[1:] and shape and shape[0] == 1:
+                v = v[:, None]  # a batch of samples for a batch-1 input
+            elif v.shape[1:] != shape:
                 raise EdgecError(
                     f"{args.inputs}: input '{k}' has shape {v.shape}; the model "
-                    f"expects {tuple(shapes[k])} (optionally with a leading N axis)"
+                    f"expects {shape} (optionally with a leading N axis)"
                 )
+            counts.add(v.shape[0])
             raw[k] = v
         if len(counts) != 1:
             raise EdgecError(
                 f"{args.inputs}: inputs hold different numbers of samples {sorted(counts)}"
             )
         n = counts.pop()
-        for i in range(n):
-            samples.append(
-                {k: (v if v.shape == tuple(shapes[k]) else v[i]) for k, v in raw.items()}
-            )
+        samples = [{k: v[i] for k, v in raw.items()} for i in range(n)]
     else:
         rng = np.random.default_rng(args.seed)
         samples = [

@@ -298,6 +298,7 @@ def build_firmware(
     """
     cc = find_tool("arm-none-eabi-gcc")
     objcopy = find_tool("arm-none-eabi-objcopy")
+    out_dir = Path(out_dir).resolve()  # the toolchain runs inside the project directory
     d, sources = write_project(cm, target, out_dir, inputs, repeat)
     bdir = d / "build"
     bdir.mkdir(exist_ok=True)
