@@ -11,8 +11,10 @@ from edgec.ir import Graph, Node, Tensor
 from edgec.ops import get_op
 from edgec.ops.unary import act_ref
 
-#: ops whose outputs depend only on input shapes, so they fold even with run-time inputs
-SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+def _value_inputs(node: Node) -> tuple[int, ...] | None:
+    """Indices of the inputs whose values matter (None: all); see Op.value_inputs."""
+    return get_op(node).value_inputs(node)
 
 
 def infer_shapes(g: Graph) -> None:
@@ -29,7 +31,10 @@ def infer_shapes(g: Graph) -> None:
 def infer_node(g: Graph, node: Node) -> None:
     """Shape (and, when its inputs are constant, value) of one node's outputs."""
     op = get_op(node, g)
-    foldable = node.op in SHAPE_ONLY or all(g.const(i) is not None for i in node.inputs if i)
+    vi = _value_inputs(node)
+    foldable = all(
+        g.const(t) is not None for k, t in enumerate(node.inputs) if t and (vi is None or k in vi)
+    )
     if foldable:
         try:
             values = {i: g.tensors[i].data for i in node.inputs if i and g.const(i) is not None}
@@ -64,8 +69,12 @@ def infer_node(g: Graph, node: Node) -> None:
 def run_node(node: Node, g: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     op = get_op(node, g)
     ins = [values.get(i) if i else None for i in node.inputs]
-    if node.op in SHAPE_ONLY:
-        ins = [np.zeros(g.shape(node.inputs[0]), np.float32)]
+    vi = op.value_inputs(node)
+    if vi is not None:  # shape/dtype-only inputs: stand-ins of the right shape and dtype
+        ins = [
+            x if (k in vi or not t) else np.zeros(g.shape(t), g.tensor(t).dtype)
+            for k, (t, x) in enumerate(zip(node.inputs, ins, strict=True))
+        ]
     outs = op.reference(node, ins, g)
     act = node.attrs.get("_act")
     if act is not None:

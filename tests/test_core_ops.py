@@ -149,3 +149,38 @@ def test_matmul_const_weights(sa: tuple) -> None:
     w = np.random.default_rng(8).standard_normal((17, 7)).astype(np.float32)
     node = helper.make_node("MatMul", ["a", "w"], ["y"])
     check_model(make_model([node], {"a": sa}, ["y"], {"w": w}))
+
+
+@pytest.mark.parametrize("op", ["Gelu", "Mish", "Celu"])
+def test_newer_activations(op: str) -> None:
+    opset = 20 if op == "Gelu" else 18
+    check_model(make_model([helper.make_node(op, ["x"], ["y"])], {"x": (3, 17)}, ["y"],
+                           opset=opset))
+
+
+def test_gelu_tanh() -> None:
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate="tanh")
+    check_model(make_model([node], {"x": (2, 7)}, ["y"], opset=20))
+
+
+@pytest.mark.parametrize("op", ["Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual"])
+def test_runtime_compare_where(op: str) -> None:
+    """Comparisons on run-time data feed Where (as in exported softplus thresholds)."""
+    nodes = [helper.make_node(op, ["a", "b"], ["c"]),
+             helper.make_node("Where", ["c", "a", "b"], ["y"]),
+             helper.make_node("Not", ["c"], ["nc"]),
+             helper.make_node("Where", ["nc", "a", "z"], ["y2"])]
+    rng = np.random.default_rng(9)
+    a = rng.integers(-2, 3, (3, 7)).astype(np.float32)
+    b = rng.integers(-2, 3, (7,)).astype(np.float32)
+    model = make_model(nodes, {"a": (3, 7), "b": (7,)}, ["y", "y2"],
+                       {"z": np.array(0.5, np.float32)})
+    check_model(model, {"a": a, "b": b})
+
+
+def test_castlike_folds_constant() -> None:
+    nodes = [helper.make_node("CastLike", ["c", "x"], ["cc"]),
+             helper.make_node("Mul", ["x", "cc"], ["y"])]
+    m = check_model(make_model(nodes, {"x": (2, 3)}, ["y"], {"c": np.array(2.0, np.float32)},
+                               opset=19))
+    assert [n.op for n in m.graph.nodes] == ["Mul"]

@@ -432,12 +432,12 @@ def test_where_constant_condition_runtime() -> None:
     check_model(make_model([node], {"a": (3, 2, 7), "b": (7,)}, ["y"], {"c": cond}))
 
 
-def test_runtime_comparison_is_unsupported() -> None:
+def test_runtime_comparison_feeds_where() -> None:
+    """A comparison on run-time data (0/1 floats in C) drives Where (see edgec/ops/logic.py)."""
     nodes = [helper.make_node("Less", ["x", "z"], ["l"]),
              helper.make_node("Where", ["l", "x", "z"], ["y"])]
     model = make_model(nodes, {"x": (3,)}, ["y"], {"z": np.zeros(3, np.float32)})
-    with pytest.raises(UnsupportedOpError):
-        edgec.compile(model)
+    check_model(model)
 
 
 # -- generated C quality --------------------------------------------------------------------------

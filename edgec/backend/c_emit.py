@@ -219,7 +219,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
 
     name = c_ident(name or g.name).lower()
     for t in g.runtime_tensors():
-        if g.tensor(t).dtype != "float32" and g.const(t) is None:
+        if g.tensor(t).dtype not in ("float32", "bool") and g.const(t) is None:
             prod_node = g.producers()[t]
             raise EdgecError(
                 f"node '{prod_node.name}' ({prod_node.op}): computes a {g.tensor(t).dtype} tensor "

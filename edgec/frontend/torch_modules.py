@@ -891,3 +891,28 @@ def _aten_select(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     i = index % shape[dim]
     y = lw.add1("Slice", [x, lw.ints([i]), lw.ints([i + 1]), lw.ints([dim]), lw.ints([1])])
     return lw.add1("Squeeze", [y, lw.ints([dim])])
+
+
+@module_handler("torch.nn.modules.activation.GELU")
+def _gelu_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
+    return lw.add1("Gelu", [args[0]], {"approximate": m.approximate}, base=path)
+
+
+@function_handler("gelu")
+def _f_gelu(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    return lw.add1("Gelu", [args[0]], {"approximate": kwargs.get("approximate", "none")})
+
+
+@module_handler("torch.nn.modules.activation.Mish")
+def _mish_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
+    return lw.add1("Mish", [args[0]], base=path)
+
+
+@function_handler("mish")
+def _f_mish(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    return lw.add1("Mish", [args[0]])
+
+
+@module_handler("torch.nn.modules.activation.CELU")
+def _celu_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
+    return lw.add1("Celu", [args[0]], {"alpha": float(m.alpha)}, base=path)

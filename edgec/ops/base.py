@@ -79,6 +79,11 @@ class Op:
         """True when output 0 may be written over input 0 (same size, read-before-write kernel)."""
         return False
 
+    def value_inputs(self, node: Node) -> tuple[int, ...] | None:
+        """Inputs whose VALUES the op reads (None: all). The others matter only through their
+        shape and dtype, so the node folds to a constant once these inputs are constant."""
+        return None
+
     def scratch(self, node: Node, g: Graph) -> int:
         """Floats of scratch memory the kernel needs while it runs (planned in the arena)."""
         return 0

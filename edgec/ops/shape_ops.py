@@ -818,6 +818,9 @@ class FoldOnly(Op):
 class ShapeOp(FoldOnly):
     types = ("Shape",)
 
+    def value_inputs(self, node: Node) -> tuple[int, ...]:
+        return ()
+
     def reference(self, node: Node, inputs: Arrays, g: Graph) -> list[np.ndarray]:
         x = inputs[0]
         assert x is not None
@@ -831,6 +834,9 @@ class ShapeOp(FoldOnly):
 @register
 class Size(FoldOnly):
     types = ("Size",)
+
+    def value_inputs(self, node: Node) -> tuple[int, ...]:
+        return ()
 
     def reference(self, node: Node, inputs: Arrays, g: Graph) -> list[np.ndarray]:
         x = inputs[0]

@@ -92,6 +92,49 @@ UNARY: dict[str, Unary] = {
 }
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float64])(x.astype(np.float64))
+
+
+def _gelu_ref(x: np.ndarray, p: Params) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if p["tanh"]:
+        inner = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+        return (0.5 * x64 * (1 + np.tanh(inner))).astype(np.float32)
+    return (0.5 * x64 * (1 + _erf(x64 / np.sqrt(2)))).astype(np.float32)
+
+
+def _gelu_c(v: str, p: Params) -> str:
+    if p["tanh"]:
+        return (
+            f"(0.5f * {v} * (1.0f + tanhf({_f(np.sqrt(2 / np.pi))} * "
+            f"({v} + 0.044715f * {v} * {v} * {v}))))"
+        )
+    return f"(0.5f * {v} * (1.0f + erff({v} * {_f(1 / np.sqrt(2))})))"
+
+
+UNARY["Gelu"] = Unary(_gelu_c, _gelu_ref, (("tanh", 0.0),))
+UNARY["Mish"] = Unary(
+    lambda v, p: f"({v} * tanhf(fmaxf({v}, 0.0f) + log1pf(expf(-fabsf({v})))))",
+    lambda x, p: (x.astype(np.float64) * np.tanh(_softplus(x).astype(np.float64))).astype(
+        np.float32
+    ),
+)
+UNARY["Celu"] = Unary(
+    lambda v, p: (
+        f"(fmaxf({v}, 0.0f) + fminf(0.0f, {_f(p['alpha'])} * "
+        f"(expf({v} / {_f(p['alpha'])}) - 1.0f)))"
+    ),
+    lambda x, p: (
+        np.maximum(x, 0)
+        + np.minimum(0, p["alpha"] * (np.exp(x.astype(np.float64) / p["alpha"]) - 1))
+    ).astype(np.float32),
+    (("alpha", 1.0),),
+)
+
+
 def _pow_c(v: str, p: Params) -> str:
     e = p["exponent"]
     if e == 1.0:
@@ -126,12 +169,17 @@ FUSABLE_ACTIVATIONS = (
     "Selu",
     "Softplus",
     "Clip",
+    "Gelu",
+    "Mish",
+    "Celu",
 )
 
 
 def unary_params(node: Node, g: Graph) -> Params:
     """Resolve an activation's parameters from attributes or constant inputs (Clip, Pow)."""
     spec = UNARY[node.op]
+    if node.op == "Gelu":  # the one string attribute: approximate = "none" | "tanh"
+        return {"tanh": 1.0 if node.attrs.get("approximate", "none") == "tanh" else 0.0}
     p: Params = {k: float(node.attrs.get(k, d)) for k, d in spec.defaults}
     if node.op == "Clip" and len(node.inputs) > 1:
         for idx, key in ((1, "min"), (2, "max")):
@@ -189,6 +237,7 @@ class UnaryOp(Op):
 
 # --- derivatives (forward-mode Jacobians, see passes.jacobian) ----------------------------------
 
+
 def _sig_d_c(v: str) -> str:
     e = f"expf(-fabsf({v}))"
     return f"({e} / ((1.0f + {e}) * (1.0f + {e})))"
@@ -239,9 +288,7 @@ DERIV: dict[str, Unary] = {
         (("alpha", 1.0),),
     ),
     "Selu": Unary(
-        lambda v, p: (
-            f"({_f(p['gamma'])} * ({v} > 0.0f ? 1.0f : {_f(p['alpha'])} * expf({v})))"
-        ),
+        lambda v, p: f"({_f(p['gamma'])} * ({v} > 0.0f ? 1.0f : {_f(p['alpha'])} * expf({v})))",
         lambda x, p: (
             np.float32(p["gamma"])
             * _w(x > 0, 1.0, np.float32(p["alpha"]) * np.exp(np.minimum(x, 0)))
@@ -253,6 +300,16 @@ DERIV: dict[str, Unary] = {
         lambda v, p: f"({v} >= {_f(p['min'])} && {v} <= {_f(p['max'])} ? 1.0f : 0.0f)",
         lambda x, p: _w((x >= np.float32(p["min"])) & (x <= np.float32(p["max"])), 1.0, 0.0),
         (("min", float("-inf")), ("max", float("inf"))),
+    ),
+    "Gelu": Unary(
+        lambda v, p: (
+            f"(0.5f * (1.0f + erff({v} * {_f(1 / np.sqrt(2))})) + "
+            f"{v} * expf(-0.5f * {v} * {v}) * {_f(1 / np.sqrt(2 * np.pi))})"
+        ),
+        lambda x, p: (
+            0.5 * (1 + _erf(x / np.sqrt(2)))
+            + x * np.exp(-0.5 * x.astype(np.float64) ** 2) / np.sqrt(2 * np.pi)
+        ).astype(np.float32),
     ),
     "Exp": Unary(lambda v, p: f"expf({v})", lambda x, p: np.exp(x)),
     "Log": Unary(lambda v, p: f"(1.0f / {v})", lambda x, p: (np.float32(1) / x).astype(np.float32)),

@@ -165,6 +165,8 @@ def _rule(b: _Builder, node: Node, tan: dict[str, str]) -> None:
         if any(x is not None for x in t[1:]):
             raise _err(node, f"{op} with u-dependent parameters")
         params = unary_params(node, g)
+        if op == "Gelu" and params.get("tanh"):
+            raise _err(node, "Gelu with approximate='tanh'")
         d = b.add("ActGrad", [ins[0]], {"kind": op, "params": params})
         tan[y] = b.add("Mul", [t[0], d])
     elif op == "BatchNormalization":
