@@ -57,7 +57,7 @@ _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
 
 def firmware_dir() -> Path:
     here = Path(__file__).resolve().parent
-    for cand in (here / "firmware", here.parent / "firmware"):
+    for cand in (here / "share" / "firmware", here.parent / "firmware"):
         if (cand / "startup.c").is_file():
             return cand
     raise EdgecError("edgec installation is broken: firmware/ not found")

@@ -58,7 +58,7 @@ class Target:
 
 def targets_dir() -> Path:
     here = Path(__file__).resolve().parent
-    for cand in (here / "targets", here.parent / "targets"):
+    for cand in (here / "share" / "targets", here.parent / "targets"):
         if cand.is_dir() and any(cand.glob("*.toml")):
             return cand
     raise EdgecError("edgec installation is broken: targets/ not found")
