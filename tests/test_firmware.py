@@ -89,6 +89,33 @@ def gru_step_model(n_in: int = 3, hidden: int = 8, n_out: int = 2) -> onnx.Model
     )
 
 
+def lstm_step_model(n_in: int = 3, hidden: int = 7, n_out: int = 2) -> onnx.ModelProto:
+    """One LSTM time step (h0 → Y_h and c0 → Y_c carried by _step) and a linear head."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["Y", "Y_h", "Y_c"], hidden_size=hidden
+        ),
+        helper.make_node("Reshape", ["Y", "shape"], ["yflat"]),
+        helper.make_node("Gemm", ["yflat", "w", "b"], ["y"], transB=1),
+    ]
+    inits = {
+        "W": rng.uniform(-0.8, 0.8, (1, 4 * hidden, n_in)).astype(np.float32),
+        "R": rng.uniform(-0.8, 0.8, (1, 4 * hidden, hidden)).astype(np.float32),
+        "B": rng.uniform(-0.5, 0.5, (1, 8 * hidden)).astype(np.float32),
+        "shape": np.array([1, hidden], np.int64),
+        "w": rng.uniform(-0.8, 0.8, (n_out, hidden)).astype(np.float32),
+        "b": rng.uniform(-0.5, 0.5, n_out).astype(np.float32),
+    }
+    return make_model(
+        nodes,
+        {"x": (1, 1, n_in), "h0": (1, 1, hidden), "c0": (1, 1, hidden)},
+        {"y": (1, n_out), "Y_h": (1, 1, hidden), "Y_c": (1, 1, hidden)},
+        inits,
+        name="lstm",
+    )
+
+
 def big_gemm(n_in: int, n_out: int) -> onnx.ModelProto:
     rng = np.random.default_rng(2)
     nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)]
@@ -210,6 +237,10 @@ def test_mlp_on_target(target: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("target", QEMU_TARGETS)
 def test_gru_sequence_on_target(target: str, tmp_path: Path) -> None:
     check_sequence_on_target(gru_step_model(), target, tmp_path)
+
+
+def test_lstm_sequence_on_m4f(tmp_path: Path) -> None:
+    check_sequence_on_target(lstm_step_model(), "cortex-m4f", tmp_path)
 
 
 def test_odd_sized_mlp_on_m4f(tmp_path: Path) -> None:
