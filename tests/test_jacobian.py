@@ -114,3 +114,14 @@ def test_bad_wrt() -> None:
         add_jacobian(g, "nope")
     with pytest.raises(EdgecError, match="out of range"):
         add_jacobian(g, g.inputs[0], [3])
+
+
+def test_tanh_derivative_reuses_the_forward_output() -> None:
+    """d tanh = 1 - y^2 from the forward value: the Jacobian adds no tanhf calls."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 2))
+    x = torch.randn(1, 2)
+    plain = edgec.compile(net, example_inputs=(x,)).c_source
+    with_j = _jac_model(net, x, None).c_source
+    for fn in ("tanhf(", "expf("):
+        assert with_j.count(fn) == plain.count(fn), fn

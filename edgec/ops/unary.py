@@ -334,26 +334,48 @@ DERIV: dict[str, Unary] = {
 }
 
 
+#: f'(x) written in terms of the op's OUTPUT y = f(x), for ops whose forward value makes the
+#: derivative cheap (as torch's backward does): no second tanhf/expf per element.
+DERIV_FROM_OUTPUT: dict[str, Unary] = {
+    "Tanh": Unary(
+        lambda v, p: f"(1.0f - {v} * {v})",
+        lambda y, p: (np.float32(1) - y * y).astype(np.float32),
+    ),
+    "Sigmoid": Unary(
+        lambda v, p: f"({v} * (1.0f - {v}))",
+        lambda y, p: (y * (np.float32(1) - y)).astype(np.float32),
+    ),
+    "Exp": Unary(lambda v, p: v, lambda y, p: y.astype(np.float32)),
+    "Relu": Unary(lambda v, p: f"({v} > 0.0f ? 1.0f : 0.0f)", lambda y, p: _w(y > 0, 1.0, 0.0)),
+}
+
+
 @register
 class ActGrad(Op):
-    """f'(x) of a unary op, elementwise: attrs ``kind`` (the op) and ``params`` (its resolved
-    parameters). Added by passes.jacobian; not an ONNX op."""
+    """f'(x) of a unary op, elementwise: attrs ``kind`` (the op), ``params`` (its resolved
+    parameters) and ``from_output`` (1: the input is y = f(x), see DERIV_FROM_OUTPUT; 0: it is
+    x). Added by passes.jacobian; not an ONNX op."""
 
     types = ("ActGrad",)
 
+    @staticmethod
+    def table(node: Node) -> dict[str, Unary]:
+        return DERIV_FROM_OUTPUT if node.attrs.get("from_output") else DERIV
+
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
-        if node.attrs["kind"] not in DERIV:
+        if node.attrs["kind"] not in self.table(node):
             raise unsupported(node, f"no derivative for {node.attrs['kind']}")
         return [(g.shape(node.inputs[0]), "float32")]
 
     def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
         x = inputs[0]
         assert x is not None
-        return [DERIV[node.attrs["kind"]].ref(x, dict(node.attrs["params"])).astype(np.float32)]
+        spec = self.table(node)[node.attrs["kind"]]
+        return [spec.ref(x, dict(node.attrs["params"])).astype(np.float32)]
 
     def inplace(self, node: Node, g: Graph) -> bool:
         return True
 
     def emit(self, node: Node, ctx: EmitContext) -> str:
-        expr = DERIV[node.attrs["kind"]].c("v", dict(node.attrs["params"]))
+        expr = self.table(node)[node.attrs["kind"]].c("v", dict(node.attrs["params"]))
         return map_loop(prod(ctx.g.shape(node.outputs[0])), ctx.inp(0), ctx.out(0), expr)

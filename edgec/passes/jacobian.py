@@ -23,7 +23,7 @@ import numpy as np
 from edgec.errors import EdgecError
 from edgec.interpret import infer_node
 from edgec.ir import Graph, Node
-from edgec.ops.unary import DERIV, unary_params
+from edgec.ops.unary import DERIV, DERIV_FROM_OUTPUT, unary_params
 
 LINEAR_VIEWS = {"Identity", "Dropout"}
 ZERO_TANGENT = ""  # marks "no dependence on u"
@@ -167,7 +167,10 @@ def _rule(b: _Builder, node: Node, tan: dict[str, str]) -> None:
         params = unary_params(node, g)
         if op == "Gelu" and params.get("tanh"):
             raise _err(node, "Gelu with approximate='tanh'")
-        d = b.add("ActGrad", [ins[0]], {"kind": op, "params": params})
+        if op in DERIV_FROM_OUTPUT:  # f' from the forward output: no second tanhf/expf
+            d = b.add("ActGrad", [y], {"kind": op, "params": params, "from_output": 1})
+        else:
+            d = b.add("ActGrad", [ins[0]], {"kind": op, "params": params})
         tan[y] = b.add("Mul", [t[0], d])
     elif op == "BatchNormalization":
         scale, _bias, _mean, var = (g.const(i) for i in ins[1:5])
