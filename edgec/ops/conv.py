@@ -7,15 +7,28 @@ split into border segments (tap ranges read from small ``static const`` tables) 
 segment (full, compile-time-constant tap range), and output rows read their tap range from a table
 only when some row is clipped.
 
-The Conv kernel is output-stationary: four output channels of a group are computed together (four
-accumulators in registers share every input load) with the weights re-laid out at compile time as
-``[group][block][ic][kh][kw][4]`` so the inner loop walks them contiguously; leftover channels use
-``[ic][kh][kw]`` rows. Bias initialises the accumulators and the fused activation is applied before
-the store.
+Conv picks one of three kernels at compile time (:func:`conv_kernel`):
+
+* ``im2col`` (constant weights, four or more output channels per group): per output position the
+  input window ``[ic][kh][kw]`` is gathered into scratch (zeros in the padding), then each block
+  of four output channels takes its dot products with ``edgec_dot4`` (:mod:`edgec.ops.gemm`: a
+  VLDM/VFMA assembly loop on Cortex-M FPU cores, plain C elsewhere) over weights interleaved by
+  four at compile time; leftover channels use plain ``[ic][kh][kw]`` rows.
+* ``stencil`` (constant weights, one input channel per output channel: depthwise): the channel's
+  taps are held in locals and four neighbouring outputs are computed together.
+* ``direct`` (run-time weights, fewer than four channels per group, kernels too large to unroll):
+  output-stationary loops, four output channels sharing every input load, weights re-laid out as
+  ``[group][block][ic][kh][kw][4]`` (:func:`channel_loops`).
+
+The first two never test bounds per tap: output positions are grouped into runs sharing a tap
+range (:func:`tap_runs`) and every run's taps are unrolled with constant offsets (im2col reads the
+ranges from tables instead when the unrolled variants would be too large). Bias initialises the
+accumulators and the fused activation is applied before the store.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +36,7 @@ import numpy as np
 
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import EmitContext, Op, int_list, prod, register, unsupported
+from edgec.ops.gemm import DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: output channels computed together by the Conv kernel (accumulators kept in registers)
@@ -467,13 +481,25 @@ class Conv(Op):
         h, w = geom.h, geom.w
         bias = ctx.inp(2) if len(node.inputs) > 2 and node.inputs[2] else None
         wconst = g.const(node.inputs[1])
+        wts = None if wconst is None else wconst.astype(np.float32)
+        kernel = conv_kernel(geom, wts is not None)
+        if kernel == "stencil" and wts is not None:
+            return stencil_conv(ctx, geom, wts, bias)
+        if kernel == "im2col" and wts is not None:
+            return im2col_conv(ctx, geom, wts, bias)
         return channel_loops(
             ctx,
             geom,
-            None if wconst is None else wconst.astype(np.float32),
+            wts,
             bias,
             lambda block: window_grid(ctx, h, w, conv_block(ctx, geom, bias, block), conv_row(w)),
         )
+
+    def scratch(self, node: Node, g: Graph) -> int:
+        geom = conv_geom(node, g)
+        if conv_kernel(geom, g.const(node.inputs[1]) is not None) == "im2col":
+            return geom.ic_per_group * geom.h.kernel * geom.w.kernel
+        return 0
 
 
 def channel_loops(
@@ -527,3 +553,245 @@ def channel_loops(
         + c_for("gr", 0, grp, grp_body)
     )
     return c_for("n", 0, geom.n, n_body)
+
+
+# -- kernels for constant weights ----------------------------------------------------------------
+#
+# Both keep every tap range a compile-time constant: output positions are grouped into runs that
+# share a tap range (:func:`tap_runs`: the interior run and one run per distinct border range), so
+# the taps unroll with fixed input offsets and padded taps are never read.
+
+#: most unrolled tap statements a kernel may emit for its border/interior variants
+UNROLL_BUDGET = 2048
+#: output pixels of one channel the stencil kernel computes together (shared input loads)
+PIXELS = 4
+
+
+def tap_runs(axis: Axis) -> list[tuple[int, int, int, int]]:
+    """Maximal runs ``(o0, o1, k0, k1)`` of consecutive outputs with the same tap range."""
+    runs: list[tuple[int, int, int, int]] = []
+    for o, (k0, k1) in enumerate(axis.tap_ranges()):
+        if runs and runs[-1][2:] == (k0, k1):
+            runs[-1] = (runs[-1][0], o + 1, k0, k1)
+        else:
+            runs.append((o, o + 1, k0, k1))
+    return runs
+
+
+def _stencil_statements(geom: ConvGeom) -> int:
+    rows, cols = tap_runs(geom.h), tap_runs(geom.w)
+    return sum((k1 - k0) * (j1 - j0) * (PIXELS + 1) for *_, k0, k1 in rows for *_, j0, j1 in cols)
+
+
+def conv_kernel(geom: ConvGeom, const_weights: bool) -> str:
+    """The kernel that computes a Conv: ``"stencil"`` (constant weights, one input channel per
+    output channel: depthwise), ``"im2col"`` (constant weights, at least four output channels
+    per group) or ``"direct"`` (run-time weights, few channels, or a stencil too large to
+    unroll)."""
+    if not const_weights:
+        return "direct"
+    if geom.ic_per_group == 1 and _stencil_statements(geom) <= UNROLL_BUDGET:
+        return "stencil"
+    if geom.oc_per_group >= BLOCK:
+        return "im2col"
+    return "direct"
+
+
+def _strided_for(var: str, lo: int, hi: int, step: int, body: str) -> str:
+    if hi - lo == step:
+        return c_for(var, lo, lo + 1, body)
+    return f"for (int {var} = {lo}; {var} < {hi}; {var} += {step}) {{\n{_indent(body)}}}\n"
+
+
+def _uses(code: str, var: str) -> bool:
+    return re.search(rf"\b{var}\b", code) is not None
+
+
+def _tap_offset(h: Axis, w: Axis, kh: int, kw: int) -> int:
+    """Input offset of tap ``(kh, kw)`` from the window origin (row ``xrow``, column 0)."""
+    return kh * h.dilation * w.size_in + kw * w.dilation - w.pad_begin
+
+
+def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
+    """Conv whose output channels each read one input channel (depthwise, channel multiplier
+    ``oc_per_group``): the channel's taps are held in locals and :data:`PIXELS` neighbouring
+    outputs are computed together, every tap range unrolled with constant offsets."""
+    h, w = geom.h, geom.w
+    kk, ocg = h.kernel * w.kernel, geom.oc_per_group
+    ihw, ohw = h.size_in * w.size_in, h.size_out * w.size_out
+    wsym = ctx.const_array(f"{ctx.node.name}_wd", np.ascontiguousarray(wts.reshape(-1, kk)))
+
+    def cols(k0: int, k1: int, c0: int, c1: int, j0: int, j1: int, npix: int) -> str:
+        taps = [(kh, kw) for kh in range(k0, k1) for kw in range(j0, j1)]
+        accs = [f"a{p}" for p in range(npix)]
+        body = "".join(f"float {a} = bv;\n" for a in accs)
+        for kh, kw in taps:
+            off = _tap_offset(h, w, kh, kw)
+            body += "".join(
+                f"{a} += w{kh * w.kernel + kw} * xc[{lin((1, 'xo'), off + p * w.stride)}];\n"
+                for p, a in enumerate(accs)
+            )
+        body += "".join(
+            f"yc[{lin((w.size_out, 'oh'), (1, 'ow'), p)}] = {ctx.act(a)};\n"
+            for p, a in enumerate(accs)
+        )
+        if _uses(body, "xo"):
+            body = f"const int xo = {lin((1, 'xrow'), (w.stride, 'ow'))};\n" + body
+        if npix > 1:
+            return _strided_for("ow", c0, c1, npix, body)
+        return c_for("ow", c0, c1, body)
+
+    grid = ""
+    used: set[int] = set()
+    for o0, o1, k0, k1 in tap_runs(h):
+        row = ""
+        for c0, c1, j0, j1 in tap_runs(w):
+            used |= {kh * w.kernel + kw for kh in range(k0, k1) for kw in range(j0, j1)}
+            split = c0 + (c1 - c0) // PIXELS * PIXELS
+            if split > c0:
+                row += cols(k0, k1, c0, split, j0, j1, PIXELS)
+            if c1 > split:
+                row += cols(k0, k1, split, c1, j0, j1, 1)
+        if _uses(row, "xrow"):
+            xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
+            row = f"const int xrow = {xrow};\n" + row
+        grid += c_for("oh", o0, o1, row)
+    taps = "".join(f"const float w{t} = wc[{t}];\n" for t in sorted(used))
+    channel = (
+        f"const int c = {lin((ocg, 'gr'), (1, 'j'))};\n"
+        + (f"const float *wc = {wsym} + c * {kk};\n" if used else "")
+        + f"float *yc = yn + c * {ohw};\n"
+        + f"const float bv = {f'{bias}[c]' if bias else '0.0f'};\n"
+        + taps
+        + grid
+    )
+    group = f"const float *xc = xn + {lin((ihw, 'gr'))};\n" if _uses(grid, "xc") else ""
+    group += c_for("j", 0, ocg, channel)
+    n_body = (
+        f"const float *xn = {ctx.inp(0)} + {lin((geom.c_in * ihw, 'n'))};\n"
+        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n"
+        + c_for("gr", 0, geom.group, group)
+    )
+    return c_for("n", 0, geom.n, n_body)
+
+
+def _if_chain(var: str, runs: list[tuple[int, int, int, int]], bodies: list[str]) -> str:
+    """Branches on which run ``var`` falls in (the body itself for a single run)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    code = ""
+    for i, ((_, o1, _, _), body) in enumerate(zip(runs, bodies, strict=True)):
+        if i == 0:
+            code += f"if ({var} < {o1}) {{\n"
+        elif i < len(bodies) - 1:
+            code += f"}} else if ({var} < {o1}) {{\n"
+        else:
+            code += "} else {\n"
+        code += _indent(body)
+    return code + "}\n"
+
+
+def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
+    """Conv as one matrix-vector product per output position: the position's input window
+    (``[ic][kh][kw]``, zeros in the padding) is gathered into scratch, then every block of four
+    output channels takes its dot products with :func:`edgec.ops.gemm.DOT4_HELPER`'s
+    ``edgec_dot4`` (weights interleaved by four at compile time)."""
+    h, w = geom.h, geom.w
+    grp, icg, ocg = geom.group, geom.ic_per_group, geom.oc_per_group
+    kk = h.kernel * w.kernel
+    k = icg * kk
+    ihw, ohw = h.size_in * w.size_in, h.size_out * w.size_out
+    nb, rest = ocg // BLOCK, ocg % BLOCK
+    name, pt = ctx.node.name, ctx.scratch()
+    w3 = wts.reshape(grp, ocg, k)
+    w4 = w3[:, : nb * BLOCK].reshape(grp, nb, BLOCK, k).transpose(0, 1, 3, 2)
+    w4sym = ctx.const_array(f"{name}_w4", np.ascontiguousarray(w4))
+    dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
+
+    # the dot products of one output position (window in scratch, index yo)
+    init = ", ".join(
+        f"{bias}[{lin((ocg, 'gr'), (BLOCK, 'ob'), j)}]" if bias else "0.0f" for j in range(BLOCK)
+    )
+    blk = f"float acc[{BLOCK}] = {{{init}}};\n"
+    blk += f"{dot4}({pt}, wg + {lin((k * BLOCK, 'ob'))}, {k}, acc);\n"
+    blk += f"float *yp = yg + {lin((BLOCK * ohw, 'ob'))} + yo;\n"
+    blk += "".join(f"yp[{j * ohw}] = {ctx.act(f'acc[{j}]')};\n" for j in range(BLOCK))
+    compute = f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n" + c_for("ob", 0, nb, blk)
+    if rest:
+        w1sym = ctx.const_array(f"{name}_w1", np.ascontiguousarray(w3[:, nb * BLOCK :]))
+        first = nb * BLOCK
+        b1 = f"{bias}[{lin((ocg, 'gr'), (1, 'oc1'), first)}]" if bias else "0.0f"
+        one = (
+            f"const float *wr = {w1sym} + {lin((rest * k, 'gr'), (k, 'oc1'))};\n"
+            f"float acc = {b1};\n"
+            f"for (int t = 0; t < {k}; ++t) acc += wr[t] * {pt}[t];\n"
+            f"yg[{lin((ohw, 'oc1'), first * ohw)} + yo] = {ctx.act('acc')};\n"
+        )
+        compute += c_for("oc1", 0, rest, one)
+
+    def gather(k0: int, k1: int, j0: int, j1: int) -> str:
+        lines = ""
+        for kh in range(h.kernel):
+            for kw in range(w.kernel):
+                t = kh * w.kernel + kw
+                if k0 <= kh < k1 and j0 <= kw < j1:
+                    lines += f"pc[{t}] = xc[{lin((1, 'xo'), _tap_offset(h, w, kh, kw))}];\n"
+                else:
+                    lines += f"pc[{t}] = 0.0f;\n"
+        head = f"const float *xc = xg + {lin((ihw, 'ic'))};\n" if _uses(lines, "xc") else ""
+        return c_for("ic", 0, icg, head + f"float *pc = {pt} + {lin((kk, 'ic'))};\n" + lines)
+
+    rows, cols = tap_runs(h), tap_runs(w)
+    if len(rows) * len(cols) * kk <= UNROLL_BUDGET:
+        per_row = [
+            _if_chain("ow", cols, [gather(k0, k1, j0, j1) for _, _, j0, j1 in cols])
+            for _, _, k0, k1 in rows
+        ]
+        fill = _if_chain("oh", rows, per_row)
+    else:
+        fill = _table_gather(ctx, geom, pt)
+    pixel = fill + compute
+    if _uses(fill, "xo"):
+        pixel = f"const int xo = {lin((1, 'xrow'), (w.stride, 'ow'))};\n" + pixel
+    row = c_for("ow", 0, w.size_out, pixel)
+    if _uses(row, "xrow"):
+        xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
+        row = f"const int xrow = {xrow};\n" + row
+    grid = c_for("oh", 0, h.size_out, row)
+    group = (
+        f"const float *xg = xn + {lin((icg * ihw, 'gr'))};\n"
+        f"float *yg = yn + {lin((ocg * ohw, 'gr'))};\n"
+        f"const float *wg = {w4sym} + {lin((nb * k * BLOCK, 'gr'))};\n" + grid
+    )
+    n_body = (
+        f"const float *xn = {ctx.inp(0)} + {lin((geom.c_in * ihw, 'n'))};\n"
+        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n" + c_for("gr", 0, grp, group)
+    )
+    return c_for("n", 0, geom.n, n_body)
+
+
+def _table_gather(ctx: EmitContext, geom: ConvGeom, pt: str) -> str:
+    """Window gather with tap ranges read from tables (kernels too large to unroll per run)."""
+    h, w = geom.h, geom.w
+    kk, ihw, name = h.kernel * w.kernel, h.size_in * w.size_in, ctx.node.name
+    kh0, kh1 = zip(*h.tap_ranges(), strict=True)
+    kw0, kw1 = zip(*w.tap_ranges(), strict=True)
+    tabs = [
+        int_table(ctx, f"{name}_{v}", list(vals))
+        for v, vals in (("kh0", kh0), ("kh1", kh1), ("kw0", kw0), ("kw1", kw1))
+    ]
+    copy = (
+        f"pc[{lin((w.kernel, 'kh'), (1, 'kw'))}] = "
+        f"xc[{lin((1, 'xo'), (h.dilation * w.size_in, 'kh'), (w.dilation, 'kw'), -w.pad_begin)}];\n"
+    )
+    body = (
+        f"const float *xc = xg + {lin((ihw, 'ic'))};\n"
+        f"float *pc = {pt} + {lin((kk, 'ic'))};\n"
+        f"for (int t = 0; t < {kk}; ++t) pc[t] = 0.0f;\n"
+        + c_for("kh", "kh0", "kh1", c_for("kw", "kw0", "kw1", copy))
+    )
+    return (
+        f"const int kh0 = {tabs[0]}[oh];\nconst int kh1 = {tabs[1]}[oh];\n"
+        f"const int kw0 = {tabs[2]}[ow];\nconst int kw1 = {tabs[3]}[ow];\n"
+        + c_for("ic", 0, geom.ic_per_group, body)
+    )
