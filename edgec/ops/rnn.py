@@ -380,7 +380,8 @@ class _Emitter:
         c = self.spec.clip
         if c is None:
             return ""
-        return f"{v} = fminf(fmaxf({v}, {c_float(-c)}), {c_float(c)});\n"
+        lo, hi = c_float(-c), c_float(c)
+        return f"{v} = {v} < {lo} ? {lo} : ({v} > {hi} ? {hi} : {v});\n"
 
     def act(self, key: str, v: str) -> str:
         return ACTS[key].c(v)

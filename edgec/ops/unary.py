@@ -28,6 +28,11 @@ def _f(v: float) -> str:
     return c_float(v)
 
 
+def _clamp(e: str, lo: str, hi: str) -> str:
+    """Clamp with comparisons: no fminf/fmaxf library calls on FPv4 cores, NaN propagates."""
+    return f"({e} < {lo} ? {lo} : ({e} > {hi} ? {hi} : {e}))"
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
@@ -53,12 +58,12 @@ UNARY: dict[str, Unary] = {
     "Sigmoid": Unary(lambda v, p: f"(1.0f / (1.0f + expf(-{v})))", lambda x, p: _sigmoid(x)),
     "Tanh": Unary(lambda v, p: f"tanhf({v})", lambda x, p: np.tanh(x)),
     "HardSigmoid": Unary(
-        lambda v, p: f"fmaxf(0.0f, fminf(1.0f, {_f(p['alpha'])} * {v} + {_f(p['beta'])}))",
+        lambda v, p: _clamp(f"({_f(p['alpha'])} * {v} + {_f(p['beta'])})", "0.0f", "1.0f"),
         lambda x, p: np.clip(np.float32(p["alpha"]) * x + np.float32(p["beta"]), 0, 1),
         (("alpha", 0.2), ("beta", 0.5)),
     ),
     "HardSwish": Unary(
-        lambda v, p: f"({v} * fmaxf(0.0f, fminf(1.0f, {_f(1 / 6)} * {v} + 0.5f)))",
+        lambda v, p: f"({v} * {_clamp(f'({_f(1 / 6)} * {v} + 0.5f)', '0.0f', '1.0f')})",
         lambda x, p: x * np.clip(np.float32(1 / 6) * x + np.float32(0.5), 0, 1),
     ),
     "Elu": Unary(
@@ -75,11 +80,11 @@ UNARY: dict[str, Unary] = {
         (("alpha", 1.67326319217681884765625), ("gamma", 1.05070102214813232421875)),
     ),
     "Softplus": Unary(
-        lambda v, p: f"(fmaxf({v}, 0.0f) + log1pf(expf(-fabsf({v}))))",
+        lambda v, p: f"(({v} > 0.0f ? {v} : 0.0f) + log1pf(expf(-fabsf({v}))))",
         lambda x, p: _softplus(x),
     ),
     "Clip": Unary(
-        lambda v, p: f"fminf(fmaxf({v}, {_f(p['min'])}), {_f(p['max'])})",
+        lambda v, p: _clamp(v, _f(p["min"]), _f(p["max"])),
         lambda x, p: np.minimum(np.maximum(x, np.float32(p["min"])), np.float32(p["max"])),
         (("min", float("-inf")), ("max", float("inf"))),
     ),
