@@ -324,6 +324,12 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         ]
     )
     state_bytes = sum(8 * s["size"] for s in state_ports)
+    # structure counters an op reports through an optional ``stats(node, g) -> dict[str, int]``
+    structure: dict[str, int] = {}
+    for node in g.nodes:
+        node_stats = getattr(get_op(node, g), "stats", None)
+        for key, val in (node_stats(node, g) if node_stats else {}).items():
+            structure[key] = structure.get(key, 0) + int(val)
     report = {
         "name": name,
         "params": weights.count,
@@ -334,6 +340,8 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "macs": total_macs,
         "nodes": len(g.nodes),
     }
+    if structure:
+        report["structure"] = structure
     env = _env()
     ctx_vars = {
         "name": name,

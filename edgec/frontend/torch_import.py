@@ -31,6 +31,9 @@ ModuleHandler = Callable[["TorchLowering", Any, str, tuple, dict], Value]
 FunctionHandler = Callable[["TorchLowering", tuple, dict], Value]
 
 MODULES: dict[str, ModuleHandler] = {}  # qualified class name → handler
+#: (predicate, handler) for user-defined module classes recognised by their structure (e.g. an
+#: NCAP swimmer written in the user's own file); consulted after the qualified names
+MODULE_MATCHERS: list[tuple[Callable[[Any], bool], ModuleHandler]] = []
 FUNCTIONS: dict[str, FunctionHandler] = {}  # bare function / method / ATen name → handler
 
 
@@ -56,6 +59,14 @@ def function_handler(*names: str) -> Callable[[FunctionHandler], FunctionHandler
     return deco
 
 
+def module_matcher(pred: Callable[[Any], bool]) -> Callable[[ModuleHandler], ModuleHandler]:
+    def deco(fn: ModuleHandler) -> ModuleHandler:
+        MODULE_MATCHERS.append((pred, fn))
+        return fn
+
+    return deco
+
+
 def qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -64,6 +75,9 @@ def find_module_handler(mod: Any) -> ModuleHandler | None:
     for cls in type(mod).__mro__:
         h = MODULES.get(qualname(cls))
         if h is not None:
+            return h
+    for pred, h in MODULE_MATCHERS:
+        if pred(mod):
             return h
     return None
 
@@ -382,7 +396,8 @@ def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
             )
         return lw.input(name, tuple(ex.shape))
     if isinstance(ex, (tuple, list)):
-        return type(ex)(_example_value(lw, f"{name}_{i}", e) for i, e in enumerate(ex))
+        items = [_example_value(lw, f"{name}_{i}", e) for i, e in enumerate(ex)]
+        return type(ex)(*items) if hasattr(ex, "_fields") else type(ex)(items)  # NamedTuple
     if ex is None or isinstance(ex, (int, float, bool)):
         return ex
     raise EdgecError(
