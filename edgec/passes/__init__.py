@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edgec.ir import Graph
+from edgec.ops.spiking import use_event_kernels
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.fuse import fuse_activations
@@ -18,6 +19,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     remove_identities,
     simplify_views,
     fold_batchnorm,
+    use_event_kernels,
     fuse_activations,
     eliminate_dead_nodes,
     detect_state,
