@@ -29,7 +29,9 @@ Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 inte
 
 
 #: modules that add sub-commands: each has ``add_parsers(sub, add_model_args) -> {name: handler}``
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ("edgec.cli_firmware", "edgec.cli_profile")
+EXTRA_COMMAND_MODULES: tuple[str, ...] = (
+    "edgec.cli_firmware", "edgec.cli_profile", "edgec.cli_mpc"
+)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
