@@ -23,7 +23,6 @@ from onnx import TensorProto, helper
 from edgec.errors import ShapeError
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import (
-    REGISTRY,
     EmitContext,
     Op,
     broadcast_shape,
@@ -869,32 +868,12 @@ class Range(FoldOnly):
         return [(s + np.arange(n, dtype=s.dtype) * d).astype(s.dtype)]
 
 
-# Small integer/boolean ops of exported shape computations. Registered only where no other module
-# provides them, so a module with run-time kernels for these ops takes precedence.
-
-_COMPARE = {
-    "Equal": np.equal, "Greater": np.greater, "Less": np.less,
-    "GreaterOrEqual": np.greater_equal, "LessOrEqual": np.less_equal,
-    "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
-}
-
-
-class Compare(FoldOnly):
-    types = (*_COMPARE, "Not")
-
-    def reference(self, node: Node, inputs: Arrays, g: Graph) -> list[np.ndarray]:
-        a = inputs[0]
-        assert a is not None
-        if node.op == "Not":
-            return [np.logical_not(a)]
-        b = inputs[1]
-        assert b is not None
-        return [np.asarray(_COMPARE[node.op](a, b))]
-
+# Small ops of exported shape computations (comparisons, logic and Where live in logic.py).
 
 _ROUND_C = {"Floor": "floorf", "Ceil": "ceilf"}
 
 
+@register
 class Rounding(Op):
     types = tuple(_ROUND_C)
 
@@ -916,6 +895,7 @@ class Rounding(Op):
         return f"for (int i = 0; i < {n}; ++i) {ctx.out(0)}[i] = {fn}({ctx.inp(0)}[i]);\n"
 
 
+@register
 class MinMax(Op):
     types = ("Min", "Max")
 
@@ -948,31 +928,7 @@ class MinMax(Op):
                               body)
 
 
-class Where(Op):
-    """Where(cond, x, y); on run-time float data the condition must be a constant."""
-
-    types = ("Where",)
-
-    def infer(self, node: Node, g: Graph) -> Outs:
-        if g.const(node.inputs[0]) is None:
-            raise unsupported(node, "Where needs a constant condition at run time")
-        shape = broadcast_shape(*(g.shape(i) for i in node.inputs))
-        return [(shape, g.tensor(node.inputs[1]).dtype)]
-
-    def reference(self, node: Node, inputs: Arrays, g: Graph) -> list[np.ndarray]:
-        c, a, b = inputs
-        assert c is not None and a is not None and b is not None
-        return [np.where(c.astype(bool), a, b).astype(a.dtype)]
-
-    def emit(self, node: Node, ctx: EmitContext) -> str:
-        g = ctx.g
-        c, a, b, y = ctx.inp(0), ctx.inp(1), ctx.inp(2), ctx.out(0)
-        return broadcast_loop(
-            g.shape(node.outputs[0]), [g.shape(i) for i in node.inputs],
-            lambda ix, iy: f"{y}[{iy}] = {c}[{ix[0]}] ? {a}[{ix[1]}] : {b}[{ix[2]}];\n",
-        )
-
-
+@register
 class Mod(FoldOnly):
     types = ("Mod",)
 
@@ -982,13 +938,3 @@ class Mod(FoldOnly):
         fn = np.fmod if node.attr("fmod", 0) else np.mod
         with np.errstate(all="ignore"):
             return [np.asarray(fn(a, b)).astype(a.dtype)]
-
-
-def _register_fallback(cls: type[Op]) -> None:
-    inst = cls()
-    for t in cls.types:
-        REGISTRY.setdefault(t, inst)
-
-
-for _cls in (Compare, Rounding, MinMax, Where, Mod):
-    _register_fallback(_cls)
