@@ -34,31 +34,54 @@ def host_cc() -> str:
     return cc
 
 
-def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
+def build_cached_library(
+    name: str,
+    files: dict[str, str],
+    sources: list[str],
+    flags: tuple[str, ...],
+    what: str,
+) -> Path:
+    """Compile ``files`` (name → text; ``sources`` are the .c among them) into a shared library
+    in edgec's cache, keyed by the content, the compiler and the flags; reuse it when present."""
     cc = host_cc()
-    flags = HOST_CFLAGS + tuple(extra_flags)
-    key = hashlib.sha256("\0".join([cm.header, cm.source, cc, *flags]).encode()).hexdigest()[:24]
-    lib = cache_dir() / f"{cm.name}-{key}.so"
+    parts = [cc, *flags, *sources]
+    for fname in sorted(files):
+        parts += [fname, files[fname]]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    lib = cache_dir() / f"{name}-{key}.so"
     if lib.is_file():
         return lib
     with tempfile.TemporaryDirectory(prefix="edgec-") as tmp:
-        paths = cm.write(tmp)
-        out = Path(tmp) / "model.so"
+        for fname, text in files.items():
+            (Path(tmp) / fname).write_text(text)
+        out = Path(tmp) / "lib.so"
         proc = subprocess.run(
-            [cc, *flags, "-o", str(out), str(paths[1]), "-lm"],
+            [cc, *flags, "-I", tmp, "-o", str(out), *[str(Path(tmp) / s) for s in sources], "-lm"],
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines() or ["(no output)"]
             raise ToolchainError(
-                f"host C compiler failed on generated code for '{cm.name}': "
+                f"host C compiler failed on {what}: "
                 + next((ln for ln in lines if "error" in ln), lines[0])
             )
         tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(out, tmp_lib)
         os.replace(tmp_lib, lib)
     return lib
+
+
+def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
+    """The model's generated C as a host shared library (cached by content hash)."""
+    files = {f"{cm.name}.h": cm.header, f"{cm.name}.c": cm.source}
+    return build_cached_library(
+        cm.name,
+        files,
+        [f"{cm.name}.c"],
+        HOST_CFLAGS + tuple(extra_flags),
+        f"generated code for '{cm.name}'",
+    )
 
 
 _FP = ctypes.POINTER(ctypes.c_float)
