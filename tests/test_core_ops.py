@@ -184,3 +184,9 @@ def test_castlike_folds_constant() -> None:
     m = check_model(make_model(nodes, {"x": (2, 3)}, ["y"], {"c": np.array(2.0, np.float32)},
                                opset=19))
     assert [n.op for n in m.graph.nodes] == ["Mul"]
+
+
+def test_clip_min_greater_than_max_gives_max() -> None:
+    lo, hi = np.array(0.5, np.float32), np.array(-0.5, np.float32)
+    node = helper.make_node("Clip", ["x", "lo", "hi"], ["y"])
+    check_model(make_model([node], {"x": (17,)}, ["y"], {"lo": lo, "hi": hi}, opset=13))

@@ -29,8 +29,10 @@ def _f(v: float) -> str:
 
 
 def _clamp(e: str, lo: str, hi: str) -> str:
-    """Clamp with comparisons: no fminf/fmaxf library calls on FPv4 cores, NaN propagates."""
-    return f"({e} < {lo} ? {lo} : ({e} > {hi} ? {hi} : {e}))"
+    """min(max(e, lo), hi) with comparisons: no fminf/fmaxf library calls on FPv4 cores, NaN
+    propagates, and min > max gives max everywhere (as ONNX Clip and numpy.clip)."""
+    lower = f"({e} < {lo} ? {lo} : {e})"
+    return f"({lower} > {hi} ? {hi} : {lower})"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
