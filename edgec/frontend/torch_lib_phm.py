@@ -1,0 +1,201 @@
+"""PHM layers (``PHMLinear``, ``PHConv``) written as in the PHNN paper's public code.
+
+The reference layers (``edgec.phm_reference``, and users' copies of the paper's code) cannot be
+traced or exported (their Kronecker product builds a ``torch.Size`` from tensors), so edgec keeps
+each one as a leaf module and reads its factors ``A`` (attribute ``a`` or ``A``, ``[n, n, n]``)
+and ``F`` (``s`` or ``F``, ``[n, out/n, in/n(, k, k)]``) directly.
+
+Compile option ``phm`` (``edgec.compile(..., options={"phm": "factored"})``, CLI
+``--option phm=factored``):
+
+* ``dense`` materialises ``W = sum_m A[m] (x) F[m]`` at compile time (a plain Gemm / Conv:
+  fastest, ``out*in*k`` weights in flash);
+* ``factored`` keeps only ``A`` and ``F`` in flash (``n^3 + out*in*k/n`` weights) and computes
+  the Kronecker sums inside the kernel (``PhmLinear`` / ``PhmConv``, see ``edgec.ops.phm``);
+* ``auto`` (the default) walks the PHM layers in model order and materialises a layer while the
+  dense weight bytes of the PHM layers materialised so far, this one included, stay within
+  ``phm_flash_fraction`` (default 0.25) of the target's flash; the others are factored. The
+  target is option ``target`` (a name from ``targets/`` or a ``.toml`` path, default
+  ``cortex-m4f``); ``phm_flash_bytes`` overrides its flash size.
+
+``PHConv``'s unused ``bias`` is ignored, as its ``forward`` ignores it; ``PHMLinear`` adds its bias.
+
+Your own PHM classes: edgec matches handlers by qualified class name. If your model defines its
+own copy of the paper's layers (say ``mynet.layers.PHMLinear``), register it before compiling::
+
+    from edgec.frontend.torch_lib_phm import register_phm_class
+    register_phm_class("mynet.layers.PHMLinear", "linear")
+    register_phm_class("mynet.layers.PHConv", "conv")
+
+The class must hold the factors under one of the names above; convolutions read ``stride`` and
+``padding`` (ints or pairs) and a ``bias`` is used only for ``"linear"`` layers (pass
+``use_bias=True`` to add a convolution's bias too).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.frontend.torch_import import TensorRef, TorchLowering, module_handler
+from edgec.frontend.torch_modules import conv, linear
+from edgec.ops.phm import materialise
+
+PHM_MODES = ("dense", "factored", "auto")
+DEFAULT_FLASH_FRACTION = 0.25
+#: flash size assumed when the target description cannot be read
+DEFAULT_FLASH_BYTES = 1 << 20
+
+_dense_bytes_used: weakref.WeakKeyDictionary[TorchLowering, int] = weakref.WeakKeyDictionary()
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _first_attr(lw: TorchLowering, m: Any, names: tuple[str, ...], what: str) -> np.ndarray:
+    for key in names:
+        v = getattr(m, key, None)
+        if v is not None and hasattr(v, "detach"):
+            return _np(v)
+    raise lw.unsupported(
+        f"PHM layer {type(m).__name__} has no {what} (looked for attribute "
+        f"{' or '.join(names)}); supported: the PHNN reference layers' a/s and A/F"
+    )
+
+
+def _factors(lw: TorchLowering, m: Any, f_rank: int) -> tuple[np.ndarray, np.ndarray]:
+    a = _first_attr(lw, m, ("a", "A"), "factor A")
+    f = _first_attr(lw, m, ("s", "F"), "factor F")
+    n = a.shape[0] if a.ndim else 0
+    if a.shape != (n, n, n) or f.ndim != f_rank or f.shape[0] != n or not 2 <= n <= 16:
+        raise lw.unsupported(
+            f"PHM factors A {list(a.shape)} and F {list(f.shape)}: supported A [n, n, n] "
+            f"(2 <= n <= 16) with F of rank {f_rank} holding n factors"
+        )
+    return a, f
+
+
+def phm_mode(lw: TorchLowering) -> str:
+    mode = str(lw.options.get("phm", "auto")).lower()
+    if mode not in PHM_MODES:
+        raise EdgecError(f"option phm={mode!r}: expected one of {', '.join(PHM_MODES)}")
+    return mode
+
+
+def flash_budget(lw: TorchLowering) -> int:
+    """Bytes of flash ``auto`` lets materialised PHM weights use."""
+    try:
+        frac = float(lw.options.get("phm_flash_fraction", DEFAULT_FLASH_FRACTION))
+    except ValueError:
+        raise EdgecError(
+            f"option phm_flash_fraction={lw.options['phm_flash_fraction']!r}: expected a number"
+        ) from None
+    if not 0.0 <= frac <= 1.0:
+        raise EdgecError(f"option phm_flash_fraction={frac}: expected a value in [0, 1]")
+    return int(frac * target_flash_bytes(lw))
+
+
+def target_flash_bytes(lw: TorchLowering) -> int:
+    if "phm_flash_bytes" in lw.options:
+        try:
+            return int(lw.options["phm_flash_bytes"])
+        except ValueError:
+            raise EdgecError(
+                f"option phm_flash_bytes={lw.options['phm_flash_bytes']!r}: expected an integer"
+            ) from None
+    try:
+        from edgec.targets import load_target
+    except ImportError:  # pragma: no cover - targets are part of edgec
+        return DEFAULT_FLASH_BYTES
+    return int(load_target(lw.options.get("target") or None).flash_size)
+
+
+def choose_factored(lw: TorchLowering, dense_params: int) -> bool:
+    """Whether this layer is factored (``auto`` accounts dense bytes per lowering)."""
+    mode = phm_mode(lw)
+    if mode != "auto":
+        return mode == "factored"
+    used = _dense_bytes_used.get(lw, 0)
+    need = 4 * dense_params
+    if used + need <= flash_budget(lw):
+        _dense_bytes_used[lw] = used + need
+        return False
+    return True
+
+
+def _lower_linear(
+    lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict, use_bias: bool = True
+) -> TensorRef:
+    if len(args) != 1 or kwargs:
+        raise lw.unsupported("PHM linear layers take one input tensor")
+    x = lw.as_tensor(args[0])
+    a, f = _factors(lw, m, 3)
+    n, o, i = (int(d) for d in f.shape)
+    bias_p = getattr(m, "bias", None) if use_bias else None
+    bias = None if bias_p is None else _np(bias_p).reshape(-1)
+    if bias is not None and bias.shape != (n * o,):
+        raise lw.unsupported(f"PHM linear bias {list(bias.shape)}: expected [{n * o}]")
+    if lw.shape(x)[-1:] != (n * i,):
+        raise lw.unsupported(f"input {list(lw.shape(x))} must end in {n * i} features")
+    base = path or "phm"
+    if not choose_factored(lw, n * o * n * i):
+        return linear(lw, x, materialise(a, f), bias, base)
+    ins = [x, lw.const(a, f"{base}_A"), lw.const(f, f"{base}_F")]
+    if bias is not None:
+        ins.append(lw.const(bias, f"{base}_bias"))
+    return lw.add1("PhmLinear", ins, base=base)
+
+
+def _pair(lw: TorchLowering, v: Any, what: str) -> list[int]:
+    vals = list(v) if isinstance(v, (tuple, list)) else [v, v]
+    if len(vals) != 2 or not all(isinstance(k, int) and k >= 0 for k in vals):
+        raise lw.unsupported(f"PHM convolution {what}={v!r}: supported an int or a pair of ints")
+    return [int(k) for k in vals]
+
+
+def _lower_conv(
+    lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict, use_bias: bool = False
+) -> TensorRef:
+    if len(args) != 1 or kwargs:
+        raise lw.unsupported("PHM convolutions take one input tensor")
+    x = lw.as_tensor(args[0])
+    a, f = _factors(lw, m, 5)
+    n, o, i, kh, kw = (int(d) for d in f.shape)
+    stride = _pair(lw, getattr(m, "stride", 1), "stride")
+    pad = _pair(lw, getattr(m, "padding", 0), "padding")
+    if min(stride) < 1:
+        raise lw.unsupported(f"PHM convolution stride={stride}: must be >= 1")
+    if len(lw.shape(x)) != 4 or lw.shape(x)[1] != n * i:
+        raise lw.unsupported(f"input {list(lw.shape(x))} must be [N, {n * i}, H, W]")
+    bias_p = getattr(m, "bias", None) if use_bias else None
+    bias = None if bias_p is None else _np(bias_p).reshape(-1)
+    base = path or "phconv"
+    if not choose_factored(lw, n * o * n * i * kh * kw):
+        return conv(lw, x, materialise(a, f), bias, stride, pad, 1, 1, base)
+    ins = [x, lw.const(a, f"{base}_A"), lw.const(f, f"{base}_F")]
+    if bias is not None:
+        ins.append(lw.const(bias, f"{base}_bias"))
+    attrs = {"strides": stride, "pads": [pad[0], pad[1], pad[0], pad[1]]}
+    return lw.add1("PhmConv", ins, attrs, base=base)
+
+
+def register_phm_class(qualname: str, kind: str, use_bias: bool | None = None) -> None:
+    """Recognise the module class ``qualname`` (``module.Class``) as a PHM ``"linear"`` or
+    ``"conv"`` layer; ``use_bias`` defaults to True for linear and False for conv layers."""
+    if kind not in ("linear", "conv"):
+        raise EdgecError(f"register_phm_class: kind={kind!r}, expected 'linear' or 'conv'")
+    bias = (kind == "linear") if use_bias is None else bool(use_bias)
+    lower = _lower_linear if kind == "linear" else _lower_conv
+
+    def handler(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
+        return lower(lw, m, path, args, kwargs, bias)
+
+    module_handler(qualname)(handler)
+
+
+register_phm_class("edgec.phm_reference.PHMLinear", "linear")
+register_phm_class("edgec.phm_reference.PHConv", "conv")
