@@ -170,3 +170,13 @@ def test_bad_pt2_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a zip")
     with pytest.raises(EdgecError, match="x.pt2"):
         edgec.compile(str(bad))
+
+
+def test_comparisons_and_where(tmp_path: Path) -> None:
+    class Piecewise(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            spikes = (x > 0.25).float()
+            return torch.where(x < -0.5, -x, x * 2.0) + spikes
+
+    torch.manual_seed(7)
+    _check(Piecewise(), torch.randn(3, 17), pt2=tmp_path / "pw.pt2")

@@ -331,8 +331,8 @@ def _finish(lw: TorchLowering, result: Value) -> Graph:
         outs.append(t)
     g.outputs = outs + state_outs
     g.state_init = dict(lw.state_init)
-    for t in g.runtime_tensors():
-        if g.tensor(t).dtype not in ("float32",) and g.const(t) is None:
+    for t in g.runtime_tensors():  # run-time masks (bool) live in float buffers
+        if g.tensor(t).dtype not in ("float32", "bool") and g.const(t) is None:
             raise EdgecError(
                 f"{g.source}: tensor '{t}' is {g.tensor(t).dtype} at run time; "
                 f"edgec compiles float32 models"

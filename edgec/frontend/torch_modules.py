@@ -391,6 +391,14 @@ def _identity_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict)
     return args[0]
 
 
+@function_handler("float", "to", "type_as", "_to_copy")
+def _f_to_float(lw: TorchLowering, args: tuple, kwargs: dict) -> Any:
+    x = args[0]
+    if isinstance(x, TensorRef) and lw.g.tensor(x).dtype == "bool":
+        return lw.add1("Cast", [x], {"to": 1})  # 0/1 mask → float
+    return x
+
+
 @function_handler(
     "dropout",
     "dropout_",
@@ -398,9 +406,6 @@ def _identity_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict)
     "clone",
     "detach",
     "alias",
-    "float",
-    "to",
-    "type_as",
     "lift_fresh_copy",
     "feature_dropout",
 )
@@ -916,3 +921,40 @@ def _f_mish(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
 @module_handler("torch.nn.modules.activation.CELU")
 def _celu_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Celu", [args[0]], {"alpha": float(m.alpha)}, base=path)
+
+
+_COMPARE = {
+    "gt": "Greater",
+    "lt": "Less",
+    "ge": "GreaterOrEqual",
+    "le": "LessOrEqual",
+    "eq": "Equal",
+    "greater": "Greater",
+    "less": "Less",
+}
+
+
+def _compare(op: str):
+    def h(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+        a, b = lw.as_tensor(args[0]), lw.as_tensor(_arg(args, kwargs, 1, "other"))
+        return lw.add1(op, [a, b])
+
+    return h
+
+
+for _name, _op in _COMPARE.items():
+    function_handler(_name)(_compare(_op))
+
+
+@function_handler("where")
+def _f_where(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    cond, a, b = args[0], lw.as_tensor(args[1]), lw.as_tensor(args[2])
+    return lw.add1("Where", [cond, a, b])
+
+
+@function_handler(
+    "_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size"
+)
+def _f_assert(lw: TorchLowering, args: tuple, kwargs: dict) -> None:
+    """Run-time metadata checks in ATen graphs: shapes are static here, nothing to emit."""
+    return None
