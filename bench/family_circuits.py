@@ -10,7 +10,6 @@ Also CfC vs LTC per step on the same AutoNCP wiring, and the NCAP swimmer.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Callable
@@ -20,16 +19,14 @@ from typing import Any
 import numpy as np
 
 import edgec
+from bench.family_common import family_main
 from bench.host import run_c_loop
 from edgec.api import compile_graph
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops.circuits import sparse_summary
-from edgec.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 ITERATIONS = 2000
-
-HEADERS = ("model", "variant", "flash B", "RAM B", "ns/step", "MACs", "density", "saving")
 
 
 def _ncps_model(kind: str, units: int, inputs: int) -> Callable[[str], edgec.CompiledModel]:
@@ -41,8 +38,9 @@ def _ncps_model(kind: str, units: int, inputs: int) -> Callable[[str], edgec.Com
     wiring = AutoNCP(units, 4)
     net = (CfC(inputs, wiring) if kind == "cfc" else LTC(inputs, wiring)).eval()
     ex = (torch.randn(1, 1, inputs), torch.zeros(1, units))
-    return lambda mode: edgec.compile(net, example_inputs=ex, options={"sparse": mode},
-                                      name=f"{kind}{units}_{mode}")
+    return lambda mode: edgec.compile(
+        net, example_inputs=ex, options={"sparse": mode}, name=f"{kind}{units}_{mode}"
+    )
 
 
 def _cfc_fc(units: int, inputs: int) -> Callable[[str], edgec.CompiledModel]:
@@ -84,8 +82,9 @@ def _ncap() -> Callable[[str], edgec.CompiledModel]:
 
 def _time_step(cm: edgec.CompiledModel, repeat: int, work: Path) -> float:
     rng = np.random.default_rng(1)
-    feeds = {p.name: (0.5 * rng.standard_normal(p.shape)).astype(np.float32)
-             for p in cm.cmodel.inputs}
+    feeds = {
+        p.name: (0.5 * rng.standard_normal(p.shape)).astype(np.float32) for p in cm.cmodel.inputs
+    }
     seconds, _ = run_c_loop(cm.cmodel, feeds, ITERATIONS, repeat, work)
     return seconds * 1e9
 
@@ -135,17 +134,15 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
     return out
 
 
+EXTRA_COLUMNS = (
+    ("ns/step", "ns_per_step", "{:.0f}"),
+    ("MACs", "macs", "{:,}"),
+    ("density", "density", "{:.2f}"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5, help="timed batches (median)")
-    args = ap.parse_args(argv)
-    table = [
-        [r["model"], r["variant"], f"{r['flash_bytes']:,}", f"{r['ram_bytes']:,}",
-         f"{r['ns_per_step']:.0f}", f"{r['macs']:,}", f"{r['density']:.2f}", r["saving"]]
-        for r in rows(args.repeat)
-    ]
-    print(format_table(HEADERS, table))
-    return 0
+    return family_main(__doc__ or "", rows, EXTRA_COLUMNS, argv)
 
 
 if __name__ == "__main__":

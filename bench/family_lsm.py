@@ -19,7 +19,6 @@ activity, and the saving against ``dense``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,29 @@ from typing import Any
 import numpy as np
 
 import edgec
+from bench.family_common import family_main
 from bench.host import run_c_loop
-from edgec.report import format_table
 
 ITERATIONS = 2000
 WARMUP_STEPS = 100
 N_IN, N_RES = 512, 200
 VARIANTS = ("regen", "ram", "flash", "dense")
-HEADERS = ("model", "variant", "flash B", "RAM B", "ns/step", "synapses", "activity", "saving")
 
 
 def _reservoir() -> Any:
     from edgec.lsm import Reservoir
 
-    return Reservoir(N_IN, N_RES, seed=2024, density_in=0.1, density_rec=0.1, scale_in=2.5,
-                     scale_rec=2.0, decay=0.9, v_th=5.0)
+    return Reservoir(
+        N_IN,
+        N_RES,
+        seed=2024,
+        density_in=0.1,
+        density_rec=0.1,
+        scale_in=2.5,
+        scale_rec=2.0,
+        decay=0.9,
+        v_th=5.0,
+    )
 
 
 def _dense_step(res: Any) -> Any:
@@ -99,15 +106,18 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
                 cm = edgec.compile(net, example_inputs=ex, name="lsm_dense")
                 values = [drive[-1], mem.reshape(1, -1), spk.reshape(1, -1)]
             else:
-                cm = edgec.compile(res, example_inputs=(torch.zeros(1, N_IN),),
-                                   name=f"lsm_{v}", options={"lsm": v})
+                cm = edgec.compile(
+                    res, example_inputs=(torch.zeros(1, N_IN),), name=f"lsm_{v}", options={"lsm": v}
+                )
                 state = {"mem": mem, "spk": spk}
                 values = []
                 for p in cm.cmodel.inputs:
                     key = next((k for k in state if k in p.name), None) if p.state else None
                     values.append(drive[-1] if key is None else state[key])
-            feeds = {p.name: np.asarray(val, np.float32).reshape(p.shape)
-                     for p, val in zip(cm.cmodel.inputs, values, strict=True)}
+            feeds = {
+                p.name: np.asarray(val, np.float32).reshape(p.shape)
+                for p, val in zip(cm.cmodel.inputs, values, strict=True)
+            }
             work = Path(tmp) / v
             work.mkdir()
             seconds, _ = run_c_loop(cm.cmodel, feeds, ITERATIONS, repeat, work)
@@ -117,7 +127,8 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
                 "model": f"lsm_{N_IN}in_{N_RES}res",
                 "variant": v,
                 "flash_bytes": rep["weight_bytes"],
-                "ram_bytes": rep["arena_bytes"] + rep["state_bytes"]
+                "ram_bytes": rep["arena_bytes"]
+                + rep["state_bytes"]
                 + s.get("lsm_weight_ram_bytes", 0),
                 "ns_per_step": seconds * 1e9,
                 "synapses": s.get("lsm_synapses", N_RES * (N_IN + N_RES)),
@@ -134,17 +145,15 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
     return [out[v] for v in VARIANTS]
 
 
+EXTRA_COLUMNS = (
+    ("ns/step", "ns_per_step", "{:.0f}"),
+    ("synapses", "synapses", "{:,}"),
+    ("activity", "activity", "{:.2f}"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5, help="timed batches (median)")
-    args = ap.parse_args(argv)
-    table = [
-        [r["model"], r["variant"], f"{r['flash_bytes']:,}", f"{r['ram_bytes']:,}",
-         f"{r['ns_per_step']:.0f}", f"{r['synapses']:,}", f"{r['activity']:.2f}", r["saving"]]
-        for r in rows(args.repeat)
-    ]
-    print(format_table(HEADERS, table))
-    return 0
+    return family_main(__doc__ or "", rows, EXTRA_COLUMNS, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ against ``dense``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +23,11 @@ from typing import Any
 import numpy as np
 
 import edgec
+from bench.family_common import family_main
 from bench.host import run_c_loop
-from edgec.report import format_table
 
 ITERATIONS = 200
 VARIANTS = ("factored", "dense")
-HEADERS = ("model", "variant", "flash B", "RAM B", "us/run", "MACs", "saving")
 
 
 def _mlp(n: int) -> tuple[Any, tuple[int, ...]]:
@@ -40,7 +38,10 @@ def _mlp(n: int) -> tuple[Any, tuple[int, ...]]:
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        PHMLinear(n, 256, 256), nn.ReLU(), PHMLinear(n, 256, 256), nn.ReLU(),
+        PHMLinear(n, 256, 256),
+        nn.ReLU(),
+        PHMLinear(n, 256, 256),
+        nn.ReLU(),
         PHMLinear(n, 256, 16),
     ).eval()
     return net, (1, 256)
@@ -115,17 +116,11 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
     return out
 
 
+EXTRA_COLUMNS = (("us/run", "us_per_run", "{:.1f}"), ("MACs", "macs", "{:,}"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5, help="timed batches (median)")
-    args = ap.parse_args(argv)
-    table = [
-        [r["model"], r["variant"], f"{r['flash_bytes']:,}", f"{r['ram_bytes']:,}",
-         f"{r['us_per_run']:.1f}", f"{r['macs']:,}", r["saving"]]
-        for r in rows(args.repeat)
-    ]
-    print(format_table(HEADERS, table))
-    return 0
+    return family_main(__doc__ or "", rows, EXTRA_COLUMNS, argv)
 
 
 if __name__ == "__main__":

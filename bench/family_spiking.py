@@ -16,7 +16,6 @@ of each variant against ``dense``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +24,12 @@ from typing import Any
 import numpy as np
 
 import edgec
+from bench.family_common import family_main
 from bench.host import run_c_loop
-from edgec.report import format_table
 
 ITERATIONS = 2000
 WARMUP_STEPS = 200
 VARIANTS = ("packed", "event", "dense")
-HEADERS = ("model", "variant", "flash B", "RAM B", "ns/step", "MACs", "activity", "saving")
 
 
 def _edgec_mlp(n_in: int, hidden: int, n_out: int) -> tuple[Any, int]:
@@ -42,9 +40,12 @@ def _edgec_mlp(n_in: int, hidden: int, n_out: int) -> tuple[Any, int]:
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Linear(n_in, hidden), enn.LIF(hidden, beta=0.9, alpha=0.5),
-        nn.Linear(hidden, hidden), enn.LIF(hidden, beta=0.9, threshold=0.5),
-        nn.Linear(hidden, n_out), enn.LeakyIntegrator(n_out, lam=0.9),
+        nn.Linear(n_in, hidden),
+        enn.LIF(hidden, beta=0.9, alpha=0.5),
+        nn.Linear(hidden, hidden),
+        enn.LIF(hidden, beta=0.9, threshold=0.5),
+        nn.Linear(hidden, n_out),
+        enn.LeakyIntegrator(n_out, lam=0.9),
     ).eval()
     return net, n_in
 
@@ -56,8 +57,10 @@ def _snntorch_mlp(n_in: int, hidden: int, n_out: int) -> tuple[Any, int]:
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Linear(n_in, hidden), snn.Leaky(beta=0.9, init_hidden=True),
-        nn.Linear(hidden, hidden), snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True),
+        nn.Linear(n_in, hidden),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        nn.Linear(hidden, hidden),
+        snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True),
         nn.Linear(hidden, n_out),
     ).eval()
     return net, n_in
@@ -76,10 +79,14 @@ def _blimp() -> tuple[Any, int]:
     net = b.BlimpSNN().eval()
     rng = np.random.default_rng(0)
     for ctrl in (net.fast, net.steady):
-        theta = np.concatenate([
-            np.geomspace(0.3, 4.0, b.N_ENC // 2), rng.uniform(-0.3, 0.3, b.N_ENC),
-            rng.normal(0, 0.4, b.N_ENC * b.N_HID), rng.uniform(0, 0.3, b.N_HID),
-        ])
+        theta = np.concatenate(
+            [
+                np.geomspace(0.3, 4.0, b.N_ENC // 2),
+                rng.uniform(-0.3, 0.3, b.N_ENC),
+                rng.normal(0, 0.4, b.N_ENC * b.N_HID),
+                rng.uniform(0, 0.3, b.N_HID),
+            ]
+        )
         b.load(ctrl, theta, rng.normal(0, 0.5, b.N_HID + 1))
     return net, 1
 
@@ -138,8 +145,12 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
             net, n_in = make()
             got: dict[str, dict[str, Any]] = {}
             for v in VARIANTS:
-                cm = edgec.compile(net, example_inputs=(torch.zeros(1, n_in),),
-                                   options={"spikes": v}, name=f"{model.split('_')[0]}_{v}")
+                cm = edgec.compile(
+                    net,
+                    example_inputs=(torch.zeros(1, n_in),),
+                    options={"spikes": v},
+                    name=f"{model.split('_')[0]}_{v}",
+                )
                 feeds, act = _warm_feeds(cm, n_in)
                 work = Path(tmp) / f"{model}_{v}"
                 work.mkdir()
@@ -165,17 +176,15 @@ def rows(repeat: int = 5) -> list[dict[str, Any]]:
     return out
 
 
+EXTRA_COLUMNS = (
+    ("ns/step", "ns_per_step", "{:.0f}"),
+    ("MACs", "macs", "{:,}"),
+    ("activity", "activity", "{:.2f}"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5, help="timed batches (median)")
-    args = ap.parse_args(argv)
-    table = [
-        [r["model"], r["variant"], f"{r['flash_bytes']:,}", f"{r['ram_bytes']:,}",
-         f"{r['ns_per_step']:.0f}", f"{r['macs']:,}", f"{r['activity']:.2f}", r["saving"]]
-        for r in rows(args.repeat)
-    ]
-    print(format_table(HEADERS, table))
-    return 0
+    return family_main(__doc__ or "", rows, EXTRA_COLUMNS, argv)
 
 
 if __name__ == "__main__":
