@@ -298,11 +298,7 @@ EXCLUDED: dict[str, str] = {
     "test_PReLU_1d_multiparam": _OPSET6_PRELU,
     "test_PReLU_2d_multiparam": _OPSET6_PRELU,
     "test_PReLU_3d_multiparam": _OPSET6_PRELU,
-    # -- defects (run as expected failures) -----------------------------------------------------
-    "test_operator_mm": (
-        "bug: Gemm with a run-time B and a constant C emits an unused bias table "
-        "(gcc -Werror: unused-const-variable)"
-    ),
+    # -- defects (reason "bug: ...": run as expected failures) ----------------------------------
 }
 
 

@@ -178,26 +178,20 @@ class Gemm(Op):
         b_const = g.const(node.inputs[1])
         c_name = node.inputs[2] if len(node.inputs) > 2 else ""
         c_const = g.const(c_name)
-        bias: str | None = None
-        full_c = False
-        if c_name:
+        bias_vec: np.ndarray | None = None  # beta * C as a per-column vector, when it is one
+        if c_name and c_const is not None:
             c_shape = g.shape(c_name)
-            if prod(c_shape) == n and (len(c_shape) < 2 or c_shape[0] == 1) and c_const is not None:
-                bias = ctx.const_array(
-                    f"{node.name}_bias", (np.float32(beta) * c_const.reshape(-1)).astype(np.float32)
-                )
-            elif prod(c_shape) == 1 and c_const is not None:
-                bias = ctx.const_array(
-                    f"{node.name}_bias",
-                    np.full(n, np.float32(beta) * c_const.reshape(-1)[0], np.float32),
-                )
-            else:
-                full_c = True
-        if b_const is not None and not ta:
+            if prod(c_shape) == n and (len(c_shape) < 2 or c_shape[0] == 1):
+                bias_vec = np.float32(beta) * c_const.reshape(-1)
+            elif prod(c_shape) == 1:
+                bias_vec = np.full(n, np.float32(beta) * c_const.reshape(-1)[0], np.float32)
+        if b_const is not None and not ta and (not c_name or bias_vec is not None):
             w = b_const if tb else b_const.T
             w = (np.float32(alpha) * w.astype(np.float32)).astype(np.float32)
-            if not full_c:
-                return dense_layer(ctx, ctx.inp(0), w, bias, ctx.out(0), m)
+            bias = None
+            if bias_vec is not None:  # emitted only on this (dense) path
+                bias = ctx.const_array(f"{node.name}_bias", bias_vec.astype(np.float32))
+            return dense_layer(ctx, ctx.inp(0), w, bias, ctx.out(0), m)
         # general path: run-time B, transA, or a full C matrix
         a_idx = f"kk * {m} + i" if ta else f"i * {k} + kk"
         b_idx = f"j * {k} + kk" if tb else f"kk * {n} + j"
