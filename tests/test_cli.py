@@ -222,3 +222,11 @@ def test_bad_state_option(tmp_path: Path) -> None:
     _assert_one_line_error(
         _run_cli("compile", str(model), "-o", str(tmp_path), "--state", "x:nope"), "state pair"
     )
+
+
+def test_zero_size_input(tmp_path: Path) -> None:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = make_model([node], {"x": (0, 3)}, {"y": (0, 3)})
+    onnx.save(model, tmp_path / "empty.onnx")
+    _assert_one_line_error(_run_cli("compile", str(tmp_path / "empty.onnx"), "-o", str(tmp_path)),
+                           "'x'", "zero-size")

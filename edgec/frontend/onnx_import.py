@@ -123,7 +123,7 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     dims: list[int | str] = []
     for d in vi.type.tensor_type.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
         else:
             dims.append(d.dim_param or "?")
@@ -200,6 +200,11 @@ def from_model_proto(
                     f"give it a static one with --input-shape {vi.name}:{hint}"
                 )
             shape = tuple(int(d) for d in dims)
+        if any(d == 0 for d in shape):
+            raise ShapeError(
+                f"{source}: input '{vi.name}' has a zero-size dimension {list(shape)}; edgec "
+                f"compiles tensors with at least one element"
+            )
         g.tensors[vi.name] = Tensor(vi.name, shape, "float32")
         g.inputs.append(vi.name)
     used_names: set[str] = set()
