@@ -483,3 +483,42 @@ def test_blimp_example_quick(capsys: pytest.CaptureFixture[str]) -> None:
                            "SNN fast + steady (C)"]
     assert table["PID"]["rmse"] < 1.0
     assert all(np.isfinite(v["rmse"]) for v in table.values())
+
+
+def _host_has_fma() -> bool:
+    try:
+        return " fma " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _host_has_fma(), reason="host CPU without FMA instructions")
+def test_spikes_exact_with_fp_contraction() -> None:
+    """Firmware builds use -ffp-contract=fast; neuron kernels opt out (EDGEC_EXACT_FP), so
+    spike trains stay equal to snnTorch's even where every other multiply-add becomes an FMA."""
+    from edgec.backend.host import HostLibrary, build_shared
+
+    torch.manual_seed(11)
+    n = 64
+    beta = torch.rand(n) * 0.3 + 0.7
+    lif = snn.Leaky(beta=beta, threshold=0.8, init_hidden=True, reset_mechanism="subtract")
+    m = edgec.compile(lif, example_inputs=(torch.zeros(1, n),))
+    assert "EDGEC_EXACT_FP void" in m.c_source
+    lib = HostLibrary(m.cmodel, build_shared(m.cmodel, ("-ffp-contract=fast", "-mfma")))
+    xs = _currents((1, n), seed=11)
+    lif.reset_mem()
+    with torch.no_grad():
+        ref = [lif(xs[t]) for t in range(STEPS)]
+    lib.reset()
+    got = np.stack([lib.step(xs[t].numpy())[0] for t in range(STEPS)])
+    (spk_ref,) = _stack(ref)
+    np.testing.assert_array_equal(got, spk_ref)
+    assert 0.02 < got.mean() < 0.9
+    # the membranes round exactly as in the build without contraction (an FMA would differ in
+    # the last bits long before it flips a spike)
+    m.reset()
+    for t in range(STEPS):
+        m.step(xs[t].numpy())
+    mem_plain = next(iter(m.state().values()))
+    mem_fma = next(iter(lib.state().values()))
+    np.testing.assert_array_equal(mem_fma.view(np.uint32), mem_plain.view(np.uint32))

@@ -28,6 +28,15 @@ _CTYPES = {
 }
 
 
+#: kernels of ops with ``exact_fp`` (bit-exact spike trains) are compiled without FMA contraction,
+#: whatever the build's -ffp-contract: GCC through a function attribute, clang through a pragma
+EXACT_FP_MACRO = """#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEC_EXACT_FP __attribute__((optimize("fp-contract=off")))
+#else
+#define EDGEC_EXACT_FP
+#endif"""
+
+
 def template_dir() -> Path:
     here = Path(__file__).resolve().parent.parent
     for cand in (here / "templates", here.parent / "templates"):
@@ -275,9 +284,16 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
             comment += f", fused {act[0]}"
         if alias:
             comment += ", in place"
+        qualifier = ""
+        if op.exact_fp:  # rounds like the reference: no FMA contraction in this kernel
+            helpers.setdefault("EDGEC_EXACT_FP", EXACT_FP_MACRO)
+            qualifier = "EDGEC_EXACT_FP "
+            body = "#if defined(__clang__)\n#pragma clang fp contract(off)\n#endif\n" + body
+            comment += ", FP contraction off"
         kernels.append(
             {
                 "fn": fn,
+                "qualifier": qualifier,
                 "params": ", ".join(params) or "void",
                 "body": _indent(body),
                 "comment": comment.replace("*/", "* /"),

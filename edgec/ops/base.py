@@ -62,6 +62,9 @@ class Op:
     view: ClassVar[bool] = False
     #: the kernel can apply a fused activation to its output (see passes.fuse_activation).
     fusable: ClassVar[bool] = False
+    #: the kernel must round like the reference (e.g. bit-exact spike trains): the back-end
+    #: compiles it without FMA contraction even in -ffp-contract=fast firmware builds.
+    exact_fp: ClassVar[bool] = False
 
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         raise NotImplementedError

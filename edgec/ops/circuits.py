@@ -843,6 +843,7 @@ class NcapSwimmer(Op):
     m_v = clamp(b_v·ipsi[i] + b_d·contra[i]); torque = m_d − m_v."""
 
     types = ("NcapSwimmer",)
+    exact_fp = True  # bit-identical torques to PyTorch
 
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         j = int(node.attrs["n_joints"])

@@ -168,6 +168,8 @@ def _h(x: np.ndarray, thr: np.ndarray | F32) -> np.ndarray:
 
 
 class _Neuron(Op):
+    exact_fp = True  # spikes must equal the framework's: thresholds see the same roundings
+
     #: input indices of the state tensors (same shape as x)
     state_inputs: tuple[int, ...] = ()
 
