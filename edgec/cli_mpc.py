@@ -29,6 +29,9 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help='print {"mpc": {...}, "pid": {...}} (rmse, max_error, '
                    "mean_iterations, fallbacks)")
+    p.add_argument("--target", metavar="T",
+                   help="run the controller on target T's emulated board (QEMU), the plant on "
+                   "the host, one tick per exchange (default: the host library)")
 
 
 def add_parsers(
@@ -103,11 +106,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     t, ref = load_reference(args.reference, cfg.outputs)
-    res = simulate(cfg, args.plant, t, ref, args.output)
+    res = simulate(cfg, args.plant, t, ref, args.output, target=args.target)
     if args.json:
         print(json.dumps({k: res[k] for k in ("mpc", "pid")}, indent=2, sort_keys=True))
         return 0
+    where = f"on {args.target} (QEMU)" if args.target else "on the host"
     print(f"closed loop on '{args.plant}', {args.reference}, {cfg.rate_hz:g} Hz "
-          f"({cfg.jacobian} Jacobian); wrote {', '.join(res['files'])}")
+          f"({cfg.jacobian} Jacobian, controller {where}); wrote {', '.join(res['files'])}")
     print(format_results(res))
     return 0

@@ -49,6 +49,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
+    if str(args.model).endswith(".toml"):  # an MPC controller config: per control tick
+        return _profile_mpc(args)
     m = _compile(args)
     rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
     if args.json:
@@ -109,3 +111,18 @@ def _spread(rep: ProfileReport) -> str:
     if rep.instructions_min == rep.instructions_max:
         return ""
     return f" (min {rep.instructions_min:,}, max {rep.instructions_max:,})"
+
+
+def _profile_mpc(args: argparse.Namespace) -> int:
+    """`edgec profile CONFIG.toml`: the MPC firmware's instructions per control tick."""
+    from edgec.mpc.build import build_controller
+    from edgec.mpc.config import load_config
+    from edgec.mpc.target import format_mpc_profile, profile_controller
+
+    cfg = load_config(args.model)
+    rep = profile_controller(build_controller(cfg), args.target, out_dir=args.output)
+    if args.json:
+        print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
+        return 0
+    print(format_mpc_profile(rep, args.model))
+    return 0

@@ -123,15 +123,29 @@ def simulate(
     ref_raw: np.ndarray,
     out_dir: str | Path | None = None,
     module: Any = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
-    """Runs MPC and PID on the path; writes sim.csv and sim.png into ``out_dir`` if given."""
+    """Runs MPC and PID on the path; writes sim.csv and sim.png into ``out_dir`` if given.
+
+    ``target``: run the controller on that target's emulated board (plant on the host, one tick
+    per exchange, see :mod:`edgec.mpc.target`) instead of the host library."""
     plant = make_plant(plant_name, cfg.dt)
     _check_plant(cfg, plant)
     ref = resample(t, ref_raw, cfg.dt)
     if len(ref) < 2:
         raise EdgecError(f"{cfg.source}: the reference is shorter than one control tick")
-    controller = build_controller(cfg, module).host()
-    mpc = run_mpc(cfg, controller, plant, ref)
+    ctrl = build_controller(cfg, module)
+    if target is None:
+        mpc = run_mpc(cfg, ctrl.host(), plant, ref)
+    else:
+        import tempfile
+
+        from edgec.mpc.target import BoardController, build_mpc_firmware
+
+        with tempfile.TemporaryDirectory(prefix="edgec-mpc-board-") as tmp:
+            fw = build_mpc_firmware(ctrl, target, Path(tmp) / "fw", link=True)
+            with BoardController(cfg, fw) as board:
+                mpc = run_mpc(cfg, board, plant, ref)
     target = ref[1:]
     pid = tune_pid(plant, target, float(cfg.du_max[0]))
     pid_y, pid_u = run_pid(pid, plant, target)

@@ -343,7 +343,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     float a[NU * NU];
     float m[NU * NU];
     float g[NU];
-    float d[NU];
+    float d[NU] = {0.0f}; /* set by newton_solve or damped_solve before use */
     float lambda = EDGEC_MPC_DAMPING;
     unsigned flags = 0u;
     int it;
@@ -793,4 +793,50 @@ const edgec_mpc_report_t *edgec_mpc_last_report(const edgec_mpc_t *c)
 size_t edgec_mpc_sizeof(void)
 {
     return sizeof(edgec_mpc_t);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* tanhf for the forward model (see edgec_mpc.h). Float only: no double arithmetic, one division.
+ *  |x| < 0.55:  the odd Taylor series of tanh to x^17 (terms shrink by about (2x/pi)^2 <= 0.13;
+ *               the first dropped one is below 2^-27 relative);
+ *  |x| < 9.1:   1 - 2 / (e + 1), e = exp(2|x|) = 2^k exp(r), |r| <= ln2/2, exp(r) by its Taylor
+ *               series to r^8 (Cody-Waite reduction; the result is >= 0.5 so 1 - ... loses no
+ *               relative accuracy);
+ *  otherwise:   +-1 (tanh(9.1) rounds to 1 in single precision); NaN stays NaN. */
+float edgec_mpc_tanhf(float x)
+{
+    const float ax = fabsf(x);
+    float t;
+    if (ax < 0.55f) {
+        const float z = x * x;
+        float p = 5.90027441e-04f;                    /* x^17 */
+        p = p * z - 1.45583439e-03f;                  /* x^15 */
+        p = p * z + 3.59212804e-03f;                  /* x^13 */
+        p = p * z - 8.86323553e-03f;                  /* x^11 */
+        p = p * z + 2.18694885e-02f;                  /* x^9 */
+        p = p * z - 5.39682540e-02f;                  /* x^7 */
+        p = p * z + 1.33333333e-01f;                  /* x^5 */
+        p = p * z - 3.33333333e-01f;                  /* x^3 */
+        t = ax + ax * (z * p);
+    } else if (ax < 9.1f) {
+        const float y = 2.0f * ax;
+        const int k = (int)(y * 1.44269504f + 0.5f);
+        const float r = (y - (float)k * 0.693145751953125f) - (float)k * 1.42860677e-06f;
+        float e = 2.48015873e-05f;                    /* 1/8! */
+        unsigned bits = (unsigned)(k + 127) << 23;
+        float scale;
+        e = e * r + 1.98412698e-04f;                  /* 1/7! */
+        e = e * r + 1.38888889e-03f;                  /* 1/6! */
+        e = e * r + 8.33333333e-03f;                  /* 1/5! */
+        e = e * r + 4.16666667e-02f;                  /* 1/4! */
+        e = e * r + 1.66666667e-01f;                  /* 1/3! */
+        e = e * r + 0.5f;
+        e = e * r + 1.0f;
+        e = e * r + 1.0f;
+        memcpy(&scale, &bits, sizeof scale);
+        t = 1.0f - 2.0f / (e * scale + 1.0f);
+    } else {
+        t = ax == ax ? 1.0f : ax;
+    }
+    return x < 0.0f ? -t : t;
 }
