@@ -17,9 +17,7 @@ import importlib.util
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,8 @@ import numpy as np
 
 from edgec import __version__
 from edgec.api import CompiledModel, compile_graph, load_graph
-from edgec.backend.host import cache_dir, host_cc
-from edgec.errors import EdgecError, ToolchainError
+from edgec.backend.host import build_cached_library
+from edgec.errors import EdgecError
 from edgec.ir import Graph
 from edgec.mpc.config import MpcConfig, check_model_shape
 from edgec.mpc.reference import Report
@@ -295,37 +293,20 @@ class Controller:
     ) -> Path:
         """The controller as a host shared library. ``like_board``: built as the FPU firmware
         computes (fused multiply-adds, the runtime's tanhf) for comparisons with the board."""
-        cc = host_cc()
         flags = HOST_FLAGS + (FMA_HOST_FLAGS if like_board else ()) + tuple(extra_flags)
         if like_board:
             flags += ("-include", TANHF_HEADER)
-        rt = "".join((runtime_dir() / f).read_text() for f in RUNTIME_FILES)
-        key = hashlib.sha256(
-            "\0".join(
-                [self.model.c_header, self.model.c_source, self.header, rt, cc, *flags]
-            ).encode()
-        ).hexdigest()[:24]
-        lib = cache_dir() / f"mpc-{self.cfg.name}-{key}.so"
-        if lib.is_file():
-            return lib
-        with tempfile.TemporaryDirectory(prefix="edgec-mpc-") as tmp:
-            self.write_sources(tmp)
-            out = Path(tmp) / "ctrl.so"
-            proc = subprocess.run(
-                [cc, *flags, "-I", tmp, "-o", str(out),
-                 *[str(Path(tmp) / s) for s in self.c_sources()], "-lm"],
-                capture_output=True, text=True,
-            )
-            if proc.returncode != 0:
-                lines = proc.stderr.strip().splitlines() or ["(no output)"]
-                raise ToolchainError(
-                    f"host C compiler failed on the controller '{self.cfg.name}': "
-                    + next((ln for ln in lines if "error" in ln), lines[0])
-                )
-            tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(out, tmp_lib)
-            os.replace(tmp_lib, lib)
-        return lib
+        files = {
+            f"{self.model.name}.h": self.model.c_header,
+            f"{self.model.name}.c": self.model.c_source,
+            CONFIG_HEADER: self.header,
+        }
+        for f in RUNTIME_FILES:
+            files[f] = (runtime_dir() / f).read_text()
+        return build_cached_library(
+            f"mpc-{self.cfg.name}", files, self.c_sources(), flags,
+            f"the controller '{self.cfg.name}'",
+        )
 
     def host(self, like_board: bool = False) -> HostController:
         return HostController(self.cfg, self.build_host_library(like_board=like_board))
