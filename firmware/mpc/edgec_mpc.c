@@ -32,6 +32,19 @@ static int all_finite(const float *v, int n)
     return 1;
 }
 
+/* a tick starts from a clean report and warm-starts from the last applied command */
+static void begin_tick(edgec_mpc_t *c, float *u)
+{
+    int j;
+    c->report.iterations = 0u;
+    c->report.evaluations = 0u;
+    c->report.residual = 0.0f;
+    c->report.cost = 0.0f;
+    for (j = 0; j < NU; ++j) {
+        u[j] = c->u_last[j];
+    }
+}
+
 /* clamp that also maps NaN to the lower bound: the result is always in [lo, hi] */
 static float clampf(float v, float lo, float hi)
 {
@@ -454,13 +467,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
     float hi[NU];
     unsigned flags;
     int j;
-    c->report.iterations = 0u;
-    c->report.evaluations = 0u;
-    c->report.residual = 0.0f;
-    c->report.cost = 0.0f;
-    for (j = 0; j < NU; ++j) {
-        u[j] = c->u_last[j];
-    }
+    begin_tick(c, u);
     if (!all_finite(y_ref, NY) || !all_finite(measurement, NY + NS)) {
         /* hold: the delay line repeats its newest output, the sensors keep their last values */
 #if LY > 0
@@ -729,13 +736,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
     float hi[NU];
     unsigned flags;
     int j;
-    c->report.iterations = 0u;
-    c->report.evaluations = 0u;
-    c->report.residual = 0.0f;
-    c->report.cost = 0.0f;
-    for (j = 0; j < NU; ++j) {
-        u[j] = c->u_last[j];
-    }
+    begin_tick(c, u);
     if (!all_finite(y_ref, HZN * NY) || !all_finite(measurement, NX)) {
         flags = EDGEC_MPC_FLAG_NONFINITE_INPUT | EDGEC_MPC_FLAG_FALLBACK;
         c->report.residual = NAN;
