@@ -7,23 +7,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgec.mpc.learn import make_narx_mlp
+from edgec.mpc.learn import make_dynamics_mlp, make_narx_mlp
 from edgec.mpc.plants import MassSpringDamper, msd_dynamics_module
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "forward_weights.npz"
 N_IN, N_OUT, Y_INDEX, HIDDEN = 6, 1, 4, 32
+MSD_WEIGHTS = HERE / "msd_dynamics_weights.npz"
+MSD_STATES, MSD_COMMANDS, MSD_HIDDEN = 2, 1, 32
+# training data of the learned MSD model: episodes from states uniform in +-(position m,
+# velocity m/s), driven by random held forces over the config's limits (train.py)
+MSD_STATE_BOX = (1.5, 3.0)
 
 
 def load_forward() -> torch.nn.Module:
     """The trained soft-actuator NARX MLP (6 -> 32 -> 32 -> 1, tanh), weights from train.py."""
-    net = make_narx_mlp(N_IN, N_OUT, Y_INDEX, HIDDEN)
-    data = np.load(WEIGHTS)
+    return _load(make_narx_mlp(N_IN, N_OUT, Y_INDEX, HIDDEN), WEIGHTS)
+
+
+def _load(net: torch.nn.Module, path: Path) -> torch.nn.Module:
+    data = np.load(path)
     net.load_state_dict({k: torch.from_numpy(data[k]) for k in data.files})
     return net.eval()
 
 
+def msd_learned_dynamics() -> torch.nn.Module:
+    """The learned MSD one-step model x' = x + MLP([x, v, F]) (3 -> 32 -> 32 -> 2, tanh),
+    weights from train.py (msd.toml)."""
+    return _load(make_dynamics_mlp(MSD_STATES, MSD_COMMANDS, MSD_HIDDEN), MSD_WEIGHTS)
+
+
 def msd_dynamics() -> torch.nn.Module:
+    """The analytic MSD one-step model x' = A x + B u (exact zero-order hold; msd_exact.toml)."""
     return msd_dynamics_module(MassSpringDamper(dt=0.01))
 
 
