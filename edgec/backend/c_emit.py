@@ -12,6 +12,7 @@ import jinja2
 import numpy as np
 
 from edgec import __version__
+from edgec.backend import c_math
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node
 from edgec.ops import get_op
@@ -252,6 +253,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
 
     kernels: list[dict[str, str]] = []
     helpers: dict[str, str] = {}
+    math_helpers: dict[str, str] = {}  # edgec's own libm replacements (backend/c_math.py)
     calls: list[str] = []
     total_macs = 0
     for idx, node in enumerate(g.nodes):
@@ -261,7 +263,8 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
             calls.append(f"/* {node.op} '{node.name}': view of its input, no code */")
             continue
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
-        body = op.emit(node, ctx)
+        body, needed = c_math.apply(op.emit(node, ctx))
+        math_helpers.update(needed)
         alias = node.outputs[0] in plan.inplace
         params: list[str] = []
         args: list[str] = []
@@ -346,6 +349,11 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         node_stats = getattr(get_op(node, g), "stats", None)
         for key, val in (node_stats(node, g) if node_stats else {}).items():
             structure[key] = structure.get(key, 0) + int(val)
+    helper_codes = []
+    for code in helpers.values():
+        code, needed = c_math.apply(code)
+        math_helpers.update(needed)
+        helper_codes.append(code)
     report = {
         "name": name,
         "params": weights.count,
@@ -373,7 +381,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "lower_bound_bytes": plan.lower_bound_bytes,
         "macs": total_macs,
         "kernels": kernels,
-        "helpers": list(helpers.values()),
+        "helpers": list(math_helpers.values()) + helper_codes,
         "calls": calls,
         "run_params": run_params,
         "run_args": run_args,

@@ -33,13 +33,12 @@ from edgec.mpc.config import MpcConfig, check_model_shape
 from edgec.mpc.reference import Report
 from edgec.ops.base import c_float
 
-RUNTIME_FILES = ("edgec_mpc.h", "edgec_mpc.c", "edgec_mpc_tanhf.h")
+RUNTIME_FILES = ("edgec_mpc.h", "edgec_mpc.c")
 CONFIG_HEADER = "edgec_mpc_config.h"
 HOST_FLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra")
 #: the firmware's forward model calls the runtime's tanhf (float-only, one division, <= 1.6 ulp;
 #: newlib's goes through expm1f): every firmware source is compiled with ``-include`` of this
 #: header (see it); so is the host library built ``like_board``
-TANHF_HEADER = "edgec_mpc_tanhf.h"
 #: host flags that make the host library compute what FPU Cortex-M firmware computes: the
 #: firmware is built with -ffp-contract=fast (multiply-adds fused into VFMA, and the dense
 #: kernel's assembly uses VFMA); -mfma lets x86-64 fuse them too (other hosts fuse natively)
@@ -292,10 +291,9 @@ class Controller:
         self, extra_flags: tuple[str, ...] = (), like_board: bool = False
     ) -> Path:
         """The controller as a host shared library. ``like_board``: built as the FPU firmware
-        computes (fused multiply-adds, the runtime's tanhf) for comparisons with the board."""
+        computes (fused multiply-adds) for comparisons with the board. The forward model's tanh
+        is edgec's own (backend/c_math.py) on the host and the board alike."""
         flags = HOST_FLAGS + (FMA_HOST_FLAGS if like_board else ()) + tuple(extra_flags)
-        if like_board:
-            flags += ("-include", TANHF_HEADER)
         files = {
             f"{self.model.name}.h": self.model.c_header,
             f"{self.model.name}.c": self.model.c_source,
@@ -415,12 +413,7 @@ def write_firmware_project(
     )
     old = " ".join(sources)
     new = " ".join([*sources, "edgec_mpc.c"])
-    defines = f"-include {TANHF_HEADER}"
-    edits = {
-        "Makefile": ((old, new), ("-DEDGEC_SEMIHOSTING=$(SEMIHOSTING)",
-                                  f"-DEDGEC_SEMIHOSTING=$(SEMIHOSTING) {defines}")),
-        "CMakeLists.txt": ((old, new), ("set(EDGEC_CFLAGS ", f"set(EDGEC_CFLAGS {defines} ")),
-    }
+    edits = {"Makefile": ((old, new),), "CMakeLists.txt": ((old, new),)}
     for build_file, pairs in edits.items():
         path = d / build_file
         if path.is_file():

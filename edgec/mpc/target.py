@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError, ToolchainError
-from edgec.mpc.build import TANHF_HEADER, Controller, HostController, write_firmware_project
+from edgec.mpc.build import Controller, HostController, write_firmware_project
 from edgec.mpc.config import MpcConfig
 from edgec.mpc.reference import Report
 
@@ -310,8 +310,7 @@ def build_mpc_firmware(
     sources = ["main.c", f"{name}.c", *FIRMWARE_SOURCES, "edgec_mpc.c"]
     bdir = d / "build"
     bdir.mkdir(exist_ok=True)
-    cflags = [*target.cpu_flags, *cflags_for(target), "-DEDGEC_SEMIHOSTING=1",
-              "-include", TANHF_HEADER]
+    cflags = [*target.cpu_flags, *cflags_for(target), "-DEDGEC_SEMIHOSTING=1"]
 
     def compile_one(src: str) -> subprocess.CompletedProcess[str]:
         obj = f"build/{Path(src).stem}.o"

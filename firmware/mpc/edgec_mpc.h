@@ -109,11 +109,6 @@ void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z);
 /* sizeof(edgec_mpc_t), for foreign-function callers. */
 size_t edgec_mpc_sizeof(void);
 
-/* tanh in single precision without double arithmetic (max error 1.6 ulp, NaN in, NaN out).
- * `edgec mpc build` compiles the forward model so that it uses
- * this instead of the C library's tanhf (newlib's costs an expm1f and a division), on the
- * host and on the board alike (edgec_mpc_tanhf.h). */
-float edgec_mpc_tanhf(float x);
 
 #ifdef __cplusplus
 }
