@@ -85,6 +85,20 @@ class Graph:
         self.tensors[name] = Tensor(name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr)
         return name
 
+    def rename(self, old: str, new: str) -> None:
+        """Rename tensor ``old`` to ``new`` everywhere (producer, consumers, ports, state)."""
+        t = self.tensors.pop(old)
+        t.name = new
+        self.tensors[new] = t
+        for n in self.nodes:
+            n.inputs = [new if i == old else i for i in n.inputs]
+            n.outputs = [new if o == old else o for o in n.outputs]
+        self.inputs = [new if i == old else i for i in self.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+        self.state = [(new if a == old else a, new if b == old else b) for a, b in self.state]
+        if old in self.state_init:
+            self.state_init[new] = self.state_init.pop(old)
+
     def fresh_name(self, base: str) -> str:
         name, i = base, 0
         while name in self.tensors:

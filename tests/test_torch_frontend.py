@@ -180,3 +180,14 @@ def test_comparisons_and_where(tmp_path: Path) -> None:
 
     torch.manual_seed(7)
     _check(Piecewise(), torch.randn(3, 17), pt2=tmp_path / "pw.pt2")
+
+
+def test_readable_port_names() -> None:
+    """C parameters are named after forward()'s arguments and y / y0.. for the results."""
+    gru = nn.GRU(4, 8)
+    m = edgec.compile(gru, example_inputs=(torch.randn(1, 1, 4), torch.zeros(1, 1, 8)),
+                      name="ctl")
+    assert "int ctl_run(const float *in_input, const float *in_hx, float *out_y0, float *out_y1);" \
+        in m.c_header
+    m2 = edgec.compile(MLP(), example_inputs=(torch.randn(1, 4),), name="mlp")
+    assert "int mlp_run(const float *in_x, float *out_y);" in m2.c_header

@@ -329,6 +329,16 @@ def _finish(lw: TorchLowering, result: Value) -> Graph:
         if t in outs or t in g.inputs or g.const(t) is not None or t in state_outs:
             t = lw.add1("Identity", [t], base="output")
         outs.append(t)
+    # readable C parameter names: y (or y0, y1, ...) for the results, <state>_next for states
+    names = ["y"] if len(outs) == 1 else [f"y{i}" for i in range(len(outs))]
+    renamed = {t: n for t, n in zip(outs, names, strict=True)}
+    for s_in, s_out in g.state:
+        renamed.setdefault(s_out, f"{s_in}_next")
+    for old, new in renamed.items():
+        if new not in g.tensors and old not in g.inputs:
+            g.rename(old, new)
+    outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in outs]
+    state_outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in state_outs]
     g.outputs = outs + state_outs
     g.state_init = dict(lw.state_init)
     for t in g.runtime_tensors():  # run-time masks (bool) live in float buffers
@@ -338,6 +348,18 @@ def _finish(lw: TorchLowering, result: Value) -> Graph:
                 f"edgec compiles float32 models"
             )
     return g
+
+
+def _forward_params(module: Any) -> list[str]:
+    """Names of ``module.forward``'s positional parameters (for readable C input names)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _example_list(example_inputs: Any) -> list[Any]:
@@ -360,9 +382,11 @@ def from_module(
     h = find_module_handler(module)
     placeholders: dict[str, Value] = {}
     if h is not None:  # the whole module is one recognised library module
+        params = _forward_params(module)
         args = []
         for i, ex in enumerate(examples):
-            args.append(_example_value(lw, f"x{i}" if i else "x", ex))
+            pname = params[i] if i < len(params) else (f"x{i}" if i else "x")
+            args.append(_example_value(lw, pname, ex))
         lw.where = f"{cls}: module '' ({cls})"
         result = h(lw, module, "", tuple(args), {})
         return _finish(lw, result)
