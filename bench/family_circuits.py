@@ -5,7 +5,8 @@ where the structure matters — masks stored sparsely (CSR / per-neuron synapse 
 (masks folded into dense matrices, as an ONNX export would have them) — side by side: flash
 (weight bytes), RAM (arena + state bytes), host time per step of the generated C (timed inside C
 by ``bench.host``'s harness), MACs, mask density, and the sparse path's flash saving and speed-up.
-Also CfC vs LTC per step on the same AutoNCP wiring, and the NCAP swimmer.
+Also CfC vs LTC per step on the same AutoNCP wiring, the NCAP swimmer, and a masked Linear
+exported to ONNX (mask folded into a dense Gemm; the sparse pass recovers CSR under ``auto``).
 """
 
 from __future__ import annotations
@@ -65,9 +66,40 @@ def _sparse_linear(n: int, k: int, density: float) -> Callable[[str], edgec.Comp
         g.tensors["y"] = Tensor("y", (1, n))
         op = "SparseLinear" if mode == "csr" else "MatMul"
         g.nodes.append(Node(op, "fc", ["x", "w"], ["y"]))
-        return compile_graph(g, name=f"masked_{mode}")
+        return compile_graph(g, name=f"masked_{mode}", options={"sparse": mode})
 
     return build
+
+
+def _masked_onnx(n: int, k: int, density: float) -> Callable[[str], edgec.CompiledModel]:
+    """A torch Linear times a fixed 0/1 mask, exported to ONNX (legacy exporter: the mask is
+    folded into a dense Gemm weight); ``auto`` recovers the CSR storage, ``dense`` keeps it."""
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    class MaskedLinear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(k, n)
+            gen = torch.Generator().manual_seed(0)
+            self.register_buffer("mask", (torch.rand(n, k, generator=gen) < density).float())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x, self.fc.weight * self.mask, self.fc.bias)
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(MaskedLinear().eval(), (torch.zeros(1, k),), buf, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    proto = onnx.load_from_string(buf.getvalue())
+    return lambda mode: edgec.compile(
+        proto, options={"sparse": mode}, name=f"masked_onnx_{mode}"
+    )
 
 
 def _ncap() -> Callable[[str], edgec.CompiledModel]:
@@ -109,6 +141,7 @@ CASES: list[tuple[str, Callable[[], Callable[[str], edgec.CompiledModel]], tuple
     ("cfc_autoncp32", lambda: _ncps_model("cfc", 32, 8), ("csr", "dense")),
     ("cfc_fc32_bb64", lambda: _cfc_fc(32, 8), ("dense",)),
     ("masked_64x256_10pct", lambda: _sparse_linear(64, 256, 0.1), ("csr", "dense")),
+    ("masked_onnx_64x256_10pct", lambda: _masked_onnx(64, 256, 0.1), ("auto", "dense")),
     ("ncap_swimmer6", _ncap, ("native",)),
 ]
 

@@ -107,9 +107,16 @@ class CompiledModel:
 
 
 def compile_graph(
-    g: Graph, name: str | None = None, state: Sequence[tuple[str, str]] | None = None
+    g: Graph,
+    name: str | None = None,
+    state: Sequence[tuple[str, str]] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
+    """Optimise and emit ``g``; ``options`` (merged over ``g.options``) steer the passes."""
     source_graph = g
+    if options:
+        g = g.copy()
+        g.options = {**g.options, **options}
     if state:
         g = g.copy()
         for s_in, s_out in state:
@@ -215,7 +222,8 @@ def compile(  # noqa: A001 - the natural name
     (``.pt2``), ``file.py:function``, or a ``torch.nn.Module`` with ``example_inputs``.
 
     ``options`` steer structure-aware lowering of library modules, e.g. ``{"phm": "factored"}``,
-    ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``.
+    ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``; ``{"sparse": "auto" | "csr" | "dense"}``
+    also picks how constant Gemm/MatMul weights with zeros are stored (any front-end).
     """
     g = load_graph(model, input_shapes, name, example_inputs, options)
-    return compile_graph(g, name=name, state=state)
+    return compile_graph(g, name=name, state=state, options=options)

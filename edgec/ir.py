@@ -62,6 +62,8 @@ class Graph:
     state_init: dict[str, np.ndarray] = field(default_factory=dict)
     opset: int = 17
     source: str = ""
+    # compile options that steer passes (e.g. ``sparse``: auto | csr | dense)
+    options: dict[str, Any] = field(default_factory=dict)
 
     # -- tensors -------------------------------------------------------------
     def tensor(self, name: str) -> Tensor:

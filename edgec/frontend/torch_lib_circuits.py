@@ -33,8 +33,8 @@ from edgec.frontend.torch_import import (
 )
 from edgec.frontend.torch_modules import linear
 from edgec.ops.circuits import BACKBONE_ACTS, csr_bytes, index_ctype, prefer_sparse
+from edgec.passes.sparse import SPARSE_MODES  # one definition for lowering and the pass
 
-SPARSE_MODES = ("auto", "csr", "dense")
 _IDX_BYTES = {"uint8_t": 1, "int16_t": 2, "int32_t": 4}
 
 

@@ -9,6 +9,7 @@ from edgec.ops.spiking import use_event_kernels
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.fuse import fuse_activations
+from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.views import simplify_views
 
@@ -20,6 +21,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     simplify_views,
     fold_batchnorm,
     use_event_kernels,
+    use_sparse_weights,
     fuse_activations,
     eliminate_dead_nodes,
     detect_state,
@@ -42,4 +44,5 @@ __all__ = [
     "optimize",
     "remove_identities",
     "simplify_views",
+    "use_sparse_weights",
 ]
