@@ -88,7 +88,7 @@ def _blimp() -> tuple[Any, int]:
             ]
         )
         b.load(ctrl, theta, rng.normal(0, 0.5, b.N_HID + 1))
-    return net, 1
+    return net, b.N_IN
 
 
 CASES: list[tuple[str, Callable[[], tuple[Any, int]]]] = [
