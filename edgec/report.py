@@ -81,6 +81,15 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if report.get("state_bytes"):
         rows.append(("state (RAM)", f"{report['state_bytes']:,} B"))
     rows.append(("MACs per inference", f"{report['macs']:,}"))
+    if report.get("structure", {}).get("masked_entries"):
+        from edgec.ops.circuits import sparse_summary
+
+        sp = sparse_summary(report)
+        rows.append((
+            "sparse weights",
+            f"density {sp['density']:.2f}, {sp['masked_flash_bytes']:,} B "
+            f"({sp['flash_saved_bytes']:,} B saved vs dense)",
+        ))
     return rows
 
 

@@ -244,3 +244,20 @@ def test_shared_weight_and_output_names_survive() -> None:
     assert _ops(cm) == ["SparseLinear", "SparseLinear"]
     feeds = {"x": np.ones((2, 12), np.float32)}
     np.testing.assert_allclose(cm.run(feeds)[1], ort_run(model, feeds)[1], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_summary_reports_density(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`edgec compile` prints the sparse density and the flash saved next to the totals."""
+    from onnx import helper as h
+
+    from edgec.cli import main
+    from tests.helpers import make_model
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 32)).astype(np.float32) * (rng.random((64, 32)) < 0.1)
+    model = make_model([h.make_node("MatMul", ["x", "w"], ["y"])], {"x": (1, 64)}, ["y"],
+                       {"w": w.astype(np.float32)})
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "sparse weights" in out and "saved vs dense" in out
