@@ -9,7 +9,7 @@ import argparse
 import importlib
 from typing import Any
 
-from edgec.report import format_table
+from edgec.tables import format_table
 
 FAMILIES = ("spiking", "circuits", "phm", "lsm")
 HEADERS = ("family", "model", "variant", "flash B", "RAM B", "µs/step", "saving")

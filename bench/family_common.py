@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgec.report import format_table
+from edgec.tables import format_table
 
 #: (column header, row key, format) of the columns every family reports first
 COMMON_COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -1,6 +1,6 @@
 """Liquid-state-machine bench: ``python -m bench.family_lsm [--repeat N]``.
 
-A generated reservoir (``edgec.lsm.Reservoir``: event-camera sized, 512 inputs, 200 LIF neurons,
+A generated reservoir (``edgec.nn.lsm.Reservoir``: event-camera sized, 512 inputs, 200 LIF neurons,
 10 % input and recurrent density) compiled as a stateful per-tick model in the three weight
 modes, plus the plain path for comparison:
 
@@ -36,7 +36,7 @@ VARIANTS = ("regen", "ram", "flash", "dense")
 
 
 def _reservoir() -> Any:
-    from edgec.lsm import Reservoir
+    from edgec.nn.lsm import Reservoir
 
     return Reservoir(
         N_IN,

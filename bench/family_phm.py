@@ -1,6 +1,6 @@
 """PHM (hypercomplex) layers bench: ``python -m bench.family_phm [--repeat N]``.
 
-Each model, built from the PHNN reference layers (``edgec.phm_reference``), is compiled two
+Each model, built from the PHNN reference layers (``edgec.nn.phm``), is compiled two
 ways side by side:
 
 * ``factored``: only the factors ``A`` and ``F`` in flash (about 1/n of the parameters), the
@@ -34,7 +34,7 @@ def _mlp(n: int) -> tuple[Any, tuple[int, ...]]:
     import torch
     from torch import nn
 
-    from edgec.phm_reference import PHMLinear
+    from edgec.nn.phm import PHMLinear
 
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -51,7 +51,7 @@ def _cnn(n: int) -> tuple[Any, tuple[int, ...]]:
     import torch
     from torch import nn
 
-    from edgec.phm_reference import PHConv, PHMLinear
+    from edgec.nn.phm import PHConv, PHMLinear
 
     class PHCNN(nn.Module):
         def __init__(self) -> None:

@@ -114,7 +114,7 @@ def _warm_feeds(cm: edgec.CompiledModel, n_in: int) -> tuple[dict[str, np.ndarra
 
 def _activity(cm: edgec.CompiledModel, feeds: dict[str, np.ndarray]) -> float:
     """Fraction of active inputs of the spike-fed layers, from the numpy reference."""
-    from edgec.interpret import interpret
+    from edgec.ops.interpret import interpret
     from edgec.ops.spiking import NEURON_OPS, unpack_spikes
 
     g = cm.graph

@@ -44,7 +44,7 @@ from edgec.backend.host import HOST_CFLAGS, host_cc
 from edgec.errors import EdgecError, ToolchainError
 from edgec.ops import REGISTRY
 from edgec.ops.base import c_float
-from edgec.report import format_table
+from edgec.tables import format_table
 
 #: each timed batch runs the model for about this long
 BATCH_SECONDS = 0.005

@@ -2,7 +2,7 @@
 
 For each bench model (:mod:`bench.models`) and for single-layer models of the sizes the issue's
 goals name, it builds edgec's firmware for ``cortex-m4f`` and measures with
-:func:`edgec.profile.profile`: exact instructions per inference (QEMU plugin), estimated cycles
+:func:`edgec.mcu.profile.profile`: exact instructions per inference (QEMU plugin), estimated cycles
 (Cortex-M4 TRM timing table), flash and RAM. Next to it, a naive reference: the same Dense / Conv
 layers (GRU/LSTM as their gate matrix-vector products) written as plain nested loops over the
 ONNX weight layouts, compiled with the same compiler, flags and startup, counted by the same
@@ -27,14 +27,14 @@ import onnx
 from onnx import helper
 
 import edgec
-from edgec import firmware
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node
+from edgec.mcu import project as firmware
+from edgec.mcu.profile import ProfileReport, count_elf, profile
+from edgec.mcu.targets import Target, load_target
+from edgec.mcu.toolchain import find_tool
 from edgec.ops.base import c_float
-from edgec.profile import ProfileReport, count_elf, profile
-from edgec.report import format_table
-from edgec.targets import Target, load_target
-from edgec.toolchain import find_tool
+from edgec.tables import format_table
 
 TARGET = "cortex-m4f"
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgec.report import format_table
+from edgec.tables import format_table
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mpc"
 GOAL_CYCLES = 84_000

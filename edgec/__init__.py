@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from edgec.api import CompiledModel, compile  # noqa: E402
+from edgec._package import __version__
+from edgec.api import CompiledModel, compile
 
 __all__ = ["CompiledModel", "__version__", "compile"]

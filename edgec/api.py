@@ -12,8 +12,8 @@ import numpy as np
 from edgec.backend.c_emit import CModel, emit_c
 from edgec.backend.host import HostLibrary, build_shared
 from edgec.errors import EdgecError
-from edgec.interpret import interpret
 from edgec.ir import Graph
+from edgec.ops.interpret import interpret
 from edgec.passes import optimize
 
 
@@ -152,12 +152,12 @@ def load_graph(
         text = str(model)
         if ".py:" in text:
             module, examples = _load_python_factory(text)
-            from edgec.frontend.torch_import import from_module
+            from edgec.frontend.pytorch.importer import from_module
 
             stem = Path(text.split(":", 1)[0]).stem
             return from_module(module, examples, name or stem, opts)
         if text.endswith(".pt2"):
-            from edgec.frontend.torch_import import load_pt2
+            from edgec.frontend.pytorch.importer import load_pt2
 
             return load_pt2(text, name)
         return load_onnx(model, input_shapes, name=name)
@@ -165,7 +165,7 @@ def load_graph(
     if kind == "ModelProto":
         return from_model_proto(model, input_shapes, source=name or "model", name=name)
     if kind == "ExportedProgram":
-        from edgec.frontend.torch_import import from_exported_program
+        from edgec.frontend.pytorch.importer import from_exported_program
 
         return from_exported_program(model, name or "model", name or "<ExportedProgram>")
     if hasattr(model, "forward") and hasattr(model, "named_modules"):
@@ -174,7 +174,7 @@ def load_graph(
                 f"edgec.compile: a torch module ({kind}) needs example_inputs=(tensor, ...) "
                 f"to fix its input shapes"
             )
-        from edgec.frontend.torch_import import from_module
+        from edgec.frontend.pytorch.importer import from_module
 
         return from_module(model, example_inputs, name, opts)
     raise EdgecError(

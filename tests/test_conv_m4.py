@@ -15,11 +15,12 @@ import pytest
 from onnx import helper
 
 import edgec
-from edgec.firmware import build_firmware, run_qemu
 from edgec.ir import Graph
+from edgec.mcu.project import build_firmware
+from edgec.mcu.qemu import run_qemu
+from edgec.mcu.targets import load_target
+from edgec.mcu.toolchain import have_tool
 from edgec.ops.conv import conv_geom, conv_kernel, tap_runs
-from edgec.targets import load_target
-from edgec.toolchain import have_tool
 from tests.helpers import ATOL, RTOL, check_model, make_model, ort_run
 
 #: (name, out channels, group, kernel, attributes, expected kernel variant)

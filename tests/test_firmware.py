@@ -18,17 +18,12 @@ from onnx import helper
 import edgec
 from edgec.cli import main
 from edgec.errors import EdgecError, ModelTooBigError, ToolchainError
-from edgec.firmware import (
-    FirmwareBuild,
-    build_firmware,
-    flash_qemu,
-    memory_use,
-    parse_outputs,
-    run_qemu,
-    step_ports,
-)
-from edgec.targets import DEFAULT_TARGET, list_targets, load_target
-from edgec.toolchain import find_tool, have_tool
+from edgec.mcu.elf import memory_use
+from edgec.mcu.flash import flash_qemu
+from edgec.mcu.project import FirmwareBuild, build_firmware, step_ports
+from edgec.mcu.qemu import parse_outputs, run_qemu
+from edgec.mcu.targets import DEFAULT_TARGET, list_targets, load_target
+from edgec.mcu.toolchain import find_tool, have_tool
 from tests.helpers import ATOL, RTOL, make_model, ort_run
 
 pytestmark = [
@@ -437,7 +432,7 @@ def test_cli_verify_on_target_detects_a_mismatch(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """verify --target compares what the board computed: perturbed board outputs fail."""
-    import edgec.cli_firmware as clif
+    import edgec.cli.firmware as clif
 
     real = clif.run_on_target
 

@@ -10,7 +10,7 @@ from torch import nn
 import edgec
 from edgec.api import compile_graph
 from edgec.errors import EdgecError
-from edgec.frontend.torch_import import from_module
+from edgec.frontend.pytorch.importer import from_module
 from edgec.passes.jacobian import add_jacobian
 
 

@@ -17,7 +17,7 @@ from torch import nn
 import edgec
 from edgec.backend.host import host_cc
 from edgec.errors import EdgecError, UnsupportedOpError
-from edgec.lsm import LSMClassifier, Reservoir, fit_readout
+from edgec.nn.lsm import LSMClassifier, Reservoir, fit_readout
 from edgec.ops.lsm import (
     GAUSS_SIGMA,
     ReservoirSpec,

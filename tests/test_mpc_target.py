@@ -16,6 +16,7 @@ import pytest
 
 from edgec.cli import main as cli_main
 from edgec.errors import EdgecError, ToolchainError
+from edgec.mcu.targets import load_target
 from edgec.mpc.build import build_controller
 from edgec.mpc.config import load_config
 from edgec.mpc.plants import make_plant
@@ -26,7 +27,6 @@ from edgec.mpc.target import (
     model_loop_ticks,
     profile_controller,
 )
-from edgec.targets import load_target
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mpc"
 needs_qemu = pytest.mark.skipif(

@@ -7,7 +7,7 @@ from onnx import helper
 
 import edgec
 from edgec.frontend.onnx_import import from_model_proto
-from edgec.interpret import interpret
+from edgec.ops.interpret import interpret
 from edgec.passes import eliminate_dead_nodes, fold_batchnorm, fold_constants, fuse_activations
 from tests.helpers import check_model, make_model, random_feeds
 

@@ -16,8 +16,8 @@ from torch import nn
 import edgec
 from edgec.backend.host import host_cc
 from edgec.errors import EdgecError, UnsupportedOpError
-from edgec.frontend.torch_lib_phm import register_phm_class
-from edgec.phm_reference import PHConv, PHMLinear
+from edgec.frontend.pytorch.lib_phm import register_phm_class
+from edgec.nn.phm import PHConv, PHMLinear
 
 STRICT = ("-Wall", "-Wextra", "-Werror", "-std=c99", "-pedantic")
 SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
@@ -149,7 +149,7 @@ def test_cli_option(tmp_path: Path) -> None:
 
     src = tmp_path / "net.py"
     src.write_text(
-        "import torch\nfrom edgec.phm_reference import PHMLinear\n"
+        "import torch\nfrom edgec.nn.phm import PHMLinear\n"
         "def make():\n    torch.manual_seed(0)\n"
         "    return PHMLinear(4, 16, 8), (torch.randn(1, 16),)\n"
     )

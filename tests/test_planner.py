@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edgec.backend.planner import plan_memory
-from edgec.interpret import infer_shapes
 from edgec.ir import Graph, Node, Tensor
+from edgec.ops.interpret import infer_shapes
 
 
 def _graph(

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec import profile as prof
-from edgec.cycle_tables import CLASSES, EVENTS, TABLES, table_for
 from edgec.errors import EdgecError
-from edgec.toolchain import have_tool
+from edgec.mcu import profile as prof
+from edgec.mcu.cycle_tables import CLASSES, EVENTS, TABLES, table_for
+from edgec.mcu.elf import read_elf
+from edgec.mcu.toolchain import have_tool
 
 needs_qemu = pytest.mark.skipif(
     not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
@@ -330,7 +331,7 @@ def test_read_elf_rejects_other_files(tmp_path: Path) -> None:
     p = tmp_path / "x.elf"
     p.write_bytes(b"not an elf at all")
     with pytest.raises(EdgecError, match="not a 32-bit"):
-        prof.read_elf(p)
+        read_elf(p)
 
 
 def test_plugin_builds_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -417,8 +418,8 @@ def test_profile_json_for_an_mlp(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @needs_qemu
 def test_model_count_repeatable_and_linear(tmp_path: Path) -> None:
     import edgec
-    from edgec import firmware
-    from edgec.targets import load_target
+    from edgec.mcu import project as firmware
+    from edgec.mcu.targets import load_target
 
     cm = edgec.compile(_dense_model(17, 7), name="d")
     tgt = load_target("cortex-m4f")
@@ -439,7 +440,7 @@ def test_model_count_repeatable_and_linear(tmp_path: Path) -> None:
 @needs_qemu
 def test_stateful_model_state_and_m0_table(tmp_path: Path) -> None:
     import edgec
-    from edgec.profile import profile
+    from edgec.mcu.profile import profile
 
     cm = edgec.compile(_dense_model(5, 8, state=True), name="rnn", state=[("h", "hn")])
     rep = profile(cm, "cortex-m0", repeat=2)
@@ -453,7 +454,7 @@ def test_stateful_model_state_and_m0_table(tmp_path: Path) -> None:
 
 def test_profile_needs_an_emulated_target() -> None:
     import edgec
-    from edgec.profile import profile
+    from edgec.mcu.profile import profile
 
     cm = edgec.compile(_dense_model(3, 2), name="d")
     with pytest.raises(EdgecError, match="no emulator"):

@@ -11,7 +11,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from edgec import __version__
+from edgec._package import __version__, data_path
 from edgec.backend import c_math
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node
@@ -39,11 +39,7 @@ EXACT_FP_MACRO = """#if defined(__GNUC__) && !defined(__clang__)
 
 
 def template_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here / "templates", here.parent / "templates"):
-        if (cand / "model.c.j2").is_file():
-            return cand
-    raise EdgecError("edgec installation is broken: templates/ not found")
+    return data_path("templates/model.c.j2").parent
 
 
 def _env() -> jinja2.Environment:

@@ -1,1 +1,10 @@
-"""Front-ends translate model files into edgec's IR; they do not optimise."""
+"""Front-ends translate model files and objects into edgec's IR; they do not optimise.
+
+- :mod:`edgec.frontend.onnx_import`: ONNX files and ``ModelProto`` (opsets 7-21, external data,
+  local functions);
+- :mod:`edgec.frontend.pytorch`: ``nn.Module`` (torch.fx), ``torch.export`` programs, ``.pt2``.
+
+May import: ``edgec.ir``, ``edgec.errors``, ``edgec.ops`` (shape inference while building),
+``edgec.passes`` (shared option names only) and ``edgec.mcu.targets`` (target data for
+size-driven lowering choices); never the back-ends, the API, the MCU tooling or the CLI.
+"""

@@ -18,9 +18,9 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from edgec.errors import EdgecError, ShapeError, UnsupportedOpError
-from edgec.interpret import infer_shapes
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY
+from edgec.ops.interpret import infer_shapes
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT}
 

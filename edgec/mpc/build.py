@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec import __version__
+from edgec._package import __version__, data_path
 from edgec.api import CompiledModel, compile_graph, load_graph
 from edgec.backend.host import build_cached_library
 from edgec.errors import EdgecError
@@ -48,11 +48,7 @@ FMA_HOST_FLAGS = (
 
 
 def runtime_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here / "firmware" / "mpc", here.parent / "firmware" / "mpc"):
-        if (cand / "edgec_mpc.c").is_file():
-            return cand
-    raise EdgecError("edgec installation is broken: firmware/mpc/ not found")
+    return data_path("firmware/mpc/edgec_mpc.c").parent
 
 
 # -- the forward model ---------------------------------------------------------------------
@@ -389,10 +385,10 @@ def write_firmware_project(
     out_dir: str | os.PathLike[str],
     ticks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """A Cortex-M project (edgec.firmware's startup, linker script and Makefile) whose main()
+    """A Cortex-M project (edgec.mcu.project's startup, linker script and Makefile) whose main()
     runs the controller over recorded ticks. Returns the project directory."""
-    from edgec import firmware
-    from edgec.targets import load_target
+    from edgec.mcu.project import write_project
+    from edgec.mcu.targets import load_target
 
     target = load_target(target_name)
     refs, meas = ticks if ticks is not None else replay_ticks(ctrl.cfg)
@@ -403,7 +399,7 @@ def write_firmware_project(
             f"replay ticks: references need {ctrl.cfg.reference_size} and measurements "
             f"{ctrl.cfg.measurement_size} values per tick"
         )
-    d, sources = firmware.write_project(ctrl.model, target, out_dir)
+    d, sources = write_project(ctrl.model, target, out_dir)
     ctrl.write_sources(d)
     (d / "main.c").write_text(
         _MAIN.format(

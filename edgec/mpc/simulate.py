@@ -215,7 +215,7 @@ def plot(
 
 
 def format_results(results: dict[str, Any]) -> str:
-    from edgec.report import format_table
+    from edgec.tables import format_table
 
     rows = []
     for key in ("mpc", "pid"):

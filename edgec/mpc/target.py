@@ -273,7 +273,7 @@ def link_uart(target: Any) -> int:
 class MpcFirmware:
     project_dir: Path
     elf: Path
-    target: Any  # edgec.targets.Target
+    target: Any  # edgec.mcu.targets.Target
     model_name: str
     su_files: list[Path] = field(default_factory=list)
 
@@ -287,8 +287,8 @@ def build_mpc_firmware(
 ) -> MpcFirmware:
     """Write and build the controller's firmware: ``link`` = the host-link main (board loop),
     else the replay main over ``ticks``. Same compiler flags as the project's Makefile."""
-    from edgec import __version__
-    from edgec.firmware import (
+    from edgec._package import __version__
+    from edgec.mcu.project import (
         FIRMWARE_SOURCES,
         LDFLAGS,
         LDLIBS,
@@ -296,8 +296,8 @@ def build_mpc_firmware(
         SPECS_SEMIHOSTING,
         cflags_for,
     )
-    from edgec.targets import load_target
-    from edgec.toolchain import find_tool
+    from edgec.mcu.targets import load_target
+    from edgec.mcu.toolchain import find_tool
 
     target = load_target(target_name)
     d = write_firmware_project(ctrl, target.name, Path(out_dir).resolve(), ticks)
@@ -346,7 +346,7 @@ class BoardController:
 
     def __init__(self, cfg: MpcConfig, firmware: MpcFirmware, timeout_s: float = 20.0,
                  plugin_args: list[str] | None = None):
-        from edgec.toolchain import find_tool
+        from edgec.mcu.toolchain import find_tool
 
         if not firmware.target.qemu_machine:
             raise EdgecError(f"target '{firmware.target.name}' has no emulator (qemu_machine)")
@@ -552,7 +552,7 @@ class MpcProfile:
     mean_iterations: float
     mean_evaluations: float
     fallbacks: int
-    size: Any  # edgec.profile.SizeReport
+    size: Any  # edgec.mcu.profile.SizeReport
     controller_state_bytes: int
     stack_bytes: int
     stack_chain: list[str]
@@ -611,17 +611,17 @@ def profile_controller(
 ) -> MpcProfile:
     """Instructions per control tick on the emulated target (exact), estimated cycles, flash
     and RAM of the controller firmware replaying ``model_loop_ticks``."""
-    from edgec.cycle_tables import table_for
-    from edgec.mpc.reference import FLAG_FALLBACK
-    from edgec.profile import (
+    from edgec.mcu.cycle_tables import table_for
+    from edgec.mcu.elf import read_elf
+    from edgec.mcu.profile import (
         call_graph,
         count_elf,
         deepest_chain,
-        read_elf,
         read_stack_usage,
         size_report,
         summarize_counts,
     )
+    from edgec.mpc.reference import FLAG_FALLBACK
 
     cfg = ctrl.cfg
     ticks = model_loop_ticks(ctrl, n_ticks)
@@ -665,7 +665,7 @@ def profile_controller(
 
 
 def format_mpc_profile(rep: MpcProfile, source: str) -> str:
-    from edgec.report import format_table
+    from edgec.tables import format_table
 
     js = rep.to_json()
     fl, ram = js["flash"], js["ram"]

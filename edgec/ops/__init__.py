@@ -1,4 +1,10 @@
-"""All ops edgec compiles. Every module in this package registers its ops on import."""
+"""All ops edgec compiles, one module per op family: each op's shape rule, numpy reference and
+C emission live together (an ``Op`` subclass registered with ``@register``). Every module in
+this package registers its ops on import; :mod:`edgec.ops.interpret` runs shape inference and
+the numpy reference over a graph.
+
+May import: ``edgec.ir``, ``edgec.errors`` and each other; nothing above them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import pkgutil
 
 from edgec.ops.base import REGISTRY, EmitContext, Op, get_op, register
 
-_SKIP = {"base", "loops"}
+_SKIP = {"base", "loops", "interpret"}
 
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _mod not in _SKIP:

@@ -1,6 +1,6 @@
 """Spiking neurons (LIF state updates) and the event-driven dense kernel for spike inputs.
 
-Neuron ops (not ONNX ops; built by the PyTorch front-end, see ``edgec.frontend.torch_lib_spiking``)
+Neuron ops (not ONNX ops; built by the PyTorch front-end: ``edgec.frontend.pytorch.lib_spiking``)
 update one neuron per element. State comes in as inputs and leaves as outputs (the front-end pairs
 them into ``<name>_step`` state); parameters are constant inputs broadcast to the input's shape
 (a scalar becomes a C literal, a per-neuron vector a flash table). Every update is written with the
@@ -22,7 +22,7 @@ bit for bit (H(x) is strict: a neuron fires when its membrane is *above* thresho
 ``EventDense`` (x, W [N, K], bias) computes y = bias + W·x for binary x by adding the weight
 columns of the active inputs only: no multiplications, and the work scales with the activity.
 W is stored column-major ([K][N]) so each active input adds one contiguous column. It is
-inserted by :func:`use_event_kernels` (an optimisation pass) for Gemm/MatMul nodes with constant
+inserted by ``edgec.passes.events.use_event_kernels`` for Gemm/MatMul nodes with constant
 weights fed by a neuron op's spikes, and by the front-end for recurrent spike products.
 
 Bit-packed spikes: when every consumer of a neuron op's spike output is an ``EventDense``, the pass
@@ -43,7 +43,6 @@ from edgec.ops.base import EmitContext, Op, c_float, prod, register, unsupported
 RESETS = ("subtract", "zero", "none")
 #: ops whose output 0 is a binary spike tensor (state outputs follow it)
 NEURON_OPS = ("SnnLeaky", "SnnSynaptic", "NorseLIF", "LIF")
-_VIEWS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 F32 = np.float32
 
 CTZ_HELPER = """/* index of the lowest set bit of a non-zero word */
@@ -130,7 +129,7 @@ def unpack_spikes(p: np.ndarray, k: int) -> np.ndarray:
     return bits.reshape(*p.shape[:-1], -1)[..., :k].astype(np.float32)
 
 
-def _spike_shape(node: Node, shape: Shape) -> Shape:
+def spike_shape(node: Node, shape: Shape) -> Shape:
     if node.attr("packed", 0):
         return tuple(shape[:-1]) + (words(shape[-1]),)
     return tuple(shape)
@@ -195,7 +194,7 @@ class _Neuron(Op):
         for i in _param_idxs(node):
             if len(node.inputs) > i and node.inputs[i]:
                 _param(node, g, i, shape)
-        outs = [(_spike_shape(node, shape), "float32")]
+        outs = [(spike_shape(node, shape), "float32")]
         outs += [(shape, "float32") for _ in self._present_states(node)]
         return outs
 
@@ -569,92 +568,3 @@ class EventDense(Op):
             lines.append("    }")
         lines.append("}")
         return "\n".join(lines) + "\n"
-
-
-# --- the pass -------------------------------------------------------------------------------------
-
-
-def _spike_source(t: str, g: Graph, producers: dict[str, Node]) -> Node | None:
-    """The neuron node whose spike output ``t`` is (through element-order-keeping views)."""
-    while True:
-        p = producers.get(t)
-        if p is None:
-            return None
-        if p.op in NEURON_OPS and p.outputs[0] == t:
-            return p
-        if p.op not in _VIEWS or g.tensor(p.inputs[0]).size != g.tensor(t).size:
-            return None
-        t = p.inputs[0]
-
-
-def _as_event_dense(node: Node, g: Graph) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(W [N, K], bias) of a Gemm/MatMul with constant weights, or None."""
-    if node.op == "Gemm":
-        if node.attr("transA", 0) or len(g.shape(node.inputs[0])) != 2:
-            return None
-        b = g.const(node.inputs[1])
-        if b is None:
-            return None
-        w = (b if node.attr("transB", 0) else b.T) * F32(node.attr("alpha", 1.0))
-        bias = None
-        if len(node.inputs) > 2 and node.inputs[2]:
-            c = g.const(node.inputs[2])
-            n = w.shape[0]
-            if c is None or not (c.size == n and (c.ndim < 2 or c.shape[0] == 1) or c.size == 1):
-                return None
-            bias = np.broadcast_to(F32(node.attr("beta", 1.0)) * c.reshape(-1), (n,))
-        return np.asarray(w, F32), None if bias is None else np.asarray(bias, F32)
-    if node.op == "MatMul":
-        b = g.const(node.inputs[1])
-        if b is None or b.ndim != 2 or len(g.shape(node.inputs[0])) < 1:
-            return None
-        return np.ascontiguousarray(np.asarray(b, F32).T), None
-    return None
-
-
-def use_event_kernels(g: Graph) -> Graph:
-    """Dense layers fed by spikes → ``EventDense``; spikes only such layers read → bit-packed.
-
-    A neuron node's ``events`` attribute selects the mode: ``packed`` (default), ``event`` (float
-    spikes) or ``dense`` (leave the dense kernels alone).
-    """
-    if not any(n.op in NEURON_OPS for n in g.nodes):
-        return g
-    g = g.copy()
-    producers = g.producers()
-    changed = False
-    for idx, node in enumerate(g.nodes):
-        if node.op not in ("Gemm", "MatMul") or "_act" in node.attrs:
-            continue
-        src = _spike_source(node.inputs[0], g, producers)
-        if src is None or src.attr("events", "packed") == "dense" or src.attr("packed", 0):
-            continue
-        parts = _as_event_dense(node, g)
-        if parts is None:
-            continue
-        w, bias = parts
-        ins = [node.inputs[0], g.add_const(f"{node.name}_w", w)]
-        if bias is not None:
-            ins.append(g.add_const(f"{node.name}_b", bias))
-        g.nodes[idx] = Node("EventDense", node.name, ins, list(node.outputs), {})
-        changed = True
-    if not changed:
-        return g
-    consumers = g.consumers()
-    boundary = set(g.outputs) | {s for _, s in g.state}
-    for node in g.nodes:
-        if node.op not in NEURON_OPS or node.attr("events", "packed") != "packed":
-            continue
-        spk = node.outputs[0]
-        users = consumers.get(spk, [])
-        if spk in boundary or not users or not can_pack(node, g):
-            continue
-        if any(u.op != "EventDense" or u.inputs[0] != spk for u in users):
-            continue
-        k = g.shape(spk)[-1]
-        node.attrs["packed"] = 1
-        g.tensors[spk].shape = _spike_shape(node, g.shape(spk))
-        for u in users:
-            u.attrs["packed"] = 1
-            u.attrs["k"] = k
-    return g

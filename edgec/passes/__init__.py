@@ -1,13 +1,20 @@
-"""Optimisation passes: plain functions Graph → Graph (each returns a new or the same graph)."""
+"""Optimisation passes: plain functions Graph → Graph (each returns a new or the same graph).
+
+One module per pass (or family of passes); :data:`DEFAULT_PIPELINE` is the order
+:func:`optimize` runs them in. :mod:`edgec.passes.jacobian` is not in the pipeline: the MPC
+adds forward-mode Jacobians on request.
+
+May import: ``edgec.ir``, ``edgec.errors``, ``edgec.ops``; never front-ends or back-ends.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from edgec.ir import Graph
-from edgec.ops.spiking import use_event_kernels
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
+from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state

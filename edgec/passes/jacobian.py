@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.interpret import infer_node
 from edgec.ir import Graph, Node
+from edgec.ops.interpret import infer_node
 from edgec.ops.unary import DERIV, DERIV_FROM_OUTPUT, unary_params
 
 LINEAR_VIEWS = {"Identity", "Dropout"}

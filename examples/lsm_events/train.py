@@ -24,7 +24,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import edgec  # noqa: E402
-from edgec.lsm import LSMClassifier, Reservoir, fit_readout  # noqa: E402
+from edgec.nn.lsm import LSMClassifier, Reservoir, fit_readout  # noqa: E402
 
 #: unit vectors of the eight directions (E, NE, N, NW, W, SW, S, SE)
 DIRECTIONS = [(math.cos(k * math.pi / 4), math.sin(k * math.pi / 4)) for k in range(8)]

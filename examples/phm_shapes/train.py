@@ -2,7 +2,7 @@
 
 Generates the dataset itself (16x16 RGB images of twelve procedurally drawn shapes and
 orientations, random colour, position and size, noisy background), trains a small PH-CNN written
-with the PHNN reference layers (``edgec.phm_reference``), reports the test accuracy, compiles it
+with the PHNN reference layers (``edgec.nn.phm``), reports the test accuracy, compiles it
 with edgec twice (``phm=dense``: weights materialised; ``phm=factored``: only the Kronecker
 factors in flash), shows what ``phm=auto`` picks for a Cortex-M4F and a Cortex-M0, checks the
 generated C against PyTorch on the test set, and prints flash, RAM and host time per inference.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import edgec  # noqa: E402
 from bench.host import run_c_loop  # noqa: E402
-from edgec.phm_reference import PHConv, PHMLinear  # noqa: E402
+from edgec.nn.phm import PHConv, PHMLinear  # noqa: E402
 
 SIDE = 16
 NOISE = 0.2  # standard deviation of the pixel noise

@@ -7,16 +7,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from edgec.profile import ProfileReport
+from edgec.cli.common import add_model_args, compile_from_args
+from edgec.mcu.profile import ProfileReport
 
 Handler = Callable[[argparse.Namespace], int]
 
 DEFAULT_TARGET = "cortex-m4f"
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction, add_model_args: Callable[[argparse.ArgumentParser], None]
-) -> dict[str, Handler]:
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "profile",
         help="exact instructions per inference on an emulated Cortex-M, estimated cycles, "
@@ -43,15 +42,14 @@ def add_parsers(
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from edgec.cli import _compile
     from edgec.errors import EdgecError
-    from edgec.profile import profile
+    from edgec.mcu.profile import profile
 
     if args.repeat < 1:
         raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
     if str(args.model).endswith(".toml"):  # an MPC controller config: per control tick
         return _profile_mpc(args)
-    m = _compile(args)
+    m = compile_from_args(args)
     rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
@@ -65,7 +63,7 @@ def _b(n: int) -> str:
 
 
 def format_profile(rep: ProfileReport, source: str) -> str:
-    from edgec.report import format_table
+    from edgec.tables import format_table
 
     fl, ram = rep.size.flash_json(), rep.size.ram_json()
     rows: list[tuple[str, Any]] = [

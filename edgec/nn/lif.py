@@ -1,4 +1,4 @@
-"""Spiking building blocks for PyTorch that edgec compiles natively.
+"""Spiking building blocks (``edgec.nn.LIF``, ``edgec.nn.LeakyIntegrator``) for PyTorch.
 
 ``edgec.nn.LIF`` is a leaky integrate-and-fire layer you can train with surrogate gradients (or
 evolve) and compile to C; ``edgec.nn.LeakyIntegrator`` is a non-spiking output neuron. Both keep

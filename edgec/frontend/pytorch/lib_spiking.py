@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.frontend.torch_import import TensorRef, TorchLowering, module_handler
-from edgec.frontend.torch_modules import linear
+from edgec.frontend.pytorch.lowering import TensorRef, TorchLowering, module_handler
+from edgec.frontend.pytorch.nn_modules import linear
 
 SPIKE_MODES = ("packed", "event", "dense")
 #: Norse threshold methods whose forward pass is the Heaviside step
@@ -295,7 +295,7 @@ def _norse_lif_seq(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: di
 # --- edgec.nn ------------------------------------------------------------------------------------
 
 
-@module_handler("edgec.nn.LIF")
+@module_handler("edgec.nn.lif.LIF")
 def _edgec_lif(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> Any:
     x = args[0]
     base, shape = _base(path, m), tuple(lw.shape(x))
@@ -330,7 +330,7 @@ def _edgec_lif(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) 
     return outs[0]
 
 
-@module_handler("edgec.nn.LeakyIntegrator")
+@module_handler("edgec.nn.lif.LeakyIntegrator")
 def _edgec_leaky_integrator(
     lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict
 ) -> TensorRef:

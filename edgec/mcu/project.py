@@ -1,10 +1,9 @@
-"""Firmware projects for Cortex-M targets: write, build (ELF/BIN/HEX), check the fit, run on QEMU.
+"""Firmware projects for Cortex-M targets: write, build (ELF/BIN/HEX), check the fit.
 
 ``build_firmware(cm, target, out_dir, inputs)`` writes a self-contained project (the model's C,
 ``firmware/`` startup code, linker script, a generated ``main.c`` holding the input vectors, a
 Makefile and a CMakeLists.txt) and builds it with the Arm GNU toolchain using the same flags the
-Makefile holds. ``run_qemu(build)`` runs the ELF on the target's emulated board and reads the
-printed outputs back bit-exactly.
+Makefile holds. :func:`edgec.mcu.qemu.run_qemu` runs the result on the target's emulated board.
 """
 
 from __future__ import annotations
@@ -12,9 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec import __version__
+from edgec._package import __version__, data_path
 from edgec.api import CompiledModel
 from edgec.backend.c_emit import Port, template_dir
 from edgec.errors import EdgecError, ModelTooBigError, ToolchainError
+from edgec.mcu.elf import memory_use
+from edgec.mcu.targets import Target
+from edgec.mcu.toolchain import find_tool
 from edgec.ops.base import c_float
-from edgec.targets import Target
-from edgec.toolchain import find_tool
 
 #: firmware sources copied from firmware/ into every project
 FIRMWARE_SOURCES = ("startup.c", "edgec_io.c", "edgec_marks.c")
@@ -48,19 +45,11 @@ SPECS_SEMIHOSTING = ("--specs=nano.specs", "--specs=rdimon.specs")
 SPECS_PLAIN = ("--specs=nano.specs", "--specs=nosys.specs")
 LDLIBS = ("-lm",)
 
-#: QEMU's exit status when the firmware faulted (edgec_fault)
-FAULT_EXIT = 70
-_RESULT_LINE = re.compile(r"^y (\d+) (\d+):((?: [0-9a-f]{8})*)\s*$", re.M)
-_SHF_ALLOC = 0x2
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
 
 
 def firmware_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for cand in (here / "share" / "firmware", here.parent / "firmware"):
-        if (cand / "startup.c").is_file():
-            return cand
-    raise EdgecError("edgec installation is broken: firmware/ not found")
+    return data_path("firmware/startup.c").parent
 
 
 def cflags_for(target: Target) -> list[str]:
@@ -89,15 +78,6 @@ class FirmwareBuild:
     ram_used: int = 0
     #: compiler warnings (one per line), empty for clean code
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class QemuResult:
-    stdout: str
-    returncode: int
-    #: per input vector, the printed outputs (reshaped to their ports' shapes)
-    outputs: list[list[np.ndarray]]
-    stderr: str = ""
 
 
 # -- project ---------------------------------------------------------------------------------
@@ -230,44 +210,6 @@ def _run_tool(cmd: list[str], cwd: Path, what: str) -> subprocess.CompletedProce
     return proc
 
 
-def section_sizes(elf: Path) -> list[tuple[str, int, int]]:
-    """(name, size, address) of the ELF's allocated sections (SHF_ALLOC), from its section
-    headers (the numbers ``arm-none-eabi-size -A`` prints for them)."""
-    data = elf.read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
-        raise ToolchainError(f"{elf}: not a little-endian 32-bit ELF file")
-    shoff, = struct.unpack_from("<I", data, 0x20)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
-    headers = [struct.unpack_from("<IIIIII", data, shoff + i * shentsize) for i in range(shnum)]
-    str_off = headers[shstrndx][4]
-
-    def name_at(off: int) -> str:
-        end = data.index(b"\0", str_off + off)
-        return data[str_off + off : end].decode()
-
-    return [
-        (name_at(h[0]), h[5], h[3])
-        for h in headers
-        if h[2] & _SHF_ALLOC and h[5] > 0
-    ]
-
-
-def memory_use(elf: Path, target: Target) -> tuple[int, int]:
-    """(flash bytes, RAM bytes): sections placed in flash plus .data's initial values; sections
-    placed in RAM (.data, .bss, the heap and stack reserve)."""
-    flash = ram = 0
-    f_lo, f_hi = target.flash_origin, target.flash_origin + target.flash_size
-    r_lo, r_hi = target.ram_origin, target.ram_origin + target.ram_size
-    for name, size, addr in section_sizes(elf):
-        if f_lo <= addr < f_hi:
-            flash += size
-        elif r_lo <= addr <= r_hi:
-            ram += size
-            if name == ".data":
-                flash += size
-    return flash, ram
-
-
 def _too_big(cm_name: str, target: Target, memory: str, needed: int) -> ModelTooBigError:
     have = target.flash_size if memory == "flash" else target.ram_size
     detail = ""
@@ -340,202 +282,3 @@ def build_firmware(
         build_dir=bdir, stack_usage_files=sorted(bdir.glob("*.su")),
         flash_used=flash, ram_used=ram, warnings=warnings,
     )
-
-
-# -- run -------------------------------------------------------------------------------------
-def parse_outputs(text: str, ports: Sequence[Port], n_vectors: int) -> list[list[np.ndarray]]:
-    """The outputs main() printed: per vector, one array per port (bit-exact)."""
-    got: dict[tuple[int, int], np.ndarray] = {}
-    for m in _RESULT_LINE.finditer(text):
-        words = m.group(3).split()
-        bits = np.array([int(w, 16) for w in words], dtype=np.uint32)
-        got[(int(m.group(1)), int(m.group(2)))] = bits.view(np.float32)
-    out: list[list[np.ndarray]] = []
-    for i in range(n_vectors):
-        row = []
-        for k, p in enumerate(ports):
-            v = got.get((i, k))
-            if v is None or v.size != p.size:
-                raise ToolchainError(
-                    f"firmware output incomplete: no valid line for vector {i}, output "
-                    f"'{p.name}' (the board printed {len(got)} of {n_vectors * len(ports)})"
-                )
-            row.append(v.reshape(p.shape).copy())
-        out.append(row)
-    return out
-
-
-def qemu_command(target: Target, elf: Path | None = None) -> list[str]:
-    if not target.qemu_machine:
-        raise EdgecError(
-            f"target {target.name} has no emulator; use a QEMU target (cortex-m0, cortex-m3, "
-            "cortex-m4f, cortex-m7, cortex-m33) or flash a board (edgec flash --probe ...)"
-        )
-    cmd = [find_tool("qemu-system-arm"), "-M", target.qemu_machine, "-nographic",
-           "-semihosting-config", "enable=on,target=native"]
-    if elf is not None:
-        cmd += ["-kernel", str(elf)]
-    return cmd
-
-
-def _plugin_args(plugin_args: Sequence[str] | None) -> list[str]:
-    if not plugin_args:
-        return []
-    if plugin_args[0].startswith("-"):  # already QEMU options
-        return list(plugin_args)
-    return ["-plugin", ",".join(plugin_args), "-d", "plugin"]
-
-
-def _communicate(
-    proc: subprocess.Popen[str], timeout_s: float, what: str
-) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise ToolchainError(
-            f"{what} did not finish within {timeout_s:g} s (the firmware hung or faulted?)"
-        ) from None
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def check_exit(returncode: int, text: str, what: str) -> None:
-    if returncode == FAULT_EXIT and "edgec: fault" in text:
-        fault = text[text.index("edgec: fault") :].splitlines()[0]
-        raise ToolchainError(f"{what}: the firmware stopped with '{fault}'")
-    if returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise ToolchainError(f"{what}: the firmware exited with status {returncode} ({tail})")
-
-
-def run_qemu(
-    build: FirmwareBuild, timeout_s: float = 60, plugin_args: list[str] | None = None
-) -> QemuResult:
-    """Run ``build`` on its target's QEMU board; returns what it printed and the outputs.
-
-    ``plugin_args``: ``[library, "arg=value", ...]`` loads a TCG plugin
-    (``-plugin library,arg=value,... -d plugin``); a list starting with an option
-    (``["-plugin", ...]``) is passed to QEMU as is. The firmware must exit with status 0.
-    """
-    cmd = qemu_command(build.target, build.elf) + _plugin_args(plugin_args)
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
-    what = f"{build.name} on {build.target.name} (QEMU {build.target.qemu_machine})"
-    stdout, stderr = _communicate(proc, timeout_s, what)
-    check_exit(proc.returncode, stdout + stderr, what)
-    outputs = parse_outputs(stdout + "\n" + stderr, build.outputs, build.n_vectors)
-    return QemuResult(stdout=stdout, returncode=proc.returncode, outputs=outputs, stderr=stderr)
-
-
-# -- flash -----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def flash_qemu(elf: str | os.PathLike[str], target: Target, timeout_s: float = 60) -> QemuResult:
-    """Load ``elf`` into the target's QEMU board through GDB (gdb-multiarch's ``load`` over
-    QEMU's GDB server, the path a debug probe takes), run it and return what it printed."""
-    elf = Path(elf)
-    if not elf.is_file():
-        raise EdgecError(f"{elf}: no such file")
-    gdb = find_tool("gdb-multiarch")
-    port = _free_port()
-    qemu_cmd = qemu_command(target) + ["-S", "-gdb", f"tcp:127.0.0.1:{port}"]
-    vectors = f"0x{target.flash_origin:08x}"
-    gdb_cmd = [
-        gdb, "-nx", "-batch",
-        "-ex", "set pagination off", "-ex", "set confirm off",
-        "-ex", "set tcp connect-timeout 20",
-        "-ex", f"target remote 127.0.0.1:{port}",
-        "-ex", "load",
-        # QEMU reset the core before the image was there: take SP and PC from its vector table
-        "-ex", f"set $sp = *(unsigned int *){vectors}",
-        "-ex", f"set $pc = *(unsigned int *)({vectors} + 4)",
-        "-ex", "continue",
-        str(elf),
-    ]
-    what = f"{elf.name} on {target.name} (QEMU {target.qemu_machine}, loaded by gdb)"
-    qemu = subprocess.Popen(
-        qemu_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
-    gdb_proc: subprocess.Popen[str] | None = None
-    try:
-        gdb_proc = subprocess.Popen(
-            gdb_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )
-        stdout, stderr = _communicate(qemu, timeout_s, what)
-        try:
-            gdb_out, gdb_err = gdb_proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            _kill(gdb_proc)
-            gdb_out = gdb_err = ""
-    finally:
-        for p in (gdb_proc, qemu):
-            if p is not None:
-                _kill(p)
-    gdb_text = gdb_out + gdb_err
-    if "Loading section" not in gdb_text:
-        lines = [ln for ln in gdb_text.strip().splitlines() if ln.strip()] or ["(no output)"]
-        raise ToolchainError(f"{what}: gdb did not load the image: {lines[-1].strip()}")
-    check_exit(qemu.returncode, stdout + stderr, what)
-    return QemuResult(stdout=stdout, returncode=qemu.returncode, outputs=[], stderr=stderr)
-
-
-def flash_pyocd(elf: str | os.PathLike[str], target: Target) -> str:
-    """Program ``elf`` into a board through pyOCD's Python API, then reset it."""
-    if not target.pyocd_target:
-        raise EdgecError(f"target {target.name} has no pyOCD target name (pyocd_target)")
-    try:
-        from pyocd.core.helpers import ConnectHelper  # type: ignore[import-not-found]
-        from pyocd.flash.file_programmer import FileProgrammer  # type: ignore[import-not-found]
-    except ImportError:
-        raise ToolchainError("pyocd not found: pip install pyocd") from None
-    session = ConnectHelper.session_with_chosen_probe(
-        target_override=target.pyocd_target, blocking=False, auto_open=True
-    )
-    if session is None:
-        raise ToolchainError("pyocd: no debug probe connected")
-    with session:
-        FileProgrammer(session).program(str(elf), file_format="elf")
-        session.board.target.reset()
-    return f"flashed {elf} to {target.name} ({target.pyocd_target}) with pyOCD and reset it"
-
-
-def flash_openocd(
-    elf: str | os.PathLike[str], target: Target, timeout_s: float = 120
-) -> str:
-    """Program ``elf`` with OpenOCD (``program ... verify reset exit``)."""
-    if not target.openocd_config:
-        raise EdgecError(f"target {target.name} has no OpenOCD configuration (openocd_config)")
-    openocd = find_tool("openocd")
-    cmd = [openocd]
-    for cfg in target.openocd_config:
-        cmd += ["-f", cfg]
-    cmd += ["-c", f"program {Path(elf).as_posix()} verify reset exit"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise ToolchainError(f"openocd did not finish within {timeout_s:g} s") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "Error" in ln]
-        raise ToolchainError(
-            "openocd failed: " + (lines[0].strip() if lines else f"exit status {proc.returncode}")
-        )
-    return f"flashed {elf} to {target.name} with OpenOCD and reset it"

@@ -34,10 +34,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    "the host, one tick per exchange (default: the host library)")
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction, add_model_args: Callable[[argparse.ArgumentParser], None]
-) -> dict[str, Handler]:
-    del add_model_args  # the model comes from the config
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "mpc",
         help="Newton-type MPC on a compiled forward model: build, simulate",

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from edgec.cli.common import add_model_args, compile_from_args, load_inputs
 from edgec.errors import EdgecError
-from edgec.targets import DEFAULT_TARGET, Target, list_targets, load_target
+from edgec.mcu.targets import DEFAULT_TARGET, Target, list_targets, load_target
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,9 +37,7 @@ def _target_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     )
 
 
-def add_parsers(
-    sub: argparse._SubParsersAction, add_model_args: Callable[[argparse.ArgumentParser], None]
-) -> dict[str, Handler]:
+def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "targets",
         help="list the Cortex-M targets (cores, memory, emulator, probe names)",
@@ -104,11 +103,10 @@ def add_parsers(
 def vectors_from_file(path: str, cm: Any) -> list[list[np.ndarray]]:
     """Input vectors from a .npy/.npz file for ``cm`` (a CompiledModel): per vector, one array
     per input main() feeds (a stateful model's non-state inputs)."""
-    from edgec.cli import _load_inputs
-    from edgec.firmware import step_ports
+    from edgec.mcu.project import step_ports
 
     in_ports, _ = step_ports(cm)
-    raw = _load_inputs(path, [p.name for p in in_ports])
+    raw = load_inputs(path, [p.name for p in in_ports])
     counts: set[int] = set()
     arrays: dict[str, np.ndarray] = {}
     for p in in_ports:
@@ -140,7 +138,8 @@ def run_on_target(
     cm: Any, target: Target, vectors: list[list[np.ndarray]], timeout_s: float = 120
 ) -> list[list[np.ndarray]]:
     """Build ``cm``'s firmware with ``vectors`` embedded, run it on QEMU, return its outputs."""
-    from edgec.firmware import build_firmware, run_qemu
+    from edgec.mcu.project import build_firmware
+    from edgec.mcu.qemu import run_qemu
 
     if not target.qemu_machine:
         raise EdgecError(
@@ -161,7 +160,7 @@ def target_results(
     sequence from the zero state, onnxruntime carrying the state outputs into the state
     inputs, and only the step outputs are compared.
     """
-    from edgec.firmware import step_ports
+    from edgec.mcu.project import step_ports
 
     target = load_target(target_name)
     in_ports, out_ports = step_ports(cm)
@@ -184,7 +183,7 @@ def target_results(
 
 # -- commands --------------------------------------------------------------------------------
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgec.report import format_table
+    from edgec.tables import format_table
 
     targets = list_targets()
     if args.json:
@@ -224,11 +223,10 @@ def _fpu(t: Target) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgec.cli import _compile
-    from edgec.firmware import build_firmware
+    from edgec.mcu.project import build_firmware
 
     target = load_target(args.target)
-    m = _compile(args)
+    m = compile_from_args(args)
     vectors = vectors_from_file(args.inputs, m) if args.inputs else None
     b = build_firmware(m, target, args.output, vectors, repeat=args.repeat)
     info = {
@@ -257,11 +255,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgec.cli import _compile
-    from edgec.firmware import step_ports
+    from edgec.mcu.project import step_ports
 
     target = load_target(args.target)
-    m = _compile(args)
+    m = compile_from_args(args)
     vectors = vectors_from_file(args.inputs, m)
     outs = run_on_target(m, target, vectors, timeout_s=args.timeout)
     _, out_ports = step_ports(m)
@@ -284,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
-    from edgec.firmware import flash_openocd, flash_pyocd, flash_qemu
+    from edgec.mcu.flash import flash_openocd, flash_pyocd, flash_qemu
 
     target = load_target(args.target)
     if not Path(args.elf).is_file():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgec._package import data_path
 from edgec.errors import EdgecError
 
 if sys.version_info >= (3, 11):
@@ -57,11 +58,7 @@ class Target:
 
 
 def targets_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for cand in (here / "share" / "targets", here.parent / "targets"):
-        if cand.is_dir() and any(cand.glob("*.toml")):
-            return cand
-    raise EdgecError("edgec installation is broken: targets/ not found")
+    return data_path("targets/cortex-m4f.toml").parent
 
 
 def _from_file(path: Path, name: str) -> Target:

@@ -1,6 +1,6 @@
 """PHM layers (``PHMLinear``, ``PHConv``) written as in the PHNN paper's public code.
 
-The reference layers (``edgec.phm_reference``, and users' copies of the paper's code) cannot be
+The reference layers (``edgec.nn.phm``, and users' copies of the paper's code) cannot be
 traced or exported (their Kronecker product builds a ``torch.Size`` from tensors), so edgec keeps
 each one as a leaf module and reads its factors ``A`` (attribute ``a`` or ``A``, ``[n, n, n]``)
 and ``F`` (``s`` or ``F``, ``[n, out/n, in/n(, k, k)]``) directly.
@@ -23,7 +23,7 @@ Compile option ``phm`` (``edgec.compile(..., options={"phm": "factored"})``, CLI
 Your own PHM classes: edgec matches handlers by qualified class name. If your model defines its
 own copy of the paper's layers (say ``mynet.layers.PHMLinear``), register it before compiling::
 
-    from edgec.frontend.torch_lib_phm import register_phm_class
+    from edgec.frontend.pytorch.lib_phm import register_phm_class
     register_phm_class("mynet.layers.PHMLinear", "linear")
     register_phm_class("mynet.layers.PHConv", "conv")
 
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.frontend.torch_import import TensorRef, TorchLowering, module_handler
-from edgec.frontend.torch_modules import conv, linear
+from edgec.frontend.pytorch.lowering import TensorRef, TorchLowering, module_handler
+from edgec.frontend.pytorch.nn_modules import conv, linear
 from edgec.ops.phm import materialise
 
 PHM_MODES = ("dense", "factored", "auto")
@@ -108,7 +108,7 @@ def target_flash_bytes(lw: TorchLowering) -> int:
                 f"option phm_flash_bytes={lw.options['phm_flash_bytes']!r}: expected an integer"
             ) from None
     try:
-        from edgec.targets import load_target
+        from edgec.mcu.targets import load_target
     except ImportError:  # pragma: no cover - targets are part of edgec
         return DEFAULT_FLASH_BYTES
     return int(load_target(lw.options.get("target") or None).flash_size)
@@ -197,5 +197,5 @@ def register_phm_class(qualname: str, kind: str, use_bias: bool | None = None) -
     module_handler(qualname)(handler)
 
 
-register_phm_class("edgec.phm_reference.PHMLinear", "linear")
-register_phm_class("edgec.phm_reference.PHConv", "conv")
+register_phm_class("edgec.nn.phm.PHMLinear", "linear")
+register_phm_class("edgec.nn.phm.PHConv", "conv")

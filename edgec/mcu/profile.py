@@ -1,6 +1,6 @@
 """Measure a model on a Cortex-M target: exact instructions, estimated cycles, flash and RAM.
 
-* Instructions: the firmware (:func:`edgec.firmware.build_firmware`) calls ``edgec_mark_start()``
+* Instructions: the firmware (:func:`edgec.mcu.project.build_firmware`) calls ``edgec_mark_start()``
   right before and ``edgec_mark_stop()`` right after each inference; QEMU runs it with edgec's TCG
   plugin (``firmware/qemu_plugin/insn_count.c``, built here with the host C compiler on first use
   and cached by content hash), which counts the instructions executed from the entry of the start
@@ -8,7 +8,7 @@
   few instructions of call overhead (the marker's return, argument set-up, the calls themselves).
   QEMU is deterministic: the same ELF gives the same count on every run.
 * Cycles: the plugin also sorts every counted instruction into a cost class;
-  :mod:`edgec.cycle_tables` turns the class counts into an estimate for the target's core.
+  :mod:`edgec.mcu.cycle_tables` turns the class counts into an estimate for the target's core.
 * Flash and RAM: read from the ELF's section headers and symbol table (weights: the model's
   ``static const`` tables ``w<idx>_*``; arena: ``<name>_arena``; state: the firmware's state
   object) and from the ``.su`` files of ``-fstack-usage``: the stack estimate is the deepest call
@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgec.cycle_tables import CycleTable, table_for
+from edgec._package import data_path
 from edgec.errors import EdgecError, ToolchainError
+from edgec.mcu.cycle_tables import CycleTable, table_for
+from edgec.mcu.elf import SHF_EXECINSTR, read_elf
 
 if TYPE_CHECKING:
     from edgec.api import CompiledModel
-    from edgec.targets import Target
+    from edgec.mcu.targets import Target
 
 PLUGIN_CFLAGS = (
     "-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra",
@@ -52,12 +53,7 @@ WEIGHT_SYMBOL = re.compile(r"^w\d+_")
 
 
 def plugin_source() -> Path:
-    here = Path(__file__).resolve().parent
-    for cand in (here / "firmware", here.parent / "firmware"):
-        src = cand / "qemu_plugin" / "insn_count.c"
-        if src.is_file():
-            return src
-    raise EdgecError("edgec installation is broken: firmware/qemu_plugin/insn_count.c not found")
+    return data_path("firmware/qemu_plugin/insn_count.c")
 
 
 def cache_root() -> Path:
@@ -162,9 +158,9 @@ def count_elf(
 ) -> tuple[CountResult, subprocess.CompletedProcess[str]]:
     """Run ``elf`` on QEMU ``machine`` (semihosting) with the plugin; the counts and the process.
 
-    Independent of :mod:`edgec.firmware`: any ELF with the two marker functions works.
+    Independent of :mod:`edgec.mcu.project`: any ELF with the two marker functions works.
     """
-    from edgec.toolchain import find_tool
+    from edgec.mcu.toolchain import find_tool
 
     qemu = find_tool("qemu-system-arm")
     lib = build_plugin()
@@ -181,80 +177,6 @@ def count_elf(
             raise EdgecError(f"{elf}: QEMU did not finish within {timeout_s:g} s") from None
         text = out.read_text() if out.is_file() else proc.stdout + "\n" + proc.stderr
     return parse_plugin_output(text), proc
-
-
-# -- ELF reading (ELF32 little-endian, enough for sizes and symbols) -------------------------------
-
-SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
-SHT_SYMTAB, SHT_NOBITS = 2, 8
-_STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE"}
-
-
-@dataclass(frozen=True)
-class ElfSection:
-    name: str
-    type: int
-    flags: int
-    addr: int
-    size: int
-
-    @property
-    def in_flash(self) -> bool:
-        """Occupies flash: allocated with contents (code, constants, .data's initial values)."""
-        return bool(self.flags & SHF_ALLOC) and self.type != SHT_NOBITS
-
-    @property
-    def in_ram(self) -> bool:
-        """Occupies RAM: allocated and writable, or allocated without contents (.bss)."""
-        return bool(self.flags & SHF_ALLOC) and (
-            bool(self.flags & SHF_WRITE) or self.type == SHT_NOBITS
-        )
-
-
-@dataclass(frozen=True)
-class ElfSymbol:
-    name: str
-    value: int
-    size: int
-    kind: str
-    section: str
-
-
-@dataclass(frozen=True)
-class ElfInfo:
-    sections: list[ElfSection]
-    symbols: list[ElfSymbol]
-
-
-def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
-    data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
-        raise EdgecError(f"{path}: not a 32-bit little-endian ELF file")
-    (shoff,) = struct.unpack_from("<I", data, 0x20)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
-    raw = [struct.unpack_from("<10I", data, shoff + i * shentsize) for i in range(shnum)]
-
-    def cstr(off: int) -> str:
-        end = data.index(b"\0", off)
-        return data[off:end].decode("utf-8", "replace")
-
-    str_off = raw[shstrndx][4]
-    names = [cstr(str_off + r[0]) for r in raw]
-    sections = [ElfSection(names[i], r[1], r[2], r[3], r[5]) for i, r in enumerate(raw)]
-    symbols: list[ElfSymbol] = []
-    for r in raw:
-        if r[1] != SHT_SYMTAB:
-            continue
-        sym_off, sym_size, link, entsize = r[4], r[5], r[6], r[9] or 16
-        strtab = raw[link][4]
-        for k in range(1, sym_size // entsize):
-            name, value, size, info, _other, shndx = struct.unpack_from(
-                "<IIIBBH", data, sym_off + k * entsize
-            )
-            sec = names[shndx] if 0 < shndx < len(names) else ""
-            kind = _STT.get(info & 0xF, "?")
-            symbols.append(ElfSymbol(cstr(strtab + name), value, size, kind, sec))
-    return ElfInfo(sections, symbols)
 
 
 # -- stack estimate from -fstack-usage -------------------------------------------------------------
@@ -285,7 +207,7 @@ _FUNC_HEAD = re.compile(r"^[0-9a-f]+ <([^>]+)>:$")
 
 def call_graph(elf: str | os.PathLike[str]) -> dict[str, set[str]]:
     """Function → functions it calls (BL) or tail-calls (B to another function's entry)."""
-    from edgec.toolchain import find_tool
+    from edgec.mcu.toolchain import find_tool
 
     objdump = find_tool("arm-none-eabi-objdump")
     proc = subprocess.run([objdump, "-d", str(elf)], capture_output=True, text=True)
@@ -539,8 +461,9 @@ def profile(
 
     ``repeat`` inferences run (and are counted) per input; the report gives the mean per inference.
     """
-    from edgec import firmware
-    from edgec.targets import load_target
+    from edgec.mcu.project import build_firmware
+    from edgec.mcu.qemu import run_qemu
+    from edgec.mcu.targets import load_target
 
     tgt = target if not isinstance(target, str | None) else load_target(target)
     if not tgt.qemu_machine:
@@ -550,9 +473,9 @@ def profile(
     table = table_for(tgt.core)
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
-        build = firmware.build_firmware(cm, tgt, work, repeat=repeat)
+        build = build_firmware(cm, tgt, work, repeat=repeat)
         counts_file = Path(tmp) / "counts.json"
-        res = firmware.run_qemu(
+        res = run_qemu(
             build,
             timeout_s=timeout_s,
             plugin_args=[str(build_plugin()), *plugin_args(build.elf, counts_file)],

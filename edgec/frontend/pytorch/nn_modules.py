@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.frontend.torch_import import (
+from edgec.frontend.pytorch.lowering import (
     TensorRef,
     TorchLowering,
     function_handler,

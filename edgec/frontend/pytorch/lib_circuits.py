@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.frontend.torch_import import (
+from edgec.frontend.pytorch.lowering import (
     TensorRef,
     TorchLowering,
     module_handler,
     module_matcher,
 )
-from edgec.frontend.torch_modules import linear
+from edgec.frontend.pytorch.nn_modules import linear
 from edgec.ops.circuits import BACKBONE_ACTS, csr_bytes, index_ctype, prefer_sparse
 from edgec.passes.sparse import SPARSE_MODES  # one definition for lowering and the pass
 

@@ -10,10 +10,10 @@ and are reproduced on purpose:
   traced shapes into a tensor and back, so neither can capture these layers;
 * ``PHConv`` creates a ``bias`` parameter that ``forward`` never uses.
 
-edgec recognises both classes natively (``edgec.frontend.torch_lib_phm``): the traced model keeps
+edgec recognises both classes natively (``edgec.frontend.pytorch.lib_phm``): the traced model keeps
 each layer as a leaf, and the handler reads the factors directly. Users with their own copy of
 the paper's classes register them with
-``edgec.frontend.torch_lib_phm.register_phm_class("their.module.PHMLinear", "linear")``.
+``edgec.frontend.pytorch.lib_phm.register_phm_class("their.module.PHMLinear", "linear")``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Liquid-state machines: ``edgec.lsm.Reservoir`` and ``edgec.lsm.LSMClassifier``.
+"""Liquid-state machines: ``edgec.nn.lsm.Reservoir`` and ``edgec.nn.lsm.LSMClassifier``.
 
 The reservoir becomes one ``LsmReservoir`` node that carries the generator's parameters (seed,
 sizes, densities, scales), never its weights; option ``lsm`` (``regen``, ``ram`` or ``flash``,
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.errors import EdgecError
-from edgec.frontend.torch_import import (
+from edgec.frontend.pytorch.lowering import (
     TensorRef,
     TorchLowering,
     find_module_handler,
@@ -64,7 +64,7 @@ def _attrs(res: Any, mode: str, output: str) -> dict[str, Any]:
     return attrs
 
 
-@module_handler("edgec.lsm.Reservoir")
+@module_handler("edgec.nn.lsm.Reservoir")
 def _reservoir(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
     mode = lsm_mode(lw)
     x, one_tick = _window(lw, m, args, kwargs)
@@ -97,7 +97,7 @@ def _lower_readout(lw: TorchLowering, mod: Any, path: str, v: TensorRef) -> Tens
     return h(lw, mod, path, (v,), {})
 
 
-@module_handler("edgec.lsm.LSMClassifier")
+@module_handler("edgec.nn.lsm.LSMClassifier")
 def _classifier(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
     mode = lsm_mode(lw)
     res = m.reservoir

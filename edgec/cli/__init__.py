@@ -1,0 +1,85 @@
+"""The ``edgec`` command line: the parser and ``main``; one module per command group.
+
+- :mod:`edgec.cli.model`: compile, verify, inspect
+- :mod:`edgec.cli.firmware`: targets, build, run, flash
+- :mod:`edgec.cli.profile`: profile
+- :mod:`edgec.cli.mpc`: mpc build/simulate, simulate
+- :mod:`edgec.cli.common`: what they share (model arguments, compiling, inputs, options)
+
+May import everything in edgec; nothing in edgec imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from edgec._package import __version__
+from edgec.errors import EdgecError
+
+EPILOG = """\
+examples:
+  edgec compile model.onnx -o build/model          write build/model/<name>.{h,c}
+  edgec compile model.onnx -o gen --input-shape x:1x3x32x32 --name net
+  edgec verify model.onnx --n 20                   C on the host vs onnxruntime
+  edgec inspect model.onnx                         per-node table and totals
+
+The generated C is C99 with no dynamic allocation: add <name>.c to your Makefile/CMake project
+(link with -lm) and call <name>_run(), or <name>_reset()/<name>_step() for stateful models.
+Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 internal error.
+"""
+
+
+#: modules that add sub-commands: each has ``add_parsers(sub) -> {name: handler}``
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgec.cli.model", "edgec.cli.firmware", "edgec.cli.profile", "edgec.cli.mpc"
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="edgec",
+        description="Compile trained neural networks to small, fast, dependency-free C.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="version", version=f"edgec {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    for mod in COMMAND_MODULES:
+        for name, handler in importlib.import_module(mod).add_parsers(sub).items():
+            sub.choices[name].set_defaults(handler=handler)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.cmd:
+        ap.print_help()
+        return 2
+    try:
+        handler: Handler = args.handler
+        return handler(args)
+    except EdgecError as exc:
+        msg = " ".join(str(exc).split("\n"))
+        print(f"edgec: error: {msg}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an edgec bug: still one line unless debugging
+        if os.environ.get("EDGEC_DEBUG"):
+            raise
+        print(
+            f"edgec: internal error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            " (set EDGEC_DEBUG=1 for the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return 3
+
