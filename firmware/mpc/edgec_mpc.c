@@ -261,32 +261,27 @@ void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
     }
 }
 
+/* push the newest n-vector v into a ring of `lags` slots (no-op without lags) */
+static void push_ring(float *hist, unsigned *head, unsigned lags, const float *v, int n)
+{
+    int j;
+    if (lags == 0u) {
+        return;
+    }
+    *head = (*head + 1u) % lags;
+    for (j = 0; j < n; ++j) {
+        hist[(*head * (unsigned)n) + (unsigned)j] = v[j];
+    }
+}
+
 static void push_output(edgec_mpc_t *c, const float *y)
 {
-#if LY > 0
-    int j;
-    c->y_head = (c->y_head + 1u) % (unsigned)LY;
-    for (j = 0; j < NY; ++j) {
-        c->y_hist[c->y_head * NY + (unsigned)j] = y[j];
-    }
-#else
-    (void)c;
-    (void)y;
-#endif
+    push_ring(c->y_hist, &c->y_head, (unsigned)LY, y, NY);
 }
 
 static void push_command(edgec_mpc_t *c, const float *u)
 {
-#if LU > 0
-    int j;
-    c->u_head = (c->u_head + 1u) % (unsigned)LU;
-    for (j = 0; j < NU; ++j) {
-        c->u_hist[c->u_head * NU + (unsigned)j] = u[j];
-    }
-#else
-    (void)c;
-    (void)u;
-#endif
+    push_ring(c->u_hist, &c->u_head, (unsigned)LU, u, NU);
 }
 
 typedef struct {
