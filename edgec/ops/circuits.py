@@ -22,6 +22,7 @@ Weights of the sequence ops live in node attributes (numpy arrays, float32). Rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -422,6 +423,42 @@ def _cfc_buffers(node: Node, spec: SeqSpec) -> tuple[int, int, int]:
     return cat, gates, max([0, *backbone])
 
 
+def _sequence_kernel_storing(
+    node: Node, ctx: EmitContext, spec: SeqSpec, header: str, step: str, y_expr: str
+) -> str:
+    """:func:`_sequence_kernel` with y[j] = ``y_expr`` stored every step (return_sequences) or
+    after the last one."""
+    store_y = (
+        f"for (int j = 0; j < {spec.out}; ++j) "
+        f"{ctx.out(0)}[{spec.y_offset()} + j] = {y_expr};\n"
+    )
+    if spec.return_sequences:
+        return _sequence_kernel(node, ctx, spec, header, step + store_y, "")
+    return _sequence_kernel(node, ctx, spec, header, step, store_y)
+
+
+def _sequence_ref(
+    node: Node,
+    inputs: list[np.ndarray | None],
+    spec: SeqSpec,
+    step: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> list[np.ndarray]:
+    """Run a circuit cell over the sequence: ``step(x_t, h) -> (y_t, h')``, after the mixed-memory
+    LSTM when there is one. Returns y (stacked per the layout), h_T and, mixed, c_T."""
+    x = inputs[0]
+    assert x is not None
+    h = _initial(node, inputs, 1, spec)
+    c = _initial(node, inputs, 2, spec) if spec.mixed else None
+    ys: list[np.ndarray] = []
+    for t in range(spec.seq):
+        xt = spec.x_at(x, t)
+        if c is not None:
+            h, c = _lstm_ref(node.attrs["lstm"], xt, h, c)
+        y, h = step(xt, h)
+        ys.append(y)
+    return [spec.stack(ys), h, *([c] if c is not None else [])]
+
+
 @register
 class CfC(Op):
     """A whole ncps CfC sequence. Inputs: x, h0 (optional), c0 (optional, mixed memory).
@@ -440,19 +477,11 @@ class CfC(Op):
 
     def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
         spec = _cfc_spec(node, g)
-        x = inputs[0]
-        assert x is not None
-        h = _initial(node, inputs, 1, spec)
-        c = _initial(node, inputs, 2, spec) if spec.mixed else None
         mode, ts = node.attrs["mode"], float(node.attr("ts", 1.0))
         act = node.attrs["backbone_act"]
         sizes = [int(lay["units"]) for lay in node.attrs["layers"]]
-        ys: list[np.ndarray] = []
-        for t in range(spec.seq):
-            xt = spec.x_at(x, t)
-            if spec.mixed:
-                assert c is not None
-                h, c = _lstm_ref(node.attrs["lstm"], xt, h, c)
+
+        def step(xt: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             inp, new_h, off = xt, [], 0
             for lay, n in zip(node.attrs["layers"], sizes, strict=True):
                 hl = h[:, off : off + n]
@@ -462,13 +491,9 @@ class CfC(Op):
                 inp = cfc_layer_ref(lay, z, hl, ts, mode)
                 new_h.append(inp)
                 off += n
-            h = _f32(np.concatenate(new_h, axis=1))
-            ys.append(inp)
-        outs = [spec.stack(ys), h]
-        if spec.mixed:
-            assert c is not None
-            outs.append(c)
-        return outs
+            return inp, _f32(np.concatenate(new_h, axis=1))
+
+        return _sequence_ref(node, inputs, spec, step)
 
     def macs(self, node: Node, g: Graph) -> int:
         spec = _cfc_spec(node, g)
@@ -523,13 +548,7 @@ class CfC(Op):
             src, src_n = f"(h + {off})", int(lay["units"])
             off += int(lay["units"])
         y_last = f"h + {spec.state - spec.out}"
-        store_y = (
-            f"for (int j = 0; j < {spec.out}; ++j) "
-            f"{ctx.out(0)}[{spec.y_offset()} + j] = ({y_last})[j];\n"
-        )
-        if spec.return_sequences:
-            return _sequence_kernel(node, ctx, spec, header, step + store_y, "")
-        return _sequence_kernel(node, ctx, spec, header, step, store_y)
+        return _sequence_kernel_storing(node, ctx, spec, header, step, f"({y_last})[j]")
 
     def _layer_c(
         self, node: Node, ctx: EmitContext, li: int, lay: dict[str, Any], src: str, src_n: int,
@@ -656,23 +675,9 @@ class LTC(Op):
 
     def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
         spec = _ltc_spec(node, g)
-        x = inputs[0]
-        assert x is not None
-        v = _initial(node, inputs, 1, spec)
-        c = _initial(node, inputs, 2, spec) if spec.mixed else None
-        ys = []
-        for t in range(spec.seq):
-            xt = spec.x_at(x, t)
-            if spec.mixed:
-                assert c is not None
-                v, c = _lstm_ref(node.attrs["lstm"], xt, v, c)
-            y, v = ltc_ref_step(node.attrs, xt, v)
-            ys.append(y)
-        outs = [spec.stack(ys), v]
-        if spec.mixed:
-            assert c is not None
-            outs.append(c)
-        return outs
+        return _sequence_ref(
+            node, inputs, spec, lambda xt, v: ltc_ref_step(node.attrs, xt, v)
+        )
 
     def _synapses(self, node: Node) -> tuple[int, int]:
         a = node.attrs
@@ -807,13 +812,7 @@ class LTC(Op):
             y_expr = f"{y_expr} * {ctx.const_array(f'{name}_out_w', _f32(a['out_w']))}[j]"
         if a.get("out_b") is not None:
             y_expr = f"{y_expr} + {ctx.const_array(f'{name}_out_b', _f32(a['out_b']))}[j]"
-        store_y = (
-            f"for (int j = 0; j < {spec.out}; ++j) "
-            f"{ctx.out(0)}[{spec.y_offset()} + j] = {y_expr};\n"
-        )
-        if spec.return_sequences:
-            return _sequence_kernel(node, ctx, spec, header, step + store_y, "")
-        return _sequence_kernel(node, ctx, spec, header, step, store_y)
+        return _sequence_kernel_storing(node, ctx, spec, header, step, y_expr)
 
 
 # -- NCAP swimmer -----------------------------------------------------------------------------
