@@ -1,4 +1,5 @@
-"""The fixed set of bench models, built deterministically from PyTorch into a cache directory.
+"""The fixed set of bench models, built deterministically from PyTorch into a cache directory,
+and the helpers that build and export any model that way (the tests use them too).
 
 Every model is built under a fixed seed (BatchNorm statistics randomised from a second fixed
 seed, so folding them is not a no-op), put in eval mode and exported with the legacy TorchScript
@@ -17,13 +18,16 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+Exporter = Literal["legacy", "dynamo"]
+EXPORTERS: tuple[Exporter, ...] = ("legacy", "dynamo")
 
 #: bump when a model definition changes (invalidates every cached ONNX file)
 SPEC_VERSION = 1
@@ -196,12 +200,12 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int) -> None:
+def randomize_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
+    """Give BatchNorm layers non-trivial statistics so folding them is actually tested."""
     import torch
     from torch import nn
 
-    gen = torch.Generator().manual_seed(seed)
-    for mod in module.modules():
+    for mod in model.modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             n = mod.num_features
             with torch.no_grad():
@@ -211,14 +215,67 @@ def _randomize_batchnorm(module: nn.Module, seed: int) -> None:
                 mod.bias.copy_(torch.randn(n, generator=gen) * 0.2)
 
 
-def build_torch(spec: BenchModel) -> nn.Module:
-    """The model's ``torch.nn.Module``: fixed seed, BatchNorm statistics randomised, eval mode."""
+def build(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """``factory()`` built under ``seed``, BatchNorm statistics randomised (from ``seed + 1``,
+    so folding them is not a no-op), in eval mode."""
     import torch
 
-    torch.manual_seed(SEED)
-    model = spec.factory()
-    _randomize_batchnorm(model, SEED + 1)
+    torch.manual_seed(seed)
+    model = factory()
+    randomize_batchnorm(model, torch.Generator().manual_seed(seed + 1))
     return model.eval()
+
+
+def export(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    path: str | Path,
+    exporter: Exporter,
+    input_names: Sequence[str] = ("x",),
+    output_names: Sequence[str] = ("y",),
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    optimize: bool = True,
+    **extra: Any,
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` with the chosen exporter; returns ``path``.
+
+    The dynamo exporter writes its weights to ``<path>.data``; the legacy one embeds them.
+    ``dynamic_batch`` makes dimension 0 of every input (and, for legacy, output) symbolic:
+    ``dynamic_axes`` for the legacy exporter, ``dynamic_shapes`` for dynamo (which needs an
+    example batch of at least 2). ``optimize=False`` turns off the exporter's own graph clean-up
+    (legacy: constant folding, dynamo: the ONNX optimiser), which leaves BatchNormalization nodes
+    and shape-computation chains for edgec to remove. ``extra`` goes to ``torch.onnx.export``.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"input_names": list(input_names),
+                              "output_names": list(output_names), **extra}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*input_names, *output_names]}
+            torch.onnx.export(model, tuple(inputs), str(path), dynamo=False,
+                              do_constant_folding=optimize, **kwargs)
+        elif exporter == "dynamo":
+            if dynamic_batch:
+                batch = torch.export.Dim("batch")
+                kwargs["dynamic_shapes"] = tuple({0: batch} for _ in inputs)
+            torch.onnx.export(model, tuple(inputs), str(path), dynamo=True, verbose=False,
+                              external_data=True, optimize=optimize, **kwargs)
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}")
+    return path
+
+
+def build_torch(spec: BenchModel) -> nn.Module:
+    """The model's ``torch.nn.Module``: fixed seed, BatchNorm statistics randomised, eval mode."""
+    return build(spec.factory, SEED)
 
 
 def torch_param_count(spec: BenchModel) -> int:
@@ -232,15 +289,10 @@ def export_onnx(spec: BenchModel, path: Path) -> Path:
     import torch
 
     model = build_torch(spec)
-    args = tuple(torch.from_numpy(x) for x in spec.feeds().values())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    args = [torch.from_numpy(x) for x in spec.feeds().values()]
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, args, str(tmp), dynamo=False, do_constant_folding=True,
-            opset_version=OPSET, input_names=list(spec.inputs), output_names=list(spec.outputs),
-        )
+    export(model, args, tmp, "legacy", input_names=list(spec.inputs),
+           output_names=list(spec.outputs), opset=OPSET)
     os.replace(tmp, path)
     return path
 

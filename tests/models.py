@@ -1,5 +1,6 @@
-"""Small PyTorch models for whole-model tests, and an ONNX export helper for both exporters.
+"""Small PyTorch models for whole-model tests.
 
+``build`` and ``export`` come from ``bench.models`` (one definition for tests and benches):
 ``export(model, inputs, path, exporter)`` writes ``path`` with either the legacy TorchScript
 exporter (``"legacy"``: one self-contained file) or the default dynamo exporter (``"dynamo"``:
 weights in ``path + ".data"`` next to it). Every model is built under a fixed seed and put in
@@ -8,12 +9,8 @@ eval mode, so the same call gives the same weights.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -21,10 +18,11 @@ import torch
 from torch import nn
 
 import edgec
+from bench.models import EXPORTERS, Exporter, build, export, randomize_batchnorm
 from tests.helpers import ort_run
 
-Exporter = Literal["legacy", "dynamo"]
-EXPORTERS: tuple[Exporter, ...] = ("legacy", "dynamo")
+__all__ = ["EXPORTERS", "Exporter", "build", "export", "randomize_batchnorm"]
+
 
 #: generated C (and edgec's IR interpreter) vs onnxruntime: both float32, but different
 #: summation orders and libm
@@ -174,71 +172,6 @@ class ActivationMix(nn.Module):
         e = nn.functional.hardswish(h) + nn.functional.hardsigmoid(h) + self.prelu(h)
         f = torch.clamp(h, -0.5, 0.5) + 0.1 * h.pow(2) + torch.reciprocal(mag + 1.0)
         return torch.tanh(a + b + c + d + e + f + torch.relu(h)) @ self.proj
-
-
-def _randomize_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
-    """Give BatchNorm layers non-trivial statistics so folding them is actually tested."""
-    for mod in model.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            n = mod.num_features
-            with torch.no_grad():
-                mod.running_mean.copy_(torch.randn(n, generator=gen) * 0.3)
-                mod.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.25)
-                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-
-
-def build(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    """``factory()`` built under ``seed``, BatchNorm statistics randomised, in eval mode."""
-    torch.manual_seed(seed)
-    model = factory()
-    _randomize_batchnorm(model, torch.Generator().manual_seed(seed + 1))
-    return model.eval()
-
-
-def export(
-    model: nn.Module,
-    inputs: Sequence[torch.Tensor],
-    path: str | Path,
-    exporter: Exporter,
-    input_names: Sequence[str] = ("x",),
-    output_names: Sequence[str] = ("y",),
-    dynamic_batch: bool = False,
-    opset: int | None = None,
-    optimize: bool = True,
-    **extra: Any,
-) -> Path:
-    """Export ``model`` to ONNX at ``path`` with the chosen exporter; returns ``path``.
-
-    The dynamo exporter writes its weights to ``<path>.data``; the legacy one embeds them.
-    ``dynamic_batch`` makes dimension 0 of every input (and, for legacy, output) symbolic:
-    ``dynamic_axes`` for the legacy exporter, ``dynamic_shapes`` for dynamo (which needs an
-    example batch of at least 2). ``optimize=False`` turns off the exporter's own graph clean-up
-    (legacy: constant folding, dynamo: the ONNX optimiser), which leaves BatchNormalization nodes
-    and shape-computation chains for edgec to remove. ``extra`` goes to ``torch.onnx.export``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {"input_names": list(input_names),
-                              "output_names": list(output_names), **extra}
-    if opset is not None:
-        kwargs["opset_version"] = opset
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        if exporter == "legacy":
-            if dynamic_batch:
-                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*input_names, *output_names]}
-            torch.onnx.export(model, tuple(inputs), str(path), dynamo=False,
-                              do_constant_folding=optimize, **kwargs)
-        elif exporter == "dynamo":
-            if dynamic_batch:
-                batch = torch.export.Dim("batch")
-                kwargs["dynamic_shapes"] = tuple({0: batch} for _ in inputs)
-            torch.onnx.export(model, tuple(inputs), str(path), dynamo=True, verbose=False,
-                              external_data=True, optimize=optimize, **kwargs)
-        else:
-            raise ValueError(f"unknown exporter {exporter!r}")
-    return path
 
 
 def torch_forward(model: nn.Module, inputs: Sequence[np.ndarray]) -> np.ndarray:
