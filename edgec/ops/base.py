@@ -76,7 +76,7 @@ class Op:
     #: the op takes int8 tensors (the int8 ops, and data movement that copies codes unchanged);
     #: any other op handed an int8 tensor is refused at shape inference.
     int8: ClassVar[bool] = False
-    #: output 0 holds input 0's values (moved, not changed): an int8 output without its own
+    #: the outputs hold input 0's values (moved, not changed): an int8 output without its own
     #: quantization inherits input 0's (see :meth:`quant_axis` for per-channel parameters).
     quant_passthrough: ClassVar[bool] = False
 

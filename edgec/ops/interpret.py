@@ -75,12 +75,12 @@ def infer_node(g: Graph, node: Node) -> None:
 
 def _out_quant(g: Graph, node: Node, op: Op, k: int, shape: Shape, dtype: str) -> Quant | None:
     """The quantization of output ``k``: the one the front-end gave it, else, for ops that move
-    data without changing it (Reshape, Transpose, Slice...), input 0's (a per-channel axis
-    follows the data where the op can say where it goes, see ``Op.quant_axis``)."""
+    data without changing it (Reshape, Transpose, Slice, Split...), input 0's (a per-channel
+    axis follows the data where the op can say where it goes, see ``Op.quant_axis``)."""
     old = g.tensors.get(node.outputs[k])
     if old is not None and old.quant is not None:
         return old.quant
-    if dtype not in QUANT_DTYPES or not op.quant_passthrough or k != 0 or not node.inputs:
+    if dtype not in QUANT_DTYPES or not op.quant_passthrough or not node.inputs:
         return None
     src = g.quant(node.inputs[0])
     if src is None:
