@@ -7,10 +7,11 @@ contribute nothing (TFLite skips them, which equals reading the input zero point
 
 The C kernel is im2col + int8 GEMM: per output pixel and group the receptive field
 ``[KH][KW][C/groups]`` is gathered into a scratch patch planned in the arena (padding filled with
-the input zero point), then each output channel is one ``edgec_dot_s8`` against its weight row
-plus a bias with the zero point folded in at compile time (``b[o] - zp_x * sum(w[o])``), then the
-fused requantize + clamp. A 1x1 convolution without padding reads the input pixel in place (no
-patch). Multipliers: double products (TFLite ``PopulateConvolutionQuantizationParams``).
+the input zero point), then the output channels are dot products against their weight rows,
+four at a time (``edgec_dot4_s8``), each starting from a bias with the zero point folded in at
+compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A 1x1
+convolution without padding reads the input pixel in place (no patch). Multipliers: double
+products (TFLite ``PopulateConvolutionQuantizationParams``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from edgec.ops.int8.common import (
     Window,
     act_range,
     fits_int32,
+    gemv_rows,
     indent,
     per_tensor,
     requantize_ref,
     require_dtype,
-    use_dot,
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import rounding_of
@@ -129,17 +130,11 @@ class QConv2D(QOp):
                                param=True)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
-        dot, requant = use_dot(ctx), use_requant(ctx, rounding_of(ctx.g))
+        requant = use_requant(ctx, rounding_of(ctx.g))
         x, y = ctx.inp(0), ctx.out(0)
         hw_c = win.h * win.w * win.c
-        channels = (
-            f"for (int oc = {'gr * ' + str(og) if groups > 1 else '0'}; "
-            f"oc < {'(gr + 1) * ' + str(og) if groups > 1 else str(og)}; ++oc) {{\n"
-            f"    const int32_t acc = {dot}(patch, {wsym} + oc * {k}, {k}, {bsym}[oc]);\n"
-            f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, {lo}, "
-            f"{hi});\n"
-            f"}}\n"
-        )
+        channels = gemv_rows(ctx, "patch", wsym, k, f"gr * {og}" if groups > 1 else "0", og,
+                             bsym, rq, requant, zp_y, lo, hi, "yp")
         if self._direct(win, groups):
             pixel = (f"const int8_t *patch = xn + ((oh * {win.sh}) * {win.w} + ow * {win.sw})"
                      f" * {win.c};\n" + channels)

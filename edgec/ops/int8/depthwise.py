@@ -8,7 +8,8 @@
 
 C: per output pixel the in-input tap range is computed once; pixels whose window lies wholly
 inside the input use the bias with the zero point folded in (``b - zp_x * sum(w)``) and the raw
-codes, border pixels sum ``w * (x - zp_x)`` over their valid taps; requantize + clamp fused.
+codes, with the taps unrolled at constant offsets (windows up to 5x5); border pixels sum
+``w * (x - zp_x)`` over their valid taps; requantize + clamp fused.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from edgec.ops.int8.fixedpoint import rounding_of
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 
 Outs = list[tuple[Shape, str]]
+#: windows of at most this many taps are unrolled (constant offsets) where wholly inside
+UNROLL_TAPS = 25
 
 
 def _geometry(node: Node, g: Graph) -> tuple[Window, int, int]:
@@ -114,7 +117,14 @@ class QDepthwiseConv2D(QOp):
             )
 
         xv = f"xr[(iw + kw * {win.dw}) * {win.c}]" if win.dw > 1 else f"xr[(iw + kw) * {win.c}]"
-        full = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * {xv};")
+        if win.kh * win.kw <= UNROLL_TAPS:  # whole window inside: every tap at a fixed offset
+            taps = [((kh * win.dh * win.w + kw * win.dw) * win.c, (kh * win.kw + kw) * oc)
+                    for kh in range(win.kh) for kw in range(win.kw)]
+            full = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c} + {ic};\n"
+                    f"const int8_t *wp = {wsym} + oc;\n"
+                    + "".join(f"acc += (int32_t)wp[{wo}] * xp[{xo}];\n" for xo, wo in taps))
+        else:
+            full = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * {xv};")
         if win.any_padding:
             bsym = ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True)
             border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - ({zp_x}));")

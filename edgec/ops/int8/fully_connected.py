@@ -9,10 +9,11 @@ The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (opti
 ``int8_rounding="tflite"``), TFLite Micro twice (``"double"``): see fixedpoint.py.
 
 The C kernel folds the input zero point into the bias at compile time
-(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its inner loop is the plain int8 dot product
-``edgec_dot_s8`` over the weight row (the place a DSP/SMLAD path hooks in); requantization and
-the activation clamp are one fused step. :func:`weight_layout` is where a kernel that wants the
-weights re-laid out (interleaved rows for SIMD) gets them, at compile time.
+(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its inner loops are plain int8 dot products over
+the weight rows, four rows at a time sharing each input load (``edgec_dot4_s8``, the place a
+DSP/SMLAD path hooks in); requantization and the activation clamp are one fused step.
+:func:`weight_layout` is where a kernel that wants the weights re-laid out (interleaved rows for
+SIMD) gets them, at compile time.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from edgec.ops.int8.common import (
     Requant,
     act_range,
     fits_int32,
+    gemv_rows,
     per_tensor,
     quant_of,
     requantize_ref,
     require_dtype,
-    use_dot,
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
@@ -154,14 +155,9 @@ class QFullyConnected(QOp):
         wsym = ctx.const_array(f"{node.name}_w", weight_layout(w), "int8_t", param=True)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
-        dot, requant = use_dot(ctx), use_requant(ctx, rounding_of(g, fully_connected=True))
+        requant = use_requant(ctx, rounding_of(g, fully_connected=True))
         x, y = ctx.inp(0), ctx.out(0)
-        row = (
-            f"for (int m = 0; m < {m}; ++m) {{\n"
-            f"    const int32_t acc = {dot}(xr, {wsym} + m * {k}, {k}, {bsym}[m]);\n"
-            f"    yr[m] = {requant}(acc, {rq.mult('m')}, {rq.shift('m')}, {zp_y}, {lo}, {hi});\n"
-            f"}}\n"
-        )
+        row = gemv_rows(ctx, "xr", wsym, k, "0", m, bsym, rq, requant, zp_y, lo, hi, "yr")
         if rows == 1:
             return f"const int8_t *xr = {x};\nint8_t *yr = {y};\n" + row
         inner = "".join("    " + ln + "\n" for ln in row.rstrip("\n").split("\n"))
