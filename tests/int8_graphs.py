@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from edgec.interpret import infer_node, infer_shapes
 from edgec.ir import Graph, Node, Quant, Tensor
+from edgec.ops.interpret import infer_node, infer_shapes
 
 
 class Builder:

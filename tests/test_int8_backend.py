@@ -16,8 +16,8 @@ import pytest
 from edgec.api import compile_graph
 from edgec.backend.planner import ALIGN, plan_memory, tensor_bytes
 from edgec.errors import EdgecError, UnsupportedOpError
-from edgec.interpret import infer_shapes, interpret
 from edgec.ir import Graph, Node, Quant, Tensor
+from edgec.ops.interpret import infer_shapes, interpret
 from tests.int8_graphs import Builder, kitchen_sink
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgec.api import compile_graph
-from edgec.interpret import interpret
 from edgec.ir import Graph, Node, Quant, Tensor
+from edgec.ops.interpret import interpret
 from tests.int8_graphs import Builder, kitchen_sink, random_feeds
 
 MODES = ("tflite", "double")

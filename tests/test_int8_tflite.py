@@ -23,9 +23,9 @@ tf = pytest.importorskip(
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert runs the TFLite reference")
 
 from edgec.api import CompiledModel, compile_graph  # noqa: E402
-from edgec.interpret import interpret  # noqa: E402
 from edgec.ir import Graph  # noqa: E402
 from edgec.ops.int8 import lut  # noqa: E402
+from edgec.ops.interpret import interpret  # noqa: E402
 from tests.tflite_int8 import (  # noqa: E402
     DEFAULT,
     REF,

@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from edgec.interpret import infer_shapes
 from edgec.ir import Graph, Node, Quant, Tensor
 from edgec.ops.int8 import lut
 from edgec.ops.int8.fixedpoint import activation_range
+from edgec.ops.interpret import infer_shapes
 
 REF = OpResolverType.BUILTIN_REF
 DEFAULT = OpResolverType.AUTO
