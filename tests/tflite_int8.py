@@ -151,7 +151,6 @@ _LUTS: dict[str, Callable[[Quant, Quant, dict[str, Any]], np.ndarray]] = {
     "RELU_N1_TO_1": lambda qi, qo, a: lut.relu_lut(qi, qo, -1.0, 1.0),
     "LEAKY_RELU": lambda qi, qo, a: lut.leaky_relu_lut(qi, qo, a["alpha"]),
     "HARD_SWISH": lambda qi, qo, a: lut.hard_swish_lut(qi, qo),
-    "ELU": lambda qi, qo, a: lut.elu_lut(qi, qo),
 }
 
 

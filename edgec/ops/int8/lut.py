@@ -2,7 +2,7 @@
 output code for every input code -128..127, in that order), and the tables of TFLite's int8
 activation kernels, computed at compile time from numpy models of those kernels:
 
-* :func:`float_lut` — TFLite's ``PopulateLookupTable`` (LOGISTIC, TANH and ELU in the TFLite
+* :func:`float_lut` — TFLite's ``PopulateLookupTable`` (LOGISTIC and TANH in the TFLite
   interpreter): dequantize in float32, apply the function, ``round(y / s_out) + zp_out``.
 * :func:`relu_lut` — ``QuantizedReluX`` (RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1): rescale with
   MBQM, clamp to the activation range.
@@ -102,10 +102,6 @@ def tanh_lut(q_in: Quant, q_out: Quant, fixed_point: bool = False,
     if fixed_point:
         return _fixed_point_lut(q_in, "tanh", rounding)
     return float_lut(q_in, q_out, np.tanh)
-
-
-def elu_lut(q_in: Quant, q_out: Quant) -> np.ndarray:
-    return float_lut(q_in, q_out, lambda v: np.where(v < 0, np.expm1(v), v))
 
 
 def relu_lut(q_in: Quant, q_out: Quant, lo: float | None = 0.0, hi: float | None = None,
