@@ -211,3 +211,17 @@ def test_quant_validation() -> None:
         Quant([0.1, 0.2], [0], 0)
     with pytest.raises(ValueError, match="channel axis"):
         Quant([0.1, 0.2], [0, 0])
+
+
+def test_non_int8_integer_ports_stay_float() -> None:
+    """A constant integer output (here a Shape) is still a float port, as before int8 ports."""
+    g = Graph("shape_out")
+    g.tensors["x"] = Tensor("x", (2, 3))
+    g.inputs = ["x"]
+    g.nodes = [Node("Shape", "s", ["x"], ["s"], {}), Node("Relu", "r", ["x"], ["y"], {})]
+    g.outputs = ["s", "y"]
+    infer_shapes(g)
+    m = compile_graph(g)
+    assert "float *out_s" in m.c_header
+    s, _ = m.run(np.ones((2, 3), np.float32))
+    assert s.dtype == np.float32 and s.tolist() == [2.0, 3.0]

@@ -457,22 +457,19 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
 
 def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
     t = g.tensor(tensor)
-    if t.dtype not in ("float32", "int8"):
+    if t.dtype != "int8":  # float ports (booleans and constant integers are passed as floats)
+        return Port(tensor, c, t.shape, state)
+    if state:
         raise EdgecError(
-            f"model port '{tensor}' has dtype {t.dtype}; ports are float32 or int8"
+            f"state port '{tensor}' is int8; state carried by <name>_step must be float32"
         )
-    if t.dtype == "int8":
-        if state:
-            raise EdgecError(
-                f"state port '{tensor}' is int8; state carried by <name>_step must be float32"
-            )
-        q = t.quant
-        if q is None or q.size != 1:
-            what = "no quantization" if q is None else "per-channel quantization"
-            raise EdgecError(
-                f"int8 model port '{tensor}' has {what}; int8 ports need one scale and zero "
-                "point (they are stated in the header)"
-            )
+    q = t.quant
+    if q is None or q.size != 1:
+        what = "no quantization" if q is None else "per-channel quantization"
+        raise EdgecError(
+            f"int8 model port '{tensor}' has {what}; int8 ports need one scale and zero "
+            "point (they are stated in the header)"
+        )
     return Port(tensor, c, t.shape, state, t.dtype, t.quant)
 
 
