@@ -1,0 +1,1 @@
+"""TFLite front-end: ``.tflite`` flatbuffers → IR (see reader.py, importer.py)."""
