@@ -142,9 +142,10 @@ def load_graph(
     example_inputs: Any = None,
     options: Mapping[str, Any] | None = None,
 ) -> Graph:
-    """Any supported model source → IR: an ONNX file or ModelProto, a ``.pt2`` torch.export
-    program (file or ExportedProgram), an ``nn.Module`` with ``example_inputs``, or
-    ``file.py:function`` naming a Python function that returns ``(module, example_inputs)``."""
+    """Any supported model source → IR: an ONNX file or ModelProto, a ``.tflite`` file (or its
+    bytes), a ``.pt2`` torch.export program (file or ExportedProgram), an ``nn.Module`` with
+    ``example_inputs``, or ``file.py:function`` naming a Python function that returns
+    ``(module, example_inputs)``."""
     from edgec.frontend.onnx_import import from_model_proto, load_onnx
 
     opts = dict(options or {})
@@ -160,7 +161,15 @@ def load_graph(
             from edgec.frontend.pytorch.importer import load_pt2
 
             return load_pt2(text, name)
+        if text.lower().endswith(".tflite"):
+            from edgec.frontend.tflite.importer import load_tflite
+
+            return load_tflite(text, input_shapes, name=name)
         return load_onnx(model, input_shapes, name=name)
+    if isinstance(model, (bytes, bytearray)) and bytes(model[4:8]) == b"TFL3":
+        from edgec.frontend.tflite.importer import from_tflite_bytes
+
+        return from_tflite_bytes(bytes(model), input_shapes, name=name)
     kind = type(model).__name__
     if kind == "ModelProto":
         return from_model_proto(model, input_shapes, source=name or "model", name=name)

@@ -89,3 +89,258 @@ def test_reader_garbage_after_identifier() -> None:
 def test_reader_missing_file(tmp_path) -> None:
     with pytest.raises(EdgecError, match="no such file"):
         read_tflite(tmp_path / "none.tflite")
+
+
+# -- float builtins vs the TFLite interpreter --------------------------------------------------
+
+import edgec  # noqa: E402
+from tests.tflite_builder import run_interpreter  # noqa: E402
+
+#: float32 C vs TFLite's reference kernels (both single precision, different libm/orders)
+RTOL, ATOL = 1e-4, 1e-5
+
+RNG = np.random.default_rng(1234)
+
+
+def _rand(*shape: int, scale: float = 1.0) -> np.ndarray:
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def check(data: bytes, feeds: list[np.ndarray], rtol: float = RTOL, atol: float = ATOL,
+          **kw: object) -> edgec.CompiledModel:
+    """Compile ``data`` with edgec; the C output and the IR interpreter must match TFLite."""
+    expected = run_interpreter(data, feeds)
+    m = edgec.compile(data, name="t", **kw)  # type: ignore[arg-type]
+    got = m.run(*feeds)
+    got = got if isinstance(got, list) else [got]
+    ref = m.reference(*feeds)
+    ref = ref if isinstance(ref, list) else [ref]
+    assert len(got) == len(expected)
+    for i, (g_, r_, e_) in enumerate(zip(got, ref, expected, strict=True)):
+        assert g_.shape == e_.shape, f"output {i}: edgec {g_.shape} vs TFLite {e_.shape}"
+        np.testing.assert_allclose(g_, e_, rtol=rtol, atol=atol, err_msg=f"C output {i}")
+        np.testing.assert_allclose(r_, e_, rtol=rtol, atol=atol, err_msg=f"IR output {i}")
+    return m
+
+
+def single(opname: str, ins: list[tuple[int, ...] | np.ndarray], out: tuple[int, ...],
+           options: str | None = None, n_out: int = 1,
+           **fields: object) -> tuple[bytes, list[np.ndarray]]:
+    """A one-operator model: tuples are run-time float inputs (random feeds), arrays constants
+    (int arrays too), None an absent optional input."""
+    b = TflBuilder()
+    idx, feeds, graph_ins = [], [], []
+    for k, spec in enumerate(ins):
+        if spec is None:
+            idx.append(-1)
+        elif isinstance(spec, tuple):
+            t = b.input(f"x{k}", spec)
+            idx.append(t)
+            graph_ins.append(t)
+            feeds.append(_rand(*spec))
+        else:
+            idx.append(b.const(f"c{k}", spec))
+    outs = [b.tensor(f"y{k}", out) for k in range(n_out)]
+    b.op(opname, idx, outs, options, **fields)
+    return b.build(graph_ins, outs), feeds
+
+
+@pytest.mark.parametrize("act", [0, 1, 2, 3])
+def test_fully_connected_fused_activations(act: int) -> None:
+    check(*single("FULLY_CONNECTED", [(3, 10), _rand(7, 10), _rand(7)], (3, 7),
+                  "FullyConnectedOptions", fusedActivationFunction=act))
+
+
+def test_fully_connected_no_bias_flatten_and_keep_dims() -> None:
+    check(*single("FULLY_CONNECTED", [(2, 3, 4), _rand(5, 12), None], (2, 5),
+                  "FullyConnectedOptions"))
+    check(*single("FULLY_CONNECTED", [(2, 3, 4), _rand(5, 4), _rand(5)], (2, 3, 5),
+                  "FullyConnectedOptions", keepNumDims=True))
+
+
+def test_fully_connected_runtime_weights() -> None:
+    check(*single("FULLY_CONNECTED", [(2, 6), (4, 6), None], (2, 4), "FullyConnectedOptions"))
+
+
+def _out_size(size: int, k: int, s: int, d: int, same: bool) -> int:
+    return -(-size // s) if same else -(-(size - (k - 1) * d) // s)
+
+
+CONV_CASES = [  # (H, W, C, O, KH, KW, stride, dilation, SAME, act)
+    (9, 9, 3, 4, 3, 3, (1, 1), (1, 1), True, 0),
+    (10, 7, 2, 5, 3, 2, (2, 1), (1, 1), True, 1),
+    (8, 8, 4, 3, 3, 3, (2, 2), (1, 1), False, 3),
+    (11, 9, 3, 6, 3, 3, (1, 1), (2, 2), True, 0),
+    (11, 11, 2, 3, 5, 3, (3, 2), (1, 2), False, 2),
+    (6, 6, 8, 16, 1, 1, (1, 1), (1, 1), False, 2),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_2d(case: tuple) -> None:
+    h, w, c, o, kh, kw, (sh, sw), (dh, dw), same, act = case
+    oh, ow = _out_size(h, kh, sh, dh, same), _out_size(w, kw, sw, dw, same)
+    check(*single("CONV_2D", [(1, h, w, c), _rand(o, kh, kw, c), _rand(o)], (1, oh, ow, o),
+                  "Conv2DOptions", padding=0 if same else 1, strideH=sh, strideW=sw,
+                  dilationHFactor=dh, dilationWFactor=dw, fusedActivationFunction=act))
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:5])
+@pytest.mark.parametrize("mult", [1, 2])
+def test_depthwise_conv_2d(case: tuple, mult: int) -> None:
+    h, w, c, _, kh, kw, (sh, sw), (dh, dw), same, act = case
+    oh, ow = _out_size(h, kh, sh, dh, same), _out_size(w, kw, sw, dw, same)
+    check(*single("DEPTHWISE_CONV_2D", [(1, h, w, c), _rand(1, kh, kw, c * mult),
+                                        _rand(c * mult)], (1, oh, ow, c * mult),
+                  "DepthwiseConv2DOptions", padding=0 if same else 1, strideH=sh, strideW=sw,
+                  depthMultiplier=mult, dilationHFactor=dh, dilationWFactor=dw,
+                  fusedActivationFunction=act))
+
+
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@pytest.mark.parametrize("case", [(9, 9, 3, 3, 2, 2, True, 0), (8, 7, 2, 2, 2, 2, False, 1),
+                                  (10, 10, 3, 3, 3, 1, True, 3), (5, 6, 2, 5, 1, 1, False, 0)])
+def test_pools(op: str, case: tuple) -> None:
+    h, w, kh, kw, sh, sw, same, act = case
+    oh, ow = _out_size(h, kh, sh, 1, same), _out_size(w, kw, sw, 1, same)
+    check(*single(op, [(2, h, w, 3)], (2, oh, ow, 3), "Pool2DOptions",
+                  padding=0 if same else 1, strideH=sh, strideW=sw, filterHeight=kh,
+                  filterWidth=kw, fusedActivationFunction=act))
+
+
+@pytest.mark.parametrize("op,options", [("ADD", "AddOptions"), ("SUB", "SubOptions"),
+                                        ("MUL", "MulOptions"), ("DIV", "DivOptions")])
+@pytest.mark.parametrize("act", [0, 1, 3])
+def test_binary_broadcast_fused(op: str, options: str, act: int) -> None:
+    check(*single(op, [(2, 3, 4), (1, 4)], (2, 3, 4), options, fusedActivationFunction=act))
+    check(*single(op, [(2, 1, 4), _rand(3, 1) + 3.0], (2, 3, 4), options,
+                  fusedActivationFunction=act))
+
+
+@pytest.mark.parametrize("op,options,fields", [
+    ("LOGISTIC", None, {}), ("TANH", None, {}), ("RELU", None, {}), ("RELU6", None, {}),
+    ("RELU_N1_TO_1", None, {}), ("LEAKY_RELU", "LeakyReluOptions", {"alpha": 0.15}),
+    ("HARD_SWISH", None, {}), ("ELU", None, {}), ("EXP", None, {}), ("ABS", None, {}),
+    ("NEG", None, {}), ("SQUARE", None, {}), ("GELU", "GeluOptions", {"approximate": False}),
+    ("GELU", "GeluOptions", {"approximate": True}),
+])
+def test_unary(op: str, options: str | None, fields: dict) -> None:
+    data, feeds = single(op, [(2, 5, 3)], (2, 5, 3), options, **fields)
+    feeds = [f * 4 for f in feeds]  # reach the clamps
+    check(data, feeds)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_softmax(beta: float) -> None:
+    check(*single("SOFTMAX", [(3, 10)], (3, 10), "SoftmaxOptions", beta=beta))
+
+
+@pytest.mark.parametrize("op", ["MEAN", "SUM", "REDUCE_MAX"])
+@pytest.mark.parametrize("keep", [True, False])
+def test_reductions(op: str, keep: bool) -> None:
+    out = (2, 1, 1, 3) if keep else (2, 3)
+    check(*single(op, [(2, 4, 5, 3), np.array([1, 2], np.int32)], out, "ReducerOptions",
+                  keepDims=keep))
+
+
+def test_concatenation_and_pack_unpack() -> None:
+    check(*single("CONCATENATION", [(2, 3, 4), (2, 1, 4), (2, 2, 4)], (2, 6, 4),
+                  "ConcatenationOptions", axis=1))
+    check(*single("CONCATENATION", [(2, 3), (2, 5)], (2, 8), "ConcatenationOptions", axis=-1))
+    check(*single("PACK", [(2, 3), (2, 3)], (2, 2, 3), "PackOptions", valuesCount=2, axis=1))
+    check(*single("UNPACK", [(2, 3, 4)], (2, 4), "UnpackOptions", n_out=3, num=3, axis=1))
+
+
+def test_reshape_squeeze_expand_dims() -> None:
+    check(*single("RESHAPE", [(2, 3, 4), np.array([4, -1], np.int32)], (4, 6)))
+    check(*single("RESHAPE", [(2, 3, 4)], (6, 4), "ReshapeOptions", newShape=[6, 4]))
+    check(*single("SQUEEZE", [(1, 3, 1, 4)], (3, 4), "SqueezeOptions", squeezeDims=[0, 2]))
+    check(*single("EXPAND_DIMS", [(3, 4), np.array([1], np.int32)], (3, 1, 4)))
+
+
+def test_pad_variants() -> None:
+    pads = np.array([[0, 0], [1, 2], [2, 0], [0, 1]], np.int32)
+    check(*single("PAD", [(1, 3, 4, 2), pads], (1, 6, 6, 3)))
+    check(*single("PADV2", [(1, 3, 4, 2), pads, np.array([1.5], np.float32)], (1, 6, 6, 3)))
+    check(*single("MIRROR_PAD", [(1, 3, 4, 2), pads], (1, 6, 6, 3), "MirrorPadOptions",
+                  mode=0))
+
+
+@pytest.mark.parametrize("spec", [
+    # begin, end, strides, begin_mask, end_mask, shrink, new_axis, ellipsis, out shape
+    ([0, 1, 0], [2, 3, 4], [1, 1, 2], 0, 0, 0, 0, 0, (2, 2, 2)),
+    ([0, 0, 0], [0, 0, 0], [1, 1, 1], 7, 7, 0, 0, 0, (2, 3, 4)),
+    ([-1, 0, 0], [0, 0, 0], [1, 1, 1], 6, 6, 1, 0, 0, (3, 4)),
+    ([0, 2, 3], [2, 0, 0], [1, -1, -2], 1, 6, 0, 0, 0, (2, 3, 2)),
+    ([0, 1], [0, 2], [1, 1], 0, 0, 2, 0, 1, (2, 3)),
+    ([0, 0, 1], [1, 0, 3], [1, 1, 1], 2, 2, 0, 1, 0, (1, 2, 2, 4)),
+])
+def test_strided_slice(spec: tuple) -> None:
+    begin, end, strides, bm, em, sh, na, el, out = spec
+    check(*single("STRIDED_SLICE", [(2, 3, 4), np.array(begin, np.int32),
+                                    np.array(end, np.int32), np.array(strides, np.int32)],
+                  out, "StridedSliceOptions", beginMask=bm, endMask=em, shrinkAxisMask=sh,
+                  newAxisMask=na, ellipsisMask=el))
+
+
+def test_slice_transpose_gather_split() -> None:
+    check(*single("SLICE", [(3, 4, 5), np.array([1, 0, 2], np.int32),
+                            np.array([2, -1, 3], np.int32)], (2, 4, 3)))
+    check(*single("TRANSPOSE", [(2, 3, 4), np.array([2, 0, 1], np.int32)], (4, 2, 3)))
+    check(*single("GATHER", [(5, 3), np.array([4, 0, 2], np.int32)], (3, 3), "GatherOptions",
+                  axis=0))
+    check(*single("SPLIT", [np.array(1, np.int32), (2, 6)], (2, 2), "SplitOptions", n_out=3,
+                  numSplits=3))
+    check(*single("SPLIT_V", [(2, 6), np.array([1, 3, 2], np.int32), np.array(1, np.int32)],
+                  (2, 1), "SplitVOptions", n_out=3, numSplits=3))
+
+
+def test_batch_matmul_adjoint() -> None:
+    check(*single("BATCH_MATMUL", [(2, 3, 4), (2, 5, 4)], (2, 3, 5), "BatchMatMulOptions",
+                  adjY=True))
+
+
+def lstm_model(cifg: bool = False, peep: bool = False, time_major: bool = False, act: int = 4,
+               batch: int = 2, steps: int = 5, n_in: int = 3,
+               hidden: int = 4) -> tuple[bytes, np.ndarray]:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM with variable (carried) state, as the converter writes it."""
+    b = TflBuilder()
+    xs = (steps, batch, n_in) if time_major else (batch, steps, n_in)
+    x = b.input("x", xs)
+
+    def c(name: str, *shape: int) -> int:
+        return b.const(name, _rand(*shape, scale=0.5))
+
+    h = hidden
+    ins = [x, -1 if cifg else c("wi", h, n_in), c("wf", h, n_in), c("wc", h, n_in),
+           c("wo", h, n_in), -1 if cifg else c("ri", h, h), c("rf", h, h), c("rc", h, h),
+           c("ro", h, h), c("pi", h) if peep and not cifg else -1, c("pf", h) if peep else -1,
+           c("po", h) if peep else -1, -1 if cifg else c("bi", h), c("bf", h), c("bc", h),
+           c("bo", h), -1, -1, b.tensor("h", (batch, h), variable=True),
+           b.tensor("c", (batch, h), variable=True), -1, -1, -1, -1]
+    y = b.tensor("y", (*xs[:2], h))
+    b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y], "UnidirectionalSequenceLSTMOptions",
+         fusedActivationFunction=act, timeMajor=time_major)
+    return b.build([x], [y]), _rand(*xs)
+
+
+@pytest.mark.parametrize("kw", [{}, {"cifg": True}, {"peep": True}, {"time_major": True},
+                                {"cifg": True, "peep": True}, {"act": 1}])
+def test_unidirectional_sequence_lstm_carries_state_like_tflite(kw: dict) -> None:
+    """TFLite keeps the LSTM's variable state from one invoke to the next: edgec's ``_step``
+    carries it the same way (and ``reset`` starts from zero like a fresh interpreter)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    data, x = lstm_model(**kw)
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    i0, o0 = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    m = edgec.compile(data, name="lstm")
+    assert m.is_stateful and m.graph.state == [("h", "h_next"), ("c", "c_next")]
+    m.reset()
+    for step in range(3):
+        xi = x * (step + 1)
+        it.set_tensor(i0, xi)
+        it.invoke()
+        np.testing.assert_allclose(m.step(xi), it.get_tensor(o0), rtol=RTOL, atol=ATOL,
+                                   err_msg=f"invoke {step}")
