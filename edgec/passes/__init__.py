@@ -18,6 +18,7 @@ from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
+from edgec.passes.transposes import optimize_transposes
 from edgec.passes.views import simplify_views
 
 Pass = Callable[[Graph], Graph]
@@ -25,6 +26,7 @@ Pass = Callable[[Graph], Graph]
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fold_constants,
     remove_identities,
+    optimize_transposes,
     simplify_views,
     fold_batchnorm,
     use_event_kernels,
@@ -38,6 +40,17 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
 def optimize(g: Graph, pipeline: tuple[Pass, ...] = DEFAULT_PIPELINE) -> Graph:
     for p in pipeline:
         g = p(g)
+    return _optimize_bodies(g, tuple(p for p in pipeline if p is not detect_state))
+
+
+def _optimize_bodies(g: Graph, pipeline: tuple[Pass, ...]) -> Graph:
+    """The same passes inside every loop body (a Scan's ``body`` graph)."""
+    if not any(n.op == "Scan" for n in g.nodes):
+        return g
+    g = g.copy()
+    for n in g.nodes:
+        if n.op == "Scan":
+            n.attrs["body"] = optimize(n.attrs["body"], pipeline)
     return g
 
 
@@ -49,6 +62,7 @@ __all__ = [
     "fold_constants",
     "fuse_activations",
     "optimize",
+    "optimize_transposes",
     "remove_identities",
     "simplify_views",
     "use_sparse_weights",
