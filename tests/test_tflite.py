@@ -344,3 +344,232 @@ def test_unidirectional_sequence_lstm_carries_state_like_tflite(kw: dict) -> Non
         it.invoke()
         np.testing.assert_allclose(m.step(xi), it.get_tensor(o0), rtol=RTOL, atol=ATOL,
                                    err_msg=f"invoke {step}")
+
+
+# -- WHILE → Scan ------------------------------------------------------------------------------
+
+def _cond(b: TflBuilder, trips: int, n_float: int) -> tuple[list[int], list[int]]:
+    """cond(i, floats...): i < trips."""
+    sg = b.subgraph("cond")
+    i = sg.tensor("i", (), "int32")
+    fl = [sg.tensor(f"f{k}", (1, 4)) for k in range(n_float)]
+    lim = sg.const("limit", np.array(trips, np.int32))
+    out = sg.tensor("less", (), "bool")
+    sg.op("LESS", [i, lim], [out])
+    return [i, *fl], [out]
+
+
+def rnn_while_model(steps: int = 6, reverse: bool = False, sequences: bool = False,
+                    use_counter: bool = False, float_cond: bool = False) -> tuple[bytes, list]:
+    """A SimpleRNN the way the converter writes it: WHILE(i, h, [ys,] xs) with
+    h = tanh(x[t] W + h U + b), and optionally ys[t] = h (the TensorList write pattern)."""
+    b = TflBuilder()
+    x = b.input("x", (steps, 1, 3))
+    zero = b.const("zero", np.array(0, np.int32))
+    h0 = b.const("h0", np.zeros((1, 4), np.float32))
+    carried_main = [zero, h0]
+    if sequences:
+        carried_main.append(b.const("ys0", np.zeros((steps, 1, 4), np.float32)))
+    carried_main.append(x)
+    outs = [b.tensor("i_out", (), "int32"), b.tensor("h_out", (1, 4))]
+    if sequences:
+        outs.append(b.tensor("ys_out", (steps, 1, 4)))
+    outs.append(b.tensor("x_out", (steps, 1, 3)))
+    # condition
+    cond = b.subgraph("cond")
+    ci = [cond.tensor("i", (), "int32"), cond.tensor("h", (1, 4))]
+    if sequences:
+        ci.append(cond.tensor("ys", (steps, 1, 4)))
+    ci.append(cond.tensor("x", (steps, 1, 3)))
+    less = cond.tensor("less", (), "bool")
+    if float_cond:  # depends on run-time data: refused
+        s = cond.tensor("s", ())
+        cond.op("SUM", [ci[1], cond.const("ax", np.array([0, 1], np.int32))], [s],
+                "ReducerOptions", keepDims=False)
+        cond.op("LESS", [s, cond.const("lim", np.array(3.0, np.float32))], [less])
+    else:
+        cond.op("LESS", [ci[0], cond.const("limit", np.array(steps, np.int32))], [less])
+    # body
+    body = b.subgraph("body")
+    bi = [body.tensor("i", (), "int32"), body.tensor("h", (1, 4))]
+    if sequences:
+        bi.append(body.tensor("ys", (steps, 1, 4)))
+    bi.append(body.tensor("x", (steps, 1, 3)))
+    i, h, xs = bi[0], bi[1], bi[-1]
+    one = body.const("one", np.array(1, np.int32))
+    i1 = body.tensor("i1", (), "int32")
+    body.op("ADD", [i, one], [i1], "AddOptions")
+    idx = i
+    if reverse:
+        idx = body.tensor("ridx", (), "int32")
+        body.op("SUB", [body.const("last", np.array(steps - 1, np.int32)), i], [idx],
+                "SubOptions")
+    xt = body.tensor("xt", (1, 3))
+    body.op("GATHER", [xs, idx], [xt], "GatherOptions", axis=0)
+    a = body.tensor("a", (1, 4))
+    body.op("FULLY_CONNECTED", [xt, body.const("W", _rand(4, 3)), body.const("bias", _rand(4))],
+            [a], "FullyConnectedOptions")
+    r = body.tensor("r", (1, 4))
+    body.op("FULLY_CONNECTED", [h, body.const("U", _rand(4, 4, scale=0.5)), -1], [r],
+            "FullyConnectedOptions")
+    pre = body.tensor("pre", (1, 4))
+    body.op("ADD", [a, r], [pre], "AddOptions")
+    if use_counter:  # the counter feeds float arithmetic: refused
+        fi = body.tensor("fi", ())
+        body.op("CAST", [i], [fi])
+        pre2 = body.tensor("pre2", (1, 4))
+        body.op("MUL", [pre, fi], [pre2], "MulOptions")
+        pre = pre2
+    hn = body.tensor("hn", (1, 4))
+    body.op("TANH", [pre], [hn])
+    b_outs = [i1, hn]
+    if sequences:  # ys = concat(ys[:i], hn[None], ys[i+1:])
+        ys = bi[2]
+        i_v = body.tensor("i_v", (1,), "int32")
+        body.op("RESHAPE", [i, body.const("s1", np.array([1], np.int32))], [i_v])
+        size = body.tensor("size", (3,), "int32")
+        body.op("CONCATENATION", [i_v, body.const("m1", np.array([-1, -1], np.int32))], [size],
+                "ConcatenationOptions", axis=0)
+        head = body.tensor("head", (1, 1, 4), signature=(-1, 1, 4))
+        body.op("SLICE", [ys, body.const("z3", np.zeros(3, np.int32)), size], [head])
+        i1_v = body.tensor("i1_v", (1,), "int32")
+        body.op("RESHAPE", [i1, body.const("s1b", np.array([1], np.int32))], [i1_v])
+        start = body.tensor("start", (3,), "int32")
+        body.op("CONCATENATION", [i1_v, body.const("z2", np.zeros(2, np.int32))], [start],
+                "ConcatenationOptions", axis=0)
+        tail = body.tensor("tail", (1, 1, 4), signature=(-1, 1, 4))
+        body.op("SLICE", [ys, start, body.const("m3", np.full(3, -1, np.int32))], [tail])
+        row = body.tensor("row", (1, 1, 4))
+        body.op("RESHAPE", [hn, body.const("rs", np.array([1, 1, 4], np.int32))], [row])
+        ys_n = body.tensor("ys_n", (steps, 1, 4))
+        body.op("CONCATENATION", [head, row, tail], [ys_n], "ConcatenationOptions", axis=0)
+        b_outs.append(ys_n)
+    b_outs.append(xs)
+    b.op("WHILE", [*carried_main], outs, "WhileOptions", condSubgraphIndex=1,
+         bodySubgraphIndex=2)
+    result = outs[2] if sequences else outs[1]
+    data = b.build([x], [result], io=[(ci, [less]), (bi, b_outs)])
+    return data, [_rand(steps, 1, 3)]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_while_rnn_is_a_loop(reverse: bool, sequences: bool) -> None:
+    data, feeds = rnn_while_model(reverse=reverse, sequences=sequences)
+    m = check(data, feeds)
+    (scan,) = [n for n in m.graph.nodes if n.op == "Scan"]
+    assert scan.attrs["num_scan_inputs"] == 1
+    assert scan.attrs["scan_input_directions"] == [int(reverse)]
+    assert len(scan.attrs["body"].outputs) == (2 if sequences else 1)
+    src = m.c_source
+    assert "for (int it0 = 0; it0 < 6; ++it0) {" in src
+    assert src.count("node") < 40  # the body is emitted once, not unrolled
+    assert m.report()["macs"] == 6 * (12 + 16)
+
+
+def test_while_refuses_dynamic_trip_count_and_counter_arithmetic() -> None:
+    data, _ = rnn_while_model(float_cond=True)
+    with pytest.raises(EdgecError, match=r"operator 0 \(WHILE\): the loop condition .* static"):
+        edgec.compile(data)
+    data, _ = rnn_while_model(use_counter=True)
+    with pytest.raises(EdgecError, match=r"operator \d+ \(CAST\) of subgraph 2 reads 'i'"):
+        edgec.compile(data)
+
+
+def nested_while_model() -> tuple[bytes, list]:
+    """for i in 0..3: (for j in 0..2: h = tanh(h W + x[i])) — a loop inside a loop body, and
+    inner loops without a sequence input (a fixed number of iterations)."""
+    b = TflBuilder()
+    x = b.input("x", (3, 1, 4))
+    zero = b.const("zero", np.array(0, np.int32))
+    h0 = b.const("h0", np.full((1, 4), 0.1, np.float32))
+    outs = [b.tensor("i_o", (), "int32"), b.tensor("h_o", (1, 4)), b.tensor("x_o", (3, 1, 4))]
+    b.op("WHILE", [zero, h0, x], outs, "WhileOptions", condSubgraphIndex=1, bodySubgraphIndex=2)
+
+    def cond(limit: int, shapes: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
+        sg = b.subgraph(f"cond{limit}")
+        ins = [sg.tensor("i", (), "int32")] + [sg.tensor(f"v{k}", s) for k, s in
+                                               enumerate(shapes)]
+        out = sg.tensor("less", (), "bool")
+        sg.op("LESS", [ins[0], sg.const("lim", np.array(limit, np.int32))], [out])
+        return ins, [out]
+
+    outer_cond = cond(3, [(1, 4), (3, 1, 4)])
+    body = b.subgraph("outer_body")
+    i, h, xs = (body.tensor("i", (), "int32"), body.tensor("h", (1, 4)),
+                body.tensor("xs", (3, 1, 4)))
+    i1 = body.tensor("i1", (), "int32")
+    body.op("ADD", [i, body.const("one", np.array(1, np.int32))], [i1], "AddOptions")
+    xt = body.tensor("xt", (1, 4))
+    body.op("GATHER", [xs, i], [xt], "GatherOptions", axis=0)
+    inner_outs = [body.tensor("j_o", (), "int32"), body.tensor("h_in", (1, 4)),
+                  body.tensor("xt_o", (1, 4))]
+    body.op("WHILE", [body.const("zero", np.array(0, np.int32)), h, xt], inner_outs,
+            "WhileOptions", condSubgraphIndex=3, bodySubgraphIndex=4)
+    inner_cond = cond(2, [(1, 4), (1, 4)])
+    inner = b.subgraph("inner_body")
+    j, hh, xx = inner.tensor("j", (), "int32"), inner.tensor("h", (1, 4)), inner.tensor("x",
+                                                                                       (1, 4))
+    j1 = inner.tensor("j1", (), "int32")
+    inner.op("ADD", [j, inner.const("one", np.array(1, np.int32))], [j1], "AddOptions")
+    a = inner.tensor("a", (1, 4))
+    inner.op("FULLY_CONNECTED", [hh, inner.const("W", _rand(4, 4, scale=0.6)), -1], [a],
+             "FullyConnectedOptions")
+    s = inner.tensor("s", (1, 4))
+    inner.op("ADD", [a, xx], [s], "AddOptions")
+    hn = inner.tensor("hn", (1, 4))
+    inner.op("TANH", [s], [hn])
+    data = b.build([x], [outs[1]], io=[outer_cond, ([i, h, xs], [i1, inner_outs[1], xs]),
+                                       inner_cond, ([j, hh, xx], [j1, hn, xx])])
+    return data, [_rand(3, 1, 4)]
+
+
+def test_nested_while_loops(tmp_path) -> None:
+    from tests.c_checks import strict_and_sanitized
+
+    data, feeds = nested_while_model()
+    m = check(data, feeds)
+    src = m.c_source
+    assert "for (int it0 = 0; it0 < 3; ++it0) {" in src
+    assert "for (int it1 = 0; it1 < 2; ++it1) {" in src
+    assert m.report()["macs"] == 3 * 2 * 16
+    got = strict_and_sanitized(m, tmp_path, feeds)
+    np.testing.assert_allclose(got[0], run_interpreter(data, feeds)[0], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("sequences", [False, True])
+def test_while_c_is_strict_and_sanitizer_clean(tmp_path, sequences: bool) -> None:
+    from tests.c_checks import strict_and_sanitized
+
+    data, feeds = rnn_while_model(sequences=sequences, reverse=sequences)
+    m = edgec.compile(data, name="rnn")
+    got = strict_and_sanitized(m, tmp_path, feeds)
+    np.testing.assert_allclose(got[0], run_interpreter(data, feeds)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_nhwc_cnn_keeps_only_the_input_transpose() -> None:
+    """CONV → MAX_POOL → CONV(+RELU) → ADD(residual) → MEAN → FULLY_CONNECTED: the NHWC↔NCHW
+    Transposes around every layer cancel; the one at the input stays (and the final mean needs
+    no layout change)."""
+    b = TflBuilder()
+    x = b.input("x", (1, 10, 10, 3))
+    c1 = b.tensor("c1", (1, 10, 10, 8))
+    b.op("CONV_2D", [x, b.const("w1", _rand(8, 3, 3, 3)), b.const("b1", _rand(8))], [c1],
+         "Conv2DOptions", padding=0, strideH=1, strideW=1, fusedActivationFunction=1)
+    p1 = b.tensor("p1", (1, 5, 5, 8))
+    b.op("MAX_POOL_2D", [c1], [p1], "Pool2DOptions", padding=1, strideH=2, strideW=2,
+         filterHeight=2, filterWidth=2)
+    c2 = b.tensor("c2", (1, 5, 5, 8))
+    b.op("CONV_2D", [p1, b.const("w2", _rand(8, 3, 3, 8, scale=0.3)), b.const("b2", _rand(8))],
+         [c2], "Conv2DOptions", padding=0, strideH=1, strideW=1, fusedActivationFunction=3)
+    s = b.tensor("s", (1, 5, 5, 8))
+    b.op("ADD", [c2, p1], [s], "AddOptions", fusedActivationFunction=1)
+    mean = b.tensor("mean", (1, 8))
+    b.op("MEAN", [s, b.const("axes", np.array([1, 2], np.int32))], [mean], "ReducerOptions",
+         keepDims=False)
+    y = b.tensor("y", (1, 4))
+    b.op("FULLY_CONNECTED", [mean, b.const("wf", _rand(4, 8)), b.const("bf", _rand(4))], [y],
+         "FullyConnectedOptions")
+    m = check(b.build([x], [y]), [_rand(1, 10, 10, 3)])
+    ops = [n.op for n in m.graph.nodes]
+    assert ops.count("Transpose") == 1 and ops[0] == "Transpose", ops

@@ -471,7 +471,7 @@ def strided_slice(cx: Ctx, op: TflOperator) -> None:
         stops.append(a + s * n if s > 0 or a + s * n >= 0 else -d - 1)
     val = cx.const(x)
     if val is not None:
-        cx.set_const(cx.y(0), np.ascontiguousarray(val[tuple(index)]))
+        cx.set_const(cx.y(0), np.array(val[tuple(index)], order="C"))
         return
     sliced = _slice(cx, x, starts, stops, list(range(len(shape))), steps)
     reshape(cx, sliced, out_shape, out=cx.y(0))
