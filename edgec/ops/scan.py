@@ -91,7 +91,7 @@ class Scan(Op):
         return outs
 
     def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
-        from edgec.interpret import interpret
+        from edgec.ops.interpret import interpret
 
         s = scan_spec(node, g)
         b = s.body

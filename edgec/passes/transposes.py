@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgec.interpret import infer_node
 from edgec.ir import Graph, Node, Tensor
+from edgec.ops.interpret import infer_node
 from edgec.ops.unary import UNARY
 from edgec.passes.cleanup import eliminate_dead_nodes
 

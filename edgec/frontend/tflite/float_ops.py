@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.frontend.tflite.importer import Ctx, Translator
+from edgec.frontend.tflite.context import Ctx, Translator
 from edgec.frontend.tflite.reader import TflOperator
 
 NHWC_TO_NCHW = [0, 3, 1, 2]
@@ -596,12 +596,6 @@ def unidirectional_sequence_lstm(cx: Ctx, op: TflOperator) -> None:
         cx.add_state_output(var, nxt)
 
 
-def while_op(cx: Ctx, op: TflOperator) -> None:
-    from edgec.frontend.tflite.loops import translate_while
-
-    translate_while(cx, op)
-
-
 #: every float32 builtin edgec translates
 FLOAT_OPS: dict[str, Translator] = {
     "ABS": _plain("Abs"),
@@ -670,6 +664,5 @@ FLOAT_OPS: dict[str, Translator] = {
     "TRANSPOSE": transpose_op,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": unidirectional_sequence_lstm,
     "UNPACK": unpack,
-    "WHILE": while_op,
     "ZEROS_LIKE": zeros_like,
 }

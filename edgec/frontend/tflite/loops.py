@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.frontend.tflite.importer import Ctx, _unique_names, add_constants, translate_ops
+from edgec.frontend.tflite.context import Ctx, _unique_names, add_constants, translate_ops
 from edgec.frontend.tflite.reader import TflOperator, TflSubgraph
 from edgec.ir import Graph, Tensor
 
@@ -292,8 +292,7 @@ def _build_scan(cx: Ctx, loop: _Loop) -> None:
 
     bg = Graph(f"{cx.g.name}_while{loop.op.index}", opset=cx.g.opset, source=cx.g.source)
     bnames = _unique_names(body)
-    bcx = Ctx(cx.model, body, bg, bnames)
-    bcx.root = cx.root
+    bcx = cx.child(body, bg, bnames)
     add_constants(bcx)
     for k in evaluated:  # integers that are the same in every iteration are constants
         if not loop.varying(k) and body.tensors[k].data is None:

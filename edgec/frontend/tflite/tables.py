@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from edgec.errors import UnsupportedOpError
-from edgec.frontend.tflite.importer import Ctx, Translator
+from edgec.frontend.tflite.context import Ctx, Translator
+from edgec.frontend.tflite.float_ops import FLOAT_OPS
+from edgec.frontend.tflite.loops import translate_while
 from edgec.frontend.tflite.reader import TflOperator, TflTensor
 
 
@@ -18,9 +20,7 @@ def op_kind(cx: Ctx, op: TflOperator) -> str:
 
 
 def tables() -> dict[str, dict[str, Translator]]:
-    from edgec.frontend.tflite.float_ops import FLOAT_OPS
-
-    return {"float": FLOAT_OPS, "int8": {}}
+    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": {}}
 
 
 def translator_for(cx: Ctx, op: TflOperator) -> Translator:
