@@ -7,6 +7,11 @@ Keras-converted models are in tests/test_keras.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -573,3 +578,128 @@ def test_nhwc_cnn_keeps_only_the_input_transpose() -> None:
     m = check(b.build([x], [y]), [_rand(1, 10, 10, 3)])
     ops = [n.op for n in m.graph.nodes]
     assert ops.count("Transpose") == 1 and ops[0] == "Transpose", ops
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(Path(edgec.__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "edgec.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_cli_compile_inspect_verify(tmp_path: Path) -> None:
+    data, _ = rnn_while_model(sequences=True)
+    path = tmp_path / "rnn.tflite"
+    path.write_bytes(data)
+    proc = _cli("compile", str(path), "-o", str(tmp_path / "gen"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "gen" / "rnn.c").is_file()
+    proc = _cli("inspect", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "ScanBegin" in proc.stdout and "loop x6" in proc.stdout
+    proc = _cli("verify", str(path), "--n", "3")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "vs the TFLite interpreter" in proc.stdout and proc.stdout.rstrip().endswith("PASS")
+
+
+def test_cli_bad_files_exit_2_with_one_line(tmp_path: Path) -> None:
+    good = _fc_model()
+    cases = {
+        "truncated.tflite": good[: len(good) // 2],
+        "garbage.tflite": b"\x00" * 64,
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        proc = _cli("compile", str(tmp_path / name), "-o", str(tmp_path / "gen"))
+        assert proc.returncode == 2, (name, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgec: error: "), proc.stderr
+        assert name in lines[0]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unsupported_builtin_names_op_index_subgraph_and_the_supported_ones() -> None:
+    b = TflBuilder()
+    x = b.input("x", (1, 4))
+    r = b.tensor("r", (1, 4))
+    b.op("RELU", [x], [r])
+    y = b.tensor("y", (1, 4))
+    b.op("CUMSUM", [r, b.const("ax", np.array(1, np.int32))], [y], "CumsumOptions")
+    with pytest.raises(EdgecError) as exc:
+        edgec.compile(b.build([x], [y]))
+    msg = _one_line(exc)
+    assert "subgraph 0 operator 1 (CUMSUM): builtin CUMSUM is not supported" in msg
+    assert "FULLY_CONNECTED" in msg and "CONV_2D" in msg and "WHILE" in msg
+
+
+def test_custom_op_is_named() -> None:
+    b = TflBuilder()
+    x = b.input("x", (1, 4))
+    y = b.tensor("y", (1, 4))
+    b.op("CUSTOM", [x], [y], custom="TFLite_Detection_PostProcess")
+    with pytest.raises(EdgecError) as exc:
+        edgec.compile(b.build([x], [y]))
+    msg = _one_line(exc)
+    assert "operator 0 (CUSTOM): custom op 'TFLite_Detection_PostProcess'" in msg
+    assert "supported builtins: ABS" in msg
+
+
+@pytest.mark.parametrize("dtype,what", [("int16", "int16"), ("uint8", "uint8"),
+                                        ("float16", "float16")])
+def test_other_quantized_types_are_refused(dtype: str, what: str) -> None:
+    b = TflBuilder()
+    x = b.input("x", (1, 4), dtype, quant=None if dtype == "float16" else (0.1, 0))
+    y = b.tensor("y", (1, 4), dtype, quant=None if dtype == "float16" else (0.1, 0))
+    b.op("RELU", [x], [y])
+    with pytest.raises(EdgecError) as exc:
+        edgec.compile(b.build([x], [y]))
+    msg = _one_line(exc)
+    assert f"is {what}" in msg and "edgec compiles float32 and int8 TFLite models" in msg
+
+
+def test_float16_weights_are_refused() -> None:
+    b = TflBuilder()
+    x = b.input("x", (1, 4))
+    w16 = b.const("w16", _rand(3, 4).astype(np.float16))
+    w = b.tensor("w", (3, 4))
+    b.op("DEQUANTIZE", [w16], [w])
+    y = b.tensor("y", (1, 3))
+    b.op("FULLY_CONNECTED", [x, w, -1], [y], "FullyConnectedOptions")
+    with pytest.raises(EdgecError, match=r"tensor 1 'w16' .* is float16"):
+        edgec.compile(b.build([x], [y]))
+
+
+def test_dynamic_dimensions_need_input_shape() -> None:
+    b = TflBuilder()
+    x = b.input("x", (1, 1, 3), signature=(-1, -1, 3))
+    y = b.tensor("y", (1, 1, 3), signature=(-1, -1, 3))
+    b.op("RELU", [x], [y])
+    data = b.build([x], [y])
+    with pytest.raises(EdgecError, match=r"input 'x' has dynamic shape \[\?, \?, 3\]; give it "
+                                         r"a static one with --input-shape x:1x1x3"):
+        edgec.compile(data)
+    m = edgec.compile(data, input_shapes={"x": (2, 5, 3)})
+    assert m.cmodel.inputs[0].shape == (2, 5, 3)
+    with pytest.raises(EdgecError, match="does not match the model's shape"):
+        edgec.compile(data, input_shapes={"x": (2, 5, 4)})
+    with pytest.raises(EdgecError, match="unknown input"):
+        edgec.compile(data, input_shapes={"nope": (1, 2, 3)})
+
+
+def test_dynamic_batch_runs_at_the_stored_size() -> None:
+    m = check(_fc_model(), [_rand(1, 4)])  # signature (-1, 4), stored shape (1, 4)
+    assert m.cmodel.inputs[0].shape == (1, 4)
+
+
+def test_emitted_c_is_deterministic() -> None:
+    data, _ = rnn_while_model(sequences=True, reverse=True)
+    a, b = edgec.compile(data, name="d"), edgec.compile(data, name="d")
+    assert a.c_source == b.c_source and a.c_header == b.c_header

@@ -97,6 +97,14 @@ def _fmt(dims: Sequence[int]) -> str:
     return "[" + ", ".join("?" if d < 0 else str(d) for d in dims) + "]"
 
 
+def tensor_names(model: TflModel) -> dict[int, str]:
+    """IR names of subgraph 0's tensors: signature names (as C identifiers) for the model's
+    inputs and outputs when the file has a signature, TFLite tensor names otherwise."""
+    preferred = {**model.input_names, **model.output_names}
+    return _unique_names(model.subgraphs[0],
+                         preferred={k: _ident(v) or v for k, v in preferred.items()})
+
+
 def from_tflite_model(model: TflModel, input_shapes: Mapping[str, Sequence[int]] | None = None,
                       name: str | None = None) -> Graph:
     _check_types(model)
@@ -104,8 +112,7 @@ def from_tflite_model(model: TflModel, input_shapes: Mapping[str, Sequence[int]]
     input_shapes = dict(input_shapes or {})
     g = Graph(name=name or _ident(Path(model.source).stem or "model"), opset=18,
               source=model.source)
-    preferred = {**model.input_names, **model.output_names}
-    names = _unique_names(sg, preferred={k: _ident(v) or v for k, v in preferred.items()})
+    names = tensor_names(model)
     cx = Ctx(model, sg, g, names, translator_for, quant_of)
     add_constants(cx)
     in_names = [names[k] for k in sg.inputs]
