@@ -201,3 +201,55 @@ def test_missing_tensorflow_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(EdgecError, match=r"pip install 'edgec\[tf\]'") as exc:
         edgec.compile(tmp_path / "m.keras")
     assert "\n" not in str(exc.value)
+
+
+# -- int8 (full-integer quantization with a representative dataset) ---------------------------
+
+needs_int8 = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("edgec.ops.int8") is None,
+    reason="edgec's int8 ops (edgec.ops.int8) are not in this build")
+
+
+def _convert_int8(tf: Any, model: Any, int8_io: bool) -> bytes:
+    from edgec.frontend.keras import _quiet, static_keras_model
+
+    fixed = static_keras_model(model)
+    shapes = [tuple(int(d) for d in t.shape) for t in fixed.inputs]
+    rng = np.random.default_rng(0)
+
+    def rep() -> Any:
+        for _ in range(32):
+            yield [(1.5 * rng.standard_normal(s)).astype(np.float32) for s in shapes]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    with _quiet():
+        return bytes(conv.convert())
+
+
+@needs_int8
+@pytest.mark.parametrize("int8_io", [True, False], ids=["int8-io", "float-io"])
+@pytest.mark.parametrize("key", ["mlp", "cnn1d", "cnn2d", "functional"])
+def test_int8_keras_models_are_byte_exact(zoo: Zoo, tf: Any, key: str, int8_io: bool) -> None:
+    from tests.tflite_builder import run_interpreter
+
+    model, _ = zoo.get(key)
+    data = _convert_int8(tf, model, int8_io)
+    m = edgec.compile(data, name=f"{key}_q")
+    assert not [n.op for n in m.graph.nodes if n.op in ("Conv", "Gemm", "MaxPool")]
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        if int8_io:
+            feeds = [rng.integers(-128, 128, p.shape).astype(np.int8) for p in m.cmodel.inputs]
+        else:
+            feeds = [(1.5 * rng.standard_normal(p.shape)).astype(np.float32)
+                     for p in m.cmodel.inputs]
+        got = m.run(*feeds)
+        expected = run_interpreter(data, feeds)[0]
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -703,3 +704,281 @@ def test_emitted_c_is_deterministic() -> None:
     data, _ = rnn_while_model(sequences=True, reverse=True)
     a, b = edgec.compile(data, name="d"), edgec.compile(data, name="d")
     assert a.c_source == b.c_source and a.c_header == b.c_header
+
+
+# -- int8 --------------------------------------------------------------------------------------
+
+import importlib.util  # noqa: E402
+
+needs_int8 = pytest.mark.skipif(importlib.util.find_spec("edgec.ops.int8") is None,
+                                reason="edgec's int8 ops (edgec.ops.int8) are not in this build")
+
+
+def _codes(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
+
+
+def check_int8(data: bytes, make_feeds: list, n: int = 4, **kw: object) -> edgec.CompiledModel:
+    """edgec's C and IR interpreter equal the TFLite interpreter byte for byte."""
+    m = edgec.compile(data, name="q", **kw)  # type: ignore[arg-type]
+    for k in range(n):
+        feeds = [f(k) for f in make_feeds]
+        expected = run_interpreter(data, feeds)
+        got = m.run(*feeds)
+        got = got if isinstance(got, list) else [got]
+        ref = m.reference(*feeds)
+        ref = ref if isinstance(ref, list) else [ref]
+        for g_, r_, e_ in zip(got, ref, expected, strict=True):
+            assert g_.dtype == e_.dtype and g_.shape == e_.shape
+            np.testing.assert_array_equal(g_, e_, err_msg=f"C, input set {k}")
+            np.testing.assert_array_equal(r_, e_, err_msg=f"IR, input set {k}")
+    return m
+
+
+def _weights(rng: np.random.Generator, shape: tuple[int, ...], axis: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 weights and their scales."""
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    scales = rng.uniform(0.002, 0.02, shape[axis]).astype(np.float32)
+    return w, scales
+
+
+def q_layer(op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...] | None,
+            out_shape: tuple[int, ...], options: str, w_axis: int = 0, per_channel: bool = True,
+            bias: bool = True, seed: int = 0, **fields: object) -> tuple[bytes, list]:
+    """One int8 FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D / pool with TFLite's quantization
+    conventions (symmetric weights, int32 bias at input × weight scale)."""
+    rng = np.random.default_rng(seed)
+    b = TflBuilder()
+    s_in, zp_in = 0.04, -5
+    x = b.input("x", x_shape, "int8", quant=(s_in, zp_in))
+    ins = [x]
+    if w_shape is not None:
+        w, ws = _weights(rng, w_shape, w_axis)
+        if not per_channel:
+            ws = ws[:1]
+        n_out = w_shape[w_axis]
+        ins.append(b.const("w", w, quant=(ws, np.zeros(ws.size, np.int64), w_axis)))
+        if bias:
+            bs = (s_in * ws.astype(np.float64)).astype(np.float32)
+            bs = np.broadcast_to(bs, (n_out,)) if bs.size == 1 else bs
+            bq = rng.integers(-3000, 3000, n_out).astype(np.int32)
+            ins.append(b.const("b", bq, quant=(bs if bs.size > 1 else bs[:1],
+                                               np.zeros(bs.size if bs.size > 1 else 1,
+                                                        np.int64), 0)))
+        else:
+            ins.append(-1)
+        s_out, zp_out = 0.08, 3
+    else:
+        s_out, zp_out = s_in, zp_in  # pools keep the quantization
+    y = b.tensor("y", out_shape, "int8", quant=(s_out, zp_out))
+    b.op(op, ins, [y], options, **fields)
+    return b.build([x], [y]), [lambda k, s=x_shape: _codes(*s, seed=k)]
+
+
+@needs_int8
+@pytest.mark.parametrize("act", [0, 1, 3])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_fully_connected(act: int, per_channel: bool) -> None:
+    check_int8(*q_layer("FULLY_CONNECTED", (3, 20), (7, 20), (3, 7), "FullyConnectedOptions",
+                        per_channel=per_channel, fusedActivationFunction=act))
+    check_int8(*q_layer("FULLY_CONNECTED", (2, 3, 8), (5, 8), (2, 3, 5),
+                        "FullyConnectedOptions", bias=False, keepNumDims=True,
+                        fusedActivationFunction=act))
+
+
+@needs_int8
+@pytest.mark.parametrize("case", CONV_CASES[:5])
+def test_int8_conv_2d(case: tuple) -> None:
+    h, w, c, o, kh, kw, (sh, sw), (dh, dw), same, act = case
+    oh, ow = _out_size(h, kh, sh, dh, same), _out_size(w, kw, sw, dw, same)
+    check_int8(*q_layer("CONV_2D", (1, h, w, c), (o, kh, kw, c), (1, oh, ow, o),
+                        "Conv2DOptions", padding=0 if same else 1, strideH=sh, strideW=sw,
+                        dilationHFactor=dh, dilationWFactor=dw, fusedActivationFunction=act))
+
+
+@needs_int8
+@pytest.mark.parametrize("case", CONV_CASES[:4])
+@pytest.mark.parametrize("mult", [1, 2])
+def test_int8_depthwise_conv_2d(case: tuple, mult: int) -> None:
+    h, w, c, _, kh, kw, (sh, sw), (dh, dw), same, act = case
+    oh, ow = _out_size(h, kh, sh, dh, same), _out_size(w, kw, sw, dw, same)
+    check_int8(*q_layer("DEPTHWISE_CONV_2D", (1, h, w, c), (1, kh, kw, c * mult),
+                        (1, oh, ow, c * mult), "DepthwiseConv2DOptions", w_axis=3,
+                        padding=0 if same else 1, strideH=sh, strideW=sw, depthMultiplier=mult,
+                        dilationHFactor=dh, dilationWFactor=dw, fusedActivationFunction=act))
+
+
+@needs_int8
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
+@pytest.mark.parametrize("case", [(9, 9, 3, 3, 2, 2, True, 0), (8, 7, 2, 2, 2, 2, False, 1),
+                                  (10, 10, 3, 3, 3, 1, True, 3)])
+def test_int8_pools(op: str, case: tuple) -> None:
+    h, w, kh, kw, sh, sw, same, act = case
+    oh, ow = _out_size(h, kh, sh, 1, same), _out_size(w, kw, sw, 1, same)
+    check_int8(*q_layer(op, (2, h, w, 3), None, (2, oh, ow, 3), "Pool2DOptions",
+                        padding=0 if same else 1, strideH=sh, strideW=sw, filterHeight=kh,
+                        filterWidth=kw, fusedActivationFunction=act))
+
+
+def _q_graph(build: Callable[[TflBuilder], tuple[list[int], list[int]]]) -> bytes:
+    b = TflBuilder()
+    ins, outs = build(b)
+    return b.build(ins, outs)
+
+
+@needs_int8
+@pytest.mark.parametrize("op,options", [("ADD", "AddOptions"), ("SUB", "SubOptions"),
+                                        ("MUL", "MulOptions")])
+@pytest.mark.parametrize("act", [0, 1])
+def test_int8_elementwise_broadcast(op: str, options: str, act: int) -> None:
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        x0 = b.input("a", (2, 3, 4), "int8", quant=(0.05, -10))
+        x1 = b.input("b", (1, 4), "int8", quant=(0.03, 7))
+        y = b.tensor("y", (2, 3, 4), "int8", quant=(0.07, 2))
+        b.op(op, [x0, x1], [y], options, fusedActivationFunction=act)
+        return [x0, x1], [y]
+
+    check_int8(_q_graph(build), [lambda k: _codes(2, 3, 4, seed=k),
+                                 lambda k: _codes(1, 4, seed=k + 50)])
+
+
+@needs_int8
+def test_int8_concat_mean_softmax_reshape_pad_transpose_slice() -> None:
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        q = (0.05, -4)
+        x0 = b.input("a", (1, 4, 4, 3), "int8", quant=q)
+        x1 = b.input("b", (1, 4, 4, 2), "int8", quant=q)
+        cat = b.tensor("cat", (1, 4, 4, 5), "int8", quant=q)
+        b.op("CONCATENATION", [x0, x1], [cat], "ConcatenationOptions", axis=3)
+        padded = b.tensor("padded", (1, 6, 5, 5), "int8", quant=q)
+        b.op("PAD", [cat, b.const("pads", np.array([[0, 0], [1, 1], [0, 1], [0, 0]],
+                                                    np.int32))], [padded])
+        tr = b.tensor("tr", (1, 5, 6, 5), "int8", quant=q)
+        b.op("TRANSPOSE", [padded, b.const("perm", np.array([0, 3, 1, 2], np.int32))], [tr])
+        sl = b.tensor("sl", (1, 5, 3, 5), "int8", quant=q)
+        b.op("STRIDED_SLICE", [tr, b.const("b0", np.array([0, 0, 0, 0], np.int32)),
+                               b.const("e0", np.array([1, 5, 6, 5], np.int32)),
+                               b.const("s0", np.array([1, 1, 2, 1], np.int32))], [sl],
+             "StridedSliceOptions")
+        mean = b.tensor("mean", (1, 5), "int8", quant=(0.02, 1))
+        b.op("MEAN", [sl, b.const("axes", np.array([2, 3], np.int32))], [mean],
+             "ReducerOptions", keepDims=False)
+        flat = b.tensor("flat", (5,), "int8", quant=(0.02, 1))
+        b.op("RESHAPE", [mean, b.const("shape", np.array([5], np.int32))], [flat])
+        sm = b.tensor("sm", (1, 5), "int8", quant=(1 / 256, -128))
+        b.op("SOFTMAX", [mean], [sm], "SoftmaxOptions", beta=1.0)
+        return [x0, x1], [sm, flat]
+
+    check_int8(_q_graph(build), [lambda k: _codes(1, 4, 4, 3, seed=k),
+                                 lambda k: _codes(1, 4, 4, 2, seed=k + 9)])
+
+
+LUT_CASES = [  # op, options, fields, output quantization
+    ("LOGISTIC", None, {}, (1 / 256, -128)),
+    ("TANH", None, {}, (1 / 128, 0)),
+    ("RELU", None, {}, (0.03, -128)),
+    ("RELU6", None, {}, (0.025, -128)),
+    ("RELU_N1_TO_1", None, {}, (0.01, 0)),
+    ("LEAKY_RELU", "LeakyReluOptions", {"alpha": 0.1}, (0.05, 20)),
+    ("HARD_SWISH", None, {}, (0.04, -90)),
+]
+
+
+@needs_int8
+@pytest.mark.parametrize("case", LUT_CASES, ids=[c[0] for c in LUT_CASES])
+def test_int8_activation_tables_on_all_256_codes(case: tuple) -> None:
+    op, options, fields, q_out = case
+
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        x = b.input("x", (2, 128), "int8", quant=(0.06, 3))
+        y = b.tensor("y", (2, 128), "int8", quant=q_out)
+        b.op(op, [x], [y], options, **fields)
+        return [x], [y]
+
+    every = np.arange(-128, 128, dtype=np.int8).reshape(2, 128)
+    m = check_int8(_q_graph(build), [lambda k: np.roll(every, k)], n=1)
+    assert [n.op for n in m.graph.nodes] == ["QLut"]
+
+
+@needs_int8
+def test_int8_model_with_float_inputs_and_outputs() -> None:
+    """QUANTIZE → FULLY_CONNECTED → QUANTIZE (int8 → int8) → DEQUANTIZE: float ports."""
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        rng = np.random.default_rng(3)
+        x = b.input("x", (2, 6))
+        xq = b.tensor("xq", (2, 6), "int8", quant=(0.03, -2))
+        b.op("QUANTIZE", [x], [xq])
+        w, ws = _weights(rng, (4, 6), 0)
+        wq = b.const("w", w, quant=(ws, np.zeros(4, np.int64), 0))
+        bq = b.const("b", rng.integers(-500, 500, 4).astype(np.int32),
+                     quant=((0.03 * ws).astype(np.float32), np.zeros(4, np.int64), 0))
+        h = b.tensor("h", (2, 4), "int8", quant=(0.05, 1))
+        b.op("FULLY_CONNECTED", [xq, wq, bq], [h], "FullyConnectedOptions")
+        h2 = b.tensor("h2", (2, 4), "int8", quant=(0.11, -7))
+        b.op("QUANTIZE", [h], [h2])
+        y = b.tensor("y", (2, 4))
+        b.op("DEQUANTIZE", [h2], [y])
+        return [x], [y]
+
+    m = check_int8(_q_graph(build), [lambda k: _rand(2, 6) * 2])
+    assert [p.dtype for p in m.cmodel.inputs + m.cmodel.outputs] == ["float32", "float32"]
+    assert [n.op for n in m.graph.nodes] == ["Quantize", "QFullyConnected", "Requantize",
+                                             "Dequantize"]
+
+
+@needs_int8
+def test_int8_ports_say_their_quantization() -> None:
+    data, _ = q_layer("FULLY_CONNECTED", (1, 8), (3, 8), (1, 3), "FullyConnectedOptions")
+    m = edgec.compile(data, name="q")
+    assert [p.dtype for p in m.cmodel.inputs + m.cmodel.outputs] == ["int8", "int8"]
+    import re
+
+    assert re.search(r"#define Q_IN_X_ZERO_POINT \(?-5\)?\n", m.c_header)
+    assert re.search(r"#define Q_OUT_Y_SCALE 0\.08f", m.c_header)
+    assert "int q_run(const int8_t *in_x, int8_t *out_y);" in m.c_header
+
+
+@needs_int8
+def test_int8_hybrid_and_fused_tanh_are_refused() -> None:
+    def hybrid(b: TflBuilder) -> tuple[list[int], list[int]]:
+        x = b.input("x", (1, 4))
+        w = b.const("w", _codes(3, 4), quant=(0.01, 0))
+        y = b.tensor("y", (1, 3))
+        b.op("FULLY_CONNECTED", [x, w, -1], [y], "FullyConnectedOptions")
+        return [x], [y]
+
+    with pytest.raises(EdgecError, match="dynamic-range quantization"):
+        edgec.compile(_q_graph(hybrid))
+    data, _ = q_layer("CONV_2D", (1, 4, 4, 2), (3, 1, 1, 2), (1, 4, 4, 3), "Conv2DOptions",
+                      padding=1, strideH=1, strideW=1, fusedActivationFunction=4)
+    with pytest.raises(EdgecError, match=r"operator 0 \(CONV_2D\): fused activation 4 is not "
+                                         r"supported on int8"):
+        edgec.compile(data)
+
+
+@needs_int8
+def test_int8_c_is_strict_and_sanitizer_clean(tmp_path: Path) -> None:
+    """Byte arena, int8 kernels: strict warnings and ASan/UBSan (through float ports)."""
+    from tests.c_checks import strict_and_sanitized
+
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        rng = np.random.default_rng(4)
+        x = b.input("x", (1, 6, 6, 2))
+        xq = b.tensor("xq", (1, 6, 6, 2), "int8", quant=(0.03, -2))
+        b.op("QUANTIZE", [x], [xq])
+        w, ws = _weights(rng, (4, 3, 3, 2), 0)
+        c = b.tensor("c", (1, 3, 3, 4), "int8", quant=(0.05, -128))
+        b.op("CONV_2D", [xq, b.const("w", w, quant=(ws, np.zeros(4, np.int64), 0)),
+                         b.const("b", rng.integers(-99, 99, 4).astype(np.int32),
+                                 quant=((0.03 * ws).astype(np.float32), np.zeros(4), 0))],
+             [c], "Conv2DOptions", padding=0, strideH=2, strideW=2, fusedActivationFunction=1)
+        y = b.tensor("y", (1, 3, 3, 4))
+        b.op("DEQUANTIZE", [c], [y])
+        return [x], [y]
+
+    data = _q_graph(build)
+    m = check_int8(data, [lambda k: _rand(1, 6, 6, 2) * 2], n=2)
+    feeds = [_rand(1, 6, 6, 2) * 2]
+    (got,) = strict_and_sanitized(m, tmp_path, feeds)
+    np.testing.assert_array_equal(got, run_interpreter(data, feeds)[0])

@@ -44,6 +44,9 @@ class Ctx:
         self.op: TflOperator | None = None
         self._counter = 0
         self._reserved: set[str] = set()
+        #: quantization of the subgraph's tensors by IR name (given to outputs before inference)
+        self.quants = {names[t.index]: q for t in sg.tensors
+                       if (q := quant_of(t)) is not None}
         self.state_outputs: list[tuple[str, str]] = []
         self.root = self
 
@@ -138,6 +141,8 @@ class Ctx:
         for o in outs:  # placeholders: a name is taken before the node infers its shape
             if o and o not in self.g.tensors:
                 self.g.tensors[o] = Tensor(o, ())
+                if o in self.quants:
+                    self.g.tensors[o].quant = self.quants[o]
         self.g.nodes.append(node)
         try:
             infer_node(self.g, node)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgec.errors import UnsupportedOpError
 from edgec.frontend.tflite.context import Ctx, Translator
 from edgec.frontend.tflite.float_ops import FLOAT_OPS
@@ -20,7 +22,16 @@ def op_kind(cx: Ctx, op: TflOperator) -> str:
 
 
 def tables() -> dict[str, dict[str, Translator]]:
-    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": {}}
+    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": _int8_table()}
+
+
+def _int8_table() -> dict[str, Translator]:
+    """The int8 translations (they need edgec's int8 ops, ``edgec.ops.int8``)."""
+    try:
+        from edgec.frontend.tflite.int8_ops import INT8_OPS
+    except ImportError:  # an edgec without the int8 ops: int8 models are refused by name
+        return {}
+    return INT8_OPS
 
 
 def translator_for(cx: Ctx, op: TflOperator) -> Translator:
@@ -35,7 +46,7 @@ def translator_for(cx: Ctx, op: TflOperator) -> Translator:
     fn = table.get(op.op)
     if fn is None:
         what = "float32" if kind == "float" else "int8"
-        supported = ", ".join(sorted(table)) or "none yet"
+        supported = ", ".join(sorted(table)) or "none (this edgec has no int8 ops)"
         raise UnsupportedOpError(
             f"{cx.where}: builtin {op.op} is not supported on {what} tensors; supported "
             f"{what} builtins: {supported}"
@@ -43,6 +54,14 @@ def translator_for(cx: Ctx, op: TflOperator) -> Translator:
     return fn
 
 
-def quant_of(t: TflTensor) -> object | None:
-    """The IR quantization of an int8/int32 TFLite tensor (None: not quantized)."""
-    return None
+def quant_of(t: TflTensor) -> Any:
+    """The IR quantization (``edgec.ir.Quant``) of an int8 tensor or int32 bias; None when the
+    tensor is not quantized."""
+    if t.quant is None or t.type not in ("INT8", "INT32"):
+        return None
+    try:
+        from edgec.ir import Quant
+    except ImportError:  # an edgec without int8 support: the op tables refuse int8 by name
+        return None
+    axis = t.quant.axis if t.quant.scale.size > 1 else None
+    return Quant(t.quant.scale, t.quant.zero_point, axis)
