@@ -15,7 +15,7 @@ from edgec.ir import Graph
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.events import use_event_kernels
-from edgec.passes.fuse import fuse_activations
+from edgec.passes.fuse import fuse_activations, fuse_bias_adds
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
@@ -31,6 +31,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fold_batchnorm,
     use_event_kernels,
     use_sparse_weights,
+    fuse_bias_adds,
     fuse_activations,
     eliminate_dead_nodes,
     detect_state,
@@ -61,6 +62,7 @@ __all__ = [
     "fold_batchnorm",
     "fold_constants",
     "fuse_activations",
+    "fuse_bias_adds",
     "optimize",
     "optimize_transposes",
     "remove_identities",
