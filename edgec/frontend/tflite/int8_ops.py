@@ -193,7 +193,6 @@ INT8_OPS: dict[str, Translator] = {
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "DEQUANTIZE": dequantize,
-    "ELU": _lut(lambda qi, qo, o: lut.elu_lut(qi, qo)),
     "EXPAND_DIMS": f.expand_dims,
     "FULLY_CONNECTED": fully_connected,
     "GATHER": f.gather,
