@@ -4,6 +4,9 @@ Tensors are named; a node reads input tensor names and writes output tensor name
 input name marks an absent optional input (as in ONNX). Constant tensors carry their data.
 Op semantics follow ONNX (see ``edgec.ops``); passes may add attributes whose names start with
 an underscore (``_act`` for a fused activation, for example).
+
+Quantized tensors (dtype ``int8``, or ``int32`` for biases) carry a :class:`Quant`: TFLite's
+affine parameters, real = scale * (q - zero_point), per tensor or per channel (docs/int8.md).
 """
 
 from __future__ import annotations
@@ -17,12 +20,72 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
+@dataclass(eq=False)
+class Quant:
+    """Affine quantization of a tensor: real = scale * (q - zero_point).
+
+    ``scale`` (float32) and ``zero_point`` (int32) are 1-D arrays of length 1 (per tensor) or C
+    (per channel along ``axis``, the tensor's channel dimension).
+    """
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    def __post_init__(self) -> None:
+        self.scale = np.asarray(self.scale, np.float32).reshape(-1)
+        self.zero_point = np.asarray(self.zero_point, np.int64).reshape(-1).astype(np.int32)
+        if self.scale.size == 0 or self.scale.size != self.zero_point.size:
+            raise ValueError(
+                f"quantization: {self.scale.size} scale(s) but {self.zero_point.size} zero "
+                "point(s); they must be non-empty and of equal length"
+            )
+        if self.scale.size > 1 and self.axis is None:
+            raise ValueError("per-channel quantization needs the channel axis")
+        if self.axis is not None:
+            self.axis = int(self.axis)
+
+    @classmethod
+    def per_tensor(cls, scale: float, zero_point: int = 0) -> Quant:
+        return cls(np.asarray([scale], np.float32), np.asarray([zero_point], np.int32))
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1 or self.axis is not None
+
+    @property
+    def size(self) -> int:
+        return int(self.scale.size)
+
+    def scalar(self) -> tuple[float, int]:
+        """(scale, zero point) of a per-tensor quantization (ValueError if per channel)."""
+        if self.scale.size != 1:
+            raise ValueError(f"expected per-tensor quantization, got {self.scale.size} channels")
+        return float(self.scale[0]), int(self.zero_point[0])
+
+    def same_as(self, other: Quant | None) -> bool:
+        """Same parameters (bit for bit): tensors that can share codes without requantizing."""
+        return (
+            other is not None
+            and self.scale.tobytes() == other.scale.tobytes()
+            and np.array_equal(self.zero_point, other.zero_point)
+            and (self.axis if self.scale.size > 1 else None)
+            == (other.axis if other.scale.size > 1 else None)
+        )
+
+    def describe(self) -> str:
+        if self.scale.size == 1:
+            return f"scale {float(self.scale[0]):.9g}, zero point {int(self.zero_point[0])}"
+        return f"{self.scale.size} channels on axis {self.axis}"
+
+
 @dataclass
 class Tensor:
     name: str
     shape: Shape
     dtype: str = "float32"
     data: np.ndarray | None = None
+    quant: Quant | None = None
 
     @property
     def is_const(self) -> bool:
@@ -78,13 +141,20 @@ class Graph:
             return None
         return self.tensors[name].data
 
-    def add_const(self, name: str, data: np.ndarray) -> str:
+    def quant(self, name: str) -> Quant | None:
+        """The quantization of a tensor (None: not quantized, or an absent optional input)."""
+        t = self.tensors.get(name) if name else None
+        return t.quant if t is not None else None
+
+    def add_const(self, name: str, data: np.ndarray, quant: Quant | None = None) -> str:
         base, i = name, 0
         while name in self.tensors:
             i += 1
             name = f"{base}_{i}"
         arr = np.asarray(data, order="C")  # keeps 0-d arrays 0-d
-        self.tensors[name] = Tensor(name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr)
+        self.tensors[name] = Tensor(
+            name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr, quant
+        )
         return name
 
     def rename(self, old: str, new: str) -> None:

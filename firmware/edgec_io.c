@@ -75,6 +75,23 @@ void edgec_print_floats(uint32_t sample, uint32_t output, const float *v, uint32
     edgec_putc('\n');
 }
 
+void edgec_print_int8s(uint32_t sample, uint32_t output, const int8_t *v, uint32_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    edgec_puts("y ");
+    edgec_put_u32(sample);
+    edgec_putc(' ');
+    edgec_put_u32(output);
+    edgec_putc(':');
+    for (uint32_t i = 0; i < n; ++i) {
+        const uint8_t byte = (uint8_t)v[i];
+        edgec_putc(' ');
+        edgec_putc(digits[byte >> 4]);
+        edgec_putc(digits[byte & 0xFu]);
+    }
+    edgec_putc('\n');
+}
+
 void edgec_fault(const char *what)
 {
     edgec_puts("\nedgec: fault: ");

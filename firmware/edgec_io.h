@@ -27,6 +27,8 @@ void edgec_puts(const char *s);
 void edgec_put_u32(uint32_t v);
 /* One result line: "y <sample> <output>: <8-hex-digit IEEE-754 bit pattern> ..." */
 void edgec_print_floats(uint32_t sample, uint32_t output, const float *v, uint32_t n);
+/* One result line of int8 codes: "y <sample> <output>: <2-hex-digit two's complement byte> ..." */
+void edgec_print_int8s(uint32_t sample, uint32_t output, const int8_t *v, uint32_t n);
 /* Reports a fault and stops (exit status 70 under semihosting); never returns. */
 void edgec_fault(const char *what) __attribute__((noreturn));
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.backend.planner import plan_memory
+from edgec.backend.planner import plan_memory, tensor_bytes
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops.interpret import infer_shapes
 
@@ -53,7 +53,7 @@ def _check_no_overlap(g: Graph) -> None:
             la = (first[a], last.get(a, first[a]))
             lb = (first[b], last.get(b, first[b]))
             if la[0] <= lb[1] and lb[0] <= la[1]:
-                sa, sb = g.tensor(a).size, g.tensor(b).size
+                sa, sb = tensor_bytes(g, a), tensor_bytes(g, b)
                 oa, ob = plan.offsets[a], plan.offsets[b]
                 assert oa + sa <= ob or ob + sb <= oa, f"{a} and {b} overlap while both alive"
     assert plan.arena_floats >= plan.lower_bound_floats

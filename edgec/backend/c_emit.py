@@ -14,7 +14,7 @@ import numpy as np
 from edgec._package import __version__, data_path
 from edgec.backend import c_math
 from edgec.errors import EdgecError
-from edgec.ir import Graph, Node
+from edgec.ir import Graph, Node, Quant
 from edgec.ops import get_op
 from edgec.ops.base import c_float, prod
 from edgec.ops.unary import act_c
@@ -27,6 +27,27 @@ _CTYPES = {
     "uint8_t": np.uint8,
     "uint32_t": np.uint32,
 }
+
+#: dtypes a run-time tensor may have, and its C element type in kernels and ports (booleans
+#: computed at run time are 0.0f / 1.0f floats)
+RUNTIME_CTYPES = {"float32": "float", "bool": "float", "int8": "int8_t"}
+
+
+def tensor_ctype(g: Graph, name: str) -> str:
+    """C element type of a tensor: run-time tensors by RUNTIME_CTYPES, constants by dtype."""
+    t = g.tensor(name)
+    if t.data is None:
+        return RUNTIME_CTYPES.get(t.dtype, "float")
+    return const_ctype(t.data.dtype)
+
+
+def const_ctype(dtype: np.dtype) -> str:
+    """The C type a constant of numpy ``dtype`` is stored as (integer tables as int32_t)."""
+    if dtype.kind == "f":
+        return "float"
+    if dtype == np.int8:
+        return "int8_t"
+    return "int32_t"
 
 
 #: kernels of ops with ``exact_fp`` (bit-exact spike trains) are compiled without FMA contraction,
@@ -63,6 +84,7 @@ class Weight:
     sym: str
     data: np.ndarray
     ctype: str
+    param: bool = True  # counted as model parameters (index tables are not)
 
     @property
     def size(self) -> int:
@@ -94,15 +116,26 @@ class WeightTable:
     by_key: dict[tuple[str, str, bytes], str] = field(default_factory=dict)
     used_syms: set[str] = field(default_factory=set)
 
-    def add(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
-        arr = np.ascontiguousarray(np.asarray(data).astype(_CTYPES[ctype]))
+    def add(
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+    ) -> str:
+        """A ``static const`` table; ``param``: count its values as parameters (default: the
+        float tables are parameters, integer index tables are not)."""
+        src = np.asarray(data)
+        if ctype == "int8_t" and src.size and (src.min() < -128 or src.max() > 127):
+            raise EdgecError(f"constant '{base}': values outside [-128, 127] for an int8 table")
+        arr = np.ascontiguousarray(src.astype(_CTYPES[ctype]))
         if arr.size == 0:
             arr = np.zeros(1, _CTYPES[ctype])
+        is_param = ctype == "float" if param is None else param
         key = (ctype, str(arr.shape), hashlib.sha256(arr.tobytes()).digest())
         if key in self.by_key:
-            return self.by_key[key]
+            sym = self.by_key[key]
+            if is_param:
+                next(w for w in self.weights if w.sym == sym).param = True
+            return sym
         sym = f"w{len(self.weights)}_{c_ident(base)[:40]}"
-        self.weights.append(Weight(sym, arr, ctype))
+        self.weights.append(Weight(sym, arr, ctype, is_param))
         self.by_key[key] = sym
         return sym
 
@@ -112,8 +145,9 @@ class WeightTable:
 
     @property
     def count(self) -> int:
-        """Parameters: values of the float tables (integer index tables are not parameters)."""
-        return sum(w.size for w in self.weights if w.ctype == "float")
+        """Parameters: values of the float tables and of quantized weight/bias tables (integer
+        index tables are not parameters)."""
+        return sum(w.size for w in self.weights if w.param)
 
 
 class NodeContext:
@@ -139,13 +173,17 @@ class NodeContext:
                 raise EdgecError(
                     f"node '{self.node.name}': constant '{name}' has dtype {data.dtype}"
                 )
-            ctype = "float" if data.dtype.kind == "f" else "int32_t"
-            return self.weights.add(name, data, ctype)
+            ctype = const_ctype(data.dtype)
+            param = True if self.g.quant(name) is not None else None
+            return self.weights.add(name, data, ctype, param)
         self.used_inputs[i] = name
         return f"x{i}"
 
     def out(self, i: int) -> str:
         return f"y{i}"
+
+    def ctype(self, tensor: str) -> str:
+        return tensor_ctype(self.g, tensor)
 
     def scratch(self) -> str:
         if not self.has_scratch:
@@ -156,8 +194,10 @@ class NodeContext:
         a = self.node.attrs.get("_act")
         return expr if a is None else act_c(a[0], a[1], expr)
 
-    def const_array(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
-        return self.weights.add(base, data, ctype)
+    def const_array(
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+    ) -> str:
+        return self.weights.add(base, data, ctype, param)
 
     def helper(self, name: str, code: str) -> str:
         """Emit a shared static helper function (once per file, before the kernels)."""
@@ -173,6 +213,27 @@ class Port:
     c: str  # C parameter name
     shape: tuple[int, ...]
     state: bool = False
+    dtype: str = "float32"  # float32 or int8
+    quant: Quant | None = None  # an int8 port's scale and zero point
+
+    @property
+    def ctype(self) -> str:
+        return "int8_t" if self.dtype == "int8" else "float"
+
+    @property
+    def np_dtype(self) -> type:
+        return np.int8 if self.dtype == "int8" else np.float32
+
+    @property
+    def scale(self) -> str:
+        """C literal of an int8 port's scale (per-tensor quantization)."""
+        assert self.quant is not None
+        return c_float(self.quant.scalar()[0])
+
+    @property
+    def zero_point(self) -> int:
+        assert self.quant is not None
+        return self.quant.scalar()[1]
 
     @property
     def C(self) -> str:  # noqa: N802 - C macro spelling
@@ -229,11 +290,12 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     n_nodes = len(g.nodes)
     g = flatten_scans(g)  # loops → ScanBegin, body nodes, ScanEnd
     for t in g.runtime_tensors():
-        if g.tensor(t).dtype not in ("float32", "bool") and g.const(t) is None:
+        if g.tensor(t).dtype not in RUNTIME_CTYPES and g.const(t) is None:
             prod_node = g.producers()[t]
             raise EdgecError(
                 f"node '{prod_node.name}' ({prod_node.op}): computes a {g.tensor(t).dtype} tensor "
-                f"'{t}' at run time; edgec's C back-end supports float32 run-time tensors only"
+                f"'{t}' at run time; edgec's C back-end supports float32 and int8 run-time "
+                "tensors only"
             )
     plan = plan_memory(g)
     weights = WeightTable()
@@ -241,15 +303,13 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     state_out = {b: a for a, b in g.state}
     in_c = _unique(g.inputs, "in")
     out_c = _unique(g.outputs, "out")
-    inputs = [Port(t, c, g.shape(t), t in state_in) for t, c in zip(g.inputs, in_c, strict=True)]
-    outputs = [
-        Port(t, c, g.shape(t), t in state_out) for t, c in zip(g.outputs, out_c, strict=True)
-    ]
+    inputs = [_port(g, t, c, t in state_in) for t, c in zip(g.inputs, in_c, strict=True)]
+    outputs = [_port(g, t, c, t in state_out) for t, c in zip(g.outputs, out_c, strict=True)]
     ptr: dict[str, str] = {p.name: p.c for p in inputs}
     for p in outputs:
         ptr[p.name] = p.c
     for t, off in plan.offsets.items():
-        ptr.setdefault(t, f"arena + {off}" if off else "arena")
+        ptr.setdefault(t, _arena_ptr(tensor_ctype(g, t), off))
 
     kernels: list[dict[str, str]] = []
     helpers: dict[str, str] = {}
@@ -276,15 +336,16 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         args: list[str] = []
         restrict = "" if alias else "restrict "
         for i in sorted(ctx.used_inputs):
-            params.append(f"const float *{restrict}x{i}")
+            params.append(f"const {tensor_ctype(g, ctx.used_inputs[i])} *{restrict}x{i}")
             args.append(ptr[ctx.used_inputs[i]])
         for i, o in enumerate(node.outputs):
             if o and re.search(rf"\by{i}\b", body):
-                params.append(f"float *{restrict}y{i}")
+                params.append(f"{tensor_ctype(g, o)} *{restrict}y{i}")
                 args.append(ptr[o])
         if ctx.has_scratch:
-            params.append("float *restrict scratch")
-            args.append(f"arena + {plan.scratch[idx]}")
+            sc_type = op.scratch_ctype(node, g)
+            params.append(f"{sc_type} *restrict scratch")
+            args.append(_arena_ptr(sc_type, plan.scratch[idx], always=True))
         fn = f"node{idx}_{c_ident(node.op).lower()}"
         shapes = ", ".join("x".join(map(str, g.shape(o))) or "scalar" for o in node.outputs if o)
         act = node.attrs.get("_act")
@@ -312,17 +373,19 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     # outputs that are constants or graph inputs are copied in
     for p in outputs:
         if g.const(p.name) is not None:
-            sym = weights.add(p.name, g.const(p.name))
-            calls.append(f"memcpy({p.c}, {sym}, sizeof(float) * {p.size});")
+            sym = weights.add(p.name, g.const(p.name), p.ctype)
+            calls.append(f"memcpy({p.c}, {sym}, sizeof({p.ctype}) * {p.size});")
         elif p.name in g.inputs:
-            calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof(float) * {p.size});")
+            calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof({p.ctype}) * {p.size});")
     # ports no call reads or writes (an input only shapes depend on, an empty output)
     unused = [p.c for p in inputs + outputs
               if not any(re.search(rf"\b{p.c}\b", c) for c in calls)]
     calls[:0] = [f"(void){c};" for c in unused]
 
     run_params = (
-        ", ".join([f"const float *{p.c}" for p in inputs] + [f"float *{p.c}" for p in outputs])
+        ", ".join(
+            [f"const {p.ctype} *{p.c}" for p in inputs] + [f"{p.ctype} *{p.c}" for p in outputs]
+        )
         or "void"
     )
     run_args = ", ".join([p.c for p in inputs] + [p.c for p in outputs])
@@ -336,8 +399,8 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
              "init": init_sym}
         )
     step_params = ", ".join(
-        [f"const float *{p.c}" for p in inputs if not p.state]
-        + [f"float *{p.c}" for p in outputs if not p.state]
+        [f"const {p.ctype} *{p.c}" for p in inputs if not p.state]
+        + [f"{p.ctype} *{p.c}" for p in outputs if not p.state]
     )
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
@@ -380,6 +443,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "source": Path(g.source).name if g.source else "<memory>",
         "inputs": inputs,
         "outputs": outputs,
+        "quantized_ports": any(p.dtype == "int8" for p in inputs + outputs),
         "weights": weights.weights,
         "weight_bytes": weights.nbytes,
         "arena_bytes": plan.arena_bytes,
@@ -399,6 +463,34 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     header = env.get_template("model.h.j2").render(**ctx_vars)
     source = env.get_template("model.c.j2").render(**ctx_vars)
     return CModel(name, header, source, report, inputs, outputs, list(g.state))
+
+
+def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
+    t = g.tensor(tensor)
+    if t.dtype not in ("float32", "int8"):
+        raise EdgecError(
+            f"model port '{tensor}' has dtype {t.dtype}; ports are float32 or int8"
+        )
+    if t.dtype == "int8":
+        if state:
+            raise EdgecError(
+                f"state port '{tensor}' is int8; state carried by <name>_step must be float32"
+            )
+        q = t.quant
+        if q is None or q.size != 1:
+            what = "no quantization" if q is None else "per-channel quantization"
+            raise EdgecError(
+                f"int8 model port '{tensor}' has {what}; int8 ports need one scale and zero "
+                "point (they are stated in the header)"
+            )
+    return Port(tensor, c, t.shape, state, t.dtype, t.quant)
+
+
+def _arena_ptr(ctype: str, offset: int, always: bool = False) -> str:
+    """C pointer to ``offset`` bytes into the (float) arena, typed ``ctype *``."""
+    if ctype == "float":
+        return f"arena + {offset // 4}" if offset or always else "arena"
+    return f"({ctype} *)arena + {offset}" if offset else f"({ctype} *)arena"
 
 
 def _indent(body: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.backend.c_emit import CModel
+from edgec.backend.c_emit import CModel, Port
 from edgec.errors import ToolchainError
 
 HOST_CFLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra")
@@ -85,6 +85,11 @@ def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
 
 
 _FP = ctypes.POINTER(ctypes.c_float)
+_I8P = ctypes.POINTER(ctypes.c_int8)
+
+
+def _ptr_type(p: Port) -> type:
+    return _I8P if p.dtype == "int8" else _FP
 
 
 class HostLibrary:
@@ -95,7 +100,7 @@ class HostLibrary:
         self.lib = ctypes.CDLL(str(path))
         self._run = getattr(self.lib, f"{cm.name}_run")
         self._run.restype = ctypes.c_int
-        self._run.argtypes = [_FP] * (len(cm.inputs) + len(cm.outputs))
+        self._run.argtypes = [_ptr_type(p) for p in cm.inputs + cm.outputs]
         self.state_buf: ctypes.Array[ctypes.c_char] | None = None
         if cm.state:
             size = sum(8 * p.size for p in cm.inputs if p.state)
@@ -104,25 +109,39 @@ class HostLibrary:
             self._reset.argtypes = [ctypes.c_void_p]
             self._reset.restype = None
             self._step = getattr(self.lib, f"{cm.name}_step")
-            n_plain = sum(not p.state for p in cm.inputs) + sum(not p.state for p in cm.outputs)
-            self._step.argtypes = [ctypes.c_void_p] + [_FP] * n_plain
+            plain = [p for p in cm.inputs + cm.outputs if not p.state]
+            self._step.argtypes = [ctypes.c_void_p] + [_ptr_type(p) for p in plain]
             self._step.restype = ctypes.c_int
 
     @staticmethod
-    def _in(x: np.ndarray, size: int, what: str) -> np.ndarray:
-        a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        if a.size != size:
-            raise ValueError(f"{what}: expected {size} values, got {a.size} (shape {a.shape})")
+    def _in(x: np.ndarray, p: Port) -> np.ndarray:
+        """An input as the C port expects it: float32, or int8 codes for an int8 port (integer
+        arrays with values in [-128, 127]; float arrays are refused rather than quantized)."""
+        raw = np.asarray(x)
+        if p.dtype == "int8":
+            if raw.dtype.kind not in "iub":
+                raise ValueError(
+                    f"{p.name}: an int8 port takes int8 codes, got a {raw.dtype} array "
+                    f"(quantize first: q = round(x / {p.scale}) + {p.zero_point})"
+                )
+            if raw.size and (raw.min() < -128 or raw.max() > 127):
+                raise ValueError(f"{p.name}: int8 values must lie in [-128, 127]")
+        a = np.ascontiguousarray(raw.astype(p.np_dtype, copy=False))
+        if a.size != p.size:
+            raise ValueError(f"{p.name}: expected {p.size} values, got {a.size} (shape {a.shape})")
         return a
+
+    @staticmethod
+    def _args(arrays: list[np.ndarray], ports: list[Port]) -> list:
+        return [a.ctypes.data_as(_ptr_type(p)) for a, p in zip(arrays, ports, strict=True)]
 
     def run(self, *xs: np.ndarray) -> list[np.ndarray]:
         cm = self.cm
         if len(xs) != len(cm.inputs):
             raise ValueError(f"{cm.name}: expected {len(cm.inputs)} inputs, got {len(xs)}")
-        ins = [self._in(x, p.size, p.name) for x, p in zip(xs, cm.inputs, strict=True)]
-        outs = [np.zeros(p.shape, np.float32) for p in cm.outputs]
-        args = [a.ctypes.data_as(_FP) for a in ins + outs]
-        rc = self._run(*args)
+        ins = [self._in(x, p) for x, p in zip(xs, cm.inputs, strict=True)]
+        outs = [np.zeros(p.shape, p.np_dtype) for p in cm.outputs]
+        rc = self._run(*self._args(ins + outs, cm.inputs + cm.outputs))
         if rc != 0:
             raise RuntimeError(f"{cm.name}_run returned {rc}")
         return outs
@@ -138,9 +157,10 @@ class HostLibrary:
         plain_in = [p for p in self.cm.inputs if not p.state]
         if len(xs) != len(plain_in):
             raise ValueError(f"{self.cm.name}: step expects {len(plain_in)} inputs, got {len(xs)}")
-        ins = [self._in(x, p.size, p.name) for x, p in zip(xs, plain_in, strict=True)]
-        outs = [np.zeros(p.shape, np.float32) for p in self.cm.outputs if not p.state]
-        rc = self._step(self.state_buf, *[a.ctypes.data_as(_FP) for a in ins + outs])
+        ins = [self._in(x, p) for x, p in zip(xs, plain_in, strict=True)]
+        plain_out = [p for p in self.cm.outputs if not p.state]
+        outs = [np.zeros(p.shape, p.np_dtype) for p in plain_out]
+        rc = self._step(self.state_buf, *self._args(ins + outs, plain_in + plain_out))
         if rc != 0:
             raise RuntimeError(f"{self.cm.name}_step returned {rc}")
         return outs

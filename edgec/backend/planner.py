@@ -1,5 +1,7 @@
 """Static memory planning: every run-time tensor gets an offset in ONE activation arena.
 
+The arena is planned in bytes: every buffer starts at a multiple of ``ALIGN`` bytes (so float
+tensors stay float-aligned and int8 tensors take a quarter of a float tensor's space).
 Tensors whose lifetimes do not overlap share memory. View ops (Reshape, Flatten, ...) alias their
 input; elementwise ops write over an input that dies at that node (in place). Buffers are placed
 greedily by size (largest first, each at the lowest offset that does not collide with a buffer
@@ -10,13 +12,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from edgec.ir import Graph
 from edgec.ops import get_op
+
+#: every buffer's offset and size are multiples of this many bytes
+ALIGN = 4
+
+_CTYPE_BYTES = {"float": 4, "int32_t": 4, "int16_t": 2, "int8_t": 1, "uint8_t": 1}
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def tensor_bytes(g: Graph, name: str) -> int:
+    """Arena bytes of a run-time tensor (booleans computed at run time are 0/1 floats)."""
+    t = g.tensor(name)
+    item = 4 if t.dtype == "bool" else np.dtype(t.dtype).itemsize
+    return t.size * item
 
 
 @dataclass
 class Buffer:
-    size: int  # floats
+    size: int  # bytes (a multiple of ALIGN)
     start: int
     end: int
     tensors: list[str] = field(default_factory=list)
@@ -25,20 +45,21 @@ class Buffer:
 
 @dataclass
 class MemoryPlan:
-    offsets: dict[str, int]  # tensor name → float offset in the arena
-    scratch: dict[int, int]  # node index → float offset of its scratch buffer
+    offsets: dict[str, int]  # tensor name → byte offset in the arena (a multiple of ALIGN)
+    scratch: dict[int, int]  # node index → byte offset of its scratch buffer
     aliased: set[str]  # view outputs that share their input's memory (no copy emitted)
     inplace: set[str]  # outputs written over their (dying) input 0
-    arena_floats: int
-    lower_bound_floats: int
+    arena_bytes: int
+    lower_bound_bytes: int
 
     @property
-    def arena_bytes(self) -> int:
-        return 4 * self.arena_floats
+    def arena_floats(self) -> int:
+        """The arena's size in floats (the C arena is a float array, see c_emit)."""
+        return -(-self.arena_bytes // 4)
 
     @property
-    def lower_bound_bytes(self) -> int:
-        return 4 * self.lower_bound_floats
+    def lower_bound_floats(self) -> int:
+        return -(-self.lower_bound_bytes // 4)
 
 
 def plan_memory(g: Graph) -> MemoryPlan:
@@ -63,7 +84,7 @@ def plan_memory(g: Graph) -> MemoryPlan:
         for k, t in enumerate(n.outputs):
             if not t or t in boundary or g.const(t) is not None:
                 continue
-            size = g.tensor(t).size
+            size = _aligned(tensor_bytes(g, t))
             src_buf = buf_of.get(src) if k == 0 else None
             if src_buf is not None and op.view and src_buf.size == size:
                 src_buf.tensors.append(t)
@@ -86,7 +107,7 @@ def plan_memory(g: Graph) -> MemoryPlan:
             buf_of[t] = b
         sc = op.scratch(n, g)
         if sc:
-            b = Buffer(sc, i, i, [])
+            b = Buffer(_aligned(sc * _CTYPE_BYTES[op.scratch_ctype(n, g)]), i, i, [])
             scratch_bufs[i] = b
             buffers.append(b)
     for b in buffers:
@@ -119,6 +140,6 @@ def plan_memory(g: Graph) -> MemoryPlan:
         scratch={i: b.offset for i, b in scratch_bufs.items()},
         aliased=aliased,
         inplace=inplace,
-        arena_floats=arena,
-        lower_bound_floats=lower,
+        arena_bytes=arena,
+        lower_bound_bytes=lower,
     )

@@ -59,9 +59,9 @@ def node_rows(g: Graph) -> list[list[Any]]:
         if o in g.outputs:
             where = "output"
         elif o in plan.aliased:
-            where = f"{4 * plan.offsets[o]} (view)"
+            where = f"{plan.offsets[o]} (view)"
         elif o in plan.offsets:
-            where = str(4 * plan.offsets[o]) + (" (in place)" if o in plan.inplace else "")
+            where = str(plan.offsets[o]) + (" (in place)" if o in plan.inplace else "")
         else:
             where = "-"
         rows.append([i, n.name, kind, ins, outs, params, op.macs(n, g), where])

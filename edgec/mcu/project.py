@@ -93,10 +93,24 @@ def _jinja_env():  # noqa: ANN202 - jinja2 type
 
 
 def _rows(values: np.ndarray) -> str:
-    items = [c_float(v) for v in values.reshape(-1).tolist()]
+    if values.dtype == np.int8:
+        items, per = [str(int(v)) for v in values.reshape(-1).tolist()], 16
+    else:
+        items, per = [c_float(v) for v in values.reshape(-1).tolist()], 8
     return ",\n".join(
-        "        " + ", ".join(items[i : i + 8]) for i in range(0, len(items), 8)
+        "        " + ", ".join(items[i : i + per]) for i in range(0, len(items), per)
     )
+
+
+def _port_values(arr: object, p: Port, what: str) -> np.ndarray:
+    """An input vector as the port's C type: float32, or int8 codes (integers in range)."""
+    a = np.asarray(arr)
+    if p.dtype == "int8":
+        if a.dtype.kind not in "iub" or (a.size and (a.min() < -128 or a.max() > 127)):
+            raise EdgecError(f"{what}: '{p.name}' is an int8 port; give integer codes in "
+                             f"[-128, 127], got {a.dtype}")
+        return a.astype(np.int8)
+    return a.astype(np.float32)
 
 
 def step_ports(cm: CompiledModel) -> tuple[list[Port], list[Port]]:
@@ -109,7 +123,8 @@ def step_ports(cm: CompiledModel) -> tuple[list[Port], list[Port]]:
 
 def _default_inputs(ports: list[Port]) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(0)
-    return [[rng.standard_normal(p.shape).astype(np.float32) for p in ports]]
+    return [[rng.integers(-128, 128, p.shape).astype(np.int8) if p.dtype == "int8"
+             else rng.standard_normal(p.shape).astype(np.float32) for p in ports]]
 
 
 def render_main(
@@ -138,12 +153,14 @@ def render_main(
     ins = [
         {
             "name": p.name, "c": p.c, "size": p.size, "shape_str": p.shape_str,
-            "rows": [_rows(np.asarray(vec[i], np.float32)) for vec in vectors],
+            "ctype": p.ctype,
+            "rows": [_rows(_port_values(vec[i], p, f"input vector {k}"))
+                     for k, vec in enumerate(vectors)],
         }
         for i, p in enumerate(in_ports)
     ]
-    outs = [{"name": p.name, "c": p.c, "size": p.size, "shape_str": p.shape_str}
-            for p in out_ports]
+    outs = [{"name": p.name, "c": p.c, "size": p.size, "shape_str": p.shape_str,
+             "ctype": p.ctype} for p in out_ports]
     args = [f"{p.c}_data[i]" for p in in_ports] + [p.c for p in out_ports]
     if stateful:
         call = f"{name}_step(&state{''.join(', ' + a for a in args)})"
@@ -152,6 +169,7 @@ def render_main(
     return _jinja_env().get_template("firmware_main.c.j2").render(
         version=__version__, name=name, n_samples=len(vectors), repeat=repeat,
         stateful=stateful, inputs=ins, outputs=outs, call=call,
+        quantized=any(p.dtype == "int8" for p in in_ports + out_ports),
     )
 
 

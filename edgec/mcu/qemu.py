@@ -21,7 +21,7 @@ from edgec.mcu.toolchain import find_tool
 
 #: QEMU's exit status when the firmware faulted (edgec_fault)
 FAULT_EXIT = 70
-_RESULT_LINE = re.compile(r"^y (\d+) (\d+):((?: [0-9a-f]{8})*)\s*$", re.M)
+_RESULT_LINE = re.compile(r"^y (\d+) (\d+):((?: [0-9a-f]{8}| [0-9a-f]{2})*)\s*$", re.M)
 
 
 @dataclass
@@ -34,12 +34,19 @@ class QemuResult:
 
 
 def parse_outputs(text: str, ports: Sequence[Port], n_vectors: int) -> list[list[np.ndarray]]:
-    """The outputs main() printed: per vector, one array per port (bit-exact)."""
+    """The outputs main() printed: per vector, one array per port (bit-exact): floats as
+    8-hex-digit bit patterns, int8 codes as 2-hex-digit bytes."""
     got: dict[tuple[int, int], np.ndarray] = {}
     for m in _RESULT_LINE.finditer(text):
+        key = (int(m.group(1)), int(m.group(2)))
         words = m.group(3).split()
-        bits = np.array([int(w, 16) for w in words], dtype=np.uint32)
-        got[(int(m.group(1)), int(m.group(2)))] = bits.view(np.float32)
+        int8 = key[1] < len(ports) and ports[key[1]].dtype == "int8"
+        if any(len(w) != (2 if int8 else 8) for w in words):
+            continue
+        if int8:
+            got[key] = np.array([int(w, 16) for w in words], np.uint8).view(np.int8)
+        else:
+            got[key] = np.array([int(w, 16) for w in words], np.uint32).view(np.float32)
     out: list[list[np.ndarray]] = []
     for i in range(n_vectors):
         row = []

@@ -30,11 +30,16 @@ class EmitContext(Protocol):
     node: Node
 
     def inp(self, i: int) -> str:
-        """C expression of input ``i`` (a ``const float *``; a weight symbol for constants)."""
+        """C expression of input ``i`` (a ``const float *``, or ``const int8_t *`` for an int8
+        tensor; a weight symbol for constants)."""
         ...
 
     def out(self, i: int) -> str:
-        """C expression of output ``i`` (a ``float *``)."""
+        """C expression of output ``i`` (a ``float *``, or ``int8_t *`` for an int8 tensor)."""
+        ...
+
+    def ctype(self, tensor: str) -> str:
+        """The C element type of a tensor in kernels: ``float``, ``int8_t`` or ``int32_t``."""
         ...
 
     def scratch(self) -> str:
@@ -45,8 +50,11 @@ class EmitContext(Protocol):
         """``expr`` with the node's fused activation applied (``expr`` itself when none)."""
         ...
 
-    def const_array(self, base: str, data: np.ndarray, ctype: str = "float") -> str:
-        """Emit a derived constant table (flash) and return its symbol."""
+    def const_array(
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+    ) -> str:
+        """Emit a derived constant table (flash) and return its symbol. ``param``: whether its
+        values count as model parameters in the report (default: float tables do)."""
         ...
 
     def helper(self, name: str, code: str) -> str:
@@ -65,6 +73,12 @@ class Op:
     #: the kernel must round like the reference (e.g. bit-exact spike trains): the back-end
     #: compiles it without FMA contraction even in -ffp-contract=fast firmware builds.
     exact_fp: ClassVar[bool] = False
+    #: the op takes int8 tensors (the int8 ops, and data movement that copies codes unchanged);
+    #: any other op handed an int8 tensor is refused at shape inference.
+    int8: ClassVar[bool] = False
+    #: the outputs hold input 0's values (moved, not changed): an int8 output without its own
+    #: quantization inherits input 0's (see :meth:`quant_axis` for per-channel parameters).
+    quant_passthrough: ClassVar[bool] = False
 
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         raise NotImplementedError
@@ -88,8 +102,17 @@ class Op:
         return None
 
     def scratch(self, node: Node, g: Graph) -> int:
-        """Floats of scratch memory the kernel needs while it runs (planned in the arena)."""
+        """Elements (of :meth:`scratch_ctype`) of scratch memory the kernel needs while it runs
+        (planned in the arena)."""
         return 0
+
+    def scratch_ctype(self, node: Node, g: Graph) -> str:
+        """C type of the scratch buffer's elements: ``float`` or ``int8_t``."""
+        return "float"
+
+    def quant_axis(self, node: Node, g: Graph, axis: int, out_shape: Shape) -> int | None:
+        """Where input 0's per-channel axis lands in output 0 (None: it does not survive)."""
+        return None
 
 
 def register(cls: type[Op]) -> type[Op]:
@@ -160,3 +183,13 @@ def float_attr(node: Node, key: str, default: float) -> float:
 
 def int_list(v: Any) -> list[int]:
     return [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def view_axis(in_shape: Sequence[int], out_shape: Sequence[int], axis: int) -> int | None:
+    """The output axis that holds input axis ``axis`` unchanged after a reshape (same extent,
+    same product of the dimensions before it), or None."""
+    before = prod(in_shape[:axis])
+    for k, d in enumerate(out_shape):
+        if d == in_shape[axis] and prod(out_shape[:k]) == before:
+            return k
+    return None

@@ -6,10 +6,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edgec.errors import EdgecError
-from edgec.ir import Graph, Node, Tensor
-from edgec.ops import get_op
+from edgec.errors import EdgecError, UnsupportedOpError
+from edgec.ir import Graph, Node, Quant, Shape, Tensor
+from edgec.ops import Op, get_op
 from edgec.ops.unary import act_ref
+
+#: dtypes whose tensors carry a Quant (docs/int8.md)
+QUANT_DTYPES = ("int8", "int32")
 
 
 def _value_inputs(node: Node) -> tuple[int, ...] | None:
@@ -45,12 +48,12 @@ def infer_node(g: Graph, node: Node) -> None:
             raise EdgecError(
                 f"node '{node.name}' ({node.op}): cannot evaluate constant inputs: {exc}"
             ) from exc
-        for name, val in zip(node.outputs, outs, strict=False):
+        for k, (name, val) in enumerate(zip(node.outputs, outs, strict=False)):
             if name:
                 arr = np.asarray(val, order="C")  # keeps 0-d (ascontiguousarray makes 1-d)
-                g.tensors[name] = Tensor(
-                    name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
-                )
+                shape = tuple(int(d) for d in arr.shape)
+                quant = _out_quant(g, node, op, k, shape, str(arr.dtype))
+                g.tensors[name] = Tensor(name, shape, str(arr.dtype), arr, quant)
         return
     try:
         results = op.infer(node, g)
@@ -58,12 +61,48 @@ def infer_node(g: Graph, node: Node) -> None:
         raise
     except Exception as exc:  # a malformed node: name it
         raise EdgecError(f"node '{node.name}' ({node.op}): cannot infer shapes: {exc}") from exc
-    for name, (shape, dtype) in zip(node.outputs, results, strict=False):
+    for k, (name, (shape, dtype)) in enumerate(zip(node.outputs, results, strict=False)):
         if not name:
             continue
         old = g.tensors.get(name)
         data = old.data if old is not None else None
-        g.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype, data)
+        out_shape = tuple(int(d) for d in shape)
+        quant = _out_quant(g, node, op, k, out_shape, dtype)
+        g.tensors[name] = Tensor(name, out_shape, dtype, data, quant)
+    if not op.int8:
+        _refuse_int8(g, node)
+
+
+def _out_quant(g: Graph, node: Node, op: Op, k: int, shape: Shape, dtype: str) -> Quant | None:
+    """The quantization of output ``k``: the one the front-end gave it, else, for ops that move
+    data without changing it (Reshape, Transpose, Slice, Split...), input 0's (a per-channel
+    axis follows the data where the op can say where it goes, see ``Op.quant_axis``)."""
+    old = g.tensors.get(node.outputs[k])
+    if old is not None and old.quant is not None:
+        return old.quant
+    if dtype not in QUANT_DTYPES or not op.quant_passthrough or not node.inputs:
+        return None
+    src = g.quant(node.inputs[0])
+    if src is None:
+        return None
+    if src.axis is None:
+        return src
+    axis = op.quant_axis(node, g, src.axis, shape)
+    return None if axis is None else Quant(src.scale, src.zero_point, axis)
+
+
+def _refuse_int8(g: Graph, node: Node) -> None:
+    """A float op must not be handed int8 codes: its arithmetic would ignore the quantization."""
+    ints = [t for t in node.inputs if t and g.const(t) is None and g.tensor(t).dtype == "int8"]
+    ints += [t for t in node.outputs if t and g.tensor(t).dtype == "int8"]
+    if ints:
+        from edgec.ops import REGISTRY
+
+        capable = sorted(k for k, v in REGISTRY.items() if v.int8)
+        raise UnsupportedOpError(
+            f"node '{node.name}' ({node.op}): int8 tensor '{ints[0]}' is not supported by this "
+            f"op (it computes in float); ops on int8 tensors: {', '.join(capable)}"
+        )
 
 
 def run_node(node: Node, g: Graph, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -8,7 +8,10 @@
   integer ops the legacy PyTorch exporter emits: Equal, Where, Floor, Min, Max...) fold to
   constants at compile time; the few that make sense on run-time float data also emit C.
 
-edgec's run-time tensors are float32: a run-time Cast to FLOAT16/BFLOAT16 rounds each value to
+The data-movement ops also move int8 codes unchanged (their int8 outputs inherit input 0's
+quantization; Concat needs every input quantized like its output, else QConcat requantizes; int8
+Pad fills with the zero point unless a constant is given). Otherwise edgec's run-time tensors
+are float32: a run-time Cast to FLOAT16/BFLOAT16 rounds each value to
 that precision but keeps it in a float32 buffer, a run-time Cast to DOUBLE is a float32 copy, and
 run-time casts to integer or bool types are unsupported.
 """
@@ -33,6 +36,7 @@ from edgec.ops.base import (
     register,
     strides,
     unsupported,
+    view_axis,
 )
 from edgec.ops.loops import broadcast_loop, coalesce
 
@@ -90,10 +94,12 @@ def copy_nest(
     shape: Sequence[int],
     dst: str, dst_off: int, dst_strides: Sequence[int],
     src: str, src_off: int, src_strides: Sequence[int],
+    elem: str = "float",
 ) -> str:
     """C copying ``shape`` elements: dst[dst_off + i·dst_strides] = src[src_off + i·src_strides].
 
-    Dimensions both sides walk linearly are merged; a run contiguous on both sides is one memcpy.
+    Dimensions both sides walk linearly are merged; a run contiguous on both sides is one memcpy
+    (of ``elem``-typed elements).
     """
     if prod(shape) == 0:
         return ""
@@ -106,7 +112,7 @@ def copy_nest(
     d_idx = _index(dst_off, list(zip(names, ds, strict=True)))
     s_idx = _index(src_off, list(zip(names, ss, strict=True)))
     if run > 1:
-        stmt = f"memcpy({dst} + {d_idx}, {src} + {s_idx}, sizeof(float) * {run});"
+        stmt = f"memcpy({dst} + {d_idx}, {src} + {s_idx}, sizeof({elem}) * {run});"
     else:
         stmt = f"{dst}[{d_idx}] = {src}[{s_idx}];"
     lines = []
@@ -118,8 +124,8 @@ def copy_nest(
     return "\n".join(lines) + "\n"
 
 
-def copy_all(dst: str, src: str, n: int) -> str:
-    return f"memcpy({dst}, {src}, sizeof(float) * {n});\n"
+def copy_all(dst: str, src: str, n: int, elem: str = "float") -> str:
+    return f"memcpy({dst}, {src}, sizeof({elem}) * {n});\n"
 
 
 def c_order(a: np.ndarray) -> np.ndarray:
@@ -133,10 +139,21 @@ def _float_out(node: Node, g: Graph, shape: Shape) -> Outs:
 
 # -- views ---------------------------------------------------------------------------------------
 
-class ViewOp(Op):
+class MoveOp(Op):
+    """An op that moves values without changing them: it carries int8 codes (and input 0's
+    quantization) as they are."""
+
+    int8 = True
+    quant_passthrough = True
+
+
+class ViewOp(MoveOp):
     """Output 0 holds input 0's elements in the same order, with the shape ``out_shape`` says."""
 
     view = True
+
+    def quant_axis(self, node: Node, g: Graph, axis: int, out_shape: Shape) -> int | None:
+        return view_axis(g.shape(node.inputs[0]), out_shape, axis)
 
     def out_shape(self, node: Node, g: Graph, in_shape: Shape) -> Shape:
         raise NotImplementedError
@@ -151,7 +168,7 @@ class ViewOp(Op):
 
     def emit(self, node: Node, ctx: EmitContext) -> str:
         n = prod(ctx.g.shape(node.outputs[0]))
-        return copy_all(ctx.out(0), ctx.inp(0), n) if n else ""
+        return copy_all(ctx.out(0), ctx.inp(0), n, ctx.ctype(node.outputs[0])) if n else ""
 
 
 @register
@@ -273,8 +290,11 @@ class Dropout(ViewOp):
 # -- copies with compile-time strides -------------------------------------------------------------
 
 @register
-class Transpose(Op):
+class Transpose(MoveOp):
     types = ("Transpose",)
+
+    def quant_axis(self, node: Node, g: Graph, axis: int, out_shape: Shape) -> int | None:
+        return self.perm(node, len(g.shape(node.inputs[0]))).index(axis)
 
     def perm(self, node: Node, rank: int) -> list[int]:
         perm = node.attr("perm")
@@ -299,18 +319,33 @@ class Transpose(Op):
         p = self.perm(node, len(s))
         out = [s[k] for k in p]
         st = strides(s)
-        return copy_nest(out, ctx.out(0), 0, strides(out), ctx.inp(0), 0, [st[k] for k in p])
+        return copy_nest(out, ctx.out(0), 0, strides(out), ctx.inp(0), 0, [st[k] for k in p],
+                         ctx.ctype(node.outputs[0]))
 
 
 def _block_copy(dst: str, dst_off: int, dst_row: int, src: str, src_off: int, src_row: int,
-                rows: int, block: int) -> str:
-    """``rows`` blocks of ``block`` contiguous floats, one per row on each side."""
-    return copy_nest((rows, block), dst, dst_off, (dst_row, 1), src, src_off, (src_row, 1))
+                rows: int, block: int, elem: str = "float") -> str:
+    """``rows`` blocks of ``block`` contiguous elements, one per row on each side."""
+    return copy_nest((rows, block), dst, dst_off, (dst_row, 1), src, src_off, (src_row, 1), elem)
 
 
 @register
-class Concat(Op):
+class Concat(MoveOp):
     types = ("Concat",)
+
+    def _check_quant(self, node: Node, g: Graph) -> None:
+        """int8 inputs are concatenated as codes: all must share the output's quantization."""
+        names = [i for i in node.inputs if i]
+        if g.tensor(names[0]).dtype != "int8":
+            return
+        want = g.quant(node.outputs[0]) or g.quant(names[0])
+        for i in names:
+            q = g.quant(i)
+            if want is None or q is None or not q.same_as(want):
+                raise unsupported(
+                    node, f"int8 input '{i}' is quantized differently from the output "
+                    f"({q.describe() if q else 'no quantization'} vs "
+                    f"{want.describe() if want else 'none'}); QConcat requantizes such inputs")
 
     def _axis(self, node: Node, rank: int) -> int:
         if "axis" not in node.attrs:
@@ -327,6 +362,7 @@ class Concat(Op):
                 raise shape_error(node, f"cannot concatenate shapes {shapes} on axis {axis}")
         out = list(shapes[0])
         out[axis] = sum(s[axis] for s in shapes)
+        self._check_quant(node, g)
         return [(tuple(out), g.tensor(node.inputs[0]).dtype)]
 
     def reference(self, node: Node, inputs: Arrays, g: Graph) -> list[np.ndarray]:
@@ -346,13 +382,13 @@ class Concat(Op):
                 continue
             block = g.shape(name)[axis] * inner
             code += _block_copy(ctx.out(0), offset, out[axis] * inner, ctx.inp(i), 0, block,
-                                rows, block)
+                                rows, block, ctx.ctype(node.outputs[0]))
             offset += block
         return code
 
 
 @register
-class Split(Op):
+class Split(MoveOp):
     types = ("Split",)
 
     def sizes(self, node: Node, g: Graph) -> tuple[int, list[int]]:
@@ -397,7 +433,7 @@ class Split(Op):
             block = size * inner
             if name:
                 code += _block_copy(ctx.out(i), 0, block, ctx.inp(0), offset,
-                                    shape[axis] * inner, rows, block)
+                                    shape[axis] * inner, rows, block, ctx.ctype(name))
             offset += block
         return code
 
@@ -436,7 +472,7 @@ def slice_params(node: Node, g: Graph, shape: Shape) -> list[tuple[int, int, int
 
 
 @register
-class Slice(Op):
+class Slice(MoveOp):
     types = ("Slice",)
 
     def infer(self, node: Node, g: Graph) -> Outs:
@@ -462,11 +498,12 @@ class Slice(Op):
         out = [p[2] for p in params]
         offset = sum(p[0] * s for p, s in zip(params, st, strict=True))
         src_st = [p[1] * s for p, s in zip(params, st, strict=True)]
-        return copy_nest(out, ctx.out(0), 0, strides(out), ctx.inp(0), offset, src_st)
+        return copy_nest(out, ctx.out(0), 0, strides(out), ctx.inp(0), offset, src_st,
+                         ctx.ctype(node.outputs[0]))
 
 
 @register
-class Gather(Op):
+class Gather(MoveOp):
     types = ("Gather",)
 
     def parts(self, node: Node, g: Graph, data_shape: Shape,
@@ -506,22 +543,23 @@ class Gather(Op):
         axis, flat = self.parts(node, g, data, idx)
         rows, dim, inner, n = prod(data[:axis]), data[axis], prod(data[axis + 1 :]), len(flat)
         x, y = ctx.inp(0), ctx.out(0)
+        elem = ctx.ctype(node.outputs[0])
         steps = {b - a for a, b in zip(flat, flat[1:], strict=False)}
         if len(steps) <= 1:  # one index, or an arithmetic progression: a strided copy
             step = steps.pop() if steps else 1
             shape = (rows, n, inner)
             return copy_nest(shape, y, 0, strides(shape), x, flat[0] * inner,
-                             (dim * inner, step * inner, 1))
+                             (dim * inner, step * inner, 1), elem)
         table = ctx.const_array(f"{node.name}_offsets",
                                 np.asarray(flat, np.int64) * inner, "int32_t")
         if inner == 1:
             move = f"yr[j] = xr[{table}[j]];"
         else:
-            move = f"memcpy(yr + j * {inner}, xr + {table}[j], sizeof(float) * {inner});"
+            move = f"memcpy(yr + j * {inner}, xr + {table}[j], sizeof({elem}) * {inner});"
         return (
             f"for (int r = 0; r < {rows}; ++r) {{\n"
-            f"    const float *xr = {x} + r * {dim * inner};\n"
-            f"    float *yr = {y} + r * {n * inner};\n"
+            f"    const {elem} *xr = {x} + r * {dim * inner};\n"
+            f"    {elem} *yr = {y} + r * {n * inner};\n"
             f"    for (int j = 0; j < {n}; ++j) {move}\n"
             f"}}\n"
         )
@@ -575,8 +613,24 @@ def _source_index(mode: str, i: int, dim: int) -> int:
     return i if i < dim else period - i
 
 
+def pad_constant(node: Node, g: Graph, value: float) -> float | int:
+    """The value constant-mode Pad writes: ``value``; for an int8 input the int8 code (its zero
+    point, the real 0, when no constant is given)."""
+    if g.tensor(node.inputs[0]).dtype != "int8":
+        return value
+    given = (const_input(node, g, 2, "constant_value") if g.opset >= 11
+             else node.attrs.get("value"))
+    if given is not None and np.asarray(given).size:
+        code = int(np.asarray(given).reshape(-1)[0])
+        if not -128 <= code <= 127:
+            raise unsupported(node, f"int8 Pad constant {code} is outside [-128, 127]")
+        return code
+    q = g.quant(node.inputs[0])
+    return int(q.zero_point[0]) if q is not None and q.size == 1 else 0
+
+
 @register
-class Pad(Op):
+class Pad(MoveOp):
     types = ("Pad",)
 
     def infer(self, node: Node, g: Graph) -> Outs:
@@ -594,6 +648,7 @@ class Pad(Op):
         x = x[crop]
         widths = [(max(0, b), max(0, e)) for b, e in zip(begin, end, strict=True)]
         if mode == "constant":
+            value = pad_constant(node, g, value)
             return [np.pad(x, widths, mode="constant", constant_values=value).astype(x.dtype)]
         maps = [np.array([_source_index(mode, i - b, d) for i in range(d + b + e)], np.int64)
                 for d, (b, e) in zip(x.shape, widths, strict=True)]
@@ -610,11 +665,14 @@ class Pad(Op):
         if mode == "constant":
             inner = [d - max(0, -b) - max(0, -e) for d, b, e in zip(shape, begin, end, strict=True)]
             code = ""
+            elem = ctx.ctype(node.outputs[0])
             if prod(inner) != prod(out):
-                code = f"for (int i = 0; i < {prod(out)}; ++i) {y}[i] = {c_float(value)};\n"
+                fill = pad_constant(node, ctx.g, value)
+                lit = c_float(fill) if elem == "float" else str(int(fill))
+                code = f"for (int i = 0; i < {prod(out)}; ++i) {y}[i] = {lit};\n"
             src_off = sum(max(0, -b) * s for b, s in zip(begin, in_st, strict=True))
             dst_off = sum(max(0, b) * s for b, s in zip(begin, out_st, strict=True))
-            return code + copy_nest(inner, y, dst_off, out_st, x, src_off, in_st)
+            return code + copy_nest(inner, y, dst_off, out_st, x, src_off, in_st, elem)
         return self._emit_mapped(ctx, mode, shape, begin, out)
 
     def _emit_mapped(self, ctx: EmitContext, mode: str, shape: Shape, begin: list[int],
@@ -651,7 +709,7 @@ class Pad(Op):
 
 
 @register
-class Expand(Op):
+class Expand(MoveOp):
     types = ("Expand",)
 
     def out_shape(self, node: Node, g: Graph, in_shape: Shape) -> Shape:

@@ -1,0 +1,144 @@
+"""QAdd, QSub, QMul: TFLite's int8 ADD / SUB / MUL (reference_integer_ops/add.h, mul.h), with
+numpy broadcasting.
+
+Add/Sub (TFLite's Prepare, left_shift = 20): with ``twice_max = 2 * max(s1, s2)`` each input is
+``MBQM((q - zp) << 20, QM(s_i / twice_max))``, the sum (difference) is
+``MBQM(·, QM(twice_max / (2^20 * s_out))) + zp_out``, clamped. Mul:
+``MBQM((q1 - zp1) * (q2 - zp2), QM(s1 * s2 / s_out)) + zp_out`` with the multiplier computed in
+float32 as TFLite does. ``act_min``/``act_max`` clamp the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import EmitContext, broadcast_shape, register
+from edgec.ops.int8.common import QOp, act_range, per_tensor, require_dtype, use_requant
+from edgec.ops.int8.fixedpoint import (
+    clamp_int8,
+    f32,
+    mbqm,
+    quantize_multiplier,
+    rounding_of,
+    use_mbqm,
+)
+from edgec.ops.loops import broadcast_loop
+
+Outs = list[tuple[Shape, str]]
+LEFT_SHIFT = 20
+
+
+def _scales(node: Node, g: Graph) -> tuple[tuple[float, int], tuple[float, int], tuple[float, int]]:
+    return (per_tensor(node, g, node.inputs[0], "input 0"),
+            per_tensor(node, g, node.inputs[1], "input 1"),
+            per_tensor(node, g, node.outputs[0], "output"))
+
+
+class _QBinary(QOp):
+    def infer(self, node: Node, g: Graph) -> Outs:
+        for k in (0, 1):
+            require_dtype(node, g, node.inputs[k], "int8", f"input {k}")
+        self.params(node, g)
+        act_range(node)
+        return [(broadcast_shape(g.shape(node.inputs[0]), g.shape(node.inputs[1])), "int8")]
+
+    def inplace(self, node: Node, g: Graph) -> bool:
+        return g.shape(node.inputs[0]) == g.shape(node.outputs[0])
+
+    def params(self, node: Node, g: Graph) -> dict[str, int]:
+        raise NotImplementedError
+
+
+class _QAddSub(_QBinary):
+    sign = 1
+
+    def params(self, node: Node, g: Graph) -> dict[str, int]:
+        (s1, z1), (s2, z2), (so, zo) = _scales(node, g)
+        r = rounding_of(g)
+        twice_max = float(np.float32(2.0) * np.float32(max(np.float32(s1), np.float32(s2))))
+        m1, h1 = quantize_multiplier(float(s1) / twice_max, r)
+        m2, h2 = quantize_multiplier(float(s2) / twice_max, r)
+        mo, ho = quantize_multiplier(twice_max / f32((1 << LEFT_SHIFT) * np.float32(so)), r)
+        return {"z1": z1, "z2": z2, "zo": zo, "m1": m1, "h1": h1, "m2": m2, "h2": h2,
+                "mo": mo, "ho": ho}
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        a, b = inputs[0], inputs[1]
+        assert a is not None and b is not None
+        p, r = self.params(node, g), rounding_of(g)
+        lo, hi = act_range(node)
+        sa = mbqm((a.astype(np.int64) - p["z1"]) << LEFT_SHIFT, p["m1"], p["h1"], r)
+        sb = mbqm((b.astype(np.int64) - p["z2"]) << LEFT_SHIFT, p["m2"], p["h2"], r)
+        out = mbqm(sa + self.sign * sb, p["mo"], p["ho"], r) + p["zo"]
+        return [clamp_int8(out, lo, hi)]
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        p = self.params(node, g)
+        lo, hi = act_range(node)
+        mbqm_c = use_mbqm(ctx, rounding_of(g))
+        requant = use_requant(ctx, rounding_of(g))
+        a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+        op = "+" if self.sign > 0 else "-"
+
+        def body(ix: list[str], iy: str) -> str:
+            return (
+                f"const int32_t sa = {mbqm_c}(((int32_t){a}[{ix[0]}] - ({p['z1']})) * "
+                f"{1 << LEFT_SHIFT}, {p['m1']}, {p['h1']});\n"
+                f"const int32_t sb = {mbqm_c}(((int32_t){b}[{ix[1]}] - ({p['z2']})) * "
+                f"{1 << LEFT_SHIFT}, {p['m2']}, {p['h2']});\n"
+                f"{y}[{iy}] = {requant}(sa {op} sb, {p['mo']}, {p['ho']}, {p['zo']}, {lo}, "
+                f"{hi});\n"
+            )
+
+        return broadcast_loop(g.shape(node.outputs[0]),
+                              [g.shape(node.inputs[0]), g.shape(node.inputs[1])], body)
+
+
+@register
+class QAdd(_QAddSub):
+    types = ("QAdd",)
+    sign = 1
+
+
+@register
+class QSub(_QAddSub):
+    types = ("QSub",)
+    sign = -1
+
+
+@register
+class QMul(_QBinary):
+    types = ("QMul",)
+
+    def params(self, node: Node, g: Graph) -> dict[str, int]:
+        (s1, z1), (s2, z2), (so, zo) = _scales(node, g)
+        real = f32(np.float32(f32(np.float32(s1) * np.float32(s2))) / np.float32(so))
+        m, h = quantize_multiplier(real, rounding_of(g))
+        return {"z1": z1, "z2": z2, "zo": zo, "m": m, "h": h}
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        a, b = inputs[0], inputs[1]
+        assert a is not None and b is not None
+        p = self.params(node, g)
+        lo, hi = act_range(node)
+        prod = (a.astype(np.int64) - p["z1"]) * (b.astype(np.int64) - p["z2"])
+        return [clamp_int8(mbqm(prod, p["m"], p["h"], rounding_of(g)) + p["zo"], lo, hi)]
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        p = self.params(node, g)
+        lo, hi = act_range(node)
+        requant = use_requant(ctx, rounding_of(ctx.g))
+        a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+
+        def body(ix: list[str], iy: str) -> str:
+            return (
+                f"const int32_t prod = ((int32_t){a}[{ix[0]}] - ({p['z1']})) * "
+                f"((int32_t){b}[{ix[1]}] - ({p['z2']}));\n"
+                f"{y}[{iy}] = {requant}(prod, {p['m']}, {p['h']}, {p['zo']}, {lo}, {hi});\n"
+            )
+
+        return broadcast_loop(g.shape(node.outputs[0]),
+                              [g.shape(node.inputs[0]), g.shape(node.inputs[1])], body)

@@ -1,0 +1,171 @@
+"""QConv2D: TFLite's int8 CONV_2D (reference_integer_ops/conv.h ``ConvPerChannel``), NHWC.
+
+``x [N, H, W, C]``, ``w [O, KH, KW, C / groups]`` (int8, symmetric, per-channel or per-tensor
+scales), ``b [O]`` int32 → ``y [N, OH, OW, O]``; attributes ``strides`` [sh, sw], ``dilations``
+[dh, dw], ``pads`` [top, left, bottom, right], ``act_min``/``act_max``. Taps in the padding
+contribute nothing (TFLite skips them, which equals reading the input zero point).
+
+The C kernel is im2col + int8 GEMM: per output pixel and group the receptive field
+``[KH][KW][C/groups]`` is gathered into a scratch patch planned in the arena (padding filled with
+the input zero point), then the output channels are dot products against their weight rows,
+four at a time (``edgec_dot4_s8``), each starting from a bias with the zero point folded in at
+compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A 1x1
+convolution without padding reads the input pixel in place (no patch). Multipliers: double
+products (TFLite ``PopulateConvolutionQuantizationParams``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import EmitContext, register, unsupported
+from edgec.ops.int8.common import (
+    QOp,
+    Requant,
+    Window,
+    act_range,
+    fits_int32,
+    gemv_rows,
+    indent,
+    per_tensor,
+    requantize_ref,
+    require_dtype,
+    use_requant,
+)
+from edgec.ops.int8.fixedpoint import rounding_of
+from edgec.ops.int8.fully_connected import (
+    bias_values,
+    const_int8,
+    output_multipliers,
+    weight_layout,
+)
+
+Outs = list[tuple[Shape, str]]
+
+
+def _geometry(node: Node, g: Graph) -> tuple[Window, int, int]:
+    """(window, groups, output channels)."""
+    w_shape = g.shape(node.inputs[1])
+    if len(w_shape) != 4:
+        raise unsupported(node, f"weights {list(w_shape)}: expected [O, KH, KW, C/groups]")
+    o, kh, kw, cg = w_shape
+    win = Window(node, g.shape(node.inputs[0]), kh, kw)
+    if cg < 1 or win.c % cg or o % (win.c // cg):
+        raise unsupported(node, f"input channels {win.c} and weights {list(w_shape)} do not "
+                                "form whole groups")
+    return win, win.c // cg, o
+
+
+@register
+class QConv2D(QOp):
+    types = ("QConv2D",)
+
+    def _params(self, node: Node, g: Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, _, o = _geometry(node, g)
+        mult, shift = output_multipliers(node, g, node.inputs[0], node.inputs[1],
+                                         node.outputs[0], o, 0, float_product_per_tensor=False,
+                                         rounding=rounding_of(g))
+        return mult, shift, bias_values(node, g, 2, o)
+
+    def infer(self, node: Node, g: Graph) -> Outs:
+        require_dtype(node, g, node.inputs[0], "int8", "input")
+        const_int8(node, g, 1, "weights")
+        win, _, o = _geometry(node, g)
+        self._params(node, g)
+        act_range(node)
+        return [((win.n, win.oh, win.ow, o), "int8")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        x, w = inputs[0], inputs[1]
+        assert x is not None and w is not None
+        win, groups, o = _geometry(node, g)
+        mult, shift, bias = self._params(node, g)
+        _, zp_x = per_tensor(node, g, node.inputs[0], "input")
+        _, zp_y = per_tensor(node, g, node.outputs[0], "output")
+        lo, hi = act_range(node)
+        xp = win.padded(x, zp_x) - zp_x  # padding reads 0 after the offset
+        cg, og = win.c // groups, o // groups
+        acc = np.zeros((win.n, win.oh, win.ow, o), np.int64)
+        w64 = w.astype(np.int64)
+        for kh in range(win.kh):
+            for kw in range(win.kw):
+                tap = win.taps(xp, kh, kw)
+                for gr in range(groups):
+                    acc[..., gr * og : (gr + 1) * og] += (
+                        tap[..., gr * cg : (gr + 1) * cg] @ w64[gr * og : (gr + 1) * og, kh, kw].T
+                    )
+        acc += bias
+        return [requantize_ref(acc, mult, shift, zp_y, lo, hi, rounding_of(g))]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        win, groups, o = _geometry(node, g)
+        return win.n * win.oh * win.ow * o * win.kh * win.kw * (win.c // groups)
+
+    def _direct(self, win: Window, groups: int) -> bool:
+        """1x1, unpadded, one group: the patch is the input pixel itself."""
+        return (win.kh == win.kw == 1 and groups == 1
+                and not (win.pt or win.pl or win.pb or win.pr))
+
+    def scratch(self, node: Node, g: Graph) -> int:
+        win, groups, _ = _geometry(node, g)
+        return 0 if self._direct(win, groups) else win.kh * win.kw * (win.c // groups)
+
+    def scratch_ctype(self, node: Node, g: Graph) -> str:
+        return "int8_t"
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        win, groups, o = _geometry(node, g)
+        mult, shift, bias = self._params(node, g)
+        _, zp_x = per_tensor(node, g, node.inputs[0], "input")
+        _, zp_y = per_tensor(node, g, node.outputs[0], "output")
+        lo, hi = act_range(node)
+        w = const_int8(node, g, 1, "weights")
+        cg, og = win.c // groups, o // groups
+        k = win.kh * win.kw * cg
+        folded = fits_int32(node, "the bias with the input zero point folded in",
+                            bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
+        wsym = ctx.const_array(f"{node.name}_w", weight_layout(w.reshape(o, k)), "int8_t",
+                               param=True)
+        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        rq = Requant(ctx, node.name, mult, shift)
+        requant = use_requant(ctx, rounding_of(ctx.g))
+        x, y = ctx.inp(0), ctx.out(0)
+        hw_c = win.h * win.w * win.c
+        channels = gemv_rows(ctx, "patch", wsym, k, f"gr * {og}" if groups > 1 else "0", og,
+                             bsym, rq, requant, zp_y, lo, hi, "yp")
+        if self._direct(win, groups):
+            pixel = (f"const int8_t *patch = xn + ((oh * {win.sh}) * {win.w} + ow * {win.sw})"
+                     f" * {win.c};\n" + channels)
+        else:
+            gather = (
+                f"int8_t *pp = scratch;\n"
+                f"for (int kh = 0; kh < {win.kh}; ++kh) {{\n"
+                f"    const int ih = oh * {win.sh} - {win.pt} + kh * {win.dh};\n"
+                f"    for (int kw = 0; kw < {win.kw}; ++kw) {{\n"
+                f"        const int iw = ow * {win.sw} - {win.pl} + kw * {win.dw};\n"
+                f"        if (ih >= 0 && ih < {win.h} && iw >= 0 && iw < {win.w}) {{\n"
+                f"            memcpy(pp, xn + (ih * {win.w} + iw) * {win.c}"
+                f"{' + gr * ' + str(cg) if groups > 1 else ''}, {cg});\n"
+                f"        }} else {{\n"
+                f"            memset(pp, {zp_x & 0xFF}, {cg});\n"
+                f"        }}\n"
+                f"        pp += {cg};\n"
+                f"    }}\n"
+                f"}}\n"
+            )
+            body = gather + "const int8_t *patch = scratch;\n" + channels
+            pixel = (f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
+                     if groups > 1 else body)
+        loops = (
+            f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n"
+            f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n"
+            f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
+            + indent(pixel, 2) + "    }\n}\n"
+        )
+        if win.n == 1:
+            return f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops
+        head = (f"const int8_t *xn = {x} + n * {hw_c};\n"
+                f"int8_t *yn = {y} + n * {win.oh * win.ow * o};\n")
+        return f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops) + "}\n"

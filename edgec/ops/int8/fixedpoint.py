@@ -1,0 +1,347 @@
+"""TFLite's fixed-point arithmetic, in numpy (the references) and C (the kernels).
+
+* :func:`quantize_multiplier` — TFLite's ``QuantizeMultiplier``: a real multiplier as a Q0.31
+  significand and a power-of-two exponent (``frexp``, round half away from zero).
+* :func:`mbqm` — ``MultiplyByQuantizedMultiplier`` in TFLite's two forms: ``"double"`` (a left
+  shift, gemmlowp's saturating rounding doubling high multiply :func:`srdhm`, then a rounding
+  right shift :func:`rdbp`) and ``"single"`` (``TFLITE_SINGLE_ROUNDING``: one 64-bit product,
+  one rounding shift, ties toward +inf).
+
+Which form a kernel uses is what makes int8 results bit-exact or not, and the references
+disagree (measured with ai-edge-litert 2.3 and the tflite-micro wheel, see docs/int8.md): the
+TFLite interpreter's reference kernels round FULLY_CONNECTED once and every other op twice;
+TFLite Micro (and CMSIS-NN by default) round twice everywhere. The compile option
+``int8_rounding`` picks the reference: ``"tflite"`` (default) or ``"double"``; ops ask
+:func:`rounding_of` for their form.
+* gemmlowp's fixed-point ``exp_on_negative_values`` and ``one_over_one_plus_x_for_x_in_0_1``
+  (softmax) on raw int32 values.
+
+The numpy functions take and return int64 arrays holding int32 values (no overflow inside);
+the C helpers are static inline functions an op emits through ``ctx.helper`` (see
+:func:`use_helpers`), written to be free of undefined behaviour: left shifts go through
+``uint32_t`` and the rounding right shift relies on ``>>`` of a negative ``int32_t`` being
+arithmetic (implementation-defined in C99; arithmetic on GCC, Clang and Arm's compilers, as
+TFLite itself assumes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.ir import Graph
+from edgec.ops.base import EmitContext
+
+#: values of the compile option ``int8_rounding``: "tflite" = as the TFLite interpreter's
+#: reference kernels (single rounding in FULLY_CONNECTED, double elsewhere), "double" = double
+#: rounding everywhere (TFLite Micro, CMSIS-NN)
+ROUNDING_MODES = ("tflite", "double")
+DEFAULT_MODE = "tflite"
+#: the form numpy helpers default to (TFLite's standard MultiplyByQuantizedMultiplier)
+DEFAULT_ROUNDING = "double"
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+Ints = np.ndarray  # int64 arrays of int32 values
+
+
+# -- compile time: multipliers ------------------------------------------------------------------
+
+def tflite_round(x: float) -> int:
+    """``std::round``: nearest integer, halves away from zero."""
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def round_half_away(a: np.ndarray) -> np.ndarray:
+    """Elementwise ``std::round`` of float32 (or float64) values, as float64 integers."""
+    d = np.asarray(a, np.float64)
+    return np.copysign(np.floor(np.abs(d) + 0.5), d)
+
+
+def rounding_of(g: Graph, fully_connected: bool = False) -> str:
+    """The MultiplyByQuantizedMultiplier form ("single" or "double") of an op in this model
+    (compile option ``int8_rounding``); ``fully_connected``: the op is QFullyConnected."""
+    mode = str(g.options.get("int8_rounding", DEFAULT_MODE))
+    if mode not in ROUNDING_MODES:
+        raise EdgecError(
+            f"option int8_rounding={mode!r}: expected 'tflite' (the TFLite interpreter) or "
+            "'double' (TFLite Micro, CMSIS-NN)"
+        )
+    return "single" if mode == "tflite" and fully_connected else "double"
+
+
+def quantize_multiplier(m: float, rounding: str = DEFAULT_ROUNDING) -> tuple[int, int]:
+    """TFLite ``QuantizeMultiplier(double)`` → (int32 significand in [2^30, 2^31), shift);
+    single rounding saturates shifts above 30 as TFLite does."""
+    if m == 0.0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    q_fixed = tflite_round(q * (1 << 31))
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if rounding == "single" and shift > 30:
+        return 2**31 - 1, 30
+    return int(q_fixed), int(shift)
+
+
+def quantize_multipliers(ms: Sequence[float], rounding: str = DEFAULT_ROUNDING
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_multiplier` of each value → (int32 significands, int32 shifts)."""
+    pairs = [quantize_multiplier(float(m), rounding) for m in ms]
+    return (np.asarray([p[0] for p in pairs], np.int32),
+            np.asarray([p[1] for p in pairs], np.int32))
+
+
+def f32(x: float) -> float:
+    """``x`` rounded to float32 (TFLite computes some multipliers in float, not double)."""
+    return float(np.float32(x))
+
+
+def activation_range(act: str, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite's ``CalculateActivationRangeQuantized`` for int8: a fused NONE / RELU / RELU6 /
+    RELU_N1_TO_1 as the (act_min, act_max) codes of the output."""
+
+    def q(v: float) -> int:
+        return zero_point + tflite_round(f32(f32(v) / f32(scale)))
+
+    if act in ("NONE", ""):
+        return -128, 127
+    if act == "RELU":
+        return max(-128, q(0.0)), 127
+    if act == "RELU6":
+        return max(-128, q(0.0)), min(127, q(6.0))
+    if act == "RELU_N1_TO_1":
+        return max(-128, q(-1.0)), min(127, q(1.0))
+    raise ValueError(f"fused activation {act!r}; supported: NONE, RELU, RELU6, RELU_N1_TO_1")
+
+
+# -- run time: numpy references -----------------------------------------------------------------
+
+def i64(x: object) -> Ints:
+    return np.asarray(x, np.int64)
+
+
+def wrap32(x: Ints) -> Ints:
+    """Two's-complement wrap to int32 (what ``(int32_t)(uint32_t)x`` does in C)."""
+    return ((i64(x) + 2**31) & 0xFFFFFFFF) - 2**31
+
+
+def srdhm(a: object, b: object) -> Ints:
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` (ARM VQRDMULH) on int32 values."""
+    a, b = i64(a), i64(b)
+    ab = a * b
+    v = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    q = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
+    return np.where((a == b) & (a == INT32_MIN), INT32_MAX, q)
+
+
+def rdbp(x: object, exponent: object) -> Ints:
+    """gemmlowp ``RoundingDivideByPOT``: x / 2^exponent rounded to nearest, ties away from 0."""
+    x, e = i64(x), i64(exponent)
+    mask = (np.int64(1) << e) - 1
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + ((x & mask) > threshold)
+
+
+def mbqm(x: object, multiplier: object, shift: object, rounding: str = DEFAULT_ROUNDING) -> Ints:
+    """TFLite ``MultiplyByQuantizedMultiplier(int32 x, int32 multiplier, int shift)``."""
+    s = i64(shift)
+    if rounding == "single":
+        total = 31 - s
+        return (i64(x) * i64(multiplier) + (np.int64(1) << (total - 1))) >> total
+    left, right = np.maximum(s, 0), np.maximum(-s, 0)
+    return rdbp(srdhm(wrap32(i64(x) << left), multiplier), right)
+
+
+def saturating_shift_left(x: object, exponent: int) -> Ints:
+    """gemmlowp ``SaturatingRoundingMultiplyByPOT<exponent>`` for exponent >= 0."""
+    x = i64(x)
+    if exponent == 0:
+        return x
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX,
+                    np.where(x < -threshold, INT32_MIN, wrap32(x << exponent)))
+
+
+def rescale(x: object, src_bits: int, dst_bits: int) -> Ints:
+    """gemmlowp ``Rescale<dst_bits>`` of a value with ``src_bits`` integer bits."""
+    e = src_bits - dst_bits
+    return saturating_shift_left(x, e) if e >= 0 else rdbp(x, -e)
+
+
+def rounding_half_sum(a: object, b: object) -> Ints:
+    s = i64(a) + i64(b)
+    t = s + np.where(s >= 0, 1, -1)
+    return np.where(t >= 0, t // 2, -((-t) // 2))
+
+
+def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: Ints) -> Ints:
+    constant_term = 1895147668  # exp(-1/8) in Q0.31
+    constant_1_over_3 = 715827883
+    x = wrap32(a + (1 << 28))
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = rdbp(x4, 2)
+    poly = rdbp(wrap32(srdhm(wrap32(x4_over_4 + x3), constant_1_over_3) + x2), 1)
+    return wrap32(constant_term + srdhm(constant_term, wrap32(x + poly)))
+
+
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))
+
+
+def exp_on_negative_values(a: object, integer_bits: int) -> Ints:
+    """gemmlowp ``exp_on_negative_values`` of a Q(integer_bits) value → Q0.31."""
+    a = i64(a)
+    frac = 31 - integer_bits
+    one_quarter = 1 << (frac - 2)
+    a_mod = (a & (one_quarter - 1)) - one_quarter
+    result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
+        rescale(a_mod, integer_bits, 0))
+    remainder = wrap32(a_mod - a)
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = 1 << (frac + exponent)
+            result = np.where((remainder & bit) != 0, srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        result = np.where(a < -(1 << (36 - integer_bits)), 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a: object) -> Ints:
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` (Q0.31 in and out; Newton-Raphson)."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)
+    x = wrap32(1515870810 + srdhm(half_denominator, -1010580540))  # 48/17 - 32/17·d, Q2.29
+    for _ in range(3):
+        one_minus = wrap32((1 << 29) - srdhm(half_denominator, x))
+        x = wrap32(x + saturating_shift_left(srdhm(x, one_minus), 2))
+    return saturating_shift_left(x, 1)
+
+
+def count_leading_zeros32(x: object) -> Ints:
+    """Leading zero bits of uint32 values (32 for 0); frexp's exponent is the bit length."""
+    u = (i64(x) & 0xFFFFFFFF).astype(np.float64)  # exact: integers below 2^53
+    return 32 - np.frexp(u)[1].astype(np.int64)
+
+
+def get_reciprocal(x: object, integer_digits: int) -> tuple[Ints, Ints]:
+    """TFLite ``GetReciprocal`` → (Q0.31 reciprocal scale, num_bits_over_unit)."""
+    x = i64(x)
+    headroom_plus_one = count_leading_zeros32(x)
+    bits_over_unit = integer_digits - headroom_plus_one
+    shifted_minus_one = wrap32(((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31))
+    return one_over_one_plus_x_for_x_in_0_1(shifted_minus_one), bits_over_unit
+
+
+def clamp_int8(x: object, lo: int = -128, hi: int = 127) -> np.ndarray:
+    return np.clip(i64(x), lo, hi).astype(np.int8)
+
+
+# -- C ---------------------------------------------------------------------------------------
+
+C_HELPERS: dict[str, str] = {
+    "edgec_srdhm": """\
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31) / 2^32, saturating. */
+static inline int32_t edgec_srdhm(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    if (a == b && a == INT32_MIN) return INT32_MAX;
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}""",
+    "edgec_rdbp": """\
+/* gemmlowp RoundingDivideByPOT: x / 2^exponent, to nearest, ties away from zero. */
+static inline int32_t edgec_rdbp(int32_t x, int exponent)
+{
+    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + ((x & mask) > threshold ? 1 : 0);
+}""",
+    "edgec_mbqm": """\
+/* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), double rounding
+ * (TFLite Micro, CMSIS-NN). */
+static inline int32_t edgec_mbqm(int32_t x, int32_t multiplier, int shift)
+{
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    return edgec_rdbp(edgec_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+}""",
+    "edgec_mbqm_single": """\
+/* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), single rounding
+ * (TFLITE_SINGLE_ROUNDING form): ties round toward +inf. */
+static inline int32_t edgec_mbqm_single(int32_t x, int32_t multiplier, int shift)
+{
+    const int total = 31 - shift;
+    return (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << (total - 1))) >> total);
+}""",
+    "edgec_sat_shl": """\
+/* gemmlowp SaturatingRoundingMultiplyByPOT for a positive exponent. */
+static inline int32_t edgec_sat_shl(int32_t x, int exponent)
+{
+    const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+    if (x > threshold) return INT32_MAX;
+    if (x < -threshold) return INT32_MIN;
+    return (int32_t)((uint32_t)x << exponent);
+}""",
+    "edgec_one_over_one_plus_x": """\
+/* gemmlowp one_over_one_plus_x_for_x_in_0_1 (Q0.31): Newton-Raphson division. */
+static inline int32_t edgec_one_over_one_plus_x(int32_t a)
+{
+    const int64_t sum = (int64_t)a + INT32_MAX;
+    const int32_t half_denominator = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+    int32_t x = (int32_t)((uint32_t)1515870810 + (uint32_t)edgec_srdhm(half_denominator,
+                                                                       -1010580540));
+    int i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t one_minus =
+            (int32_t)((uint32_t)(1 << 29) - (uint32_t)edgec_srdhm(half_denominator, x));
+        x = (int32_t)((uint32_t)x + (uint32_t)edgec_sat_shl(edgec_srdhm(x, one_minus), 2));
+    }
+    return edgec_sat_shl(x, 1);
+}""",
+    "edgec_clz32": """\
+/* Leading zero bits of a 32-bit value (32 for 0). */
+static inline int edgec_clz32(uint32_t x)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return x ? __builtin_clz(x) : 32;
+#else
+    int n = 0;
+    if (!x) return 32;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        ++n;
+    }
+    return n;
+#endif
+}""",
+}
+
+#: helpers each helper calls (emitted first)
+_DEPENDS = {
+    "edgec_mbqm": ("edgec_srdhm", "edgec_rdbp"),
+    "edgec_one_over_one_plus_x": ("edgec_srdhm", "edgec_sat_shl"),
+}
+
+
+def use_helpers(ctx: EmitContext, *names: str) -> None:
+    """Emit the named C helpers (and those they call) into the model's source, once."""
+    for name in names:
+        for dep in _DEPENDS.get(name, ()):
+            use_helpers(ctx, dep)
+        ctx.helper(name, C_HELPERS[name])
+
+
+def use_mbqm(ctx: EmitContext, rounding: str) -> str:
+    """The C MultiplyByQuantizedMultiplier of form ``rounding`` (emitted once); its name."""
+    name = "edgec_mbqm_single" if rounding == "single" else "edgec_mbqm"
+    use_helpers(ctx, name)
+    return name

@@ -1,0 +1,168 @@
+"""QFullyConnected: TFLite's int8 FULLY_CONNECTED (reference_integer_ops/fully_connected.h).
+
+``y[..., m] = clamp(MBQM(sum_k (w[m, k] - zp_w) * (x[..., k] - zp_x) + b[m], M[m], S[m]) + zp_y)``
+
+Multipliers as TFLite's Prepare derives them: per-tensor weights use the float32 product of the
+input and weight scales (``GetQuantizedConvolutionMultipler``), per-channel weights the double
+product (``PopulateConvolutionQuantizationParams``), both divided by the output scale in double.
+The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (option
+``int8_rounding="tflite"``), TFLite Micro twice (``"double"``): see fixedpoint.py.
+
+The C kernel folds the input zero point into the bias at compile time
+(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its inner loops are plain int8 dot products over
+the weight rows, four rows at a time sharing each input load (``edgec_dot4_s8``, the place a
+DSP/SMLAD path hooks in); requantization and the activation clamp are one fused step.
+:func:`weight_layout` is where a kernel that wants the weights re-laid out (interleaved rows for
+SIMD) gets them, at compile time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgec.ir import Graph, Node, Shape
+from edgec.ops.base import EmitContext, prod, register, unsupported
+from edgec.ops.int8.common import (
+    QOp,
+    Requant,
+    act_range,
+    fits_int32,
+    gemv_rows,
+    per_tensor,
+    quant_of,
+    requantize_ref,
+    require_dtype,
+    use_requant,
+)
+from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
+
+Outs = list[tuple[Shape, str]]
+
+
+def weight_scales(node: Node, g: Graph, w_name: str, channels: int, axis: int) -> np.ndarray:
+    """The weight scales, one per output channel (a per-tensor scale repeated)."""
+    q = quant_of(node, g, w_name, "weights")
+    if np.any(q.zero_point != 0):
+        raise unsupported(node, f"weights '{w_name}' have non-zero zero points; int8 weights "
+                                "must be symmetric (zero point 0)")
+    if q.size == 1:
+        return np.repeat(q.scale, channels)
+    if q.axis != axis or q.size != channels:
+        raise unsupported(node, f"weights '{w_name}': per-channel quantization must have one "
+                                f"scale per output channel on axis {axis} ({channels}), got "
+                                f"{q.size} on axis {q.axis}")
+    return q.scale.copy()
+
+
+def output_multipliers(node: Node, g: Graph, x_name: str, w_name: str, y_name: str,
+                       channels: int, axis: int, float_product_per_tensor: bool,
+                       rounding: str) -> tuple[np.ndarray, np.ndarray]:
+    s_x, _ = per_tensor(node, g, x_name, "input")
+    s_y, _ = per_tensor(node, g, y_name, "output")
+    q_w = quant_of(node, g, w_name, "weights")
+    s_w = weight_scales(node, g, w_name, channels, axis)
+    if q_w.size == 1 and float_product_per_tensor:
+        reals = [f32(np.float32(s_x) * np.float32(s_w[0])) / float(s_y)] * channels
+    else:
+        reals = [float(s_x) * float(s) / float(s_y) for s in s_w]
+    return quantize_multipliers(reals, rounding)
+
+
+def bias_values(node: Node, g: Graph, idx: int, channels: int) -> np.ndarray:
+    """The int32 bias (zeros when absent)."""
+    name = node.inputs[idx] if len(node.inputs) > idx else ""
+    if not name:
+        return np.zeros(channels, np.int64)
+    b = g.const(name)
+    if b is None:
+        raise unsupported(node, f"bias '{name}' must be a constant")
+    if b.dtype != np.int32 or b.size != channels:
+        raise unsupported(node, f"bias '{name}' must be int32 with {channels} values, got "
+                                f"{b.dtype} {list(b.shape)}")
+    return b.reshape(-1).astype(np.int64)
+
+
+def const_int8(node: Node, g: Graph, idx: int, what: str) -> np.ndarray:
+    w = g.const(node.inputs[idx])
+    if w is None:
+        raise unsupported(node, f"{what} '{node.inputs[idx]}' must be a constant")
+    if w.dtype != np.int8:
+        raise unsupported(node, f"{what} '{node.inputs[idx]}' is {w.dtype}; expected int8")
+    return w
+
+
+def weight_layout(w: np.ndarray) -> np.ndarray:
+    """The weight table the kernel reads: rows of K in output-channel order (a SIMD kernel
+    re-lays them out here, at compile time)."""
+    return w
+
+
+@register
+class QFullyConnected(QOp):
+    types = ("QFullyConnected",)
+
+    def _dims(self, node: Node, g: Graph) -> tuple[int, int, int]:
+        x = g.shape(node.inputs[0])
+        w = g.shape(node.inputs[1])
+        if len(w) != 2 or not x or x[-1] != w[1]:
+            raise unsupported(node, f"input {list(x)} and weights {list(w)}: expected "
+                                    "[..., K] and [M, K]")
+        return prod(x[:-1]), w[1], w[0]
+
+    def _params(self, node: Node, g: Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per-channel multipliers, shifts, bias) with the checks TFLite's Prepare makes."""
+        _, _, m = self._dims(node, g)
+        mult, shift = output_multipliers(node, g, node.inputs[0], node.inputs[1],
+                                         node.outputs[0], m, 0, float_product_per_tensor=True,
+                                         rounding=rounding_of(g, fully_connected=True))
+        return mult, shift, bias_values(node, g, 2, m)
+
+    def infer(self, node: Node, g: Graph) -> Outs:
+        require_dtype(node, g, node.inputs[0], "int8", "input")
+        const_int8(node, g, 1, "weights")
+        self._params(node, g)
+        act_range(node)
+        x = g.shape(node.inputs[0])
+        return [(x[:-1] + (g.shape(node.inputs[1])[0],), "int8")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        x, w = inputs[0], inputs[1]
+        assert x is not None and w is not None
+        rows, k, m = self._dims(node, g)
+        mult, shift, bias = self._params(node, g)
+        _, zp_x = per_tensor(node, g, node.inputs[0], "input")
+        _, zp_y = per_tensor(node, g, node.outputs[0], "output")
+        lo, hi = act_range(node)
+        acc = (x.reshape(rows, k).astype(np.int64) - zp_x) @ w.astype(np.int64).T + bias
+        y = requantize_ref(acc, mult[None, :], shift[None, :], zp_y, lo, hi,
+                           rounding_of(g, fully_connected=True))
+        return [y.reshape(g.shape(node.outputs[0]))]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        rows, k, m = self._dims(node, g)
+        return rows * k * m
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        g = ctx.g
+        rows, k, m = self._dims(node, g)
+        mult, shift, bias = self._params(node, g)
+        _, zp_x = per_tensor(node, g, node.inputs[0], "input")
+        _, zp_y = per_tensor(node, g, node.outputs[0], "output")
+        lo, hi = act_range(node)
+        w = const_int8(node, g, 1, "weights")
+        folded = fits_int32(node, "the bias with the input zero point folded in",
+                            bias - zp_x * w.astype(np.int64).sum(axis=1))
+        wsym = ctx.const_array(f"{node.name}_w", weight_layout(w), "int8_t", param=True)
+        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        rq = Requant(ctx, node.name, mult, shift)
+        requant = use_requant(ctx, rounding_of(g, fully_connected=True))
+        x, y = ctx.inp(0), ctx.out(0)
+        row = gemv_rows(ctx, "xr", wsym, k, "0", m, bsym, rq, requant, zp_y, lo, hi, "yr")
+        if rows == 1:
+            return f"const int8_t *xr = {x};\nint8_t *yr = {y};\n" + row
+        inner = "".join("    " + ln + "\n" for ln in row.rstrip("\n").split("\n"))
+        return (
+            f"for (int r = 0; r < {rows}; ++r) {{\n"
+            f"    const int8_t *xr = {x} + r * {k};\n"
+            f"    int8_t *yr = {y} + r * {m};\n" + inner + "}\n"
+        )
