@@ -205,11 +205,6 @@ def test_missing_tensorflow_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 # -- int8 (full-integer quantization with a representative dataset) ---------------------------
 
-needs_int8 = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("edgec.ops.int8") is None,
-    reason="edgec's int8 ops (edgec.ops.int8) are not in this build")
-
-
 def _convert_int8(tf: Any, model: Any, int8_io: bool) -> bytes:
     from edgec.frontend.keras import _quiet, static_keras_model
 
@@ -232,7 +227,6 @@ def _convert_int8(tf: Any, model: Any, int8_io: bool) -> bytes:
         return bytes(conv.convert())
 
 
-@needs_int8
 @pytest.mark.parametrize("int8_io", [True, False], ids=["int8-io", "float-io"])
 @pytest.mark.parametrize("key", ["mlp", "cnn1d", "cnn2d", "functional"])
 def test_int8_keras_models_are_byte_exact(zoo: Zoo, tf: Any, key: str, int8_io: bool) -> None:

@@ -708,12 +708,6 @@ def test_emitted_c_is_deterministic() -> None:
 
 # -- int8 --------------------------------------------------------------------------------------
 
-import importlib.util  # noqa: E402
-
-needs_int8 = pytest.mark.skipif(importlib.util.find_spec("edgec.ops.int8") is None,
-                                reason="edgec's int8 ops (edgec.ops.int8) are not in this build")
-
-
 def _codes(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
 
@@ -776,7 +770,6 @@ def q_layer(op: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...] | None,
     return b.build([x], [y]), [lambda k, s=x_shape: _codes(*s, seed=k)]
 
 
-@needs_int8
 @pytest.mark.parametrize("act", [0, 1, 3])
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_int8_fully_connected(act: int, per_channel: bool) -> None:
@@ -787,7 +780,6 @@ def test_int8_fully_connected(act: int, per_channel: bool) -> None:
                         fusedActivationFunction=act))
 
 
-@needs_int8
 @pytest.mark.parametrize("case", CONV_CASES[:5])
 def test_int8_conv_2d(case: tuple) -> None:
     h, w, c, o, kh, kw, (sh, sw), (dh, dw), same, act = case
@@ -797,7 +789,6 @@ def test_int8_conv_2d(case: tuple) -> None:
                         dilationHFactor=dh, dilationWFactor=dw, fusedActivationFunction=act))
 
 
-@needs_int8
 @pytest.mark.parametrize("case", CONV_CASES[:4])
 @pytest.mark.parametrize("mult", [1, 2])
 def test_int8_depthwise_conv_2d(case: tuple, mult: int) -> None:
@@ -809,7 +800,6 @@ def test_int8_depthwise_conv_2d(case: tuple, mult: int) -> None:
                         dilationHFactor=dh, dilationWFactor=dw, fusedActivationFunction=act))
 
 
-@needs_int8
 @pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D"])
 @pytest.mark.parametrize("case", [(9, 9, 3, 3, 2, 2, True, 0), (8, 7, 2, 2, 2, 2, False, 1),
                                   (10, 10, 3, 3, 3, 1, True, 3)])
@@ -827,7 +817,6 @@ def _q_graph(build: Callable[[TflBuilder], tuple[list[int], list[int]]]) -> byte
     return b.build(ins, outs)
 
 
-@needs_int8
 @pytest.mark.parametrize("op,options", [("ADD", "AddOptions"), ("SUB", "SubOptions"),
                                         ("MUL", "MulOptions")])
 @pytest.mark.parametrize("act", [0, 1])
@@ -843,7 +832,6 @@ def test_int8_elementwise_broadcast(op: str, options: str, act: int) -> None:
                                  lambda k: _codes(1, 4, seed=k + 50)])
 
 
-@needs_int8
 def test_int8_concat_mean_softmax_reshape_pad_transpose_slice() -> None:
     def build(b: TflBuilder) -> tuple[list[int], list[int]]:
         q = (0.05, -4)
@@ -885,7 +873,6 @@ LUT_CASES = [  # op, options, fields, output quantization
 ]
 
 
-@needs_int8
 @pytest.mark.parametrize("case", LUT_CASES, ids=[c[0] for c in LUT_CASES])
 def test_int8_activation_tables_on_all_256_codes(case: tuple) -> None:
     op, options, fields, q_out = case
@@ -901,7 +888,6 @@ def test_int8_activation_tables_on_all_256_codes(case: tuple) -> None:
     assert [n.op for n in m.graph.nodes] == ["QLut"]
 
 
-@needs_int8
 def test_int8_model_with_float_inputs_and_outputs() -> None:
     """QUANTIZE → FULLY_CONNECTED → QUANTIZE (int8 → int8) → DEQUANTIZE: float ports."""
     def build(b: TflBuilder) -> tuple[list[int], list[int]]:
@@ -927,7 +913,6 @@ def test_int8_model_with_float_inputs_and_outputs() -> None:
                                              "Dequantize"]
 
 
-@needs_int8
 def test_int8_ports_say_their_quantization() -> None:
     data, _ = q_layer("FULLY_CONNECTED", (1, 8), (3, 8), (1, 3), "FullyConnectedOptions")
     m = edgec.compile(data, name="q")
@@ -939,7 +924,6 @@ def test_int8_ports_say_their_quantization() -> None:
     assert "int q_run(const int8_t *in_x, int8_t *out_y);" in m.c_header
 
 
-@needs_int8
 def test_int8_hybrid_and_fused_tanh_are_refused() -> None:
     def hybrid(b: TflBuilder) -> tuple[list[int], list[int]]:
         x = b.input("x", (1, 4))
@@ -957,7 +941,6 @@ def test_int8_hybrid_and_fused_tanh_are_refused() -> None:
         edgec.compile(data)
 
 
-@needs_int8
 def test_int8_c_is_strict_and_sanitizer_clean(tmp_path: Path) -> None:
     """Byte arena, int8 kernels: strict warnings and ASan/UBSan (through float ports)."""
     from tests.c_checks import strict_and_sanitized

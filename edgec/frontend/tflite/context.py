@@ -16,13 +16,13 @@ import numpy as np
 
 from edgec.errors import EdgecError, UnsupportedOpError
 from edgec.frontend.tflite.reader import TflModel, TflOperator, TflSubgraph, TflTensor
-from edgec.ir import Graph, Node, Tensor
+from edgec.ir import Graph, Node, Quant, Tensor
 from edgec.ops.interpret import infer_node
 
 Translator = Callable[["Ctx", TflOperator], None]
 Lookup = Callable[["Ctx", TflOperator], Translator]
-#: TFLite quantization → IR quantization (set by tables; None until int8 is wired)
-QuantOf = Callable[[TflTensor], Any]
+#: TFLite quantization → IR quantization (``tables.quant_of``)
+QuantOf = Callable[[TflTensor], Quant | None]
 
 
 class Ctx:
@@ -140,9 +140,7 @@ class Ctx:
                     dict(attrs))
         for o in outs:  # placeholders: a name is taken before the node infers its shape
             if o and o not in self.g.tensors:
-                self.g.tensors[o] = Tensor(o, ())
-                if o in self.quants:
-                    self.g.tensors[o].quant = self.quants[o]
+                self.g.tensors[o] = Tensor(o, (), quant=self.quants.get(o))
         self.g.nodes.append(node)
         try:
             infer_node(self.g, node)
@@ -219,6 +217,6 @@ def attach_quant(cx: Ctx, tensor: Tensor, t: TflTensor) -> None:
     """Carry a TFLite tensor's quantization into the IR (int8 tensors; see docs/int8.md)."""
     q = cx.quant_of(t)
     if q is not None:
-        tensor.quant = q  # type: ignore[attr-defined]
+        tensor.quant = q
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from edgec.errors import UnsupportedOpError
 from edgec.frontend.tflite.context import Ctx, Translator
 from edgec.frontend.tflite.float_ops import FLOAT_OPS
+from edgec.frontend.tflite.int8_ops import INT8_OPS
 from edgec.frontend.tflite.loops import translate_while
 from edgec.frontend.tflite.reader import TflOperator, TflTensor
+from edgec.ir import Quant
 
 
 def op_kind(cx: Ctx, op: TflOperator) -> str:
@@ -22,16 +22,7 @@ def op_kind(cx: Ctx, op: TflOperator) -> str:
 
 
 def tables() -> dict[str, dict[str, Translator]]:
-    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": _int8_table()}
-
-
-def _int8_table() -> dict[str, Translator]:
-    """The int8 translations (they need edgec's int8 ops, ``edgec.ops.int8``)."""
-    try:
-        from edgec.frontend.tflite.int8_ops import INT8_OPS
-    except ImportError:  # an edgec without the int8 ops: int8 models are refused by name
-        return {}
-    return INT8_OPS
+    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": INT8_OPS}
 
 
 def translator_for(cx: Ctx, op: TflOperator) -> Translator:
@@ -46,7 +37,7 @@ def translator_for(cx: Ctx, op: TflOperator) -> Translator:
     fn = table.get(op.op)
     if fn is None:
         what = "float32" if kind == "float" else "int8"
-        supported = ", ".join(sorted(table)) or "none (this edgec has no int8 ops)"
+        supported = ", ".join(sorted(table))
         raise UnsupportedOpError(
             f"{cx.where}: builtin {op.op} is not supported on {what} tensors; supported "
             f"{what} builtins: {supported}"
@@ -54,14 +45,9 @@ def translator_for(cx: Ctx, op: TflOperator) -> Translator:
     return fn
 
 
-def quant_of(t: TflTensor) -> Any:
-    """The IR quantization (``edgec.ir.Quant``) of an int8 tensor or int32 bias; None when the
-    tensor is not quantized."""
+def quant_of(t: TflTensor) -> Quant | None:
+    """The IR quantization of an int8 tensor or int32 bias; None when it is not quantized."""
     if t.quant is None or t.type not in ("INT8", "INT32"):
-        return None
-    try:
-        from edgec.ir import Quant
-    except ImportError:  # an edgec without int8 support: the op tables refuse int8 by name
         return None
     axis = t.quant.axis if t.quant.scale.size > 1 else None
     return Quant(t.quant.scale, t.quant.zero_point, axis)
