@@ -142,9 +142,11 @@ def load_graph(
     example_inputs: Any = None,
     options: Mapping[str, Any] | None = None,
 ) -> Graph:
-    """Any supported model source → IR: an ONNX file or ModelProto, a ``.pt2`` torch.export
-    program (file or ExportedProgram), an ``nn.Module`` with ``example_inputs``, or
-    ``file.py:function`` naming a Python function that returns ``(module, example_inputs)``."""
+    """Any supported model source → IR: an ONNX file or ModelProto, a ``.tflite`` file (or its
+    bytes), a Keras model (``.keras``/``.h5`` file, SavedModel directory, or the model object),
+    a ``.pt2`` torch.export program (file or ExportedProgram), an ``nn.Module`` with
+    ``example_inputs``, or ``file.py:function`` naming a Python function that returns
+    ``(module, example_inputs)``."""
     from edgec.frontend.onnx_import import from_model_proto, load_onnx
 
     opts = dict(options or {})
@@ -160,8 +162,26 @@ def load_graph(
             from edgec.frontend.pytorch.importer import load_pt2
 
             return load_pt2(text, name)
+        if text.lower().endswith(".tflite"):
+            from edgec.frontend.tflite.importer import load_tflite
+
+            return load_tflite(text, input_shapes, name=name)
+        from edgec.frontend.keras import is_keras_source, load_keras
+
+        if is_keras_source(text):
+            return load_keras(text, input_shapes, name=name)
         return load_onnx(model, input_shapes, name=name)
+    if isinstance(model, (bytes, bytearray)) and bytes(model[4:8]) == b"TFL3":
+        from edgec.frontend.tflite.importer import from_tflite_bytes
+
+        return from_tflite_bytes(bytes(model), input_shapes, name=name)
     kind = type(model).__name__
+    if type(model).__module__.startswith(("keras", "tf_keras", "tensorflow")) and hasattr(
+        model, "layers"
+    ):
+        from edgec.frontend.keras import from_keras_model
+
+        return from_keras_model(model, input_shapes, name=name)
     if kind == "ModelProto":
         return from_model_proto(model, input_shapes, source=name or "model", name=name)
     if kind == "ExportedProgram":
@@ -218,8 +238,10 @@ def compile(  # noqa: A001 - the natural name
     example_inputs: Any = None,
     options: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
-    """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``torch.export`` program
-    (``.pt2``), ``file.py:function``, or a ``torch.nn.Module`` with ``example_inputs``.
+    """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``.tflite`` file or its
+    bytes, a Keras model (``.keras``/``.h5``, a SavedModel directory, or the object; needs
+    ``edgec[tf]``), a ``torch.export`` program (``.pt2``), ``file.py:function``, or a
+    ``torch.nn.Module`` with ``example_inputs``.
 
     ``options`` steer structure-aware lowering of library modules, e.g. ``{"phm": "factored"}``,
     ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``; ``{"sparse": "auto" | "csr" | "dense"}``

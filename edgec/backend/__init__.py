@@ -1,5 +1,7 @@
 """Back-ends emit code from an optimised IR graph; they do not change it.
 
+- :mod:`edgec.backend.flatten`: loops (Scan) → ScanBegin, body nodes, ScanEnd for the planner
+  and the emitter;
 - :mod:`edgec.backend.planner`: the static memory plan (one arena, lifetimes, in-place, views);
 - :mod:`edgec.backend.c_emit` (+ ``templates/model.{h,c}.j2``) and :mod:`edgec.backend.c_math`:
   the C99 sources;

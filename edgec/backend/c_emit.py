@@ -282,9 +282,13 @@ def _unique(names: list[str], prefix: str) -> list[str]:
 
 
 def emit_c(g: Graph, name: str | None = None) -> CModel:
+    from edgec.backend.flatten import flatten_scans
     from edgec.backend.planner import plan_memory
 
     name = c_ident(name or g.name).lower()
+    total_macs = sum(get_op(node, g).macs(node, g) for node in g.nodes)
+    n_nodes = len(g.nodes)
+    g = flatten_scans(g)  # loops → ScanBegin, body nodes, ScanEnd
     for t in g.runtime_tensors():
         if g.tensor(t).dtype not in RUNTIME_CTYPES and g.const(t) is None:
             prod_node = g.producers()[t]
@@ -311,12 +315,18 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     helpers: dict[str, str] = {}
     math_helpers: dict[str, str] = {}  # edgec's own libm replacements (backend/c_math.py)
     calls: list[str] = []
-    total_macs = 0
+    depth = 0  # loop nesting (ScanBegin/ScanEnd)
     for idx, node in enumerate(g.nodes):
         op = get_op(node, g)
-        total_macs += op.macs(node, g)
+        if getattr(op, "control", False):  # loop code instead of a kernel
+            ctx = NodeContext(g, node, weights, False, helpers)
+            depth += min(op.depth_change, 0)
+            calls.extend("    " * depth + ln for ln in op.emit_control(node, ctx, ptr))
+            depth += max(op.depth_change, 0)
+            continue
         if op.view and node.outputs[0] in plan.aliased:
-            calls.append(f"/* {node.op} '{node.name}': view of its input, no code */")
+            calls.append("    " * depth
+                         + f"/* {node.op} '{node.name}': view of its input, no code */")
             continue
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body, needed = c_math.apply(op.emit(node, ctx))
@@ -359,7 +369,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
                 "comment": comment.replace("*/", "* /"),
             }
         )
-        calls.append(f"{fn}({', '.join(args)});")
+        calls.append("    " * depth + f"{fn}({', '.join(args)});")
     # outputs that are constants or graph inputs are copied in
     for p in outputs:
         if g.const(p.name) is not None:
@@ -421,7 +431,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "arena_lower_bound_bytes": plan.lower_bound_bytes,
         "state_bytes": state_bytes,
         "macs": total_macs,
-        "nodes": len(g.nodes),
+        "nodes": n_nodes,
     }
     if structure:
         report["structure"] = structure

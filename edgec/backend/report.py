@@ -35,11 +35,19 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def node_rows(g: Graph) -> list[list[Any]]:
-    """Per-node rows for ``edgec inspect``: op, shapes, params, MACs, arena offset."""
+    """Per-node rows for ``edgec inspect``: op, shapes, params, MACs, arena offset. Loops are
+    shown as the back-end emits them: ScanBegin, the body's nodes, ScanEnd."""
+    from edgec.backend.flatten import flatten_scans
+
+    g = flatten_scans(g)
     plan = plan_memory(g)
     rows: list[list[Any]] = []
     for i, n in enumerate(g.nodes):
         op = get_op(n, g)
+        if getattr(op, "control", False):
+            what = f"loop x{n.attr('trips')}" if n.op == "ScanBegin" else "end of loop"
+            rows.append([i, n.name, n.op, "", what, 0, 0, "-"])
+            continue
         act = n.attrs.get("_act")
         kind = n.op + (f"+{act[0]}" if act else "")
         ins = " ".join(

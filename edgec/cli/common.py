@@ -17,7 +17,9 @@ from edgec.frontend.onnx_import import parse_input_shapes
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "model", help="model file (.onnx; weights may sit in a .onnx.data file next to it)"
+        "model",
+        help="model: .onnx (weights may sit in a .onnx.data file next to it), .tflite, "
+        ".keras/.h5 or a SavedModel directory (needs edgec[tf]), .pt2, or file.py:function",
     )
     p.add_argument(
         "--input-shape",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 
     p = sub.add_parser(
         "verify",
-        help="run the generated C on the host and compare with onnxruntime",
+        help="run the generated C on the host and compare with onnxruntime (TFLite "
+        "interpreter for .tflite/Keras models)",
         description="Build the generated C for the host, run it on N inputs and "
-        "compare every output with onnxruntime. Exit 1 on mismatch.",
+        "compare every output with the reference runtime: onnxruntime, or the TFLite "
+        "interpreter's reference kernels for .tflite and Keras models. Exit 1 on mismatch.",
     )
     add_model_args(p)
     p.add_argument(
@@ -79,10 +82,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from edgec.tables import format_table, progress
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise EdgecError("verify needs onnxruntime: pip install onnxruntime") from None
     m = compile_from_args(args)
     shapes = {p.name: p.shape for p in m.cmodel.inputs}
     if args.inputs:
@@ -115,14 +114,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
             for _ in range(args.n)
         ]
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgecError(
-            f"{args.model}: onnxruntime cannot load it: {str(exc).splitlines()[0]}"
-        ) from None
+    sess, ref_name = _reference_session(args.model)
     out_names = m.output_names
     where = "host"
     if args.target:
@@ -159,7 +151,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for o in out_names
     ]
     print(
-        f"verify {args.model}: edgec C ({where}) vs onnxruntime, {len(samples)} input set(s), "
+        f"verify {args.model}: edgec C ({where}) vs {ref_name}, {len(samples)} input set(s), "
         f"rtol={args.rtol:g} atol={args.atol:g}"
     )
     print(
@@ -170,6 +162,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ok = not any(bad.values())
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def _reference_session(model: str) -> tuple[Any, str]:
+    """(session with ``run(output_names, feeds)``, its name) for ``verify``."""
+    from edgec.frontend.keras import is_keras_source
+
+    if model.lower().endswith(".tflite") or is_keras_source(model):
+        from edgec.frontend.tflite.reference import reference_for
+
+        return reference_for(model), "the TFLite interpreter"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EdgecError("verify needs onnxruntime: pip install onnxruntime") from None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EdgecError(f"{model}: onnxruntime cannot load it: {str(exc).splitlines()[0]}"
+                         ) from None
+    return sess, "onnxruntime"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

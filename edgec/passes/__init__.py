@@ -15,9 +15,10 @@ from edgec.ir import Graph
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.events import use_event_kernels
-from edgec.passes.fuse import fuse_activations
+from edgec.passes.fuse import fuse_activations, fuse_bias_adds
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
+from edgec.passes.transposes import optimize_transposes
 from edgec.passes.views import simplify_views
 
 Pass = Callable[[Graph], Graph]
@@ -25,10 +26,12 @@ Pass = Callable[[Graph], Graph]
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fold_constants,
     remove_identities,
+    optimize_transposes,
     simplify_views,
     fold_batchnorm,
     use_event_kernels,
     use_sparse_weights,
+    fuse_bias_adds,
     fuse_activations,
     eliminate_dead_nodes,
     detect_state,
@@ -38,6 +41,17 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
 def optimize(g: Graph, pipeline: tuple[Pass, ...] = DEFAULT_PIPELINE) -> Graph:
     for p in pipeline:
         g = p(g)
+    return _optimize_bodies(g, tuple(p for p in pipeline if p is not detect_state))
+
+
+def _optimize_bodies(g: Graph, pipeline: tuple[Pass, ...]) -> Graph:
+    """The same passes inside every loop body (a Scan's ``body`` graph)."""
+    if not any(n.op == "Scan" for n in g.nodes):
+        return g
+    g = g.copy()
+    for n in g.nodes:
+        if n.op == "Scan":
+            n.attrs["body"] = optimize(n.attrs["body"], pipeline)
     return g
 
 
@@ -48,7 +62,9 @@ __all__ = [
     "fold_batchnorm",
     "fold_constants",
     "fuse_activations",
+    "fuse_bias_adds",
     "optimize",
+    "optimize_transposes",
     "remove_identities",
     "simplify_views",
     "use_sparse_weights",
