@@ -413,9 +413,10 @@ def test_cli_run_prints_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -
                  "--target", "cortex-m0"]) == 0
     text = capsys.readouterr().out
     assert "cortex-m0 (QEMU microbit): 3 input vector(s)" in text and "[2] y [1, 3]:" in text
+    # a board without an emulator runs on its core's emulated twin
     assert main(["run", str(path), "--inputs", str(tmp_path / "x.npy"),
-                 "--target", "stm32f446re"]) == 2
-    assert "has no emulator" in capsys.readouterr().err
+                 "--target", "stm32f446re"]) == 0
+    assert "stm32f446re (QEMU mps2-an386, its twin cortex-m4f)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("target", ["cortex-m4f", "cortex-m0"])
@@ -432,15 +433,15 @@ def test_cli_verify_on_target_detects_a_mismatch(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """verify --target compares what the board computed: perturbed board outputs fail."""
-    import edgec.cli.firmware as clif
+    import edgec.mcu.run as mcu_run
 
-    real = clif.run_on_target
+    real = mcu_run.run_on_target
 
     def perturbed(*args: object, **kw: object) -> list[list[np.ndarray]]:
         outs = real(*args, **kw)  # type: ignore[arg-type]
         return [[o + np.float32(1e-3) for o in vec] for vec in outs]
 
-    monkeypatch.setattr(clif, "run_on_target", perturbed)
+    monkeypatch.setattr(mcu_run, "run_on_target", perturbed)
     path = tmp_path / "mlp.onnx"
     onnx.save(tanh_mlp(), path)
     assert main(["verify", str(path), "--target", "cortex-m4f", "--n", "3"]) == 1

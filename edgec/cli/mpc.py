@@ -1,4 +1,4 @@
-"""``edgec mpc build|simulate``: the Newton-type MPC controller from a TOML config.
+"""``edgec mpc build|simulate|profile``: the Newton-type MPC controller from a TOML config.
 
 ``edgec simulate`` is the same as ``edgec mpc simulate``.
 """
@@ -37,9 +37,10 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "mpc",
-        help="Newton-type MPC on a compiled forward model: build, simulate",
+        help="Newton-type MPC on a compiled forward model: build, simulate, profile",
         description="Generate the MPC controller (forward model + generated Jacobian + runtime) "
-        "from a TOML config, or simulate it in closed loop against a PID.",
+        "from a TOML config, simulate it in closed loop against a PID, or profile it per "
+        "control tick on a target.",
     )
     msub = p.add_subparsers(dest="mpc_cmd", metavar="SUBCOMMAND")
     b = msub.add_parser(
@@ -60,6 +61,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "PID on the same path; write sim.csv, sim.png and print the table.",
     )
     _simulate_args(s)
+    pr = msub.add_parser(
+        "profile",
+        help="instructions, cycles and rate per control tick on a Cortex-M target (same as "
+        "'edgec profile CONFIG.toml')",
+        description="Build the controller's firmware, count its instructions per control tick "
+        "on the target's emulated board (a real board: on its core's emulated twin) and report "
+        "the rate at the target's clock and the flash/RAM it occupies.",
+    )
+    pr.add_argument("config", metavar="CONFIG.toml")
+    pr.add_argument("--target", default="cortex-m4f", metavar="T",
+                    help="target (edgec targets)")
+    pr.add_argument("-o", "--output", metavar="DIR", help="keep the firmware project in DIR")
+    pr.add_argument("--json", action="store_true", help="print the profile as JSON")
     top = sub.add_parser("simulate", help="same as 'edgec mpc simulate'",
                          description="Same as 'edgec mpc simulate'.")
     _simulate_args(top)
@@ -72,7 +86,12 @@ def cmd_mpc(args: argparse.Namespace) -> int:
         return _build(args)
     if getattr(args, "mpc_cmd", None) == "simulate":
         return _simulate(args)
-    raise EdgecError("edgec mpc: choose a sub-command: build or simulate")
+    if getattr(args, "mpc_cmd", None) == "profile":
+        from edgec.cli.profile import profile_mpc
+
+        args.model = args.config
+        return profile_mpc(args)
+    raise EdgecError("edgec mpc: choose a sub-command: build, simulate or profile")
 
 
 def _build(args: argparse.Namespace) -> int:

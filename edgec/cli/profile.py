@@ -31,7 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "--target",
         default=DEFAULT_TARGET,
         metavar="T",
-        help=f"target with an emulator (edgec targets; default {DEFAULT_TARGET})",
+        help="target (edgec targets); a board without an emulator is counted on its core's "
+        "emulated twin, time at the board's clock, flash and RAM from the board's build",
     )
     p.add_argument(
         "--repeat", type=int, default=2, help="inferences measured (the report gives the mean)"
@@ -48,7 +49,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
     if str(args.model).endswith(".toml"):  # an MPC controller config: per control tick
-        return _profile_mpc(args)
+        return profile_mpc(args)
     m = compile_from_args(args)
     rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
     if args.json:
@@ -63,7 +64,7 @@ def _b(n: int) -> str:
 
 
 def format_profile(rep: ProfileReport, source: str) -> str:
-    from edgec.tables import format_table
+    from edgec.tables import format_duration, format_table
 
     fl, ram = rep.size.flash_json(), rep.size.ram_json()
     rows: list[tuple[str, Any]] = [
@@ -71,8 +72,8 @@ def format_profile(rep: ProfileReport, source: str) -> str:
         ("instructions / MAC", f"{rep.instructions_per_mac:.2f}" if rep.macs else "-"),
         (
             "estimated cycles",
-            f"{rep.estimated_cycles:,} ({rep.estimated_time_us:,.1f} us at "
-            f"{rep.clock_hz / 1e6:g} MHz)",
+            f"{rep.estimated_cycles:,} ({format_duration(rep.estimated_time_us * 1e-6)} at "
+            f"{rep.target}'s {rep.clock_hz / 1e6:g} MHz)",
         ),
         ("MACs / inference", f"{rep.macs:,}"),
         ("MACs / cycle", f"{rep.macs_per_cycle:.3f}" if rep.macs else "-"),
@@ -88,9 +89,10 @@ def format_profile(rep: ProfileReport, source: str) -> str:
             f"{ram['percent']:.2f} % of {_b(ram['available'])}",
         ),
     ]
+    where = f"its emulated twin {rep.emulated_on}" if rep.emulated_on else "QEMU"
     head = (
-        f"profile {source} on {rep.target} ({rep.core}), QEMU, {rep.inferences} "
-        f"inference(s) measured"
+        f"profile {source} on {rep.target} ({rep.core}), counted on {where}, "
+        f"{rep.inferences} inference(s) measured"
     )
     notes = [
         f"cycles: {rep.cycle_source}; zero wait states, best case",
@@ -111,7 +113,7 @@ def _spread(rep: ProfileReport) -> str:
     return f" (min {rep.instructions_min:,}, max {rep.instructions_max:,})"
 
 
-def _profile_mpc(args: argparse.Namespace) -> int:
+def profile_mpc(args: argparse.Namespace) -> int:
     """`edgec profile CONFIG.toml`: the MPC firmware's instructions per control tick."""
     from edgec.mpc.build import build_controller
     from edgec.mpc.config import load_config

@@ -37,7 +37,7 @@ from edgec.mcu.cycle_tables import CycleTable, table_for
 from edgec.mcu.elf import SHF_EXECINSTR, read_elf
 
 if TYPE_CHECKING:
-    from edgec.api import CompiledModel
+    from edgec.mcu.model import CompiledLike as CompiledModel
     from edgec.mcu.targets import Target
 
 PLUGIN_CFLAGS = (
@@ -391,6 +391,8 @@ class ProfileReport:
     macs: int
     size: SizeReport
     elf: str
+    #: a board without an emulator: the emulated twin whose run was counted ("" = the target)
+    emulated_on: str = ""
 
     @property
     def macs_per_cycle(self) -> float:
@@ -425,6 +427,7 @@ class ProfileReport:
             "flash": self.size.flash_json(),
             "ram": self.size.ram_json(),
             "elf": self.elf,
+            "emulated_on": self.emulated_on or None,
         }
 
 
@@ -463,17 +466,22 @@ def profile(
     """
     from edgec.mcu.project import build_firmware
     from edgec.mcu.qemu import run_qemu
-    from edgec.mcu.targets import load_target
+    from edgec.mcu.targets import emulated_twin, load_target
 
     tgt = target if not isinstance(target, str | None) else load_target(target)
-    if not tgt.qemu_machine:
+    twin = emulated_twin(tgt)
+    if twin is None:
         raise EdgecError(
-            f"target '{tgt.name}' has no emulator (qemu_machine): instructions cannot be counted"
+            f"target '{tgt.name}' has no emulator (qemu_machine) and no emulated twin for its "
+            f"core {tgt.core}: instructions cannot be counted"
         )
     table = table_for(tgt.core)
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
-        build = build_firmware(cm, tgt, work, repeat=repeat)
+        board = build_firmware(cm, tgt, work, repeat=repeat)  # the fit and sizes: the board's
+        build = board
+        if twin is not tgt:  # the board's core on its emulated twin: the same instructions
+            build = build_firmware(cm, twin, Path(tmp) / "twin", repeat=repeat)
         counts_file = Path(tmp) / "counts.json"
         res = run_qemu(
             build,
@@ -482,16 +490,15 @@ def profile(
         )
         text = counts_file.read_text() if counts_file.is_file() else res.stdout
         counts = parse_plugin_output(text)
-        su_files = list(build.stack_usage_files)
         size = size_report(
-            build.elf,
+            board.elf,
             cm.name,
             tgt.flash_size,
             tgt.ram_size,
-            su_files,
+            list(board.stack_usage_files),
             stack_reserved=tgt.stack_bytes,
         )
-        elf = str(build.elf)
+        elf = str(board.elf)
     s = summarize_counts(counts, table)
     return ProfileReport(
         model=cm.name,
@@ -509,4 +516,5 @@ def profile(
         macs=int(cm.report().get("macs", 0)),
         size=size,
         elf=elf if out_dir is not None else "",
+        emulated_on="" if twin is tgt else f"{twin.name} (QEMU {twin.qemu_machine})",
     )

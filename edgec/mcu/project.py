@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from edgec._package import __version__, data_path
-from edgec.api import CompiledModel
 from edgec.backend.c_emit import Port, template_dir
 from edgec.errors import EdgecError, ModelTooBigError, ToolchainError
 from edgec.mcu.elf import memory_use
+from edgec.mcu.model import CompiledLike as CompiledModel
 from edgec.mcu.targets import Target
 from edgec.mcu.toolchain import find_tool
 from edgec.ops.base import c_float

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from edgec.errors import UnsupportedOpError
+from edgec.errors import UnsupportedOpError, ops_hint
 from edgec.ir import Graph, Node, Shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,8 +104,7 @@ def get_op(node: Node, g: Graph | None = None) -> Op:
     if op is None:
         where = f" (opset {g.opset})" if g is not None else ""
         raise UnsupportedOpError(
-            f"node '{node.name}': op {node.op}{where} is not supported; supported ops: "
-            + ", ".join(sorted(REGISTRY))
+            f"node '{node.name}': op {node.op}{where} is not supported; {ops_hint()}"
         )
     return op
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from edgec.errors import EdgecError, UnsupportedOpError
+from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
 from edgec.frontend.pytorch.lowering import (
     FUNCTIONS,
-    MODULES,
     TensorRef,
     TorchLowering,
     Value,
@@ -61,14 +60,6 @@ def _canonical(target: Any) -> str:
         return schema.name.split("::", 1)[-1]
     name = getattr(target, "__name__", None) or str(target)
     return name.lstrip("_") if name.startswith("__") and name.endswith("__") else name
-
-
-def _supported_list() -> str:
-    return (
-        ", ".join(sorted(q.rsplit(".", 1)[-1] for q in MODULES))
-        + "; functions: "
-        + ", ".join(sorted(FUNCTIONS))
-    )
 
 
 class _LeafTracer:  # created lazily so importing edgec does not import torch
@@ -115,8 +106,8 @@ def _lower_fx(
             lw.where = f"{lw.g.source}: module '{node.target}' ({type(mod).__name__})"
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: module {qualname(type(mod))} is not supported; supported "
-                    f"modules: {_supported_list()}"
+                    f"{lw.where}: module {qualname(type(mod))} is not supported; "
+                    f"{ops_hint('torch')}"
                 )
             args = _map_arg(node.args, env)
             kwargs = _map_arg(node.kwargs, env)
@@ -133,8 +124,7 @@ def _lower_fx(
             h = FUNCTIONS.get(name)
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: torch op '{name}' is not supported; supported: "
-                    f"{_supported_list()}"
+                    f"{lw.where}: torch op '{name}' is not supported; {ops_hint('torch')}"
                 )
             env[node] = h(lw, tuple(args), kwargs)
         elif node.op == "output":
@@ -314,6 +304,20 @@ def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2
     return _finish(lw, result)
 
 
+class _KeepErrors:
+    """A logging handler that keeps the exceptions of the records it sees."""
+
+    level = 0
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    def handle(self, record: Any) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+        return True
+
+
 def load_pt2(path: str, name: str | None = None) -> Graph:
     from pathlib import Path
 
@@ -321,11 +325,28 @@ def load_pt2(path: str, name: str | None = None) -> Graph:
     p = Path(path)
     if not p.is_file():
         raise EdgecError(f"{p}: no such file")
+    import logging
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise EdgecError(
+            f"{p}: not a torch.export program (.pt2): not a zip archive (truncated or corrupt?)"
+        )
+    _ = torch.export.load  # importing torch.export sets up the logger redirected below
+    log = logging.getLogger("torch.export")
+    keep = _KeepErrors()
+    propagate, handlers = log.propagate, log.handlers
+    log.handlers = [keep]  # type: ignore[list-item]
+    log.propagate = False  # torch logs its own traceback before raising: keep it to ourselves
     try:
         ep = torch.export.load(str(p))
     except Exception as exc:
+        cause = keep.errors[-1] if keep.errors else exc
+        text = str(cause).strip().splitlines()
         raise EdgecError(
-            f"{p}: not a torch.export program (.pt2): "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"{p}: not a torch.export program (.pt2): {text[0] if text else type(cause).__name__}"
         ) from None
+    finally:
+        log.handlers = handlers
+        log.propagate = propagate
     return from_exported_program(ep, name or p.stem.lower(), str(p))

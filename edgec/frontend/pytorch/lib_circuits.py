@@ -42,6 +42,10 @@ def _np(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32))
 
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {"sparse": "auto | csr | dense: how masked circuit weights are stored"}
+
+
 def _sparse_mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("sparse", "auto"))
     if mode not in SPARSE_MODES:

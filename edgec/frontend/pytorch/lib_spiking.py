@@ -40,6 +40,10 @@ def _f32(lw: TorchLowering, v: Any, what: str) -> np.ndarray:
     return t.to(torch.float32).numpy()
 
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {"spikes": "packed | event | dense: how spike-fed layers read their inputs"}
+
+
 def _mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("spikes", "packed"))
     if mode not in SPIKE_MODES:
