@@ -151,6 +151,57 @@ class CompiledModel:
     def state(self) -> dict[str, np.ndarray]:
         return self.lib.state()
 
+    # -- targets --------------------------------------------------------------------------
+    def build(
+        self,
+        target: Any = None,
+        output: str | os.PathLike[str] = "edgec-firmware",
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+        repeat: int = 1,
+    ) -> Any:
+        """Write and build a firmware project for a Cortex-M ``target`` (a name from
+        ``edgec targets``, a ``.toml`` path or a Target) in ``output``: ELF, BIN, HEX (and a
+        UF2 where the board boots from one). ``inputs``: input sets main() runs (dicts by
+        input name; a stateful model's non-state inputs, one sequence). Returns the
+        :class:`edgec.mcu.project.FirmwareBuild`."""
+        from edgec.mcu.project import build_firmware, step_ports
+
+        tgt = _target(target)
+        vectors = None
+        if inputs is not None:
+            ports, _ = step_ports(self)
+            vectors = [[np.asarray(s[p.name], np.float32) for p in ports] for s in inputs]
+        return build_firmware(self, tgt, output, vectors, repeat=repeat)
+
+    def verify(
+        self,
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+        n: int = 20,
+        seed: int = 0,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+        target: Any = None,
+    ) -> Any:
+        """Compare the C with the source model run by its own framework (onnxruntime for ONNX,
+        torch for torch modules and ``.pt2``): on the host, or on ``target``'s emulated board.
+        Returns a :class:`edgec.verify.compare.VerifyReport` (true when every output is within
+        ``atol + rtol * |reference|``; ``print(report.format())`` shows the table)."""
+        from edgec.verify.compare import verify
+
+        return verify(self, self.source, inputs=inputs, n=n, seed=seed, rtol=rtol, atol=atol,
+                      target=None if target is None else _target(target))
+
+    def profile(
+        self, target: Any = None, repeat: int = 2, per_layer: bool = False,
+        output: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Exact instructions per inference on ``target``'s emulated core (a board: on its
+        core's emulated twin), estimated cycles and time at the target's clock, flash and RAM
+        (``per_layer``: the same per node). Returns a :class:`edgec.mcu.profile.ProfileReport`."""
+        from edgec.mcu.profile import profile
+
+        return profile(self, _target(target), out_dir=output, repeat=repeat, per_layer=per_layer)
+
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run edgec's numpy interpreter on the optimised IR (no C involved)."""
         feeds = dict(
@@ -159,6 +210,12 @@ class CompiledModel:
         res = interpret(self.graph, feeds)
         outs = [res[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs
+
+
+def _target(target: Any) -> Any:
+    from edgec.mcu.targets import Target, load_target
+
+    return target if isinstance(target, Target) else load_target(target)
 
 
 def compile_graph(

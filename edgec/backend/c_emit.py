@@ -220,7 +220,10 @@ def _unique(names: list[str], prefix: str) -> list[str]:
     return out
 
 
-def emit_c(g: Graph, name: str | None = None) -> CModel:
+def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CModel:
+    """``layer_marks``: a per-layer profiling build, each kernel call bracketed by
+    ``edgec_mark_start()``/``edgec_mark_stop()`` (firmware/edgec_marks.c); the report's
+    ``layer_nodes`` lists the node index of each bracketed call in order."""
     from edgec.backend.planner import plan_memory
 
     name = c_ident(name or g.name).lower()
@@ -251,6 +254,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     helpers: dict[str, str] = {}
     math_helpers: dict[str, str] = {}  # edgec's own libm replacements (backend/c_math.py)
     calls: list[str] = []
+    layer_nodes: list[int] = []
     total_macs = 0
     for idx, node in enumerate(g.nodes):
         op = get_op(node, g)
@@ -298,7 +302,11 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
                 "comment": comment.replace("*/", "* /"),
             }
         )
-        calls.append(f"{fn}({', '.join(args)});")
+        call = f"{fn}({', '.join(args)});"
+        if layer_marks:
+            call = f"edgec_mark_start(); {call} edgec_mark_stop();"
+            layer_nodes.append(idx)
+        calls.append(call)
     # outputs that are constants or graph inputs are copied in
     for p in outputs:
         if g.const(p.name) is not None:
@@ -362,6 +370,9 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     }
     if structure:
         report["structure"] = structure
+    if layer_marks:  # first an empty region: what the markers cost by themselves
+        calls.insert(0, "edgec_mark_start(); edgec_mark_stop(); /* the markers' own cost */")
+        report["layer_nodes"] = [-1, *layer_nodes]
     env = _env()
     ctx_vars = {
         "name": name,
@@ -385,6 +396,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "state_bytes": state_bytes,
         "step_params": step_params,
         "step_args": step_args,
+        "layer_marks": layer_marks,
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
     source = env.get_template("model.c.j2").render(**ctx_vars)

@@ -38,6 +38,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "--repeat", type=int, default=2, help="inferences measured (the report gives the mean)"
     )
     p.add_argument("-o", "--output", metavar="DIR", help="keep the firmware project in DIR")
+    p.add_argument(
+        "--per-layer", action="store_true",
+        help="also count each node: instructions, estimated cycles, MACs and bytes per kernel "
+        "(a second build with each kernel call bracketed by the counting markers)",
+    )
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     return {"profile": cmd_profile}
 
@@ -50,8 +55,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
     if str(args.model).endswith(".toml"):  # an MPC controller config: per control tick
         return profile_mpc(args)
+    from edgec.tables import status
+
     m = compile_from_args(args)
-    rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
+    with status(f"building and counting {m.name} on {args.target}"):
+        rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat,
+                      per_layer=args.per_layer)
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
         return 0
@@ -104,7 +113,23 @@ def format_profile(rep: ProfileReport, source: str) -> str:
     ]
     if rep.size.stack_unknown:
         notes.append("stack: no frame size for " + ", ".join(rep.size.stack_unknown))
-    return "\n".join([head, format_table(["", ""], rows, align="ll"), *notes])
+    parts = [head, format_table(["", ""], rows, align="ll"), *notes]
+    if rep.layers:
+        total = rep.instructions_per_inference or 1
+        layer_rows = [
+            [la.index, la.node, la.op, f"{la.instructions:,.0f}",
+             f"{100 * la.instructions / total:.1f} %", f"{la.estimated_cycles:,}",
+             f"{la.macs:,}", f"{la.instructions / la.macs:.2f}" if la.macs else "-",
+             f"{la.weight_bytes:,}", f"{la.activation_bytes:,}"]
+            for la in rep.layers
+        ]
+        layer_rows.append(["", "(between kernels)", "", f"{rep.layer_overhead:,.0f}",
+                           f"{100 * rep.layer_overhead / total:.1f} %", "", "", "", "", ""])
+        parts += ["", "per layer (instructions exact, cycles estimated):", format_table(
+            ["#", "node", "op", "instructions", "share", "est. cycles", "MACs", "instr/MAC",
+             "weight B", "activation B"], layer_rows, align="rllrrrrrrr",
+        )]
+    return "\n".join(parts)
 
 
 def _spread(rep: ProfileReport) -> str:

@@ -113,7 +113,8 @@ def _default_inputs(ports: list[Port]) -> list[list[np.ndarray]]:
 
 
 def render_main(
-    cm: CompiledModel, inputs: list[list[np.ndarray]] | None, repeat: int = 1
+    cm: CompiledModel, inputs: list[list[np.ndarray]] | None, repeat: int = 1,
+    marks: bool = True,
 ) -> str:
     in_ports, out_ports = step_ports(cm)
     vectors = inputs if inputs is not None else _default_inputs(in_ports)
@@ -151,7 +152,7 @@ def render_main(
         call = f"{name}_run({', '.join(args)})"
     return _jinja_env().get_template("firmware_main.c.j2").render(
         version=__version__, name=name, n_samples=len(vectors), repeat=repeat,
-        stateful=stateful, inputs=ins, outputs=outs, call=call,
+        stateful=stateful, inputs=ins, outputs=outs, call=call, marks=marks,
     )
 
 
@@ -176,6 +177,7 @@ def write_project(
     out_dir: str | os.PathLike[str],
     inputs: list[list[np.ndarray]] | None = None,
     repeat: int = 1,
+    marks: bool = True,
 ) -> tuple[Path, list[str]]:
     """Write the firmware project; returns its directory and its C sources (build order)."""
     d = Path(out_dir)
@@ -185,7 +187,7 @@ def write_project(
     for f in (*FIRMWARE_SOURCES, *FIRMWARE_HEADERS, CMAKE_TOOLCHAIN_FILE):
         shutil.copyfile(fw / f, d / f)
     (d / LINKER_SCRIPT).write_text(linker_script(target))
-    (d / "main.c").write_text(render_main(cm, inputs, repeat))
+    (d / "main.c").write_text(render_main(cm, inputs, repeat, marks))
     sources = ["main.c", f"{cm.name}.c", *FIRMWARE_SOURCES]
     env = _jinja_env()
     ctx = {
@@ -229,6 +231,7 @@ def build_firmware(
     inputs: list[list[np.ndarray]] | None = None,
     repeat: int = 1,
     extra_cflags: Sequence[str] = (),
+    marks: bool = True,
 ) -> FirmwareBuild:
     """Write the firmware project for ``cm`` on ``target`` into ``out_dir`` and build it.
 
@@ -241,7 +244,7 @@ def build_firmware(
     cc = find_tool("arm-none-eabi-gcc")
     objcopy = find_tool("arm-none-eabi-objcopy")
     out_dir = Path(out_dir).resolve()  # the toolchain runs inside the project directory
-    d, sources = write_project(cm, target, out_dir, inputs, repeat)
+    d, sources = write_project(cm, target, out_dir, inputs, repeat, marks)
     bdir = d / "build"
     bdir.mkdir(exist_ok=True)
     cflags = [*target.cpu_flags, *cflags_for(target), "-DEDGEC_SEMIHOSTING=1", *extra_cflags]
