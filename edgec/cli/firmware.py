@@ -182,13 +182,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         "elf": str(b.elf), "bin": str(b.bin), "hex": str(b.hex), "map": str(b.map),
         "flash_used": b.flash_used, "flash_size": target.flash_size,
         "ram_used": b.ram_used, "ram_size": target.ram_size,
-        "warnings": b.warnings,
+        "warnings": b.warnings, "output": b.io_note,
+        "uf2": str(b.uf2) if b.uf2 else None,
     }
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
     print(f"built {m.name} for {target.name} ({target.description}) in {b.project_dir}")
-    print(f"  ELF {b.elf}, BIN {b.bin.name}, HEX {b.hex.name}, map {b.map.name}")
+    print(f"  ELF {b.elf}, BIN {b.bin.name}, HEX {b.hex.name}, map {b.map.name}"
+          + (f", UF2 {b.uf2.name} (hold BOOTSEL, copy it to the RPI-RP2 drive)" if b.uf2 else ""))
+    print(f"  output: {b.io_note}")
     print(f"  flash {b.flash_used} / {target.flash_size} bytes "
           f"({100 * b.flash_used / target.flash_size:.1f} %)")
     print(f"  RAM   {b.ram_used} / {target.ram_size} bytes "
@@ -196,6 +199,11 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"{target.heap_bytes} B heap and {target.stack_bytes} B stack reserved)")
     print(f"  rebuild: make -C {b.project_dir}   or   cmake -B build "
           f"-DCMAKE_TOOLCHAIN_FILE=arm-none-eabi.cmake (in the project)")
+    if target.qemu_machine:
+        print(f"  run: make -C {b.project_dir} run   (QEMU {target.qemu_machine})")
+    else:
+        print(f"  run: make -C {b.project_dir} flash   then   make -C {b.project_dir} run "
+              f"PORT=/dev/ttyACM0   (programs the board, then prints its serial output)")
     for w in b.warnings:
         print(f"  compiler: {w}")
     return 0
