@@ -54,6 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     b.add_argument("--target", metavar="T", help="write a firmware project for target T")
     b.add_argument("-o", "--output", metavar="DIR", default="mpc-build", help="output directory")
     b.add_argument("--host", action="store_true", help="also build the host shared library")
+    b.add_argument("--ticks", type=int, default=64,
+                   help="control ticks main() replays (a reference tracked in closed loop with "
+                   "the controller's own model as the plant)")
     s = msub.add_parser(
         "simulate",
         help="closed loop on a Python plant with the compiled controller vs an IMC-tuned PID",
@@ -102,9 +105,13 @@ def _build(args: argparse.Namespace) -> int:
     ctrl = build_controller(cfg)
     out = Path(args.output)
     if args.target:
-        d = write_firmware_project(ctrl, args.target, out)
+        from edgec.mpc.target import MODEL_LOOP_NOTE, model_loop_ticks
+
+        ticks = model_loop_ticks(ctrl, args.ticks)
+        d = write_firmware_project(ctrl, args.target, out, ticks, what=MODEL_LOOP_NOTE)
         print(f"wrote firmware project {d} (controller '{cfg.name}', target {args.target}); "
-              f"build it with: make -C {d}")
+              f"main() replays {args.ticks} ticks: {MODEL_LOOP_NOTE}")
+        print(f"build it with: make -C {d}   run it: make -C {d} run")
     else:
         paths = ctrl.write_sources(out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
