@@ -93,6 +93,14 @@ class CompiledModel:
 
         A stateful model's state inputs may be left out: they take their initial values
         (zero unless the model defines one), so ``run(x)`` is one call from a fresh state."""
+        values = self._run_values(args, kwargs)
+        self._check_sizes(values, self.cmodel.inputs)
+        outs = self.lib.run(*values)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _run_values(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list:
+        """The values of every input; a stateful model's state inputs, when left out, take
+        their initial values."""
         names = self.input_names
         given = len(kwargs) if kwargs else (
             len(args[0]) if len(args) == 1 and isinstance(args[0], Mapping) else len(args)
@@ -101,12 +109,8 @@ class CompiledModel:
             plain = [p.name for p in self.cmodel.inputs if not p.state]
             feeds = dict(zip(plain, self._feeds(args, kwargs, plain), strict=True))
             feeds |= self.initial_state()
-            values = [feeds[n] for n in names]
-        else:
-            values = self._feeds(args, kwargs, names)
-        self._check_sizes(values, self.cmodel.inputs)
-        outs = self.lib.run(*values)
-        return outs[0] if len(outs) == 1 else outs
+            return [feeds[n] for n in names]
+        return self._feeds(args, kwargs, names)
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """The state inputs' initial values (what ``reset()`` sets), by input name."""
@@ -204,9 +208,7 @@ class CompiledModel:
 
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run edgec's numpy interpreter on the optimised IR (no C involved)."""
-        feeds = dict(
-            zip(self.input_names, self._feeds(args, kwargs, self.input_names), strict=True)
-        )
+        feeds = dict(zip(self.input_names, self._run_values(args, kwargs), strict=True))
         res = interpret(self.graph, feeds)
         outs = [res[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs

@@ -196,6 +196,8 @@ class CModel:
     inputs: list[Port]
     outputs: list[Port]
     state: list[tuple[str, str]]
+    #: state inputs ``<name>_step`` updates in place (one buffer in the state struct, not two)
+    state_inplace: set[str] = field(default_factory=set)
 
     def write(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
@@ -250,6 +252,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     for t, off in plan.offsets.items():
         ptr.setdefault(t, f"arena + {off}" if off else "arena")
 
+    inplace_state, alias_nodes = _inplace_state(g)
     kernels: list[dict[str, str]] = []
     helpers: dict[str, str] = {}
     math_helpers: dict[str, str] = {}  # edgec's own libm replacements (backend/c_math.py)
@@ -265,7 +268,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body, needed = c_math.apply(op.emit(node, ctx))
         math_helpers.update(needed)
-        alias = node.outputs[0] in plan.inplace
+        alias = node.outputs[0] in plan.inplace or idx in alias_nodes
         params: list[str] = []
         args: list[str] = []
         restrict = "" if alias else "restrict "
@@ -331,7 +334,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         init_sym = None if init is None else weights.add(f"{s_in}_init", init.reshape(-1))
         state_ports.append(
             {"c": p.c[3:], "size": p.size, "shape_str": p.shape_str, "src": s_in, "dst": s_out,
-             "init": init_sym}
+             "init": init_sym, "inplace": s_in in inplace_state}
         )
     step_params = ", ".join(
         [f"const float *{p.c}" for p in inputs if not p.state]
@@ -340,13 +343,14 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
         + [
-            f"s->{state_ports[[s['dst'] for s in state_ports].index(p.name)]['c']}_next"
+            _state_dst(state_ports[[s["dst"] for s in state_ports].index(p.name)])
             if p.state
             else p.c
             for p in outputs
         ]
     )
-    state_bytes = sum(8 * s["size"] for s in state_ports)
+    # a state updated in place needs one buffer, a double-buffered one two
+    state_bytes = sum((4 if s["inplace"] else 8) * s["size"] for s in state_ports)
     # structure counters an op reports through an optional ``stats(node, g) -> dict[str, int]``
     structure: dict[str, int] = {}
     for node in g.nodes:
@@ -400,7 +404,46 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
     source = env.get_template("model.c.j2").render(**ctx_vars)
-    return CModel(name, header, source, report, inputs, outputs, list(g.state))
+    return CModel(name, header, source, report, inputs, outputs, list(g.state), inplace_state)
+
+
+def _state_dst(st: dict[str, Any]) -> str:
+    return f"s->{st['c']}" if st["inplace"] else f"s->{st['c']}_next"
+
+
+def _inplace_state(g: Graph) -> tuple[set[str], set[int]]:
+    """State inputs whose new value ``<name>_step`` can write over the old one (one buffer
+    instead of two), and the nodes that then read and write the same buffer (no restrict).
+
+    Safe when the node N computing the new state is a kernel, no node after N reads the old
+    state, and N itself reads it only where its op says each part is read before that part of
+    the output is written (:meth:`edgec.ops.base.Op.state_inplace`)."""
+    producer = {o: (i, n) for i, n in enumerate(g.nodes) for o in n.outputs if o}
+    inplace: set[str] = set()
+    alias_nodes: set[int] = set()
+    for s_in, s_out in g.state:
+        if s_out not in producer or s_in in g.outputs or s_out in g.inputs:
+            continue
+        k, node = producer[s_out]
+        op = get_op(node, g)
+        if op.view:
+            continue
+        j_out = node.outputs.index(s_out)
+        ok = True
+        reads_here = False
+        for i, n in enumerate(g.nodes):
+            uses = [ii for ii, t in enumerate(n.inputs) if t == s_in]
+            if not uses or i < k:
+                continue
+            if i > k or not all(op.state_inplace(n, ii, j_out) for ii in uses):
+                ok = False
+                break
+            reads_here = True
+        if ok:
+            inplace.add(s_in)
+            if reads_here:
+                alias_nodes.add(k)
+    return inplace, alias_nodes
 
 
 def _indent(body: str) -> str:

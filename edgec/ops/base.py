@@ -82,6 +82,12 @@ class Op:
         """True when output 0 may be written over input 0 (same size, read-before-write kernel)."""
         return False
 
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        """True when output ``i_out`` may be written over input ``i_in`` (the kernel reads
+        each part of the input before it writes that part of the output): a stateful model's
+        state is then updated in place instead of double-buffered."""
+        return False
+
     def value_inputs(self, node: Node) -> tuple[int, ...] | None:
         """Inputs whose VALUES the op reads (None: all). The others matter only through their
         shape and dtype, so the node folds to a constant once these inputs are constant."""

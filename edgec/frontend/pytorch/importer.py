@@ -155,22 +155,43 @@ def _flatten_outputs(v: Value) -> list[Value]:
 def _finish(lw: TorchLowering, result: Value) -> Graph:
     g = lw.g
     state_outs = list(g.outputs)
+    state_of = {s_out: s_in for s_in, s_out in g.state}
     outs: list[str] = []
+    copies: dict[str, str] = {}  # a result that copies a state output → that state's input
     for v in _flatten_outputs(result):
         t = lw.as_tensor(v)
         if t in outs or t in g.inputs or g.const(t) is not None or t in state_outs:
+            src = t
             t = lw.add1("Identity", [t], base="output")
+            if src in state_outs and src in state_of:
+                copies[t] = state_of[src]
         outs.append(t)
-    # readable C parameter names: y (or y0, y1, ...) for the results, <state>_next for states
-    names = ["y"] if len(outs) == 1 else [f"y{i}" for i in range(len(outs))]
-    renamed = {t: n for t, n in zip(outs, names, strict=True)}
+    # readable C parameter names, from the module's own names: <state>_next for a new state
+    # (a result that is one, e.g. ncps CfC's h, too), <state>_out for a result that copies one
+    # (snnTorch output=True's mem), y (or y0, y1, ...) for the other results
+    renamed: dict[str, str] = {}
+    plain = []
+    for t in outs:
+        if t in state_of:
+            renamed[t] = f"{state_of[t]}_next"
+        elif t in copies:
+            renamed[t] = f"{copies[t]}_out"
+        else:
+            plain.append(t)
+    names = ["y"] if len(plain) == 1 else [f"y{i}" for i in range(len(plain))]
+    renamed.update(zip(plain, names, strict=True))
     for s_in, s_out in g.state:
         renamed.setdefault(s_out, f"{s_in}_next")
+    done: dict[str, str] = {}
     for old, new in renamed.items():
-        if new not in g.tensors and old not in g.inputs:
-            g.rename(old, new)
-    outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in outs]
-    state_outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in state_outs]
+        if old in g.inputs or old not in g.tensors:
+            continue
+        if new in g.tensors:
+            new = g.fresh_name(new)  # two results named after one state: z_out, z_out_1
+        g.rename(old, new)
+        done[old] = new
+    outs = [done.get(t, t) for t in outs]
+    state_outs = [done.get(t, t) for t in state_outs]
     g.outputs = outs + state_outs
     g.state_init = dict(lw.state_init)
     for t in g.runtime_tensors():  # run-time masks (bool) live in float buffers
@@ -237,8 +258,8 @@ def from_module(
         raise EdgecError(
             f"{cls}: forward takes {len(ph)} inputs, example_inputs has {len(examples)}"
         )
-    for n, ex in zip(ph, examples, strict=True):
-        placeholders[n.name] = _example_value(lw, n.name, ex)
+    for n, ex in zip(ph, examples, strict=True):  # named as forward() names them
+        placeholders[n.name] = _example_value(lw, str(n.target).lstrip("*") or n.name, ex)
     result = _lower_fx(lw, gm, module, placeholders, {})
     return _finish(lw, result)
 

@@ -52,7 +52,13 @@ def _mode(lw: TorchLowering) -> str:
 
 
 def _base(path: str, m: Any) -> str:
-    return path or type(m).__name__.lower()
+    """A C-friendly name from the module's path (``lif1``, ``net_lif``); a path that is a
+    Sequential index takes the class name first (``leaky1`` rather than ``1``)."""
+    cls = type(m).__name__.lower()
+    p = path.replace(".", "_")
+    if not p:
+        return cls
+    return f"{cls}{p}" if p[0].isdigit() else p
 
 
 def _state(
