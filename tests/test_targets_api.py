@@ -70,3 +70,47 @@ def test_per_layer_profile_of_a_stateful_model() -> None:
     # the marked build may schedule a few instructions differently around the markers
     assert [la.op for la in prof.layers] == ["GRU", "Gemm"]
     assert abs(prof.layer_overhead) <= 0.02 * prof.instructions_per_inference
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mlp"
+
+
+def test_one_inputs_rule_for_run_build_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The example's inputs.npz (20 vectors (20, 4) for a (1, 4) input) works everywhere."""
+    from edgec.cli import main
+
+    model, inputs = str(EXAMPLE / "model.onnx"), str(EXAMPLE / "inputs.npz")
+    assert main(["verify", model, "--inputs", inputs]) == 0
+    assert "20/20" in capsys.readouterr().out
+    assert main(["run", model, "--inputs", inputs, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["outputs"]) == 20
+    assert main(["build", model, "--inputs", inputs, "-o", str(tmp_path / "fw"), "--json"]) == 0
+    assert "EDGEC_N_VECTORS 20u" in (tmp_path / "fw" / "main.c").read_text()
+
+
+def test_cli_verify_torch_sources_on_a_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from edgec.cli import main
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3),)), tmp_path / "m.pt2")
+    assert main(["verify", str(tmp_path / "m.pt2"), "--target", "cortex-m4f", "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(cortex-m4f, QEMU) vs torch, 3 input set(s)" in out and "3/3" in out
+    (tmp_path / "net.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(1)\n"
+        "    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), "
+        "torch.nn.Linear(8, 2))\n"
+        "    return m, (torch.randn(1, 4),)\n"
+    )
+    assert main(["verify", f"{tmp_path / 'net.py'}:make", "--target", "cortex-m0", "--n",
+                 "2"]) == 0
+    assert "vs torch" in capsys.readouterr().out
