@@ -278,3 +278,37 @@ def test_tables_are_plain_text() -> None:
     text = format_table(["op", "MACs"], [["Gemm", 1234], ["Tanh", 0]])
     assert text.splitlines() == ["op     MACs", "-----------", "Gemm  1,234", "Tanh      0"]
     assert text.isascii()
+
+
+class _Tty:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_and_status_draw_on_a_terminal_only() -> None:
+    import io
+
+    from edgec.tables import progress, status
+
+    tty = _Tty()
+    assert list(progress([1, 2, 3], "verify", stream=tty)) == [1, 2, 3]  # type: ignore[arg-type]
+    assert "verify" in tty.text
+    tty = _Tty()
+    with status("running on QEMU", stream=tty):  # type: ignore[arg-type]
+        pass
+    assert "running on QEMU" in tty.text
+    plain = io.StringIO()
+    assert list(progress([1, 2], "verify", stream=plain)) == [1, 2]
+    with status("x", stream=plain):
+        pass
+    assert plain.getvalue() == ""
