@@ -276,8 +276,9 @@ def test_tables_are_plain_text() -> None:
     from edgec.tables import format_table
 
     text = format_table(["op", "MACs"], [["Gemm", 1234], ["Tanh", 0]])
-    assert text.splitlines() == ["op     MACs", "-----------", "Gemm  1,234", "Tanh      0"]
-    assert text.isascii()
+    lines = text.splitlines()
+    assert lines == ["op      MACs", "------------", "Gemm   1,234", "Tanh       0"]
+    assert text.isascii() and len({len(ln) for ln in lines}) == 1  # numbers right-aligned
 
 
 class _Tty:
@@ -312,3 +313,19 @@ def test_progress_and_status_draw_on_a_terminal_only() -> None:
     with status("x", stream=plain):
         pass
     assert plain.getvalue() == ""
+
+
+@pytest.mark.parametrize("cmd", ["build", "profile", "mpc-build", "simulate"])
+def test_every_output_dir_is_checked_first(tmp_path: Path, cmd: str) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    bad = str(tmp_path / "file" / "out")
+    ex = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mpc"
+    model = str(_mlp(tmp_path / "mlp.onnx"))
+    argv = {
+        "build": ["build", model, "-o", bad],
+        "profile": ["profile", model, "-o", bad],
+        "mpc-build": ["mpc", "build", str(ex / "mlp2.toml"), "-o", bad],
+        "simulate": ["simulate", str(ex / "mlp2.toml"), "--plant", "soft-actuator",
+                     "--reference", str(ex / "soft_path.csv"), "-o", bad],
+    }[cmd]
+    _assert_one_line_error(_run_cli(*argv), "-o", "cannot create the output directory")

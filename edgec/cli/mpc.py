@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 
+from edgec.cli.common import output_dir
 from edgec.errors import EdgecError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -101,9 +101,9 @@ def _build(args: argparse.Namespace) -> int:
     from edgec.mpc.build import build_controller, write_firmware_project
     from edgec.mpc.config import load_config
 
+    out = output_dir(args.output)
     cfg = load_config(args.config)
     ctrl = build_controller(cfg)
-    out = Path(args.output)
     if args.target:
         from edgec.mpc.target import MODEL_LOOP_NOTE, model_loop_ticks
 
@@ -127,6 +127,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import format_results, load_reference, simulate
 
+    output_dir(args.output)
     cfg = load_config(args.config)
     t, ref = load_reference(args.reference, cfg.outputs)
     res = simulate(cfg, args.plant, t, ref, args.output, target=args.target)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from edgec.cli.common import add_model_args, compile_from_args
+from edgec.cli.common import add_model_args, compile_from_args, output_dir
 from edgec.mcu.profile import ProfileReport
 
 Handler = Callable[[argparse.Namespace], int]
@@ -57,6 +57,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return profile_mpc(args)
     from edgec.tables import status
 
+    if args.output:
+        output_dir(args.output)
     m = compile_from_args(args)
     with status(f"building and counting {m.name} on {args.target}"):
         rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat,
@@ -144,6 +146,8 @@ def profile_mpc(args: argparse.Namespace) -> int:
     from edgec.mpc.config import load_config
     from edgec.mpc.target import format_mpc_profile, profile_controller
 
+    if args.output:
+        output_dir(args.output)
     cfg = load_config(args.model)
     rep = profile_controller(build_controller(cfg), args.target, out_dir=args.output)
     if args.json:
