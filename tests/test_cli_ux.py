@@ -329,3 +329,10 @@ def test_every_output_dir_is_checked_first(tmp_path: Path, cmd: str) -> None:
                      "--reference", str(ex / "soft_path.csv"), "-o", bad],
     }[cmd]
     _assert_one_line_error(_run_cli(*argv), "-o", "cannot create the output directory")
+
+
+def test_inspect_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", str(_mlp(tmp_path / "mlp.onnx")), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert [n["op"] for n in rep["nodes"]] == ["Gemm+Tanh", "Gemm"]
+    assert [n["macs"] for n in rep["nodes"]] == [64, 48] and rep["report"]["macs"] == 112
