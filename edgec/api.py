@@ -12,6 +12,7 @@ import numpy as np
 from edgec.backend.c_emit import CModel, emit_c
 from edgec.backend.host import HostLibrary, build_shared
 from edgec.errors import EdgecError
+from edgec.frontend.python_factory import load_python_factory, python_needs_function
 from edgec.ir import Graph
 from edgec.ops.interpret import interpret
 from edgec.passes import optimize
@@ -20,10 +21,13 @@ from edgec.passes import optimize
 class CompiledModel:
     """A model compiled to C: run it on the host, write its sources, read its report."""
 
-    def __init__(self, graph: Graph, cmodel: CModel, source_graph: Graph):
+    def __init__(self, graph: Graph, cmodel: CModel, source_graph: Graph, source: Any = None):
         self.graph = graph
         self.cmodel = cmodel
         self.source_graph = source_graph
+        #: what was compiled (a path, an ONNX ModelProto, a torch module with its example
+        #: inputs...): :meth:`verify` runs it in its own framework as the reference
+        self.source = source
         self._lib: HostLibrary | None = None
 
     # -- facts ----------------------------------------------------------------------------
@@ -48,7 +52,12 @@ class CompiledModel:
 
     # -- sources --------------------------------------------------------------------------
     def write(self, directory: str | os.PathLike[str]) -> list[Path]:
-        return self.cmodel.write(directory)
+        try:
+            return self.cmodel.write(directory)
+        except OSError as exc:
+            raise EdgecError(
+                f"{directory}: cannot write the sources there ({exc.strerror or exc})"
+            ) from None
 
     @property
     def c_source(self) -> str:
@@ -80,30 +89,135 @@ class CompiledModel:
         return list(args)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the C model on the host. One output → an array; several → a list."""
-        outs = self.lib.run(*self._feeds(args, kwargs, self.input_names))
+        """Run the C model on the host. One output → an array; several → a list.
+
+        A stateful model's state inputs may be left out: they take their initial values
+        (zero unless the model defines one), so ``run(x)`` is one call from a fresh state."""
+        values = self._run_values(args, kwargs)
+        self._check_sizes(values, self.cmodel.inputs)
+        outs = self.lib.run(*values)
         return outs[0] if len(outs) == 1 else outs
+
+    def _run_values(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list:
+        """The values of every input; a stateful model's state inputs, when left out, take
+        their initial values."""
+        names = self.input_names
+        given = len(kwargs) if kwargs else (
+            len(args[0]) if len(args) == 1 and isinstance(args[0], Mapping) else len(args)
+        )
+        if self.is_stateful and given == len(names) - len(self.cmodel.state):
+            plain = [p.name for p in self.cmodel.inputs if not p.state]
+            feeds = dict(zip(plain, self._feeds(args, kwargs, plain), strict=True))
+            feeds |= self.initial_state()
+            return [feeds[n] for n in names]
+        return self._feeds(args, kwargs, names)
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """The state inputs' initial values (what ``reset()`` sets), by input name."""
+        init = self.graph.state_init
+        return {
+            p.name: np.asarray(init[p.name], np.float32).reshape(p.shape)
+            if p.name in init else np.zeros(p.shape, np.float32)
+            for p in self.cmodel.inputs if p.state
+        }
+
+    def _check_sizes(self, values: Sequence[Any], ports: Sequence[Any]) -> None:
+        if len(values) != len(ports):
+            return  # the runner says how many it expects
+        for v, p in zip(values, ports, strict=True):
+            a = np.asarray(v)
+            if a.size == p.size or p.size == 0:
+                continue
+            hint = ""
+            if a.size % p.size == 0 and a.size > p.size:
+                n = a.size // p.size
+                hint = (
+                    f"; the C model takes one input set per call: loop over the {n} sets "
+                    f"(x[i] for i in range({n})), or compile for a batch of {n} (input_shapes, "
+                    f"or example inputs with that batch)"
+                )
+            raise ValueError(
+                f"{self.name}: input '{p.name}' expects shape {tuple(p.shape)} ({p.size} "
+                f"values), got shape {a.shape} ({a.size} values){hint}"
+            )
 
     def reset(self) -> None:
         self.lib.reset()
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
         """One step of a stateful model; the state stays inside (see :meth:`state`)."""
-        names = [p.name for p in self.cmodel.inputs if not p.state]
-        outs = self.lib.step(*self._feeds(args, kwargs, names))
+        ports = [p for p in self.cmodel.inputs if not p.state]
+        values = self._feeds(args, kwargs, [p.name for p in ports])
+        self._check_sizes(values, ports)
+        outs = self.lib.step(*values)
         return outs[0] if len(outs) == 1 else outs
 
     def state(self) -> dict[str, np.ndarray]:
         return self.lib.state()
 
+    # -- targets --------------------------------------------------------------------------
+    def build(
+        self,
+        target: Any = None,
+        output: str | os.PathLike[str] = "edgec-firmware",
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+        repeat: int = 1,
+    ) -> Any:
+        """Write and build a firmware project for a Cortex-M ``target`` (a name from
+        ``edgec targets``, a ``.toml`` path or a Target) in ``output``: ELF, BIN, HEX (and a
+        UF2 where the board boots from one). ``inputs``: input sets main() runs (dicts by
+        input name; a stateful model's non-state inputs, one sequence). Returns the
+        :class:`edgec.mcu.project.FirmwareBuild`."""
+        from edgec.mcu.project import build_firmware, step_ports
+
+        tgt = _target(target)
+        vectors = None
+        if inputs is not None:
+            ports, _ = step_ports(self)
+            vectors = [[np.asarray(s[p.name], np.float32) for p in ports] for s in inputs]
+        return build_firmware(self, tgt, output, vectors, repeat=repeat)
+
+    def verify(
+        self,
+        inputs: Sequence[Mapping[str, Any]] | None = None,
+        n: int = 20,
+        seed: int = 0,
+        rtol: float = 1e-4,
+        atol: float = 1e-5,
+        target: Any = None,
+    ) -> Any:
+        """Compare the C with the source model run by its own framework (onnxruntime for ONNX,
+        torch for torch modules and ``.pt2``): on the host, or on ``target``'s emulated board.
+        Returns a :class:`edgec.verify.compare.VerifyReport` (true when every output is within
+        ``atol + rtol * |reference|``; ``print(report.format())`` shows the table)."""
+        from edgec.verify.compare import verify
+
+        return verify(self, self.source, inputs=inputs, n=n, seed=seed, rtol=rtol, atol=atol,
+                      target=None if target is None else _target(target))
+
+    def profile(
+        self, target: Any = None, repeat: int = 2, per_layer: bool = False,
+        output: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Exact instructions per inference on ``target``'s emulated core (a board: on its
+        core's emulated twin), estimated cycles and time at the target's clock, flash and RAM
+        (``per_layer``: the same per node). Returns a :class:`edgec.mcu.profile.ProfileReport`."""
+        from edgec.mcu.profile import profile
+
+        return profile(self, _target(target), out_dir=output, repeat=repeat, per_layer=per_layer)
+
     def reference(self, *args: Any, **kwargs: Any) -> Any:
         """Run edgec's numpy interpreter on the optimised IR (no C involved)."""
-        feeds = dict(
-            zip(self.input_names, self._feeds(args, kwargs, self.input_names), strict=True)
-        )
+        feeds = dict(zip(self.input_names, self._run_values(args, kwargs), strict=True))
         res = interpret(self.graph, feeds)
         outs = [res[o] for o in self.output_names]
         return outs[0] if len(outs) == 1 else outs
+
+
+def _target(target: Any) -> Any:
+    from edgec.mcu.targets import Target, load_target
+
+    return target if isinstance(target, Target) else load_target(target)
 
 
 def compile_graph(
@@ -113,6 +227,7 @@ def compile_graph(
     options: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Optimise and emit ``g``; ``options`` (merged over ``g.options``) steer the passes."""
+    check_options(options)
     source_graph = g
     if options:
         g = g.copy()
@@ -149,11 +264,15 @@ def load_graph(
     ``(module, example_inputs)``."""
     from edgec.frontend.onnx_import import from_model_proto, load_onnx
 
+    check_options(options)
+    _check_input_shapes(input_shapes)
     opts = dict(options or {})
     if isinstance(model, (str, os.PathLike)):
         text = str(model)
+        if text.endswith(".py") and ":" not in Path(text).name:
+            raise EdgecError(python_needs_function(Path(text)))
         if ".py:" in text:
-            module, examples = _load_python_factory(text)
+            module, examples = load_python_factory(text)
             from edgec.frontend.pytorch.importer import from_module
 
             stem = Path(text.split(":", 1)[0]).stem
@@ -203,31 +322,56 @@ def load_graph(
     )
 
 
-def _load_python_factory(spec: str) -> tuple[Any, Any]:
-    """``models/net.py:make`` → ``make()`` → ``(module, example_inputs)``."""
-    import importlib.util
+def _check_input_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
+    for k, dims in (shapes or {}).items():
+        try:
+            ok = len(dims) > 0 and all(int(d) == d and int(d) >= 1 for d in dims)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise EdgecError(
+                f"input_shapes['{k}'] = {tuple(dims) if hasattr(dims, '__iter__') else dims}: "
+                f"every dimension must be a positive integer"
+            )
 
-    path_s, _, fn = spec.rpartition(":")
-    path = Path(path_s)
-    if not path.is_file():
-        raise EdgecError(f"{path}: no such file")
-    mod_spec = importlib.util.spec_from_file_location(f"edgec_user_{path.stem}", path)
-    if mod_spec is None or mod_spec.loader is None:
-        raise EdgecError(f"{path}: cannot import it as Python")
-    user = importlib.util.module_from_spec(mod_spec)
-    try:
-        mod_spec.loader.exec_module(user)
-    except Exception as exc:
-        raise EdgecError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
-    factory = getattr(user, fn, None)
-    if not callable(factory):
-        raise EdgecError(f"{path}: has no function '{fn}' (expected {spec} → (module, inputs))")
-    result = factory()
-    if not (isinstance(result, tuple) and len(result) == 2):
+
+def known_options() -> dict[str, str]:
+    """Every compile option edgec reads: key → what it does. Collected from the ``OPTIONS``
+    tables of the ops, passes and front-end modules that read them."""
+    import importlib
+    import pkgutil
+
+    import edgec.frontend
+    import edgec.ops
+    import edgec.passes
+
+    found: dict[str, str] = {}
+    for pkg in (edgec.ops, edgec.passes, edgec.frontend):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            try:
+                mod = importlib.import_module(info.name)
+            except ImportError:  # a front-end whose framework is not installed
+                continue
+            for k, v in getattr(mod, "OPTIONS", {}).items():
+                found.setdefault(k, v)
+    return dict(sorted(found.items()))
+
+
+def check_options(options: Mapping[str, Any] | None) -> None:
+    """An unknown option key (a typo) is an error listing the known keys."""
+    if not options:
+        return
+    known = known_options()
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        import difflib
+
+        close = [m for k in unknown for m in difflib.get_close_matches(k, known, 1)]
         raise EdgecError(
-            f"{spec}: must return (module, example_inputs), got {type(result).__name__}"
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + f"; known options: {', '.join(known)}"
         )
-    return result
 
 
 def compile(  # noqa: A001 - the natural name
@@ -248,4 +392,6 @@ def compile(  # noqa: A001 - the natural name
     also picks how constant Gemm/MatMul weights with zeros are stored (any front-end).
     """
     g = load_graph(model, input_shapes, name, example_inputs, options)
-    return compile_graph(g, name=name, state=state, options=options)
+    cm = compile_graph(g, name=name, state=state, options=options)
+    cm.source = model if example_inputs is None else (model, example_inputs)
+    return cm

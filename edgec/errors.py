@@ -13,6 +13,12 @@ class UnsupportedOpError(EdgecError):
     """An op (or an attribute combination) edgec cannot compile."""
 
 
+def ops_hint(frontend: str | None = None) -> str:
+    """Where an unsupported-op error sends the user: the ``edgec ops`` listing and its page."""
+    flag = f" --frontend {frontend}" if frontend else ""
+    return f"run 'edgec ops{flag}' for what is supported (docs/ops.md)"
+
+
 class ShapeError(EdgecError):
     """A shape that cannot be resolved statically."""
 
@@ -23,3 +29,7 @@ class ModelTooBigError(EdgecError):
 
 class ToolchainError(EdgecError):
     """A compiler or emulator that edgec needs is missing or failed."""
+
+
+class EdgecWarning(UserWarning):
+    """Something the user should know that does not stop the compile (one line on stderr)."""

@@ -372,15 +372,37 @@ def test_flash_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["flash", str(b.elf), "--probe", "qemu"]) == 0
     out = capsys.readouterr().out
     assert "EDGEC-BEGIN model" in out and "y 0 0:" in out and "EDGEC-END ok" in out
+    board = _build(m, "stm32f446re", tmp_path / "board", [[_vectors(tanh_mlp(), 1)[0]["x"]]])
     if not have_tool("openocd"):
-        assert main(["flash", str(b.elf), "--probe", "openocd", "--target", "stm32f446re"]) == 2
+        assert main(["flash", str(board.elf), "--probe", "openocd", "--target",
+                     "stm32f446re"]) == 2
         assert "openocd not found: apt-get install openocd" in capsys.readouterr().err
     try:
         import pyocd  # noqa: F401
     except ImportError:
-        assert main(["flash", str(b.elf), "--probe", "pyocd", "--target", "stm32f446re"]) == 2
+        assert main(["flash", str(board.elf), "--probe", "pyocd", "--target",
+                     "stm32f446re"]) == 2
         assert "pyocd not found: pip install pyocd" in capsys.readouterr().err
     assert main(["flash", str(tmp_path / "none.elf"), "--probe", "qemu"]) == 2
+
+
+def test_flash_refuses_an_elf_for_another_target(tmp_path: Path) -> None:
+    """An ELF linked for stm32f446re (flash at 0x08000000) loaded into cortex-m4f's QEMU board
+    (flash at 0): a one-line error before QEMU or GDB start, not a hang until the timeout."""
+    import time
+
+    m = edgec.compile(tanh_mlp())
+    board = _build(m, "stm32f446re", tmp_path / "board", [[_vectors(tanh_mlp(), 1)[0]["x"]]])
+    t0 = time.monotonic()
+    with pytest.raises(EdgecError, match="0x08000000, outside cortex-m4f's flash"):
+        flash_qemu(board.elf, load_target("cortex-m4f"), timeout_s=60)
+    assert time.monotonic() - t0 < 5
+    from edgec.mcu.flash import flash_openocd, flash_pyocd
+
+    m4f = _build(m, "cortex-m4f", tmp_path / "m4f", [[_vectors(tanh_mlp(), 1)[0]["x"]]])
+    for flash in (flash_openocd, flash_pyocd):
+        with pytest.raises(EdgecError, match="built for another target"):
+            flash(m4f.elf, load_target("stm32f446re"))
 
 
 # -- CLI run / verify --target ---------------------------------------------------------------------
@@ -413,9 +435,10 @@ def test_cli_run_prints_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -
                  "--target", "cortex-m0"]) == 0
     text = capsys.readouterr().out
     assert "cortex-m0 (QEMU microbit): 3 input vector(s)" in text and "[2] y [1, 3]:" in text
+    # a board without an emulator runs on its core's emulated twin
     assert main(["run", str(path), "--inputs", str(tmp_path / "x.npy"),
-                 "--target", "stm32f446re"]) == 2
-    assert "has no emulator" in capsys.readouterr().err
+                 "--target", "stm32f446re"]) == 0
+    assert "stm32f446re (QEMU mps2-an386, its twin cortex-m4f)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("target", ["cortex-m4f", "cortex-m0"])
@@ -432,15 +455,15 @@ def test_cli_verify_on_target_detects_a_mismatch(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """verify --target compares what the board computed: perturbed board outputs fail."""
-    import edgec.cli.firmware as clif
+    import edgec.mcu.run as mcu_run
 
-    real = clif.run_on_target
+    real = mcu_run.run_on_target
 
     def perturbed(*args: object, **kw: object) -> list[list[np.ndarray]]:
         outs = real(*args, **kw)  # type: ignore[arg-type]
         return [[o + np.float32(1e-3) for o in vec] for vec in outs]
 
-    monkeypatch.setattr(clif, "run_on_target", perturbed)
+    monkeypatch.setattr(mcu_run, "run_on_target", perturbed)
     path = tmp_path / "mlp.onnx"
     onnx.save(tanh_mlp(), path)
     assert main(["verify", str(path), "--target", "cortex-m4f", "--n", "3"]) == 1

@@ -169,6 +169,28 @@ def test_profile_json_and_goals(capsys: pytest.CaptureFixture[str]) -> None:
         "main", "edgec_mpc_step"]
 
 
+def test_profile_quotes_the_chosen_targets_clock_and_flash(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """stm32f446re (180 MHz, 512 KB, no emulator): counted on its twin, quoted at its clock."""
+    assert cli_main(["mpc", "profile", str(EXAMPLE / "mlp2.toml"), "--target",
+                     "stm32f446re"]) == 0
+    text = capsys.readouterr().out
+    assert "counted on its emulated twin cortex-m4f" in text
+    assert "at stm32f446re's 180 MHz" in text and "of stm32f446re's 512 KB" in text
+    assert "168" not in text
+    assert cli_main(["profile", str(EXAMPLE / "mlp2.toml"), "--target", "cortex-m4f",
+                     "--json"]) == 0
+    m4f = json.loads(capsys.readouterr().out)
+    assert cli_main(["profile", str(EXAMPLE / "mlp2.toml"), "--target", "stm32f446re",
+                     "--json"]) == 0
+    board = json.loads(capsys.readouterr().out)
+    assert board["instructions_per_tick"] == m4f["instructions_per_tick"]
+    assert board["control_rate_hz"] == pytest.approx(
+        180e6 / board["estimated_cycles_per_tick"], rel=1e-3)
+    assert board["flash"]["available"] == 512 * 1024
+
+
 def test_exact_jacobian_is_cheaper_per_tick_than_fd() -> None:
     cfg = load_config(EXAMPLE / "mlp2.toml")
     exact = profile_controller(build_controller(cfg), "cortex-m4f", n_ticks=8)
@@ -191,3 +213,68 @@ def test_makefile_project_builds_without_libm_tanhf(tmp_path: Path) -> None:
                         capture_output=True, text=True).stdout
     assert " tanhf" not in nm and "expm1f" not in nm
     assert load_target("cortex-m4f").has_fpu
+
+
+def test_mpc_build_project_runs_a_closed_loop_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edgec mpc build --target` writes a main() replaying a reference tracked with the model as
+    the plant (measurements move, not held at 0); `make run` shows the commands and no
+    fallbacks."""
+    from edgec.mcu.project import Port
+    from edgec.mcu.qemu import parse_outputs
+
+    d = tmp_path / "fw"
+    assert cli_main(["mpc", "build", str(EXAMPLE / "mlp2.toml"), "--target", "cortex-m4f",
+                     "-o", str(d), "--ticks", "16"]) == 0
+    assert "closed loop with the controller's own forward model" in capsys.readouterr().out
+    main_c = (d / "main.c").read_text()
+    meas = main_c[main_c.index("meas_data"):]
+    assert "closed loop" in main_c and meas.count("{") > 16
+    assert any(tok.strip(" {},\n") not in ("0.0f", "") for tok in meas.split(",")[:40])
+    proc = subprocess.run(["make", "-s", "-C", str(d), "run"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    reports = [ln for ln in proc.stdout.splitlines() if ln.startswith("r ")]
+    from edgec.mpc.reference import FLAG_CONVERGED, FLAG_FALLBACK
+
+    flags = [int(ln.split()[-1]) for ln in reports]
+    assert len(reports) == 16 and all(f & FLAG_CONVERGED and not f & FLAG_FALLBACK
+                                      for f in flags)
+    ctrl = build_controller(load_config(EXAMPLE / "mlp2.toml"))
+    outs = parse_outputs(proc.stdout, [Port("u", "u", (ctrl.cfg.commands,))], 16)
+    assert len(outs) == 16 and np.ptp([o[0] for o in outs]) > 0  # the command moves
+
+
+def test_simulation_plot_has_error_panel_units_and_outside_legends(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgec.mpc.simulate import LoopResult, plot
+
+    t = np.linspace(0, 1, 50)
+    ref = np.sin(t)[:, None]
+    z = np.zeros(50, np.int64)
+    mpc = LoopResult(ref + 0.01, np.ones((50, 2)), z, z, z)
+    pid = LoopResult(ref - 0.02, np.zeros((50, 2)), z, z, z)
+    figs = []
+    real_close = plt.close
+    plt.close = lambda fig=None: figs.append(fig)  # type: ignore[assignment]
+    try:
+        plot(tmp_path / "sim.png", t, ref, mpc, pid, "soft-actuator", "joint angle (rad)",
+             "tendon drive (0..1)")
+    finally:
+        plt.close = real_close
+    fig = figs[0]
+    ax0, ax1, ax2 = fig.axes
+    assert ax0.get_ylabel() == "joint angle (rad)" and ax2.get_ylabel() == "tendon drive (0..1)"
+    assert ax1.get_ylabel() == "tracking error (rad)" and ax2.get_xlabel() == "time (s)"
+    err = ax1.get_lines()[1].get_ydata()
+    np.testing.assert_allclose(err, 0.01)  # MPC's error, not its output
+    for ax in fig.axes:  # every legend to the right of its axes, outside the data
+        leg = ax.get_legend()
+        assert leg is not None and leg.get_bbox_to_anchor().x0 > ax.get_window_extent().x1
+    assert (tmp_path / "sim.png").stat().st_size > 10_000
+    real_close(fig)

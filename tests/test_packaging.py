@@ -31,5 +31,7 @@ def test_wheel_contains_runtime_data(tmp_path: Path) -> None:
         "edgec/share/firmware/startup.c",
         "edgec/share/firmware/cortexm.ld.in",
         "edgec/share/firmware/qemu_plugin/insn_count.c",
+        "edgec/share/firmware/boards/rp2040_boot2.S",
+        "edgec/share/firmware/boards/stm32f4_usart2.c",
     ):
         assert required in names, f"{required} missing from {wheel.name}"

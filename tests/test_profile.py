@@ -452,10 +452,37 @@ def test_stateful_model_state_and_m0_table(tmp_path: Path) -> None:
     assert rep.estimated_cycles > rep.instructions_per_inference
 
 
-def test_profile_needs_an_emulated_target() -> None:
+def test_profile_needs_an_emulated_core(tmp_path: Path) -> None:
     import edgec
     from edgec.mcu.profile import profile
 
+    (tmp_path / "m55.toml").write_text(
+        'core = "cortex-m55"\ncpu_flags = ["-mcpu=cortex-m55", "-mthumb"]\n'
+        "flash_origin = 0\nflash_size = 65536\nram_origin = 0x20000000\nram_size = 65536\n"
+        "clock_hz = 100000000\n"
+    )
     cm = edgec.compile(_dense_model(3, 2), name="d")
-    with pytest.raises(EdgecError, match="no emulator"):
-        profile(cm, "rp2040")
+    with pytest.raises(EdgecError, match="no emulated twin"):
+        profile(cm, str(tmp_path / "m55.toml"))
+
+
+@pytest.mark.qemu
+@needs_qemu
+def test_board_profiled_on_its_emulated_twin(capsys: pytest.CaptureFixture[str]) -> None:
+    """stm32f446re has no emulator: its Cortex-M4F runs on cortex-m4f's board, the time is at
+    the board's 180 MHz and flash/RAM are the board's (512 KB / 128 KB)."""
+    import edgec
+    from edgec.cli.profile import format_profile
+    from edgec.mcu.profile import profile
+
+    cm = edgec.compile(_dense_model(16, 8), name="d")
+    board = profile(cm, "stm32f446re", repeat=1)
+    twin = profile(cm, "cortex-m4f", repeat=1)
+    assert board.instructions_per_inference == twin.instructions_per_inference
+    assert board.estimated_cycles == twin.estimated_cycles
+    assert board.clock_hz == 180_000_000 and board.emulated_on.startswith("cortex-m4f")
+    assert board.size.flash_size == 512 * 1024 and board.size.ram_size == 128 * 1024
+    assert board.estimated_time_us == pytest.approx(board.estimated_cycles / 180.0)
+    text = format_profile(board, "d.onnx")
+    assert "counted on its emulated twin cortex-m4f (QEMU mps2-an386)" in text
+    assert "stm32f446re's 180 MHz" in text

@@ -115,7 +115,7 @@ def test_snntorch_synaptic(reset: str, delay: bool) -> None:
     np.testing.assert_array_equal(spk, _stack(ref)[0])
     assert 0.02 < spk.mean() < 0.9
     state = m.state()
-    got = {k.rsplit("_", 2)[-2]: v for k, v in state.items()}
+    got = {k.rsplit("_", 1)[-1]: v for k, v in state.items()}
     np.testing.assert_allclose(got["syn"], syn.syn.numpy(), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(got["mem"], syn.mem.numpy(), rtol=RTOL, atol=ATOL)
 

@@ -7,6 +7,7 @@ Keras-converted models are in tests/test_keras.py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,8 +51,8 @@ def test_reader_tensors_operators_options() -> None:
     assert y.data is None and y.quant is None
     (op,) = sg.operators
     assert (op.op, op.inputs, op.outputs) == ("FULLY_CONNECTED", [0, 1, 2], [3])
-    assert op.options["fusedActivationFunction"] == 1
-    assert op.options["keepNumDims"] is False
+    assert op.builtin_options["fusedActivationFunction"] == 1
+    assert op.builtin_options["keepNumDims"] is False
 
 
 def test_reader_quantization_and_custom_op() -> None:
@@ -965,3 +966,25 @@ def test_int8_c_is_strict_and_sanitizer_clean(tmp_path: Path) -> None:
     feeds = [_rand(1, 6, 6, 2) * 2]
     (got,) = strict_and_sanitized(m, tmp_path, feeds)
     np.testing.assert_array_equal(got, run_interpreter(data, feeds)[0])
+
+
+def test_cli_verify_int8_model_bit_exact(tmp_path: Path) -> None:
+    """`edgec verify` on an int8 .tflite draws int8 codes, compares bit for bit, takes int8
+    codes from --inputs and refuses float data for an int8 port."""
+    data, _ = q_layer("CONV_2D", (1, 6, 6, 3), (4, 3, 3, 3), (1, 6, 6, 4), "Conv2DOptions",
+                      padding=0, strideH=1, strideW=1, fusedActivationFunction=1)
+    path = tmp_path / "q.tflite"
+    path.write_bytes(data)
+    proc = _cli("verify", str(path), "--n", "4", "--json")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rep = json.loads(proc.stdout)
+    assert rep["pass"] and all(o["exact"] and o["max_abs_err"] == 0 for o in rep["outputs"])
+    assert "TFLite interpreter" in rep["reference"]
+    codes = np.random.default_rng(3).integers(-128, 128, (5, 1, 6, 6, 3)).astype(np.int8)
+    np.savez(tmp_path / "codes.npz", **{rep_in: codes for rep_in in ["x"]})
+    proc = _cli("verify", str(path), "--inputs", str(tmp_path / "codes.npz"))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "(int8, exact)" in proc.stdout and "5/5" in proc.stdout
+    np.savez(tmp_path / "floats.npz", x=codes.astype(np.float32) * 0.04)
+    proc = _cli("verify", str(path), "--inputs", str(tmp_path / "floats.npz"))
+    assert proc.returncode == 2 and "int8 port" in proc.stderr and "codes" in proc.stderr

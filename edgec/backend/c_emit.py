@@ -257,6 +257,8 @@ class CModel:
     inputs: list[Port]
     outputs: list[Port]
     state: list[tuple[str, str]]
+    #: state inputs ``<name>_step`` updates in place (one buffer in the state struct, not two)
+    state_inplace: set[str] = field(default_factory=set)
 
     def write(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
@@ -281,7 +283,11 @@ def _unique(names: list[str], prefix: str) -> list[str]:
     return out
 
 
-def emit_c(g: Graph, name: str | None = None) -> CModel:
+def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CModel:
+    """``layer_marks``: a per-layer profiling build, each top-level node's code (a kernel call,
+    or a whole loop) bracketed by ``edgec_mark_start()``/``edgec_mark_stop()``
+    (firmware/edgec_marks.c); the report's ``layer_nodes`` lists the index in ``g.nodes`` of
+    each bracketed node in order."""
     from edgec.backend.flatten import flatten_scans
     from edgec.backend.planner import plan_memory
 
@@ -311,17 +317,29 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     for t, off in plan.offsets.items():
         ptr.setdefault(t, _arena_ptr(tensor_ctype(g, t), off))
 
+    inplace_state, alias_nodes = _inplace_state(g)
     kernels: list[dict[str, str]] = []
     helpers: dict[str, str] = {}
     math_helpers: dict[str, str] = {}  # edgec's own libm replacements (backend/c_math.py)
     calls: list[str] = []
     depth = 0  # loop nesting (ScanBegin/ScanEnd)
+    layer_nodes: list[int] = []
+    top = -1  # index of the top-level node (of the graph before flattening) being emitted
     for idx, node in enumerate(g.nodes):
         op = get_op(node, g)
-        if getattr(op, "control", False):  # loop code instead of a kernel
+        control = getattr(op, "control", False)
+        if depth == 0 and not (control and op.depth_change < 0):
+            top += 1
+        if control:  # loop code instead of a kernel
             ctx = NodeContext(g, node, weights, False, helpers)
             depth += min(op.depth_change, 0)
-            calls.extend("    " * depth + ln for ln in op.emit_control(node, ctx, ptr))
+            lines = op.emit_control(node, ctx, ptr)
+            if layer_marks and depth == 0 and op.depth_change > 0:  # a whole loop is one layer
+                lines = ["edgec_mark_start();", *lines]
+                layer_nodes.append(top)
+            if layer_marks and depth == 0 and op.depth_change < 0:
+                lines = [*lines, "edgec_mark_stop();"]
+            calls.extend("    " * depth + ln for ln in lines)
             depth += max(op.depth_change, 0)
             continue
         if op.view and node.outputs[0] in plan.aliased:
@@ -331,7 +349,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body, needed = c_math.apply(op.emit(node, ctx))
         math_helpers.update(needed)
-        alias = node.outputs[0] in plan.inplace
+        alias = node.outputs[0] in plan.inplace or idx in alias_nodes
         params: list[str] = []
         args: list[str] = []
         restrict = "" if alias else "restrict "
@@ -369,7 +387,11 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
                 "comment": comment.replace("*/", "* /"),
             }
         )
-        calls.append("    " * depth + f"{fn}({', '.join(args)});")
+        call = f"{fn}({', '.join(args)});"
+        if layer_marks and depth == 0:
+            call = f"edgec_mark_start(); {call} edgec_mark_stop();"
+            layer_nodes.append(top)
+        calls.append("    " * depth + call)
     # outputs that are constants or graph inputs are copied in
     for p in outputs:
         if g.const(p.name) is not None:
@@ -396,7 +418,7 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         init_sym = None if init is None else weights.add(f"{s_in}_init", init.reshape(-1))
         state_ports.append(
             {"c": p.c[3:], "size": p.size, "shape_str": p.shape_str, "src": s_in, "dst": s_out,
-             "init": init_sym}
+             "init": init_sym, "inplace": s_in in inplace_state}
         )
     step_params = ", ".join(
         [f"const {p.ctype} *{p.c}" for p in inputs if not p.state]
@@ -405,13 +427,14 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
         + [
-            f"s->{state_ports[[s['dst'] for s in state_ports].index(p.name)]['c']}_next"
+            _state_dst(state_ports[[s["dst"] for s in state_ports].index(p.name)])
             if p.state
             else p.c
             for p in outputs
         ]
     )
-    state_bytes = sum(8 * s["size"] for s in state_ports)
+    # a state updated in place needs one buffer, a double-buffered one two
+    state_bytes = sum((4 if s["inplace"] else 8) * s["size"] for s in state_ports)
     # structure counters an op reports through an optional ``stats(node, g) -> dict[str, int]``
     structure: dict[str, int] = {}
     for node in g.nodes:
@@ -435,6 +458,9 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
     }
     if structure:
         report["structure"] = structure
+    if layer_marks:  # first an empty region: what the markers cost by themselves
+        calls.insert(0, "edgec_mark_start(); edgec_mark_stop(); /* the markers' own cost */")
+        report["layer_nodes"] = [-1, *layer_nodes]
     env = _env()
     ctx_vars = {
         "name": name,
@@ -459,10 +485,58 @@ def emit_c(g: Graph, name: str | None = None) -> CModel:
         "state_bytes": state_bytes,
         "step_params": step_params,
         "step_args": step_args,
+        "layer_marks": layer_marks,
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
     source = env.get_template("model.c.j2").render(**ctx_vars)
-    return CModel(name, header, source, report, inputs, outputs, list(g.state))
+    return CModel(name, header, source, report, inputs, outputs, list(g.state), inplace_state)
+
+
+def _state_dst(st: dict[str, Any]) -> str:
+    return f"s->{st['c']}" if st["inplace"] else f"s->{st['c']}_next"
+
+
+def _inplace_state(g: Graph) -> tuple[set[str], set[int]]:
+    """State inputs whose new value ``<name>_step`` can write over the old one (one buffer
+    instead of two), and the nodes that then read and write the same buffer (no restrict).
+
+    Safe when the node N computing the new state is a kernel, no node after N reads the old
+    state, and N itself reads it only where its op says each part is read before that part of
+    the output is written (:meth:`edgec.ops.base.Op.state_inplace`)."""
+    producer = {o: (i, n) for i, n in enumerate(g.nodes) for o in n.outputs if o}
+    in_loop: set[int] = set()  # nodes inside a loop body run again after later nodes
+    depth = 0
+    for i, n in enumerate(g.nodes):
+        op = get_op(n, g)
+        change = op.depth_change if getattr(op, "control", False) else 0
+        if depth > 0 or change:
+            in_loop.add(i)
+        depth += change
+    inplace: set[str] = set()
+    alias_nodes: set[int] = set()
+    for s_in, s_out in g.state:
+        if s_out not in producer or s_in in g.outputs or s_out in g.inputs:
+            continue
+        k, node = producer[s_out]
+        op = get_op(node, g)
+        if op.view or k in in_loop:
+            continue
+        j_out = node.outputs.index(s_out)
+        ok = True
+        reads_here = False
+        for i, n in enumerate(g.nodes):
+            uses = [ii for ii, t in enumerate(n.inputs) if t == s_in]
+            if not uses or i < k:
+                continue
+            if i > k or i in in_loop or not all(op.state_inplace(n, ii, j_out) for ii in uses):
+                ok = False
+                break
+            reads_here = True
+        if ok:
+            inplace.add(s_in)
+            if reads_here:
+                alias_nodes.add(k)
+    return inplace, alias_nodes
 
 
 def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:

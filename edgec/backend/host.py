@@ -175,5 +175,5 @@ class HostLibrary:
         for s_in, _ in self.cm.state:
             p = ports[s_in]
             out[p.name] = raw[off : off + p.size].reshape(p.shape).copy()
-            off += 2 * p.size
+            off += (1 if p.name in self.cm.state_inplace else 2) * p.size  # [+ _next]
         return out

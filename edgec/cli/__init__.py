@@ -1,6 +1,7 @@
 """The ``edgec`` command line: the parser and ``main``; one module per command group.
 
 - :mod:`edgec.cli.model`: compile, verify, inspect
+- :mod:`edgec.cli.ops`: ops (what each front-end supports)
 - :mod:`edgec.cli.firmware`: targets, build, run, flash
 - :mod:`edgec.cli.profile`: profile
 - :mod:`edgec.cli.mpc`: mpc build/simulate, simulate
@@ -15,17 +16,20 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from edgec._package import __version__
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, EdgecWarning
 
 EPILOG = """\
 examples:
   edgec compile model.onnx -o build/model          write build/model/<name>.{h,c}
   edgec compile model.onnx -o gen --input-shape x:1x3x32x32 --name net
-  edgec verify model.onnx --n 20                   C on the host vs onnxruntime
+  edgec compile net.py:make -o gen                 make() returns (torch module, example inputs)
+  edgec verify model.onnx --n 20                   C on the host vs onnxruntime (torch for .pt2/.py)
   edgec inspect model.onnx                         per-node table and totals
+  edgec ops                                        the ops and modules each front-end supports
 
 The generated C is C99 with no dynamic allocation: add <name>.c to your Makefile/CMake project
 (link with -lm) and call <name>_run(), or <name>_reset()/<name>_step() for stateful models.
@@ -35,7 +39,8 @@ Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 inte
 
 #: modules that add sub-commands: each has ``add_parsers(sub) -> {name: handler}``
 COMMAND_MODULES: tuple[str, ...] = (
-    "edgec.cli.model", "edgec.cli.firmware", "edgec.cli.profile", "edgec.cli.mpc"
+    "edgec.cli.model", "edgec.cli.ops", "edgec.cli.firmware", "edgec.cli.profile",
+    "edgec.cli.mpc",
 )
 
 Handler = Callable[[argparse.Namespace], int]
@@ -54,7 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in COMMAND_MODULES:
         for name, handler in importlib.import_module(mod).add_parsers(sub).items():
             sub.choices[name].set_defaults(handler=handler)
+    _show_defaults(ap)
     return ap
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help when it has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        d = action.default
+        if (
+            "%(default)" in text or not action.option_strings or d is None
+            or d is argparse.SUPPRESS or isinstance(d, bool) or d == []
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _show_defaults(ap: argparse.ArgumentParser) -> None:
+    for action in ap._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                if p.formatter_class is argparse.HelpFormatter:
+                    p.formatter_class = _DefaultsFormatter
+                _show_defaults(p)
+
+
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *_args: object, **_kw: object
+) -> None:
+    text = " ".join(str(message).split())
+    if not issubclass(category, EdgecWarning):
+        return  # other libraries' warnings (torch, onnx) are not the user's concern here
+    print(f"edgec: warning: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         handler: Handler = args.handler
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _one_line_warning
+            rc = handler(args)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:  # `edgec inspect ... | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
     except EdgecError as exc:
         msg = " ".join(str(exc).split("\n"))
         print(f"edgec: error: {msg}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Helpers every command group shares: the model arguments, compiling from them, options,
-state pairs and input files. Imports no other ``edgec.cli`` module."""
+state pairs, input files and output directories. Imports no other ``edgec.cli`` module."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,21 +12,32 @@ import numpy as np
 
 from edgec.api import CompiledModel
 from edgec.api import compile as compile_model
+from edgec.backend.c_emit import Port
 from edgec.errors import EdgecError
 from edgec.frontend.onnx_import import parse_input_shapes
 
+#: the model sources every command accepts (front-ends add theirs here)
+MODEL_SOURCES: list[str] = [
+    "MODEL.onnx (weights may sit in a .onnx.data file next to it)",
+    "MODEL.pt2 (a torch.export program)",
+    "FILE.py:FN (FN() returns (torch module, example inputs))",
+    "MODEL.tflite (float32 or int8)",
+    "MODEL.keras, MODEL.h5 or a SavedModel directory (needs edgec[tf])",
+]
+
+
+def model_help() -> str:
+    return "the model: " + "; ".join(MODEL_SOURCES)
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "model",
-        help="model: .onnx (weights may sit in a .onnx.data file next to it), .tflite, "
-        ".keras/.h5 or a SavedModel directory (needs edgec[tf]), .pt2, or file.py:function",
-    )
+    p.add_argument("model", metavar="MODEL", help=model_help())
     p.add_argument(
         "--input-shape",
         action="append",
         metavar="NAME:D1xD2x...",
-        help="static shape for an input with dynamic dimensions (repeatable)",
+        help="static shape for an input with dynamic dimensions, positive integers "
+        "(repeatable)",
     )
     p.add_argument(
         "--name", help="C name prefix of the generated API (default: from the file name)"
@@ -34,8 +46,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--option",
         action="append",
         metavar="KEY=VALUE",
-        help="structure-aware lowering option for library modules (repeatable), e.g. "
-        "phm=factored, lsm=regen",
+        help="structure-aware lowering option (repeatable), e.g. phm=factored, lsm=regen, "
+        "sparse=csr; an unknown key is an error that lists the known ones",
     )
     p.add_argument(
         "--state",
@@ -43,6 +55,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="IN:OUT",
         help="carry graph input IN from graph output OUT between <name>_step calls "
         "(repeatable; recurrent state is detected automatically)",
+    )
+
+
+def add_tolerance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rtol", type=float, default=1e-4,
+        help="relative tolerance: an output element passes when |got - expected| <= "
+        "atol + rtol * |expected| (default: %(default)g)",
+    )
+    p.add_argument(
+        "--atol", type=float, default=1e-5,
+        help="absolute tolerance, the floor for elements near zero (default: %(default)g)",
     )
 
 
@@ -79,6 +103,19 @@ def parse_options(specs: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
+def output_dir(path: str | os.PathLike[str]) -> Path:
+    """``-o DIR``: create it (and its parents) now, so an unwritable place is a one-line error
+    before any work is done."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgecError(f"-o {d}: cannot create the output directory ({exc.strerror})") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise EdgecError(f"-o {d}: the output directory is not writable")
+    return d
+
+
 def load_inputs(path: str, names: list[str]) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
@@ -97,3 +134,54 @@ def load_inputs(path: str, names: list[str]) -> dict[str, np.ndarray]:
             f"{p}: missing input(s) {', '.join(missing)}; it holds {', '.join(data.files)}"
         )
     return {n: data[n] for n in names}
+
+
+INPUTS_RULE = (
+    "an array of the input's shape is one input set; a leading axis N gives N sets; an input "
+    "whose first dimension is 1 also takes (N, ...) without the 1"
+)
+
+
+def _port_values(path: str, p: Port, raw: np.ndarray) -> np.ndarray:
+    """``raw`` as the port's element type: float32, or int8 codes for an int8 port (float data
+    for an int8 port is refused: quantize it with the port's scale and zero point first)."""
+    a = np.asarray(raw)
+    if p.np_dtype is np.float32:
+        return a.astype(np.float32)
+    if a.dtype.kind not in "iu" or a.size and (a.min() < -128 or a.max() > 127):
+        raise EdgecError(
+            f"{path}: input '{p.name}' is an int8 port (scale {p.scale}, zero point "
+            f"{p.zero_point}): give int8 codes, got {a.dtype} values"
+            + (f" in [{a.min()}, {a.max()}]" if a.size and a.dtype.kind in "iu" else "")
+        )
+    return a.astype(np.int8)
+
+
+def input_sets(path: str, ports: Sequence[Port]) -> list[dict[str, np.ndarray]]:
+    """The input sets in ``path`` (.npy for one input, .npz keyed by input name) for ``ports``,
+    by one rule for every command (:data:`INPUTS_RULE`); a stateful model's sets are one
+    sequence."""
+    raw = load_inputs(path, [p.name for p in ports])
+    arrays: dict[str, np.ndarray] = {}
+    for p in ports:
+        v = _port_values(path, p, raw[p.name])
+        shape = tuple(p.shape)
+        if v.shape == shape:
+            v = v[None]
+        elif v.ndim == len(shape) + 1 and v.shape[1:] == shape:
+            pass
+        elif shape and shape[0] == 1 and v.ndim == len(shape) and v.shape[1:] == shape[1:]:
+            v = v[:, None]  # N sets for a batch-1 input, given without the 1
+        else:
+            raise EdgecError(
+                f"{path}: input '{p.name}' has shape {v.shape}; the model expects {shape} "
+                f"({INPUTS_RULE})"
+            )
+        arrays[p.name] = v
+    counts = sorted({v.shape[0] for v in arrays.values()})
+    if len(counts) != 1:
+        raise EdgecError(f"{path}: the inputs hold different numbers of sets {counts}")
+    n = counts[0]
+    if n == 0:
+        raise EdgecError(f"{path}: no input sets (a leading axis of length 0)")
+    return [{k: v[i] for k, v in arrays.items()} for i in range(n)]

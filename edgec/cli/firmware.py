@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgec.cli.common import add_model_args, compile_from_args, load_inputs
+from edgec.cli.common import (
+    INPUTS_RULE,
+    add_model_args,
+    compile_from_args,
+    input_sets,
+    output_dir,
+)
 from edgec.errors import EdgecError
-from edgec.mcu.targets import DEFAULT_TARGET, Target, list_targets, load_target
+from edgec.mcu.targets import (
+    DEFAULT_TARGET,
+    Target,
+    emulated_twin,
+    list_targets,
+    load_target,
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,8 +70,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument(
         "--inputs",
         metavar="FILE",
-        help="input vectors to embed (.npy for a one-input model, .npz keyed by input name; a "
-        "leading axis of vectors is allowed; default: one random vector)",
+        help=".npy (one-input model) or .npz keyed by input name, the vectors to embed: "
+        f"{INPUTS_RULE} (default: one random vector)",
     )
     p.add_argument("--repeat", type=int, default=1, help="passes main() makes over the vectors")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -78,8 +89,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "--inputs",
         required=True,
         metavar="FILE",
-        help=".npy (one-input model) or .npz keyed by input name; a leading axis of vectors "
-        "(a stateful model: the sequence) is allowed",
+        help=".npy (one-input model) or .npz keyed by input name: "
+        f"{INPUTS_RULE}; a stateful model steps through them as one sequence",
     )
     p.add_argument("--json", action="store_true", help="print the outputs as JSON")
     p.add_argument("--timeout", type=float, default=120, help="QEMU time limit in seconds")
@@ -92,7 +103,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "with gdb-multiarch's 'load', run it and print what it printed.",
     )
     p.add_argument("elf", help="firmware ELF (from edgec build: DIR/build/<name>.elf)")
-    p.add_argument("--probe", required=True, choices=("pyocd", "openocd", "qemu"))
+    p.add_argument(
+        "--probe", required=True, choices=("pyocd", "openocd", "qemu"),
+        help="pyocd: program through pyOCD's Python API (pip install pyocd) with the target's "
+        "pyocd_target; openocd: 'program ELF verify reset exit' with the target's "
+        "openocd_config; qemu: load the ELF into the target's emulated board through GDB "
+        "(gdb-multiarch) and print what it prints",
+    )
     _target_arg(p)
     p.add_argument("--timeout", type=float, default=120, help="time limit in seconds")
 
@@ -101,84 +118,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
 
 # -- inputs ----------------------------------------------------------------------------------
 def vectors_from_file(path: str, cm: Any) -> list[list[np.ndarray]]:
-    """Input vectors from a .npy/.npz file for ``cm`` (a CompiledModel): per vector, one array
-    per input main() feeds (a stateful model's non-state inputs)."""
+    """Input vectors from a .npy/.npz file for ``cm`` (a CompiledModel), by the rule every
+    command shares (:data:`edgec.cli.common.INPUTS_RULE`): per vector, one array per input
+    main() feeds (a stateful model's non-state inputs)."""
     from edgec.mcu.project import step_ports
 
     in_ports, _ = step_ports(cm)
-    raw = load_inputs(path, [p.name for p in in_ports])
-    counts: set[int] = set()
-    arrays: dict[str, np.ndarray] = {}
-    for p in in_ports:
-        v = np.asarray(raw[p.name], np.float32)
-        if v.shape == tuple(p.shape):
-            counts.add(1)
-            v = v[None]
-        elif v.shape[1:] == tuple(p.shape):
-            counts.add(v.shape[0])
-        else:
-            raise EdgecError(
-                f"{path}: input '{p.name}' has shape {v.shape}; the model expects "
-                f"{tuple(p.shape)} (optionally with a leading axis of vectors)"
-            )
-        arrays[p.name] = v
-    if len(counts) != 1:
-        raise EdgecError(f"{path}: inputs hold different numbers of vectors {sorted(counts)}")
-    n = counts.pop()
-    if n == 0:
-        raise EdgecError(f"{path}: no input vectors")
-    return [
-        [arrays[p.name][i] if arrays[p.name].shape[0] == n else arrays[p.name][0]
-         for p in in_ports]
-        for i in range(n)
-    ]
-
-
-def run_on_target(
-    cm: Any, target: Target, vectors: list[list[np.ndarray]], timeout_s: float = 120
-) -> list[list[np.ndarray]]:
-    """Build ``cm``'s firmware with ``vectors`` embedded, run it on QEMU, return its outputs."""
-    from edgec.mcu.project import build_firmware
-    from edgec.mcu.qemu import run_qemu
-
-    if not target.qemu_machine:
-        raise EdgecError(
-            f"target {target.name} has no emulator: run on a QEMU target (cortex-m0, cortex-m3, "
-            "cortex-m4f, cortex-m7, cortex-m33) or flash the board (edgec flash)"
-        )
-    with tempfile.TemporaryDirectory(prefix="edgec-fw-") as tmp:
-        build = build_firmware(cm, target, tmp, vectors)
-        return run_qemu(build, timeout_s=timeout_s).outputs
-
-
-def target_results(
-    cm: Any, samples: Sequence[dict[str, np.ndarray]], sess: Any, target_name: str
-) -> tuple[list[str], list[tuple[list[np.ndarray], list[np.ndarray]]]]:
-    """For ``edgec verify --target``: (output names, [(board outputs, onnxruntime outputs)]).
-
-    A stateless model runs each sample; a stateful model steps through the samples as one
-    sequence from the zero state, onnxruntime carrying the state outputs into the state
-    inputs, and only the step outputs are compared.
-    """
-    from edgec.mcu.project import step_ports
-
-    target = load_target(target_name)
-    in_ports, out_ports = step_ports(cm)
-    vectors = [[s[p.name] for p in in_ports] for s in samples]
-    got = run_on_target(cm, target, vectors)
-    all_outs = cm.output_names
-    state = {
-        s_in: np.zeros(next(p.shape for p in cm.cmodel.inputs if p.name == s_in), np.float32)
-        for s_in, _ in cm.cmodel.state
-    }
-    results = []
-    for s, g in zip(samples, got, strict=True):
-        feeds = {k: v for k, v in s.items() if k not in state} | state
-        exp = dict(zip(all_outs, sess.run(all_outs, feeds), strict=True))
-        for s_in, s_out in cm.cmodel.state:
-            state[s_in] = np.asarray(exp[s_out], np.float32).reshape(state[s_in].shape)
-        results.append((g, [exp[p.name] for p in out_ports]))
-    return [p.name for p in out_ports], results
+    return [[s[p.name] for p in in_ports] for s in input_sets(path, in_ports)]
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -226,22 +172,26 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgec.mcu.project import build_firmware
 
     target = load_target(args.target)
+    out = output_dir(args.output)
     m = compile_from_args(args)
     vectors = vectors_from_file(args.inputs, m) if args.inputs else None
-    b = build_firmware(m, target, args.output, vectors, repeat=args.repeat)
+    b = build_firmware(m, target, out, vectors, repeat=args.repeat)
     info = {
         "target": target.name,
         "project": str(b.project_dir),
         "elf": str(b.elf), "bin": str(b.bin), "hex": str(b.hex), "map": str(b.map),
         "flash_used": b.flash_used, "flash_size": target.flash_size,
         "ram_used": b.ram_used, "ram_size": target.ram_size,
-        "warnings": b.warnings,
+        "warnings": b.warnings, "output": b.io_note,
+        "uf2": str(b.uf2) if b.uf2 else None,
     }
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
     print(f"built {m.name} for {target.name} ({target.description}) in {b.project_dir}")
-    print(f"  ELF {b.elf}, BIN {b.bin.name}, HEX {b.hex.name}, map {b.map.name}")
+    print(f"  ELF {b.elf}, BIN {b.bin.name}, HEX {b.hex.name}, map {b.map.name}"
+          + (f", UF2 {b.uf2.name} (hold BOOTSEL, copy it to the RPI-RP2 drive)" if b.uf2 else ""))
+    print(f"  output: {b.io_note}")
     print(f"  flash {b.flash_used} / {target.flash_size} bytes "
           f"({100 * b.flash_used / target.flash_size:.1f} %)")
     print(f"  RAM   {b.ram_used} / {target.ram_size} bytes "
@@ -249,6 +199,11 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"{target.heap_bytes} B heap and {target.stack_bytes} B stack reserved)")
     print(f"  rebuild: make -C {b.project_dir}   or   cmake -B build "
           f"-DCMAKE_TOOLCHAIN_FILE=arm-none-eabi.cmake (in the project)")
+    if target.qemu_machine:
+        print(f"  run: make -C {b.project_dir} run   (QEMU {target.qemu_machine})")
+    else:
+        print(f"  run: make -C {b.project_dir} flash   then   make -C {b.project_dir} run "
+              f"PORT=/dev/ttyACM0   (programs the board, then prints its serial output)")
     for w in b.warnings:
         print(f"  compiler: {w}")
     return 0
@@ -256,6 +211,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgec.mcu.project import step_ports
+    from edgec.mcu.run import run_on_target
 
     target = load_target(args.target)
     m = compile_from_args(args)
@@ -272,7 +228,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         }))
         return 0
     how = "steps of one sequence" if m.is_stateful else "input vector(s)"
-    print(f"{m.name} on {target.name} (QEMU {target.qemu_machine}): {len(outs)} {how}")
+    twin = emulated_twin(target)
+    where = f"QEMU {target.qemu_machine}" if target.qemu_machine else (
+        f"QEMU {twin.qemu_machine}, its twin {twin.name}" if twin else "no emulator"
+    )
+    print(f"{m.name} on {target.name} ({where}): {len(outs)} {how}")
     for i, vec in enumerate(outs):
         for p, o in zip(out_ports, vec, strict=True):
             text = np.array2string(o, precision=7, separator=", ", max_line_width=100)

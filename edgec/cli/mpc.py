@@ -1,4 +1,4 @@
-"""``edgec mpc build|simulate``: the Newton-type MPC controller from a TOML config.
+"""``edgec mpc build|simulate|profile``: the Newton-type MPC controller from a TOML config.
 
 ``edgec simulate`` is the same as ``edgec mpc simulate``.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from pathlib import Path
 
+from edgec.cli.common import output_dir
 from edgec.errors import EdgecError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -37,9 +37,10 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "mpc",
-        help="Newton-type MPC on a compiled forward model: build, simulate",
+        help="Newton-type MPC on a compiled forward model: build, simulate, profile",
         description="Generate the MPC controller (forward model + generated Jacobian + runtime) "
-        "from a TOML config, or simulate it in closed loop against a PID.",
+        "from a TOML config, simulate it in closed loop against a PID, or profile it per "
+        "control tick on a target.",
     )
     msub = p.add_subparsers(dest="mpc_cmd", metavar="SUBCOMMAND")
     b = msub.add_parser(
@@ -53,6 +54,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     b.add_argument("--target", metavar="T", help="write a firmware project for target T")
     b.add_argument("-o", "--output", metavar="DIR", default="mpc-build", help="output directory")
     b.add_argument("--host", action="store_true", help="also build the host shared library")
+    b.add_argument("--ticks", type=int, default=64,
+                   help="control ticks main() replays (a reference tracked in closed loop with "
+                   "the controller's own model as the plant)")
     s = msub.add_parser(
         "simulate",
         help="closed loop on a Python plant with the compiled controller vs an IMC-tuned PID",
@@ -60,6 +64,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "PID on the same path; write sim.csv, sim.png and print the table.",
     )
     _simulate_args(s)
+    pr = msub.add_parser(
+        "profile",
+        help="instructions, cycles and rate per control tick on a Cortex-M target (same as "
+        "'edgec profile CONFIG.toml')",
+        description="Build the controller's firmware, count its instructions per control tick "
+        "on the target's emulated board (a real board: on its core's emulated twin) and report "
+        "the rate at the target's clock and the flash/RAM it occupies.",
+    )
+    pr.add_argument("config", metavar="CONFIG.toml")
+    pr.add_argument("--target", default="cortex-m4f", metavar="T",
+                    help="target (edgec targets)")
+    pr.add_argument("-o", "--output", metavar="DIR", help="keep the firmware project in DIR")
+    pr.add_argument("--json", action="store_true", help="print the profile as JSON")
     top = sub.add_parser("simulate", help="same as 'edgec mpc simulate'",
                          description="Same as 'edgec mpc simulate'.")
     _simulate_args(top)
@@ -72,20 +89,29 @@ def cmd_mpc(args: argparse.Namespace) -> int:
         return _build(args)
     if getattr(args, "mpc_cmd", None) == "simulate":
         return _simulate(args)
-    raise EdgecError("edgec mpc: choose a sub-command: build or simulate")
+    if getattr(args, "mpc_cmd", None) == "profile":
+        from edgec.cli.profile import profile_mpc
+
+        args.model = args.config
+        return profile_mpc(args)
+    raise EdgecError("edgec mpc: choose a sub-command: build, simulate or profile")
 
 
 def _build(args: argparse.Namespace) -> int:
     from edgec.mpc.build import build_controller, write_firmware_project
     from edgec.mpc.config import load_config
 
+    out = output_dir(args.output)
     cfg = load_config(args.config)
     ctrl = build_controller(cfg)
-    out = Path(args.output)
     if args.target:
-        d = write_firmware_project(ctrl, args.target, out)
+        from edgec.mpc.target import MODEL_LOOP_NOTE, model_loop_ticks
+
+        ticks = model_loop_ticks(ctrl, args.ticks)
+        d = write_firmware_project(ctrl, args.target, out, ticks, what=MODEL_LOOP_NOTE)
         print(f"wrote firmware project {d} (controller '{cfg.name}', target {args.target}); "
-              f"build it with: make -C {d}")
+              f"main() replays {args.ticks} ticks: {MODEL_LOOP_NOTE}")
+        print(f"build it with: make -C {d}   run it: make -C {d} run")
     else:
         paths = ctrl.write_sources(out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -101,6 +127,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import format_results, load_reference, simulate
 
+    output_dir(args.output)
     cfg = load_config(args.config)
     t, ref = load_reference(args.reference, cfg.outputs)
     res = simulate(cfg, args.plant, t, ref, args.output, target=args.target)

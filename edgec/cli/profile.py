@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from edgec.cli.common import add_model_args, compile_from_args
+from edgec.cli.common import add_model_args, compile_from_args, output_dir
 from edgec.mcu.profile import ProfileReport
 
 Handler = Callable[[argparse.Namespace], int]
@@ -31,12 +31,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "--target",
         default=DEFAULT_TARGET,
         metavar="T",
-        help=f"target with an emulator (edgec targets; default {DEFAULT_TARGET})",
+        help="target (edgec targets); a board without an emulator is counted on its core's "
+        "emulated twin, time at the board's clock, flash and RAM from the board's build",
     )
     p.add_argument(
         "--repeat", type=int, default=2, help="inferences measured (the report gives the mean)"
     )
     p.add_argument("-o", "--output", metavar="DIR", help="keep the firmware project in DIR")
+    p.add_argument(
+        "--per-layer", action="store_true",
+        help="also count each node: instructions, estimated cycles, MACs and bytes per kernel "
+        "(a second build with each kernel call bracketed by the counting markers)",
+    )
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     return {"profile": cmd_profile}
 
@@ -48,9 +54,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise EdgecError(f"--repeat must be at least 1 (got {args.repeat})")
     if str(args.model).endswith(".toml"):  # an MPC controller config: per control tick
-        return _profile_mpc(args)
+        return profile_mpc(args)
+    from edgec.tables import status
+
+    if args.output:
+        output_dir(args.output)
     m = compile_from_args(args)
-    rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat)
+    with status(f"building and counting {m.name} on {args.target}"):
+        rep = profile(m, args.target, out_dir=args.output, repeat=args.repeat,
+                      per_layer=args.per_layer)
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
         return 0
@@ -63,7 +75,7 @@ def _b(n: int) -> str:
 
 
 def format_profile(rep: ProfileReport, source: str) -> str:
-    from edgec.tables import format_table
+    from edgec.tables import format_duration, format_table
 
     fl, ram = rep.size.flash_json(), rep.size.ram_json()
     rows: list[tuple[str, Any]] = [
@@ -71,8 +83,8 @@ def format_profile(rep: ProfileReport, source: str) -> str:
         ("instructions / MAC", f"{rep.instructions_per_mac:.2f}" if rep.macs else "-"),
         (
             "estimated cycles",
-            f"{rep.estimated_cycles:,} ({rep.estimated_time_us:,.1f} us at "
-            f"{rep.clock_hz / 1e6:g} MHz)",
+            f"{rep.estimated_cycles:,} ({format_duration(rep.estimated_time_us * 1e-6)} at "
+            f"{rep.target}'s {rep.clock_hz / 1e6:g} MHz)",
         ),
         ("MACs / inference", f"{rep.macs:,}"),
         ("MACs / cycle", f"{rep.macs_per_cycle:.3f}" if rep.macs else "-"),
@@ -88,9 +100,10 @@ def format_profile(rep: ProfileReport, source: str) -> str:
             f"{ram['percent']:.2f} % of {_b(ram['available'])}",
         ),
     ]
+    where = f"its emulated twin {rep.emulated_on}" if rep.emulated_on else "QEMU"
     head = (
-        f"profile {source} on {rep.target} ({rep.core}), QEMU, {rep.inferences} "
-        f"inference(s) measured"
+        f"profile {source} on {rep.target} ({rep.core}), counted on {where}, "
+        f"{rep.inferences} inference(s) measured"
     )
     notes = [
         f"cycles: {rep.cycle_source}; zero wait states, best case",
@@ -102,7 +115,23 @@ def format_profile(rep: ProfileReport, source: str) -> str:
     ]
     if rep.size.stack_unknown:
         notes.append("stack: no frame size for " + ", ".join(rep.size.stack_unknown))
-    return "\n".join([head, format_table(["", ""], rows, align="ll"), *notes])
+    parts = [head, format_table(["", ""], rows, align="ll"), *notes]
+    if rep.layers:
+        total = rep.instructions_per_inference or 1
+        layer_rows = [
+            [la.index, la.node, la.op, f"{la.instructions:,.0f}",
+             f"{100 * la.instructions / total:.1f} %", f"{la.estimated_cycles:,}",
+             f"{la.macs:,}", f"{la.instructions / la.macs:.2f}" if la.macs else "-",
+             f"{la.weight_bytes:,}", f"{la.activation_bytes:,}"]
+            for la in rep.layers
+        ]
+        layer_rows.append(["", "(between kernels)", "", f"{rep.layer_overhead:,.0f}",
+                           f"{100 * rep.layer_overhead / total:.1f} %", "", "", "", "", ""])
+        parts += ["", "per layer (instructions exact, cycles estimated):", format_table(
+            ["#", "node", "op", "instructions", "share", "est. cycles", "MACs", "instr/MAC",
+             "weight B", "activation B"], layer_rows, align="rllrrrrrrr",
+        )]
+    return "\n".join(parts)
 
 
 def _spread(rep: ProfileReport) -> str:
@@ -111,12 +140,14 @@ def _spread(rep: ProfileReport) -> str:
     return f" (min {rep.instructions_min:,}, max {rep.instructions_max:,})"
 
 
-def _profile_mpc(args: argparse.Namespace) -> int:
+def profile_mpc(args: argparse.Namespace) -> int:
     """`edgec profile CONFIG.toml`: the MPC firmware's instructions per control tick."""
     from edgec.mpc.build import build_controller
     from edgec.mpc.config import load_config
     from edgec.mpc.target import format_mpc_profile, profile_controller
 
+    if args.output:
+        output_dir(args.output)
     cfg = load_config(args.model)
     rep = profile_controller(build_controller(cfg), args.target, out_dir=args.output)
     if args.json:

@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from edgec.errors import EdgecError, ShapeError, UnsupportedOpError
+from edgec.errors import EdgecError, ShapeError, UnsupportedOpError, ops_hint
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY
 from edgec.ops.interpret import infer_shapes
@@ -26,16 +26,21 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT}
 
 
 def parse_input_shapes(specs: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["x:1x3x32x32", "h:1x1x16"]`` → ``{"x": (1, 3, 32, 32), ...}``."""
+    """``["x:1x3x32x32", "h:1x1x16"]`` → ``{"x": (1, 3, 32, 32), ...}``; every dimension a
+    positive integer."""
     out: dict[str, tuple[int, ...]] = {}
     for spec in specs or []:
         name, sep, dims = spec.rpartition(":")
-        if not sep or not name:
-            raise EdgecError(f"--input-shape '{spec}': expected NAME:D1xD2x... (e.g. x:1x3x32x32)")
-        try:
-            out[name] = tuple(int(d) for d in dims.lower().split("x") if d)
-        except ValueError:
-            raise EdgecError(f"--input-shape '{spec}': dimensions must be integers") from None
+        parts = dims.lower().split("x")
+        if not sep or not name or not dims or not all(d.strip().isdigit() for d in parts):
+            raise EdgecError(
+                f"--input-shape '{spec}': expected NAME:D1xD2x... whose dimensions are positive "
+                f"integers (e.g. x:1x3x32x32)"
+            )
+        shape = tuple(int(d) for d in parts)
+        if any(d < 1 for d in shape):
+            raise EdgecError(f"--input-shape '{spec}': dimensions must be at least 1")
+        out[name] = shape
     return out
 
 
@@ -212,7 +217,7 @@ def from_model_proto(
         if n.domain not in ("", "ai.onnx"):
             raise UnsupportedOpError(
                 f"{source}: node '{n.name or idx}': op {n.domain}::{n.op_type} is not supported "
-                f"(custom domain); supported ops: {', '.join(sorted(REGISTRY))}"
+                f"(custom domain); {ops_hint('onnx')}"
             )
         if n.op_type == "Constant":
             arr = _constant_value(n)
@@ -224,10 +229,10 @@ def from_model_proto(
         if node_name in used_names:
             node_name = f"{node_name}_{idx}"
         used_names.add(node_name)
-        if n.op_type not in REGISTRY:
+        if n.op_type not in REGISTRY or not onnx.defs.has(n.op_type):
             raise UnsupportedOpError(
                 f"{source}: node '{node_name}': op {n.op_type} (opset {opset}) is not supported; "
-                f"supported ops: {', '.join(sorted(REGISTRY))}"
+                f"{ops_hint('onnx')}"
             )
         attrs = {a.name: _attr_value(a) for a in n.attribute}
         if any(v is None for v in attrs.values()):

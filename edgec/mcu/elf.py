@@ -1,11 +1,11 @@
-"""Reading the ELF files the firmware build produces (ELF32 little-endian): sections and symbols,
-and the flash/RAM a firmware occupies on a target."""
+"""Reading the ELF files the firmware build produces (ELF32 little-endian, via pyelftools):
+sections, symbols and loadable segments, the flash/RAM a firmware occupies on a target, and
+whether an ELF loads where a target has memory."""
 
 from __future__ import annotations
 
 import os
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgec.errors import EdgecError
@@ -13,7 +13,10 @@ from edgec.mcu.targets import Target
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 SHT_SYMTAB, SHT_NOBITS = 2, 8
-_STT = {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION", 4: "FILE"}
+_STT = {"STT_NOTYPE": "NOTYPE", "STT_OBJECT": "OBJECT", "STT_FUNC": "FUNC",
+        "STT_SECTION": "SECTION", "STT_FILE": "FILE"}
+_SHT = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4,
+        "SHT_NOBITS": 8}
 
 
 @dataclass(frozen=True)
@@ -47,40 +50,83 @@ class ElfSymbol:
 
 
 @dataclass(frozen=True)
+class ElfSegment:
+    """A loadable (PT_LOAD) segment: where it runs (vaddr) and where it is loaded (paddr)."""
+
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True)
 class ElfInfo:
     sections: list[ElfSection]
     symbols: list[ElfSymbol]
+    segments: list[ElfSegment] = field(default_factory=list)
+    entry: int = 0
 
 
 def read_elf(path: str | os.PathLike[str]) -> ElfInfo:
-    data = Path(path).read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
-        raise EdgecError(f"{path}: not a 32-bit little-endian ELF file")
-    (shoff,) = struct.unpack_from("<I", data, 0x20)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
-    raw = [struct.unpack_from("<10I", data, shoff + i * shentsize) for i in range(shnum)]
+    """Sections, symbols and loadable segments of a 32-bit little-endian (Arm) ELF file, read
+    with pyelftools."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
-    def cstr(off: int) -> str:
-        end = data.index(b"\0", off)
-        return data[off:end].decode("utf-8", "replace")
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            elf = ELFFile(f)
+            if elf.elfclass != 32 or not elf.little_endian:
+                raise EdgecError(f"{path}: not a 32-bit little-endian ELF file")
+            sections = [
+                ElfSection(sec.name, _SHT.get(sec["sh_type"], -1), int(sec["sh_flags"]),
+                           int(sec["sh_addr"]), int(sec["sh_size"]))
+                for sec in elf.iter_sections()
+            ]
+            names = [sec.name for sec in elf.iter_sections()]
+            symbols: list[ElfSymbol] = []
+            for sec in elf.iter_sections():
+                if not isinstance(sec, SymbolTableSection) or sec["sh_type"] != "SHT_SYMTAB":
+                    continue
+                for k, sym in enumerate(sec.iter_symbols()):
+                    if k == 0:
+                        continue
+                    shndx = sym["st_shndx"]
+                    where = names[shndx] if isinstance(shndx, int) and 0 < shndx < len(names) \
+                        else ""
+                    symbols.append(ElfSymbol(
+                        sym.name, int(sym["st_value"]), int(sym["st_size"]),
+                        _STT.get(sym["st_info"]["type"], "?"), where,
+                    ))
+            segments = [
+                ElfSegment(int(seg["p_vaddr"]), int(seg["p_paddr"]), int(seg["p_filesz"]),
+                           int(seg["p_memsz"]))
+                for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"
+            ]
+            entry = int(elf.header["e_entry"])
+    except (ELFError, OSError, ValueError) as exc:
+        raise EdgecError(f"{path}: not a 32-bit little-endian ELF file ({exc})") from None
+    return ElfInfo(sections, symbols, segments, entry)
 
-    str_off = raw[shstrndx][4]
-    names = [cstr(str_off + r[0]) for r in raw]
-    sections = [ElfSection(names[i], r[1], r[2], r[3], r[5]) for i, r in enumerate(raw)]
-    symbols: list[ElfSymbol] = []
-    for r in raw:
-        if r[1] != SHT_SYMTAB:
+
+def check_load_addresses(elf: str | os.PathLike[str], target: Target) -> None:
+    """Every loadable segment's contents lie in the target's flash (or RAM): an ELF linked for
+    another board is refused before anything is loaded."""
+    info = read_elf(elf)
+    f_lo, f_hi = target.flash_origin, target.flash_origin + target.flash_size
+    r_lo, r_hi = target.ram_origin, target.ram_origin + target.ram_size
+    for seg in info.segments:
+        if seg.filesz == 0:
             continue
-        sym_off, sym_size, link, entsize = r[4], r[5], r[6], r[9] or 16
-        strtab = raw[link][4]
-        for k in range(1, sym_size // entsize):
-            name, value, size, info, _other, shndx = struct.unpack_from(
-                "<IIIBBH", data, sym_off + k * entsize
+        lo, hi = seg.paddr, seg.paddr + seg.filesz
+        if not (f_lo <= lo and hi <= f_hi) and not (r_lo <= lo and hi <= r_hi):
+            raise EdgecError(
+                f"{elf}: it loads {seg.filesz} bytes at 0x{lo:08x}, outside {target.name}'s "
+                f"flash (0x{f_lo:08x}-0x{f_hi - 1:08x}) and RAM (0x{r_lo:08x}-0x{r_hi - 1:08x}): "
+                f"it was built for another target (edgec build --target {target.name})"
             )
-            sec = names[shndx] if 0 < shndx < len(names) else ""
-            kind = _STT.get(info & 0xF, "?")
-            symbols.append(ElfSymbol(cstr(strtab + name), value, size, kind, sec))
-    return ElfInfo(sections, symbols)
 
 
 def memory_use(elf: str | os.PathLike[str], target: Target) -> tuple[int, int]:

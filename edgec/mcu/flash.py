@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from edgec.errors import EdgecError, ToolchainError
+from edgec.mcu.elf import check_load_addresses
 from edgec.mcu.qemu import QemuResult, check_exit, communicate, kill, qemu_command
 from edgec.mcu.targets import Target
 from edgec.mcu.toolchain import find_tool
@@ -25,6 +26,8 @@ def flash_qemu(elf: str | os.PathLike[str], target: Target, timeout_s: float = 6
     elf = Path(elf)
     if not elf.is_file():
         raise EdgecError(f"{elf}: no such file")
+    check_load_addresses(elf, target)
+    qemu_command(target)  # a target without an emulator stops here, before QEMU or GDB start
     gdb = find_tool("gdb-multiarch")
     port = _free_port()
     qemu_cmd = qemu_command(target) + ["-S", "-gdb", f"tcp:127.0.0.1:{port}"]
@@ -74,6 +77,7 @@ def flash_pyocd(elf: str | os.PathLike[str], target: Target) -> str:
     """Program ``elf`` into a board through pyOCD's Python API, then reset it."""
     if not target.pyocd_target:
         raise EdgecError(f"target {target.name} has no pyOCD target name (pyocd_target)")
+    check_load_addresses(elf, target)
     try:
         from pyocd.core.helpers import ConnectHelper  # type: ignore[import-not-found]
         from pyocd.flash.file_programmer import FileProgrammer  # type: ignore[import-not-found]
@@ -96,6 +100,7 @@ def flash_openocd(
     """Program ``elf`` with OpenOCD (``program ... verify reset exit``)."""
     if not target.openocd_config:
         raise EdgecError(f"target {target.name} has no OpenOCD configuration (openocd_config)")
+    check_load_addresses(elf, target)
     openocd = find_tool("openocd")
     cmd = [openocd]
     for cfg in target.openocd_config:

@@ -37,7 +37,7 @@ from edgec.mcu.cycle_tables import CycleTable, table_for
 from edgec.mcu.elf import SHF_EXECINSTR, read_elf
 
 if TYPE_CHECKING:
-    from edgec.api import CompiledModel
+    from edgec.mcu.model import CompiledLike as CompiledModel
     from edgec.mcu.targets import Target
 
 PLUGIN_CFLAGS = (
@@ -375,6 +375,30 @@ def size_report(
 
 
 @dataclass(frozen=True)
+class LayerProfile:
+    """One node's share of an inference (a per-layer profiling build: each kernel call
+    bracketed by the markers)."""
+
+    index: int
+    node: str
+    op: str
+    instructions: float
+    estimated_cycles: int
+    macs: int
+    #: constant bytes the kernel reads (weights, flash) and activation bytes in + out (RAM)
+    weight_bytes: int
+    activation_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "node": self.node, "op": self.op,
+            "instructions": round(self.instructions, 2),
+            "estimated_cycles": self.estimated_cycles, "macs": self.macs,
+            "weight_bytes": self.weight_bytes, "activation_bytes": self.activation_bytes,
+        }
+
+
+@dataclass(frozen=True)
 class ProfileReport:
     model: str
     target: str
@@ -391,6 +415,15 @@ class ProfileReport:
     macs: int
     size: SizeReport
     elf: str
+    #: a board without an emulator: the emulated twin whose run was counted ("" = the target)
+    emulated_on: str = ""
+    #: per node (``per_layer``): instructions, cycles, MACs, bytes, counted in a second build
+    #: with markers around each kernel call (the markers' own cost subtracted); the rest of an
+    #: inference (set-up between kernels, output copies, state updates) is ``layer_overhead``,
+    #: which can be slightly negative: the compiler schedules a few instructions differently
+    #: around the markers
+    layers: list[LayerProfile] = field(default_factory=list)
+    layer_overhead: float = 0.0
 
     @property
     def macs_per_cycle(self) -> float:
@@ -425,6 +458,10 @@ class ProfileReport:
             "flash": self.size.flash_json(),
             "ram": self.size.ram_json(),
             "elf": self.elf,
+            "emulated_on": self.emulated_on or None,
+            **({"layers": [la.to_json() for la in self.layers],
+                "layer_overhead_instructions": round(self.layer_overhead, 2)}
+               if self.layers else {}),
         }
 
 
@@ -456,6 +493,7 @@ def profile(
     out_dir: str | os.PathLike[str] | None = None,
     repeat: int = 2,
     timeout_s: float = 120.0,
+    per_layer: bool = False,
 ) -> ProfileReport:
     """Build ``cm`` as firmware for ``target``, run it on QEMU with the counting plugin, measure.
 
@@ -463,17 +501,22 @@ def profile(
     """
     from edgec.mcu.project import build_firmware
     from edgec.mcu.qemu import run_qemu
-    from edgec.mcu.targets import load_target
+    from edgec.mcu.targets import emulated_twin, load_target
 
     tgt = target if not isinstance(target, str | None) else load_target(target)
-    if not tgt.qemu_machine:
+    twin = emulated_twin(tgt)
+    if twin is None:
         raise EdgecError(
-            f"target '{tgt.name}' has no emulator (qemu_machine): instructions cannot be counted"
+            f"target '{tgt.name}' has no emulator (qemu_machine) and no emulated twin for its "
+            f"core {tgt.core}: instructions cannot be counted"
         )
     table = table_for(tgt.core)
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
-        build = build_firmware(cm, tgt, work, repeat=repeat)
+        board = build_firmware(cm, tgt, work, repeat=repeat)  # the fit and sizes: the board's
+        build = board
+        if twin is not tgt:  # the board's core on its emulated twin: the same instructions
+            build = build_firmware(cm, twin, Path(tmp) / "twin", repeat=repeat)
         counts_file = Path(tmp) / "counts.json"
         res = run_qemu(
             build,
@@ -482,16 +525,19 @@ def profile(
         )
         text = counts_file.read_text() if counts_file.is_file() else res.stdout
         counts = parse_plugin_output(text)
-        su_files = list(build.stack_usage_files)
+        layers: list[LayerProfile] = []
+        if per_layer:
+            layers = _layer_counts(cm, build.target, Path(tmp) / "layers", repeat, table,
+                                   timeout_s)
         size = size_report(
-            build.elf,
+            board.elf,
             cm.name,
             tgt.flash_size,
             tgt.ram_size,
-            su_files,
+            list(board.stack_usage_files),
             stack_reserved=tgt.stack_bytes,
         )
-        elf = str(build.elf)
+        elf = str(board.elf)
     s = summarize_counts(counts, table)
     return ProfileReport(
         model=cm.name,
@@ -509,4 +555,97 @@ def profile(
         macs=int(cm.report().get("macs", 0)),
         size=size,
         elf=elf if out_dir is not None else "",
+        emulated_on="" if twin is tgt else f"{twin.name} (QEMU {twin.qemu_machine})",
+        layers=layers,
+        layer_overhead=s["mean"] - sum(la.instructions for la in layers) if layers else 0.0,
     )
+
+
+@dataclass
+class _MarkedModel:
+    """``cm`` with C whose kernels are each bracketed by the markers (per-layer profiling)."""
+
+    base: Any
+    cmodel: Any
+
+    @property
+    def graph(self) -> Any:
+        return self.base.graph
+
+    @property
+    def name(self) -> str:
+        return str(self.base.name)
+
+    @property
+    def is_stateful(self) -> bool:
+        return bool(self.base.is_stateful)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.base.output_names)
+
+    def report(self) -> dict[str, Any]:
+        return dict(self.base.report())
+
+    def write(self, directory: str | os.PathLike[str]) -> list[Path]:
+        return list(self.cmodel.write(directory))
+
+    def initial_state(self) -> dict[str, Any]:
+        return dict(self.base.initial_state())
+
+
+def _layer_counts(
+    cm: CompiledModel, run_target: Target, work: Path, repeat: int, table: CycleTable,
+    timeout_s: float,
+) -> list[LayerProfile]:
+    """Counts per node: the model re-emitted with each kernel call bracketed by the markers,
+    main() calling no marker itself, run on ``run_target``'s board."""
+    from edgec.backend.c_emit import emit_c
+    from edgec.mcu.project import build_firmware
+    from edgec.mcu.qemu import run_qemu
+    from edgec.ops import get_op
+
+    g = cm.graph
+    marked = emit_c(g, cm.name, layer_marks=True)
+    nodes: list[int] = list(marked.report["layer_nodes"])
+    build = build_firmware(_MarkedModel(cm, marked), run_target, work, repeat=repeat, marks=False)
+    counts_file = work / "counts.json"
+    res = run_qemu(build, timeout_s=timeout_s,
+                   plugin_args=[str(build_plugin()), *plugin_args(build.elf, counts_file)])
+    text = counts_file.read_text() if counts_file.is_file() else res.stdout
+    regions = parse_plugin_output(text).regions
+    if not nodes or len(regions) % len(nodes):
+        raise EdgecError(
+            f"per-layer profile: {len(regions)} marked regions for {len(nodes)} kernels"
+        )
+    runs = len(regions) // len(nodes)
+    base = regions[0 :: len(nodes)]  # node -1: an empty region, the markers' own cost
+    base_insns = sum(r.insns for r in base) / runs
+    base_classes = {c: sum(r.classes.get(c, 0) for r in base) / runs for c in base[0].classes}
+    out = []
+    for k, idx in enumerate(nodes):
+        if idx < 0:
+            continue
+        mine = regions[k :: len(nodes)]
+        classes: dict[str, float] = {}
+        events: dict[str, float] = {}
+        for c, v in base_classes.items():
+            classes[c] = -v
+        for r in mine:
+            for c, v in r.classes.items():
+                classes[c] = classes.get(c, 0.0) + v / runs
+            for e, v in r.events.items():
+                events[e] = events.get(e, 0.0) + v / runs
+        node = g.nodes[idx]
+        consts = [t for t in node.inputs if t and g.const(t) is not None]
+        acts = [t for t in [*node.inputs, *node.outputs] if t and g.const(t) is None]
+        out.append(LayerProfile(
+            index=idx, node=node.name,
+            op=node.op + (f"+{node.attrs['_act'][0]}" if node.attrs.get("_act") else ""),
+            instructions=sum(r.insns for r in mine) / runs - base_insns,
+            estimated_cycles=round(table.cycles(classes, events)),
+            macs=int(get_op(node, g).macs(node, g)),
+            weight_bytes=sum(int(g.const(t).nbytes) for t in consts),  # type: ignore[union-attr]
+            activation_bytes=sum(4 * g.tensor(t).size for t in acts),
+        ))
+    return out

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from edgec._package import __version__, data_path
-from edgec.api import CompiledModel
 from edgec.backend.c_emit import Port, template_dir
 from edgec.errors import EdgecError, ModelTooBigError, ToolchainError
 from edgec.mcu.elf import memory_use
+from edgec.mcu.model import CompiledLike as CompiledModel
 from edgec.mcu.targets import Target
 from edgec.mcu.toolchain import find_tool
 from edgec.ops.base import c_float
@@ -78,6 +78,10 @@ class FirmwareBuild:
     ram_used: int = 0
     #: compiler warnings (one per line), empty for clean code
     warnings: list[str] = field(default_factory=list)
+    #: the UF2 image (boards that boot from one: RP2040)
+    uf2: Path | None = None
+    #: how the firmware prints (semihosting, or the board's UART and its clock setup)
+    io_note: str = ""
 
 
 # -- project ---------------------------------------------------------------------------------
@@ -128,7 +132,8 @@ def _default_inputs(ports: list[Port]) -> list[list[np.ndarray]]:
 
 
 def render_main(
-    cm: CompiledModel, inputs: list[list[np.ndarray]] | None, repeat: int = 1
+    cm: CompiledModel, inputs: list[list[np.ndarray]] | None, repeat: int = 1,
+    marks: bool = True,
 ) -> str:
     in_ports, out_ports = step_ports(cm)
     vectors = inputs if inputs is not None else _default_inputs(in_ports)
@@ -168,13 +173,30 @@ def render_main(
         call = f"{name}_run({', '.join(args)})"
     return _jinja_env().get_template("firmware_main.c.j2").render(
         version=__version__, name=name, n_samples=len(vectors), repeat=repeat,
-        stateful=stateful, inputs=ins, outputs=outs, call=call,
+        stateful=stateful, inputs=ins, outputs=outs, call=call, marks=marks,
         quantized=any(p.dtype == "int8" for p in in_ports + out_ports),
     )
 
 
+#: the RP2040's boot2 at the start of flash: 256 bytes, the vector table right after it
+BOOT2_SECTION = """    .boot2 :
+    {
+        KEEP(*(.boot2))
+    } > FLASH
+    ASSERT(SIZEOF(.boot2) == 256, "the RP2040 boot2 must be exactly 256 bytes")
+"""
+
+
+def board_io(target: Target) -> bool:
+    """Firmware for a real board prints through the board's own output (UART, see
+    ``firmware/boards/``) instead of semihosting, which halts a core without a debugger."""
+    return bool(target.board_io) and not target.qemu_machine
+
+
 def linker_script(target: Target) -> str:
     text = (firmware_dir() / f"{LINKER_SCRIPT}.in").read_text()
+    text = text.replace("@BOOT_SECTION@\n", BOOT2_SECTION if target.boot == "rp2040-boot2"
+                        else "")
     values = {
         "FLASH_ORIGIN": f"0x{target.flash_origin:08X}",
         "FLASH_SIZE": str(target.flash_size),
@@ -194,6 +216,7 @@ def write_project(
     out_dir: str | os.PathLike[str],
     inputs: list[list[np.ndarray]] | None = None,
     repeat: int = 1,
+    marks: bool = True,
 ) -> tuple[Path, list[str]]:
     """Write the firmware project; returns its directory and its C sources (build order)."""
     d = Path(out_dir)
@@ -203,8 +226,19 @@ def write_project(
     for f in (*FIRMWARE_SOURCES, *FIRMWARE_HEADERS, CMAKE_TOOLCHAIN_FILE):
         shutil.copyfile(fw / f, d / f)
     (d / LINKER_SCRIPT).write_text(linker_script(target))
-    (d / "main.c").write_text(render_main(cm, inputs, repeat))
+    (d / "main.c").write_text(render_main(cm, inputs, repeat, marks))
     sources = ["main.c", f"{cm.name}.c", *FIRMWARE_SOURCES]
+    if board_io(target):
+        assert target.board_io is not None
+        shutil.copyfile(fw / "boards" / target.board_io, d / target.board_io)
+        sources.append(target.board_io)
+    if target.boot == "rp2040-boot2":
+        from edgec.mcu.rp2040 import boot2_c, boot2_image
+
+        (d / "boot2.c").write_text(boot2_c(boot2_image()))
+        shutil.copyfile(fw / "boards" / "rp2040_boot2.S", d / "rp2040_boot2.S")
+        shutil.copyfile(Path(__file__).with_name("uf2.py"), d / "uf2.py")
+        sources.append("boot2.c")
     env = _jinja_env()
     ctx = {
         "version": __version__, "name": cm.name, "target": target, "sources": sources,
@@ -212,10 +246,22 @@ def write_project(
         "ldflags": list(LDFLAGS), "ldlibs": list(LDLIBS),
         "specs_semihosting": list(SPECS_SEMIHOSTING), "specs_plain": list(SPECS_PLAIN),
         "linker_script": LINKER_SCRIPT,
+        "semihosting": 0 if board_io(target) else 1, "io_note": io_note(target),
+        "uf2": target.boot == "rp2040-boot2",
     }
     (d / "Makefile").write_text(env.get_template("Makefile.j2").render(**ctx))
     (d / "CMakeLists.txt").write_text(env.get_template("CMakeLists.txt.j2").render(**ctx))
     return d, sources
+
+
+def io_note(target: Target) -> str:
+    """How the firmware prints, for the build output."""
+    if board_io(target):
+        return f"{target.board_io}: {target.io_note}"
+    if target.qemu_machine:
+        return "Arm semihosting (QEMU prints it; on hardware it needs a debugger attached)"
+    return ("Arm semihosting: halts the core without a debugger attached; define your own "
+            "edgec_putc() (firmware/edgec_io.h)")
 
 
 # -- build -----------------------------------------------------------------------------------
@@ -247,6 +293,7 @@ def build_firmware(
     inputs: list[list[np.ndarray]] | None = None,
     repeat: int = 1,
     extra_cflags: Sequence[str] = (),
+    marks: bool = True,
 ) -> FirmwareBuild:
     """Write the firmware project for ``cm`` on ``target`` into ``out_dir`` and build it.
 
@@ -259,10 +306,13 @@ def build_firmware(
     cc = find_tool("arm-none-eabi-gcc")
     objcopy = find_tool("arm-none-eabi-objcopy")
     out_dir = Path(out_dir).resolve()  # the toolchain runs inside the project directory
-    d, sources = write_project(cm, target, out_dir, inputs, repeat)
+    d, sources = write_project(cm, target, out_dir, inputs, repeat, marks)
     bdir = d / "build"
     bdir.mkdir(exist_ok=True)
-    cflags = [*target.cpu_flags, *cflags_for(target), "-DEDGEC_SEMIHOSTING=1", *extra_cflags]
+    semihosting = 0 if board_io(target) else 1
+    cflags = [*target.cpu_flags, *cflags_for(target), f"-DEDGEC_SEMIHOSTING={semihosting}",
+              *extra_cflags]
+    specs = SPECS_SEMIHOSTING if semihosting else SPECS_PLAIN
 
     def compile_one(src: str) -> subprocess.CompletedProcess[str]:
         obj = f"build/{Path(src).stem}.o"
@@ -274,7 +324,7 @@ def build_firmware(
     name = cm.name
     elf, bin_, hex_, map_ = (bdir / f"{name}{ext}" for ext in (".elf", ".bin", ".hex", ".map"))
     objs = [f"build/{Path(s).stem}.o" for s in sources]
-    link = [cc, *target.cpu_flags, *LDFLAGS, *SPECS_SEMIHOSTING, "-T", LINKER_SCRIPT,
+    link = [cc, *target.cpu_flags, *LDFLAGS, *specs, "-T", LINKER_SCRIPT,
             f"-Wl,-Map={map_.relative_to(d)}", "-o", str(elf.relative_to(d)), *objs, *LDLIBS]
     proc = subprocess.run(link, cwd=d, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -292,11 +342,17 @@ def build_firmware(
         raise _too_big(name, target, "RAM", ram)
     _run_tool([objcopy, "-O", "binary", str(elf), str(bin_)], d, "objcopy")
     _run_tool([objcopy, "-O", "ihex", str(elf), str(hex_)], d, "objcopy")
+    uf2 = None
+    if target.boot == "rp2040-boot2":
+        from edgec.mcu.uf2 import to_uf2
+
+        uf2 = bdir / f"{name}.uf2"
+        uf2.write_bytes(to_uf2(bin_.read_bytes(), target.flash_origin))
     in_ports, out_ports = step_ports(cm)
     n_vectors = len(inputs) if inputs is not None else 1
     return FirmwareBuild(
         project_dir=d, elf=elf, bin=bin_, hex=hex_, map=map_, target=target, name=name,
         outputs=out_ports, n_vectors=n_vectors, repeat=repeat, stateful=cm.is_stateful,
         build_dir=bdir, stack_usage_files=sorted(bdir.glob("*.su")),
-        flash_used=flash, ram_used=ram, warnings=warnings,
+        flash_used=flash, ram_used=ram, warnings=warnings, uf2=uf2, io_note=io_note(target),
     )

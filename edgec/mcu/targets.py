@@ -44,6 +44,16 @@ class Target:
     #: RAM kept for the main stack and for newlib's heap (stdio buffers); part of the RAM check
     stack_bytes: int = 4096
     heap_bytes: int = 2048
+    #: a board without an emulator: the emulated target with its core and FPU that profiles and
+    #: runs its code (instructions are the same; time is reported at this board's clock)
+    twin: str | None = None
+    #: a board's own output: a source in firmware/boards/ defining edgec_io_init()/edgec_putc()
+    #: (UART with the minimal clock setup it needs); firmware for the board uses it by default
+    board_io: str | None = None
+    #: what ``board_io`` does, for the build output (pins, baud rate, clock)
+    io_note: str = ""
+    #: a boot stage the board needs in front of the vector table ("rp2040-boot2")
+    boot: str | None = None
 
     @property
     def has_fpu(self) -> bool:
@@ -94,6 +104,22 @@ def load_target(name: str | None = None) -> Target:
         known = ", ".join(t.name for t in list_targets())
         raise EdgecError(f"unknown target '{name}'; known targets: {known}")
     return _from_file(path, name)
+
+
+def emulated_twin(target: Target) -> Target | None:
+    """The emulated target that runs ``target``'s code: itself when it has an emulator, its
+    ``twin``, or else an emulated target with the same core and floating-point flags."""
+    if target.qemu_machine:
+        return target
+    if target.twin:
+        return load_target(target.twin)
+    fp = [f for f in target.cpu_flags if f.startswith(("-mfloat-abi=", "-mfpu="))]
+    for t in list_targets():
+        if t.qemu_machine and t.core == target.core and fp == [
+            f for f in t.cpu_flags if f.startswith(("-mfloat-abi=", "-mfpu="))
+        ]:
+            return t
+    return None
 
 
 def list_targets() -> list[Target]:

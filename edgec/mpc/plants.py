@@ -61,6 +61,9 @@ class Plant:
     n_y: ClassVar[int] = 1
     u_min: ClassVar[tuple[float, ...]] = (-1.0,)
     u_max: ClassVar[tuple[float, ...]] = (1.0,)
+    #: what the output and the commands are, with units (plot axes)
+    y_label: ClassVar[str] = "output"
+    u_label: ClassVar[str] = "command"
 
     def deriv(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -86,6 +89,8 @@ class MassSpringDamper(Plant):
     name = "msd"
     u_min = (-20.0,)
     u_max = (20.0,)
+    y_label = "position (m)"
+    u_label = "force (N)"
 
     def deriv(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         return np.array([x[1], (u[0] - self.c * x[1] - self.k * x[0]) / self.m])
@@ -130,6 +135,8 @@ class SoftActuator(Plant):
     n_u = 2
     u_min = (0.0, 0.0)
     u_max = (1.0, 1.0)
+    y_label = "joint angle (rad)"
+    u_label = "tendon drive (0..1)"
     substeps: int = 10  # RK4 at h = 1 ms: stable and accurate for the pole at -1000 rad/s
 
     def tensions(self, u: np.ndarray) -> tuple[float, float]:

@@ -73,8 +73,13 @@ def resample(t: np.ndarray, ref: np.ndarray, dt: float) -> np.ndarray:
     return np.stack([np.interp(grid, t, ref[:, i]) for i in range(ref.shape[1])], axis=1)
 
 
-def run_mpc(cfg: MpcConfig, controller: Any, plant: Plant, ref: np.ndarray) -> LoopResult:
-    """``ref[k]``: the reference at tick k; tick k targets ref[k + 1]."""
+def run_mpc(
+    cfg: MpcConfig, controller: Any, plant: Plant, ref: np.ndarray, label: str = ""
+) -> LoopResult:
+    """``ref[k]``: the reference at tick k; tick k targets ref[k + 1]. ``label``: draw a
+    progress bar with it on stderr (a terminal only), for loops that take seconds."""
+    from edgec.tables import progress
+
     plant.reset()
     controller.reset()
     y = plant.output()
@@ -82,7 +87,7 @@ def run_mpc(cfg: MpcConfig, controller: Any, plant: Plant, ref: np.ndarray) -> L
         controller.prime(np.concatenate([y, np.zeros(cfg.sensors)]))
     n = len(ref) - 1
     ys, us, its, evs, fl = [], [], [], [], []
-    for k in range(n):
+    for k in progress(range(n), label) if label else range(n):
         if cfg.horizon_mode:
             idx = np.minimum(np.arange(k + 1, k + 1 + cfg.horizon), len(ref) - 1)
             u = controller.step(ref[idx].reshape(-1), plant.x)
@@ -145,7 +150,7 @@ def simulate(
         with tempfile.TemporaryDirectory(prefix="edgec-mpc-board-") as tmp:
             fw = build_mpc_firmware(ctrl, target, Path(tmp) / "fw", link=True)
             with BoardController(cfg, fw) as board:
-                mpc = run_mpc(cfg, board, plant, ref)
+                mpc = run_mpc(cfg, board, plant, ref, label=f"closed loop on {target} (QEMU)")
     target = ref[1:]
     pid = tune_pid(plant, target, float(cfg.du_max[0]))
     pid_y, pid_u = run_pid(pid, plant, target)
@@ -160,7 +165,8 @@ def simulate(
         d.mkdir(parents=True, exist_ok=True)
         times = t[0] + cfg.dt * np.arange(1, len(ref))
         write_csv(d / "sim.csv", times, target, mpc, pid_res)
-        plot(d / "sim.png", times, target, mpc, pid_res, plant.name)
+        plot(d / "sim.png", times, target, mpc, pid_res, plant.name, plant.y_label,
+             plant.u_label)
         results["files"] = [str(d / "sim.csv"), str(d / "sim.png")]
     return results
 
@@ -184,8 +190,12 @@ def write_csv(
 
 
 def plot(
-    path: Path, times: np.ndarray, ref: np.ndarray, mpc: LoopResult, pid: LoopResult, title: str
+    path: Path, times: np.ndarray, ref: np.ndarray, mpc: LoopResult, pid: LoopResult,
+    title: str, y_label: str = "output", u_label: str = "command",
 ) -> None:
+    """Three panels sharing the time axis: the output with its reference, the tracking error
+    (where MPC and PID differ visibly even when the outputs overlap) and the commands; legends
+    sit to the right of the axes, outside the data."""
     try:
         import matplotlib
 
@@ -195,22 +205,34 @@ def plot(
         raise EdgecError(
             "the plot needs matplotlib: pip install matplotlib (or edgec[dev])"
         ) from None
-    fig, (ax0, ax1) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
-    ax0.plot(times, ref[:, 0], "k--", lw=1.2, label="reference")
-    ax0.plot(times, mpc.y[:, 0], lw=1.0, label="MPC output")
-    ax0.plot(times, pid.y[:, 0], lw=1.0, label="PID output")
-    ax0.set_ylabel("output")
-    ax0.legend(loc="best")
+    fig, (ax0, ax1, ax2) = plt.subplots(
+        3, 1, sharex=True, figsize=(10, 8), gridspec_kw={"height_ratios": [3, 2, 2]}
+    )
+    ax0.plot(times, ref[:, 0], color="k", ls="--", lw=1.6, label="reference", zorder=3)
+    ax0.plot(times, mpc.y[:, 0], color="C0", lw=1.2, label="MPC")
+    ax0.plot(times, pid.y[:, 0], color="C1", lw=1.0, ls="-.", label="PID")
+    ax0.set_ylabel(y_label)
     ax0.set_title(f"closed loop on '{title}'")
+    e_mpc = mpc.y[:, 0] - ref[:, 0]
+    e_pid = pid.y[:, 0] - ref[:, 0]
+    rms = lambda e: float(np.sqrt(np.mean(e**2)))  # noqa: E731
+    ax1.axhline(0.0, color="k", lw=0.6)
+    ax1.plot(times, e_mpc, color="C0", lw=1.0, label=f"MPC (RMSE {rms(e_mpc):.3g})")
+    ax1.plot(times, e_pid, color="C1", lw=1.0, ls="-.", label=f"PID (RMSE {rms(e_pid):.3g})")
+    unit = y_label[y_label.find("(") :] if "(" in y_label else ""
+    ax1.set_ylabel(f"tracking error {unit}".strip())
     for j in range(mpc.u.shape[1]):
-        ax1.plot(times, mpc.u[:, j], lw=1.0, label=f"MPC u{j}")
+        ax2.plot(times, mpc.u[:, j], color=f"C{2 * j}", lw=1.0, label=f"MPC u{j}")
     for j in range(pid.u.shape[1]):
-        ax1.plot(times, pid.u[:, j], lw=0.8, ls=":", label=f"PID u{j}")
-    ax1.set_ylabel("command")
-    ax1.set_xlabel("time (s)")
-    ax1.legend(loc="best")
+        ax2.plot(times, pid.u[:, j], color=f"C{2 * j + 1}", lw=0.9, ls=":", label=f"PID u{j}")
+    ax2.set_ylabel(u_label)
+    ax2.set_xlabel("time (s)")
+    for ax in (ax0, ax1, ax2):
+        ax.grid(True, lw=0.4, alpha=0.5)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    fig.savefig(path, dpi=100, metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
 
 

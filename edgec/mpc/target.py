@@ -487,6 +487,14 @@ def _command_path(cfg: MpcConfig, n: int) -> np.ndarray:
     return path
 
 
+#: what :func:`model_loop_ticks` records, for firmware main.c comments and CLI output
+MODEL_LOOP_NOTE = (
+    "a reference path tracked in closed loop with the controller's own forward model as the "
+    "plant (recorded on the host), so each tick's measurement is the plant's answer to the "
+    "previous command"
+)
+
+
 def model_loop_ticks(ctrl: Controller, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(references, measurements) of ``n`` ticks of the controller tracking a path it can reach,
     in closed loop with its own forward model as the plant (run on the host). The reference of
@@ -556,6 +564,8 @@ class MpcProfile:
     controller_state_bytes: int
     stack_bytes: int
     stack_chain: list[str]
+    #: a board without an emulator: the emulated twin whose run was counted ("" = the target)
+    emulated_on: str = ""
 
     def rate_hz(self, clock_hz: int) -> float:
         return clock_hz / self.estimated_cycles_per_tick if self.estimated_cycles_per_tick else 0.0
@@ -587,6 +597,7 @@ class MpcProfile:
                 "percent_of_512k": round(100.0 * flash["total"] / REFERENCE_FLASH_BYTES, 2)
             },
             "ram": ram,
+            "emulated_on": self.emulated_on or None,
         }
 
 
@@ -621,20 +632,23 @@ def profile_controller(
         size_report,
         summarize_counts,
     )
+    from edgec.mcu.targets import emulated_twin, load_target
     from edgec.mpc.reference import FLAG_FALLBACK
 
     cfg = ctrl.cfg
     ticks = model_loop_ticks(ctrl, n_ticks)
+    board = load_target(target_name)
+    twin = emulated_twin(board)
+    if twin is None:
+        raise EdgecError(
+            f"target '{board.name}' has no emulator and no emulated twin for its core "
+            f"{board.core}: instructions cannot be counted"
+        )
     with tempfile.TemporaryDirectory(prefix="edgec-mpc-profile-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
-        fw = build_mpc_firmware(ctrl, target_name, work, ticks)
-        tgt = fw.target
-        if not tgt.qemu_machine:
-            raise EdgecError(
-                f"target '{tgt.name}' has no emulator (qemu_machine): instructions cannot be "
-                "counted"
-            )
-        counts, proc = count_elf(fw.elf, tgt.qemu_machine, timeout_s)
+        fw = build_mpc_firmware(ctrl, twin.name, work, ticks)
+        tgt = board  # clock, flash and RAM are the chosen target's; the count is the twin's
+        counts, proc = count_elf(fw.elf, str(twin.qemu_machine), timeout_s)
         if proc.returncode != 0:
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
             raise ToolchainError(f"{fw.elf.name}: the firmware exited with status "
@@ -652,6 +666,7 @@ def profile_controller(
         raise ToolchainError(f"counted {summ['inferences']} of {n_ticks} control ticks")
     return MpcProfile(
         controller=cfg.name, target=tgt.name, core=tgt.core, clock_hz=tgt.clock_hz,
+        emulated_on="" if twin is board else f"{twin.name} (QEMU {twin.qemu_machine})",
         jacobian=cfg.jacobian, ticks=n_ticks, instructions_per_tick=summ["mean"],
         instructions_min=summ["min"], instructions_max=summ["max"],
         estimated_cycles_per_tick=summ["cycles"], cycle_source=table.source,
@@ -665,24 +680,33 @@ def profile_controller(
 
 
 def format_mpc_profile(rep: MpcProfile, source: str) -> str:
-    from edgec.tables import format_table
+    from edgec.tables import format_duration, format_table
 
     js = rep.to_json()
     fl, ram = js["flash"], js["ram"]
+    tick_s = rep.estimated_cycles_per_tick / rep.clock_hz if rep.clock_hz else 0.0
     rows = [
         ("instructions / tick", f"{rep.instructions_per_tick:,} (min {rep.instructions_min:,}, "
                                 f"max {rep.instructions_max:,})"),
-        ("estimated cycles / tick", f"{rep.estimated_cycles_per_tick:,}"),
-        ("control rate", f"{js['control_rate_hz']:,.0f} Hz at {rep.clock_hz / 1e6:g} MHz, "
-                         f"{js['control_rate_hz_at_168mhz']:,.0f} Hz at 168 MHz"),
+        ("estimated cycles / tick", f"{rep.estimated_cycles_per_tick:,} "
+                                    f"({format_duration(tick_s)} at {rep.clock_hz / 1e6:g} MHz)"),
+        ("control rate", f"{js['control_rate_hz']:,.0f} Hz at {rep.target}'s "
+                         f"{rep.clock_hz / 1e6:g} MHz"),
         ("iterations / tick", f"{rep.mean_iterations:.2f} ({rep.mean_evaluations:.2f} model "
                               f"evaluations, {rep.jacobian} Jacobian), {rep.fallbacks} fallbacks"),
         ("flash", f"{fl['total']:,} B = code {fl['code']:,} + weights {fl['weights']:,} + other "
-                  f"{fl['other']:,}; {fl['percent_of_512k']:.2f} % of 512 KB"),
+                  f"{fl['other']:,}; {fl['percent']:.2f} % of {rep.target}'s "
+                  f"{_kb(fl['available'])}"),
         ("RAM", f"{ram['total']:,} B (controller {ram['controller_state']:,} B, model arena "
-                f"{ram['arena']:,} B, stack {ram['stack']:,} B)"),
+                f"{ram['arena']:,} B, stack {ram['stack']:,} B); {ram['percent']:.2f} % of "
+                f"{_kb(ram['available'])}"),
     ]
-    head = (f"profile {source} on {rep.target} ({rep.core}), QEMU, {rep.ticks} control ticks "
-            "of the controller tracking its own model")
+    where = f"its emulated twin {rep.emulated_on}" if rep.emulated_on else "QEMU"
+    head = (f"profile {source} on {rep.target} ({rep.core}), counted on {where}, {rep.ticks} "
+            "control ticks of the controller tracking its own model")
     return "\n".join([head, format_table(["", ""], rows, align="ll"),
                       f"cycles: {rep.cycle_source}; zero wait states, best case"])
+
+
+def _kb(n: int) -> str:
+    return f"{n // 1024:,} KB" if n % 1024 == 0 else f"{n:,} B"

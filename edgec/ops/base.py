@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from edgec.errors import UnsupportedOpError
+from edgec.errors import UnsupportedOpError, ops_hint
 from edgec.ir import Graph, Node, Shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,6 +96,12 @@ class Op:
         """True when output 0 may be written over input 0 (same size, read-before-write kernel)."""
         return False
 
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        """True when output ``i_out`` may be written over input ``i_in`` (the kernel reads
+        each part of the input before it writes that part of the output): a stateful model's
+        state is then updated in place instead of double-buffered."""
+        return False
+
     def value_inputs(self, node: Node) -> tuple[int, ...] | None:
         """Inputs whose VALUES the op reads (None: all). The others matter only through their
         shape and dtype, so the node folds to a constant once these inputs are constant."""
@@ -127,8 +133,7 @@ def get_op(node: Node, g: Graph | None = None) -> Op:
     if op is None:
         where = f" (opset {g.opset})" if g is not None else ""
         raise UnsupportedOpError(
-            f"node '{node.name}': op {node.op}{where} is not supported; supported ops: "
-            + ", ".join(sorted(REGISTRY))
+            f"node '{node.name}': op {node.op}{where} is not supported; {ops_hint()}"
         )
     return op
 

@@ -528,6 +528,10 @@ class CfC(Op):
         cat, gates, bb = _cfc_buffers(node, spec)
         return spec.state * (2 if spec.mixed else 1) + cat + gates + 2 * bb
 
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        # per batch item the kernel loads h0 (c0) into scratch first and stores h_T (c_T) last
+        return (i_in, i_out) in ((1, 1), (2, 2))
+
     def emit(self, node: Node, ctx: EmitContext) -> str:
         spec = _cfc_spec(node, ctx.g)
         layers = node.attrs["layers"]
@@ -762,6 +766,10 @@ class LTC(Op):
             f"    {den}[j] = sd;\n"
             f"}}\n"
         )
+
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        # per batch item the kernel loads h0 (c0) into scratch first and stores h_T (c_T) last
+        return (i_in, i_out) in ((1, 1), (2, 2))
 
     def emit(self, node: Node, ctx: EmitContext) -> str:
         a = node.attrs

@@ -547,5 +547,10 @@ class Recurrent(Op):
     def scratch(self, node: Node, g: Graph) -> int:
         return scratch_floats(rnn_spec(node, g))
 
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        # per direction and batch item the kernel loads initial_h/c into scratch before the
+        # sequence and stores Y_h/Y_c after it, at the same offsets
+        return (i_in, i_out) in ((5, 1), (6, 2))
+
     def emit(self, node: Node, ctx: EmitContext) -> str:
         return _Emitter(node, ctx, rnn_spec(node, ctx.g)).kernel()

@@ -178,6 +178,12 @@ class _Neuron(Op):
     def _present_states(self, node: Node) -> list[int]:
         return [i for i in self.state_inputs if len(node.inputs) > i and node.inputs[i]]
 
+    def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
+        # element-wise: element i of every input is read before element i of any output is
+        # written, and each new state is written from its own old one
+        present = self._present_states(node)
+        return i_in in present and i_out == 1 + present.index(i_in)
+
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         shape = g.shape(node.inputs[0])
         rec = node.inputs[8] if node.op == "NorseLIF" and len(node.inputs) > 8 else ""

@@ -24,6 +24,12 @@ from edgec.ops.circuits import use_sparse
 
 SPARSE_MODES = ("auto", "csr", "dense")
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {
+    "sparse": "auto | csr | dense: how constant weights with zeros are stored "
+    "(default auto: CSR when it saves flash)"
+}
+
 
 def sparse_mode(g: Graph) -> str:
     """The graph's ``sparse`` option, checked."""

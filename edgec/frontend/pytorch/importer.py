@@ -14,10 +14,9 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from edgec.errors import EdgecError, UnsupportedOpError
+from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
 from edgec.frontend.pytorch.lowering import (
     FUNCTIONS,
-    MODULES,
     TensorRef,
     TorchLowering,
     Value,
@@ -61,14 +60,6 @@ def _canonical(target: Any) -> str:
         return schema.name.split("::", 1)[-1]
     name = getattr(target, "__name__", None) or str(target)
     return name.lstrip("_") if name.startswith("__") and name.endswith("__") else name
-
-
-def _supported_list() -> str:
-    return (
-        ", ".join(sorted(q.rsplit(".", 1)[-1] for q in MODULES))
-        + "; functions: "
-        + ", ".join(sorted(FUNCTIONS))
-    )
 
 
 class _LeafTracer:  # created lazily so importing edgec does not import torch
@@ -115,8 +106,8 @@ def _lower_fx(
             lw.where = f"{lw.g.source}: module '{node.target}' ({type(mod).__name__})"
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: module {qualname(type(mod))} is not supported; supported "
-                    f"modules: {_supported_list()}"
+                    f"{lw.where}: module {qualname(type(mod))} is not supported; "
+                    f"{ops_hint('torch')}"
                 )
             args = _map_arg(node.args, env)
             kwargs = _map_arg(node.kwargs, env)
@@ -133,8 +124,7 @@ def _lower_fx(
             h = FUNCTIONS.get(name)
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: torch op '{name}' is not supported; supported: "
-                    f"{_supported_list()}"
+                    f"{lw.where}: torch op '{name}' is not supported; {ops_hint('torch')}"
                 )
             env[node] = h(lw, tuple(args), kwargs)
         elif node.op == "output":
@@ -165,22 +155,43 @@ def _flatten_outputs(v: Value) -> list[Value]:
 def _finish(lw: TorchLowering, result: Value) -> Graph:
     g = lw.g
     state_outs = list(g.outputs)
+    state_of = {s_out: s_in for s_in, s_out in g.state}
     outs: list[str] = []
+    copies: dict[str, str] = {}  # a result that copies a state output → that state's input
     for v in _flatten_outputs(result):
         t = lw.as_tensor(v)
         if t in outs or t in g.inputs or g.const(t) is not None or t in state_outs:
+            src = t
             t = lw.add1("Identity", [t], base="output")
+            if src in state_outs and src in state_of:
+                copies[t] = state_of[src]
         outs.append(t)
-    # readable C parameter names: y (or y0, y1, ...) for the results, <state>_next for states
-    names = ["y"] if len(outs) == 1 else [f"y{i}" for i in range(len(outs))]
-    renamed = {t: n for t, n in zip(outs, names, strict=True)}
+    # readable C parameter names, from the module's own names: <state>_next for a new state
+    # (a result that is one, e.g. ncps CfC's h, too), <state>_out for a result that copies one
+    # (snnTorch output=True's mem), y (or y0, y1, ...) for the other results
+    renamed: dict[str, str] = {}
+    plain = []
+    for t in outs:
+        if t in state_of:
+            renamed[t] = f"{state_of[t]}_next"
+        elif t in copies:
+            renamed[t] = f"{copies[t]}_out"
+        else:
+            plain.append(t)
+    names = ["y"] if len(plain) == 1 else [f"y{i}" for i in range(len(plain))]
+    renamed.update(zip(plain, names, strict=True))
     for s_in, s_out in g.state:
         renamed.setdefault(s_out, f"{s_in}_next")
+    done: dict[str, str] = {}
     for old, new in renamed.items():
-        if new not in g.tensors and old not in g.inputs:
-            g.rename(old, new)
-    outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in outs]
-    state_outs = [renamed.get(t, t) if renamed.get(t, t) in g.tensors else t for t in state_outs]
+        if old in g.inputs or old not in g.tensors:
+            continue
+        if new in g.tensors:
+            new = g.fresh_name(new)  # two results named after one state: z_out, z_out_1
+        g.rename(old, new)
+        done[old] = new
+    outs = [done.get(t, t) for t in outs]
+    state_outs = [done.get(t, t) for t in state_outs]
     g.outputs = outs + state_outs
     g.state_init = dict(lw.state_init)
     for t in g.runtime_tensors():  # run-time masks (bool) live in float buffers
@@ -247,8 +258,8 @@ def from_module(
         raise EdgecError(
             f"{cls}: forward takes {len(ph)} inputs, example_inputs has {len(examples)}"
         )
-    for n, ex in zip(ph, examples, strict=True):
-        placeholders[n.name] = _example_value(lw, n.name, ex)
+    for n, ex in zip(ph, examples, strict=True):  # named as forward() names them
+        placeholders[n.name] = _example_value(lw, str(n.target).lstrip("*") or n.name, ex)
     result = _lower_fx(lw, gm, module, placeholders, {})
     return _finish(lw, result)
 
@@ -314,6 +325,20 @@ def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2
     return _finish(lw, result)
 
 
+class _KeepErrors:
+    """A logging handler that keeps the exceptions of the records it sees."""
+
+    level = 0
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    def handle(self, record: Any) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+        return True
+
+
 def load_pt2(path: str, name: str | None = None) -> Graph:
     from pathlib import Path
 
@@ -321,11 +346,28 @@ def load_pt2(path: str, name: str | None = None) -> Graph:
     p = Path(path)
     if not p.is_file():
         raise EdgecError(f"{p}: no such file")
+    import logging
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise EdgecError(
+            f"{p}: not a torch.export program (.pt2): not a zip archive (truncated or corrupt?)"
+        )
+    _ = torch.export.load  # importing torch.export sets up the logger redirected below
+    log = logging.getLogger("torch.export")
+    keep = _KeepErrors()
+    propagate, handlers = log.propagate, log.handlers
+    log.handlers = [keep]  # type: ignore[list-item]
+    log.propagate = False  # torch logs its own traceback before raising: keep it to ourselves
     try:
         ep = torch.export.load(str(p))
     except Exception as exc:
+        cause = keep.errors[-1] if keep.errors else exc
+        text = str(cause).strip().splitlines()
         raise EdgecError(
-            f"{p}: not a torch.export program (.pt2): "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            f"{p}: not a torch.export program (.pt2): {text[0] if text else type(cause).__name__}"
         ) from None
+    finally:
+        log.handlers = handlers
+        log.propagate = propagate
     return from_exported_program(ep, name or p.stem.lower(), str(p))

@@ -42,6 +42,10 @@ def _np(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32))
 
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {"sparse": "auto | csr | dense: how masked circuit weights are stored"}
+
+
 def _sparse_mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("sparse", "auto"))
     if mode not in SPARSE_MODES:
@@ -107,6 +111,22 @@ def _run_sequence(
     mixed = bool(m.use_mixed)
     if mixed and hx is not None and not isinstance(hx, (tuple, list)):
         raise lw.unsupported("mixed_memory=True needs hx = (h0, c0)")
+    if hx is None:
+        if not path and not mixed:
+            # the compiled model IS this module: carry its state between <name>_step calls by
+            # default, as a state input named after forward()'s own argument
+            hx = lw.add_state("hx", (batch, state_size) if batched else (state_size,))
+        else:
+            import warnings
+
+            from edgec.errors import EdgecWarning
+
+            warnings.warn(
+                f"{lw.where}: called without hx, so every call starts from a zero state (as in "
+                f"torch) and the C model carries no state; pass hx and return the new one to "
+                f"carry it between <name>_step calls",
+                EdgecWarning, stacklevel=2,
+            )
     h_in, c_in = (tuple(hx) if hx is not None else (None, None)) if mixed else (hx, None)
     ins = [x, _state_arg(lw, h_in, batch, state_size, batched, "hx", path)]
     if mixed:

@@ -25,6 +25,9 @@ from edgec.frontend.pytorch.lowering import (
 )
 from edgec.ops.lsm import LSM_MODES
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {"lsm": "flash | ram | regen: where a reservoir's random weights live"}
+
 
 def lsm_mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("lsm", "flash")).lower()

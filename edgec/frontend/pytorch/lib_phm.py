@@ -79,6 +79,15 @@ def _factors(lw: TorchLowering, m: Any, f_rank: int) -> tuple[np.ndarray, np.nda
     return a, f
 
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {
+    "phm": "auto | factored | dense: PHM weights as Kronecker factors or materialised",
+    "phm_flash_fraction": "0..1: share of the target's flash auto lets dense PHM use",
+    "phm_flash_bytes": "flash bytes auto budgets against (default: the target's flash)",
+    "target": "target name whose flash size sizes the PHM budget (edgec targets)",
+}
+
+
 def phm_mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("phm", "auto")).lower()
     if mode not in PHM_MODES:

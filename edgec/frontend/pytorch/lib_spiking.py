@@ -40,6 +40,10 @@ def _f32(lw: TorchLowering, v: Any, what: str) -> np.ndarray:
     return t.to(torch.float32).numpy()
 
 
+#: compile options this module reads (collected by :func:`edgec.api.known_options`)
+OPTIONS = {"spikes": "packed | event | dense: how spike-fed layers read their inputs"}
+
+
 def _mode(lw: TorchLowering) -> str:
     mode = str(lw.options.get("spikes", "packed"))
     if mode not in SPIKE_MODES:
@@ -48,7 +52,13 @@ def _mode(lw: TorchLowering) -> str:
 
 
 def _base(path: str, m: Any) -> str:
-    return path or type(m).__name__.lower()
+    """A C-friendly name from the module's path (``lif1``, ``net_lif``); a path that is a
+    Sequential index takes the class name first (``leaky1`` rather than ``1``)."""
+    cls = type(m).__name__.lower()
+    p = path.replace(".", "_")
+    if not p:
+        return cls
+    return f"{cls}{p}" if p[0].isdigit() else p
 
 
 def _state(

@@ -162,7 +162,7 @@ class TorchLowering:
         self, base: str, shape: Sequence[int], init: np.ndarray | None = None
     ) -> TensorRef:
         """A state tensor carried by ``<name>_step``; pair it with :meth:`set_state`."""
-        t = self.input(f"{base}_state", shape)
+        t = self.input(base, shape)
         if init is not None and np.any(init):
             self.state_init[t] = np.asarray(init, np.float32).reshape(tuple(shape))
         return t

@@ -63,7 +63,7 @@ class Ctx:
     @property
     def opts(self) -> dict[str, Any]:
         assert self.op is not None
-        return self.op.options
+        return self.op.builtin_options
 
     # -- the current operator's tensors ------------------------------------------------------
     def tfl_in(self, i: int) -> TflTensor | None:

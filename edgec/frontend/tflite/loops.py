@@ -43,7 +43,7 @@ def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[...,
 
 def _reshape(xs: Arrays, op: TflOperator, sg: TflSubgraph) -> Arrays:
     shape = (xs[1].reshape(-1).tolist() if len(xs) > 1 else
-             op.options.get("newShape") or list(sg.tensors[op.outputs[0]].shape))
+             op.builtin_options.get("newShape") or list(sg.tensors[op.outputs[0]].shape))
     return [xs[0].reshape([int(d) for d in shape])]
 
 
@@ -75,8 +75,10 @@ _INT_EVAL: dict[str, Callable[[Arrays, TflOperator, TflSubgraph], Arrays]] = {
     "RESHAPE": _reshape,
     "SQUEEZE": lambda xs, op, sg: [xs[0].reshape(sg.tensors[op.outputs[0]].shape)],
     "EXPAND_DIMS": lambda xs, op, sg: [np.expand_dims(xs[0], int(xs[1].reshape(-1)[0]))],
-    "CONCATENATION": lambda xs, op, sg: [np.concatenate(xs, int(op.options.get("axis", 0)))],
-    "PACK": lambda xs, op, sg: [np.stack(xs, int(op.options.get("axis", 0) or 0))],
+    "CONCATENATION": lambda xs, op, sg: [
+        np.concatenate(xs, int(op.builtin_options.get("axis", 0)))
+    ],
+    "PACK": lambda xs, op, sg: [np.stack(xs, int(op.builtin_options.get("axis", 0) or 0))],
     "SLICE": _slice,
     "CAST": lambda xs, op, sg: [xs[0].astype(sg.tensors[op.outputs[0]].dtype or "int32")],
 }
@@ -183,7 +185,7 @@ def _list_write(loop: _Loop, i: int, seq_len: int) -> tuple[TflOperator, int, bo
     body = loop.body
     b_in, b_out = body.inputs[i], body.outputs[i]
     cat = _producers(body).get(b_out)
-    if cat is None or cat.op != "CONCATENATION" or int(cat.options.get("axis", 0) or 0) != 0:
+    if cat is None or cat.op != "CONCATENATION" or int(cat.builtin_options.get("axis", 0) or 0):
         return None
     producers, consumers = _producers(body), _consumers(body)
     slices, elems = [], []
@@ -271,7 +273,7 @@ def _build_scan(cx: Ctx, loop: _Loop) -> None:
         if b_out == b_in and gathers and len(gathers) == len(users):
             dirs = {loop.position(g.inputs[1]) for g in gathers}
             if (len(dirs) != 1 or None in dirs or seq_len != loop.trips
-                    or any(int(g.options.get("axis", 0) or 0) for g in gathers)):
+                    or any(int(g.builtin_options.get("axis", 0) or 0) for g in gathers)):
                 raise cx.fail(
                     f"the loop body reads carried value {i} at an index that is not the "
                     f"iteration number (forwards or backwards over all {seq_len} rows)"

@@ -95,7 +95,7 @@ class TflOperator:
     version: int
     inputs: list[int]  # tensor indices; -1 marks an absent optional input
     outputs: list[int]
-    options: dict[str, Any] = field(default_factory=dict)
+    builtin_options: dict[str, Any] = field(default_factory=dict)
     intermediates: list[int] = field(default_factory=list)
 
 

@@ -62,6 +62,13 @@ def round_half_away(a: np.ndarray) -> np.ndarray:
     return np.copysign(np.floor(np.abs(d) + 0.5), d)
 
 
+#: compile options this module reads (``edgec.api.known_options`` collects them)
+OPTIONS = {
+    "int8_rounding": "tflite | double: requantization rounding of int8 models (tflite: the "
+    "TFLite interpreter's reference kernels, bit-exact; double: TFLite Micro and CMSIS-NN)",
+}
+
+
 def rounding_of(g: Graph, fully_connected: bool = False) -> str:
     """The MultiplyByQuantizedMultiplier form ("single" or "double") of an op in this model
     (compile option ``int8_rounding``); ``fully_connected``: the op is QFullyConnected."""
