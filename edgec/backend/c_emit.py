@@ -29,8 +29,9 @@ _CTYPES = {
 }
 
 #: dtypes a run-time tensor may have, and its C element type in kernels and ports (booleans
-#: computed at run time are 0.0f / 1.0f floats)
-RUNTIME_CTYPES = {"float32": "float", "bool": "float", "int8": "int8_t"}
+#: computed at run time are 0.0f / 1.0f floats; int64 indices of ArgMax/TopK are floats holding
+#: the integer, see ops/select.py)
+RUNTIME_CTYPES = {"float32": "float", "bool": "float", "int8": "int8_t", "int64": "float"}
 
 
 def tensor_ctype(g: Graph, name: str) -> str:

@@ -45,6 +45,7 @@ def _ensure_handlers() -> None:
     import pkgutil
 
     import edgec.frontend.pytorch as package
+    import edgec.frontend.pytorch.nn_math  # noqa: F401  (math and selection handlers)
     import edgec.frontend.pytorch.nn_modules  # noqa: F401  (registers the standard handlers)
 
     for mod in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
@@ -194,8 +195,8 @@ def _finish(lw: TorchLowering, result: Value) -> Graph:
     state_outs = [done.get(t, t) for t in state_outs]
     g.outputs = outs + state_outs
     g.state_init = dict(lw.state_init)
-    for t in g.runtime_tensors():  # run-time masks (bool) live in float buffers
-        if g.tensor(t).dtype not in ("float32", "bool") and g.const(t) is None:
+    for t in g.runtime_tensors():  # masks (bool) and indices (int64) live in float buffers
+        if g.tensor(t).dtype not in ("float32", "bool", "int64") and g.const(t) is None:
             raise EdgecError(
                 f"{g.source}: tensor '{t}' is {g.tensor(t).dtype} at run time; "
                 f"edgec compiles float32 models"

@@ -394,8 +394,8 @@ def _identity_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict)
 @function_handler("float", "to", "type_as", "_to_copy")
 def _f_to_float(lw: TorchLowering, args: tuple, kwargs: dict) -> Any:
     x = args[0]
-    if isinstance(x, TensorRef) and lw.g.tensor(x).dtype == "bool":
-        return lw.add1("Cast", [x], {"to": 1})  # 0/1 mask → float
+    if isinstance(x, TensorRef) and lw.g.tensor(x).dtype in ("bool", "int64"):
+        return lw.add1("Cast", [x], {"to": 1})  # 0/1 mask or argmax/topk indices → float
     return x
 
 

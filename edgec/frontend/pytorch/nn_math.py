@@ -1,0 +1,83 @@
+"""Lowering rules for elementwise math and selection: ``sin``, ``cos``, ``atan``, ``erf``,
+``sign``, ``round``, ``argmax``/``argmin`` and ``topk`` (functions, tensor methods and ATen ops).
+
+Indices (argmax, topk) are int64 tensors as in torch; a later ``.float()`` turns them into
+float32 values (see :mod:`edgec.ops.select`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgec.frontend.pytorch.lowering import TensorRef, TorchLowering, function_handler
+
+_ELEMENTWISE = {
+    ("sin", "sin_"): "Sin",
+    ("cos", "cos_"): "Cos",
+    ("atan", "atan_", "arctan"): "Atan",
+    ("erf", "erf_", "special_erf"): "Erf",
+    ("sign", "sign_"): "Sign",
+}
+
+
+def _elementwise(op: str):
+    def h(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+        return lw.add1(op, [lw.as_tensor(args[0])])
+
+    return h
+
+
+for _names, _op in _ELEMENTWISE.items():
+    function_handler(*_names)(_elementwise(_op))
+
+
+def _arg(args: tuple, kwargs: dict, i: int, key: str, default: Any = None) -> Any:
+    return args[i] if len(args) > i else kwargs.get(key, default)
+
+
+@function_handler("round", "round_")
+def _f_round(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    """torch.round(x, decimals=d): halves to even on x * 10^d, scaled back (as torch does)."""
+    x = lw.as_tensor(args[0])
+    d = int(_arg(args, kwargs, 1, "decimals", 0))
+    if d == 0:
+        return lw.add1("Round", [x])
+    scale = lw.const(np.float32(10.0**d))
+    y = lw.add1("Round", [lw.add1("Mul", [x, scale])])
+    return lw.add1("Div", [y, scale])
+
+
+def _argmax(op: str):
+    def h(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+        x = args[0]
+        dim = _arg(args, kwargs, 1, "dim")
+        keep = bool(_arg(args, kwargs, 2, "keepdim", False))
+        shape = lw.shape(x)
+        if dim is None:  # the index into the flattened tensor
+            flat = lw.add1("Reshape", [x, lw.ints([int(np.prod(shape))])])
+            y = lw.add1(op, [flat], {"axis": 0, "keepdims": 0})
+            if keep:
+                y = lw.add1("Reshape", [y, lw.ints([1] * len(shape))])
+            return y
+        return lw.add1(op, [x], {"axis": int(dim), "keepdims": int(keep)})
+
+    return h
+
+
+function_handler("argmax")(_argmax("ArgMax"))
+function_handler("argmin")(_argmax("ArgMin"))
+
+
+@function_handler("topk")
+def _f_topk(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple[TensorRef, TensorRef]:
+    x = args[0]
+    k = int(_arg(args, kwargs, 1, "k"))
+    attrs = {
+        "axis": int(_arg(args, kwargs, 2, "dim", -1)),
+        "largest": int(bool(_arg(args, kwargs, 3, "largest", True))),
+        "sorted": int(bool(_arg(args, kwargs, 4, "sorted", True))),
+    }
+    values, indices = lw.add("TopK", [x, lw.ints([k])], attrs, 2)
+    return values, indices
