@@ -1,5 +1,6 @@
-"""Lowering rules for elementwise math and selection: ``sin``, ``cos``, ``atan``, ``erf``,
-``sign``, ``round``, ``argmax``/``argmin`` and ``topk`` (functions, tensor methods and ATen ops).
+"""Lowering rules for elementwise math, selection, layer normalisation and einsum: ``sin``,
+``cos``, ``atan``, ``erf``, ``sign``, ``round``, ``argmax``/``argmin``, ``topk``,
+``nn.LayerNorm``/``layer_norm`` and ``einsum`` (functions, tensor methods and ATen ops).
 
 Indices (argmax, topk) are int64 tensors as in torch; a later ``.float()`` turns them into
 float32 values (see :mod:`edgec.ops.select`).
@@ -11,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from edgec.frontend.pytorch.lowering import TensorRef, TorchLowering, function_handler
+from edgec.frontend.pytorch.lowering import (
+    TensorRef,
+    TorchLowering,
+    function_handler,
+    module_handler,
+)
+from edgec.ops.interpret import infer_node
 
 _ELEMENTWISE = {
     ("sin", "sin_"): "Sin",
@@ -81,3 +88,49 @@ def _f_topk(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple[TensorRef, Te
     }
     values, indices = lw.add("TopK", [x, lw.ints([k])], attrs, 2)
     return values, indices
+
+
+# --- layer normalisation -------------------------------------------------------------------------
+
+
+def layer_norm(lw: TorchLowering, x: TensorRef, normalized_shape: Any, weight: Any, bias: Any,
+               eps: float, base: str = "layer_norm") -> TensorRef:
+    """LayerNormalization over the last ``len(normalized_shape)`` dimensions."""
+    norm = [int(d) for d in (normalized_shape if isinstance(normalized_shape, (list, tuple))
+                             else [normalized_shape])]
+    rank = len(lw.shape(x))
+    if list(lw.shape(x)[rank - len(norm):]) != norm:
+        raise lw.unsupported(f"layer_norm over {norm} of a tensor of shape {list(lw.shape(x))}")
+    scale = (lw.const(np.ones(norm, np.float32), f"{base}_weight") if weight is None
+             else lw.as_tensor(weight))
+    ins = [x, scale] + ([] if bias is None else [lw.as_tensor(bias)])
+    attrs = {"axis": rank - len(norm), "epsilon": float(eps)}
+    return lw.add1("LayerNormalization", ins, attrs, base=base)
+
+
+@module_handler("torch.nn.modules.normalization.LayerNorm")
+def _layer_norm_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
+    def param(p: Any) -> Any:
+        return None if p is None else lw.const(p.detach().cpu().numpy().astype(np.float32),
+                                               f"{path}_param")
+
+    return layer_norm(lw, args[0], m.normalized_shape, param(m.weight), param(m.bias), m.eps,
+                      path)
+
+
+@function_handler("layer_norm")
+def _f_layer_norm(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    return layer_norm(lw, args[0], _arg(args, kwargs, 1, "normalized_shape"),
+                      _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+                      float(_arg(args, kwargs, 4, "eps", 1e-5)))
+
+
+@function_handler("native_layer_norm")
+def _aten_native_layer_norm(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple:
+    """aten.native_layer_norm(x, shape, weight, bias, eps) → (y, mean, rstd)."""
+    x, shape, weight, bias, eps = args[:5]
+    y = layer_norm(lw, x, shape, weight, bias, float(eps))
+    node = lw.g.nodes[-1]
+    node.outputs += [lw.fresh(f"{node.name}_mean"), lw.fresh(f"{node.name}_rstd")]
+    infer_node(lw.g, node)
+    return y, TensorRef(node.outputs[1]), TensorRef(node.outputs[2])
