@@ -14,6 +14,7 @@ from collections.abc import Callable
 from edgec.ir import Graph
 from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
+from edgec.passes.einsum import lower_einsum
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
 from edgec.passes.sparse import use_sparse_weights
@@ -24,6 +25,7 @@ from edgec.passes.views import simplify_views
 Pass = Callable[[Graph], Graph]
 
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
+    lower_einsum,
     fold_constants,
     remove_identities,
     optimize_transposes,
@@ -63,6 +65,7 @@ __all__ = [
     "fold_constants",
     "fuse_activations",
     "fuse_bias_adds",
+    "lower_einsum",
     "optimize",
     "optimize_transposes",
     "remove_identities",

@@ -134,3 +134,19 @@ def _aten_native_layer_norm(lw: TorchLowering, args: tuple, kwargs: dict) -> tup
     node.outputs += [lw.fresh(f"{node.name}_mean"), lw.fresh(f"{node.name}_rstd")]
     infer_node(lw.g, node)
     return y, TensorRef(node.outputs[1]), TensorRef(node.outputs[2])
+
+
+# --- einsum --------------------------------------------------------------------------------------
+
+
+@function_handler("einsum")
+def _f_einsum(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    """torch.einsum(eq, a, b, ...), torch.einsum(eq, [a, b]) and aten.einsum(eq, [a, b]): an
+    Einsum node, lowered to MatMul/Transpose/Reshape/ReduceSum by passes.lower_einsum."""
+    eq = args[0] if args else kwargs.get("equation")
+    ops = args[1:] if len(args) > 1 else (kwargs.get("tensors") or kwargs.get("operands") or ())
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = tuple(ops[0])
+    if not isinstance(eq, str):
+        raise lw.unsupported("einsum needs a constant equation string")
+    return lw.add1("Einsum", [lw.as_tensor(t) for t in ops], {"equation": eq})
