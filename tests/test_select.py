@@ -174,3 +174,26 @@ def test_torch_select(via: str, tmp_path: Path) -> None:
     for g_, e_ in zip(got, expected, strict=True):
         assert g_.shape == e_.shape
         np.testing.assert_array_equal(g_, e_.astype(np.float32))
+
+
+def test_integer_math_on_runtime_indices_is_refused() -> None:
+    nodes = [helper.make_node("ArgMax", ["x"], ["a"], axis=1),
+             helper.make_node("Div", ["a", "two"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+        [numpy_helper.from_array(np.array(2, np.int64), "two")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(EdgecError, match=r"int64 indices .*\(Cast them to float first\)") as err:
+        edgec.compile(model)
+    assert "\n" not in str(err.value)
+    # the same graph on constants folds with integer semantics
+    nodes[0] = helper.make_node("ArgMax", ["c"], ["a"], axis=1)
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+        [numpy_helper.from_array(np.array(2, np.int64), "two"),
+         numpy_helper.from_array(np.eye(3, 4, 3, dtype=np.float32), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    np.testing.assert_array_equal(edgec.compile(model).reference(x=np.zeros((3, 4), np.float32)),
+                                  [[1], [0], [0]])

@@ -9,6 +9,7 @@ import numpy as np
 from edgec.errors import EdgecError, UnsupportedOpError
 from edgec.ir import Graph, Node, Quant, Shape, Tensor
 from edgec.ops import Op, get_op
+from edgec.ops.select import INDEX_CONSUMERS
 from edgec.ops.unary import act_ref
 
 #: dtypes whose tensors carry a Quant (docs/int8.md)
@@ -71,6 +72,8 @@ def infer_node(g: Graph, node: Node) -> None:
         g.tensors[name] = Tensor(name, out_shape, dtype, data, quant)
     if not op.int8:
         _refuse_int8(g, node)
+    if node.op not in INDEX_CONSUMERS:
+        _refuse_index_math(g, node)
 
 
 def _out_quant(g: Graph, node: Node, op: Op, k: int, shape: Shape, dtype: str) -> Quant | None:
@@ -102,6 +105,18 @@ def _refuse_int8(g: Graph, node: Node) -> None:
         raise UnsupportedOpError(
             f"node '{node.name}' ({node.op}): int8 tensor '{ints[0]}' is not supported by this "
             f"op (it computes in float); ops on int8 tensors: {', '.join(capable)}"
+        )
+
+
+def _refuse_index_math(g: Graph, node: Node) -> None:
+    """Run-time int64 indices (ArgMax, TopK) live in float buffers: ops that would do integer
+    arithmetic on them in float (Div, Mod...) are refused (see ops/select.py)."""
+    idx = [t for t in node.inputs if t and g.const(t) is None and g.tensor(t).dtype == "int64"]
+    if idx:
+        raise UnsupportedOpError(
+            f"node '{node.name}' ({node.op}): reads the int64 indices '{idx[0]}' computed at run "
+            "time; they are held as float values, so only data movement, comparisons, Where, "
+            "Add/Sub/Mul/Neg/Abs/Min/Max and Cast may use them (Cast them to float first)"
         )
 
 

@@ -28,6 +28,15 @@ from edgec.ops.shape_ops import norm_axes, shape_error
 #: the largest extent along the axis whose indices a float32 holds exactly
 MAX_INDEX_EXTENT = 1 << 24
 
+#: ops that may read run-time int64 indices (float buffers holding integers) and give what
+#: integer arithmetic would: data movement, comparisons, exact small-integer arithmetic and
+#: Cast. Others (Div, Mod, Pow, ...) would compute in float, so shape inference refuses them.
+INDEX_CONSUMERS = frozenset({
+    "Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
+    "Slice", "Split", "Gather", "Expand", "Equal", "Greater", "Less", "GreaterOrEqual",
+    "LessOrEqual", "Where", "Add", "Sub", "Mul", "Neg", "Abs", "Min", "Max",
+})
+
 
 def _split(shape: Shape, axis: int) -> tuple[int, int, int]:
     """(outer, extent, inner) element counts around ``axis``."""
