@@ -122,3 +122,33 @@ def test_torch_gelu_modules() -> None:
         module = nn.GELU(approximate=approximate)
         got = edgec.compile(module, example_inputs=(x,)).run(x.numpy())
         np.testing.assert_allclose(got, module(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Pendulum(nn.Module):
+    """A dynamics-style model: sin/cos/atan/erf of features, round/sign (derivative 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        z = torch.cat([torch.sin(h) * torch.cos(h),
+                       torch.atan(h) + torch.erf(h) + torch.round(h) + torch.sign(h)], dim=1)
+        return self.b(z)
+
+
+def test_forward_mode_jacobian_vs_autograd() -> None:
+    """passes.jacobian (the MPC's model derivatives) knows the new elementwise ops."""
+    from edgec.api import compile_graph
+    from edgec.frontend.pytorch.importer import from_module
+    from edgec.passes.jacobian import add_jacobian
+
+    torch.manual_seed(0)
+    net, x = Pendulum().eval(), torch.randn(1, 4)
+    g = from_module(net, (x,))
+    y, jac = compile_graph(add_jacobian(g, g.inputs[0], None)).run(x.numpy())
+    want = torch.autograd.functional.jacobian(lambda v: net(v).reshape(-1), x).reshape(2, 4)
+    np.testing.assert_allclose(y, net(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jac, want.numpy(), rtol=1e-4, atol=1e-5)

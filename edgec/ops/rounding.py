@@ -12,7 +12,7 @@ import numpy as np
 
 from edgec.ops.base import register
 from edgec.ops.trig import TableOp
-from edgec.ops.unary import Unary
+from edgec.ops.unary import DERIV, UNARY, Unary
 
 
 def _round(x: np.ndarray, p: dict[str, float]) -> np.ndarray:
@@ -36,3 +36,9 @@ ROUNDING: dict[str, Unary] = {
 class SignRound(TableOp):
     types = tuple(ROUNDING)
     table = ROUNDING
+
+
+UNARY.update(ROUNDING)
+#: piecewise constant: derivative 0 (torch.autograd gives 0 too, also at the jumps)
+DERIV.update({op: Unary(lambda v, p: "0.0f", lambda x, p: np.zeros_like(x, np.float32))
+              for op in ROUNDING})
