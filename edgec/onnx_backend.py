@@ -52,8 +52,12 @@ PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
     "Slice": (1, 2, 3, 4),
     "Split": (1,),
     "Squeeze": (1,),
+    "TopK": (1,),
     "Unsqueeze": (1,),
 }
+
+#: ops whose int64 outputs (indices) the C computes, as exact float values: (op, output index)
+_INDEX_OUTPUTS = frozenset({("ArgMax", 0), ("ArgMin", 0), ("TopK", 1)})
 
 #: graph-level ops the ONNX importer turns into constants (not registered as kernels)
 _IMPORTER_OPS = frozenset({"Constant"})
@@ -97,9 +101,17 @@ class EdgecRep(BackendRep):
                 f"input '{vi.name}' has dtype {_dtype_name(elem)}; edgec's C functions take "
                 f"float32 inputs only"
             )
+        indices = {o for n in g.node for k, o in enumerate(n.output) if (n.op_type, k) in
+                   _INDEX_OUTPUTS}
+        #: graph outputs returned as int64 (the C gives their index values as floats)
+        self.int64_outputs = {vi.name for vi in g.output
+                              if vi.type.tensor_type.elem_type == TensorProto.INT64
+                              and vi.name in indices}
         for vi in g.output:
             elem = vi.type.tensor_type.elem_type
-            if elem not in (TensorProto.FLOAT, TensorProto.UNDEFINED):
+            if elem not in (TensorProto.FLOAT, TensorProto.UNDEFINED) and (
+                vi.name not in self.int64_outputs
+            ):
                 raise EdgecError(
                     f"output '{vi.name}' has dtype {_dtype_name(elem)}; edgec's C functions "
                     f"produce float32 outputs only"
@@ -162,7 +174,9 @@ class EdgecRep(BackendRep):
             if x.dtype != np.float32:
                 raise EdgecError(f"input '{name}' is {x.dtype}; edgec runs float32 inputs only")
             data.append(x)
-        return lib.run(*data)
+        outs = lib.run(*data)
+        return [np.rint(y).astype(np.int64) if name in self.int64_outputs else y
+                for y, name in zip(outs, cm.output_names, strict=True)]
 
 
 class EdgecBackend(Backend):

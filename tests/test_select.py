@@ -197,3 +197,23 @@ def test_integer_math_on_runtime_indices_is_refused() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     np.testing.assert_array_equal(edgec.compile(model).reference(x=np.zeros((3, 4), np.float32)),
                                   [[1], [0], [0]])
+
+
+def test_onnx_backend_returns_int64_indices() -> None:
+    """edgec.onnx_backend gives index outputs back as int64 (the C holds them as floats) and
+    binds TopK's k fed as a graph input."""
+    from edgec.onnx_backend import EdgecBackend
+
+    graph = helper.make_graph(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1)], "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 2]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], np.float32)
+    v, i = EdgecBackend.run_model(model, [x, np.array([2], np.int64)])
+    assert i.dtype == np.int64
+    np.testing.assert_array_equal(i, [[4, 2], [0, 2]])
+    np.testing.assert_array_equal(v, [[5, 4], [9, 6]])
