@@ -149,6 +149,8 @@ def test_indices_feed_float_math_and_strict_c(tmp_path: Path) -> None:
     got = strict_and_sanitized(m, tmp_path, [x])
     for g_, e_ in zip(got, ort_run(model, {"x": x}), strict=True):
         np.testing.assert_array_equal(g_, e_.astype(np.float32))
+    header = (tmp_path / f"{m.name}.h").read_text()
+    assert "out_i: [3, 7] (21 floats holding int64 indices exactly)" in header
 
 
 class Select(nn.Module):

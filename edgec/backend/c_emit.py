@@ -214,7 +214,7 @@ class Port:
     c: str  # C parameter name
     shape: tuple[int, ...]
     state: bool = False
-    dtype: str = "float32"  # float32 or int8
+    dtype: str = "float32"  # float32, int8, or int64 (indices held as exact float values)
     quant: Quant | None = None  # an int8 port's scale and zero point
 
     @property
@@ -542,6 +542,8 @@ def _inplace_state(g: Graph) -> tuple[set[str], set[int]]:
 
 def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
     t = g.tensor(tensor)
+    if t.dtype == "int64" and t.data is None:  # ArgMax/TopK indices: floats holding integers
+        return Port(tensor, c, t.shape, state, "int64")
     if t.dtype != "int8":  # float ports (booleans and constant integers are passed as floats)
         return Port(tensor, c, t.shape, state)
     if state:
