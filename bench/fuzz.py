@@ -535,11 +535,39 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 RECURRENT_OPS = ("GRU", "LSTM", "RNN")
 
 
+#: a finite parameter this large amplifies float32 rounding differences (1 ulp of an
+#: intermediate) beyond any tolerance: such mismatches are counted as ill-conditioned
+EXTREME = 1e20
+
+
+def extreme_parameters(model: onnx.ModelProto) -> bool:
+    """Whether a float attribute or initializer holds a finite value of magnitude >= EXTREME."""
+    for nd in model.graph.node:
+        for a in nd.attribute:
+            vals = [a.f] if a.type == onnx.AttributeProto.FLOAT else list(a.floats)
+            if any(np.isfinite(v) and abs(v) >= EXTREME for v in vals):
+                return True
+    for t in model.graph.initializer:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:
+            continue
+        if np.issubdtype(arr.dtype, np.floating):
+            fin = arr[np.isfinite(arr)]
+            if fin.size and float(np.abs(fin).max()) >= EXTREME:
+                return True
+    return False
+
+
 def classify(
-    ort_res: dict[str, Any], ec: dict[str, Any], nonfinite_recurrent: bool = False
+    ort_res: dict[str, Any],
+    ec: dict[str, Any],
+    nonfinite_recurrent: bool = False,
+    extreme: bool = False,
 ) -> tuple[str, str]:
     """(outcome, detail) of one mutant from onnxruntime's and edgec's results;
-    ``nonfinite_recurrent``: the feeds hold NaN/inf and the model has a recurrent op."""
+    ``nonfinite_recurrent``: the feeds hold NaN/inf and the model has a recurrent op;
+    ``extreme``: a parameter of magnitude >= EXTREME (see :func:`extreme_parameters`)."""
     if ec["status"] == "internal_error":
         return "internal_error", ec["why"]
     if ec["status"] == "refused":
@@ -562,6 +590,8 @@ def classify(
         if not _close(np.asarray(g), np.asarray(e)):
             if nonfinite_recurrent:
                 return "nonfinite_recurrent_difference", f"output {k}"
+            if extreme:
+                return "ill_conditioned_difference", f"output {k}"
             return "mismatch", f"output {k}: edgec {np.asarray(g).reshape(-1)[:6]} " \
                 f"onnxruntime {np.asarray(e).reshape(-1)[:6]}"
     if ort_res["status"] == "ok_unchecked":
@@ -579,14 +609,15 @@ def _worker(conn: Any, execute: str) -> None:
             model = onnx.load_from_string(data)
             feeds = _feeds(model, feed_seed)
             recurrent = any(nd.op_type in RECURRENT_OPS for nd in model.graph.node)
+            extreme = extreme_parameters(model)
         except Exception:
-            feeds, recurrent = None, False
+            feeds, recurrent, extreme = None, False, False
         nonfinite = feeds is not None and not all(np.isfinite(v).all() for v in feeds.values())
         conn.send(("phase", "onnxruntime"))
         ort_res = _ort(data, feeds)
         conn.send(("phase", "edgec"))
         ec = _edgec(data, feeds, execute)
-        conn.send(("done", classify(ort_res, ec, nonfinite and recurrent)))
+        conn.send(("done", classify(ort_res, ec, nonfinite and recurrent, extreme)))
 
 
 @dataclass

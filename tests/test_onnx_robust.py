@@ -201,3 +201,10 @@ def test_fuzz_bounded() -> None:
     assert res.bad_count == 0, [(m.index, m.what, o, d) for m, o, d in res.bad][:5]
     # the mutants exercise both outcomes: refusals and compiled models checked against ORT
     assert res.counts["refused"] > 20 and res.counts["match"] > 20, summary
+
+
+def test_fuzz_bounded_host_c() -> None:
+    """Fewer mutants, but each compiled one runs as C on the host (gcc, cached by content)."""
+    res = fuzz.fuzz(100, seed=2, execute="host", timeout=120)
+    assert res.bad_count == 0, [(m.index, m.what, o, d) for m, o, d in res.bad][:5]
+    assert res.counts["match"] > 5, res.summary()

@@ -102,6 +102,17 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         raise EdgecError(f"{path}: cannot read its external data: {_first_line(exc)}") from None
 
 
+def _tensor_array(t: onnx.TensorProto, what: str) -> np.ndarray:
+    """A TensorProto's values; a corrupt one (data size not matching its dims, an unknown data
+    type) is a one-line error."""
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:
+        raise EdgecError(
+            f"{what} is corrupt or of an unsupported type: {_first_line(exc)}"
+        ) from None
+
+
 def _attr_value(a: onnx.AttributeProto) -> Any:
     if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         return None  # control flow: rejected by the op check
@@ -109,7 +120,7 @@ def _attr_value(a: onnx.AttributeProto) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8")
     if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
+        return _tensor_array(v, f"attribute '{a.name}'")
     if isinstance(v, list):
         return [x.decode("utf-8") if isinstance(x, bytes) else x for x in v]
     return v
@@ -167,7 +178,7 @@ def from_model_proto(
     )
 
     for init in og.initializer:
-        arr = numpy_helper.to_array(init)
+        arr = _tensor_array(init, f"{source}: initializer '{init.name}'")
         g.tensors[init.name] = Tensor(
             init.name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
         )
@@ -230,7 +241,10 @@ def from_model_proto(
         used_names.add(node_name)
         check_node(n, opset, source, node_name)
         if n.op_type == "Constant":
-            arr = _constant_value(n)
+            try:
+                arr = _constant_value(n)
+            except EdgecError as exc:
+                raise type(exc)(f"{source}: node '{node_name}' (Constant): {exc}") from None
             g.tensors[n.output[0]] = Tensor(
                 n.output[0], tuple(int(d) for d in arr.shape), str(arr.dtype), arr
             )
@@ -240,7 +254,10 @@ def from_model_proto(
                 f"{source}: node '{node_name}': op {n.op_type} (opset {opset}) is not supported; "
                 f"{ops_hint('onnx')}"
             )
-        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        try:
+            attrs = {a.name: _attr_value(a) for a in n.attribute}
+        except EdgecError as exc:
+            raise type(exc)(f"{source}: node '{node_name}' ({n.op_type}): {exc}") from None
         if any(v is None for v in attrs.values()):
             raise UnsupportedOpError(
                 f"{source}: node '{node_name}': op {n.op_type} with subgraphs (control flow) is "

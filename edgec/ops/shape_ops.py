@@ -60,6 +60,8 @@ def ints_from(node: Node, g: Graph, idx: int, attr: str, what: str) -> list[int]
     """An int list given as input ``idx`` (newer opsets) or as attribute ``attr`` (older ones)."""
     val = const_input(node, g, idx, what)
     if val is not None:
+        if np.ndim(val) > 1:
+            raise shape_error(node, f"{what} must be a 1-D tensor, got shape {np.shape(val)}")
         return int_list(val)
     if attr in node.attrs:
         return int_list(node.attrs[attr])
