@@ -18,6 +18,13 @@ from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
+#: int attributes that are flags: 0 or 1 (onnxruntime reads some as "== 1", others as "!= 0")
+_FLAGS = {
+    "keepdims", "transA", "transB", "ceil_mode", "count_include_pad", "noop_with_empty_axes",
+    "linear_before_reset", "input_forget", "training_mode", "select_last_index", "exclusive",
+    "reverse", "layout", "spatial", "fmod", "allowzero", "is_test",
+}
+
 #: float attributes where +-infinity is meaningful (opset 6 Clip bounds); NaN never is
 _INF_ALLOWED = {("Clip", "min"), ("Clip", "max")}
 
@@ -168,6 +175,8 @@ def _check_attributes(node: onnx.NodeProto, schema: defs.OpSchema, where: str) -
                 f"{where}: attribute '{a.name}' has type {_attr_type_name(a.type)}; the schema "
                 f"wants {_attr_type_name(want)}"
             )
+        if a.name in _FLAGS and a.type == onnx.AttributeProto.INT and a.i not in (0, 1):
+            raise EdgecError(f"{where}: attribute '{a.name}' is {a.i}; it must be 0 or 1")
         floats = [a.f] if a.type == onnx.AttributeProto.FLOAT else list(a.floats)
         for v in floats:
             if math.isnan(v) or (math.isinf(v) and (node.op_type, a.name) not in _INF_ALLOWED):

@@ -49,10 +49,14 @@ def _pool_axes(node: Node, g: Graph) -> list[Axis]:
     dilations = spatial_list(node, "dilations", n, 1)
     if node.op == "AveragePool" and g.opset < 19 and any(d != 1 for d in dilations):
         raise unsupported(node, f"AveragePool dilations need opset 19 (model opset {g.opset})")
+    pads = spatial_list(node, "pads", 2 * n, 0)
+    kernel = int_list(ks)
+    if any(p >= kernel[i % n] for i, p in enumerate(pads)):
+        raise unsupported(node, f"pads {pads} must each be smaller than the kernel {kernel}")
     return window_axes(
         node,
         tuple(int(d) for d in x_shape[2:]),
-        int_list(ks),
+        kernel,
         pool=True,
         ceil_mode=bool(node.attr("ceil_mode", 0)),
         dilations=dilations,
