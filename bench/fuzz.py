@@ -470,10 +470,12 @@ def _ort(data: bytes, feeds: dict[str, np.ndarray] | None) -> dict[str, Any]:
     try:
         model = onnx.load_from_string(data)
         _toposort(model)  # node order is no validity question: edgec and onnxruntime sort
-        del model.graph.value_info[:]  # declared shapes are hints to both (see check_types)
+        onnx.checker.check_model(model)
+        # declared shapes of outputs and values are hints to both (see onnx_checks.check_types)
+        del model.graph.value_info[:]
         for vo in model.graph.output:
             vo.type.tensor_type.ClearField("shape")
-        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
         checked = True
     except Exception as exc:
         checked = False
