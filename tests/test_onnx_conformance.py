@@ -558,6 +558,7 @@ def write_doc(results: dict[str, str]) -> None:
         "function; expected outputs are never read by the backend. "
         f"{len(bound)} passing tests rely on such binding.",
         "",
+        *_kept_sections(),
         "## Per op",
         "",
         "| op / collection | passing | excluded | failing |",
@@ -577,6 +578,20 @@ def write_doc(results: dict[str, str]) -> None:
         lines.append(f"| `{name}` | {sel.get(name, '?')} | {EXCLUDED[name]} |")
     lines.append("")
     DOC.write_text("\n".join(lines))
+
+
+#: hand-written sections of docs/conformance.md that --write-doc keeps as they are
+KEPT_SECTIONS = ("## Invalid models, NaN and infinity",)
+
+
+def _kept_sections() -> list[str]:
+    text = DOC.read_text() if DOC.is_file() else ""
+    out: list[str] = []
+    for head in KEPT_SECTIONS:
+        m = re.search(rf"^{re.escape(head)}\n.*?(?=^## )", text, flags=re.M | re.S)
+        if m:
+            out += m.group(0).rstrip("\n").split("\n") + [""]
+    return out
 
 
 def _report(results: dict[str, str]) -> int:

@@ -18,6 +18,12 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from edgec.errors import EdgecError, ShapeError, UnsupportedOpError, ops_hint
+from edgec.frontend.onnx_checks import (
+    check_names,
+    check_node,
+    check_opsets,
+    check_types,
+)
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY
 from edgec.ops.interpret import infer_shapes
@@ -96,6 +102,17 @@ def _load_external(model: onnx.ModelProto, path: Path) -> None:
         raise EdgecError(f"{path}: cannot read its external data: {_first_line(exc)}") from None
 
 
+def _tensor_array(t: onnx.TensorProto, what: str) -> np.ndarray:
+    """A TensorProto's values; a corrupt one (data size not matching its dims, an unknown data
+    type) is a one-line error."""
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:
+        raise EdgecError(
+            f"{what} is corrupt or of an unsupported type: {_first_line(exc)}"
+        ) from None
+
+
 def _attr_value(a: onnx.AttributeProto) -> Any:
     if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         return None  # control flow: rejected by the op check
@@ -103,7 +120,7 @@ def _attr_value(a: onnx.AttributeProto) -> Any:
     if isinstance(v, bytes):
         return v.decode("utf-8")
     if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
+        return _tensor_array(v, f"attribute '{a.name}'")
     if isinstance(v, list):
         return [x.decode("utf-8") if isinstance(x, bytes) else x for x in v]
     return v
@@ -151,9 +168,8 @@ def from_model_proto(
             raise EdgecError(
                 f"{source}: cannot inline ONNX local functions: {_first_line(exc)}"
             ) from None
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset == 0:
-        raise EdgecError(f"{source}: the model imports no default-domain ONNX opset")
+    check_names(model, source)
+    opset = check_opsets(model, source)
     og = model.graph
     g = Graph(
         name=name or _c_ident(Path(source).stem or og.name or "model"),
@@ -162,7 +178,7 @@ def from_model_proto(
     )
 
     for init in og.initializer:
-        arr = numpy_helper.to_array(init)
+        arr = _tensor_array(init, f"{source}: initializer '{init.name}'")
         g.tensors[init.name] = Tensor(
             init.name, tuple(int(d) for d in arr.shape), str(arr.dtype), arr
         )
@@ -219,22 +235,29 @@ def from_model_proto(
                 f"{source}: node '{n.name or idx}': op {n.domain}::{n.op_type} is not supported "
                 f"(custom domain); {ops_hint('onnx')}"
             )
-        if n.op_type == "Constant":
-            arr = _constant_value(n)
-            g.tensors[n.output[0]] = Tensor(
-                n.output[0], tuple(int(d) for d in arr.shape), str(arr.dtype), arr
-            )
-            continue
         node_name = n.name or f"{n.op_type}_{idx}"
         if node_name in used_names:
             node_name = f"{node_name}_{idx}"
         used_names.add(node_name)
+        check_node(n, opset, source, node_name)
+        if n.op_type == "Constant":
+            try:
+                arr = _constant_value(n)
+            except EdgecError as exc:
+                raise type(exc)(f"{source}: node '{node_name}' (Constant): {exc}") from None
+            g.tensors[n.output[0]] = Tensor(
+                n.output[0], tuple(int(d) for d in arr.shape), str(arr.dtype), arr
+            )
+            continue
         if n.op_type not in REGISTRY or not onnx.defs.has(n.op_type):
             raise UnsupportedOpError(
                 f"{source}: node '{node_name}': op {n.op_type} (opset {opset}) is not supported; "
                 f"{ops_hint('onnx')}"
             )
-        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        try:
+            attrs = {a.name: _attr_value(a) for a in n.attribute}
+        except EdgecError as exc:
+            raise type(exc)(f"{source}: node '{node_name}' ({n.op_type}): {exc}") from None
         if any(v is None for v in attrs.values()):
             raise UnsupportedOpError(
                 f"{source}: node '{node_name}': op {n.op_type} with subgraphs (control flow) is "
@@ -242,6 +265,14 @@ def from_model_proto(
             )
         g.nodes.append(Node(n.op_type, node_name, list(n.input), list(n.output), attrs))
 
+    for vo in og.output:
+        elem = vo.type.tensor_type.elem_type
+        if elem != onnx.TensorProto.FLOAT:
+            names = onnx.TensorProto.DataType.values()
+            tname = onnx.TensorProto.DataType.Name(elem) if elem in names else "no type"
+            raise EdgecError(
+                f"{source}: output '{vo.name}' is declared {tname}; edgec's outputs are float32"
+            )
     g.outputs = [o.name for o in og.output]
     try:
         g.toposort()
@@ -251,6 +282,7 @@ def from_model_proto(
         infer_shapes(g)
     except EdgecError as exc:
         raise type(exc)(f"{source}: {exc}") from None
+    check_types(model, source)
     for o in g.outputs:
         if o not in g.tensors:
             raise EdgecError(f"{source}: graph output '{o}' is not produced by any node")

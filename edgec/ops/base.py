@@ -182,6 +182,22 @@ def c_float(v: float) -> str:
     return s + "f"
 
 
+def require_finite(node: Node, g: Graph, indices: Sequence[int], what: str = "weights") -> None:
+    """Refuse constant parameter inputs (weights, bias, statistics) holding NaN or infinity: the
+    result would depend on the order in which edgec folds and fuses them (a broken model)."""
+    for i in indices:
+        if i >= len(node.inputs) or not node.inputs[i]:
+            continue
+        c = g.const(node.inputs[i])
+        if c is None or not np.issubdtype(np.asarray(c).dtype, np.floating):
+            continue
+        bad = int(np.size(c) - np.count_nonzero(np.isfinite(c)))
+        if bad:
+            raise unsupported(
+                node, f"{what} '{node.inputs[i]}' hold {bad} NaN or infinite value(s)"
+            )
+
+
 def float_attr(node: Node, key: str, default: float) -> float:
     return float(node.attrs.get(key, default))
 

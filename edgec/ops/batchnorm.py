@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, prod, register, unsupported
+from edgec.ops.base import EmitContext, Op, prod, register, require_finite, unsupported
 from edgec.ops.conv import c_for, lin
 
 
@@ -25,8 +25,23 @@ def _check(node: Node, g: Graph) -> None:
         raise unsupported(node, "only the Y output is supported (running statistics are training)")
     if len(node.inputs) < 5:
         raise unsupported(node, "needs the 5 inputs X, scale, B, input_mean, input_var")
-    if len(g.shape(node.inputs[0])) < 2:
-        raise unsupported(node, f"input must have rank >= 2, got {g.shape(node.inputs[0])}")
+    x_shape = g.shape(node.inputs[0])
+    require_finite(node, g, (1, 2, 3, 4), "statistics")
+    if len(x_shape) < 2:
+        raise unsupported(node, f"input must have rank >= 2, got {x_shape}")
+    want = x_shape[1] if _per_channel(node, g) else prod(x_shape[1:])
+    for what, name in zip(("scale", "B", "mean", "var"), node.inputs[1:5], strict=True):
+        size = prod(g.shape(name))
+        if size != want:
+            raise unsupported(
+                node, f"{what} has {size} values; input {x_shape} needs {want} (one per channel)"
+            )
+    eps = float(node.attr("epsilon", 1e-5))
+    if not np.isfinite(eps):
+        raise unsupported(node, f"epsilon is {eps}; it must be finite")
+    var = g.const(node.inputs[4])
+    if var is not None and np.any(np.asarray(var, np.float64) + eps <= 0):
+        raise unsupported(node, "var + epsilon must be positive (a variance of a channel is not)")
 
 
 def _per_channel(node: Node, g: Graph) -> bool:

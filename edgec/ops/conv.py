@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, int_list, prod, register, unsupported
+from edgec.ops.base import EmitContext, Op, int_list, prod, register, require_finite, unsupported
 from edgec.ops.gemm import DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -358,6 +358,7 @@ def conv_geom(node: Node, g: Graph) -> ConvGeom:
         raise unsupported(
             node, f"Conv supports 1-D and 2-D inputs (rank 3 or 4); got {x_shape} and {w_shape}"
         )
+    require_finite(node, g, (1, 2))
     group = int(node.attr("group", 1))
     n, c_in = int(x_shape[0]), int(x_shape[1])
     c_out, icg = int(w_shape[0]), int(w_shape[1])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, int_list, register, unsupported
+from edgec.ops.base import EmitContext, Op, int_list, register, require_finite, unsupported
 from edgec.ops.conv import (
     Axis,
     ConvGeom,
@@ -129,6 +129,7 @@ def _axes(node: Node, g: Graph) -> tuple[list[TransposedAxis], int, int, int]:
 
 
 def _geom(node: Node, g: Graph) -> tuple[ConvGeom, TransposedAxis, TransposedAxis]:
+    require_finite(node, g, (1, 2))
     axes, c_in, c_out, group = _axes(node, g)
     th, tw = (TransposedAxis(1, 1, 1, 1, 1, 0), axes[0]) if len(axes) == 1 else axes
     n = int(g.shape(node.inputs[0])[0])

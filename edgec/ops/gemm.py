@@ -18,6 +18,7 @@ from edgec.ops.base import (
     c_float,
     prod,
     register,
+    require_finite,
     unsupported,
 )
 from edgec.ops.loops import broadcast_loop
@@ -138,10 +139,24 @@ def dense_layer(
 def _gemm_parts(node: Node, g: Graph) -> tuple[int, int, int, bool, bool]:
     a_shape, b_shape = g.shape(node.inputs[0]), g.shape(node.inputs[1])
     ta, tb = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
+    require_finite(node, g, (1, 2))
     if len(a_shape) != 2 or len(b_shape) != 2:
         raise unsupported(node, f"Gemm needs 2-D inputs, got {a_shape} and {b_shape}")
     m, k = (a_shape[1], a_shape[0]) if ta else a_shape
     n = b_shape[0] if tb else b_shape[1]
+    k_b = b_shape[1] if tb else b_shape[0]
+    if k != k_b:
+        raise unsupported(
+            node, f"Gemm inner dimensions differ: A {a_shape} (transA={int(ta)}) and B {b_shape} "
+            f"(transB={int(tb)})"
+        )
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c_shape = g.shape(node.inputs[2])
+        c = (1,) * (2 - len(c_shape)) + tuple(c_shape)
+        if len(c_shape) > 2 or c[0] not in (1, m) or c[1] not in (1, n):
+            raise unsupported(
+                node, f"bias C of shape {c_shape} does not broadcast to the output ({m}, {n})"
+            )
     return int(m), int(k), int(n), ta, tb
 
 
@@ -247,6 +262,7 @@ class MatMul(Op):
 
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         a, b = g.shape(node.inputs[0]), g.shape(node.inputs[1])
+        require_finite(node, g, (1,))
         if a[-1] != (b[0] if len(b) == 1 else b[-2]):
             raise unsupported(node, f"MatMul shapes {a} and {b} do not match")
         return [(_matmul_shapes(a, b)[2], "float32")]

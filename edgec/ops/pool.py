@@ -49,10 +49,14 @@ def _pool_axes(node: Node, g: Graph) -> list[Axis]:
     dilations = spatial_list(node, "dilations", n, 1)
     if node.op == "AveragePool" and g.opset < 19 and any(d != 1 for d in dilations):
         raise unsupported(node, f"AveragePool dilations need opset 19 (model opset {g.opset})")
+    pads = spatial_list(node, "pads", 2 * n, 0)
+    kernel = int_list(ks)
+    if any(p >= kernel[i % n] for i, p in enumerate(pads)):
+        raise unsupported(node, f"pads {pads} must each be smaller than the kernel {kernel}")
     return window_axes(
         node,
         tuple(int(d) for d in x_shape[2:]),
-        int_list(ks),
+        kernel,
         pool=True,
         ceil_mode=bool(node.attr("ceil_mode", 0)),
         dilations=dilations,
@@ -85,6 +89,7 @@ class Pool(Op):
         x4 = x.reshape(nb, ch, h.size_in, w.size_in)
         win, mask = gather_windows(x4.astype(np.float64), h, w)  # [N, C, OH, KH, OW, KW]
         if node.op == "MaxPool":
+            # a NaN tap propagates (as numpy, torch); see docs/conformance.md for onnxruntime
             y = np.where(mask, win, -np.inf).max(axis=(3, 5))
             y = np.where(np.isneginf(y), LOWEST, y)
         else:
@@ -128,7 +133,7 @@ class Pool(Op):
             return (
                 f"float m = {c_float(LOWEST)};\n"
                 f"const int iws = {wp.start()};\n"
-                + self._taps(hp.axis, w, hp, wp, "m = v > m ? v : m;\n")
+                + self._taps(hp.axis, w, hp, wp, "m = (v > m || v != v) ? v : m;\n")
                 + f"yc[{lin((w.size_out, hp.o), (1, wp.o))}] = {ctx.act('m')};\n"
             )
 
@@ -206,7 +211,8 @@ class GlobalPool(Op):
         x_shape = ctx.g.shape(node.inputs[0])
         size = prod(x_shape[2:])
         if node.op == "GlobalMaxPool":
-            init, update, result = "xc[0]", "r = xc[i] > r ? xc[i] : r;", "r"
+            # a NaN propagates: once r is NaN both compares are false
+            init, update, result = "xc[0]", "r = (xc[i] > r || xc[i] != xc[i]) ? xc[i] : r;", "r"
             first = 1
         else:
             init, update, result = "0.0f", "r += xc[i];", f"r * {c_float(1.0 / size)}"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, c_float, register, unsupported
+from edgec.ops.base import EmitContext, Op, c_float, register, require_finite, unsupported
 from edgec.ops.gemm import DOT4_HELPER
 from edgec.ops.unary import act_c, act_ref
 
@@ -170,6 +170,7 @@ def rnn_spec(node: Node, g: Graph) -> RnnSpec:
     if tuple(w_shape) != want_w or tuple(r_shape) != want_r:
         raise unsupported(node, f"W {w_shape} / R {r_shape} do not match X {x_shape}: expected "
                                 f"W {want_w} and R {want_r}")
+    require_finite(node, g, (1, 2, 3, 7))
     if int(node.attr("hidden_size", hidden)) != hidden:
         raise unsupported(node, f"hidden_size={node.attr('hidden_size')} but R says {hidden}")
     checks = [(3, "B", (n_dirs, 2 * n_gates * hidden))]

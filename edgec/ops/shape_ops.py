@@ -60,6 +60,8 @@ def ints_from(node: Node, g: Graph, idx: int, attr: str, what: str) -> list[int]
     """An int list given as input ``idx`` (newer opsets) or as attribute ``attr`` (older ones)."""
     val = const_input(node, g, idx, what)
     if val is not None:
+        if np.ndim(val) > 1:
+            raise shape_error(node, f"{what} must be a 1-D tensor, got shape {np.shape(val)}")
         return int_list(val)
     if attr in node.attrs:
         return int_list(node.attrs[attr])
@@ -224,7 +226,7 @@ class Squeeze(ViewOp):
 
     def out_shape(self, node: Node, g: Graph, in_shape: Shape) -> Shape:
         axes = ints_from(node, g, 1, "axes", "axes")
-        if axes is None:
+        if not axes:  # absent or empty: every dimension of size 1 (as onnxruntime)
             return tuple(d for d in in_shape if d != 1)
         drop = norm_axes(node, axes, len(in_shape))
         for a in drop:
@@ -972,15 +974,17 @@ class MinMax(Op):
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         used = [i for i, name in enumerate(node.inputs) if name]
-        fn = "fminf" if node.op == "Min" else "fmaxf"
+        # compares instead of fminf/fmaxf, which drop a NaN: onnxruntime's Min/Max return NaN
+        # when any input is NaN (a NaN r stays: both comparisons with it are false)
+        cmp = "<" if node.op == "Min" else ">"
         ptrs = [ctx.inp(i) for i in used]
         y = ctx.out(0)
 
         def body(ix: list[str], iy: str) -> str:
-            expr = f"{ptrs[0]}[{ix[0]}]"
+            lines = [f"float r = {ptrs[0]}[{ix[0]}];"]
             for p, i in zip(ptrs[1:], ix[1:], strict=True):
-                expr = f"{fn}({expr}, {p}[{i}])"
-            return f"{y}[{iy}] = {expr};\n"
+                lines.append(f"{{ const float v = {p}[{i}]; r = (v {cmp} r || v != v) ? v : r; }}")
+            return "\n".join(lines) + f"\n{y}[{iy}] = r;\n"
 
         return broadcast_loop(g.shape(node.outputs[0]), [g.shape(node.inputs[i]) for i in used],
                               body)

@@ -51,7 +51,8 @@ def _elu(x: np.ndarray, a: float) -> np.ndarray:
 
 
 UNARY: dict[str, Unary] = {
-    "Relu": Unary(lambda v, p: f"({v} > 0.0f ? {v} : 0.0f)", lambda x, p: np.maximum(x, 0)),
+    # written so that NaN propagates (as onnxruntime): NaN < 0 is false
+    "Relu": Unary(lambda v, p: f"({v} < 0.0f ? 0.0f : {v})", lambda x, p: np.maximum(x, 0)),
     "LeakyRelu": Unary(
         lambda v, p: f"({v} >= 0.0f ? {v} : {_f(p['alpha'])} * {v})",
         lambda x, p: np.where(x >= 0, x, np.float32(p["alpha"]) * x),
@@ -131,7 +132,7 @@ UNARY["Mish"] = Unary(
 )
 UNARY["Celu"] = Unary(
     lambda v, p: (
-        f"(fmaxf({v}, 0.0f) + fminf(0.0f, {_f(p['alpha'])} * "
+        f"(({v} < 0.0f ? 0.0f : {v}) + ({v} > 0.0f ? 0.0f : {_f(p['alpha'])} * "
         f"(expf({v} / {_f(p['alpha'])}) - 1.0f)))"
     ),
     lambda x, p: (
@@ -194,7 +195,11 @@ def unary_params(node: Node, g: Graph) -> Params:
                 c = g.const(node.inputs[idx])
                 if c is None:
                     raise unsupported(node, f"Clip {key} must be a constant")
+                if np.asarray(c).size != 1:
+                    raise unsupported(node, f"Clip {key} must be a scalar, got shape {c.shape}")
                 p[key] = float(np.asarray(c).reshape(-1)[0])
+                if np.isnan(p[key]):
+                    raise unsupported(node, f"Clip {key} is NaN")
     if node.op == "Pow":
         c = g.const(node.inputs[1]) if len(node.inputs) > 1 else None
         if c is None or np.asarray(c).size != 1:
