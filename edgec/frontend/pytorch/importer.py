@@ -71,6 +71,11 @@ class _LeafTracer:  # created lazily so importing edgec does not import torch
         class Tracer(torch.fx.Tracer):
             proxy_buffer_attributes = True  # buffer reads stay in the graph (state, masks)
 
+            def getattr(self, attr: str, attr_val: Any, cache: dict) -> Any:
+                # a parameter's shape is static (range(self.A.shape[0]) stays Python)
+                self.param_shapes_constant = isinstance(attr_val, torch.nn.Parameter)
+                return super().getattr(attr, attr_val, cache)
+
             def is_leaf_module(self, m: Any, qualified_name: str) -> bool:
                 if find_module_handler(m) is not None:
                     return True
@@ -295,8 +300,11 @@ def _lower_fx(
                 target = alias[first]
                 kw = {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
                 new = _state_value(lw, name, current[target], consts.to_refs(tuple(args)), kw)
-                current[target] = env[node] = new
                 alias[node] = target
+                current[target] = new
+                for n in alias:  # every read of the buffer now sees the new value
+                    if alias[n] == target:
+                        env[n] = new
                 continue
             if node.target is operator.getitem and not isinstance(args[0], TensorRef) and not (
                 isinstance(args[0], torch.Tensor)
@@ -460,8 +468,8 @@ def from_module(
     except Exception as exc:
         raise EdgecError(
             f"{cls}: torch.fx cannot trace this module ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); export it with "
-            f"torch.export and compile the .pt2, or to ONNX"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}{_user_line(exc)}); export it "
+            f"with torch.export and compile the .pt2, or to ONNX"
         ) from None
     state = find_state(gm, snap)
     ph = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -481,6 +489,27 @@ def from_module(
         except _StateShape as grow:
             state.shapes[grow.target] = grow.shape
     raise EdgecError(f"{cls}: cannot settle the shapes of the state buffers")  # pragma: no cover
+
+
+def _user_line(exc: BaseException) -> str:
+    """`` at file:line `code` ``: the last line of the model's own code the error went
+    through (not torch's)."""
+    import linecache
+    import os
+
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if not fname.startswith(torch_dir) and not fname.startswith(os.path.dirname(__file__)):
+            code = linecache.getline(fname, tb.tb_lineno).strip()
+            if code:
+                found = f" at {os.path.basename(fname)}:{tb.tb_lineno} `{code}`"
+        tb = tb.tb_next
+    return found
 
 
 def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
