@@ -257,3 +257,41 @@ def test_a_weight_that_is_not_a_kron_sum_stays_dense() -> None:
     with torch.no_grad():
         np.testing.assert_allclose(np.asarray(cm.run(x.numpy())), m(x).numpy(), rtol=1e-5,
                                    atol=1e-5)
+
+
+# --- what cannot be lowered says where, and where else to go ----------------------------------
+
+
+class Bessel(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.bessel_j0(x)
+
+
+class Shrink(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardshrink(x, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("inner", "words"),
+    [
+        (Bessel, ["module 'block.1' (Bessel)", "'special_bessel_j0'",
+                  "torch.export and ONNX routes do not lower it either"]),
+        (Shrink, ["module 'block.1' (Shrink)", "'hardshrink'", "the ONNX route lowers it",
+                  "torch.onnx.export"]),
+        (lambda: nn.PixelShuffle(1), ["module 'block.1' (PixelShuffle)", "not supported"]),
+    ],
+)
+def test_unlowerable_module_names_path_op_and_route(inner: type, words: list) -> None:
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Sequential(nn.Linear(3, 4), inner())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(x)
+
+    with pytest.raises(EdgecError) as err:
+        edgec.compile(Outer(), example_inputs=torch.randn(1, 3))
+    msg = str(err.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg

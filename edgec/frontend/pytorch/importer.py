@@ -11,7 +11,9 @@ handler modules (``nn_modules`` and every ``lib_*``), which are imported on firs
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
@@ -203,6 +205,15 @@ class _RunTime(Exception):
     """An argument known only at run time."""
 
 
+def _module_of(node: Any) -> str:
+    """``module 'block.1' (Inner): `` for a node traced inside a submodule's forward."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, cls = list(stack.values())[-1]
+    return f"module '{path}' ({getattr(cls, '__name__', cls)}): "
+
+
 def _call(node: Any) -> Any:
     if node.op == "call_method":
         return lambda obj, *a, **k: getattr(obj, node.target)(*a, **k)
@@ -319,7 +330,8 @@ def _lower_fx(
             h = FUNCTIONS.get(name)
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: torch op '{name}' is not supported; {ops_hint('torch')}"
+                    f"{lw.g.source}: {_module_of(node)}torch op '{name}' (node '{node.name}') "
+                    f"is not supported; {ops_hint('torch')}"
                 )
             env[node] = h(lw, consts.to_refs(tuple(args)), consts.to_refs(kwargs))
         elif node.op == "output":
@@ -488,7 +500,79 @@ def from_module(
             return _finish(lw, result)
         except _StateShape as grow:
             state.shapes[grow.target] = grow.shape
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"{exc}{_other_route(module, examples)}") from None
     raise EdgecError(f"{cls}: cannot settle the shapes of the state buffers")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _quiet_output() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 (C++ code writes there, past sys.stdout/stderr)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, old in ((1, saved[0]), (2, saved[1])):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+def _other_route(module: Any, examples: list[Any]) -> str:
+    """Where a module the traced route cannot lower can go instead, tried here: its
+    ``torch.export`` program (as exported, then decomposed to core ATen), then ONNX."""
+    import copy
+    import io
+    import logging
+    import warnings
+
+    torch = _torch()
+    saved = copy.deepcopy(module.state_dict(keep_vars=False))
+    log = logging.getLogger("torch")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ep = torch.export.export(module, tuple(examples))
+            except Exception:
+                ep = None
+            if ep is not None:
+                for how, prog in (
+                    ("torch.export.export(model, example_inputs)", lambda: ep),
+                    ("torch.export.export(model, example_inputs).run_decompositions()",
+                     ep.run_decompositions),
+                ):
+                    try:
+                        from_exported_program(prog())
+                    except Exception:
+                        continue
+                    return (f"; the torch.export route lowers it: edgec.compile({how}) (or "
+                            f"torch.export.save it and compile the .pt2)")
+            try:
+                import onnx
+
+                from edgec.frontend.onnx_import import from_model_proto
+
+                buf = io.BytesIO()
+                with _quiet_output():  # the exporter prints its IR on failure
+                    torch.onnx.export(module, tuple(examples), buf, dynamo=False)
+                from_model_proto(onnx.load_from_string(buf.getvalue()))
+            except Exception:
+                return "; the torch.export and ONNX routes do not lower it either"
+            return ("; the ONNX route lowers it: torch.onnx.export(model, example_inputs, "
+                    "'model.onnx', dynamo=False), then compile model.onnx")
+    finally:
+        log.setLevel(level)
+        module.load_state_dict(saved)
 
 
 def _user_line(exc: BaseException) -> str:
