@@ -295,3 +295,16 @@ def test_unlowerable_module_names_path_op_and_route(inner: type, words: list) ->
         edgec.compile(Outer(), example_inputs=torch.randn(1, 3))
     msg = str(err.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_random_draws_on_parameters_are_not_frozen_into_constants() -> None:
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.w + 0.01 * torch.randn_like(self.w))
+
+    with pytest.raises(EdgecError, match="randn_like"):
+        edgec.compile(Noisy(), example_inputs=torch.randn(1, 4))

@@ -322,7 +322,8 @@ def _lower_fx(
             ):
                 env[node] = args[0][args[1]]
                 continue
-            ok, value = consts.fold(_call(node), args, kwargs)
+            random = any(r in name for r in _RANDOM)  # a fresh draw per call: never a constant
+            ok, value = (False, None) if random else consts.fold(_call(node), args, kwargs)
             if ok:  # parameters and buffers only: evaluated by torch itself
                 env[node] = value
                 continue
@@ -359,6 +360,7 @@ def _lower_fx(
     return result
 
 
+_RANDOM = ("rand", "normal", "bernoulli", "multinomial", "poisson", "uniform", "exponential")
 _IGNORED_KWARGS = {"memory_format", "layout", "device", "pin_memory", "dtype"}
 
 
