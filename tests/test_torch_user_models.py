@@ -243,6 +243,18 @@ def test_kron_sum_phm_mlp_folds_and_keeps_its_factors(mode: str) -> None:
         assert cm.report()["weight_bytes"] < 4 * (64 * 32 + 32 * 8) / 2
 
 
+def test_kron_sum_phm_through_torch_export_keeps_its_factors() -> None:
+    m = KronMLP().eval()
+    x = torch.randn(1, 4, 4, 4)
+    cm = edgec.compile(torch.export.export(m, (x,)), options={"phm": "factored"})
+    assert [n.op for n in cm.graph.nodes if n.op.startswith("Phm")] == [
+        "PhmConv", "PhmLinear", "PhmLinear"
+    ]
+    with torch.no_grad():
+        ref = m(x).numpy()
+    np.testing.assert_allclose(np.asarray(cm.run(x.numpy())), ref, rtol=1e-4, atol=1e-5)
+
+
 def test_a_weight_that_is_not_a_kron_sum_stays_dense() -> None:
     class NotKron(KronPHM):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -616,10 +616,12 @@ def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
     )
 
 
-def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2") -> Graph:
+def from_exported_program(
+    ep: Any, name: str = "model", source: str = "model.pt2", options: dict[str, Any] | None = None
+) -> Graph:
     """Lower a ``torch.export.ExportedProgram`` (ATen level)."""
     _ensure_handlers()
-    lw = TorchLowering(name, source)
+    lw = TorchLowering(name, source, options)
     sig = ep.graph_signature
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
@@ -728,7 +730,7 @@ class _KeepErrors:
         return True
 
 
-def load_pt2(path: str, name: str | None = None) -> Graph:
+def load_pt2(path: str, name: str | None = None, options: dict[str, Any] | None = None) -> Graph:
     from pathlib import Path
 
     torch = _torch()
@@ -759,4 +761,4 @@ def load_pt2(path: str, name: str | None = None) -> Graph:
     finally:
         log.handlers = handlers
         log.propagate = propagate
-    return from_exported_program(ep, name or p.stem.lower(), str(p))
+    return from_exported_program(ep, name or p.stem.lower(), str(p), options)
