@@ -4,7 +4,8 @@ compiled by edgec (C on the host) and compared with torch.
 Each case is built from its own seed (``--seed`` + case index), so a failing case is rebuilt with
 ``python bench/fuzz_torch.py --seed S --cases 1 --first I``. A case ends in one of:
 
-* ``ok``        compiled, and the C outputs match torch within ``atol + rtol * |torch|``;
+* ``ok``        compiled, and the C outputs match torch within ``atol + rtol * |torch|`` (over
+  4 steps from the initial state for the cases wrapped in a hand-written buffer state);
 * ``refused``   edgec raised an :class:`edgec.errors.EdgecError` (a stated reason);
 * ``mismatch``  compiled, outputs differ (a silent wrong program: a bug);
 * ``internal``  any other exception (a bug).
@@ -103,12 +104,42 @@ class _Residual:
         return Residual(block)
 
 
+class _BufferState:
+    """A hand-written leaky state around a model: ``self.v = decay * self.v + f(x)`` (or
+    ``copy_`` / in-place), the state carried in a buffer from call to call."""
+
+    @staticmethod
+    def make(f: Any, out_shape: tuple[int, ...], how: str, decay: float) -> Any:
+        import torch
+        from torch import nn
+
+        class BufferState(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.f = f
+                self.register_buffer("v", torch.full(out_shape, 0.1))
+
+            def forward(self, x: Any) -> Any:
+                if how == "inplace":
+                    self.v.mul_(decay).add_(self.f(x))
+                    return self.v * 1.0
+                v = decay * self.v + self.f(x)
+                if how == "copy":
+                    self.v.copy_(v)
+                else:
+                    self.v = v
+                return v
+
+        return BufferState()
+
+
 @dataclass
 class Case:
     seed: int
     model: Any
     example: Any
     layers: list[str] = field(default_factory=list)
+    steps: int = 1  # > 1: a stateful model, stepped this many times from its initial state
 
 
 def random_case(seed: int) -> Case:
@@ -148,7 +179,14 @@ def random_case(seed: int) -> Case:
     if r.random() < 0.2:
         layers.append(r.choice([nn.Softmax(dim=-1), nn.LogSoftmax(dim=-1)]))
     model = nn.Sequential(*layers).eval()
-    return Case(seed, model, example, [type(m).__name__ for m in layers])
+    names = [type(m).__name__ for m in layers]
+    if r.random() < 0.2:
+        with torch.no_grad():
+            shape = tuple(model(example).shape)
+        how = r.choice(["rebind", "copy", "inplace"])
+        model = _BufferState.make(model, shape, how, r.uniform(0.3, 0.95)).eval()
+        return Case(seed, model, example, [*names, f"state:{how}"], steps=4)
+    return Case(seed, model, example, names)
 
 
 def run_case(case: Case) -> tuple[str, str]:
@@ -158,15 +196,25 @@ def run_case(case: Case) -> tuple[str, str]:
     import edgec
     from edgec.errors import EdgecError
 
+    saved = {k: v.clone() for k, v in case.model.state_dict().items()}
+    xs = [case.example * (1 + 0.5 * i) for i in range(case.steps)]
     try:
         cm = edgec.compile(case.model, example_inputs=case.example, name="fuzz")
-        got = np.asarray(cm.run(case.example.numpy()), np.float32)
+        if case.steps > 1:
+            cm.reset()
+            got = np.stack([np.asarray(cm.step(x.numpy()), np.float32) for x in xs])
+        else:
+            got = np.asarray(cm.run(case.example.numpy()), np.float32)
     except EdgecError as exc:
         return "refused", str(exc)
     except Exception as exc:  # noqa: BLE001 - what the fuzzer looks for
         return "internal", f"{type(exc).__name__}: {exc}"
+    case.model.load_state_dict(saved)
     with torch.no_grad():
-        ref = case.model(case.example).numpy()
+        if case.steps > 1:
+            ref = np.stack([case.model(x).numpy() for x in xs])
+        else:
+            ref = case.model(case.example).numpy()
     got = got.reshape(ref.shape) if got.size == ref.size else got
     if got.shape != ref.shape:
         return "mismatch", f"shape {got.shape} vs torch {ref.shape}"

@@ -17,6 +17,10 @@ def test_cases_are_reproducible_from_their_seed() -> None:
     assert any(random_case(s).layers != a.layers for s in range(5))
 
 
+def test_some_cases_carry_state_in_a_buffer() -> None:
+    assert any(random_case(7 * 1_000_003 + i).steps > 1 for i in range(40))
+
+
 def test_bounded_fuzz_run_has_no_mismatch_or_internal_error() -> None:
     counts = fuzz(40, seed=7)
     assert counts["mismatch"] == 0 and counts["internal"] == 0, counts
