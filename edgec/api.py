@@ -280,7 +280,7 @@ def load_graph(
         if text.endswith(".pt2"):
             from edgec.frontend.pytorch.importer import load_pt2
 
-            return load_pt2(text, name)
+            return load_pt2(text, name, opts)
         if text.lower().endswith(".tflite"):
             from edgec.frontend.tflite.importer import load_tflite
 
@@ -306,7 +306,7 @@ def load_graph(
     if kind == "ExportedProgram":
         from edgec.frontend.pytorch.importer import from_exported_program
 
-        return from_exported_program(model, name or "model", name or "<ExportedProgram>")
+        return from_exported_program(model, name or "model", name or "<ExportedProgram>", opts)
     if hasattr(model, "forward") and hasattr(model, "named_modules"):
         if example_inputs is None:
             raise EdgecError(

@@ -11,10 +11,13 @@ handler modules (``nn_modules`` and every ``lib_*``), which are imported on firs
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
+from edgec.frontend.pytorch.attr_state import StateSpec, TraceSnapshot, find_state, is_inplace
 from edgec.frontend.pytorch.lowering import (
     FUNCTIONS,
     TensorRef,
@@ -69,6 +72,13 @@ class _LeafTracer:  # created lazily so importing edgec does not import torch
         torch = _torch()
 
         class Tracer(torch.fx.Tracer):
+            proxy_buffer_attributes = True  # buffer reads stay in the graph (state, masks)
+
+            def getattr(self, attr: str, attr_val: Any, cache: dict) -> Any:
+                # a parameter's shape is static (range(self.A.shape[0]) stays Python)
+                self.param_shapes_constant = isinstance(attr_val, torch.nn.Parameter)
+                return super().getattr(attr, attr_val, cache)
+
             def is_leaf_module(self, m: Any, qualified_name: str) -> bool:
                 if find_module_handler(m) is not None:
                     return True
@@ -88,18 +98,197 @@ def _map_arg(a: Any, env: dict) -> Any:
     return a
 
 
+class _StateShape(Exception):
+    """A state buffer that ``forward`` broadcasts to a larger shape: lower again with it."""
+
+    def __init__(self, target: str, shape: tuple[int, ...]):
+        super().__init__(target)
+        self.target, self.shape = target, shape
+
+
+class _Consts:
+    """Torch tensors met while lowering (parameters, buffers, folded values) and where they
+    came from, turned into graph constants once each."""
+
+    def __init__(self, lw: TorchLowering):
+        self.lw = lw
+        self.refs: dict[int, TensorRef] = {}
+        self.origin: dict[int, frozenset[str]] = {}
+        self.params: dict[str, Any] = {}
+        self.keep: list[Any] = []  # keeps ids unique while lowering
+
+    def param(self, name: str, t: Any) -> Any:
+        self.params[name] = t
+        self.origin[id(t)] = frozenset([name])
+        self.keep.append(t)
+        return t
+
+    def ref(self, t: Any) -> TensorRef:
+        import numpy as np
+
+        ref = self.refs.get(id(t))
+        if ref is not None:
+            return ref
+        a = t.detach().cpu().numpy()
+        if t.is_floating_point():
+            a = a.astype(np.float32)
+        elif t.dtype != _torch().bool:
+            a = a.astype(np.int64)
+        ref = self.lw.const(a, "param" if id(t) in self.origin else "tensor", a.dtype)
+        names = self.origin.get(id(t), frozenset())
+        if names and not (len(names) == 1 and self.params.get(next(iter(names))) is t):
+            self.lw.folded[ref] = {
+                n: self.params[n].detach().cpu().numpy().astype(np.float32) for n in names
+            }
+        self.refs[id(t)] = ref
+        self.keep.append(t)
+        return ref
+
+    def to_refs(self, a: Any) -> Any:
+        torch = _torch()
+        if isinstance(a, torch.Tensor):
+            return self.ref(a)
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.to_refs(x) for x in a)
+        if isinstance(a, dict):
+            return {k: self.to_refs(v) for k, v in a.items()}
+        return a
+
+    def fold(self, fn: Any, args: Any, kwargs: Any) -> tuple[bool, Any]:
+        """Evaluate ``fn`` with torch when no argument is a run-time tensor (a computation on
+        parameters and buffers only): ``(True, value)``, or ``(False, None)`` when it cannot."""
+        torch = _torch()
+        found: list[frozenset[str]] = []
+
+        def conv(a: Any) -> Any:
+            if isinstance(a, TensorRef):
+                c = self.lw.g.const(a)
+                if c is None:
+                    raise _RunTime
+                t = torch.from_numpy(c.copy())
+                found.append(frozenset())
+                return t
+            if isinstance(a, torch.Tensor):
+                found.append(self.origin.get(id(a), frozenset()))
+                return a
+            if isinstance(a, (list, tuple)):
+                return type(a)(conv(x) for x in a)
+            if isinstance(a, dict):
+                return {k: conv(v) for k, v in a.items()}
+            return a
+
+        try:
+            targs, tkwargs = conv(args), conv(kwargs)
+        except _RunTime:
+            return False, None
+        if not found:
+            return False, None
+        try:
+            with torch.no_grad():
+                out = fn(*targs, **tkwargs)
+        except Exception:
+            return False, None
+        names = frozenset().union(*found)
+
+        def mark(v: Any) -> None:
+            if isinstance(v, torch.Tensor):
+                self.origin[id(v)] = names
+                self.keep.append(v)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    mark(x)
+
+        mark(out)
+        return True, out
+
+
+class _RunTime(Exception):
+    """An argument known only at run time."""
+
+
+def _module_of(node: Any) -> str:
+    """``module 'block.1' (Inner): `` for a node traced inside a submodule's forward."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, cls = list(stack.values())[-1]
+    return f"module '{path}' ({getattr(cls, '__name__', cls)}): "
+
+
+def _call(node: Any) -> Any:
+    if node.op == "call_method":
+        return lambda obj, *a, **k: getattr(obj, node.target)(*a, **k)
+    return node.target
+
+
+def _state_value(lw: TorchLowering, name: str, cur: TensorRef, args: tuple, kwargs: dict) -> Any:
+    """The new value of a buffer changed in place by ``name`` (``copy_``, ``add_``...)."""
+    shape = lw.shape(cur)
+    if name == "copy_":
+        src = lw.as_tensor(args[1])
+        if lw.shape(src) == shape:
+            return src
+        return lw.add1("Expand", [src, lw.ints(shape)])
+    if name in ("zero_", "fill_"):
+        import numpy as np
+
+        v = 0.0 if name == "zero_" else float(args[1])
+        return lw.const(np.full(shape, v, np.float32), "fill")
+    h = FUNCTIONS.get(name) or FUNCTIONS.get(name[:-1])
+    if h is None:
+        raise UnsupportedOpError(f"{lw.where}: in-place '{name}' on a buffer is not supported")
+    return h(lw, (cur, *args[1:]), kwargs)
+
+
 def _lower_fx(
-    lw: TorchLowering, gm: Any, root: Any, placeholders: dict[str, Value], params: dict[str, Any]
+    lw: TorchLowering,
+    gm: Any,
+    root: Any,
+    placeholders: dict[str, Value],
+    params: dict[str, Any],
+    state: StateSpec | None = None,
+    mutable: dict[str, str] | None = None,
+    finals: dict[str, Value] | None = None,
 ) -> Value:
+    """Lower the FX graph ``gm``; ``state`` names the buffers of a traced module that are
+    carried state, ``mutable`` the placeholders of an export that are (name → buffer); their
+    values at the end of the graph go into ``finals``."""
+    import numpy as np
+
     torch = _torch()
+    consts = _Consts(lw)
+    state = state or StateSpec()
+    targets = state.targets
+    current: dict[str, TensorRef] = {}  # state target → its value at this point of forward
+    state_in: dict[str, TensorRef] = {}
+    alias: dict[Any, str] = {}  # FX node → the state buffer it is as a whole
     env: dict[Any, Value] = {}
     result: Value = None
     for node in gm.graph.nodes:
         lw.where = f"{lw.g.source}: {node.op} '{node.name}'"
         if node.op == "placeholder":
-            env[node] = placeholders[node.name]
+            v = placeholders[node.name]
+            if isinstance(v, torch.Tensor):  # a lifted parameter / buffer of an export
+                consts.param(str(node.name), v)
+            if mutable and node.name in mutable:
+                alias[node] = mutable[node.name]
+                current[mutable[node.name]] = v
+            env[node] = v
         elif node.op == "get_attr":
+            if node.target in targets:
+                if node.target not in state_in:
+                    init = state.init[node.target]
+                    shape = state.shapes.get(node.target, init.shape)
+                    state_in[node.target] = lw.add_state(
+                        node.target, shape, np.broadcast_to(init, shape)
+                    )
+                    current[node.target] = state_in[node.target]
+                alias[node] = node.target
+                env[node] = current[node.target]
+                continue
             obj = params[node.target] if node.target in params else _get_attr(root, node.target)
+            if isinstance(obj, torch.Tensor):
+                consts.param(str(node.target), obj)
             env[node] = obj
         elif node.op == "call_module":
             mod = root.get_submodule(node.target)
@@ -110,30 +299,69 @@ def _lower_fx(
                     f"{lw.where}: module {qualname(type(mod))} is not supported; "
                     f"{ops_hint('torch')}"
                 )
-            args = _map_arg(node.args, env)
-            kwargs = _map_arg(node.kwargs, env)
+            args = consts.to_refs(_map_arg(node.args, env))
+            kwargs = consts.to_refs(_map_arg(node.kwargs, env))
             env[node] = h(lw, mod, node.target, args, kwargs)
         elif node.op in ("call_function", "call_method"):
             name = _canonical(node.target)
             lw.where = f"{lw.g.source}: {node.op} {name} ('{node.name}')"
             args = _map_arg(node.args, env)
             kwargs = _map_arg(node.kwargs, env)
-            kwargs = {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
-            if node.target is operator.getitem and not isinstance(args[0], TensorRef):
+            first = node.args[0] if node.args else None
+            if first in alias and is_inplace(name):  # a buffer changed in place
+                target = alias[first]
+                kw = {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
+                new = _state_value(lw, name, current[target], consts.to_refs(tuple(args)), kw)
+                alias[node] = target
+                current[target] = new
+                for n in alias:  # every read of the buffer now sees the new value
+                    if alias[n] == target:
+                        env[n] = new
+                continue
+            if node.target is operator.getitem and not isinstance(args[0], TensorRef) and not (
+                isinstance(args[0], torch.Tensor)
+            ):
                 env[node] = args[0][args[1]]
                 continue
+            random = any(r in name for r in _RANDOM)  # a fresh draw per call: never a constant
+            ok, value = (False, None) if random else consts.fold(_call(node), args, kwargs)
+            if ok:  # parameters and buffers only: evaluated by torch itself
+                env[node] = value
+                continue
+            kwargs = {k: v for k, v in kwargs.items() if k not in _IGNORED_KWARGS}
             h = FUNCTIONS.get(name)
             if h is None:
                 raise UnsupportedOpError(
-                    f"{lw.where}: torch op '{name}' is not supported; {ops_hint('torch')}"
+                    f"{lw.g.source}: {_module_of(node)}torch op '{name}' (node '{node.name}') "
+                    f"is not supported; {ops_hint('torch')}"
                 )
-            env[node] = h(lw, tuple(args), kwargs)
+            env[node] = h(lw, consts.to_refs(tuple(args)), consts.to_refs(kwargs))
         elif node.op == "output":
-            result = _map_arg(node.args[0], env)
-    del torch
+            result = consts.to_refs(_map_arg(node.args[0], env))
+    for target in sorted(targets):
+        if target not in state_in:  # written, never read: nothing to carry
+            continue
+        new = env[state.rebound[target]] if target in state.rebound else current[target]
+        new = lw.as_tensor(consts.to_refs(new))
+        have, want = lw.shape(state_in[target]), lw.shape(new)
+        if have != want:
+            try:
+                grown = tuple(np.broadcast_shapes(have, want))
+            except ValueError:
+                grown = None
+            if grown == want and target not in state.shapes:
+                raise _StateShape(target, want)
+            raise EdgecError(
+                f"{lw.g.source}: forward changes the shape of attribute '{target}' from "
+                f"{list(have)} to {list(want)}; edgec carries state of one fixed shape"
+            )
+        lw.set_state(state_in[target], new)
+    if finals is not None:
+        finals.update(current)
     return result
 
 
+_RANDOM = ("rand", "normal", "bernoulli", "multinomial", "poisson", "uniform", "exponential")
 _IGNORED_KWARGS = {"memory_format", "layout", "device", "pin_memory", "dtype"}
 
 
@@ -244,25 +472,131 @@ def from_module(
         lw.where = f"{cls}: module '' ({cls})"
         result = h(lw, module, "", tuple(args), {})
         return _finish(lw, result)
+    snap = TraceSnapshot(module, cls)
     try:
-        tracer = _LeafTracer.make()
-        graph = tracer.trace(module)
-        gm = torch.fx.GraphModule(tracer.root, graph)
+        with snap:
+            tracer = _LeafTracer.make()
+            graph = tracer.trace(module)
+            gm = torch.fx.GraphModule(tracer.root, graph)
+    except EdgecError:
+        raise
     except Exception as exc:
         raise EdgecError(
             f"{cls}: torch.fx cannot trace this module ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); export it with "
-            f"torch.export and compile the .pt2, or to ONNX"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}{_user_line(exc)}); export it "
+            f"with torch.export and compile the .pt2, or to ONNX"
         ) from None
+    state = find_state(gm, snap)
     ph = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(ph) != len(examples):
         raise EdgecError(
             f"{cls}: forward takes {len(ph)} inputs, example_inputs has {len(examples)}"
         )
-    for n, ex in zip(ph, examples, strict=True):  # named as forward() names them
-        placeholders[n.name] = _example_value(lw, str(n.target).lstrip("*") or n.name, ex)
-    result = _lower_fx(lw, gm, module, placeholders, {})
-    return _finish(lw, result)
+    for _ in range(len(state.targets) + 1):
+        try:
+            lw = TorchLowering(name or cls.lower(), f"{cls}", options)
+            placeholders = {  # named as forward() names them
+                n.name: _example_value(lw, str(n.target).lstrip("*") or n.name, ex)
+                for n, ex in zip(ph, examples, strict=True)
+            }
+            result = _lower_fx(lw, gm, module, placeholders, {}, state)
+            return _finish(lw, result)
+        except _StateShape as grow:
+            state.shapes[grow.target] = grow.shape
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"{exc}{_other_route(module, examples)}") from None
+    raise EdgecError(f"{cls}: cannot settle the shapes of the state buffers")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _quiet_output() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 (C++ code writes there, past sys.stdout/stderr)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, old in ((1, saved[0]), (2, saved[1])):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+def _other_route(module: Any, examples: list[Any]) -> str:
+    """Where a module the traced route cannot lower can go instead, tried here: its
+    ``torch.export`` program (as exported, then decomposed to core ATen), then ONNX."""
+    import copy
+    import io
+    import logging
+    import warnings
+
+    torch = _torch()
+    saved = copy.deepcopy(module.state_dict(keep_vars=False))
+    log = logging.getLogger("torch")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ep = torch.export.export(module, tuple(examples))
+            except Exception:
+                ep = None
+            if ep is not None:
+                for how, prog in (
+                    ("torch.export.export(model, example_inputs)", lambda: ep),
+                    ("torch.export.export(model, example_inputs).run_decompositions()",
+                     ep.run_decompositions),
+                ):
+                    try:
+                        from_exported_program(prog())
+                    except Exception:
+                        continue
+                    return (f"; the torch.export route lowers it: edgec.compile({how}) (or "
+                            f"torch.export.save it and compile the .pt2)")
+            try:
+                import onnx
+
+                from edgec.frontend.onnx_import import from_model_proto
+
+                buf = io.BytesIO()
+                with _quiet_output():  # the exporter prints its IR on failure
+                    torch.onnx.export(module, tuple(examples), buf, dynamo=False)
+                from_model_proto(onnx.load_from_string(buf.getvalue()))
+            except Exception:
+                return "; the torch.export and ONNX routes do not lower it either"
+            return ("; the ONNX route lowers it: torch.onnx.export(model, example_inputs, "
+                    "'model.onnx', dynamo=False), then compile model.onnx")
+    finally:
+        log.setLevel(level)
+        module.load_state_dict(saved)
+
+
+def _user_line(exc: BaseException) -> str:
+    """`` at file:line `code` ``: the last line of the model's own code the error went
+    through (not torch's)."""
+    import linecache
+    import os
+
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if not fname.startswith(torch_dir) and not fname.startswith(os.path.dirname(__file__)):
+            code = linecache.getline(fname, tb.tb_lineno).strip()
+            if code:
+                found = f" at {os.path.basename(fname)}:{tb.tb_lineno} `{code}`"
+        tb = tb.tb_next
+    return found
 
 
 def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
@@ -283,10 +617,12 @@ def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
     )
 
 
-def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2") -> Graph:
+def from_exported_program(
+    ep: Any, name: str = "model", source: str = "model.pt2", options: dict[str, Any] | None = None
+) -> Graph:
     """Lower a ``torch.export.ExportedProgram`` (ATen level)."""
     _ensure_handlers()
-    lw = TorchLowering(name, source)
+    lw = TorchLowering(name, source, options)
     sig = ep.graph_signature
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
@@ -296,11 +632,32 @@ def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2
     lifted.update(getattr(sig, "inputs_to_parameters", {}) or {})
     lifted.update(getattr(sig, "inputs_to_buffers", {}) or {})
     lifted.update(getattr(sig, "inputs_to_lifted_tensor_constants", {}) or {})
+    mutated = set((getattr(sig, "buffers_to_mutate", {}) or {}).values())
+    buffer_of = dict(getattr(sig, "inputs_to_buffers", {}) or {})
+    in_graph = set()  # buffers changed in place inside the graph (copy_ in a training IR)
+    for node in ep.graph_module.graph.nodes:
+        first = node.args[0] if node.op == "call_function" and node.args else None
+        if getattr(first, "op", "") == "placeholder" and first.name in buffer_of:
+            if is_inplace(_canonical(node.target)):
+                in_graph.add(buffer_of[first.name])
+    mutated |= in_graph
+    state_in: dict[str, TensorRef] = {}  # buffer forward updates → its state input
     for node in ep.graph_module.graph.nodes:
         if node.op != "placeholder":
             continue
+        if node.name in lifted and lifted[node.name] in mutated:
+            buf = state[lifted[node.name]]
+            if not buf.is_floating_point():
+                raise EdgecError(
+                    f"{source}: forward updates buffer '{lifted[node.name]}' ({buf.dtype}); "
+                    f"edgec carries float32 state only"
+                )
+            init = buf.detach().cpu().numpy().astype("float32")
+            ref = lw.add_state(lifted[node.name], init.shape, init)
+            placeholders[node.name] = state_in[lifted[node.name]] = ref
+            continue
         if node.name in lifted:
-            placeholders[node.name] = lw.as_tensor(state[lifted[node.name]])
+            placeholders[node.name] = state[lifted[node.name]]
             continue
         val = node.meta.get("val")
         if val is None or not hasattr(val, "shape"):
@@ -319,11 +676,45 @@ def from_exported_program(ep: Any, name: str = "model", source: str = "model.pt2
                 f"{source}: input '{node.name}' is {val.dtype}; edgec compiles float32"
             )
         placeholders[node.name] = lw.input(node.name, shape)
-    result = _lower_fx(lw, ep.graph_module, ep.graph_module, placeholders, params)
+    mutable = {n: lifted[n] for n in lifted if lifted[n] in state_in}
+    finals: dict[str, Value] = {}
+    result = _lower_fx(
+        lw, ep.graph_module, ep.graph_module, placeholders, params, None, mutable, finals
+    )
+    for target in sorted(in_graph):
+        _set_buffer_state(lw, source, state_in[target], target, finals[target])
     if isinstance(result, (list, tuple)):
-        n_user = len(getattr(sig, "user_outputs", result))
-        result = tuple(result)[-n_user:] if n_user else result
+        specs = list(getattr(sig, "output_specs", []) or [])
+        if len(specs) == len(result):
+            user = []
+            for spec, v in zip(specs, result, strict=True):
+                target = getattr(spec, "target", None)
+                if target in state_in:
+                    _set_buffer_state(lw, source, state_in[target], target, v)
+                elif getattr(spec.kind, "name", "") == "USER_OUTPUT":
+                    user.append(v)
+                else:
+                    raise EdgecError(
+                        f"{source}: the program updates '{target}' ({spec.kind.name}); edgec "
+                        f"carries buffers only"
+                    )
+            result = tuple(user)
+        else:
+            n_user = len(getattr(sig, "user_outputs", result))
+            result = tuple(result)[-n_user:] if n_user else result
     return _finish(lw, result)
+
+
+def _set_buffer_state(
+    lw: TorchLowering, source: str, state_in: TensorRef, target: str, v: Value
+) -> None:
+    new = lw.as_tensor(v)
+    if lw.shape(new) != lw.shape(state_in):
+        raise EdgecError(
+            f"{source}: forward changes the shape of buffer '{target}' from "
+            f"{list(lw.shape(state_in))} to {list(lw.shape(new))}"
+        )
+    lw.set_state(state_in, new)
 
 
 class _KeepErrors:
@@ -340,7 +731,7 @@ class _KeepErrors:
         return True
 
 
-def load_pt2(path: str, name: str | None = None) -> Graph:
+def load_pt2(path: str, name: str | None = None, options: dict[str, Any] | None = None) -> Graph:
     from pathlib import Path
 
     torch = _torch()
@@ -371,4 +762,4 @@ def load_pt2(path: str, name: str | None = None) -> Graph:
     finally:
         log.handlers = handlers
         log.propagate = propagate
-    return from_exported_program(ep, name or p.stem.lower(), str(p))
+    return from_exported_program(ep, name or p.stem.lower(), str(p), options)

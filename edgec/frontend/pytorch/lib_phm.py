@@ -40,7 +40,13 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.frontend.pytorch.lowering import TensorRef, TorchLowering, module_handler
+from edgec.frontend.pytorch.lowering import (
+    FUNCTIONS,
+    TensorRef,
+    TorchLowering,
+    function_handler,
+    module_handler,
+)
 from edgec.frontend.pytorch.nn_modules import conv, linear
 from edgec.ops.phm import materialise
 
@@ -143,14 +149,21 @@ def _lower_linear(
         raise lw.unsupported("PHM linear layers take one input tensor")
     x = lw.as_tensor(args[0])
     a, f = _factors(lw, m, 3)
-    n, o, i = (int(d) for d in f.shape)
     bias_p = getattr(m, "bias", None) if use_bias else None
     bias = None if bias_p is None else _np(bias_p).reshape(-1)
+    return phm_linear(lw, x, a, f, bias, path or "phm")
+
+
+def phm_linear(
+    lw: TorchLowering, x: TensorRef, a: np.ndarray, f: np.ndarray, bias: np.ndarray | None,
+    base: str,
+) -> TensorRef:
+    """``x W^T + bias`` with ``W = sum_m A[m] (x) F[m]``: dense or factored per option ``phm``."""
+    n, o, i = (int(d) for d in f.shape)
     if bias is not None and bias.shape != (n * o,):
         raise lw.unsupported(f"PHM linear bias {list(bias.shape)}: expected [{n * o}]")
     if lw.shape(x)[-1:] != (n * i,):
         raise lw.unsupported(f"input {list(lw.shape(x))} must end in {n * i} features")
-    base = path or "phm"
     if not choose_factored(lw, n * o * n * i):
         return linear(lw, x, materialise(a, f), bias, base)
     ins = [x, lw.const(a, f"{base}_A"), lw.const(f, f"{base}_F")]
@@ -173,16 +186,24 @@ def _lower_conv(
         raise lw.unsupported("PHM convolutions take one input tensor")
     x = lw.as_tensor(args[0])
     a, f = _factors(lw, m, 5)
+    bias_p = getattr(m, "bias", None) if use_bias else None
+    bias = None if bias_p is None else _np(bias_p).reshape(-1)
+    stride, padding = getattr(m, "stride", 1), getattr(m, "padding", 0)
+    return phm_conv(lw, x, a, f, bias, stride, padding, path or "phconv")
+
+
+def phm_conv(
+    lw: TorchLowering, x: TensorRef, a: np.ndarray, f: np.ndarray, bias: np.ndarray | None,
+    stride_v: Any, padding_v: Any, base: str,
+) -> TensorRef:
+    """A 2-D convolution with weight ``sum_m A[m] (x) F[m]``: dense or factored per ``phm``."""
     n, o, i, kh, kw = (int(d) for d in f.shape)
-    stride = _pair(lw, getattr(m, "stride", 1), "stride")
-    pad = _pair(lw, getattr(m, "padding", 0), "padding")
+    stride = _pair(lw, stride_v, "stride")
+    pad = _pair(lw, padding_v, "padding")
     if min(stride) < 1:
         raise lw.unsupported(f"PHM convolution stride={stride}: must be >= 1")
     if len(lw.shape(x)) != 4 or lw.shape(x)[1] != n * i:
         raise lw.unsupported(f"input {list(lw.shape(x))} must be [N, {n * i}, H, W]")
-    bias_p = getattr(m, "bias", None) if use_bias else None
-    bias = None if bias_p is None else _np(bias_p).reshape(-1)
-    base = path or "phconv"
     if not choose_factored(lw, n * o * n * i * kh * kw):
         return conv(lw, x, materialise(a, f), bias, stride, pad, 1, 1, base)
     ins = [x, lw.const(a, f"{base}_A"), lw.const(f, f"{base}_F")]
@@ -204,6 +225,66 @@ def register_phm_class(qualname: str, kind: str, use_bias: bool | None = None) -
         return lower(lw, m, path, args, kwargs, bias)
 
     module_handler(qualname)(handler)
+
+
+# --- PHM layers written as plain code: a folded weight that is a sum of Kronecker products ----
+
+
+def kron_factors(lw: TorchLowering, w: Any, rank: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(A, F)`` when the constant ``w`` was folded from parameters ``A`` ``[n, n, n]`` and
+    ``F`` ``[n, out/n, in/n(, k, k)]`` and equals ``sum_m A[m] (x) F[m]`` (however the code
+    wrote the product: ``torch.kron``, broadcasting, ``einsum``...)."""
+    if not isinstance(w, TensorRef) or w not in lw.folded:
+        return None
+    dense = lw.g.const(w)
+    if dense is None or dense.ndim != rank - 1:
+        return None
+    srcs = list(lw.folded[w].values())
+    for a in srcs:
+        n = a.shape[0] if a.ndim == 3 else 0
+        if a.shape != (n, n, n) or not 2 <= n <= 16:
+            continue
+        for f in srcs:
+            if f.ndim != rank or f.shape[0] != n:
+                continue
+            if dense.shape != (n * f.shape[1], n * f.shape[2], *f.shape[3:]):
+                continue
+            scale = float(np.abs(dense).max()) or 1.0
+            if np.allclose(materialise(a, f), dense, rtol=1e-5, atol=1e-6 * scale):
+                return a, f
+    return None
+
+
+_plain_linear = FUNCTIONS["linear"]
+_plain_conv2d = FUNCTIONS["conv2d"]
+
+
+@function_handler("linear")
+def _f_linear_phm(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    w = args[1] if len(args) > 1 else kwargs.get("weight")
+    fac = kron_factors(lw, w, 3)
+    if fac is None:
+        return _plain_linear(lw, args, kwargs)
+    b = args[2] if len(args) > 2 else kwargs.get("bias")
+    bias = None if b is None else lw.g.const(lw.as_tensor(b))
+    return phm_linear(lw, lw.as_tensor(args[0]), fac[0], fac[1], bias, "phm")
+
+
+@function_handler("conv2d")
+def _f_conv2d_phm(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    given = dict(zip(names, args, strict=False)) | kwargs
+    fac = kron_factors(lw, given.get("weight"), 5)
+    dilation, groups = given.get("dilation", 1), given.get("groups", 1)
+    padding = given.get("padding", 0)
+    if fac is None or groups != 1 or dilation not in (1, (1, 1), [1, 1]) or isinstance(
+        padding, str
+    ):
+        return _plain_conv2d(lw, args, kwargs)
+    b = given.get("bias")
+    bias = None if b is None else lw.g.const(lw.as_tensor(b))
+    x = lw.as_tensor(given["input"])
+    return phm_conv(lw, x, fac[0], fac[1], bias, given.get("stride", 1), padding, "phconv")
 
 
 register_phm_class("edgec.nn.phm.PHMLinear", "linear")

@@ -86,6 +86,9 @@ class TorchLowering:
         self.where = ""  # module path / FX node being lowered, for error messages
         self._count = 0
         self.state_init: dict[str, np.ndarray] = {}
+        #: a constant folded from parameters (``W = sum_i kron(A_i, F_i)``, masks, weight norm)
+        #: → the parameters it was computed from, by name, so rules can recognise its structure
+        self.folded: dict[str, dict[str, np.ndarray]] = {}
 
     # -- building blocks ------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
