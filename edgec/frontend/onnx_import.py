@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from edgec.errors import EdgecError, ShapeError, UnsupportedOpError, ops_hint
+from edgec.frontend.onnx_quant import expand_qoperators
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY
 from edgec.ops.interpret import infer_shapes
@@ -142,6 +143,7 @@ def from_model_proto(
     name: str | None = None,
 ) -> Graph:
     input_shapes = dict(input_shapes or {})
+    model = expand_qoperators(model)
     if model.functions:
         try:
             from onnx import inliner

@@ -16,6 +16,7 @@ from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
+from edgec.passes.qdq import lower_qdq
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
@@ -24,6 +25,7 @@ from edgec.passes.views import simplify_views
 Pass = Callable[[Graph], Graph]
 
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
+    lower_qdq,
     fold_constants,
     remove_identities,
     optimize_transposes,
@@ -63,6 +65,7 @@ __all__ = [
     "fold_constants",
     "fuse_activations",
     "fuse_bias_adds",
+    "lower_qdq",
     "optimize",
     "optimize_transposes",
     "remove_identities",
