@@ -76,6 +76,7 @@ class _Lowering:
         self.codes: dict[str, _Code] = {}  # DequantizeLinear output → the codes it reads
         self.done: set[str] = set()  # QuantizeLinear outputs already written
         self.floats: set[str] = set()  # dequantized tensors materialized as float
+        self.fused: set[str] = set()  # Relu/Clip nodes that became a kernel's clamp
         self.count = 0
 
     # -- building --------------------------------------------------------------------------
@@ -132,6 +133,8 @@ class _Lowering:
             elif n.op == "QuantizeLinear":
                 if n.outputs[0] not in self.done:
                     self.quantize_linear(n)
+            elif n.name in self.fused:
+                continue
             elif not self.lower(n):
                 self.keep_float(n)
         for o in self.src.outputs:
@@ -202,8 +205,10 @@ class _Lowering:
             return False
         out = self.q_of(n.outputs[0])
         act: tuple[float | None, float | None] = (None, None)
+        act_node = None
         if out is None and n.op in _FUSES_ACT:
             out, act = self.fused_act(n)
+            act_node = self.consumers[n.outputs[0]][0] if out is not None else None
         if out is None:
             return False
         q_node, q_out = out
@@ -213,6 +218,8 @@ class _Lowering:
             return False
         if lowered:
             self.done.add(q_node.outputs[0])
+            if act_node is not None:
+                self.fused.add(act_node.name)
         return lowered
 
     def fused_act(self, n: Node) -> tuple[tuple[Node, Quant] | None,
@@ -500,3 +507,10 @@ _RULES: dict[str, Rule] = {
     "Concat": _concat,
     **dict.fromkeys(_MOVES, _move),
 }
+
+#: float ops that have an int8 lowering (with the QDQ pattern around them)
+INT8_PATTERNS = frozenset(_RULES)
+#: ops whose following Relu/Clip becomes the int8 kernel's clamp
+FUSES_ACTIVATION = _FUSES_ACT
+#: ops that move codes: their output keeps the input's quantization
+MOVES = _MOVES | {"MaxPool", "AveragePool"}
