@@ -384,10 +384,21 @@ def _table(fn: Callable[[Node, Graph, Quant, Quant], np.ndarray]) -> Rule:
         x = lw.runtime(n.inputs[0])
         if x is None:
             return False
-        lw.add("QLut", [x.name], y, q_y, name=n.name, table=fn(n, lw.src, x.quant, q_y))
+        lw.add("QLut", [x.name], y, q_y, name=n.name, table=fn(n, lw.src, x.quant, q_y),
+               _fn=_function_of(n, lw.src))
         return True
 
     return rule
+
+
+def _function_of(n: Node, g: Graph) -> tuple:
+    """What a table computes: (op, parameters), for writers that map it back to a builtin."""
+    if n.op in ("Relu", "Clip"):
+        bounds = _clip_bounds(n, g)
+        return ("Relu", *(bounds or (None, None)))
+    if n.op == "LeakyRelu":
+        return ("LeakyRelu", float(n.attr("alpha", 0.01)))
+    return (n.op,)
 
 
 def _relu_table(n: Node, g: Graph, qi: Quant, qo: Quant) -> np.ndarray:
