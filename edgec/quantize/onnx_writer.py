@@ -33,7 +33,7 @@ def to_onnx(g: Graph) -> onnx.ModelProto:
         raise EdgecError(f"{g.source or g.name}: opset {g.opset} has no per-axis "
                          f"DequantizeLinear; export the float model at opset 13 or later, or "
                          f"write the quantized model as .tflite")
-    nodes, used = [], set()
+    nodes, used, made = [], set(), set()
     for n in g.nodes:
         if n.op not in ("QuantizeLinear", "DequantizeLinear") and not onnx.defs.has(n.op):
             raise EdgecError(f"{g.source or g.name}: node '{n.name}' ({n.op}) is an edgec op "
@@ -41,7 +41,8 @@ def to_onnx(g: Graph) -> onnx.ModelProto:
         attrs = {k: _attr(v) for k, v in n.attrs.items() if not k.startswith("_")}
         nodes.append(helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **attrs))
         used.update(i for i in n.inputs if i)
-    inits = [numpy_helper.from_array(np.asarray(g.tensor(t).data), t) for t in sorted(used)
+        made.update(o for o in n.outputs if o)
+    inits = [numpy_helper.from_array(np.asarray(g.tensor(t).data), t) for t in sorted(used - made)
              if g.const(t) is not None]
 
     def info(name: str) -> onnx.ValueInfoProto:
