@@ -54,6 +54,7 @@ def test_quantized_graph_and_accuracy_report(models: dict) -> None:
     assert {"QConv2D", "QDepthwiseConv2D", "QMaxPool2D", "QAdd", "QMean",
             "QFullyConnected"} <= set(ops)
     assert ops[0] == "Quantize" and ops[-1] == "Dequantize"
+    assert ops.count("Transpose") == 1  # NCHW → NHWC at the input; the rest cancelled
     conv = next(n for n in q.lowered.nodes if n.op == "QConv2D")
     wq = q.lowered.quant(conv.inputs[1])
     assert wq is not None and wq.size == 8 and wq.axis == 0 and not wq.zero_point.any()
