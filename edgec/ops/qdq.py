@@ -21,6 +21,8 @@ Outs = list[tuple[Shape, str]]
 #: code types edgec lowers (uint8 codes become int8 ones with the zero point shifted by 128)
 CODE_TYPES = ("int8", "uint8")
 _RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+#: QuantizeLinear's ``output_dtype`` (TensorProto codes; 0: absent → uint8)
+_OUTPUT_DTYPES = {0: "uint8", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16"}
 
 
 def _const(node: Node, g: Graph, idx: int, what: str) -> np.ndarray | None:
@@ -41,7 +43,8 @@ def qdq_params(node: Node, g: Graph, rank: int) -> tuple[np.ndarray, np.ndarray,
     scale = _const(node, g, 1, "scale")
     assert scale is not None
     zp = _const(node, g, 2, "zero point")
-    code = str(zp.dtype) if zp is not None else "uint8"
+    code = str(zp.dtype) if zp is not None else _OUTPUT_DTYPES.get(
+        int(node.attr("output_dtype", 0) or 0), f"type {node.attr('output_dtype')}")
     if node.op == "DequantizeLinear":
         code = str(g.tensor(node.inputs[0]).dtype)
     if code not in (*CODE_TYPES, "int32"):
