@@ -205,3 +205,26 @@ def test_cli_quantize_writes_tflite_and_onnx(models: dict, tmp_path: Path,
     assert main([*args[:3], str(tmp_path / "bad.npz"), "-o", str(tmp_path / "b.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "input 'x' has shape (3, 5)" in err
+
+
+def test_keras_model_quantizes_and_tflite_matches() -> None:
+    tf = pytest.importorskip("tensorflow")
+    keras = tf.keras
+    tf.random.set_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 2), batch_size=1),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(5),
+    ])
+    cal = np.random.default_rng(2).standard_normal((16, 1, 8, 8, 2)).astype(np.float32)
+    g = load_graph(model)
+    q = quantize_graph(g, {g.inputs[0]: cal})
+    assert q.report.float_ops == [] and q.report.outputs[0].top1 is not None
+    m = compile_graph(q.qdq)
+    data = to_tflite(q.lowered)
+    ref = model(cal[0]).numpy()
+    for s in cal[:6]:
+        np.testing.assert_array_equal(run_interpreter(data, [s])[0], m.run(s))
+    assert np.abs(m.run(cal[0]) - ref).max() < 0.1 * np.abs(ref).max() + 0.02
