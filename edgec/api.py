@@ -29,6 +29,9 @@ class CompiledModel:
         #: inputs...): :meth:`verify` runs it in its own framework as the reference
         self.source = source
         self._lib: HostLibrary | None = None
+        #: for ``compile(..., quantize="int8")``: the accuracy change vs the float model on the
+        #: calibration sets (``print(m.quant_report.format())``)
+        self.quant_report: Any = None
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -381,6 +384,9 @@ def compile(  # noqa: A001 - the natural name
     state: Sequence[tuple[str, str]] | None = None,
     example_inputs: Any = None,
     options: Mapping[str, Any] | None = None,
+    quantize: str | None = None,
+    calibration: Any = None,
+    calibration_method: str = "minmax",
 ) -> CompiledModel:
     """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``.tflite`` file or its
     bytes, a Keras model (``.keras``/``.h5``, a SavedModel directory, or the object; needs
@@ -390,8 +396,24 @@ def compile(  # noqa: A001 - the natural name
     ``options`` steer structure-aware lowering of library modules, e.g. ``{"phm": "factored"}``,
     ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``; ``{"sparse": "auto" | "csr" | "dense"}``
     also picks how constant Gemm/MatMul weights with zeros are stored (any front-end).
+
+    ``quantize="int8"`` quantizes a float model first (docs/int8.md): ``calibration`` gives
+    input sets (an .npz path keyed by input name, a dict of arrays with a leading set axis, or
+    a list of input sets), ``calibration_method`` "minmax" or "percentile"; ops without an int8
+    kernel stay float. ``m.quant_report`` then holds the accuracy change vs float.
     """
     g = load_graph(model, input_shapes, name, example_inputs, options)
+    report = None
+    if quantize is not None:
+        if quantize != "int8":
+            raise EdgecError(f"quantize={quantize!r}: edgec quantizes to 'int8'")
+        from edgec.quantize import quantize_graph
+
+        q = quantize_graph(g, calibration, method=calibration_method)
+        g, report = q.qdq, q.report
+    elif calibration is not None:
+        raise EdgecError("calibration= is used with quantize='int8'")
     cm = compile_graph(g, name=name, state=state, options=options)
+    cm.quant_report = report
     cm.source = model if example_inputs is None else (model, example_inputs)
     return cm

@@ -40,7 +40,7 @@ Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 inte
 #: modules that add sub-commands: each has ``add_parsers(sub) -> {name: handler}``
 COMMAND_MODULES: tuple[str, ...] = (
     "edgec.cli.model", "edgec.cli.ops", "edgec.cli.firmware", "edgec.cli.profile",
-    "edgec.cli.mpc",
+    "edgec.cli.mpc", "edgec.cli.quantize",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -24,6 +24,8 @@ from edgec.frontend.onnx_checks import (
     check_opsets,
     check_types,
 )
+
+from edgec.frontend.onnx_quant import expand_qoperators
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY
 from edgec.ops.interpret import infer_shapes
@@ -159,6 +161,7 @@ def from_model_proto(
     name: str | None = None,
 ) -> Graph:
     input_shapes = dict(input_shapes or {})
+    model = expand_qoperators(model)
     if model.functions:
         try:
             from onnx import inliner

@@ -17,6 +17,7 @@ from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_id
 from edgec.passes.einsum import lower_einsum
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
+from edgec.passes.qdq import lower_qdq
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
@@ -25,6 +26,7 @@ from edgec.passes.views import simplify_views
 Pass = Callable[[Graph], Graph]
 
 DEFAULT_PIPELINE: tuple[Pass, ...] = (
+    lower_qdq,
     lower_einsum,
     fold_constants,
     remove_identities,
@@ -66,6 +68,7 @@ __all__ = [
     "fuse_activations",
     "fuse_bias_adds",
     "lower_einsum",
+    "lower_qdq",
     "optimize",
     "optimize_transposes",
     "remove_identities",

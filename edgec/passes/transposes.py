@@ -19,11 +19,12 @@ from edgec.ops.unary import UNARY
 from edgec.passes.cleanup import eliminate_dead_nodes
 
 #: ops whose data inputs are broadcast elementwise (every input is data)
-_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "PRelu", "Max", "Min", "Identity"})
+_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "PRelu", "Max", "Min", "Identity",
+                          "QAdd", "QSub", "QMul"})
 #: ops with one data input (input 0) and parameter inputs (Clip bounds, Pow exponent)
-_UNARY = frozenset(UNARY) | {"Dropout"}
+_UNARY = frozenset(UNARY) | {"Dropout", "QLut", "Requantize", "Quantize", "Dequantize"}
 _REDUCE = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
-                     "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"})
+                     "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare", "QMean"})
 
 
 def _perm(n: Node, rank: int) -> list[int]:
@@ -128,7 +129,8 @@ def _sink_one(g: Graph, n: Node, producers: dict[str, Node],
             return False
         if c.size > 1:
             full = c.reshape((1,) * (rank - c.ndim) + c.shape)
-            new_inputs[i] = g.add_const(f"{n.name}_t", np.ascontiguousarray(full.transpose(inv)))
+            new_inputs[i] = g.add_const(f"{n.name}_t", np.ascontiguousarray(full.transpose(inv)),
+                                        g.quant(n.inputs[i]))
     attrs = dict(n.attrs)
     post = list(perm)
     if n.op == "Concat":
@@ -157,7 +159,7 @@ def _sink_one(g: Graph, n: Node, producers: dict[str, Node],
     moved = Node(n.op, n.name, new_inputs, [tmp], attrs)
     idx = next(k for k, m in enumerate(g.nodes) if m is n)
     g.nodes[idx] = moved
-    g.tensors[tmp] = Tensor(tmp, (), g.tensor(first).dtype)
+    g.tensors[tmp] = Tensor(tmp, (), g.tensor(first).dtype, quant=g.tensor(out).quant)
     infer_node(g, moved)
     if post == list(range(len(post))):
         if out in g.outputs:

@@ -1,0 +1,145 @@
+"""Calibration: the input sets, and the range of every float tensor over them.
+
+Input sets follow the rule every edgec command uses for inputs: per input name an array of the
+input's shape (one set), with a leading axis N (N sets), or for an input whose first dimension is
+1, (N, ...) without the 1. Sources: a ``.npz`` path keyed by input name (``.npy`` for a
+one-input model), a mapping name → array, or a sequence of such mappings (one per set).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.ir import Graph
+from edgec.ops.interpret import run_node
+
+RULE = ("per input an array of its shape (one set) or with a leading axis N (N sets); a batch-1 "
+        "input also takes (N, ...) without the 1")
+
+
+def _load(source: Any, names: list[str]) -> tuple[str, dict[str, np.ndarray]]:
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.is_file():
+            raise EdgecError(f"--calibration {p}: no such file")
+        try:
+            data = np.load(p)
+        except Exception as exc:
+            raise EdgecError(f"--calibration {p}: cannot read it as .npz/.npy ({exc})") from None
+        if isinstance(data, np.ndarray):
+            if len(names) != 1:
+                raise EdgecError(f"{p}: a .npy holds one array; the model has inputs "
+                                 f"{', '.join(names)}: use an .npz keyed by input name")
+            return str(p), {names[0]: data}
+        missing = [n for n in names if n not in data.files]
+        if missing:
+            raise EdgecError(f"{p}: calibration lacks input(s) {', '.join(missing)}; it holds "
+                             f"{', '.join(data.files) or 'nothing'}")
+        return str(p), {n: data[n] for n in names}
+    if isinstance(source, Mapping):
+        missing = [n for n in names if n not in source]
+        if missing:
+            raise EdgecError(f"calibration lacks input(s) {', '.join(missing)}")
+        return "calibration", {n: np.asarray(source[n]) for n in names}
+    if isinstance(source, Sequence) and source and not isinstance(source, (str, bytes)):
+        sets = [s if isinstance(s, Mapping) else {names[0]: s} for s in source]
+        stacked = {}
+        for n in names:
+            if any(n not in s for s in sets):
+                raise EdgecError(f"calibration: a set lacks input '{n}'")
+            arrs = [np.asarray(s[n]) for s in sets]
+            if len({a.shape for a in arrs}) != 1:
+                raise EdgecError(f"calibration: the sets give input '{n}' different shapes")
+            stacked[n] = np.stack(arrs)
+        return "calibration", stacked
+    raise EdgecError(f"calibration: expected an .npz path, a dict of arrays or a list of input "
+                     f"sets, got {type(source).__name__}")
+
+
+def calibration_sets(source: Any, g: Graph) -> list[dict[str, np.ndarray]]:
+    """The calibration input sets for graph ``g`` (one-line errors for missing data and wrong
+    shapes)."""
+    if source is None:
+        raise EdgecError("int8 quantization needs calibration data: input sets that exercise "
+                         "the model (--calibration data.npz, or calibration=...)")
+    names = [i for i in g.inputs if i not in {s for s, _ in g.state}]
+    where, raw = _load(source, names)
+    arrays: dict[str, np.ndarray] = {}
+    for n in names:
+        v, shape = np.asarray(raw[n], np.float32), g.shape(n)
+        if v.shape == shape:
+            v = v[None]
+        elif v.ndim == len(shape) + 1 and v.shape[1:] == shape:
+            pass
+        elif shape and shape[0] == 1 and v.ndim == len(shape) and v.shape[1:] == shape[1:]:
+            v = v[:, None]
+        else:
+            raise EdgecError(f"{where}: input '{n}' has shape {v.shape}; the model expects "
+                             f"{shape} ({RULE})")
+        arrays[n] = v
+    counts = sorted({v.shape[0] for v in arrays.values()})
+    if len(counts) != 1 or counts[0] == 0:
+        raise EdgecError(f"{where}: the inputs hold different or zero numbers of sets {counts}")
+    zeros = {a: np.zeros(g.shape(a), np.float32) for a, _ in g.state}
+    return [{**zeros, **{k: v[i] for k, v in arrays.items()}} for i in range(counts[0])]
+
+
+@dataclass
+class Ranges:
+    """Per float tensor: min and max over the calibration sets (or the given percentiles)."""
+
+    lo: dict[str, float]
+    hi: dict[str, float]
+
+
+def run_all(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every tensor's value on one input set (the numpy interpreter, keeping intermediates)."""
+    values: dict[str, np.ndarray] = {t.name: t.data for t in g.tensors.values()
+                                     if t.data is not None}
+    for name in g.inputs:
+        values[name] = np.asarray(feeds[name], g.tensor(name).dtype).reshape(g.shape(name))
+    for node in g.nodes:
+        for name, val in zip(node.outputs, run_node(node, g, values), strict=False):
+            if name:
+                values[name] = np.asarray(val)
+    return values
+
+
+def collect_ranges(g: Graph, sets: Sequence[Mapping[str, np.ndarray]], method: str = "minmax",
+                   percentile: float = 99.99) -> Ranges:
+    """Ranges of the graph inputs and every float node output over ``sets``: ``minmax`` or
+    ``percentile`` (the ``100 - p`` and ``p`` percentiles of all values seen)."""
+    if method not in ("minmax", "percentile"):
+        raise EdgecError(f"calibration method '{method}': use minmax or percentile")
+    if method == "percentile" and not 50.0 < percentile <= 100.0:
+        raise EdgecError(f"calibration percentile {percentile}: must lie in (50, 100]")
+    names = list(g.inputs) + [o for n in g.nodes for o in n.outputs
+                              if o and g.tensor(o).dtype == "float32" and g.const(o) is None]
+    seen: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for feeds in sets:
+        values = run_all(g, feeds)
+        for n in names:
+            v = np.asarray(values[n], np.float32).reshape(-1)
+            v = v[np.isfinite(v)]
+            if not v.size:
+                continue
+            if method == "percentile":
+                seen[n].append(v)
+            lo[n] = min(lo.get(n, np.inf), float(v.min()))
+            hi[n] = max(hi.get(n, -np.inf), float(v.max()))
+    if method == "percentile":
+        for n, parts in seen.items():
+            if parts:
+                allv = np.concatenate(parts)
+                lo[n] = float(np.percentile(allv, 100.0 - percentile))
+                hi[n] = float(np.percentile(allv, percentile))
+    return Ranges(lo, hi)

@@ -1,0 +1,187 @@
+"""A lowered int8 graph as a ``.tflite`` flatbuffer (``edgec quantize -o model_int8.tflite``).
+
+Each int8 op of docs/int8.md is the TFLite builtin whose reference kernel it reproduces, so the
+TFLite interpreter runs the file to the same bytes as edgec's C: QConv2D → CONV_2D,
+QDepthwiseConv2D → DEPTHWISE_CONV_2D, QFullyConnected → FULLY_CONNECTED, pools, ADD/SUB/MUL,
+MEAN, SOFTMAX, CONCATENATION, activation tables → the activation builtin they model (RELU,
+RELU6, LOGISTIC, TANH, LEAKY_RELU, HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
+DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
+becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
+its range. Float ops (a mixed-precision graph) have no writer here: a one-line error names them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.frontend.tflite.builder import TflBuilder
+from edgec.ir import Graph, Node
+from edgec.ops import get_op
+from edgec.ops.int8.fixedpoint import activation_range
+
+_FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
+_TABLES = {("Relu", 0.0, None): "RELU", ("Relu", 0.0, 6.0): "RELU6",
+           ("Relu", -1.0, 1.0): "RELU_N1_TO_1", ("Relu", 0.0, 1.0): "RELU_0_TO_1"}
+
+
+class _Writer:
+    def __init__(self, g: Graph):
+        self.g = g
+        self.b = TflBuilder()
+        self.b.description = "edgec quantize"
+        self.index: dict[str, int] = {}
+        self.alias: dict[str, str] = {}
+
+    def where(self, n: Node) -> str:
+        return f"{self.g.source or self.g.name}: node '{n.name}' ({n.op})"
+
+    def t(self, name: str) -> int:
+        name = self.alias.get(name, name)
+        if not name:
+            return -1
+        if name in self.index:
+            return self.index[name]
+        t = self.g.tensor(name)
+        q = t.quant
+        quant = None if q is None else (q.scale, q.zero_point, q.axis or 0)
+        if t.data is not None:
+            k = self.b.const(name, t.data, quant=quant)
+        else:
+            k = self.b.tensor(name, t.shape, t.dtype, quant=quant)
+        self.index[name] = k
+        return k
+
+    def i32(self, base: str, values: Any) -> int:
+        return self.b.const(f"{base}", np.asarray(values, np.int32))
+
+    def fused(self, n: Node) -> int:
+        lo, hi = int(n.attr("act_min", -128)), int(n.attr("act_max", 127))
+        q = self.g.quant(n.outputs[0])
+        assert q is not None
+        s, zp = q.scalar()
+        for name, code in _FUSED.items():
+            if activation_range(name, s, zp) == (lo, hi):
+                return code
+        raise EdgecError(f"{self.where(n)}: clamp [{lo}, {hi}] is no TFLite fused activation")
+
+    def padding(self, n: Node, x: str, kh: int, kw: int) -> tuple[str, int]:
+        """(x or its PAD, TFLite padding) for the node's explicit pads."""
+        pads = [int(p) for p in n.attr("pads", [0, 0, 0, 0])]
+        _, h, w, _ = self.g.shape(x)
+        sh, sw = (int(v) for v in n.attr("strides", [1, 1]))
+        dh, dw = (int(v) for v in n.attr("dilations", [1, 1]))
+        if not any(pads):
+            return x, 1  # VALID
+        same = []
+        for size, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            same.append((total // 2, total - total // 2))
+        if pads == [same[0][0], same[1][0], same[0][1], same[1][1]]:
+            return x, 0  # SAME
+        if n.op == "QMaxPool2D":
+            raise EdgecError(f"{self.where(n)}: pads {pads} are neither SAME nor VALID")
+        q = self.g.quant(x)
+        assert q is not None
+        padded = f"{x}_padded"
+        shape = (1, h + pads[0] + pads[2], w + pads[1] + pads[3], self.g.shape(x)[3])
+        k = self.b.tensor(padded, shape, "int8", quant=(q.scale, q.zero_point, 0))
+        spec = self.i32(f"{padded}_pads", [[0, 0], [pads[0], pads[2]], [pads[1], pads[3]],
+                                           [0, 0]])
+        self.b.op("PAD", [self.t(x), spec], [k], "PadOptions")
+        self.index[padded] = k
+        return padded, 1
+
+    def node(self, n: Node) -> None:
+        op, ins, y = n.op, n.inputs, n.outputs[0]
+        if op == "Identity":
+            self.alias[y] = self.alias.get(ins[0], ins[0])
+            return
+        if op in ("Quantize", "Requantize"):
+            self.b.op("QUANTIZE", [self.t(ins[0])], [self.t(y)])
+        elif op == "Dequantize":
+            self.b.op("DEQUANTIZE", [self.t(ins[0])], [self.t(y)])
+        elif op == "Transpose":
+            perm = self.i32(f"{y}_perm", n.attr("perm"))
+            self.b.op("TRANSPOSE", [self.t(ins[0]), perm], [self.t(y)], "TransposeOptions")
+        elif get_op(n).view:
+            shape = list(self.g.shape(y))
+            self.b.op("RESHAPE", [self.t(ins[0]), self.i32(f"{y}_shape", shape)], [self.t(y)],
+                      "ReshapeOptions", newShape=np.asarray(shape, np.int32))
+        elif op in ("QConv2D", "QDepthwiseConv2D"):
+            _, kh, kw, _ = self.g.shape(ins[1])
+            x, pad = self.padding(n, ins[0], kh, kw)
+            sh, sw = (int(v) for v in n.attr("strides", [1, 1]))
+            dh, dw = (int(v) for v in n.attr("dilations", [1, 1]))
+            fields = dict(padding=pad, strideH=sh, strideW=sw, dilationHFactor=dh,
+                          dilationWFactor=dw, fusedActivationFunction=self.fused(n))
+            if op == "QConv2D":
+                self.b.op("CONV_2D", [self.t(x), self.t(ins[1]), self.t(ins[2])], [self.t(y)],
+                          "Conv2DOptions", **fields)
+            else:
+                self.b.op("DEPTHWISE_CONV_2D", [self.t(x), self.t(ins[1]), self.t(ins[2])],
+                          [self.t(y)], "DepthwiseConv2DOptions",
+                          depthMultiplier=int(n.attr("depth_multiplier", 1)), **fields)
+        elif op == "QFullyConnected":
+            self.b.op("FULLY_CONNECTED", [self.t(ins[0]), self.t(ins[1]),
+                                          self.t(ins[2] if len(ins) > 2 else "")],
+                      [self.t(y)], "FullyConnectedOptions",
+                      fusedActivationFunction=self.fused(n),
+                      keepNumDims=len(self.g.shape(y)) != 2)
+        elif op in ("QMaxPool2D", "QAveragePool2D"):
+            kh, kw = (int(v) for v in n.attr("kernel"))
+            x, pad = self.padding(n, ins[0], kh, kw)
+            sh, sw = (int(v) for v in n.attr("strides", [1, 1]))
+            self.b.op("MAX_POOL_2D" if op == "QMaxPool2D" else "AVERAGE_POOL_2D",
+                      [self.t(x)], [self.t(y)], "Pool2DOptions", padding=pad, strideH=sh,
+                      strideW=sw, filterHeight=kh, filterWidth=kw,
+                      fusedActivationFunction=self.fused(n))
+        elif op in ("QAdd", "QSub", "QMul"):
+            name = {"QAdd": "ADD", "QSub": "SUB", "QMul": "MUL"}[op]
+            self.b.op(name, [self.t(ins[0]), self.t(ins[1])], [self.t(y)],
+                      f"{name.capitalize()}Options", fusedActivationFunction=self.fused(n))
+        elif op == "QMean":
+            axes = self.i32(f"{y}_axes", n.attr("axes"))
+            self.b.op("MEAN", [self.t(ins[0]), axes], [self.t(y)], "ReducerOptions",
+                      keepDims=bool(n.attr("keepdims", 1)))
+        elif op == "QSoftmax":
+            self.b.op("SOFTMAX", [self.t(ins[0])], [self.t(y)], "SoftmaxOptions",
+                      beta=float(n.attr("beta", 1.0)))
+        elif op == "QConcat":
+            axis = int(n.attr("axis", 0))
+            axis = axis + len(self.g.shape(y)) if axis < 0 else axis
+            self.b.op("CONCATENATION", [self.t(i) for i in ins], [self.t(y)],
+                      "ConcatenationOptions", axis=axis)
+        elif op == "QLut":
+            self.table(n)
+        else:
+            raise EdgecError(f"{self.where(n)}: no TFLite int8 builtin for this op (a float op "
+                             f"of a mixed-precision model?); write the model as .onnx")
+
+    def table(self, n: Node) -> None:
+        fn = tuple(n.attr("_fn") or ())
+        x, y = self.t(n.inputs[0]), self.t(n.outputs[0])
+        if fn[:1] == ("LeakyRelu",):
+            self.b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=float(fn[1]))
+            return
+        name = {("Sigmoid",): "LOGISTIC", ("Tanh",): "TANH",
+                ("HardSwish",): "HARD_SWISH"}.get(fn) or _TABLES.get(fn)
+        if name is None:
+            raise EdgecError(f"{self.where(n)}: this activation table ({fn or 'unknown'}) has "
+                             f"no TFLite builtin")
+        self.b.op(name, [x], [y])
+
+    def run(self) -> bytes:
+        g = self.g
+        ins = [self.t(i) for i in g.inputs]
+        for n in g.nodes:
+            self.node(n)
+        return self.b.build(ins, [self.t(o) for o in g.outputs])
+
+
+def to_tflite(g: Graph) -> bytes:
+    """The lowered int8 graph ``g`` (``edgec.quantize.QuantizedModel.lowered``) as .tflite."""
+    return _Writer(g).run()
