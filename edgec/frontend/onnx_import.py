@@ -268,14 +268,6 @@ def from_model_proto(
             )
         g.nodes.append(Node(n.op_type, node_name, list(n.input), list(n.output), attrs))
 
-    for vo in og.output:
-        elem = vo.type.tensor_type.elem_type
-        if elem != onnx.TensorProto.FLOAT:
-            names = onnx.TensorProto.DataType.values()
-            tname = onnx.TensorProto.DataType.Name(elem) if elem in names else "no type"
-            raise EdgecError(
-                f"{source}: output '{vo.name}' is declared {tname}; edgec's outputs are float32"
-            )
     g.outputs = [o.name for o in og.output]
     try:
         g.toposort()
@@ -285,6 +277,19 @@ def from_model_proto(
         infer_shapes(g)
     except EdgecError as exc:
         raise type(exc)(f"{source}: {exc}") from None
+    for vo in og.output:
+        elem = vo.type.tensor_type.elem_type
+        if elem == onnx.TensorProto.FLOAT:
+            continue
+        produced = g.tensors.get(vo.name)
+        if elem == onnx.TensorProto.INT64 and produced is not None and produced.dtype == "int64":
+            continue  # indices (ArgMax, ArgMin, TopK): exact integers in float32 at run time
+        names = onnx.TensorProto.DataType.values()
+        tname = onnx.TensorProto.DataType.Name(elem) if elem in names else "no type"
+        raise EdgecError(
+            f"{source}: output '{vo.name}' is declared {tname}; edgec's outputs are float32 "
+            f"(int64 only for indices from ArgMax, ArgMin, TopK)"
+        )
     check_types(model, source)
     for o in g.outputs:
         if o not in g.tensors:
