@@ -16,6 +16,7 @@ from edgec.passes.batchnorm import fold_batchnorm
 from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_identities
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
+from edgec.passes.patches import patch_early_stage
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
@@ -34,6 +35,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fuse_bias_adds,
     fuse_activations,
     eliminate_dead_nodes,
+    patch_early_stage,
     detect_state,
 )
 
@@ -65,6 +67,7 @@ __all__ = [
     "fuse_bias_adds",
     "optimize",
     "optimize_transposes",
+    "patch_early_stage",
     "remove_identities",
     "simplify_views",
     "use_sparse_weights",
