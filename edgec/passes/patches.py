@@ -67,7 +67,7 @@ class _Plan:
     length: int
     grid: tuple[int, int]
     peak: int
-    macs: int
+    recompute: int  # MACs beyond the unpatched stage's
 
 
 class _Chain:
@@ -199,13 +199,30 @@ def _best(g: Graph, budget: float) -> _Plan | None:
                     continue
                 stage = around + (0 if y in boundary else _bytes(g, y)) + ch.tile_peak(ph, pw)
                 cands.append(_Plan(start, length, (hl // ph, wl // pw), max(outside, stage),
-                                   ch.macs(ph, pw)))
+                                   ch.macs(ph, pw) - stage_macs))
     if not cands:
         return None
     best = min(c.peak for c in cands)
     if best > GAIN * base:
         return None
-    return min((c for c in cands if c.peak <= 1.1 * best), key=lambda c: (c.macs, c.peak))
+    return min((c for c in cands if c.peak <= 1.1 * best), key=lambda c: (c.recompute, c.peak))
+
+
+def patch_stage(g: Graph, start: int, length: int, grid: tuple[int, int]) -> Graph:
+    """``g`` with nodes[start:start+length] (a chain of stage convs) as a PatchLoop over a
+    ``grid`` (rows, columns) of patches of the chain's output."""
+    nodes = g.nodes[start : start + length]
+    if not (length >= 1 and len(nodes) == length and all(n.op in STAGE_OPS for n in nodes)
+            and all(b.inputs[0] == a.outputs[0] for a, b in zip(nodes, nodes[1:], strict=False))):
+        raise EdgecError(f"nodes {start}..{start + length - 1}: not a chain of "
+                         f"{' / '.join(STAGE_OPS)} nodes")
+    _, hl, wl, _ = g.shape(nodes[-1].outputs[0])
+    gy, gx = grid
+    if gy < 1 or gx < 1 or hl % gy or wl % gx:
+        raise EdgecError(f"patch grid {gy}x{gx} does not divide the stage output {hl}x{wl}")
+    ch = _Chain(g, nodes)
+    stage_macs = sum(get_op(n, g).macs(n, g) for n in nodes)
+    return _rewrite(g, _Plan(start, length, grid, 0, ch.macs(hl // gy, wl // gx) - stage_macs))
 
 
 def _rewrite(g: Graph, plan: _Plan) -> Graph:
@@ -224,7 +241,6 @@ def _rewrite(g: Graph, plan: _Plan) -> Graph:
         tiles.append(tn)
     body = [Node(n.op, f"{name}/{n.name}", [tiles[i]] + n.inputs[1:], [tiles[i + 1]],
                  {**n.attrs, "pads": [0, 0, 0, 0]}) for i, n in enumerate(nodes)]
-    orig_macs = sum(get_op(n, g).macs(n, g) for n in nodes)
     consts = list(dict.fromkeys(i for n in nodes for i in n.inputs[1:] if i))
     loop = Node("PatchLoop", name, [stage[0], *consts], [stage[-1]], {
         "body": body,
@@ -233,7 +249,7 @@ def _rewrite(g: Graph, plan: _Plan) -> Graph:
         "rows": [list(ab) for ab in ch.origins(0, ph)],
         "cols": [list(ab) for ab in ch.origins(1, pw)],
         "full": [[s[1], s[2]] for s in ch.shapes],
-        "recompute_macs": plan.macs - orig_macs,
+        "recompute_macs": plan.recompute,
     })
     g.nodes[plan.start : plan.start + plan.length] = [loop]
     for t in stage[1:-1]:
