@@ -66,7 +66,7 @@ def firmware_flash(cm: edgec.CompiledModel, target: str = "cortex-m4f") -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         build = build_firmware(cm, load_target(target), Path(tmp) / "fw")
-        return int(build.flash_bytes)
+        return int(build.flash_used)
 
 
 def measure(name: str, blob: bytes, flash: bool = True) -> Row:

@@ -7,6 +7,8 @@ module imports TensorFlow (about 9 s).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -103,4 +105,5 @@ def tflite(model: tf.keras.Model, seed: int = 0, n: int = 32) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    return conv.convert()
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints its SavedModel
+        return conv.convert()
