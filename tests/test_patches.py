@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgec.api import compile_graph
+from edgec.backend.report import node_rows
 from edgec.errors import EdgecError
 from edgec.ir import Graph
 from edgec.ops.interpret import interpret
@@ -50,6 +51,9 @@ def test_patched_chain_equals_whole(grid: tuple[int, int]) -> None:
     loop = patched.nodes[0]
     # 1x1 patches of a 7x6 output recompute a lot; the whole output as one patch nothing
     assert m.report()["structure"]["patch_recompute_macs"] == loop.attr("recompute_macs") > 0
+    gy, gx = grid
+    labels = [r[4] for r in node_rows(patched) if r[2].startswith("Patch")]
+    assert labels == [f"loop x{gy * gx} patches", *["zero point outside"] * 3, "end of loop"]
 
 
 def test_patch_stage_refuses_bad_requests() -> None:

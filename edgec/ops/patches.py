@@ -158,6 +158,10 @@ class PatchBegin(LoopControl):
     types = ("PatchBegin",)
     depth_change = 1
 
+    def label(self, node: Node) -> str:
+        gy, gx = node.attr("grid")
+        return f"loop x{gy * gx} patches"
+
     def stats(self, node: Node, g: Graph) -> dict[str, int]:
         """Counted in the compile report's ``structure``."""
         return {"patch_loops": 1, "patch_recompute_macs": int(node.attr("recompute_macs"))}
@@ -179,6 +183,9 @@ class PatchMask(LoopControl):
     point (the next convolution's padding)."""
 
     types = ("PatchMask",)
+
+    def label(self, node: Node) -> str:
+        return "zero point outside"
 
     def emit_control(self, node: Node, ctx: EmitContext, ptr: dict[str, str]) -> list[str]:
         return _window_c(node, ctx.g, int(node.attr("level")), ptr[node.inputs[0]], None)
