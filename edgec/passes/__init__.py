@@ -43,7 +43,9 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
 def optimize(g: Graph, pipeline: tuple[Pass, ...] = DEFAULT_PIPELINE) -> Graph:
     for p in pipeline:
         g = p(g)
-    return _optimize_bodies(g, tuple(p for p in pipeline if p is not detect_state))
+    # loop bodies keep their convolutions whole (a PatchLoop is a top-level construct)
+    return _optimize_bodies(
+        g, tuple(p for p in pipeline if p not in (detect_state, patch_early_stage)))
 
 
 def _optimize_bodies(g: Graph, pipeline: tuple[Pass, ...]) -> Graph:
