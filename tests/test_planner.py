@@ -94,6 +94,43 @@ def test_no_inplace_when_input_still_needed() -> None:
     assert plan.offsets["a"] != plan.offsets["b"]
 
 
+def test_inplace_over_second_operand() -> None:
+    """Add(a, b) with a still needed later and b dying: the sum is written over b."""
+    nodes = [
+        Node("Relu", "r", ["x"], ["a"]),
+        Node("Sigmoid", "s", ["a"], ["b"]),
+        Node("Add", "add", ["a", "b"], ["c"]),
+        Node("Mul", "mul", ["a", "c"], ["y"]),
+    ]
+    g = _graph(nodes, {"x": (1, 8)}, ["y"])
+    plan = plan_memory(g)
+    assert "c" in plan.inplace and plan.offsets["c"] == plan.offsets["b"]
+    assert plan.arena_floats == 16
+
+
+def test_int8_add_over_second_operand_runs_exact() -> None:
+    """The same with QAdd on int8 codes: the C, writing the sum over b, equals the reference."""
+    from edgec.api import compile_graph
+    from edgec.ops.interpret import interpret
+    from tests.int8_graphs import Builder, random_feeds
+
+    b = Builder("qadd_over_b", seed=4)
+    x = b.input("x", (1, 64))
+    w = b.weights((64, 64), 0)
+    a = b.op("QFullyConnected", [x, w, b.bias(64, x, w)])
+    w2 = b.weights((64, 64), 0)
+    h = b.op("QFullyConnected", [a, w2, b.bias(64, a, w2)])
+    s = b.op("QAdd", [a, h])
+    y = b.op("QMul", [a, s])
+    g = b.finish([y])
+    m = compile_graph(g)
+    assert m.report()["arena_bytes"] == 2 * 64  # a, and h with the sum written over it
+    rng = np.random.default_rng(6)
+    for _ in range(5):
+        feeds = random_feeds(g, rng)
+        assert np.array_equal(m.run(feeds["x"]), interpret(g, feeds)[y])
+
+
 def test_skip_connection_lower_bound() -> None:
     w = np.ones((16, 16), np.float32)
     nodes = [

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 
 from edgec.ir import Graph, Node, Tensor
+from edgec.ops.patches import expand as expand_patch_loop
 from edgec.ops.scan import scan_spec
 
 
 def flatten_scans(g: Graph) -> Graph:
-    if not any(n.op == "Scan" for n in g.nodes):
+    """Also expands every PatchLoop (``edgec.ops.patches``) into its flat loop form."""
+    if not any(n.op in ("Scan", "PatchLoop") for n in g.nodes):
         return g
     flat = Graph(g.name, [], dict(g.tensors), list(g.inputs), list(g.outputs), list(g.state),
                  dict(g.state_init), g.opset, g.source, dict(g.options))
@@ -29,6 +31,9 @@ def flatten_scans(g: Graph) -> Graph:
 def _flatten(src: Graph, nodes: list[Node], flat: Graph, depth: int) -> list[Node]:
     out: list[Node] = []
     for n in nodes:
+        if n.op == "PatchLoop":
+            out.extend(expand_patch_loop(n, depth))
+            continue
         if n.op != "Scan":
             out.append(n)
             continue

@@ -3,18 +3,20 @@
 The arena is planned in bytes: every buffer starts at a multiple of ``ALIGN`` bytes (so float
 tensors stay float-aligned and int8 tensors take a quarter of a float tensor's space).
 Tensors whose lifetimes do not overlap share memory. View ops (Reshape, Flatten, ...) alias their
-input; elementwise ops write over an input that dies at that node (in place). Buffers are placed
+input; elementwise ops write over an input that dies at that node (in place: input 0, or
+for binary ops either operand of the output's shape). Buffers are placed
 greedily by size (largest first, each at the lowest offset that does not collide with a buffer
 alive at the same time). The lower bound is the largest total of buffers alive at one step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgec.ir import Graph
+from edgec.ir import Graph, Node
 from edgec.ops import get_op
 
 #: every buffer's offset and size are multiples of this many bytes
@@ -62,6 +64,19 @@ class MemoryPlan:
         return -(-self.lower_bound_bytes // 4)
 
 
+def _inplace_over(n: Node, candidates: tuple[int, ...], buf_of: dict[str, Buffer],
+                  size: int, i: int, members_end: Callable[[Buffer], int]) -> Buffer | None:
+    """The buffer of the first candidate input of ``n`` (node ``i``) that output 0 may be
+    written over: the same size, read by no later node, and not read twice by ``n``."""
+    for k in candidates:
+        src = n.inputs[k] if k < len(n.inputs) else ""
+        b = buf_of.get(src)
+        if (b is not None and b.size == size and members_end(b) <= i
+                and n.inputs.count(src) == 1):
+            return b
+    return None
+
+
 def plan_memory(g: Graph) -> MemoryPlan:
     boundary = set(g.inputs) | set(g.outputs)
     last_use: dict[str, int] = {}
@@ -91,15 +106,11 @@ def plan_memory(g: Graph) -> MemoryPlan:
                 buf_of[t] = src_buf
                 aliased.add(t)
                 continue
-            if (
-                src_buf is not None
-                and op.inplace(n, g)
-                and src_buf.size == size
-                and members_end(src_buf) <= i
-                and src not in n.inputs[1:]
-            ):
-                src_buf.tensors.append(t)
-                buf_of[t] = src_buf
+            over = _inplace_over(n, op.inplace_inputs(n, g), buf_of, size, i,
+                                 members_end) if k == 0 else None
+            if over is not None:
+                over.tensors.append(t)
+                buf_of[t] = over
                 inplace.add(t)
                 continue
             b = Buffer(size, i, i, [t])

@@ -45,7 +45,7 @@ def node_rows(g: Graph) -> list[list[Any]]:
     for i, n in enumerate(g.nodes):
         op = get_op(n, g)
         if getattr(op, "control", False):
-            what = f"loop x{n.attr('trips')}" if n.op == "ScanBegin" else "end of loop"
+            what = op.label(n)
             rows.append([i, n.name, n.op, "", what, 0, 0, "-"])
             continue
         act = n.attrs.get("_act")

@@ -96,6 +96,11 @@ class Op:
         """True when output 0 may be written over input 0 (same size, read-before-write kernel)."""
         return False
 
+    def inplace_inputs(self, node: Node, g: Graph) -> tuple[int, ...]:
+        """Inputs output 0 may be written over, in order of preference (the planner takes the
+        first that dies at this node): input 0 when :meth:`inplace` allows it."""
+        return (0,) if self.inplace(node, g) else ()
+
     def state_inplace(self, node: Node, i_in: int, i_out: int) -> bool:
         """True when output ``i_out`` may be written over input ``i_in`` (the kernel reads
         each part of the input before it writes that part of the output): a stateful model's

@@ -141,6 +141,12 @@ class LoopControl(Op):
     def emit_control(self, node: Node, ctx: EmitContext, ptr: dict[str, str]) -> list[str]:
         raise NotImplementedError
 
+    def label(self, node: Node) -> str:
+        """What ``edgec inspect`` shows for it."""
+        if self.depth_change > 0:
+            return f"loop x{node.attr('trips')}"
+        return "end of loop" if self.depth_change < 0 else node.op
+
 
 def _src(ctx: EmitContext, ptr: dict[str, str], node: Node, i: int) -> str:
     """C pointer of input ``i``: its buffer, or the weight table of a constant."""

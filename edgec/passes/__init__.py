@@ -18,6 +18,8 @@ from edgec.passes.einsum import lower_einsum
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
 from edgec.passes.qdq import lower_qdq
+
+from edgec.passes.patches import patch_early_stage
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
@@ -38,6 +40,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     fuse_bias_adds,
     fuse_activations,
     eliminate_dead_nodes,
+    patch_early_stage,
     detect_state,
 )
 
@@ -45,7 +48,9 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
 def optimize(g: Graph, pipeline: tuple[Pass, ...] = DEFAULT_PIPELINE) -> Graph:
     for p in pipeline:
         g = p(g)
-    return _optimize_bodies(g, tuple(p for p in pipeline if p is not detect_state))
+    # loop bodies keep their convolutions whole (a PatchLoop is a top-level construct)
+    return _optimize_bodies(
+        g, tuple(p for p in pipeline if p not in (detect_state, patch_early_stage)))
 
 
 def _optimize_bodies(g: Graph, pipeline: tuple[Pass, ...]) -> Graph:
@@ -71,6 +76,7 @@ __all__ = [
     "lower_qdq",
     "optimize",
     "optimize_transposes",
+    "patch_early_stage",
     "remove_identities",
     "simplify_views",
     "use_sparse_weights",

@@ -63,5 +63,9 @@ def eliminate_dead_nodes(g: Graph) -> Graph:
     live = needed | set(g.inputs) | set(g.outputs)
     for o in {o for n in g.nodes for o in n.outputs if o}:
         live.add(o)
+    for n in g.nodes:  # tensors of nodes held in an attribute (a PatchLoop's body)
+        for v in n.attrs.values():
+            if isinstance(v, list) and v and all(isinstance(b, Node) for b in v):
+                live.update(t for b in v for t in (*b.inputs, *b.outputs) if t)
     g.tensors = {k: t for k, t in g.tensors.items() if k in live}
     return g

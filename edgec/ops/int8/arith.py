@@ -46,6 +46,11 @@ class _QBinary(QOp):
     def inplace(self, node: Node, g: Graph) -> bool:
         return g.shape(node.inputs[0]) == g.shape(node.outputs[0])
 
+    def inplace_inputs(self, node: Node, g: Graph) -> tuple[int, ...]:
+        """Either operand of the output's shape: each output element reads its own position of
+        that operand before it is written (the other operand may broadcast)."""
+        return tuple(k for k in (0, 1) if g.shape(node.inputs[k]) == g.shape(node.outputs[0]))
+
     def params(self, node: Node, g: Graph) -> dict[str, int]:
         raise NotImplementedError
 

@@ -125,6 +125,10 @@ class QDepthwiseConv2D(QOp):
                     + "".join(f"acc += (int32_t)wp[{wo}] * xp[{xo}];\n" for xo, wo in taps))
         else:
             full = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * {xv};")
+        tap_range = win.c_tap_range
+        if not win.any_padding and win.kh * win.kw <= UNROLL_TAPS:  # only ih / iw are read
+            def tap_range(o: str, axis: str) -> str:
+                return win.c_tap_range(o, axis).split("\n")[0] + "\n"
         if win.any_padding:
             bsym = ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True)
             border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - ({zp_x}));")
@@ -139,14 +143,14 @@ class QDepthwiseConv2D(QOp):
             per_channel = f"int32_t acc = {fsym}[oc];\n" + full
             inside = ""
         pixel = (
-            win.c_tap_range("ow", "w") + inside
+            tap_range("ow", "w") + inside
             + f"int8_t *yp = yn + (oh * {win.ow} + ow) * {oc};\n"
             + f"for (int oc = 0; oc < {oc}; ++oc) {{\n" + indent(per_channel)
             + f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, {lo}, "
             f"{hi});\n}}\n"
         )
         loops = (
-            f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n" + indent(win.c_tap_range("oh", "h"))
+            f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n" + indent(tap_range("oh", "h"))
             + f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n" + indent(pixel, 2) + "    }\n}\n"
         )
         hw_c = win.h * win.w * win.c
