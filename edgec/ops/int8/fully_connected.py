@@ -27,7 +27,6 @@ from edgec.ops.int8.common import (
     Requant,
     act_range,
     fits_int32,
-    gemv_rows,
     per_tensor,
     quant_of,
     requantize_ref,
@@ -35,6 +34,7 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
+from edgec.ops.int8.gemm_s8 import Rows, padded_dims, pair_table, use_kernels
 
 Outs = list[tuple[Shape, str]]
 
@@ -92,9 +92,9 @@ def const_int8(node: Node, g: Graph, idx: int, what: str) -> np.ndarray:
 
 
 def weight_layout(w: np.ndarray) -> np.ndarray:
-    """The weight table the kernel reads: rows of K in output-channel order (a SIMD kernel
-    re-lays them out here, at compile time)."""
-    return w
+    """The weight table the kernels read, re-laid out at compile time: the pair table of
+    :mod:`edgec.ops.int8.gemm_s8` (rows [M, K] in, flat int8 out)."""
+    return pair_table(w)
 
 
 @register
@@ -142,6 +142,14 @@ class QFullyConnected(QOp):
         rows, k, m = self._dims(node, g)
         return rows * k * m
 
+    def scratch(self, node: Node, g: Graph) -> int:
+        """The DSP kernel's int16 copy of one input row (bytes)."""
+        _, k, m = self._dims(node, g)
+        return 2 * padded_dims(m, k)[1]
+
+    def scratch_ctype(self, node: Node, g: Graph) -> str:
+        return "int8_t"
+
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         rows, k, m = self._dims(node, g)
@@ -156,11 +164,24 @@ class QFullyConnected(QOp):
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
         requant = use_requant(ctx, rounding_of(g, fully_connected=True))
+        use_kernels(ctx)
+        gemm = Rows(m, k, wsym, bsym)
+
+        def store(mi: str, col: int, acc: str) -> str:
+            return (f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {rq.shift(mi)}, {zp_y}, {lo}, "
+                    f"{hi});")
+
+        dsp = (f"edgec_q15a *xq = (edgec_q15a *)(void *){ctx.scratch()};\n"
+               f"const int32_t sx = edgec_widen_s8(xr, {k}, xq, 0, 1);\n"
+               + "".join(f"xq[{i}] = 0;\n" for i in range(k, gemm.kp))
+               + gemm.dsp("xq", ["sx"], store))
+        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n(void)scratch;\n" + gemm.generic("xr", store)
+               + "#endif\n")
         x, y = ctx.inp(0), ctx.out(0)
-        row = gemv_rows(ctx, "xr", wsym, k, "0", m, bsym, rq, requant, zp_y, lo, hi, "yr")
         if rows == 1:
             return f"const int8_t *xr = {x};\nint8_t *yr = {y};\n" + row
-        inner = "".join("    " + ln + "\n" for ln in row.rstrip("\n").split("\n"))
+        inner = "".join("    " + ln + "\n" if ln and not ln.startswith("#") else ln + "\n"
+                        for ln in row.rstrip("\n").split("\n"))
         return (
             f"for (int r = 0; r < {rows}; ++r) {{\n"
             f"    const int8_t *xr = {x} + r * {k};\n"
