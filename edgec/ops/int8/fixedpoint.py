@@ -256,13 +256,15 @@ def clamp_int8(x: object, lo: int = -128, hi: int = 127) -> np.ndarray:
 
 C_HELPERS: dict[str, str] = {
     "edgec_srdhm": """\
-/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31) / 2^32, saturating. */
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31) / 2^32, saturating.
+ * gemmlowp's (ab + nudge) / 2^31 with its sign-dependent nudge (2^30 or 1 - 2^30) and a
+ * division that truncates equals floor((ab + 2^30) / 2^31) for every ab: one add and an
+ * arithmetic shift (no 64-bit division, no branch). */
 static inline int32_t edgec_srdhm(int32_t a, int32_t b)
 {
     const int64_t ab = (int64_t)a * (int64_t)b;
-    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
     if (a == b && a == INT32_MIN) return INT32_MAX;
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }""",
     "edgec_rdbp": """\
 /* gemmlowp RoundingDivideByPOT: x / 2^exponent, to nearest, ties away from zero. */
