@@ -269,46 +269,69 @@ static inline void edgec_pair1_s8(const int8_t *w, const edgec_q15a *x, int kp, 
 #endif"""
 
 GENERIC_C = r"""/* Generic C reading the pair table: acc[r] += row r . x over the first k codes, for
- * the rows (four for a quad, two for the lone pair) of block w. */
-static inline void edgec_quad_s8(const int8_t *w, const int8_t *x, int k, int32_t *acc)
+ * the rows (four for a quad, two for the lone pair) of block w. The even rows' bytes hold
+ * w + 128 (read unsigned); their sums are corrected by 128 * sx, sx = sum(x) (edgec_sum_s8). */
+static inline int32_t edgec_sum_s8(const int8_t *x, int n)
 {
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    int32_t s = 0;
+    int i;
+    for (i = 0; i < n; ++i) s += x[i];
+    return s;
+}
+
+static inline void edgec_quad_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
+                                 int32_t *acc)
+{
+    const uint8_t *u = (const uint8_t *)w;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     int j;
-    for (j = 0; j + 2 <= k; j += 2, w += 8) {
+    for (j = 0; j + 2 <= k; j += 2) {
         const int32_t x0 = x[j], x1 = x[j + 1];
-        a0 += ((int32_t)(uint8_t)w[0] - 128) * x0 + ((int32_t)(uint8_t)w[2] - 128) * x1;
-        a1 += w[1] * x0 + w[3] * x1;
-        a2 += ((int32_t)(uint8_t)w[4] - 128) * x0 + ((int32_t)(uint8_t)w[6] - 128) * x1;
-        a3 += w[5] * x0 + w[7] * x1;
+        a0 += u[0] * x0;
+        a1 += w[1] * x0;
+        a2 += u[4] * x0;
+        a3 += w[5] * x0;
+        a0 += u[2] * x1;
+        a1 += w[3] * x1;
+        a2 += u[6] * x1;
+        a3 += w[7] * x1;
+        u += 8;
+        w += 8;
     }
     if (j < k) {
         const int32_t x0 = x[j];
-        a0 += ((int32_t)(uint8_t)w[0] - 128) * x0;
+        a0 += u[0] * x0;
         a1 += w[1] * x0;
-        a2 += ((int32_t)(uint8_t)w[4] - 128) * x0;
+        a2 += u[4] * x0;
         a3 += w[5] * x0;
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    acc[0] += a0 - 128 * sx;
+    acc[1] += a1;
+    acc[2] += a2 - 128 * sx;
+    acc[3] += a3;
 }
 
-static inline void edgec_pair_s8(const int8_t *w, const int8_t *x, int k, int32_t *acc)
+static inline void edgec_pair_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
+                                 int32_t *acc)
 {
-    int32_t a0 = acc[0], a1 = acc[1];
+    const uint8_t *u = (const uint8_t *)w;
+    int32_t a0 = 0, a1 = 0;
     int j;
-    for (j = 0; j + 2 <= k; j += 2, w += 4) {
+    for (j = 0; j + 2 <= k; j += 2) {
         const int32_t x0 = x[j], x1 = x[j + 1];
-        a0 += ((int32_t)(uint8_t)w[0] - 128) * x0 + ((int32_t)(uint8_t)w[2] - 128) * x1;
-        a1 += w[1] * x0 + w[3] * x1;
+        a0 += u[0] * x0;
+        a1 += w[1] * x0;
+        a0 += u[2] * x1;
+        a1 += w[3] * x1;
+        u += 4;
+        w += 4;
     }
     if (j < k) {
-        a0 += ((int32_t)(uint8_t)w[0] - 128) * x[j];
+        a0 += u[0] * x[j];
         a1 += w[1] * x[j];
     }
-    acc[0] = a0;
-    acc[1] = a1;
+    acc[0] += a0 - 128 * sx;
+    acc[1] += a1;
 }"""
 
 
@@ -353,17 +376,17 @@ class Rows:
 
     def generic(self, x: str, store: object) -> str:
         """Generic C: rows against int8 vector ``x`` (k codes)."""
-        code = ""
+        code = f"const int32_t sx = edgec_sum_s8({x}, {self.k});\n"
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
                      + _ind(self._init(4, "4 * q", 1)
                             + f"edgec_quad_s8({self.wsym} + q * {4 * self.kp}, {x}, {self.k}, "
-                            f"acc);\n" + self._finish(4, "4 * q", 1, store)) + "}\n")
+                            f"sx, acc);\n" + self._finish(4, "4 * q", 1, store)) + "}\n")
         if self.lone:
             base = str(4 * self.nquad)
             code += ("{\n" + _ind(self._init(2, base, 1)
                                   + f"edgec_pair_s8({self.wsym} + {self.nquad * 4 * self.kp}, "
-                                  f"{x}, {self.k}, acc);\n"
+                                  f"{x}, {self.k}, sx, acc);\n"
                                   + self._finish(2, base, 1, store)) + "}\n")
         return code
 
