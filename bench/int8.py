@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,6 +179,10 @@ def keras_models() -> dict[str, Callable[[], Any]]:
     return {"ds_cnn": ds_cnn, "cnn1d": cnn1d, "mlp": mlp, "lstm": lstm}
 
 
+#: the Keras bench models (built by :func:`keras_models`)
+MODELS = ("ds_cnn", "cnn1d", "mlp", "lstm")
+
+
 def convert(model: Any, int8: bool, seed: int = 0, n: int = 32) -> bytes:
     """TFLite bytes: float32, or full-integer int8 (int8 input and output) calibrated on a
     seeded random representative set."""
@@ -206,35 +212,60 @@ MODEL_HEADERS = (
 )  # fmt: skip
 
 
-def measure_models(names: Sequence[str] | None = None) -> tuple[list[list[str]], list[str]]:
+def convert_isolated(name: str, int8: bool, out: Path) -> str | None:
+    """Build bench model ``name`` (seeded) and convert it in a child process (TensorFlow's
+    converter can crash the process, as it does on a full-integer LSTM); None on success,
+    else what went wrong."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bench.int8", "--convert", name, "int8" if int8 else "float",
+           str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0 and out.is_file():
+        return None
+    tail = " ".join(proc.stderr.strip().splitlines()[-1:])
+    return f"TensorFlow's converter failed (exit status {proc.returncode}) {tail}".strip()
+
+
+def _convert_main(name: str, kind: str, out: str) -> int:
     import tensorflow as tf
 
+    tf.keras.utils.set_random_seed(0)
+    model = keras_models()[name]()
+    Path(out).write_bytes(convert(model, kind == "int8"))
+    return 0
+
+
+def measure_models(names: Sequence[str] | None = None) -> tuple[list[list[str]], list[str]]:
     target = load_target(TARGET)
-    builders = keras_models()
     rows: list[list[str]] = []
     notes: list[str] = []
-    for name in names or list(builders):
-        tf.keras.utils.set_random_seed(0)
-        model = builders[name]()
-        reps: dict[str, ProfileReport] = {}
-        for kind in ("float", "int8"):
-            try:
-                cm = edgec.compile(convert(model, kind == "int8"), name=f"{name}_{kind}")
-                reps[kind] = profile(cm, target, repeat=1, timeout_s=600)
-            except EdgecError as exc:
-                notes.append(f"{name} {kind}: {' '.join(str(exc).split())}")
-            print(f"measured {name} {kind}", file=sys.stderr)
-        f = reps.get("float")
-        for kind, r in reps.items():
-            speed = (f"{f.estimated_cycles / r.estimated_cycles:.2f}x"
-                     if f is not None and kind == "int8" else "-")
-            rows.append([
-                name, kind, f"{r.macs:,}", f"{r.instructions_per_inference:,}",
-                f"{r.instructions_per_mac:.2f}", f"{r.estimated_cycles:,}",
-                f"{r.macs_per_cycle:.3f}", f"{r.size.flash_total:,}", f"{r.size.weights:,}",
-                f"{f.instructions_per_inference:,}" if f else "-",
-                f"{f.estimated_cycles:,}" if f else "-", speed,
-            ])
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-int8-") as tmp:
+        for name in names or MODELS:
+            reps: dict[str, ProfileReport] = {}
+            for kind in ("float", "int8"):
+                path = Path(tmp) / f"{name}_{kind}.tflite"
+                err = convert_isolated(name, kind == "int8", path)
+                if err is None:
+                    try:
+                        cm = edgec.compile(str(path), name=f"{name}_{kind}")
+                        reps[kind] = profile(cm, target, repeat=1, timeout_s=600)
+                    except EdgecError as exc:
+                        err = " ".join(str(exc).split())
+                if err is not None:
+                    notes.append(f"{name} {kind}: {err}")
+                print(f"measured {name} {kind}", file=sys.stderr)
+            f = reps.get("float")
+            for kind, r in reps.items():
+                speed = (f"{f.estimated_cycles / r.estimated_cycles:.2f}x"
+                         if f is not None and kind == "int8" else "-")
+                rows.append([
+                    name, kind, f"{r.macs:,}", f"{r.instructions_per_inference:,}",
+                    f"{r.instructions_per_mac:.2f}", f"{r.estimated_cycles:,}",
+                    f"{r.macs_per_cycle:.3f}", f"{r.size.flash_total:,}", f"{r.size.weights:,}",
+                    f"{f.instructions_per_inference:,}" if f else "-",
+                    f"{f.estimated_cycles:,}" if f else "-", speed,
+                ])
     return rows, notes
 
 
@@ -257,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--layers-only", action="store_true", help="skip the Keras bench models")
     ap.add_argument("--models", help="comma-separated Keras bench models (default: all)")
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    ap.add_argument("--convert", nargs=3, metavar=("MODEL", "KIND", "OUT"),
+                    help=argparse.SUPPRESS)  # internal: one conversion in a child process
     ns = ap.parse_args(argv)
+    if ns.convert:
+        return _convert_main(*ns.convert)
     names = ns.layers.split(",") if ns.layers else list(LAYERS)
     unknown = [n for n in names if n not in LAYERS]
     if unknown:

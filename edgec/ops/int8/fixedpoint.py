@@ -276,12 +276,15 @@ static inline int32_t edgec_rdbp(int32_t x, int exponent)
 }""",
     "edgec_mbqm": """\
 /* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), double rounding
- * (TFLite Micro, CMSIS-NN). */
+ * (TFLite Micro, CMSIS-NN). The multiplier is a QuantizeMultiplier significand (0 or in
+ * [2^30, 2^31)), never INT32_MIN, so SaturatingRoundingDoublingHighMul cannot saturate and is
+ * (x * multiplier + 2^30) >> 31 (see edgec_srdhm). */
 static inline int32_t edgec_mbqm(int32_t x, int32_t multiplier, int shift)
 {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
-    return edgec_rdbp(edgec_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+    const int64_t ab = (int64_t)(int32_t)((uint32_t)x << left) * multiplier;
+    return edgec_rdbp((int32_t)((ab + ((int64_t)1 << 30)) >> 31), right);
 }""",
     "edgec_mbqm_single": """\
 /* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), single rounding
@@ -336,7 +339,7 @@ static inline int edgec_clz32(uint32_t x)
 
 #: helpers each helper calls (emitted first)
 _DEPENDS = {
-    "edgec_mbqm": ("edgec_srdhm", "edgec_rdbp"),
+    "edgec_mbqm": ("edgec_rdbp",),
     "edgec_one_over_one_plus_x": ("edgec_srdhm", "edgec_sat_shl"),
 }
 
