@@ -48,7 +48,8 @@ def test_pair_table_words() -> None:
 
 
 def _gemm_graph() -> Graph:
-    """Fully connected and convolution layers of awkward sizes side by side, one model."""
+    """Fully connected, convolution and depthwise layers of awkward sizes side by side, one
+    model (depthwise: 16 channels with padding, 7 channels = 4 + a scalar tail without)."""
     b = Builder("gemms8", 5)
     v = b.input("v", (2, 37))  # two rows, K odd
     f1 = b.op("QFullyConnected", [v, w := b.weights((13, 37), 0), b.bias(13, v, w)],
@@ -67,7 +68,9 @@ def _gemm_graph() -> Graph:
               pads=[1, 1, 1, 1])  # C = 10: whole rows of taps widened at once
     d1 = b.op("QDepthwiseConv2D", [c5, w := b.weights((1, 3, 3, 16), 3), b.bias(16, c5, w)],
               strides=[2, 2], pads=[1, 1, 1, 1], depth_multiplier=1, dilations=[1, 1])
-    return b.finish([f3, f1, c3, c4, d1])
+    d2 = b.op("QDepthwiseConv2D", [c3, w := b.weights((1, 2, 2, 7), 3), b.bias(7, c3, w)],
+              strides=[1, 1], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 2])
+    return b.finish([f3, f1, c3, c4, d1, d2])
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,10 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
+from edgec.ops.int8.depthwise_dsp import HELPERS_C, interior_channels
 from edgec.ops.int8.fixedpoint import rounding_of
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
+from edgec.ops.int8.gemm_s8 import use_kernels
 
 Outs = list[tuple[Shape, str]]
 #: windows of at most this many taps are unrolled (constant offsets) where wholly inside
@@ -125,6 +127,10 @@ class QDepthwiseConv2D(QOp):
                     + "".join(f"acc += (int32_t)wp[{wo}] * xp[{xo}];\n" for xo, wo in taps))
         else:
             full = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * {xv};")
+        tap_range = win.c_tap_range
+        if not win.any_padding and win.kh * win.kw <= UNROLL_TAPS:  # only ih / iw are read
+            def tap_range(o: str, axis: str) -> str:
+                return win.c_tap_range(o, axis).split("\n")[0] + "\n"
         if win.any_padding:
             bsym = ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True)
             border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - ({zp_x}));")
@@ -138,15 +144,35 @@ class QDepthwiseConv2D(QOp):
         else:
             per_channel = f"int32_t acc = {fsym}[oc];\n" + full
             inside = ""
+        def channels(start: int) -> str:
+            return (f"for (int oc = {start}; oc < {oc}; ++oc) {{\n" + indent(per_channel)
+                    + f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, "
+                    f"{lo}, {hi});\n}}\n")
+
+        generic = channels(0)
+        if m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS:  # DSP: interior pixels
+            use_kernels(ctx)  # EDGEC_S8_DSP, <arm_acle.h>, SXTB16 ROR #8
+            ctx.helper("edgec_depthwise_dsp", HELPERS_C)
+
+            def store(ch: str, acc: str) -> str:
+                return (f"yp[{ch}] = {requant}({acc}, {rq.mult(ch)}, {rq.shift(ch)}, {zp_y}, "
+                        f"{lo}, {hi});")
+
+            dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                   + interior_channels(taps, oc, wsym, fsym, store)
+                   + (channels(oc - oc % 4) if oc % 4 else ""))
+            if win.any_padding:
+                generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else\n"
+                           "#endif\n{\n" + indent(generic) + "}\n")
+            else:
+                generic = ("#ifdef EDGEC_S8_DSP\n{\n" + indent(dsp) + "}\n#else\n"
+                           + generic + "#endif\n")
         pixel = (
-            win.c_tap_range("ow", "w") + inside
-            + f"int8_t *yp = yn + (oh * {win.ow} + ow) * {oc};\n"
-            + f"for (int oc = 0; oc < {oc}; ++oc) {{\n" + indent(per_channel)
-            + f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, {lo}, "
-            f"{hi});\n}}\n"
+            tap_range("ow", "w") + inside
+            + f"int8_t *yp = yn + (oh * {win.ow} + ow) * {oc};\n" + generic
         )
         loops = (
-            f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n" + indent(win.c_tap_range("oh", "h"))
+            f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n" + indent(tap_range("oh", "h"))
             + f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n" + indent(pixel, 2) + "    }\n}\n"
         )
         hw_c = win.h * win.w * win.c
