@@ -30,7 +30,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.depthwise_dsp import HELPERS_C, interior_channels
+from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
 from edgec.ops.int8.fixedpoint import rounding_of
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 from edgec.ops.int8.gemm_s8 import use_kernels
@@ -162,8 +162,10 @@ class QDepthwiseConv2D(QOp):
                    + interior_channels(taps, oc, wsym, fsym, store)
                    + (channels(oc - oc % 4) if oc % 4 else ""))
             if win.any_padding:
-                generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else\n"
-                           "#endif\n{\n" + indent(generic) + "}\n")
+                edge = (border_channels(win, oc, wsym, fsym, zp_x, store)
+                        + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
+                generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
+                           + indent(edge) + "}\n#else\n" + generic + "#endif\n")
             else:
                 generic = ("#ifdef EDGEC_S8_DSP\n{\n" + indent(dsp) + "}\n#else\n"
                            + generic + "#endif\n")

@@ -13,6 +13,8 @@ the same requantize + clamp. Channels past the last multiple of 4 take the scala
 
 from __future__ import annotations
 
+from typing import Any
+
 HELPERS_C = r"""#ifdef EDGEC_S8_DSP
 /* PKHBT: low halfword of a, low halfword of b on top; PKHTB: high halfword of a, high
  * halfword of b below. */
@@ -44,12 +46,36 @@ def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
     """C for one interior output pixel: channels ``0 <= ch < c - c % 4`` in fours.
     ``taps``: (input offset, weight offset) of every tap relative to ``xp + ch`` and
     ``wsym + ch``; ``store(ch_expr, acc_expr)`` gives the statement writing one output."""
+    return _channels([(f"xc + {xo}", wo) for xo, wo in taps], c, wsym, bias, store,
+                     "    const int8_t *xc = xp + ch;")
+
+
+def border_channels(win: Any, c: int, wsym: str, bias: str, zp_x: int, store: object) -> str:
+    """C for one output pixel whose window reaches into the padding: each tap reads the input
+    or, outside it, a row of the input zero point (which adds nothing: the folded bias already
+    subtracted zp_x * w for every tap). Declares the row and the tap pointers first."""
+    taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
+    lines = [f"int8_t zrow[{c}];",
+             f"const int8_t *tp[{len(taps)}];",
+             f"memset(zrow, {zp_x & 0xFF}, {c});"]
+    for t, (kh, kw) in enumerate(taps):
+        r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
+        lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
+                     f"xn + (({r}) * {win.w} + {q}) * {c} : zrow;")
+    body = _channels([(f"tp[{t}] + ch", t * c) for t in range(len(taps))], c, wsym, bias,
+                     store, "")
+    return "\n".join(lines) + "\n" + body
+
+
+def _channels(taps: list[tuple[str, int]], c: int, wsym: str, bias: str, store: object,
+              head: str) -> str:
+    """Channels in fours; ``taps``: (C pointer to the tap's four input channels, weight
+    offset from ``wsym + ch``)."""
     assert callable(store)
     c4 = c - c % 4
     if c4 == 0:
         return ""
-    lines = [f"for (int ch = 0; ch < {c4}; ch += 4) {{",
-             "    const int8_t *xc = xp + ch;",
+    lines = [f"for (int ch = 0; ch < {c4}; ch += 4) {{", *([head] if head else []),
              f"    const int8_t *wc = {wsym} + ch;",
              f"    int32_t a0 = {bias}[ch], a1 = {bias}[ch + 1], a2 = {bias}[ch + 2], "
              f"a3 = {bias}[ch + 3];"]
@@ -57,7 +83,7 @@ def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
         (xt, wt), (xu, wu) = taps[i], taps[i + 1]
         lines += [
             "    {",
-            f"        const uint32_t xt = edgec_ld32(xc + {xt}), xu = edgec_ld32(xc + {xu});",
+            f"        const uint32_t xt = edgec_ld32({xt}), xu = edgec_ld32({xu});",
             f"        const uint32_t wt = edgec_ld32(wc + {wt}), wu = edgec_ld32(wc + {wu});",
             "        const int32_t xa = edgec_pkhbt(xt, xu), xb = edgec_pkhtb(xu, xt);",
             "        const int32_t wa = edgec_pkhbt(wt, wu), wb = edgec_pkhtb(wu, wt);",
@@ -71,7 +97,7 @@ def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
         xt, wt = taps[-1]
         lines += [
             "    {",
-            f"        const int32_t xv = (int32_t)edgec_ld32(xc + {xt});",
+            f"        const int32_t xv = (int32_t)edgec_ld32({xt});",
             f"        const int32_t wv = (int32_t)edgec_ld32(wc + {wt});",
             "        const int32_t xe = __sxtb16(xv), xo = edgec_sxtb16_hi(xv);",
             "        const int32_t we = __sxtb16(wv), wo = edgec_sxtb16_hi(wv);",
