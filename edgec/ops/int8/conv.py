@@ -7,11 +7,13 @@ contribute nothing (TFLite skips them, which equals reading the input zero point
 
 The C kernel is im2col + int8 GEMM: per output pixel and group the receptive field
 ``[KH][KW][C/groups]`` is gathered into a scratch patch planned in the arena (padding filled with
-the input zero point), then the output channels are dot products against their weight rows,
-four at a time (``edgec_dot4_s8``), each starting from a bias with the zero point folded in at
-compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A 1x1
-convolution without padding reads the input pixel in place (no patch). Multipliers: double
-products (TFLite ``PopulateConvolutionQuantizationParams``).
+the input zero point), then the output channels are dot products against the pair table
+(:mod:`edgec.ops.int8.gemm_s8`), four at a time, each starting from a bias with the zero point
+folded in at compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A
+1x1 convolution without padding reads the input pixel in place (no patch). On cores with the
+DSP extension two output pixels go at a time: both receptive fields widened to int16 into the
+scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop).
+Multipliers: double products (TFLite ``PopulateConvolutionQuantizationParams``).
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (opti
 ``int8_rounding="tflite"``), TFLite Micro twice (``"double"``): see fixedpoint.py.
 
 The C kernel folds the input zero point into the bias at compile time
-(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its inner loops are plain int8 dot products over
-the weight rows, four rows at a time sharing each input load (``edgec_dot4_s8``, the place a
-DSP/SMLAD path hooks in); requantization and the activation clamp are one fused step.
-:func:`weight_layout` is where a kernel that wants the weights re-laid out (interleaved rows for
-SIMD) gets them, at compile time.
+(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its kernels multiply raw codes: four rows at a
+time over the pair table (:func:`weight_layout`, :mod:`edgec.ops.int8.gemm_s8`), generic C or,
+on cores with the DSP extension, SMLAD/SXTB16 against the input row widened to int16 in the
+node's scratch; requantization and the activation clamp are one fused step per output.
 """
 
 from __future__ import annotations
