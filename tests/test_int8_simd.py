@@ -29,13 +29,14 @@ QEMU = pytest.mark.skipif(
 
 @pytest.mark.parametrize("m,k", [(1, 1), (2, 3), (3, 5), (4, 4), (5, 7), (6, 2), (7, 9),
                                  (8, 16), (13, 37)])
-def test_pair_table_round_trip(m: int, k: int) -> None:
+@pytest.mark.parametrize("kmult", [2, 4])
+def test_pair_table_round_trip(m: int, k: int, kmult: int) -> None:
     rng = np.random.default_rng(m * 100 + k)
     w = rng.integers(-128, 128, (m, k)).astype(np.int8)
-    t = pair_table(w)
-    mp, kp = padded_dims(m, k)
-    assert t.dtype == np.int8 and t.size == mp * kp
-    assert np.array_equal(decode_pair_table(t, m, k), w)
+    t = pair_table(w, kmult)
+    mp, kp = padded_dims(m, k, kmult)
+    assert t.dtype == np.int8 and t.size == mp * kp and kp % kmult == 0
+    assert np.array_equal(decode_pair_table(t, m, k, kmult), w)
 
 
 def test_pair_table_words() -> None:

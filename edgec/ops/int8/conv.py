@@ -132,9 +132,10 @@ class QConv2D(QOp):
         k = win.kh * win.kw * cg
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
-        tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og])
+        tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
-        wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True)
+        wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
+                               padding=sum(t.size for t in tables) - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
         requant = use_requant(ctx, rounding_of(ctx.g))

@@ -11,8 +11,8 @@ The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (opti
 The C kernel folds the input zero point into the bias at compile time
 (``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its kernels multiply raw codes: four rows at a
 time over the pair table (:func:`weight_layout`, :mod:`edgec.ops.int8.gemm_s8`), generic C or,
-on cores with the DSP extension, SMLAD/SXTB16 against the input row widened to int16 in the
-node's scratch; requantization and the activation clamp are one fused step per output.
+on cores with the DSP extension, SMLAD/SXTB16 against the int8 input row read in place (no
+scratch); requantization and the activation clamp are one fused step per output.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
-from edgec.ops.int8.gemm_s8 import Rows, padded_dims, pair_table, use_kernels
+from edgec.ops.int8.gemm_s8 import Rows, pair_table, use_kernels
 
 Outs = list[tuple[Shape, str]]
 
@@ -90,10 +90,14 @@ def const_int8(node: Node, g: Graph, idx: int, what: str) -> np.ndarray:
     return w
 
 
-def weight_layout(w: np.ndarray) -> np.ndarray:
+#: k padding of the fully connected pair table (its kernels take the last k % 4 codes in C)
+FC_KMULT = 2
+
+
+def weight_layout(w: np.ndarray, kmult: int = FC_KMULT) -> np.ndarray:
     """The weight table the kernels read, re-laid out at compile time: the pair table of
     :mod:`edgec.ops.int8.gemm_s8` (rows [M, K] in, flat int8 out)."""
-    return pair_table(w)
+    return pair_table(w, kmult)
 
 
 @register
@@ -141,14 +145,6 @@ class QFullyConnected(QOp):
         rows, k, m = self._dims(node, g)
         return rows * k * m
 
-    def scratch(self, node: Node, g: Graph) -> int:
-        """The DSP kernel's int16 copy of one input row (bytes)."""
-        _, k, m = self._dims(node, g)
-        return 2 * padded_dims(m, k)[1]
-
-    def scratch_ctype(self, node: Node, g: Graph) -> str:
-        return "int8_t"
-
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         rows, k, m = self._dims(node, g)
@@ -159,22 +155,21 @@ class QFullyConnected(QOp):
         w = const_int8(node, g, 1, "weights")
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).sum(axis=1))
-        wsym = ctx.const_array(f"{node.name}_w", weight_layout(w), "int8_t", param=True)
+        table = weight_layout(w)
+        wsym = ctx.const_array(f"{node.name}_w", table, "int8_t", param=True,
+                               padding=table.size - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
         requant = use_requant(ctx, rounding_of(g, fully_connected=True))
         use_kernels(ctx)
-        gemm = Rows(m, k, wsym, bsym)
+        gemm = Rows(m, k, wsym, bsym, FC_KMULT)
 
         def store(mi: str, col: int, acc: str) -> str:
             return (f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {rq.shift(mi)}, {zp_y}, {lo}, "
                     f"{hi});")
 
-        dsp = (f"edgec_q15a *xq = (edgec_q15a *)(void *){ctx.scratch()};\n"
-               f"const int32_t sx = edgec_widen_s8(xr, {k}, xq, 0, 1);\n"
-               + "".join(f"xq[{i}] = 0;\n" for i in range(k, gemm.kp))
-               + gemm.dsp("xq", ["sx"], store))
-        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n(void)scratch;\n" + gemm.generic("xr", store)
+        dsp = f"const int32_t sx = edgec_sum_s8(xr, {k});\n" + gemm.dsp("xr", ["sx"], store)
+        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + gemm.generic("xr", store)
                + "#endif\n")
         x, y = ctx.inp(0), ctx.out(0)
         if rows == 1:

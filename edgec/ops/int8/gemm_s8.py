@@ -17,10 +17,11 @@ instead of two. Pairs are grouped by two (a "quad" of four rows, whose two words
 other for one LDRD); a lone last pair follows the quads; an odd row count gets a zero row and k
 is padded to a multiple of 4 with zero weights. The generic C reads the same table.
 
-The DSP kernel reads its inputs as int16: each input vector (QFullyConnected) or receptive field
-(QConv2D, two output pixels at a time, interleaved by k pair so one LDRD loads both pixels'
-pair) is widened into the node's scratch buffer in the planned arena, with its sum for the
-correction above. The input zero point is folded into the bias at compile time (the caller's
+The DSP kernels of QConv2D read their inputs as int16: each receptive field (two output pixels
+at a time, interleaved by k pair so one LDRD loads both pixels' pair) is widened into the node's
+scratch buffer in the planned arena, with its sum for the correction above. QFullyConnected
+reads its int8 input row in place (no scratch: a dense layer keeps its arena), making the
+int16 pairs in registers. The input zero point is folded into the bias at compile time (the caller's
 ``b - zp_x * sum(w)``), so both kernels multiply raw codes.
 """
 
@@ -31,15 +32,16 @@ import numpy as np
 from edgec.ops.base import EmitContext
 
 
-def padded_dims(m: int, k: int) -> tuple[int, int]:
-    """(rows rounded up to even, k rounded up to a multiple of 4)."""
-    return m + (m & 1), -(-k // 4) * 4
+def padded_dims(m: int, k: int, kmult: int = 4) -> tuple[int, int]:
+    """(rows rounded up to even, k rounded up to a multiple of ``kmult``: 4 for the conv kernel,
+    whose loop takes two k pairs at a time; 2 for the fully connected one)."""
+    return m + (m & 1), -(-k // kmult) * kmult
 
 
-def pair_table(w: np.ndarray) -> np.ndarray:
+def pair_table(w: np.ndarray, kmult: int = 4) -> np.ndarray:
     """The pair table (int8, flat) of weights ``w`` [M, K]: see the module docstring."""
     m, k = (int(d) for d in w.shape)
-    mp, kp = padded_dims(m, k)
+    mp, kp = padded_dims(m, k, kmult)
     full = np.zeros((mp, kp), np.int64)
     full[:m, :k] = w
     lo = ((full[0::2] + 128) & 0xFF)  # w + 128 as an unsigned byte
@@ -58,9 +60,9 @@ def pair_table(w: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.int8)
 
 
-def decode_pair_table(table: np.ndarray, m: int, k: int) -> np.ndarray:
+def decode_pair_table(table: np.ndarray, m: int, k: int, kmult: int = 4) -> np.ndarray:
     """The weights [M, K] a pair table holds (the layout's inverse, for tests)."""
-    mp, kp = padded_dims(m, k)
+    mp, kp = padded_dims(m, k, kmult)
     t = np.asarray(table, np.int64).reshape(-1)
     out = np.zeros((mp, kp), np.int64)
     npairs, nquad = mp // 2, mp // 4
@@ -207,63 +209,96 @@ static inline void edgec_pair2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
     acc[3] += d1;
 }
 
-/* Four rows (one quad) against one int16 column: acc[r] += row r . x; kp a multiple of 4
- * (assembly loop: two k pairs, 16 MACs, in 17 instructions). */
-static inline void edgec_quad1_s8(const int8_t *w, const edgec_q15a *x, int kp, int32_t sx,
+/* Four rows (one quad) against the int8 vector x (k codes, read in place: no int16 copy, so
+ * no scratch): acc[r] += row r . x; sx = sum(x). Assembly loop over whole groups of four codes
+ * (LDR, 2 SXTB16 and PKHTB/PKHBT make the (x[k], x[k+1]) pairs; 21 instructions per 16 MACs),
+ * the last k % 4 codes in C. */
+static inline void edgec_quad1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
                                   int32_t *acc)
 {
     const int8_t *wp = w;
-    const edgec_q15a *xp = x;
-    const edgec_q15a *const end = x + kp;
+    const int8_t *xp = x;
+    const int8_t *const end = x + (k & ~3);
     int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0;
-    int32_t x0, x1, w0, w1, w2, w3;
-    if (kp > 0) {
+    int32_t e, o, x1, w0, w1, w2, w3;
+    int i;
+    if (k >= 4) {
         __asm__ volatile(
-        "1:\n\t"
-        "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
-        "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-        "ldrd %[w2], %[w3], [%[wp]], #8\n\t"
-        "smlad %[a0], %[w0], %[x0], %[a0]\n\t"
-        "smlad %[a1], %[w1], %[x0], %[a1]\n\t"
-        "smlad %[a0], %[w2], %[x1], %[a0]\n\t"
-        "smlad %[a1], %[w3], %[x1], %[a1]\n\t"
-        "sxtb16 %[w0], %[w0], ror #8\n\t"
-        "sxtb16 %[w1], %[w1], ror #8\n\t"
-        "sxtb16 %[w2], %[w2], ror #8\n\t"
-        "sxtb16 %[w3], %[w3], ror #8\n\t"
-        "smlad %[d0], %[w0], %[x0], %[d0]\n\t"
-        "smlad %[d1], %[w1], %[x0], %[d1]\n\t"
-        "smlad %[d0], %[w2], %[x1], %[d0]\n\t"
-        "smlad %[d1], %[w3], %[x1], %[d1]\n\t"
-        "cmp %[xp], %[end]\n\t"
-        "bne 1b\n\t"
+            "1:\n\t"
+            "ldr %[o], [%[xp]], #4\n\t"
+            "sxtb16 %[e], %[o]\n\t"
+            "sxtb16 %[o], %[o], ror #8\n\t"
+            "pkhtb %[x1], %[o], %[e], asr #16\n\t"
+            "pkhbt %[e], %[e], %[o], lsl #16\n\t"
+            "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
+            "ldrd %[w2], %[w3], [%[wp]], #8\n\t"
+            "smlad %[a0], %[w0], %[e], %[a0]\n\t"
+            "smlad %[a1], %[w1], %[e], %[a1]\n\t"
+            "smlad %[a0], %[w2], %[x1], %[a0]\n\t"
+            "smlad %[a1], %[w3], %[x1], %[a1]\n\t"
+            "sxtb16 %[w0], %[w0], ror #8\n\t"
+            "sxtb16 %[w1], %[w1], ror #8\n\t"
+            "sxtb16 %[w2], %[w2], ror #8\n\t"
+            "sxtb16 %[w3], %[w3], ror #8\n\t"
+            "smlad %[d0], %[w0], %[e], %[d0]\n\t"
+            "smlad %[d1], %[w1], %[e], %[d1]\n\t"
+            "smlad %[d0], %[w2], %[x1], %[d0]\n\t"
+            "smlad %[d1], %[w3], %[x1], %[d1]\n\t"
+            "cmp %[xp], %[end]\n\t"
+            "bne 1b\n\t"
             : [a0] "+r"(a0), [a1] "+r"(a1), [d0] "+r"(d0), [d1] "+r"(d1), [xp] "+r"(xp),
-              [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1),
-              [w2] "=&r"(w2), [w3] "=&r"(w3)
+              [wp] "+r"(wp), [e] "=&r"(e), [o] "=&r"(o), [x1] "=&r"(x1), [w0] "=&r"(w0),
+              [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
             : [end] "r"(end)
             : "cc", "memory");
     }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8) - ((uint32_t)sx << 7));
+    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
+    a1 = (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8));
+    for (i = k & ~3; i < k; ++i) {  /* tail: byte (i % 2) * 2 of k pair (i - k4) / 2 */
+        const uint8_t *u = (const uint8_t *)wp + ((i - (k & ~3)) >> 1) * 8 + (i & 1) * 2;
+        const int32_t xv = x[i];
+        a0 += (int32_t)u[0] * xv;
+        d0 += (int32_t)(int8_t)u[1] * xv;
+        a1 += (int32_t)u[4] * xv;
+        d1 += (int32_t)(int8_t)u[5] * xv;
+    }
+    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
     acc[1] += d0;
-    acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - ((uint32_t)sx << 7));
+    acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)sx << 7));
     acc[3] += d1;
 }
 
-/* Two rows (the lone pair) against one int16 column: acc[r] += row r . x. */
-static inline void edgec_pair1_s8(const int8_t *w, const edgec_q15a *x, int kp, int32_t sx,
+/* Two rows (the lone pair) against the int8 vector x: acc[r] += row r . x. */
+static inline void edgec_pair1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
                                   int32_t *acc)
 {
-    const edgec_u32a *wp = (const edgec_u32a *)(const void *)w;
-    const edgec_u32a *xp = (const edgec_u32a *)(const void *)x;
+    const uint8_t *u = (const uint8_t *)w;
     int32_t a0 = 0, d0 = 0;
-    int j;
-    for (j = 0; j < kp / 2; ++j) {
-        const int32_t x0 = (int32_t)*xp++;
-        const int32_t w0 = (int32_t)*wp++;
-        a0 = __smlad(w0, x0, a0);
-        d0 = __smlad(edgec_sxtb16_hi(w0), x0, d0);
+    int i;
+    for (i = 0; i + 4 <= k; i += 4, u += 8) {
+        uint32_t v, wa, wb;
+        int32_t e, o;
+        memcpy(&v, x + i, 4);
+        memcpy(&wa, u, 4);
+        memcpy(&wb, u + 4, 4);
+        e = __sxtb16((int32_t)v);
+        o = edgec_sxtb16_hi((int32_t)v);
+        {
+            const int32_t xa = (int32_t)(((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16));
+            const int32_t xb = (int32_t)(((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16));
+            a0 = __smlad((int32_t)wa, xa, a0);
+            a0 = __smlad((int32_t)wb, xb, a0);
+            d0 = __smlad(edgec_sxtb16_hi((int32_t)wa), xa, d0);
+            d0 = __smlad(edgec_sxtb16_hi((int32_t)wb), xb, d0);
+        }
     }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8) - ((uint32_t)sx << 7));
+    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
+    for (; i < k; ++i) {
+        const uint8_t *t = u + ((i & 3) >> 1) * 4 + (i & 1) * 2;
+        a0 += (int32_t)t[0] * x[i];
+        d0 += (int32_t)(int8_t)t[1] * x[i];
+    }
+    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
     acc[1] += d0;
 }
 #endif"""
@@ -346,9 +381,9 @@ class Rows:
     block by block, and requantizes each accumulator (``store(m_expr, col, acc_expr)`` gives
     the C statement writing one output)."""
 
-    def __init__(self, m: int, k: int, wsym: str, bias: str):
+    def __init__(self, m: int, k: int, wsym: str, bias: str, kmult: int = 4):
         self.m, self.k = m, k
-        self.mp, self.kp = padded_dims(m, k)
+        self.mp, self.kp = padded_dims(m, k, kmult)
         self.nquad, self.lone = self.mp // 4, (self.mp // 2) % 2
         self.wsym, self.bias = wsym, bias
 
@@ -391,8 +426,10 @@ class Rows:
         return code
 
     def dsp(self, xq: str, sums: list[str], store: object) -> str:
-        """DSP C: rows against one (``len(sums) == 1``) or two interleaved int16 columns."""
+        """DSP C: rows against the int8 vector ``xq`` (``len(sums) == 1``) or two interleaved
+        int16 columns."""
         cols = len(sums)
+        n = self.kp if cols == 2 else self.k
         s = ", ".join(sums)
         quad, pair = ("edgec_quad2_s8", "edgec_pair2_s8") if cols == 2 else \
             ("edgec_quad1_s8", "edgec_pair1_s8")
@@ -400,13 +437,13 @@ class Rows:
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
                      + _ind(self._init(4, "4 * q", cols)
-                            + f"{quad}({self.wsym} + q * {4 * self.kp}, {xq}, {self.kp}, {s}, "
+                            + f"{quad}({self.wsym} + q * {4 * self.kp}, {xq}, {n}, {s}, "
                             f"acc);\n" + self._finish(4, "4 * q", cols, store)) + "}\n")
         if self.lone:
             base = str(4 * self.nquad)
             code += ("{\n" + _ind(self._init(2, base, cols)
                                   + f"{pair}({self.wsym} + {self.nquad * 4 * self.kp}, {xq}, "
-                                  f"{self.kp}, {s}, acc);\n"
+                                  f"{n}, {s}, acc);\n"
                                   + self._finish(2, base, cols, store)) + "}\n")
         return code
 
