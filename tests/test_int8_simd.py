@@ -109,6 +109,7 @@ def _run_board(m: CompiledModel, target: str, out: Path, cflags: tuple[str, ...]
     ("cortex-m4f", (), True),
     ("cortex-m4f", ("-DEDGEC_NO_DSP",), False),
     ("cortex-m33", (), True),
+    ("cortex-m7", (), True),
     ("cortex-m3", (), False),
 ])
 def test_board_matches_reference(gemm_model: CompiledModel, tmp_path: Path, target: str,
