@@ -147,3 +147,18 @@ def test_dsp_kernel_executes_fewer_instructions() -> None:
     dsp = profile(cm, "cortex-m4f", repeat=1)
     generic = profile(cm, "cortex-m4f", repeat=1, extra_cflags=["-DEDGEC_NO_DSP"])
     assert dsp.instructions_per_inference < 0.6 * generic.instructions_per_inference
+
+
+@pytest.mark.skipif(not have_tool("arm-none-eabi-gcc"), reason="needs arm-none-eabi-gcc")
+@pytest.mark.parametrize("cpu", [("-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                                 ("-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+                                 ("-mcpu=cortex-m33", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+                                 ("-mcpu=cortex-m3", "-mfloat-abi=soft")])
+def test_strict_arm_build(gemm_model: CompiledModel, tmp_path: Path,
+                          cpu: tuple[str, ...]) -> None:
+    """-Wall -Wextra -Werror -std=c99 -pedantic on the DSP kernels (and the generic C)."""
+    gemm_model.write(tmp_path)
+    proc = subprocess.run(["arm-none-eabi-gcc", *cpu, "-mthumb", "-Wall", "-Wextra", "-Werror",
+                           "-std=c99", "-pedantic", "-O2", "-c", f"{gemm_model.name}.c"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
