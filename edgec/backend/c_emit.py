@@ -86,6 +86,8 @@ class Weight:
     data: np.ndarray
     ctype: str
     param: bool = True  # counted as model parameters (index tables are not)
+    #: values of a parameter table that are layout padding (zeros), not parameters
+    padding: int = 0
 
     @property
     def size(self) -> int:
@@ -118,10 +120,12 @@ class WeightTable:
     used_syms: set[str] = field(default_factory=set)
 
     def add(
-        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
+        padding: int = 0,
     ) -> str:
         """A ``static const`` table; ``param``: count its values as parameters (default: the
-        float tables are parameters, integer index tables are not)."""
+        float tables are parameters, integer index tables are not), less ``padding`` values a
+        kernel's layout added."""
         src = np.asarray(data)
         if ctype == "int8_t" and src.size and (src.min() < -128 or src.max() > 127):
             raise EdgecError(f"constant '{base}': values outside [-128, 127] for an int8 table")
@@ -136,7 +140,7 @@ class WeightTable:
                 next(w for w in self.weights if w.sym == sym).param = True
             return sym
         sym = f"w{len(self.weights)}_{c_ident(base)[:40]}"
-        self.weights.append(Weight(sym, arr, ctype, is_param))
+        self.weights.append(Weight(sym, arr, ctype, is_param, padding))
         self.by_key[key] = sym
         return sym
 
@@ -148,7 +152,7 @@ class WeightTable:
     def count(self) -> int:
         """Parameters: values of the float tables and of quantized weight/bias tables (integer
         index tables are not parameters)."""
-        return sum(w.size for w in self.weights if w.param)
+        return sum(w.size - w.padding for w in self.weights if w.param)
 
 
 class NodeContext:
@@ -196,9 +200,10 @@ class NodeContext:
         return expr if a is None else act_c(a[0], a[1], expr)
 
     def const_array(
-        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
+        padding: int = 0,
     ) -> str:
-        return self.weights.add(base, data, ctype, param)
+        return self.weights.add(base, data, ctype, param, padding)
 
     def helper(self, name: str, code: str) -> str:
         """Emit a shared static helper function (once per file, before the kernels)."""

@@ -494,10 +494,12 @@ def profile(
     repeat: int = 2,
     timeout_s: float = 120.0,
     per_layer: bool = False,
+    extra_cflags: Sequence[str] = (),
 ) -> ProfileReport:
     """Build ``cm`` as firmware for ``target``, run it on QEMU with the counting plugin, measure.
 
     ``repeat`` inferences run (and are counted) per input; the report gives the mean per inference.
+    ``extra_cflags`` go to the compiler (e.g. ``-DEDGEC_NO_DSP`` for the generic int8 kernels).
     """
     from edgec.mcu.project import build_firmware
     from edgec.mcu.qemu import run_qemu
@@ -513,10 +515,12 @@ def profile(
     table = table_for(tgt.core)
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
-        board = build_firmware(cm, tgt, work, repeat=repeat)  # the fit and sizes: the board's
+        # the fit and sizes: the board's
+        board = build_firmware(cm, tgt, work, repeat=repeat, extra_cflags=extra_cflags)
         build = board
         if twin is not tgt:  # the board's core on its emulated twin: the same instructions
-            build = build_firmware(cm, twin, Path(tmp) / "twin", repeat=repeat)
+            build = build_firmware(cm, twin, Path(tmp) / "twin", repeat=repeat,
+                                   extra_cflags=extra_cflags)
         counts_file = Path(tmp) / "counts.json"
         res = run_qemu(
             build,

@@ -51,10 +51,12 @@ class EmitContext(Protocol):
         ...
 
     def const_array(
-        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None
+        self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
+        padding: int = 0,
     ) -> str:
         """Emit a derived constant table (flash) and return its symbol. ``param``: whether its
-        values count as model parameters in the report (default: float tables do)."""
+        values count as model parameters in the report (default: float tables do), less
+        ``padding`` values that a kernel's layout added."""
         ...
 
     def helper(self, name: str, code: str) -> str:

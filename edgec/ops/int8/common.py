@@ -1,5 +1,5 @@
 """What the int8 ops share: quantization look-ups with clear errors, the fused requantize +
-clamp, and the int8 dot product every GEMM-shaped kernel calls (the one place a SIMD path goes).
+clamp, sliding-window geometry. The GEMM kernels of QFullyConnected/QConv2D live in gemm_s8.py.
 """
 
 from __future__ import annotations
@@ -70,82 +70,12 @@ static inline int8_t {name}(int32_t acc, int32_t multiplier, int shift,
     return (int8_t)(v > hi ? hi : v);
 }}"""
 
-DOT_C = """\
-/* int8 dot product accumulated into acc (the GEMM inner loop of QFullyConnected / QConv2D). */
-static inline int32_t edgec_dot_s8(const int8_t *x, const int8_t *w, int n, int32_t acc)
-{
-    int i;
-    for (i = 0; i < n; ++i) acc += (int32_t)x[i] * (int32_t)w[i];
-    return acc;
-}"""
-
-DOT4_C = """\
-/* Four int8 dot products sharing x: acc[r] += x . w[r * n ...], rows r = 0..3 of w (the GEMM
- * microkernel of QFullyConnected / QConv2D: each x load feeds four multiply-accumulates). */
-static inline void edgec_dot4_s8(const int8_t *x, const int8_t *w, int n, int32_t *acc)
-{
-    const int8_t *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-    int i;
-    for (i = 0; i < n; ++i) {
-        const int32_t xv = x[i];
-        a0 += xv * w0[i];
-        a1 += xv * w1[i];
-        a2 += xv * w2[i];
-        a3 += xv * w3[i];
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}"""
-
-
 def use_requant(ctx: EmitContext, rounding: str) -> str:
     """The fused requantize + clamp C helper of form ``rounding`` (emitted once); its name."""
     mbqm_c = use_mbqm(ctx, rounding)
     name = "edgec_requant_s8_single" if rounding == "single" else "edgec_requant_s8"
     pad = " " * len(f"static inline int8_t {name}(")
     return ctx.helper(name, REQUANT_C.format(name=name, mbqm=mbqm_c, form=rounding, pad=pad))
-
-
-def use_dot(ctx: EmitContext) -> str:
-    return ctx.helper("edgec_dot_s8", DOT_C)
-
-
-def gemv_rows(ctx: EmitContext, x: str, w: str, k: int, m0: str, count: int, bias: str,
-              rq: Requant, requant: str, zp: int, lo: int, hi: int, y: str) -> str:
-    """C computing outputs ``y[m]`` for rows ``m0 <= m < m0 + count`` of the int8 weight table
-    ``w`` ([rows][k]) against the int8 vector ``x``: blocks of four rows through
-    ``edgec_dot4_s8``, the rest through ``edgec_dot_s8``, each accumulator starting at its
-    folded bias and leaving through the fused requantize + clamp."""
-    code = ""
-    blocks, rest = divmod(count, 4)
-    start = m0 if m0 != "0" else ""
-    if blocks:
-        dot4 = ctx.helper("edgec_dot4_s8", DOT4_C)
-        first = f"{start} + " if start else ""
-        code += (
-            f"for (int m = {m0}; m < {first}{4 * blocks}; m += 4) {{\n"
-            f"    int32_t acc[4];\n"
-            f"    for (int r = 0; r < 4; ++r) acc[r] = {bias}[m + r];\n"
-            f"    {dot4}({x}, {w} + m * {k}, {k}, acc);\n"
-            f"    for (int r = 0; r < 4; ++r) {{\n"
-            f"        {y}[m + r] = {requant}(acc[r], {rq.mult('m + r')}, {rq.shift('m + r')}, "
-            f"{zp}, {lo}, {hi});\n"
-            f"    }}\n"
-            f"}}\n"
-        )
-    if rest:
-        dot = use_dot(ctx)
-        lo_m = f"{start} + {4 * blocks}" if start else str(4 * blocks)
-        code += (
-            f"for (int m = {lo_m}; m < {lo_m} + {rest}; ++m) {{\n"
-            f"    const int32_t acc = {dot}({x}, {w} + m * {k}, {k}, {bias}[m]);\n"
-            f"    {y}[m] = {requant}(acc, {rq.mult('m')}, {rq.shift('m')}, {zp}, {lo}, {hi});\n"
-            f"}}\n"
-        )
-    return code
 
 
 class Requant:

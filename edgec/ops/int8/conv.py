@@ -7,11 +7,13 @@ contribute nothing (TFLite skips them, which equals reading the input zero point
 
 The C kernel is im2col + int8 GEMM: per output pixel and group the receptive field
 ``[KH][KW][C/groups]`` is gathered into a scratch patch planned in the arena (padding filled with
-the input zero point), then the output channels are dot products against their weight rows,
-four at a time (``edgec_dot4_s8``), each starting from a bias with the zero point folded in at
-compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A 1x1
-convolution without padding reads the input pixel in place (no patch). Multipliers: double
-products (TFLite ``PopulateConvolutionQuantizationParams``).
+the input zero point), then the output channels are dot products against the pair table
+(:mod:`edgec.ops.int8.gemm_s8`), four at a time, each starting from a bias with the zero point
+folded in at compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A
+1x1 convolution without padding reads the input pixel in place (no patch). On cores with the
+DSP extension two output pixels go at a time: both receptive fields widened to int16 into the
+scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop).
+Multipliers: double products (TFLite ``PopulateConvolutionQuantizationParams``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from edgec.ops.int8.common import (
     Window,
     act_range,
     fits_int32,
-    gemv_rows,
     indent,
     per_tensor,
     requantize_ref,
@@ -40,6 +41,7 @@ from edgec.ops.int8.fully_connected import (
     output_multipliers,
     weight_layout,
 )
+from edgec.ops.int8.gemm_s8 import Rows, padded_dims, use_kernels
 
 Outs = list[tuple[Shape, str]]
 
@@ -108,8 +110,12 @@ class QConv2D(QOp):
                 and not (win.pt or win.pl or win.pb or win.pr))
 
     def scratch(self, node: Node, g: Graph) -> int:
-        win, groups, _ = _geometry(node, g)
-        return 0 if self._direct(win, groups) else win.kh * win.kw * (win.c // groups)
+        """Bytes: the generic kernel's int8 patch, or the DSP kernel's two int16 patches (the
+        larger; the same C serves both)."""
+        win, groups, o = _geometry(node, g)
+        k = win.kh * win.kw * (win.c // groups)
+        generic = 0 if self._direct(win, groups) else k
+        return max(generic, 4 * padded_dims(o // groups, k)[1])
 
     def scratch_ctype(self, node: Node, g: Graph) -> str:
         return "int8_t"
@@ -126,15 +132,35 @@ class QConv2D(QOp):
         k = win.kh * win.kw * cg
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
-        wsym = ctx.const_array(f"{node.name}_w", weight_layout(w.reshape(o, k)), "int8_t",
-                               param=True)
+        tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
+                  for gr in range(groups)]
+        wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
+                               padding=sum(t.size for t in tables) - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
         requant = use_requant(ctx, rounding_of(ctx.g))
+        use_kernels(ctx)
+        if groups > 1:
+            gemm = Rows(og, k, f"({wsym} + gr * {tables[0].size})", f"({bsym} + gr * {og})")
+        else:
+            gemm = Rows(og, k, wsym, bsym)
+        ch = f"gr * {og} + " if groups > 1 else ""
         x, y = ctx.inp(0), ctx.out(0)
         hw_c = win.h * win.w * win.c
-        channels = gemv_rows(ctx, "patch", wsym, k, f"gr * {og}" if groups > 1 else "0", og,
-                             bsym, rq, requant, zp_y, lo, hi, "yp")
+        npix = win.oh * win.ow
+
+        def store_generic(mi: str, col: int, acc: str) -> str:
+            rm = f"{ch}{mi}"
+            return (f"yp[{rm}] = {requant}({acc}, {rq.mult(rm)}, {rq.shift(rm)}, {zp_y}, {lo}, "
+                    f"{hi});")
+
+        def store_dsp(mi: str, col: int, acc: str) -> str:
+            rm = f"{ch}{mi}"
+            put = (f"yn[{'p' if col == 0 else 'p1'} * {o} + {rm}] = {requant}({acc}, "
+                   f"{rq.mult(rm)}, {rq.shift(rm)}, {zp_y}, {lo}, {hi});")
+            return put if col == 0 else f"if (p1 != p) {put}"
+
+        channels = gemm.generic("patch", store_generic)
         if self._direct(win, groups):
             pixel = (f"const int8_t *patch = xn + ((oh * {win.sh}) * {win.w} + ow * {win.sw})"
                      f" * {win.c};\n" + channels)
@@ -158,14 +184,63 @@ class QConv2D(QOp):
             body = gather + "const int8_t *patch = scratch;\n" + channels
             pixel = (f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
                      if groups > 1 else body)
-        loops = (
+        generic = (
             f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n"
             f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n"
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
+        dsp = self._dsp(win, groups, gemm, zp_x, npix, store_dsp)
+        unused = "(void)scratch;\n" if self._direct(win, groups) else ""
+        loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
             return f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops
         head = (f"const int8_t *xn = {x} + n * {hw_c};\n"
                 f"int8_t *yn = {y} + n * {win.oh * win.ow * o};\n")
-        return f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops) + "}\n"
+        return (f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
+                + "}\n")
+
+    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: int, npix: int,
+             store: object) -> str:
+        """The DSP path: output pixels two at a time, each one's receptive field widened to
+        int16 into its column of the interleaved patch, then the pair-table GEMM."""
+        cg = win.c // groups
+        k = win.kh * win.kw * cg
+        goff = " + gr * " + str(cg) if groups > 1 else ""
+        fill = (f"for (int i = 0; i < {{n}}; ++i, ++kk) col[(kk >> 1) * 4 + (kk & 1)] = "
+                f"{zp_x};\nsx += {zp_x} * {{n}};\n")
+        tap = (f"const int iw = iw0 + kw * {win.dw};\n"
+               f"if (iw >= 0 && iw < {win.w}) {{\n"
+               f"    sx += edgec_widen_s8(xr + iw * {win.c}, {cg}, col, kk, 2);\n"
+               f"    kk += {cg};\n"
+               f"}} else {{\n" + indent(fill.format(n=cg)) + "}\n")
+        taps = f"for (int kw = 0; kw < {win.kw}; ++kw) {{\n" + indent(tap) + "}\n"
+        if win.dw == 1 and groups == 1:  # the row's taps are contiguous in the input
+            taps = (f"if (iw0 >= 0 && iw0 + {win.kw} <= {win.w}) {{\n"
+                    f"    sx += edgec_widen_s8(xr + iw0 * {win.c}, {win.kw * win.c}, col, kk, "
+                    f"2);\n    kk += {win.kw * win.c};\n}} else {{\n" + indent(taps) + "}\n")
+        column = (
+            f"const int pix = c ? p1 : p;\n"
+            f"const int oh = pix / {win.ow}, ow = pix % {win.ow};\n"
+            f"const int iw0 = ow * {win.sw} - {win.pl};\n"
+            f"edgec_q15a *col = xq + 2 * c;\n"
+            f"int32_t sx = 0;\n"
+            f"int kk = 0;\n"
+            f"for (int kh = 0; kh < {win.kh}; ++kh) {{\n"
+            f"    const int ih = oh * {win.sh} - {win.pt} + kh * {win.dh};\n"
+            f"    if (ih < 0 || ih >= {win.h}) {{\n" + indent(fill.format(n=win.kw * cg), 2)
+            + "        continue;\n    }\n"
+            f"    {{\n        const int8_t *xr = xn + ih * {win.w * win.c}{goff};\n"
+            + indent(taps, 2) + "    }\n}\n"
+            "sums[c] = sx;\n"
+        )
+        body = ("int32_t sums[2];\n"
+                "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
+                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store))
+        if groups > 1:
+            body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
+        zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"
+                       for i in range(k, gemm.kp) for c in range(2))
+        return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zero
+                + f"for (int p = 0; p < {npix}; p += 2) {{\n"
+                f"    const int p1 = p + 1 < {npix} ? p + 1 : p;\n" + indent(body) + "}\n")

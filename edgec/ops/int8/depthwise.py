@@ -30,8 +30,10 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
+from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
 from edgec.ops.int8.fixedpoint import rounding_of
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
+from edgec.ops.int8.gemm_s8 import use_kernels
 
 Outs = list[tuple[Shape, str]]
 #: windows of at most this many taps are unrolled (constant offsets) where wholly inside
@@ -142,12 +144,34 @@ class QDepthwiseConv2D(QOp):
         else:
             per_channel = f"int32_t acc = {fsym}[oc];\n" + full
             inside = ""
+        def channels(start: int) -> str:
+            return (f"for (int oc = {start}; oc < {oc}; ++oc) {{\n" + indent(per_channel)
+                    + f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, "
+                    f"{lo}, {hi});\n}}\n")
+
+        generic = channels(0)
+        if m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS:  # DSP: interior pixels
+            use_kernels(ctx)  # EDGEC_S8_DSP, <arm_acle.h>, SXTB16 ROR #8
+            ctx.helper("edgec_depthwise_dsp", HELPERS_C)
+
+            def store(ch: str, acc: str) -> str:
+                return (f"yp[{ch}] = {requant}({acc}, {rq.mult(ch)}, {rq.shift(ch)}, {zp_y}, "
+                        f"{lo}, {hi});")
+
+            dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                   + interior_channels(taps, oc, wsym, fsym, store)
+                   + (channels(oc - oc % 4) if oc % 4 else ""))
+            if win.any_padding:
+                edge = (border_channels(win, oc, wsym, fsym, zp_x, store)
+                        + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
+                generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
+                           + indent(edge) + "}\n#else\n" + generic + "#endif\n")
+            else:
+                generic = ("#ifdef EDGEC_S8_DSP\n{\n" + indent(dsp) + "}\n#else\n"
+                           + generic + "#endif\n")
         pixel = (
             tap_range("ow", "w") + inside
-            + f"int8_t *yp = yn + (oh * {win.ow} + ow) * {oc};\n"
-            + f"for (int oc = 0; oc < {oc}; ++oc) {{\n" + indent(per_channel)
-            + f"    yp[oc] = {requant}(acc, {rq.mult('oc')}, {rq.shift('oc')}, {zp_y}, {lo}, "
-            f"{hi});\n}}\n"
+            + f"int8_t *yp = yn + (oh * {win.ow} + ow) * {oc};\n" + generic
         )
         loops = (
             f"for (int oh = 0; oh < {win.oh}; ++oh) {{\n" + indent(tap_range("oh", "h"))

@@ -256,13 +256,15 @@ def clamp_int8(x: object, lo: int = -128, hi: int = 127) -> np.ndarray:
 
 C_HELPERS: dict[str, str] = {
     "edgec_srdhm": """\
-/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31) / 2^32, saturating. */
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2 + 2^31) / 2^32, saturating.
+ * gemmlowp's (ab + nudge) / 2^31 with its sign-dependent nudge (2^30 or 1 - 2^30) and a
+ * division that truncates equals floor((ab + 2^30) / 2^31) for every ab: one add and an
+ * arithmetic shift (no 64-bit division, no branch). */
 static inline int32_t edgec_srdhm(int32_t a, int32_t b)
 {
     const int64_t ab = (int64_t)a * (int64_t)b;
-    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
     if (a == b && a == INT32_MIN) return INT32_MAX;
-    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    return (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
 }""",
     "edgec_rdbp": """\
 /* gemmlowp RoundingDivideByPOT: x / 2^exponent, to nearest, ties away from zero. */
@@ -274,12 +276,15 @@ static inline int32_t edgec_rdbp(int32_t x, int exponent)
 }""",
     "edgec_mbqm": """\
 /* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), double rounding
- * (TFLite Micro, CMSIS-NN). */
+ * (TFLite Micro, CMSIS-NN). The multiplier is a QuantizeMultiplier significand (0 or in
+ * [2^30, 2^31)), never INT32_MIN, so SaturatingRoundingDoublingHighMul cannot saturate and is
+ * (x * multiplier + 2^30) >> 31 (see edgec_srdhm). */
 static inline int32_t edgec_mbqm(int32_t x, int32_t multiplier, int shift)
 {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
-    return edgec_rdbp(edgec_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+    const int64_t ab = (int64_t)(int32_t)((uint32_t)x << left) * multiplier;
+    return edgec_rdbp((int32_t)((ab + ((int64_t)1 << 30)) >> 31), right);
 }""",
     "edgec_mbqm_single": """\
 /* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), single rounding
@@ -334,7 +339,7 @@ static inline int edgec_clz32(uint32_t x)
 
 #: helpers each helper calls (emitted first)
 _DEPENDS = {
-    "edgec_mbqm": ("edgec_srdhm", "edgec_rdbp"),
+    "edgec_mbqm": ("edgec_rdbp",),
     "edgec_one_over_one_plus_x": ("edgec_srdhm", "edgec_sat_shl"),
 }
 

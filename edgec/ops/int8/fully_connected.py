@@ -9,11 +9,10 @@ The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (opti
 ``int8_rounding="tflite"``), TFLite Micro twice (``"double"``): see fixedpoint.py.
 
 The C kernel folds the input zero point into the bias at compile time
-(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its inner loops are plain int8 dot products over
-the weight rows, four rows at a time sharing each input load (``edgec_dot4_s8``, the place a
-DSP/SMLAD path hooks in); requantization and the activation clamp are one fused step.
-:func:`weight_layout` is where a kernel that wants the weights re-laid out (interleaved rows for
-SIMD) gets them, at compile time.
+(``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its kernels multiply raw codes: four rows at a
+time over the pair table (:func:`weight_layout`, :mod:`edgec.ops.int8.gemm_s8`), generic C or,
+on cores with the DSP extension, SMLAD/SXTB16 against the int8 input row read in place (no
+scratch); requantization and the activation clamp are one fused step per output.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from edgec.ops.int8.common import (
     Requant,
     act_range,
     fits_int32,
-    gemv_rows,
     per_tensor,
     quant_of,
     requantize_ref,
@@ -35,6 +33,7 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
+from edgec.ops.int8.gemm_s8 import Rows, pair_table, use_kernels
 
 Outs = list[tuple[Shape, str]]
 
@@ -91,10 +90,14 @@ def const_int8(node: Node, g: Graph, idx: int, what: str) -> np.ndarray:
     return w
 
 
-def weight_layout(w: np.ndarray) -> np.ndarray:
-    """The weight table the kernel reads: rows of K in output-channel order (a SIMD kernel
-    re-lays them out here, at compile time)."""
-    return w
+#: k padding of the fully connected pair table (its kernels take the last k % 4 codes in C)
+FC_KMULT = 2
+
+
+def weight_layout(w: np.ndarray, kmult: int = FC_KMULT) -> np.ndarray:
+    """The weight table the kernels read, re-laid out at compile time: the pair table of
+    :mod:`edgec.ops.int8.gemm_s8` (rows [M, K] in, flat int8 out)."""
+    return pair_table(w, kmult)
 
 
 @register
@@ -152,15 +155,27 @@ class QFullyConnected(QOp):
         w = const_int8(node, g, 1, "weights")
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).sum(axis=1))
-        wsym = ctx.const_array(f"{node.name}_w", weight_layout(w), "int8_t", param=True)
+        table = weight_layout(w)
+        wsym = ctx.const_array(f"{node.name}_w", table, "int8_t", param=True,
+                               padding=table.size - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
         rq = Requant(ctx, node.name, mult, shift)
         requant = use_requant(ctx, rounding_of(g, fully_connected=True))
+        use_kernels(ctx)
+        gemm = Rows(m, k, wsym, bsym, FC_KMULT)
+
+        def store(mi: str, col: int, acc: str) -> str:
+            return (f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {rq.shift(mi)}, {zp_y}, {lo}, "
+                    f"{hi});")
+
+        dsp = f"const int32_t sx = edgec_sum_s8(xr, {k});\n" + gemm.dsp("xr", ["sx"], store)
+        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + gemm.generic("xr", store)
+               + "#endif\n")
         x, y = ctx.inp(0), ctx.out(0)
-        row = gemv_rows(ctx, "xr", wsym, k, "0", m, bsym, rq, requant, zp_y, lo, hi, "yr")
         if rows == 1:
             return f"const int8_t *xr = {x};\nint8_t *yr = {y};\n" + row
-        inner = "".join("    " + ln + "\n" for ln in row.rstrip("\n").split("\n"))
+        inner = "".join("    " + ln + "\n" if ln and not ln.startswith("#") else ln + "\n"
+                        for ln in row.rstrip("\n").split("\n"))
         return (
             f"for (int r = 0; r < {rows}; ++r) {{\n"
             f"    const int8_t *xr = {x} + r * {k};\n"
