@@ -101,7 +101,7 @@ def test_state_updated_in_place_halves_state_ram() -> None:
     assert m.cmodel.state_inplace == {"h0"}
     assert m.report()["state_bytes"] == 4 * 8  # one buffer, not hx + hx_next
     assert "h0_next" not in m.c_header and "memcpy(s->" not in m.c_source
-    assert "gru_run(in_x, s->h0, out_y, s->h0)" in m.c_source
+    assert "gru_run_arena(arena, in_x, s->h0, out_y, s->h0)" in m.c_source
     # the in-place kernel takes its state pointers without restrict
     kernel = next(ln for ln in m.c_source.splitlines() if "_gru(" in ln and "static" in ln)
     assert "restrict x5" not in kernel and "restrict y1" not in kernel

@@ -433,6 +433,9 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
             for p in outputs
         ]
     )
+    step_call_args = ", ".join(
+        [p.c for p in inputs if not p.state] + [p.c for p in outputs if not p.state]
+    )
     # a state updated in place needs one buffer, a double-buffered one two
     state_bytes = sum((4 if s["inplace"] else 8) * s["size"] for s in state_ports)
     # structure counters an op reports through an optional ``stats(node, g) -> dict[str, int]``
@@ -485,6 +488,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         "state_bytes": state_bytes,
         "step_params": step_params,
         "step_args": step_args,
+        "step_call_args": step_call_args,
         "layer_marks": layer_marks,
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
