@@ -115,7 +115,7 @@ def test_no_static_arena_keeps_state_api_and_instances_are_independent(
     macro = m.name.upper()
     header = m.c_header
     # the header declares exactly what the source defines without the static arena
-    assert f"int {m.name}_step_arena({m.name}_state_t *s, float *arena" in header
+    assert f"int {m.name}_step_arena({m.name}_state_t *s, float *EDGEC_RESTRICT arena" in header
     guard = header.index(f"#ifndef {macro}_NO_STATIC_ARENA")
     assert guard < header.index(f"int {m.name}_run(") < header.index("#endif", guard)
     n_in, n_out = _plain(m)
@@ -139,3 +139,82 @@ def test_header_states_reentrancy_rules() -> None:
         assert f"{m.name}_run_arena()" in text.split("Reentrancy:")[1]
         if m.is_stateful:
             assert f"its own {m.name}_state_t" in text
+
+
+def _in_place_driver(name: str, n_in: int, n_out: int, n_h: int) -> str:
+    macro = name.upper()
+    return f"""#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "{name}.h"
+#define T {STEPS}
+#define ARENA_SIZE ({macro}_ARENA_BYTES > 0 ? {macro}_ARENA_BYTES : 1)
+static float xs[T][{n_in}];
+static float y_run[T][{n_out}];
+static float y_step[T][{n_out}];
+int main(void)
+{{
+    float *arena = (float *)malloc(ARENA_SIZE);
+    float *h = (float *)malloc(sizeof(float) * {n_h}); /* exact size: ASan sees overruns */
+    {name}_state_t *st = ({name}_state_t *)malloc(sizeof({name}_state_t));
+    int t;
+    if (arena == NULL || h == NULL || st == NULL) return 3;
+    if (fread(xs, sizeof(xs), 1, stdin) != 1) return 4;
+    memset(arena, 0xff, ARENA_SIZE);
+    memset(h, 0, sizeof(float) * {n_h});
+    {name}_reset(st);
+    for (t = 0; t < T; ++t) {{
+        if ({name}_run_arena(arena, xs[t], h, y_run[t], h) != 0) return 5; /* in place */
+        if ({name}_step_arena(st, arena, xs[t], y_step[t]) != 0) return 5;
+    }}
+    fwrite(y_run, sizeof(y_run), 1, stdout);
+    fwrite(y_step, sizeof(y_step), 1, stdout);
+    fwrite(h, sizeof(float) * {n_h}, 1, stdout);
+    free(arena);
+    free(h);
+    free(st);
+    return 0;
+}}
+"""
+
+
+def test_in_place_state_update_under_sanitizers(tmp_path: Path) -> None:
+    """``gru_run(x, h, y, h)`` is allowed (the header says so and leaves those two pointers
+    without restrict) and equals stepping; every other port pointer is restrict."""
+    m = _compile("gru")
+    proto = m.c_header.split(f"int {m.name}_run_arena(")[1].split(";")[0]
+    assert "const float *EDGEC_RESTRICT in_x" in proto and "float *EDGEC_RESTRICT out_y" in proto
+    assert "const float *in_h0" in proto and "float *out_Y_h" in proto
+    assert "in_h0 and out_Y_h" in m.c_header.split("Aliasing:")[1].split("Reentrancy:")[0]
+    n_in, n_out = _plain(m)
+    n_h = m.cmodel.inputs[1].size
+    xs = np.random.default_rng(5).uniform(-1, 1, (STEPS, n_in)).astype(np.float32)
+    out = np.frombuffer(_build_and_run(tmp_path, m, _in_place_driver(m.name, n_in, n_out, n_h),
+                                       xs.tobytes()), np.float32)
+    y_run, y_step = out[:STEPS * n_out], out[STEPS * n_out:2 * STEPS * n_out]
+    np.testing.assert_array_equal(y_run, y_step)
+    # the host wrapper takes the same in-place call
+    lib = m.lib
+    h = np.zeros((1, 1, n_h), np.float32)
+    y = np.zeros((1, n_out), np.float32)
+    for x in xs:
+        lib.run(x.reshape(1, 1, -1), h, out=[y, h])
+    np.testing.assert_array_equal(y.reshape(-1), y_step[-n_out:])
+    np.testing.assert_array_equal(h.reshape(-1), out[2 * STEPS * n_out:])
+
+
+def test_host_wrapper_refuses_overlapping_buffers() -> None:
+    m = _compile("cell")  # its state is double-buffered: h and h_new may not share memory
+    x = np.ones((1, 4), np.float32)
+    h = np.zeros((1, 4), np.float32)
+    y = np.zeros((1, 4), np.float32)
+    with pytest.raises(ValueError, match="'h' and 'h_new' overlap"):
+        m.lib.run(x, h, out=[y, h])
+    with pytest.raises(ValueError, match="'h_new' and 'y' overlap"):
+        m.lib.run(x, h, out=[y, y])
+    buf = np.zeros(8, np.float32)  # partial overlap of an input and an output
+    with pytest.raises(ValueError, match="'x' and 'y' overlap"):
+        m.lib.run(buf[:4].reshape(1, 4), h, out=[buf[2:6], np.zeros(4, np.float32)])
+    y2, hn = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    m.lib.run(x, h, out=[y2, hn])
+    np.testing.assert_allclose(hn, np.tanh(1.0), rtol=1e-6)

@@ -36,7 +36,8 @@ def test_cfc_carries_its_state_by_default() -> None:
     x = torch.randn(1, 5, 3)
     cm = edgec.compile(m, example_inputs=(x,))
     assert cm.is_stateful and cm.cmodel.state == [("hx", "hx_next")]
-    assert "int cfc_step(cfc_state_t *s, const float *in_input, float *out_y);" in cm.c_header
+    assert ("int cfc_step(cfc_state_t *s, const float *EDGEC_RESTRICT in_input, "
+            "float *EDGEC_RESTRICT out_y);") in cm.c_header
     with torch.no_grad():
         y1, h1 = m(x)
         y2, _ = m(x, h1)

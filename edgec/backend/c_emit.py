@@ -404,12 +404,24 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
               if not any(re.search(rf"\b{p.c}\b", c) for c in calls)]
     calls[:0] = [f"(void){c};" for c in unused]
 
+    # ports that may share one buffer: a state input and its output updated in place
+    # (``<name>_run(x, h, y, h)``); every other port pointer is restrict
+    may_alias = {p.c for p in inputs if p.name in inplace_state}
+    may_alias |= {p.c for p in outputs if state_out.get(p.name) in inplace_state}
+
+    def _param(p: Port, const: str) -> str:
+        qual = "" if p.c in may_alias else "EDGEC_RESTRICT "
+        return f"{const}{p.ctype} *{qual}{p.c}"
+
     run_params = (
-        ", ".join(
-            [f"const {p.ctype} *{p.c}" for p in inputs] + [f"{p.ctype} *{p.c}" for p in outputs]
-        )
+        ", ".join([_param(p, "const ") for p in inputs] + [_param(p, "") for p in outputs])
         or "void"
     )
+    alias_pairs = [
+        (next(p.c for p in inputs if p.name == a), next(p.c for p in outputs if p.name == b))
+        for a, b in g.state
+        if a in inplace_state
+    ]
     run_args = ", ".join([p.c for p in inputs] + [p.c for p in outputs])
     state_ports = []
     for s_in, s_out in g.state:
@@ -421,8 +433,8 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
              "init": init_sym, "inplace": s_in in inplace_state}
         )
     step_params = ", ".join(
-        [f"const {p.ctype} *{p.c}" for p in inputs if not p.state]
-        + [f"{p.ctype} *{p.c}" for p in outputs if not p.state]
+        [_param(p, "const ") for p in inputs if not p.state]
+        + [_param(p, "") for p in outputs if not p.state]
     )
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
@@ -489,6 +501,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         "step_params": step_params,
         "step_args": step_args,
         "step_call_args": step_call_args,
+        "alias_pairs": alias_pairs,
         "layer_marks": layer_marks,
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
