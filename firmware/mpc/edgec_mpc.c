@@ -5,6 +5,7 @@
 #include "edgec_mpc.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NU EDGEC_MPC_NU
@@ -21,11 +22,29 @@
 /* line-search / damping trials per iteration */
 #define MPC_TRIES 4
 
+/* NaN/inf tests on the IEEE-754 bit pattern: unlike isfinite() or !(v >= lo), they survive
+ * -ffast-math / -ffinite-math-only, under which the compiler assumes no NaN and folds those */
+#define MPC_EXP_MASK 0x7f800000u
+#define MPC_MANT_MASK 0x007fffffu
+#define MPC_SIGN_MASK 0x80000000u
+
+static uint32_t float_bits(float v)
+{
+    uint32_t b;
+    (void)memcpy(&b, &v, sizeof(b));
+    return b;
+}
+
+static int is_finite(float v)
+{
+    return (float_bits(v) & MPC_EXP_MASK) != MPC_EXP_MASK;
+}
+
 static int all_finite(const float *v, int n)
 {
     int i;
     for (i = 0; i < n; ++i) {
-        if (!isfinite(v[i])) {
+        if (!is_finite(v[i])) {
             return 0;
         }
     }
@@ -48,10 +67,14 @@ static void begin_tick(edgec_mpc_t *c, float *u)
 /* clamp that also maps NaN to the lower bound: the result is always in [lo, hi] */
 static float clampf(float v, float lo, float hi)
 {
-    if (!(v >= lo)) {
+    const uint32_t b = float_bits(v);
+    if (!is_finite(v)) { /* +inf to hi; NaN and -inf to lo */
+        return (((b & MPC_MANT_MASK) == 0u) && ((b & MPC_SIGN_MASK) == 0u)) ? hi : lo;
+    }
+    if (v < lo) {
         return lo;
     }
-    if (!(v <= hi)) {
+    if (v > hi) {
         return hi;
     }
     return v;
@@ -145,7 +168,7 @@ static int damped_solve(const float *a, const float *g, float lambda, float *m, 
         for (k = 0; k < j; ++k) {
             s -= m[j * NDEC + k] * m[j * NDEC + k];
         }
-        if (!(s > 0.0f)) {
+        if ((!is_finite(s)) || (s <= 0.0f)) {
             return 0;
         }
         s = sqrtf(s);
@@ -203,7 +226,7 @@ static int newton_solve(const float *jac, const float *r, float *d)
                 piv = i;
             }
         }
-        if (!(fabsf(a[piv * NU + k]) > 1e-6f * scale)) {
+        if ((!is_finite(a[piv * NU + k])) || (fabsf(a[piv * NU + k]) <= 1e-6f * scale)) {
             return 0;
         }
         if (piv != k) {

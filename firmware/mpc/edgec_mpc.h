@@ -27,7 +27,8 @@
  * projection, the solve warm-starts from the last solution, and the iteration budget is fixed.
  * Safety: the command written to *u_out is always inside both limits. Non-finite references or
  * measurements, a non-finite model output, or (one-step mode) no convergence within the budget
- * hold the last command and set EDGEC_MPC_FLAG_FALLBACK.
+ * hold the last command and set EDGEC_MPC_FLAG_FALLBACK. The NaN/inf tests read the IEEE-754 bit
+ * patterns, so they hold when this file is built with -ffast-math too.
  *
  * Firmware use: call edgec_mpc_init() once, then edgec_mpc_step() once per control tick.
  */
