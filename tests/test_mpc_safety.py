@@ -95,3 +95,91 @@ def test_model_refuses_fast_math(controllers: dict[str, Controller], tmp_path: P
     proc = _compile(controllers["narx"], tmp_path, _NAN_MAIN, ("-O2", "-ffast-math"))
     assert proc.returncode != 0
     assert "-ffast-math" in proc.stderr and "EDGEC_ALLOW_FAST_MATH" in proc.stderr
+
+
+_THREADS_MAIN = """#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include "edgec_mpc.h"
+#define TICKS 12
+typedef struct {
+    edgec_mpc_t c;
+    float shift;
+    float u[TICKS][EDGEC_MPC_NU];
+} job_t;
+static job_t jobs[2];
+static float alone[2][TICKS][EDGEC_MPC_NU];
+
+static void tick(job_t *j, int k, float *u)
+{
+    float ref[EDGEC_MPC_REF_SIZE];
+    float meas[EDGEC_MPC_MEAS_SIZE];
+    int i;
+    for (i = 0; i < EDGEC_MPC_REF_SIZE; ++i) ref[i] = j->shift + 0.02f * (float)(k + i);
+    for (i = 0; i < EDGEC_MPC_MEAS_SIZE; ++i) meas[i] = 0.5f * j->shift - 0.01f * (float)(k - i);
+    (void)edgec_mpc_step(&j->c, ref, meas, u);
+}
+
+static void *run_job(void *arg)
+{
+    job_t *j = (job_t *)arg;
+    int k;
+    for (k = 0; k < TICKS; ++k) tick(j, k, j->u[k]);
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t th[2];
+    int i;
+    int k;
+    for (i = 0; i < 2; ++i) { /* each controller alone */
+        jobs[i].shift = i == 0 ? 0.1f : -0.3f;
+        edgec_mpc_init(&jobs[i].c);
+        run_job(&jobs[i]);
+        memcpy(alone[i], jobs[i].u, sizeof(alone[i]));
+    }
+    for (i = 0; i < 2; ++i) edgec_mpc_init(&jobs[i].c);
+    for (k = 0; k < TICKS; ++k) { /* interleaved in one thread */
+        for (i = 0; i < 2; ++i) tick(&jobs[i], k, jobs[i].u[k]);
+    }
+    for (i = 0; i < 2; ++i) {
+        if (memcmp(alone[i], jobs[i].u, sizeof(alone[i])) != 0) return 10 + i;
+        edgec_mpc_init(&jobs[i].c);
+    }
+    for (i = 0; i < 2; ++i) { /* at once, in two threads */
+        if (pthread_create(&th[i], NULL, run_job, &jobs[i]) != 0) return 2;
+    }
+    for (i = 0; i < 2; ++i) pthread_join(th[i], NULL);
+    for (i = 0; i < 2; ++i) {
+        if (memcmp(alone[i], jobs[i].u, sizeof(alone[i])) != 0) return 20 + i;
+    }
+    puts("ok");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("mode", ["narx", "horizon"])
+def test_two_controllers_interleaved_and_in_threads(controllers: dict[str, Controller],
+                                                    tmp_path: Path, mode: str) -> None:
+    """No file-scope state in the runtime (the model runs in the controller's own arena): two
+    controllers interleaved, or in two threads under ThreadSanitizer, equal each alone."""
+    ctrl = controllers[mode]
+    ctrl.write_sources(tmp_path)
+    obj = tmp_path / "edgec_mpc.o"
+    cc = subprocess.run(["gcc", "-std=c99", "-O2", "-c", "-I", str(tmp_path),
+                         str(tmp_path / "edgec_mpc.c"), "-o", str(obj)],
+                        capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout.splitlines()
+    writable = [ln for ln in syms if ln.split()[-2:-1] and ln.split()[-2] in "bBdDcC"]
+    assert writable == [], writable  # no static data the controllers would share
+    assert not any(ln.endswith(f"{ctrl.model.name}_run") for ln in syms)  # the static arena's
+    proc = _compile(ctrl, tmp_path, _THREADS_MAIN, ("-O1", "-g", "-fsanitize=thread",
+                                                    "-pthread"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1")
+    run = subprocess.run([str(tmp_path / "prog")], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-3000:])

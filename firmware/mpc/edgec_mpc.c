@@ -115,24 +115,24 @@ static unsigned limit_flags(const float *u, const float *prev)
 static int model_eval(edgec_mpc_t *c, float *z, float *out, float *jac)
 {
 #if EDGEC_MPC_JACOBIAN_EXACT
-    EDGEC_MPC_MODEL_JAC(z, out, jac);
+    EDGEC_MPC_MODEL_JAC(c->model_arena, z, out, jac);
     c->report.evaluations += 1u;
 #else
     float yp[NOUT];
     float ym[NOUT];
     int i;
     int j;
-    EDGEC_MPC_MODEL(z, out);
+    EDGEC_MPC_MODEL(c->model_arena, z, out);
     for (j = 0; j < NJ; ++j) {
         const float keep = z[j];
         const float h = EDGEC_MPC_FD_STEP * (fabsf(keep) > 1.0f ? fabsf(keep) : 1.0f);
         float span;
         z[j] = keep + h;
         span = z[j];
-        EDGEC_MPC_MODEL(z, yp);
+        EDGEC_MPC_MODEL(c->model_arena, z, yp);
         z[j] = keep - h;
         span -= z[j];
-        EDGEC_MPC_MODEL(z, ym);
+        EDGEC_MPC_MODEL(c->model_arena, z, ym);
         z[j] = keep;
         for (i = 0; i < NOUT; ++i) {
             jac[i * NJ + j] = (yp[i] - ym[i]) / span;
@@ -527,24 +527,8 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
 #define NX EDGEC_MPC_NX
 #define NRES (HZN * (NY + NU))
 
-typedef struct {
-    float u[NDEC];
-    float a[NDEC * NDEC]; /* Gauss-Newton matrix */
-    float g[NDEC];        /* gradient */
-    float cost;
-    float rmax;
-} plan_t;
-
-/* scratch of one rollout, kept out of the stack */
-typedef struct {
-    float z[NZ];
-    float xn[NX];
-    float jac[NX * NJ];
-    float sens[NX * NDEC];  /* d x_k / d U */
-    float sens2[NX * NDEC];
-    float m[NDEC * NDEC];
-    float d[NDEC];
-} work_t;
+typedef edgec_mpc_plan_t plan_t;
+typedef edgec_mpc_work_t work_t;
 
 void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 {
@@ -657,15 +641,11 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
     return 1;
 }
 
-static plan_t g_cur;
-static plan_t g_trial;
-static work_t g_work;
-
 static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_ref, float *u)
 {
-    plan_t *cur = &g_cur;
-    plan_t *trial = &g_trial;
-    work_t *w = &g_work;
+    plan_t *cur = &c->plans[0];
+    plan_t *trial = &c->plans[1];
+    work_t *w = &c->work;
     float lambda = EDGEC_MPC_DAMPING;
     unsigned flags = 0u;
     int it;
