@@ -5,6 +5,7 @@ that does not match the model fails to compile."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -183,3 +184,32 @@ def test_two_controllers_interleaved_and_in_threads(controllers: dict[str, Contr
     run = subprocess.run([str(tmp_path / "prog")], capture_output=True, text=True, timeout=120,
                          env=env)
     assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-3000:])
+
+
+def _compile_runtime(d: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-c",
+                           "-I", str(d), str(d / "edgec_mpc.c"), "-o", str(d / "mpc.o")],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("mode", "macro", "value", "check"), [
+    ("narx", "NZ", 8, "model_inputs_match_model"),
+    ("narx", "LU", 2, "model_inputs_match_lags"),
+    ("narx", "NU", 3, "u_min_has_one_value_per_command"),
+    ("narx", "NOUT", 3, "model_outputs_match_model"),
+    ("horizon", "NY", 2, "q_has_one_weight_per_output"),
+    ("horizon", "NX", 3, "model_inputs_are_states_and_commands"),
+])
+def test_mismatched_config_fails_to_compile(controllers: dict[str, Controller], tmp_path: Path,
+                                            mode: str, macro: str, value: int,
+                                            check: str) -> None:
+    ctrl = controllers[mode]
+    ctrl.write_sources(tmp_path)
+    assert _compile_runtime(tmp_path).returncode == 0  # as generated: it compiles
+    cfg = tmp_path / "edgec_mpc_config.h"
+    text, n = re.subn(rf"(#define EDGEC_MPC_{macro}) \d+", rf"\1 {value}", cfg.read_text())
+    assert n == 1
+    cfg.write_text(text)
+    proc = _compile_runtime(tmp_path)
+    assert proc.returncode != 0
+    assert f"edgec_mpc_check_{check}" in proc.stderr, proc.stderr[-2000:]

@@ -19,6 +19,44 @@
 #define HZN EDGEC_MPC_HORIZON
 #define NDEC EDGEC_MPC_NDEC
 
+/* Compile-time checks of the invariants this file relies on: a hand-edited configuration that
+ * does not match the model or itself fails to compile, naming the check (C99: an array type of
+ * negative size; edgec_mpc_check_<name> in the compiler's message). */
+#define MPC_CHECK(name, cond) typedef char edgec_mpc_check_##name[(cond) ? 1 : -1]
+#define MPC_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+MPC_CHECK(commands_positive, EDGEC_MPC_NU >= 1);
+MPC_CHECK(outputs_positive, EDGEC_MPC_NY >= 1);
+MPC_CHECK(lags_not_negative, (EDGEC_MPC_LU >= 0) && (EDGEC_MPC_LY >= 0) && (EDGEC_MPC_NS >= 0));
+MPC_CHECK(iterations_positive, EDGEC_MPC_MAX_ITER >= 1);
+MPC_CHECK(model_inputs_match_model, EDGEC_MPC_NZ == EDGEC_MPC_MODEL_IN_SIZE);
+MPC_CHECK(model_outputs_match_model, EDGEC_MPC_NOUT == EDGEC_MPC_MODEL_OUT_SIZE);
+#if EDGEC_MPC_JACOBIAN_EXACT
+MPC_CHECK(jacobian_matches_model, EDGEC_MPC_NOUT * EDGEC_MPC_NJ == EDGEC_MPC_MODEL_JAC_SIZE);
+#endif
+#if EDGEC_MPC_HORIZON_MODE
+MPC_CHECK(states_positive, EDGEC_MPC_NX >= 1);
+MPC_CHECK(horizon_positive, EDGEC_MPC_HORIZON >= 1);
+MPC_CHECK(model_inputs_are_states_and_commands, EDGEC_MPC_NZ == EDGEC_MPC_NX + EDGEC_MPC_NU);
+MPC_CHECK(model_outputs_are_states, EDGEC_MPC_NOUT == EDGEC_MPC_NX);
+MPC_CHECK(jacobian_columns_are_model_inputs, EDGEC_MPC_NJ == EDGEC_MPC_NZ);
+MPC_CHECK(q_has_one_weight_per_output, MPC_LEN(edgec_mpc_q) == EDGEC_MPC_NY);
+MPC_CHECK(out_index_has_one_entry_per_output, MPC_LEN(edgec_mpc_out_index) == EDGEC_MPC_NY);
+#else
+MPC_CHECK(one_step_horizon_is_one, EDGEC_MPC_HORIZON == 1);
+MPC_CHECK(model_inputs_match_lags,
+          EDGEC_MPC_NZ == (EDGEC_MPC_NU * (1 + EDGEC_MPC_LU)) + (EDGEC_MPC_NY * EDGEC_MPC_LY) +
+                              EDGEC_MPC_NS);
+MPC_CHECK(model_outputs_are_outputs, EDGEC_MPC_NOUT == EDGEC_MPC_NY);
+MPC_CHECK(jacobian_columns_are_commands, EDGEC_MPC_NJ == EDGEC_MPC_NU);
+MPC_CHECK(newton_needs_square_system, (EDGEC_MPC_NEWTON == 0) || (EDGEC_MPC_NU == EDGEC_MPC_NY));
+#endif
+MPC_CHECK(u_min_has_one_value_per_command, MPC_LEN(edgec_mpc_u_min) == EDGEC_MPC_NU);
+MPC_CHECK(u_max_has_one_value_per_command, MPC_LEN(edgec_mpc_u_max) == EDGEC_MPC_NU);
+MPC_CHECK(du_max_has_one_value_per_command, MPC_LEN(edgec_mpc_du_max) == EDGEC_MPC_NU);
+MPC_CHECK(u_init_has_one_value_per_command, MPC_LEN(edgec_mpc_u_init) == EDGEC_MPC_NU);
+MPC_CHECK(du_weight_has_one_value_per_command, MPC_LEN(edgec_mpc_du_weight) == EDGEC_MPC_NU);
+
 /* line-search / damping trials per iteration */
 #define MPC_TRIES 4
 
