@@ -12,7 +12,7 @@ import jinja2
 import numpy as np
 
 from edgec._package import __version__, data_path
-from edgec.backend import c_math
+from edgec.backend import c_math, c_style
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node, Quant
 from edgec.ops import get_op
@@ -348,6 +348,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
             continue
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body, needed = c_math.apply(op.emit(node, ctx))
+        body = c_style.normalize(body)
         math_helpers.update(needed)
         alias = node.outputs[0] in plan.inplace or idx in alias_nodes
         params: list[str] = []
@@ -460,7 +461,8 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     for code in helpers.values():
         code, needed = c_math.apply(code)
         math_helpers.update(needed)
-        helper_codes.append(code)
+        helper_codes.append(c_style.normalize(code))
+    math_helpers = {k: c_style.normalize(v) for k, v in math_helpers.items()}
     report = {
         "name": name,
         "params": weights.count,
@@ -577,7 +579,7 @@ def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
 def _arena_ptr(ctype: str, offset: int, always: bool = False) -> str:
     """C pointer to ``offset`` bytes into the (float) arena, typed ``ctype *``."""
     if ctype == "float":
-        return f"arena + {offset // 4}" if offset or always else "arena"
+        return f"arena + {offset // 4}" if offset else "arena"
     return f"({ctype} *)arena + {offset}" if offset else f"({ctype} *)arena"
 
 

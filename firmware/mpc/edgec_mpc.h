@@ -44,7 +44,7 @@ extern "C" {
 #endif
 
 /* array sizes that may be zero in the configuration */
-#define EDGEC_MPC_DIM(n) ((n) > 0 ? (n) : 1)
+#define EDGEC_MPC_DIM(n) (((n) > 0) ? (n) : 1)
 
 #if EDGEC_MPC_HORIZON_MODE
 #define EDGEC_MPC_REF_SIZE (EDGEC_MPC_HORIZON * EDGEC_MPC_NY)
