@@ -218,3 +218,24 @@ def test_host_wrapper_refuses_overlapping_buffers() -> None:
     y2, hn = np.zeros(4, np.float32), np.zeros(4, np.float32)
     m.lib.run(x, h, out=[y2, hn])
     np.testing.assert_allclose(hn, np.tanh(1.0), rtol=1e-6)
+
+
+def test_placement_macros_put_weights_and_arena_in_sections(tmp_path: Path) -> None:
+    m = _compile("gru")
+    macro = m.name.upper()
+    assert f"{macro}_WEIGHTS_PLACEMENT" in m.c_header and f"{macro}_ARENA_PLACEMENT" in m.c_header
+    m.write(tmp_path)  # -O0: -O2 may fold small tables into the code
+    defines = [
+        f"-D{macro}_WEIGHTS_PLACEMENT=__attribute__((section(\".edgec_w\"), aligned(32)))",
+        f"-D{macro}_ARENA_PLACEMENT=__attribute__((section(\".edgec_a\"), aligned(64)))",
+    ]
+    cc = subprocess.run(["gcc", *STRICT, "-O0", *defines, "-c", f"{m.name}.c", "-o", "m.o"],
+                        cwd=tmp_path, capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr[-3000:]
+    heads = subprocess.run(["objdump", "-h", "m.o"], cwd=tmp_path, capture_output=True,
+                           text=True).stdout
+    sizes = {p[1]: (int(p[2], 16), p[6]) for p in (ln.split() for ln in heads.splitlines())
+             if len(p) >= 7 and p[1] in (".edgec_w", ".edgec_a")}
+    weights, arena = sizes[".edgec_w"], sizes[".edgec_a"]
+    assert weights[0] >= m.report()["weight_bytes"] and weights[1] == "2**5"
+    assert arena[0] == m.report()["arena_bytes"] and arena[1] == "2**6"
