@@ -86,9 +86,14 @@ def test_state_ports_use_the_modules_names() -> None:
     )
     cm = edgec.compile(net, example_inputs=(torch.randn(1, 4),))
     c_names = [p.c for p in cm.cmodel.inputs + cm.cmodel.outputs]
-    assert c_names == ["in_input", "in_leaky1_mem", "in_leaky3_mem", "out_y",
-                       "out_leaky3_mem_out", "out_leaky1_mem_next", "out_leaky3_mem_next"]
+    # the last layer returns (spk, mem): named after what they are
+    assert c_names == ["in_input", "in_leaky1_mem", "in_leaky3_mem", "out_spk",
+                       "out_mem", "out_leaky1_mem_next", "out_leaky3_mem_next"]
     assert "t_1" not in cm.c_header and "input_1" not in cm.c_header
+    # spikes alone stay y
+    only_spikes = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True))
+    cm = edgec.compile(only_spikes, example_inputs=(torch.randn(1, 4),))
+    assert [p.c for p in cm.cmodel.outputs] == ["out_y", "out_leaky1_mem_next"]
 
 
 def _gru_step() -> onnx.ModelProto:
