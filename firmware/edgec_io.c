@@ -22,7 +22,7 @@ __attribute__((weak)) void edgec_putc(char c)
     volatile uint32_t *const itm_tcr = (volatile uint32_t *)0xE0000E80u;
     volatile uint32_t *const itm_ter = (volatile uint32_t *)0xE0000E00u;
     volatile uint32_t *const itm_port0 = (volatile uint32_t *)0xE0000000u;
-    if ((*itm_tcr & 1u) && (*itm_ter & 1u)) { /* ITM on and port 0 enabled by the debugger */
+    if (((*itm_tcr & 1u) != 0u) && ((*itm_ter & 1u) != 0u)) { /* ITM on and port 0 enabled by the debugger */
         while (*itm_port0 == 0u) {
         }
         *(volatile uint8_t *)itm_port0 = (uint8_t)c;
@@ -32,30 +32,35 @@ __attribute__((weak)) void edgec_putc(char c)
 #endif
 }
 
+static const char digits[] = "0123456789abcdef";
+
 void edgec_puts(const char *s)
 {
-    while (*s) {
-        edgec_putc(*s++);
+    size_t i = 0u;
+    while (s[i] != '\0') {
+        edgec_putc(s[i]);
+        ++i;
     }
 }
 
 void edgec_put_u32(uint32_t v)
 {
     char buf[11];
+    uint32_t rest = v;
     int i = 10;
     buf[i] = '\0';
     do {
-        buf[--i] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v != 0u);
+        --i;
+        buf[i] = digits[rest % 10u];
+        rest /= 10u;
+    } while (rest != 0u);
     edgec_puts(&buf[i]);
 }
 
 static void put_hex32(uint32_t v)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (int shift = 28; shift >= 0; shift -= 4) {
-        edgec_putc(digits[(v >> shift) & 0xFu]);
+    for (uint32_t shift = 0u; shift < 32u; shift += 4u) {
+        edgec_putc(digits[(v >> (28u - shift)) & 0xFu]);
     }
 }
 
@@ -68,7 +73,7 @@ void edgec_print_floats(uint32_t sample, uint32_t output, const float *v, uint32
     edgec_putc(':');
     for (uint32_t i = 0; i < n; ++i) {
         uint32_t bits;
-        memcpy(&bits, &v[i], sizeof bits);
+        (void)memcpy(&bits, &v[i], sizeof bits);
         edgec_putc(' ');
         put_hex32(bits);
     }
@@ -77,7 +82,6 @@ void edgec_print_floats(uint32_t sample, uint32_t output, const float *v, uint32
 
 void edgec_print_int8s(uint32_t sample, uint32_t output, const int8_t *v, uint32_t n)
 {
-    static const char digits[] = "0123456789abcdef";
     edgec_puts("y ");
     edgec_put_u32(sample);
     edgec_putc(' ');
@@ -86,7 +90,7 @@ void edgec_print_int8s(uint32_t sample, uint32_t output, const int8_t *v, uint32
     for (uint32_t i = 0; i < n; ++i) {
         const uint8_t byte = (uint8_t)v[i];
         edgec_putc(' ');
-        edgec_putc(digits[byte >> 4]);
+        edgec_putc(digits[byte >> 4u]);
         edgec_putc(digits[byte & 0xFu]);
     }
     edgec_putc('\n');

@@ -29,6 +29,8 @@ void Default_Handler(void);
 void HardFault_Handler(void);
 
 /* -nostartfiles drops crti/crtn: newlib's __libc_init_array/exit still call these. */
+void _init(void);
+void _fini(void);
 void _init(void) {}
 void _fini(void) {}
 
@@ -40,11 +42,16 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) void Reset_Handler
     __asm volatile("dsb\n\tisb" ::: "memory");
 #endif
     const uint32_t *src = _sidata;
-    for (uint32_t *dst = _sdata; dst < _edata; ++dst) {
-        *dst = *src++;
+    uint32_t *dst = _sdata;
+    while (dst < _edata) {
+        *dst = *src;
+        ++dst;
+        ++src;
     }
-    for (uint32_t *dst = _sbss; dst < _ebss; ++dst) {
+    dst = _sbss;
+    while (dst < _ebss) {
         *dst = 0u;
+        ++dst;
     }
 #if EDGEC_SEMIHOSTING
     initialise_monitor_handles();
@@ -67,7 +74,7 @@ void HardFault_Handler(void)
 
 typedef void (*edgec_vector_t)(void);
 
-__attribute__((section(".isr_vector"), used)) const edgec_vector_t edgec_vectors[16] = {
+__attribute__((section(".isr_vector"), used)) static const edgec_vector_t edgec_vectors[16] = {
     (edgec_vector_t)(uintptr_t)_estack, /* initial main stack pointer */
     Reset_Handler,
     Default_Handler,   /* NMI */

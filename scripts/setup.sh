@@ -15,6 +15,7 @@ dpkg -s libnewlib-arm-none-eabi >/dev/null 2>&1 || pkgs+=(libnewlib-arm-none-eab
 command -v qemu-system-arm >/dev/null 2>&1 || pkgs+=(qemu-system-arm)
 command -v gdb-multiarch >/dev/null 2>&1 || pkgs+=(gdb-multiarch)
 command -v make >/dev/null 2>&1 || pkgs+=(make)
+command -v cppcheck >/dev/null 2>&1 || pkgs+=(cppcheck)  # MISRA check: scripts/misra.sh
 command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || pkgs+=(python3-venv)
 if [ "${#pkgs[@]}" -gt 0 ]; then

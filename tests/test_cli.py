@@ -59,7 +59,8 @@ def test_compile_writes_sources_and_report(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "weights (flash)" in out and "activation arena" in out and "MACs" in out
     assert (
-        "int net_run(const float *in_x, float *out_y);" in (tmp_path / "out" / "net.h").read_text()
+        "int net_run(const float *EDGEC_RESTRICT in_x, float *EDGEC_RESTRICT out_y);"
+        in (tmp_path / "out" / "net.h").read_text()
     )
 
 

@@ -40,8 +40,9 @@ def test_header_states_int8_ports() -> None:
     assert "#include <stdint.h>" in h
     assert f"#define KITCHEN_IN_IMAGE_ZERO_POINT ({int(q.zero_point[0])})" in h
     assert "#define KITCHEN_IN_IMAGE_SCALE " in h and "#define KITCHEN_IN_VECTOR_SCALE" not in h
-    assert ("int kitchen_run(const int8_t *in_image, const float *in_vector, "
-            "int8_t *out_qsoftmax_20, float *out_dequantize_21") in h
+    assert ("int kitchen_run(const int8_t *EDGEC_RESTRICT in_image, "
+            "const float *EDGEC_RESTRICT in_vector, "
+            "int8_t *EDGEC_RESTRICT out_qsoftmax_20, float *EDGEC_RESTRICT out_dequantize_21") in h
     assert "Inputs (row-major / C order)" in h and "Inputs (float32" not in h
 
 
@@ -222,6 +223,6 @@ def test_non_int8_integer_ports_stay_float() -> None:
     g.outputs = ["s", "y"]
     infer_shapes(g)
     m = compile_graph(g)
-    assert "float *out_s" in m.c_header
+    assert "float *EDGEC_RESTRICT out_s" in m.c_header
     s, _ = m.run(np.ones((2, 3), np.float32))
     assert s.dtype == np.float32 and s.tolist() == [2.0, 3.0]

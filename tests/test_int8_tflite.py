@@ -289,7 +289,7 @@ def test_float_io_quantize_dequantize() -> None:
     assert ref.op_names() == ["QUANTIZE", "FULLY_CONNECTED", "DEQUANTIZE"]
     g = build_graph(ref, name="floatio")
     m = compile_graph(g)
-    assert "const float *in_" in m.c_header
+    assert "const float *EDGEC_RESTRICT in_" in m.c_header
     for k in range(200):
         x = (3 * rng.standard_normal((1, 8))).astype(np.float32)
         if k == 0:  # halves and out-of-range values round and clamp like TFLite

@@ -275,7 +275,7 @@ def test_gru_bias_folding(lbr: int, biases: list[tuple[int]]) -> None:
 
 def _bias_shapes(m: edgec.CompiledModel) -> list[tuple[int, ...]]:
     """Shapes of the 1-D weight tables in the generated C (from their declaration comments)."""
-    found = re.findall(r"static const float \w+\[\d+\] EDGEC_ALIGN = \{ /\* ([\dx]+) \*/",
+    found = re.findall(r"static const float \w+\[\d+\] \w+_PLACEMENT = \{ /\* ([\dx]+) \*/",
                        m.c_source)
     return sorted((int(s),) for s in found if "x" not in s)
 

@@ -36,7 +36,8 @@ def test_cfc_carries_its_state_by_default() -> None:
     x = torch.randn(1, 5, 3)
     cm = edgec.compile(m, example_inputs=(x,))
     assert cm.is_stateful and cm.cmodel.state == [("hx", "hx_next")]
-    assert "int cfc_step(cfc_state_t *s, const float *in_input, float *out_y);" in cm.c_header
+    assert ("int cfc_step(cfc_state_t *s, const float *EDGEC_RESTRICT in_input, "
+            "float *EDGEC_RESTRICT out_y);") in cm.c_header
     with torch.no_grad():
         y1, h1 = m(x)
         y2, _ = m(x, h1)
@@ -85,9 +86,14 @@ def test_state_ports_use_the_modules_names() -> None:
     )
     cm = edgec.compile(net, example_inputs=(torch.randn(1, 4),))
     c_names = [p.c for p in cm.cmodel.inputs + cm.cmodel.outputs]
-    assert c_names == ["in_input", "in_leaky1_mem", "in_leaky3_mem", "out_y",
-                       "out_leaky3_mem_out", "out_leaky1_mem_next", "out_leaky3_mem_next"]
+    # the last layer returns (spk, mem): named after what they are
+    assert c_names == ["in_input", "in_leaky1_mem", "in_leaky3_mem", "out_spk",
+                       "out_mem", "out_leaky1_mem_next", "out_leaky3_mem_next"]
     assert "t_1" not in cm.c_header and "input_1" not in cm.c_header
+    # spikes alone stay y
+    only_spikes = torch.nn.Sequential(torch.nn.Linear(4, 3), snn.Leaky(beta=0.9, init_hidden=True))
+    cm = edgec.compile(only_spikes, example_inputs=(torch.randn(1, 4),))
+    assert [p.c for p in cm.cmodel.outputs] == ["out_y", "out_leaky1_mem_next"]
 
 
 def _gru_step() -> onnx.ModelProto:
@@ -101,7 +107,7 @@ def test_state_updated_in_place_halves_state_ram() -> None:
     assert m.cmodel.state_inplace == {"h0"}
     assert m.report()["state_bytes"] == 4 * 8  # one buffer, not hx + hx_next
     assert "h0_next" not in m.c_header and "memcpy(s->" not in m.c_source
-    assert "gru_run(in_x, s->h0, out_y, s->h0)" in m.c_source
+    assert "gru_run_arena(arena, in_x, s->h0, out_y, s->h0)" in m.c_source
     # the in-place kernel takes its state pointers without restrict
     kernel = next(ln for ln in m.c_source.splitlines() if "_gru(" in ln and "static" in ln)
     assert "restrict x5" not in kernel and "restrict y1" not in kernel

@@ -922,7 +922,8 @@ def test_int8_ports_say_their_quantization() -> None:
 
     assert re.search(r"#define Q_IN_X_ZERO_POINT \(?-5\)?\n", m.c_header)
     assert re.search(r"#define Q_OUT_Y_SCALE 0\.08f", m.c_header)
-    assert "int q_run(const int8_t *in_x, int8_t *out_y);" in m.c_header
+    assert ("int q_run(const int8_t *EDGEC_RESTRICT in_x, int8_t *EDGEC_RESTRICT out_y);"
+            in m.c_header)
 
 
 def test_int8_hybrid_and_fused_tanh_are_refused() -> None:

@@ -187,7 +187,8 @@ def test_readable_port_names() -> None:
     gru = nn.GRU(4, 8)
     m = edgec.compile(gru, example_inputs=(torch.randn(1, 1, 4), torch.zeros(1, 1, 8)),
                       name="ctl")
-    assert "int ctl_run(const float *in_input, const float *in_hx, float *out_y0, float *out_y1);" \
-        in m.c_header
+    assert ("int ctl_run(const float *EDGEC_RESTRICT in_input, const float *in_hx, "
+            "float *EDGEC_RESTRICT out_y0, float *out_y1);") in m.c_header
     m2 = edgec.compile(MLP(), example_inputs=(torch.randn(1, 4),), name="mlp")
-    assert "int mlp_run(const float *in_x, float *out_y);" in m2.c_header
+    assert ("int mlp_run(const float *EDGEC_RESTRICT in_x, float *EDGEC_RESTRICT out_y);"
+            in m2.c_header)

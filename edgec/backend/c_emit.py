@@ -12,7 +12,7 @@ import jinja2
 import numpy as np
 
 from edgec._package import __version__, data_path
-from edgec.backend import c_math
+from edgec.backend import c_math, c_style
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node, Quant
 from edgec.ops import get_op
@@ -354,6 +354,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
             continue
         ctx = NodeContext(g, node, weights, idx in plan.scratch, helpers)
         body, needed = c_math.apply(op.emit(node, ctx))
+        body = c_style.normalize(body)
         math_helpers.update(needed)
         alias = node.outputs[0] in plan.inplace or idx in alias_nodes
         params: list[str] = []
@@ -410,12 +411,24 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
               if not any(re.search(rf"\b{p.c}\b", c) for c in calls)]
     calls[:0] = [f"(void){c};" for c in unused]
 
+    # ports that may share one buffer: a state input and its output updated in place
+    # (``<name>_run(x, h, y, h)``); every other port pointer is restrict
+    may_alias = {p.c for p in inputs if p.name in inplace_state}
+    may_alias |= {p.c for p in outputs if state_out.get(p.name) in inplace_state}
+
+    def _param(p: Port, const: str) -> str:
+        qual = "" if p.c in may_alias else "EDGEC_RESTRICT "
+        return f"{const}{p.ctype} *{qual}{p.c}"
+
     run_params = (
-        ", ".join(
-            [f"const {p.ctype} *{p.c}" for p in inputs] + [f"{p.ctype} *{p.c}" for p in outputs]
-        )
+        ", ".join([_param(p, "const ") for p in inputs] + [_param(p, "") for p in outputs])
         or "void"
     )
+    alias_pairs = [
+        (next(p.c for p in inputs if p.name == a), next(p.c for p in outputs if p.name == b))
+        for a, b in g.state
+        if a in inplace_state
+    ]
     run_args = ", ".join([p.c for p in inputs] + [p.c for p in outputs])
     state_ports = []
     for s_in, s_out in g.state:
@@ -427,8 +440,8 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
              "init": init_sym, "inplace": s_in in inplace_state}
         )
     step_params = ", ".join(
-        [f"const {p.ctype} *{p.c}" for p in inputs if not p.state]
-        + [f"{p.ctype} *{p.c}" for p in outputs if not p.state]
+        [_param(p, "const ") for p in inputs if not p.state]
+        + [_param(p, "") for p in outputs if not p.state]
     )
     step_args = ", ".join(
         [f"s->{p.c[3:]}" if p.state else p.c for p in inputs]
@@ -438,6 +451,9 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
             else p.c
             for p in outputs
         ]
+    )
+    step_call_args = ", ".join(
+        [p.c for p in inputs if not p.state] + [p.c for p in outputs if not p.state]
     )
     # a state updated in place needs one buffer, a double-buffered one two
     state_bytes = sum((4 if s["inplace"] else 8) * s["size"] for s in state_ports)
@@ -451,7 +467,8 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     for code in helpers.values():
         code, needed = c_math.apply(code)
         math_helpers.update(needed)
-        helper_codes.append(code)
+        helper_codes.append(c_style.normalize(code))
+    math_helpers = {k: c_style.normalize(v) for k, v in math_helpers.items()}
     report = {
         "name": name,
         "params": weights.count,
@@ -491,6 +508,8 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         "state_bytes": state_bytes,
         "step_params": step_params,
         "step_args": step_args,
+        "step_call_args": step_call_args,
+        "alias_pairs": alias_pairs,
         "layer_marks": layer_marks,
     }
     header = env.get_template("model.h.j2").render(**ctx_vars)
@@ -568,7 +587,7 @@ def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
 def _arena_ptr(ctype: str, offset: int, always: bool = False) -> str:
     """C pointer to ``offset`` bytes into the (float) arena, typed ``ctype *``."""
     if ctype == "float":
-        return f"arena + {offset // 4}" if offset or always else "arena"
+        return f"arena + {offset // 4}" if offset else "arena"
     return f"({ctype} *)arena + {offset}" if offset else f"({ctype} *)arena"
 
 

@@ -31,9 +31,10 @@ static float edgec_tanhf(float x)
         t = ax + ax * (z * p);
     } else if (ax < 9.1f) {
         const float y = 2.0f * ax;
-        const int k = (int)(y * 1.44269504f + 0.5f);
+        const float kf = y * 1.44269504f + 0.5f;
+        const int k = (int)kf;
         const float r = (y - (float)k * 0.693145751953125f) - (float)k * 1.42860677e-06f;
-        const uint32_t bits = (uint32_t)(k + 127) << 23;
+        const uint32_t bits = ((uint32_t)k + 127u) << 23u;
         float e = 2.48015873e-05f;
         float scale;
         e = e * r + 1.98412698e-04f;
@@ -44,7 +45,7 @@ static float edgec_tanhf(float x)
         e = e * r + 0.5f;
         e = e * r + 1.0f;
         e = e * r + 1.0f;
-        memcpy(&scale, &bits, sizeof scale);
+        (void)memcpy(&scale, &bits, sizeof scale);
         t = 1.0f - 2.0f / (e * scale + 1.0f);
     } else {
         t = ax == ax ? 1.0f : ax;

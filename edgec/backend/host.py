@@ -131,16 +131,36 @@ class HostLibrary:
             raise ValueError(f"{p.name}: expected {p.size} values, got {a.size} (shape {a.shape})")
         return a
 
+    def _out_arrays(self, out: list[np.ndarray]) -> list[np.ndarray]:
+        cm = self.cm
+        if len(out) != len(cm.outputs):
+            raise ValueError(f"{cm.name}: expected {len(cm.outputs)} output arrays, got {len(out)}")
+        for a, p in zip(out, cm.outputs, strict=True):
+            if not isinstance(a, np.ndarray) or a.dtype != p.np_dtype or a.size != p.size \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(
+                    f"{p.name}: an output array must be a writable C-contiguous "
+                    f"{np.dtype(p.np_dtype).name} array of {p.size} values"
+                )
+        return list(out)
+
     @staticmethod
     def _args(arrays: list[np.ndarray], ports: list[Port]) -> list:
         return [a.ctypes.data_as(_ptr_type(p)) for a, p in zip(arrays, ports, strict=True)]
 
-    def run(self, *xs: np.ndarray) -> list[np.ndarray]:
+    def run(self, *xs: np.ndarray, out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """``out``: arrays the outputs are written into (C-contiguous, the ports' dtypes and
+        sizes); they may not overlap the inputs or each other, except a state input and its
+        output updated in place (what the header allows: ``run(x, h, out=[y, h])``)."""
         cm = self.cm
         if len(xs) != len(cm.inputs):
             raise ValueError(f"{cm.name}: expected {len(cm.inputs)} inputs, got {len(xs)}")
         ins = [self._in(x, p) for x, p in zip(xs, cm.inputs, strict=True)]
-        outs = [np.zeros(p.shape, p.np_dtype) for p in cm.outputs]
+        if out is None:
+            outs = [np.zeros(p.shape, p.np_dtype) for p in cm.outputs]
+        else:
+            outs = self._out_arrays(out)
+            check_no_overlap(cm, ins, outs)
         rc = self._run(*self._args(ins + outs, cm.inputs + cm.outputs))
         if rc != 0:
             raise RuntimeError(f"{cm.name}_run returned {rc}")
@@ -177,3 +197,24 @@ class HostLibrary:
             out[p.name] = raw[off : off + p.size].reshape(p.shape).copy()
             off += (1 if p.name in self.cm.state_inplace else 2) * p.size  # [+ _next]
         return out
+
+
+def check_no_overlap(cm: CModel, ins: list[np.ndarray], outs: list[np.ndarray]) -> None:
+    """Refuse buffers the generated C declares restrict and that overlap: any output with an
+    input or another output, except a state input and its output updated in place, which may
+    be the very same buffer (``<name>_run(x, h, y, h)``)."""
+    in_place = {(a, b) for a, b in cm.state if a in cm.state_inplace}
+    outputs = list(zip(cm.outputs, outs, strict=True))
+    for k, (po, o) in enumerate(outputs):
+        others = list(zip(cm.inputs, ins, strict=True)) + outputs[k + 1 :]
+        for pi, i in others:
+            if not np.shares_memory(o, i):
+                continue
+            same = o.ctypes.data == i.ctypes.data and o.nbytes == i.nbytes
+            if same and (pi.name, po.name) in in_place:
+                continue
+            raise ValueError(
+                f"{cm.name}: buffers of '{pi.name}' and '{po.name}' overlap; the generated C "
+                "takes restrict pointers (only a state updated in place may share its buffer: "
+                f"{', '.join(f'{a} -> {b}' for a, b in sorted(in_place)) or 'none here'})"
+            )

@@ -169,10 +169,19 @@ def config_header(cfg: MpcConfig, cm: CompiledModel) -> str:
         "",
         "/* the compiled forward model: z -> prediction (and d prediction / d z[0..NJ-1]) */",
     ]
+    # the model runs in the controller's own arena (edgec_mpc_t.model_arena): reentrant
+    macro = model.upper()
+    ports = cm.cmodel.inputs + cm.cmodel.outputs
+    lines.append(f"#define EDGEC_MPC_MODEL_ARENA_BYTES {macro}_ARENA_BYTES")
+    # the model's port sizes, checked against the mapping at compile time (edgec_mpc.c)
+    for what, port in zip(("IN", "OUT", "JAC"), ports, strict=False):
+        lines.append(f"#define EDGEC_MPC_MODEL_{what}_SIZE {macro}_{port.C}_SIZE")
     if cfg.jacobian == "exact":
-        lines.append(f"#define EDGEC_MPC_MODEL_JAC(z, y, j) ((void){model}_run((z), (y), (j)))")
+        lines.append("#define EDGEC_MPC_MODEL_JAC(arena, z, y, j) "
+                     f"((void){model}_run_arena((arena), (z), (y), (j)))")
     else:
-        lines.append(f"#define EDGEC_MPC_MODEL(z, y) ((void){model}_run((z), (y)))")
+        lines.append("#define EDGEC_MPC_MODEL(arena, z, y) "
+                     f"((void){model}_run_arena((arena), (z), (y)))")
     lines += [
         "",
         "#ifdef EDGEC_MPC_IMPLEMENTATION",

@@ -43,8 +43,11 @@ DOT4_HELPER = (
 static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
                        float *restrict acc)
 {
+    const float *xp = x;
+    const float *wp = w;
+    int rest = k;
 #ifdef EDGEC_DOT4_ASM
-    int blocks = k >> 2;
+    int blocks = k / 4;
     if (blocks > 0) {
         __asm__ volatile(
             "vldmia %[acc], {s24-s27}\\n\\t"
@@ -57,23 +60,26 @@ static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
             "subs %[b], %[b], #1\\n\\t"
             "bne 1b\\n\\t"
             "vstmia %[acc], {s24-s27}\\n\\t"
-            : [x] "+r"(x), [w] "+r"(w), [b] "+r"(blocks)
+            : [x] "+r"(xp), [w] "+r"(wp), [b] "+r"(blocks)
             : [acc] "r"(acc)
             : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
               "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26",
               "s27", "memory", "cc");
     }
-    k &= 3;
+    rest = k % 4;
 #endif
     {
-        float a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-        for (int i = 0; i < k; ++i) {
-            const float xv = x[i];
-            a0 += w[0] * xv;
-            a1 += w[1] * xv;
-            a2 += w[2] * xv;
-            a3 += w[3] * xv;
-            w += 4;
+        float a0 = acc[0];
+        float a1 = acc[1];
+        float a2 = acc[2];
+        float a3 = acc[3];
+        for (int i = 0; i < rest; ++i) {
+            const float xv = xp[i];
+            a0 += wp[0] * xv;
+            a1 += wp[1] * xv;
+            a2 += wp[2] * xv;
+            a3 += wp[3] * xv;
+            wp = &wp[4];
         }
         acc[0] = a0;
         acc[1] = a1;

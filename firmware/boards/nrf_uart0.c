@@ -43,15 +43,21 @@ void edgec_io_init(void)
     UART0_TASKS_STARTTX = 1u;
 }
 
-void edgec_putc(char c)
+/* one character to the UART, waiting for room */
+static void put_raw(char c)
 {
-    if (c == '\n') {
-        edgec_putc('\r');
-    }
     UART0_TXD = (uint8_t)c;
     while (UART0_EVENTS_TXDRDY == 0u) {
     }
     UART0_EVENTS_TXDRDY = 0u;
+}
+
+void edgec_putc(char c)
+{
+    if (c == '\n') {
+        put_raw('\r');
+    }
+    put_raw(c);
 }
 
 #endif

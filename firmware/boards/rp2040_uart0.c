@@ -14,7 +14,6 @@
 #if !EDGEC_SEMIHOSTING
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
-#define RESETS_RESET REG(0x4000C000u)
 #define RESETS_RESET_CLR REG(0x4000F000u) /* the atomic-clear alias (+0x3000) */
 #define RESETS_RESET_DONE REG(0x4000C008u)
 #define XOSC_CTRL REG(0x40024000u)
@@ -55,7 +54,7 @@ void edgec_io_init(void)
     while ((RESETS_RESET_DONE & blocks) != blocks) {
     }
     /* divisor in 1/64ths: 4 * clk / baud (12 MHz, 115200: 417 = 6 + 33/64) */
-    const uint32_t div64 = (4u * EDGEC_XOSC_HZ + EDGEC_BAUD / 2u) / EDGEC_BAUD;
+    const uint32_t div64 = ((4u * EDGEC_XOSC_HZ) + (EDGEC_BAUD / 2u)) / EDGEC_BAUD;
     UART0_IBRD = div64 >> 6;
     UART0_FBRD = div64 & 63u;
     UART0_LCR_H = (3u << 5) | (1u << 4); /* 8 bits, FIFOs on (latches the divisor) */
@@ -63,14 +62,20 @@ void edgec_io_init(void)
     IO_GPIO0_CTRL = 2u;                  /* GP0: FUNCSEL UART0 TX */
 }
 
-void edgec_putc(char c)
+/* one character to the UART, waiting for room */
+static void put_raw(char c)
 {
-    if (c == '\n') {
-        edgec_putc('\r');
-    }
     while ((UART0_FR & (1u << 5)) != 0u) { /* TXFF */
     }
     UART0_DR = (uint8_t)c;
+}
+
+void edgec_putc(char c)
+{
+    if (c == '\n') {
+        put_raw('\r');
+    }
+    put_raw(c);
 }
 
 #endif

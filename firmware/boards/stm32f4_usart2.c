@@ -33,18 +33,24 @@ void edgec_io_init(void)
     (void)RCC_APB1ENR;       /* the clock reaches the peripheral before its first access */
     GPIOA_MODER = (GPIOA_MODER & ~(3u << 4)) | (2u << 4); /* PA2: alternate function */
     GPIOA_AFRL = (GPIOA_AFRL & ~(0xFu << 8)) | (7u << 8); /* PA2: AF7 = USART2_TX */
-    USART2_BRR = (EDGEC_HSI_HZ + EDGEC_BAUD / 2u) / EDGEC_BAUD; /* 16x oversampling */
+    USART2_BRR = (EDGEC_HSI_HZ + (EDGEC_BAUD / 2u)) / EDGEC_BAUD; /* 16x oversampling */
     USART2_CR1 = (1u << 13) | (1u << 3); /* UE, TE */
+}
+
+/* one character to the UART, waiting for room */
+static void put_raw(char c)
+{
+    while ((USART2_SR & (1u << 7)) == 0u) { /* TXE */
+    }
+    USART2_DR = (uint8_t)c;
 }
 
 void edgec_putc(char c)
 {
     if (c == '\n') {
-        edgec_putc('\r');
+        put_raw('\r');
     }
-    while ((USART2_SR & (1u << 7)) == 0u) { /* TXE */
-    }
-    USART2_DR = (uint8_t)c;
+    put_raw(c);
 }
 
 #endif

@@ -37,14 +37,20 @@ void edgec_io_init(void)
     USART3_CR1 = (1u << 3) | (1u << 0); /* TE, UE */
 }
 
-void edgec_putc(char c)
+/* one character to the UART, waiting for room */
+static void put_raw(char c)
 {
-    if (c == '\n') {
-        edgec_putc('\r');
-    }
     while ((USART3_ISR & (1u << 7)) == 0u) { /* TXE (TXFNF) */
     }
     USART3_TDR = (uint8_t)c;
+}
+
+void edgec_putc(char c)
+{
+    if (c == '\n') {
+        put_raw('\r');
+    }
+    put_raw(c);
 }
 
 #endif

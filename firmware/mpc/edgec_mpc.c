@@ -5,27 +5,103 @@
 #include "edgec_mpc.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define NU EDGEC_MPC_NU
 #define NY EDGEC_MPC_NY
-#define NS EDGEC_MPC_NS
-#define LU EDGEC_MPC_LU
-#define LY EDGEC_MPC_LY
-#define NZ EDGEC_MPC_NZ
 #define NOUT EDGEC_MPC_NOUT
 #define NJ EDGEC_MPC_NJ
 #define HZN EDGEC_MPC_HORIZON
 #define NDEC EDGEC_MPC_NDEC
 
+/* Compile-time checks of the invariants this file relies on: a hand-edited configuration that
+ * does not match the model or itself fails to compile, naming the check (C99: an array type of
+ * negative size; edgec_mpc_check_<name> in the compiler's message). */
+#define MPC_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+typedef char edgec_mpc_check_commands_positive[(EDGEC_MPC_NU >= 1) ? 1 : -1];
+typedef char edgec_mpc_check_outputs_positive[(EDGEC_MPC_NY >= 1) ? 1 : -1];
+typedef char edgec_mpc_check_lags_not_negative[
+    ((EDGEC_MPC_LU >= 0) && (EDGEC_MPC_LY >= 0) && (EDGEC_MPC_NS >= 0)) ? 1 : -1];
+typedef char edgec_mpc_check_iterations_positive[(EDGEC_MPC_MAX_ITER >= 1) ? 1 : -1];
+typedef char edgec_mpc_check_model_inputs_match_model[
+    (EDGEC_MPC_NZ == EDGEC_MPC_MODEL_IN_SIZE) ? 1 : -1];
+typedef char edgec_mpc_check_model_outputs_match_model[
+    (EDGEC_MPC_NOUT == EDGEC_MPC_MODEL_OUT_SIZE) ? 1 : -1];
+#if EDGEC_MPC_JACOBIAN_EXACT
+typedef char edgec_mpc_check_jacobian_matches_model[
+    ((EDGEC_MPC_NOUT * EDGEC_MPC_NJ) == EDGEC_MPC_MODEL_JAC_SIZE) ? 1 : -1];
+#endif
+#if EDGEC_MPC_HORIZON_MODE
+typedef char edgec_mpc_check_states_positive[(EDGEC_MPC_NX >= 1) ? 1 : -1];
+typedef char edgec_mpc_check_horizon_positive[(EDGEC_MPC_HORIZON >= 1) ? 1 : -1];
+typedef char edgec_mpc_check_model_inputs_are_states_and_commands[
+    (EDGEC_MPC_NZ == (EDGEC_MPC_NX + EDGEC_MPC_NU)) ? 1 : -1];
+typedef char edgec_mpc_check_model_outputs_are_states[(EDGEC_MPC_NOUT == EDGEC_MPC_NX) ? 1 : -1];
+typedef char edgec_mpc_check_jacobian_columns_are_model_inputs[
+    (EDGEC_MPC_NJ == EDGEC_MPC_NZ) ? 1 : -1];
+typedef char edgec_mpc_check_q_has_one_weight_per_output[
+    (MPC_LEN(edgec_mpc_q) == (size_t)EDGEC_MPC_NY) ? 1 : -1];
+typedef char edgec_mpc_check_out_index_has_one_entry_per_output[
+    (MPC_LEN(edgec_mpc_out_index) == (size_t)EDGEC_MPC_NY) ? 1 : -1];
+#else
+typedef char edgec_mpc_check_one_step_horizon_is_one[(EDGEC_MPC_HORIZON == 1) ? 1 : -1];
+typedef char edgec_mpc_check_model_inputs_match_lags[
+    (EDGEC_MPC_NZ == ((EDGEC_MPC_NU * (1 + EDGEC_MPC_LU)) + (EDGEC_MPC_NY * EDGEC_MPC_LY) +
+                      EDGEC_MPC_NS)) ? 1 : -1];
+typedef char edgec_mpc_check_model_outputs_are_outputs[(EDGEC_MPC_NOUT == EDGEC_MPC_NY) ? 1 : -1];
+typedef char edgec_mpc_check_jacobian_columns_are_commands[(EDGEC_MPC_NJ == EDGEC_MPC_NU) ? 1 : -1];
+typedef char edgec_mpc_check_newton_needs_square_system[
+    ((EDGEC_MPC_NEWTON == 0) || (EDGEC_MPC_NU == EDGEC_MPC_NY)) ? 1 : -1];
+#endif
+typedef char edgec_mpc_check_u_min_has_one_value_per_command[
+    (MPC_LEN(edgec_mpc_u_min) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
+typedef char edgec_mpc_check_u_max_has_one_value_per_command[
+    (MPC_LEN(edgec_mpc_u_max) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
+typedef char edgec_mpc_check_du_max_has_one_value_per_command[
+    (MPC_LEN(edgec_mpc_du_max) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
+typedef char edgec_mpc_check_u_init_has_one_value_per_command[
+    (MPC_LEN(edgec_mpc_u_init) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
+typedef char edgec_mpc_check_du_weight_has_one_value_per_command[
+    (MPC_LEN(edgec_mpc_du_weight) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
+
+/* the damping after an accepted step: a tenth, at least 1e-7 */
+static float damping_down(float lambda)
+{
+    float next = lambda * 0.1f;
+    if (next < 1e-7f) {
+        next = 1e-7f;
+    }
+    return next;
+}
+
 /* line-search / damping trials per iteration */
 #define MPC_TRIES 4
+
+/* NaN/inf tests on the IEEE-754 bit pattern: unlike isfinite() or !(v >= lo), they survive
+ * -ffast-math / -ffinite-math-only, under which the compiler assumes no NaN and folds those */
+#define MPC_EXP_MASK 0x7f800000u
+#define MPC_MANT_MASK 0x007fffffu
+#define MPC_SIGN_MASK 0x80000000u
+
+static uint32_t float_bits(float v)
+{
+    uint32_t b;
+    (void)memcpy(&b, &v, sizeof(b));
+    return b;
+}
+
+static int is_finite(float v)
+{
+    return (float_bits(v) & MPC_EXP_MASK) != MPC_EXP_MASK;
+}
 
 static int all_finite(const float *v, int n)
 {
     int i;
     for (i = 0; i < n; ++i) {
-        if (!isfinite(v[i])) {
+        if (!is_finite(v[i])) {
             return 0;
         }
     }
@@ -48,10 +124,14 @@ static void begin_tick(edgec_mpc_t *c, float *u)
 /* clamp that also maps NaN to the lower bound: the result is always in [lo, hi] */
 static float clampf(float v, float lo, float hi)
 {
-    if (!(v >= lo)) {
+    const uint32_t b = float_bits(v);
+    if (!is_finite(v)) { /* +inf to hi; NaN and -inf to lo */
+        return (((b & MPC_MANT_MASK) == 0u) && ((b & MPC_SIGN_MASK) == 0u)) ? hi : lo;
+    }
+    if (v < lo) {
         return lo;
     }
-    if (!(v <= hi)) {
+    if (v > hi) {
         return hi;
     }
     return v;
@@ -64,8 +144,8 @@ static void tick_bounds(const float *prev, float *lo, float *hi)
     for (j = 0; j < NU; ++j) {
         const float a = prev[j] - edgec_mpc_du_max[j];
         const float b = prev[j] + edgec_mpc_du_max[j];
-        lo[j] = a > edgec_mpc_u_min[j] ? a : edgec_mpc_u_min[j];
-        hi[j] = b < edgec_mpc_u_max[j] ? b : edgec_mpc_u_max[j];
+        lo[j] = (a > edgec_mpc_u_min[j]) ? a : edgec_mpc_u_min[j];
+        hi[j] = (b < edgec_mpc_u_max[j]) ? b : edgec_mpc_u_max[j];
         if (lo[j] > hi[j]) { /* rounding only: prev is always inside the box */
             lo[j] = hi[j];
         }
@@ -77,10 +157,10 @@ static unsigned limit_flags(const float *u, const float *prev)
     unsigned f = 0u;
     int j;
     for (j = 0; j < NU; ++j) {
-        if (u[j] <= edgec_mpc_u_min[j] || u[j] >= edgec_mpc_u_max[j]) {
+        if ((u[j] <= edgec_mpc_u_min[j]) || (u[j] >= edgec_mpc_u_max[j])) {
             f |= EDGEC_MPC_FLAG_U_LIMIT;
         }
-        if (u[j] <= prev[j] - edgec_mpc_du_max[j] || u[j] >= prev[j] + edgec_mpc_du_max[j]) {
+        if ((u[j] <= (prev[j] - edgec_mpc_du_max[j])) || (u[j] >= (prev[j] + edgec_mpc_du_max[j]))) {
             f |= EDGEC_MPC_FLAG_RATE_LIMIT;
         }
     }
@@ -92,30 +172,30 @@ static unsigned limit_flags(const float *u, const float *prev)
 static int model_eval(edgec_mpc_t *c, float *z, float *out, float *jac)
 {
 #if EDGEC_MPC_JACOBIAN_EXACT
-    EDGEC_MPC_MODEL_JAC(z, out, jac);
+    EDGEC_MPC_MODEL_JAC(c->model_arena, z, out, jac);
     c->report.evaluations += 1u;
 #else
     float yp[NOUT];
     float ym[NOUT];
     int i;
     int j;
-    EDGEC_MPC_MODEL(z, out);
+    EDGEC_MPC_MODEL(c->model_arena, z, out);
     for (j = 0; j < NJ; ++j) {
         const float keep = z[j];
-        const float h = EDGEC_MPC_FD_STEP * (fabsf(keep) > 1.0f ? fabsf(keep) : 1.0f);
+        const float h = EDGEC_MPC_FD_STEP * ((fabsf(keep) > 1.0f) ? fabsf(keep) : 1.0f);
         float span;
         z[j] = keep + h;
         span = z[j];
-        EDGEC_MPC_MODEL(z, yp);
+        EDGEC_MPC_MODEL(c->model_arena, z, yp);
         z[j] = keep - h;
         span -= z[j];
-        EDGEC_MPC_MODEL(z, ym);
+        EDGEC_MPC_MODEL(c->model_arena, z, ym);
         z[j] = keep;
         for (i = 0; i < NOUT; ++i) {
-            jac[i * NJ + j] = (yp[i] - ym[i]) / span;
+            jac[(i * NJ) + j] = (yp[i] - ym[i]) / span;
         }
     }
-    c->report.evaluations += 1u + 2u * (unsigned)NJ;
+    c->report.evaluations += 1u + (2u * (unsigned)NJ);
 #endif
     return all_finite(out, NOUT) && all_finite(jac, NOUT * NJ);
 }
@@ -129,54 +209,59 @@ static int damped_solve(const float *a, const float *g, float lambda, float *m, 
     int k;
     float maxdiag = 0.0f;
     for (i = 0; i < NDEC; ++i) {
-        maxdiag = a[i * NDEC + i] > maxdiag ? a[i * NDEC + i] : maxdiag;
+        maxdiag = (a[(i * NDEC) + i] > maxdiag) ? a[(i * NDEC) + i] : maxdiag;
     }
-    for (i = 0; i < NDEC * NDEC; ++i) {
+    for (i = 0; i < (NDEC * NDEC); ++i) {
         m[i] = a[i];
     }
     for (i = 0; i < NDEC; ++i) {
-        const float di = a[i * NDEC + i];
+        const float di = a[(i * NDEC) + i];
         const float floor_ = 1e-6f * maxdiag;
-        m[i * NDEC + i] = di + lambda * (di > floor_ ? di : floor_) + 1e-30f;
+        m[(i * NDEC) + i] = di + (lambda * ((di > floor_) ? di : floor_)) + 1e-30f;
     }
     /* m = L L^T, L stored in the lower triangle */
     for (j = 0; j < NDEC; ++j) {
-        float s = m[j * NDEC + j];
+        float s = m[(j * NDEC) + j];
         for (k = 0; k < j; ++k) {
-            s -= m[j * NDEC + k] * m[j * NDEC + k];
+            s -= m[(j * NDEC) + k] * m[(j * NDEC) + k];
         }
-        if (!(s > 0.0f)) {
+        if ((!is_finite(s)) || (s <= 0.0f)) {
             return 0;
         }
         s = sqrtf(s);
-        m[j * NDEC + j] = s;
+        m[(j * NDEC) + j] = s;
         for (i = j + 1; i < NDEC; ++i) {
-            float t = m[i * NDEC + j];
+            float t = m[(i * NDEC) + j];
             for (k = 0; k < j; ++k) {
-                t -= m[i * NDEC + k] * m[j * NDEC + k];
+                t -= m[(i * NDEC) + k] * m[(j * NDEC) + k];
             }
-            m[i * NDEC + j] = t / s;
+            m[(i * NDEC) + j] = t / s;
         }
     }
     for (i = 0; i < NDEC; ++i) { /* L y = -g */
         float t = -g[i];
         for (k = 0; k < i; ++k) {
-            t -= m[i * NDEC + k] * d[k];
+            t -= m[(i * NDEC) + k] * d[k];
         }
-        d[i] = t / m[i * NDEC + i];
+        d[i] = t / m[(i * NDEC) + i];
     }
     for (i = NDEC - 1; i >= 0; --i) { /* L^T d = y */
         float t = d[i];
         for (k = i + 1; k < NDEC; ++k) {
-            t -= m[k * NDEC + i] * d[k];
+            t -= m[(k * NDEC) + i] * d[k];
         }
-        d[i] = t / m[i * NDEC + i];
+        d[i] = t / m[(i * NDEC) + i];
     }
     return all_finite(d, NDEC);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 #if !EDGEC_MPC_HORIZON_MODE
+
+#define NS EDGEC_MPC_NS
+#define LU EDGEC_MPC_LU
+#define LY EDGEC_MPC_LY
+#define NZ EDGEC_MPC_NZ
 
 /* Newton system J d = -r (square, NY == NU) by Gaussian elimination with partial pivoting.
  * Returns 0 when J is singular to working precision. */
@@ -189,9 +274,9 @@ static int newton_solve(const float *jac, const float *r, float *d)
     int i;
     int j;
     int k;
-    for (i = 0; i < NU * NU; ++i) {
+    for (i = 0; i < (NU * NU); ++i) {
         a[i] = jac[i];
-        scale = fabsf(a[i]) > scale ? fabsf(a[i]) : scale;
+        scale = (fabsf(a[i]) > scale) ? fabsf(a[i]) : scale;
     }
     for (i = 0; i < NU; ++i) {
         b[i] = -r[i];
@@ -199,28 +284,28 @@ static int newton_solve(const float *jac, const float *r, float *d)
     for (k = 0; k < NU; ++k) {
         int piv = k;
         for (i = k + 1; i < NU; ++i) {
-            if (fabsf(a[i * NU + k]) > fabsf(a[piv * NU + k])) {
+            if (fabsf(a[(i * NU) + k]) > fabsf(a[(piv * NU) + k])) {
                 piv = i;
             }
         }
-        if (!(fabsf(a[piv * NU + k]) > 1e-6f * scale)) {
+        if ((!is_finite(a[(piv * NU) + k])) || (fabsf(a[(piv * NU) + k]) <= (1e-6f * scale))) {
             return 0;
         }
         if (piv != k) {
             float t;
             for (j = 0; j < NU; ++j) {
-                t = a[k * NU + j];
-                a[k * NU + j] = a[piv * NU + j];
-                a[piv * NU + j] = t;
+                t = a[(k * NU) + j];
+                a[(k * NU) + j] = a[(piv * NU) + j];
+                a[(piv * NU) + j] = t;
             }
             t = b[k];
             b[k] = b[piv];
             b[piv] = t;
         }
         for (i = k + 1; i < NU; ++i) {
-            const float f = a[i * NU + k] / a[k * NU + k];
+            const float f = a[(i * NU) + k] / a[(k * NU) + k];
             for (j = k; j < NU; ++j) {
-                a[i * NU + j] -= f * a[k * NU + j];
+                a[(i * NU) + j] -= f * a[(k * NU) + j];
             }
             b[i] -= f * b[k];
         }
@@ -228,9 +313,9 @@ static int newton_solve(const float *jac, const float *r, float *d)
     for (i = NU - 1; i >= 0; --i) {
         float t = b[i];
         for (j = i + 1; j < NU; ++j) {
-            t -= a[i * NU + j] * d[j];
+            t -= a[(i * NU) + j] * d[j];
         }
-        d[i] = t / a[i * NU + i];
+        d[i] = t / a[(i * NU) + i];
     }
     return all_finite(d, NU);
 }
@@ -242,22 +327,26 @@ void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
     int k;
     int at = 0;
     for (j = 0; j < NU; ++j) {
-        z[at++] = u[j];
+        z[at] = u[j];
+        ++at;
     }
     for (k = 0; k < LU; ++k) { /* u(t-1-k) */
-        const unsigned slot = (c->u_head + (unsigned)(LU - k)) % (unsigned)EDGEC_MPC_DIM(LU);
+        const unsigned slot = (c->u_head + ((unsigned)LU - (unsigned)k)) % (unsigned)EDGEC_MPC_DIM(LU);
         for (j = 0; j < NU; ++j) {
-            z[at++] = c->u_hist[slot * NU + (unsigned)j];
+            z[at] = c->u_hist[(slot * (unsigned)NU) + (unsigned)j];
+            ++at;
         }
     }
     for (k = 0; k < LY; ++k) { /* y(t-k) */
-        const unsigned slot = (c->y_head + (unsigned)(LY - k)) % (unsigned)EDGEC_MPC_DIM(LY);
+        const unsigned slot = (c->y_head + ((unsigned)LY - (unsigned)k)) % (unsigned)EDGEC_MPC_DIM(LY);
         for (j = 0; j < NY; ++j) {
-            z[at++] = c->y_hist[slot * NY + (unsigned)j];
+            z[at] = c->y_hist[(slot * (unsigned)NY) + (unsigned)j];
+            ++at;
         }
     }
     for (j = 0; j < NS; ++j) {
-        z[at++] = c->sensors[j];
+        z[at] = c->sensors[j];
+        ++at;
     }
 }
 
@@ -307,7 +396,7 @@ static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p)
     for (i = 0; i < NY; ++i) {
         const float r = p->y[i] - y_ref[i];
         cost += r * r;
-        rmax = fabsf(r) > rmax ? fabsf(r) : rmax;
+        rmax = (fabsf(r) > rmax) ? fabsf(r) : rmax;
     }
     for (j = 0; j < NU; ++j) {
         const float du = p->u[j] - c->u_last[j];
@@ -328,15 +417,15 @@ static void normal_equations(const edgec_mpc_t *c, const float *y_ref, const poi
     for (j = 0; j < NU; ++j) {
         float s = edgec_mpc_du_weight[j] * (p->u[j] - c->u_last[j]);
         for (i = 0; i < NY; ++i) {
-            s += p->jac[i * NU + j] * (p->y[i] - y_ref[i]);
+            s += p->jac[(i * NU) + j] * (p->y[i] - y_ref[i]);
         }
         g[j] = s;
         for (k = 0; k < NU; ++k) {
-            float t = j == k ? edgec_mpc_du_weight[j] : 0.0f;
+            float t = (j == k) ? edgec_mpc_du_weight[j] : 0.0f;
             for (i = 0; i < NY; ++i) {
-                t += p->jac[i * NU + j] * p->jac[i * NU + k];
+                t += p->jac[(i * NU) + j] * p->jac[(i * NU) + k];
             }
-            a[j * NU + k] = t;
+            a[(j * NU) + k] = t;
         }
     }
 }
@@ -351,11 +440,13 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     float a[NU * NU];
     float m[NU * NU];
     float g[NU];
-    float d[NU] = {0.0f}; /* set by newton_solve or damped_solve before use */
+    float d[NU]; /* set by newton_solve or damped_solve before use */
     float lambda = EDGEC_MPC_DAMPING;
+    float alpha;
     unsigned flags = 0u;
     int it;
     int j;
+    (void)memset(d, 0, sizeof(d));
     tick_bounds(c->u_last, lo, hi);
     for (j = 0; j < NU; ++j) {
         cur.u[j] = clampf(c->u_plan[j], lo[j], hi[j]);
@@ -386,12 +477,13 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
         }
 #endif
         normal_equations(c, y_ref, &cur, a, g);
-        for (t = 0; t < MPC_TRIES && !accepted; ++t) {
-            if (newton) {
-                const float alpha = 1.0f / (float)(1 << t);
+        alpha = 1.0f;
+        for (t = 0; (t < MPC_TRIES) && (accepted == 0); ++t) {
+            if (newton != 0) {
                 for (j = 0; j < NU; ++j) {
-                    trial.u[j] = clampf(cur.u[j] + alpha * d[j], lo[j], hi[j]);
+                    trial.u[j] = clampf(cur.u[j] + (alpha * d[j]), lo[j], hi[j]);
                 }
+                alpha *= 0.5f; /* backtracking: 1, 1/2, 1/4, ... */
             } else {
                 if (!damped_solve(a, g, lambda, m, d)) {
                     lambda *= 10.0f;
@@ -401,13 +493,15 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
                     trial.u[j] = clampf(cur.u[j] + d[j], lo[j], hi[j]);
                 }
             }
-            if (eval_point(c, y_ref, &trial) && trial.cost < cur.cost) {
+            if (eval_point(c, y_ref, &trial) && (trial.cost < cur.cost)) {
                 accepted = 1;
                 if (!newton) {
-                    lambda = lambda * 0.1f > 1e-7f ? lambda * 0.1f : 1e-7f;
+                    lambda = damping_down(lambda);
                 }
-            } else if (!newton) {
+            } else if (newton == 0) {
                 lambda *= 10.0f;
+            } else {
+                /* Newton: the next try halves the step */
             }
         }
         if (!accepted) {
@@ -416,7 +510,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
         }
         for (j = 0; j < NU; ++j) {
             const float s = fabsf(trial.u[j] - cur.u[j]);
-            step = s > step ? s : step;
+            step = (s > step) ? s : step;
         }
         cur = trial;
         if (cur.rmax <= EDGEC_MPC_TOL) {
@@ -468,7 +562,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
 #if LY > 0
         float held[NY];
         for (j = 0; j < NY; ++j) {
-            held[j] = c->y_hist[c->y_head * NY + (unsigned)j];
+            held[j] = c->y_hist[(c->y_head * (unsigned)NY) + (unsigned)j];
         }
         push_output(c, held);
 #endif
@@ -502,26 +596,10 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
 #else /* horizon mode */
 
 #define NX EDGEC_MPC_NX
-#define NRES (HZN * (NY + NU))
 
-typedef struct {
-    float u[NDEC];
-    float a[NDEC * NDEC]; /* Gauss-Newton matrix */
-    float g[NDEC];        /* gradient */
-    float cost;
-    float rmax;
-} plan_t;
 
-/* scratch of one rollout, kept out of the stack */
-typedef struct {
-    float z[NZ];
-    float xn[NX];
-    float jac[NX * NJ];
-    float sens[NX * NDEC];  /* d x_k / d U */
-    float sens2[NX * NDEC];
-    float m[NDEC * NDEC];
-    float d[NDEC];
-} work_t;
+typedef edgec_mpc_plan_t plan_t;
+typedef edgec_mpc_work_t work_t;
 
 void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 {
@@ -543,9 +621,9 @@ static void project_plan(const float *u_last, float *u)
     int k;
     int j;
     for (k = 0; k < HZN; ++k) {
-        tick_bounds(k == 0 ? u_last : &u[(k - 1) * NU], lo, hi);
+        tick_bounds((k == 0) ? u_last : &u[(k - 1) * NU], lo, hi);
         for (j = 0; j < NU; ++j) {
-            u[k * NU + j] = clampf(u[k * NU + j], lo[j], hi[j]);
+            u[(k * NU) + j] = clampf(u[(k * NU) + j], lo[j], hi[j]);
         }
     }
 }
@@ -564,32 +642,32 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
     for (i = 0; i < NX; ++i) {
         x[i] = x0[i];
     }
-    memset(w->sens, 0, sizeof(w->sens));
-    memset(p->a, 0, sizeof(p->a));
-    memset(p->g, 0, sizeof(p->g));
+    (void)memset(w->sens, 0, sizeof(w->sens));
+    (void)memset(p->a, 0, sizeof(p->a));
+    (void)memset(p->g, 0, sizeof(p->g));
     for (k = 0; k < HZN; ++k) {
         /* move cost w_j (u_k - u_{k-1})^2: rows with +1 at (k, j) and -1 at (k-1, j) */
         for (j = 0; j < NU; ++j) {
             const float wj = edgec_mpc_du_weight[j];
-            const int a_ = k * NU + j;
-            const float prev = k == 0 ? c->u_last[j] : p->u[(k - 1) * NU + j];
+            const int a_ = (k * NU) + j;
+            const float prev = (k == 0) ? c->u_last[j] : p->u[((k - 1) * NU) + j];
             const float du = p->u[a_] - prev;
             cost += wj * du * du;
             p->g[a_] += wj * du;
-            p->a[a_ * NDEC + a_] += wj;
+            p->a[(a_ * NDEC) + a_] += wj;
             if (k > 0) {
-                const int b_ = (k - 1) * NU + j;
+                const int b_ = ((k - 1) * NU) + j;
                 p->g[b_] -= wj * du;
-                p->a[b_ * NDEC + b_] += wj;
-                p->a[a_ * NDEC + b_] -= wj;
-                p->a[b_ * NDEC + a_] -= wj;
+                p->a[(b_ * NDEC) + b_] += wj;
+                p->a[(a_ * NDEC) + b_] -= wj;
+                p->a[(b_ * NDEC) + a_] -= wj;
             }
         }
         for (i = 0; i < NX; ++i) {
             w->z[i] = x[i];
         }
         for (j = 0; j < NU; ++j) {
-            w->z[NX + j] = p->u[k * NU + j];
+            w->z[NX + j] = p->u[(k * NU) + j];
         }
         if (!model_eval(c, w->z, w->xn, w->jac)) {
             return 0;
@@ -600,15 +678,15 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
                 float s = 0.0f;
                 int q;
                 for (q = 0; q < NX; ++q) {
-                    s += w->jac[i * NJ + q] * w->sens[q * NDEC + n];
+                    s += w->jac[(i * NJ) + q] * w->sens[(q * NDEC) + n];
                 }
-                w->sens2[i * NDEC + n] = s;
+                w->sens2[(i * NDEC) + n] = s;
             }
             for (j = 0; j < NU; ++j) {
-                w->sens2[i * NDEC + k * NU + j] += w->jac[i * NJ + NX + j];
+                w->sens2[(i * NDEC) + (k * NU) + j] += w->jac[(i * NJ) + NX + j];
             }
         }
-        memcpy(w->sens, w->sens2, sizeof(w->sens));
+        (void)memcpy(w->sens, w->sens2, sizeof(w->sens));
         for (i = 0; i < NX; ++i) {
             x[i] = w->xn[i];
         }
@@ -616,15 +694,15 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
         for (i = 0; i < NY; ++i) {
             const int o = edgec_mpc_out_index[i];
             const float qo = edgec_mpc_q[i];
-            const float e = x[o] - y_ref[k * NY + i];
+            const float e = x[o] - y_ref[(k * NY) + i];
             const float *row = &w->sens[o * NDEC];
             cost += qo * e * e;
-            rmax = fabsf(e) > rmax ? fabsf(e) : rmax;
+            rmax = (fabsf(e) > rmax) ? fabsf(e) : rmax;
             for (n = 0; n < NDEC; ++n) {
                 int q;
                 p->g[n] += qo * row[n] * e;
                 for (q = 0; q < NDEC; ++q) {
-                    p->a[n * NDEC + q] += qo * row[n] * row[q];
+                    p->a[(n * NDEC) + q] += qo * row[n] * row[q];
                 }
             }
         }
@@ -634,15 +712,11 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
     return 1;
 }
 
-static plan_t g_cur;
-static plan_t g_trial;
-static work_t g_work;
-
 static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_ref, float *u)
 {
-    plan_t *cur = &g_cur;
-    plan_t *trial = &g_trial;
-    work_t *w = &g_work;
+    plan_t *cur = &c->plans[0];
+    plan_t *trial = &c->plans[1];
+    work_t *w = &c->work;
     float lambda = EDGEC_MPC_DAMPING;
     unsigned flags = 0u;
     int it;
@@ -650,9 +724,12 @@ static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_re
     int n;
     /* warm start: the last plan shifted by one tick */
     for (k = 0; k < HZN; ++k) {
-        const int src = k + 1 < HZN ? k + 1 : HZN - 1;
+        int src = HZN - 1;
+        if ((k + 1) < HZN) {
+            src = k + 1;
+        }
         for (n = 0; n < NU; ++n) {
-            cur->u[k * NU + n] = c->u_plan[src * NU + n];
+            cur->u[(k * NU) + n] = c->u_plan[(src * NU) + n];
         }
     }
     project_plan(c->u_last, cur->u);
@@ -668,7 +745,7 @@ static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_re
             break;
         }
         c->report.iterations += 1u;
-        for (t = 0; t < MPC_TRIES && !accepted; ++t) {
+        for (t = 0; (t < MPC_TRIES) && !accepted; ++t) {
             if (!damped_solve(cur->a, cur->g, lambda, w->m, w->d)) {
                 lambda *= 10.0f;
                 continue;
@@ -677,9 +754,9 @@ static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_re
                 trial->u[n] = cur->u[n] + w->d[n];
             }
             project_plan(c->u_last, trial->u);
-            if (rollout(c, w, x0, y_ref, trial) && trial->cost < cur->cost) {
+            if (rollout(c, w, x0, y_ref, trial) && (trial->cost < cur->cost)) {
                 accepted = 1;
-                lambda = lambda * 0.1f > 1e-7f ? lambda * 0.1f : 1e-7f;
+                lambda = damping_down(lambda);
             } else {
                 lambda *= 10.0f;
             }
@@ -690,7 +767,7 @@ static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_re
         }
         for (n = 0; n < NDEC; ++n) {
             const float s = fabsf(trial->u[n] - cur->u[n]);
-            step = s > step ? s : step;
+            step = (s > step) ? s : step;
         }
         {
             plan_t *swap = cur;
@@ -748,7 +825,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
         u_out[j] = u[j];
         c->u_last[j] = u[j];
     }
-    if (flags & EDGEC_MPC_FLAG_FALLBACK) {
+    if ((flags & EDGEC_MPC_FLAG_FALLBACK) != 0u) {
         for (j = 0; j < NDEC; ++j) {
             c->u_plan[j] = u[j % NU];
         }
@@ -765,18 +842,18 @@ void edgec_mpc_init(edgec_mpc_t *c)
 {
     int j;
     int k;
-    memset(c, 0, sizeof(*c));
+    (void)memset(c, 0, sizeof(*c));
     for (j = 0; j < NU; ++j) {
         c->u_last[j] = clampf(edgec_mpc_u_init[j], edgec_mpc_u_min[j], edgec_mpc_u_max[j]);
     }
     for (k = 0; k < HZN; ++k) {
         for (j = 0; j < NU; ++j) {
-            c->u_plan[k * NU + j] = c->u_last[j];
+            c->u_plan[(k * NU) + j] = c->u_last[j];
         }
     }
-    for (k = 0; k < LU; ++k) {
+    for (k = 0; k < EDGEC_MPC_LU; ++k) {
         for (j = 0; j < NU; ++j) {
-            c->u_hist[k * NU + j] = c->u_last[j];
+            c->u_hist[(k * NU) + j] = c->u_last[j];
         }
     }
 }

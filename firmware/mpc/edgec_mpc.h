@@ -27,7 +27,8 @@
  * projection, the solve warm-starts from the last solution, and the iteration budget is fixed.
  * Safety: the command written to *u_out is always inside both limits. Non-finite references or
  * measurements, a non-finite model output, or (one-step mode) no convergence within the budget
- * hold the last command and set EDGEC_MPC_FLAG_FALLBACK.
+ * hold the last command and set EDGEC_MPC_FLAG_FALLBACK. The NaN/inf tests read the IEEE-754 bit
+ * patterns, so they hold when this file is built with -ffast-math too.
  *
  * Firmware use: call edgec_mpc_init() once, then edgec_mpc_step() once per control tick.
  */
@@ -43,7 +44,7 @@ extern "C" {
 #endif
 
 /* array sizes that may be zero in the configuration */
-#define EDGEC_MPC_DIM(n) ((n) > 0 ? (n) : 1)
+#define EDGEC_MPC_DIM(n) (((n) > 0) ? (n) : 1)
 
 #if EDGEC_MPC_HORIZON_MODE
 #define EDGEC_MPC_REF_SIZE (EDGEC_MPC_HORIZON * EDGEC_MPC_NY)
@@ -75,6 +76,32 @@ typedef struct {
     unsigned flags;       /* EDGEC_MPC_FLAG_* */
 } edgec_mpc_report_t;
 
+#if EDGEC_MPC_HORIZON_MODE
+/* horizon mode: one candidate plan and its Gauss-Newton system */
+typedef struct {
+    float u[EDGEC_MPC_NDEC];
+    float a[EDGEC_MPC_NDEC * EDGEC_MPC_NDEC]; /* Gauss-Newton matrix */
+    float g[EDGEC_MPC_NDEC];                  /* gradient */
+    float cost;
+    float rmax;
+} edgec_mpc_plan_t;
+
+/* horizon mode: scratch of one rollout and one damped solve */
+typedef struct {
+    float z[EDGEC_MPC_NZ];
+    float xn[EDGEC_MPC_NX];
+    float jac[EDGEC_MPC_NX * EDGEC_MPC_NJ];
+    float sens[EDGEC_MPC_NX * EDGEC_MPC_NDEC]; /* d x_k / d U */
+    float sens2[EDGEC_MPC_NX * EDGEC_MPC_NDEC];
+    float m[EDGEC_MPC_NDEC * EDGEC_MPC_NDEC];
+    float d[EDGEC_MPC_NDEC];
+} edgec_mpc_work_t;
+#endif
+
+/* Everything one controller touches: its state, the forward model's arena and (horizon mode)
+ * the solver's scratch. The runtime has no file-scope variables, so controllers in separate
+ * edgec_mpc_t objects may run at once (other tasks, ISRs); one edgec_mpc_t must not be used by
+ * two calls at once. sizeof(edgec_mpc_t) is all the RAM a controller needs besides its stack. */
 typedef struct {
     float u_last[EDGEC_MPC_NU];           /* the command applied at the last tick */
     float u_plan[EDGEC_MPC_NDEC];         /* the last solution (warm start) */
@@ -85,6 +112,11 @@ typedef struct {
     unsigned y_head;                      /* ring index of the newest measured output */
     unsigned long ticks;
     edgec_mpc_report_t report;
+    float model_arena[EDGEC_MPC_DIM((EDGEC_MPC_MODEL_ARENA_BYTES + 3) / 4)]; /* forward model */
+#if EDGEC_MPC_HORIZON_MODE
+    edgec_mpc_plan_t plans[2]; /* the current plan and the trial */
+    edgec_mpc_work_t work;
+#endif
 } edgec_mpc_t;
 
 /* Resets the controller: u = u_init, past commands = u_init, past outputs = 0. */

@@ -381,12 +381,17 @@ def _flatten_outputs(v: Value) -> list[Value]:
     return [v]
 
 
+#: edgec ops of spiking neurons: output 0 is the spike train, the others membrane/currents
+_NEURON_OPS = {"SnnLeaky", "SnnSynaptic", "NorseLIF", "LIF"}
+
+
 def _finish(lw: TorchLowering, result: Value) -> Graph:
     g = lw.g
     state_outs = list(g.outputs)
     state_of = {s_out: s_in for s_in, s_out in g.state}
     outs: list[str] = []
     copies: dict[str, str] = {}  # a result that copies a state output → that state's input
+    copied: dict[str, str] = {}  # such a result → the state output it copies
     for v in _flatten_outputs(result):
         t = lw.as_tensor(v)
         if t in outs or t in g.inputs or g.const(t) is not None or t in state_outs:
@@ -394,14 +399,29 @@ def _finish(lw: TorchLowering, result: Value) -> Graph:
             t = lw.add1("Identity", [t], base="output")
             if src in state_outs and src in state_of:
                 copies[t] = state_of[src]
+                copied[t] = src
         outs.append(t)
+    # spiking layers that return both their spikes and their membrane: spk, mem
+    producers = g.producers()
+
+    def neuron_output(t: str) -> int | None:
+        node = producers.get(copied.get(t, t))
+        if node is None or node.op not in _NEURON_OPS:
+            return None
+        return node.outputs.index(copied.get(t, t))
+
+    spikes = [t for t in outs if t not in state_of and neuron_output(t) == 0]
+    membranes = [t for t in outs if t not in state_of and (neuron_output(t) or 0) > 0]
     # readable C parameter names, from the module's own names: <state>_next for a new state
     # (a result that is one, e.g. ncps CfC's h, too), <state>_out for a result that copies one
-    # (snnTorch output=True's mem), y (or y0, y1, ...) for the other results
+    # (snnTorch output=True's mem), spk and mem for a spiking layer's spikes and membrane when
+    # the module returns both, y (or y0, y1, ...) for the other results
     renamed: dict[str, str] = {}
     plain = []
     for t in outs:
-        if t in state_of:
+        if spikes and membranes and (t in spikes or t in membranes):
+            renamed[t] = "spk" if t in spikes else "mem"
+        elif t in state_of:
             renamed[t] = f"{state_of[t]}_next"
         elif t in copies:
             renamed[t] = f"{copies[t]}_out"
