@@ -115,7 +115,8 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<space>", text: str 
             for k, v in spec.items():
                 if k not in OBJECTIVE_KEYS:
                     raise EdgecError(
-                        f"{source}: [objective] unknown key {k} (known: {', '.join(OBJECTIVE_KEYS)})"
+                        f"{source}: [objective] unknown key {k} "
+                        f"(known: {', '.join(OBJECTIVE_KEYS)})"
                     )
                 if not _number(v) or v < 0:
                     raise EdgecError(f"{source}: [objective] {k} must be a number >= 0, got {v!r}")

@@ -236,10 +236,10 @@ def run_tune(
     if trials is not None and trials < 1:
         raise EdgecError(f"--trials must be at least 1 (got {trials})")
     if search == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError:
-            raise EdgecError("--search optuna needs optuna: pip install 'edgec[scale]'") from None
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise EdgecError("--search optuna needs optuna: pip install 'edgec[scale]'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = _job_record(config_path, space, plant, search, seed, reference, duration)
