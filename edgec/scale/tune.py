@@ -295,6 +295,7 @@ def _fit(
     todo: list[int], done: list[dict[str, Any]], n_new: int, search: str, seed: int, cpus: int,
 ) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cpus)))
     next_index = [max((r["trial"] for r in done), default=-1) + 1]
     seen: dict[str, int] = {}
@@ -333,8 +334,10 @@ def _fit(
         }
         num_samples = 1
     else:
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         param_space = _tune_space(space, tune)
         prior = [{f"p{j}": r["params"][k] for j, k in enumerate(space.keys)} for r in done]
         search_alg = OptunaSearch(
