@@ -72,7 +72,7 @@ def objective(metrics: Mapping[str, Any], fallback_weight: float, limit_weight: 
 
 def run_trial(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
     """The trial's metrics; raises EdgecError when its config cannot be built."""
-    t0 = time.perf_counter()
+    t0, c0, start = time.perf_counter(), time.process_time(), time.time()
     data = apply_params(job.config, params)
     cfg = config_from_dict(data, job.source, job.base_dir)
     model = job.models.get(cfg.jacobian)
@@ -98,6 +98,8 @@ def run_trial(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
     }
     out["objective"] = objective(out, job.fallback_weight, job.limit_weight)
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0
+    out["started"] = start  # epoch seconds: when runs overlapped (bench/scale.py)
     return out
 
 

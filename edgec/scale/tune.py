@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,8 @@ class TuneResult:
     space: Space
     search: str
     files: list[Path]
+    #: wall time of this invocation's trials on Ray (the search, without Ray's start-up)
+    fit_seconds: float = 0.0
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -203,7 +206,7 @@ def _row(index: int, params: Mapping[str, Any], res: Mapping[str, Any]) -> dict[
     row: dict[str, Any] = {"trial": index, "params": dict(params), "status": res["status"]}
     if res["status"] == "ok":
         for k in ("rmse", "max_error", "mean_iterations", "fallbacks", "limit_hits", "ticks",
-                  "objective", "seconds"):
+                  "objective", "seconds", "cpu_seconds", "started"):
             row[k] = res[k]
     else:
         row["error"] = res.get("error", "the trial failed")
@@ -266,14 +269,17 @@ def run_tune(
     (out / JOB).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     ran = 0
+    fit_seconds = 0.0
     todo = [i for i in range(len(plan)) if i not in done_ids] if plan else []
     n_new = len(todo) if plan else max(0, n_total - len(done))
     if n_new:
         ray, started = start(address, workers)
         try:
+            t0 = time.perf_counter()
             with _quiet_stdout(quiet):
                 ran = _fit(tune, job, space, out, plan, todo, done, n_new, search, seed,
                            cluster_cpus(ray))
+            fit_seconds = time.perf_counter() - t0
         finally:
             if started:
                 ray.shutdown()
@@ -287,7 +293,7 @@ def run_tune(
         files.append(best_path)
     plot_search(out / PLOT, rows, space, search)
     files.append(out / PLOT)
-    return TuneResult(out, rows, ran, best, best_path, space, search, files)
+    return TuneResult(out, rows, ran, best, best_path, space, search, files, fit_seconds)
 
 
 def _fit(
