@@ -278,7 +278,7 @@ def run_tune(
             t0 = time.perf_counter()
             with _quiet_stdout(quiet):
                 ran = _fit(tune, job, space, out, plan, todo, done, n_new, search, seed,
-                           cluster_cpus(ray))
+                           cluster_cpus(ray), client=(address or "").startswith("ray://"))
             fit_seconds = time.perf_counter() - t0
         finally:
             if started:
@@ -299,39 +299,49 @@ def run_tune(
 def _fit(
     tune: Any, job: TrialJob, space: Space, out: Path, plan: list[dict[str, Any]],
     todo: list[int], done: list[dict[str, Any]], n_new: int, search: str, seed: int, cpus: int,
+    client: bool = False,
 ) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cpus)))
     next_index = [max((r["trial"] for r in done), default=-1) + 1]
     seen: dict[str, int] = {}
-    ran = [0]
+    recorded: set[str] = set()
+
+    def index(trial_id: str, config: Mapping[str, Any]) -> int:
+        point = config.get("point")
+        if point is not None:
+            return int(point["trial"])
+        if trial_id not in seen:
+            seen[trial_id] = next_index[0]
+            next_index[0] += 1
+        return seen[trial_id]
+
+    def record(trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any] | None,
+               error: str = "the Ray worker running it failed (see Ray's logs)") -> None:
+        if trial_id in recorded:
+            return
+        recorded.add(trial_id)
+        if result is not None and "params_json" in result:
+            _append(out, _row(index(trial_id, config), json.loads(result["params_json"]),
+                              result))
+            return
+        point = config.get("point")
+        params = point["params"] if point is not None else {
+            job.keys[int(k[1:])]: v for k, v in config.items() if k.startswith("p")
+        }
+        _append(out, _row(index(trial_id, config), params,
+                          {"status": "failed", "error": error}))
 
     class Ledger(tune.Callback):  # type: ignore[misc,name-defined]
-        def _index(self, trial: Any) -> int:
-            point = trial.config.get("point")
-            if point is not None:
-                return int(point["trial"])
-            if trial.trial_id not in seen:
-                seen[trial.trial_id] = next_index[0]
-                next_index[0] += 1
-            return seen[trial.trial_id]
+        """Appends each trial to trials.jsonl as it finishes (an interruption keeps them)."""
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                             **info: Any) -> None:
-            params = json.loads(result["params_json"])
-            _append(out, _row(self._index(trial), params, result))
-            ran[0] += 1
+            record(trial.trial_id, trial.config, result)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            point = trial.config.get("point")
-            params = point["params"] if point is not None else {
-                job.keys[int(k[1:])]: v for k, v in trial.config.items()
-            }
-            _append(out, _row(self._index(trial), params, {
-                "status": "failed", "error": "the Ray worker running it failed (see Ray's logs)",
-            }))
-            ran[0] += 1
+            record(trial.trial_id, trial.config, None)
 
     search_alg = None
     if plan:
@@ -352,6 +362,9 @@ def _fit(
             evaluated_rewards=[float(r.get("objective", DIVERGED)) for r in done] or None,
         )
         num_samples = n_new
+    # through Ray Client (ray://) Tune's driver loop, and so its callbacks, run on the cluster:
+    # the ledger is then written here from the results once the search ends
+    callbacks = [] if client else [Ledger()]
     with tempfile.TemporaryDirectory(prefix="edgec-tune-") as tmp:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, job=job), {"cpu": 1}),
@@ -361,12 +374,19 @@ def _fit(
                 mode="min", max_concurrent_trials=cpus, reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                storage_path=tmp, name="edgec-tune", verbose=0, callbacks=[Ledger()],
+                storage_path=tmp, name="edgec-tune", verbose=0, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-        tuner.fit()
-    return ran[0]
+        grid = tuner.fit()
+        for r in grid:
+            tid = str(r.metrics.get("trial_id", "")) if r.metrics else ""
+            if not tid:
+                tid = f"errored-{len(recorded)}"
+            err = (str(r.error).splitlines() or ["the trial failed"])[-1] if r.error else ""
+            record(tid, r.config or {}, r.metrics if not r.error else None,
+                   err or "the trial failed")
+    return len(recorded)
 
 
 # -- outputs --------------------------------------------------------------------------------
