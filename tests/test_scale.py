@@ -240,3 +240,19 @@ def test_verify_matrix_reports_a_failing_pair(ray_session, tmp_path, capsys):
 def test_verify_needs_a_model_or_a_matrix(capsys):
     assert main(["verify"]) == 2
     assert "--matrix" in capsys.readouterr().err
+
+
+def test_blimp_evolution_on_ray_matches_one_process(ray_session):
+    """The blimp example's evolution with each generation split over the Ray workers (the
+    example's module travels by value) gives exactly the single-process result."""
+    sys.path.insert(0, str(EXAMPLES.parent / "blimp_snn"))
+    import blimp_snn
+
+    flights, pd, _ = blimp_snn.fly_pid(
+        blimp_snn.training_reference(300, np.random.default_rng(1)))
+    target = blimp_snn.leaky(pd, blimp_snn.FAST.lam)
+    one = blimp_snn.evolve(flights, target, blimp_snn.FAST, 2, 8)
+    on_ray = blimp_snn.evolve(flights, target, blimp_snn.FAST, 2, 8, ray_session)
+    np.testing.assert_array_equal(one[0], on_ray[0])
+    np.testing.assert_array_equal(one[1], on_ray[1])
+    assert one[2] == on_ray[2]
