@@ -56,7 +56,7 @@ def run(workers: int, repeats: int, tmp: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=3,
+    ap.add_argument("--repeats", type=int, default=6,
                     help="closed-loop runs per trial (each about 0.4 s on an idle core)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

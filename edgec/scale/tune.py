@@ -303,7 +303,6 @@ def _fit(
 ) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, cpus)))
     next_index = [max((r["trial"] for r in done), default=-1) + 1]
     seen: dict[str, int] = {}
     recorded: set[str] = set()
