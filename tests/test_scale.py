@@ -256,3 +256,42 @@ def test_blimp_evolution_on_ray_matches_one_process(ray_session):
     np.testing.assert_array_equal(one[0], on_ray[0])
     np.testing.assert_array_equal(one[1], on_ray[1])
     assert one[2] == on_ray[2]
+
+
+def test_evolve_cli_python_fitness_finds_the_minimum(ray_session, tmp_path, capsys):
+    """A user's fitness file reaches the workers by content; the minimum of a quadratic."""
+    (tmp_path / "quad.py").write_text(
+        "def cost(p):\n    return (p['x'] - 0.3) ** 2 + (p['y'] + 1.0) ** 2\n")
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[evolve]\nfitness = "quad.py:cost"\npopulation = 8\ngenerations = 25\n'
+                    "seed = 1\n[params]\nx = [-2.0, 2.0]\ny = [-2.0, 2.0]\n")
+    assert main(["evolve", str(spec), "--json", "-o", str(tmp_path / "o")]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert abs(js["best"]["x"] - 0.3) < 0.05 and abs(js["best"]["y"] + 1.0) < 0.05
+    assert js["evaluations"] == 200 and len(js["history"]) == 25
+    assert json.loads((tmp_path / "o" / "best.json").read_text())["best"] == js["best"]
+    assert (tmp_path / "o" / "history.png").is_file()
+
+
+def test_evolve_mpc_fitness_runs_the_compiled_controller(ray_session, tmp_path):
+    from edgec.scale.evolve import load_spec, run_evolve
+
+    spec = tmp_path / "mpc.toml"
+    spec.write_text(f'[evolve]\nfitness = "mpc"\nconfig = "{CONFIG}"\nplant = "msd"\n'
+                    "duration = 1.0\npopulation = 4\ngenerations = 2\n"
+                    '[params]\n"solver.du_weight" = {log_uniform = [1e-7, 1.0]}\n')
+    res = run_evolve(load_spec(spec))
+    assert 1e-7 <= res.best["solver.du_weight"] <= 1.0
+    assert 0 < res.best_cost < 1.0  # a closed-loop tracking RMSE (m), not a failure penalty
+
+
+def test_evolve_spec_errors(tmp_path):
+    from edgec.scale.evolve import load_spec
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[evolve]\nfitness = "pid"\n[params]\ngain = [0.0, 1.0]\n')
+    with pytest.raises(EdgecError, match="kp, ki, kd"):
+        load_spec(spec)
+    spec.write_text('[evolve]\nfitness = "pid"\n[params]\nkp = [1.0, 0.0]\n')
+    with pytest.raises(EdgecError, match="lo < hi"):
+        load_spec(spec)
