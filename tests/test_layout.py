@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "mcu": {"backend", "ir", "errors", "ops", "tables", "_package"},
     "verify": {"frontend", "mcu", "backend", "ir", "errors", "ops", "tables", "_package"},
     "mpc": {"api", "backend", "ir", "errors", "ops", "passes", "mcu", "tables", "_package"},
+    "scale": {"mpc", "api", "verify", "mcu", "backend", "errors", "tables", "_package"},
     "cli": {"*"},
 }
 

@@ -5,6 +5,7 @@
 - :mod:`edgec.cli.firmware`: targets, build, run, flash
 - :mod:`edgec.cli.profile`: profile
 - :mod:`edgec.cli.mpc`: mpc build/simulate, simulate
+- :mod:`edgec.cli.scale`: tune, evolve (and verify --matrix) on Ray
 - :mod:`edgec.cli.common`: what they share (model arguments, compiling, inputs, options)
 
 May import everything in edgec; nothing in edgec imports it.
@@ -30,6 +31,8 @@ examples:
   edgec verify model.onnx --n 20                   C on the host vs onnxruntime (torch for .pt2/.py)
   edgec inspect model.onnx                         per-node table and totals
   edgec ops                                        the ops and modules each front-end supports
+  edgec tune ctrl.toml --plant msd --space space.toml -o tune-out   search MPC parameters (Ray)
+  edgec verify --matrix models/ --targets cortex-m0,cortex-m4f      every pair on QEMU (Ray)
 
 The generated C is C99 with no dynamic allocation: add <name>.c to your Makefile/CMake project
 (link with -lm) and call <name>_run(), or <name>_reset()/<name>_step() for stateful models.
@@ -40,7 +43,7 @@ Exit status: 0 ok, 1 verification mismatch, 2 bad input (model, options), 3 inte
 #: modules that add sub-commands: each has ``add_parsers(sub) -> {name: handler}``
 COMMAND_MODULES: tuple[str, ...] = (
     "edgec.cli.model", "edgec.cli.ops", "edgec.cli.firmware", "edgec.cli.profile",
-    "edgec.cli.mpc", "edgec.cli.quantize",
+    "edgec.cli.mpc", "edgec.cli.quantize", "edgec.cli.scale",
 )
 
 Handler = Callable[[argparse.Namespace], int]

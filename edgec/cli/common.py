@@ -30,8 +30,9 @@ def model_help() -> str:
     return "the model: " + "; ".join(MODEL_SOURCES)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help=model_help())
+def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    """``optional``: MODEL may be absent (``verify --matrix`` names a directory instead)."""
+    p.add_argument("model", metavar="MODEL", help=model_help(), nargs="?" if optional else None)
     p.add_argument(
         "--input-shape",
         action="append",
@@ -56,6 +57,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="carry graph input IN from graph output OUT between <name>_step calls "
         "(repeatable; recurrent state is detected automatically)",
     )
+
+
+ADDRESS_HELP = (
+    "a running Ray cluster: ray://HOST:PORT (Ray client) or 'auto' (this node belongs to the "
+    "cluster); default: start Ray on this machine, one worker per core"
+)
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", metavar="ray://HOST:PORT|auto", help=ADDRESS_HELP)
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="size of the local Ray (default: this machine's cores)")
 
 
 def add_tolerance_args(p: argparse.ArgumentParser) -> None:

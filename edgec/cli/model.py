@@ -10,6 +10,7 @@ from collections.abc import Callable
 from edgec.cli.common import (
     INPUTS_RULE,
     add_model_args,
+    add_ray_args,
     add_tolerance_args,
     compile_from_args,
     input_sets,
@@ -40,7 +41,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "when |C - reference| <= atol + rtol * |reference|; int8 outputs must be equal bit "
         "for bit. Exit 1 on mismatch.",
     )
-    add_model_args(p)
+    add_model_args(p, optional=True)
     p.add_argument(
         "--inputs",
         metavar="FILE",
@@ -58,6 +59,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "through the input sets as one sequence",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--matrix", metavar="DIR",
+                   help="verify every model file in DIR on every --targets board (QEMU), each "
+                   "pair a Ray task, and print a pass/fail table (no MODEL then)")
+    p.add_argument("--targets", metavar="T1,T2,...",
+                   help="with --matrix: the targets, comma-separated (edgec targets)")
+    add_ray_args(p)
 
     p = sub.add_parser(
         "inspect",
@@ -96,6 +103,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.inputs is None and args.n < 1:
         raise EdgecError(f"--n must be at least 1 (got {args.n})")
+    if args.matrix is not None:
+        from edgec.cli.scale import cmd_verify_matrix
+
+        if args.target or args.inputs:
+            raise EdgecError("edgec verify --matrix: use --targets (a list), not --target or "
+                             "--inputs")
+        return cmd_verify_matrix(args)
+    if args.model is None:
+        raise EdgecError("edgec verify: name a MODEL (or --matrix DIR --targets T1,T2)")
+    if args.targets or args.address or args.workers:
+        raise EdgecError("edgec verify: --targets, --address and --workers go with --matrix DIR")
     target = load_target(args.target) if args.target else None
     m = compile_from_args(args)
     ref = make_reference(m, args.model)

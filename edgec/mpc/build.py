@@ -55,7 +55,12 @@ def runtime_dir() -> Path:
 def _import_attr(cfg: MpcConfig) -> Any:
     assert cfg.model_module is not None
     mod_name, _, attr = cfg.model_module.partition(":")
-    local = cfg.base_dir.joinpath(*mod_name.split(".")).with_suffix(".py")
+    if mod_name.endswith(".py"):  # a file: "model.py:fn" (relative to the config) or absolute
+        local = cfg.base_dir / mod_name
+        if not local.is_file():
+            raise EdgecError(f"{cfg.source}: model module file {local} not found")
+    else:
+        local = cfg.base_dir.joinpath(*mod_name.split(".")).with_suffix(".py")
     try:
         if local.is_file():
             key = "edgec_mpc_user_" + hashlib.sha256(str(local).encode()).hexdigest()[:12]

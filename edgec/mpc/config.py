@@ -5,7 +5,8 @@ name = "msd_ctrl"                 # C prefix of the controller (default: the fil
 
 [model]                           # one of:
 module = "model:build"            #   "pkg.module:attr" (an nn.Module, or a callable returning
-                                  #   one); imported with the config's directory on sys.path
+                                  #   one); imported with the config's directory on sys.path;
+                                  #   or "path/to/model.py:attr" (relative to the config)
 file = "forward.onnx"             #   an ONNX or .pt2 file, relative to the config
 example_input = [1, 4]            # input shape for torch modules (default: [1, model inputs])
 

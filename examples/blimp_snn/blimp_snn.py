@@ -24,6 +24,7 @@
 
     python examples/blimp_snn/blimp_snn.py            # about 30 s on 2 cores
     python examples/blimp_snn/blimp_snn.py --quick    # a few seconds (CI)
+    python examples/blimp_snn/blimp_snn.py --ray      # generations on Ray (edgec[scale])
 """
 
 from __future__ import annotations
@@ -307,10 +308,28 @@ def initial_mean(spec: Spec, rng: np.random.Generator) -> np.ndarray:
     ])
 
 
+def fitness(cand: np.ndarray, inputs: np.ndarray, target: np.ndarray,
+            spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's least-squares readout and imitation MSE (one row per candidate)."""
+    return fit_readout(features(cand, inputs, spec), target, spec.lam)
+
+
 def evolve(
     inputs: np.ndarray, target: np.ndarray, spec: Spec, gens: int, pop: int,
+    ray: object = None,
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """Separable CMA-ES-like (mu/mu_w, lambda)-ES; returns the best parameters, readout, history."""
+    """Separable CMA-ES-like (mu/mu_w, lambda)-ES; returns the best parameters, readout, history.
+    ``ray``: evaluate each generation as Ray tasks (edgec.scale.evolve.ray_batch, one slice per
+    worker); the candidates come from the same seeded generator, so the result is the same."""
+    if ray is None:
+        def evaluate(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return fitness(cand, inputs, target, spec)
+    else:
+        from edgec.scale.evolve import ray_batch
+        from edgec.scale.session import cluster_cpus
+
+        evaluate = ray_batch(ray, fitness, cluster_cpus(ray), inputs=inputs, target=target,
+                             spec=spec)
     rng = np.random.default_rng(spec.seed)
     mean = initial_mean(spec, rng)
     diag = np.ones(N_PARAMS)
@@ -329,7 +348,7 @@ def evolve(
     for _ in range(gens):
         z = rng.standard_normal((pop, N_PARAMS))
         cand = mean + sigma * np.sqrt(diag) * z
-        w, mse = fit_readout(features(cand, inputs, spec), target, spec.lam)
+        w, mse = evaluate(cand)
         order = np.argsort(mse)
         if mse[order[0]] < best[0]:
             best = (float(mse[order[0]]), cand[order[0]].copy(), w[order[0]].copy())
@@ -431,7 +450,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few generations (CI)")
     ap.add_argument("--out", type=Path, default=None, help="write the C sources here")
+    ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="evaluate the generations on Ray (edgec[scale]): this machine's cores, "
+                    "or a cluster at ADDRESS (ray://HOST:PORT or auto); same result")
     args = ap.parse_args(argv)
+    ray = None
+    if args.ray:
+        from edgec.scale.session import start
+
+        ray, _ = start(None if args.ray == "local" else args.ray)
     torch.manual_seed(0)
     gens, pop, train_steps = (4, 8, 600) if args.quick else (GENS, POP, TRAIN_STEPS)
     hold = 600
@@ -446,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     net = BlimpSNN()
     for spec, ctrl, inputs, target in ((FAST, net.fast, flights, fast_t),
                                        (STEADY, net.steady, sweep, steady_t)):
-        theta, readout, hist = evolve(inputs, target, spec, gens, pop)
+        theta, readout, hist = evolve(inputs, target, spec, gens, pop, ray)
         load(ctrl, theta, readout)
         print(f"evolved {spec.name:6s}: imitation MSE {hist[0]:.4f} -> {min(hist):.4f} "
               f"({gens} generations x {pop})")
