@@ -24,7 +24,6 @@ from edgec.frontend.onnx_checks import (
     check_opsets,
     check_types,
 )
-
 from edgec.frontend.onnx_quant import expand_qoperators
 from edgec.ir import Graph, Node, Tensor
 from edgec.ops import REGISTRY

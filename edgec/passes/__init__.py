@@ -17,9 +17,8 @@ from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_id
 from edgec.passes.einsum import lower_einsum
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
-from edgec.passes.qdq import lower_qdq
-
 from edgec.passes.patches import patch_early_stage
+from edgec.passes.qdq import lower_qdq
 from edgec.passes.sparse import use_sparse_weights
 from edgec.passes.state import detect_state
 from edgec.passes.transposes import optimize_transposes
