@@ -50,6 +50,11 @@ class CompiledModel:
     def is_stateful(self) -> bool:
         return bool(self.cmodel.state)
 
+    @property
+    def port_macros(self) -> tuple[str, ...]:
+        """The C macro stems of the inputs then the outputs (``<NAME>_<PORT>_SIZE``)."""
+        return tuple(p.C for p in self.cmodel.inputs + self.cmodel.outputs)
+
     def report(self) -> dict[str, Any]:
         return dict(self.cmodel.report)
 

@@ -176,11 +176,11 @@ def config_header(cfg: MpcConfig, cm: CompiledModel) -> str:
     ]
     # the model runs in the controller's own arena (edgec_mpc_t.model_arena): reentrant
     macro = model.upper()
-    ports = cm.cmodel.inputs + cm.cmodel.outputs
+    ports = cm.port_macros
     lines.append(f"#define EDGEC_MPC_MODEL_ARENA_BYTES {macro}_ARENA_BYTES")
     # the model's port sizes, checked against the mapping at compile time (edgec_mpc.c)
     for what, port in zip(("IN", "OUT", "JAC"), ports, strict=False):
-        lines.append(f"#define EDGEC_MPC_MODEL_{what}_SIZE {macro}_{port.C}_SIZE")
+        lines.append(f"#define EDGEC_MPC_MODEL_{what}_SIZE {macro}_{port}_SIZE")
     if cfg.jacobian == "exact":
         lines.append("#define EDGEC_MPC_MODEL_JAC(arena, z, y, j) "
                      f"((void){model}_run_arena((arena), (z), (y), (j)))")

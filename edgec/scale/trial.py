@@ -38,6 +38,7 @@ class ShippedModel:
     name: str
     c_header: str
     c_source: str
+    port_macros: tuple[str, ...]  # input then output macro stems (the config's size checks)
 
 
 @dataclass(frozen=True)

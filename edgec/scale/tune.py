@@ -156,7 +156,7 @@ def _ship_models(cfg: MpcConfig, space: Space) -> dict[str, ShippedModel]:
     out = {}
     for kind in sorted(kinds):
         cm = compile_forward_model(replace(cfg, jacobian=kind))
-        out[kind] = ShippedModel(cm.name, cm.c_header, cm.c_source)
+        out[kind] = ShippedModel(cm.name, cm.c_header, cm.c_source, cm.port_macros)
     return out
 
 
