@@ -123,3 +123,21 @@ def test_int16_qdq_is_a_one_line_error() -> None:
     with pytest.raises(EdgecError, match="int16 quantization is not supported") as exc:
         edgec.compile(_qdq_model("Relu", TensorProto.INT16, opset=21))
     assert "\n" not in str(exc.value)
+
+
+def test_verify_defaults_to_two_output_lsb(quantized: dict, capsys: pytest.CaptureFixture) -> None:
+    """``edgec verify`` of a quantized ONNX model passes without --atol: a dequantized int8
+    output gets 2 of its LSB against onnxruntime, and says so; an explicit --atol wins."""
+    import json
+
+    from edgec.cli import main
+
+    path = str(quantized[("cnn", "qdq", True, "int8")])
+    lsb = _output_scale(edgec.compile(path))
+    assert main(["verify", path, "--n", "20", "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    (out,) = js["outputs"]
+    assert out["atol"] == pytest.approx(2 * lsb) and out["max_abs_err"] > 0
+    assert main(["verify", path, "--n", "20"]) == 0
+    assert "dequantized int8 outputs: 2 LSB" in capsys.readouterr().out
+    assert main(["verify", path, "--n", "20", "--atol", "1e-9", "--rtol", "0"]) == 1

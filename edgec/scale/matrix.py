@@ -51,7 +51,7 @@ def ship(path: Path) -> ShippedFile:
 
 
 def verify_pair(model: ShippedFile, target: str, n: int, seed: int, rtol: float,
-                atol: float) -> dict[str, Any]:
+                atol: float | None) -> dict[str, Any]:
     """Compile and verify one model on one target's emulated board, where the task runs."""
     import edgec
     from edgec.verify.compare import verify
@@ -80,7 +80,7 @@ def verify_pair(model: ShippedFile, target: str, n: int, seed: int, rtol: float,
 def run_matrix(
     directory: str | Path, targets: list[str], address: str | None = None,
     workers: int | None = None, n: int = 5, seed: int = 0, rtol: float = 1e-4,
-    atol: float = 1e-5,
+    atol: float | None = None,
 ) -> list[dict[str, Any]]:
     from edgec.mcu.targets import load_target
     from edgec.scale.session import start
