@@ -12,6 +12,7 @@ from edgec.cli.common import (
     add_model_args,
     add_ray_args,
     add_tolerance_args,
+    compile_cuda_from_args,
     compile_from_args,
     input_sets,
     output_dir,
@@ -24,11 +25,15 @@ Handler = Callable[[argparse.Namespace], int]
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "compile",
-        help="compile a model to <name>.h / <name>.c",
-        description="Compile a model to C99 sources (<name>.h, <name>.c).",
+        help="compile a model to <name>.h / <name>.c (or, --target cuda, <name>.cu)",
+        description="Compile a model to C99 sources (<name>.h, <name>.c), or with --target "
+        "cuda to CUDA sources (<name>.h, <name>.cu; docs/cuda.md).",
     )
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--target", dest="compile_target", choices=("c", "cuda"), default="c",
+                   help="c: C99 for MCUs and the host (default); cuda: CUDA C++ for a GPU, "
+                   "batch free at run time (--option cuda=fused)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser(
@@ -83,7 +88,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     out = output_dir(args.output)
     t0 = time.perf_counter()
-    m = compile_from_args(args)
+    m = compile_cuda_from_args(args) if args.compile_target == "cuda" else compile_from_args(args)
     paths = m.write(out)
     if args.json:
         rep = m.report() | {"files": [str(p) for p in paths]}
@@ -92,6 +97,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     print(f"compiled {args.model} -> {', '.join(str(p) for p in paths)} in "
           f"{format_duration(dt)}")
+    if args.compile_target == "cuda":
+        from edgec.backend.cuda.emit import summary_rows as cuda_rows
+
+        print(format_table(["", ""], cuda_rows(m.report()), align="ll"))
+        return 0
     print(format_table(["", ""], summary_rows(m.report()), align="ll"))
     return 0
 

@@ -221,3 +221,17 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
         low.name, header, source, report, low.inputs, low.outputs, low.state, strategy,
         exact_fp, [int(s["size"]) for s in v["state"]],
     )
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The report of a CUDA compile as rows for people (``edgec compile --target cuda``)."""
+    rows = [
+        ["strategy", f"{report['strategy']} (one thread per sample)"],
+        ["parameters", f"{report['params']:,}"],
+        ["weights", f"{report['weight_bytes']:,} B ({report['weight_space']} memory)"],
+        ["activations per thread", f"{report['thread_arena_bytes']:,} B"],
+        ["MACs per sample", f"{report['macs']:,}"],
+    ]
+    if "state_bytes" in report:
+        rows.append(["state per sample", f"{report['state_bytes']:,} B"])
+    return rows
