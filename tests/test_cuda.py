@@ -19,9 +19,10 @@ from torch import nn
 
 import edgec
 import edgec.nn as enn
-from edgec.backend.cuda.build import find_nvcc, gpu_count, nvcc_compile
+from edgec.backend.cuda.build import build_device, find_nvcc, gpu_count, nvcc_compile
 from edgec.backend.cuda.emit import device_helper
 from edgec.backend.cuda.model import CudaModel
+from edgec.backend.cuda.runner import DeviceRunner, glue_source
 from edgec.errors import EdgecError, ToolchainError
 from edgec.nn.lsm import LSMClassifier, Reservoir
 from tests.models import TORCH_ATOL, TORCH_RTOL, TanhMLP
@@ -213,6 +214,19 @@ def test_refusals() -> None:
                          "    return t[0];\n}") == (
         "static EDGEC_TABLE const float t[2] = {1.0f, 2.0f};\nstatic EDGEC_DEVICE float "
         "f(void)\n{\n    return t[0];\n}")
+
+
+@needs_nvcc
+@pytest.mark.skipif(GPUS > 0, reason="a GPU is visible: the GPU tests run the device build")
+def test_device_build_links_and_reports_cuda_errors(compiled: dict) -> None:
+    """The shared library m.run builds (model + glue, nvcc) links here; without a GPU its first
+    CUDA call fails with the runtime's message on one line."""
+    m = compiled["gru"][1]
+    lib = build_device(m.sources, glue_source(m.sources, device=True), arch="sm_90")
+    runner = DeviceRunner(m.sources, lib)
+    with pytest.raises(EdgecError, match="cudaMalloc failed on the GPU") as err:
+        runner.new_state(4)
+    assert "\n" not in str(err.value)
 
 
 # -- numerics through the host build of the same .cu ------------------------------------------
