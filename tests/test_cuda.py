@@ -25,7 +25,7 @@ from edgec.backend.cuda.model import CudaModel
 from edgec.backend.cuda.runner import DeviceRunner, glue_source
 from edgec.errors import EdgecError, ToolchainError
 from edgec.nn.lsm import LSMClassifier, Reservoir
-from tests.models import TORCH_ATOL, TORCH_RTOL, TanhMLP
+from tests.models import TORCH_ATOL, TORCH_RTOL, DSCNN2d, TanhMLP, randomize_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "swimmer_ncap"))
@@ -127,9 +127,16 @@ def _lsm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return clf.eval(), (torch.zeros(30, 6),)
 
 
+def _cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Depthwise-separable CNN with BatchNorm (folded) and ReLU6: fused runs it per thread."""
+    net = DSCNN2d()
+    randomize_batchnorm(net, torch.Generator().manual_seed(4))
+    return net.eval(), (torch.zeros(1, 3, 16, 16),)
+
+
 FACTORIES: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = {
-    "mlp": _mlp, "gru": _gru, "lstm": _lstm, "snn": _snn, "cfc": _cfc, "ncap": _ncap,
-    "lsm": _lsm,
+    "mlp": _mlp, "cnn": _cnn, "gru": _gru, "lstm": _lstm, "snn": _snn, "cfc": _cfc,
+    "ncap": _ncap, "lsm": _lsm,
 }
 
 
@@ -255,6 +262,14 @@ def test_host_build_mlp_batch_vs_torch(compiled: dict) -> None:
         m.run(np.zeros((BATCH, 5), np.float32), device="cpu")
 
 
+def test_host_build_cnn_with_batchnorm_vs_torch(compiled: dict) -> None:
+    net, m = compiled["cnn"]
+    x = _x((9, 3, 16, 16), 12)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(m.run(x, device="cpu"), want, rtol=TORCH_RTOL, atol=TORCH_ATOL)
+
+
 @pytest.mark.parametrize("key", ["gru", "lstm"])
 def test_host_build_rnn_run_and_steps_vs_torch(key: str, compiled: dict) -> None:
     net, m = compiled[key]
@@ -360,11 +375,15 @@ def test_no_gpu_is_one_line(compiled: dict) -> None:
 
 
 @needs_gpu
-@pytest.mark.parametrize("key", ["mlp", "lsm"])
+@pytest.mark.parametrize("key", ["mlp", "cnn", "lsm"])
 def test_gpu_run_vs_host_build_and_torch(key: str, compiled: dict) -> None:
     net, m = compiled[key]
     if key == "mlp":
         x = _x((4096 + 5, 4), 8)
+        with torch.no_grad():
+            want = net(torch.from_numpy(x)).numpy()
+    elif key == "cnn":
+        x = _x((300, 3, 16, 16), 8)
         with torch.no_grad():
             want = net(torch.from_numpy(x)).numpy()
     else:
