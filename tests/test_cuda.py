@@ -90,6 +90,26 @@ class SpikingNet(nn.Module):
         return self.out(self.fc3(self.lif2(self.fc2(s1)))), s1
 
 
+class SnnTorchNet(nn.Module):
+    """snntorch Leaky layers: the second Linear is event-driven on packed spikes (the kernels
+    use the bit-scan helper, a device intrinsic under nvcc)."""
+
+    def __init__(self) -> None:
+        import snntorch as snn
+
+        super().__init__()
+        self.fc1 = nn.Linear(3, 40)
+        self.lif1 = snn.Leaky(beta=0.8, init_hidden=True)
+        self.fc2 = nn.Linear(40, 17)
+        self.lif2 = snn.Leaky(beta=0.9, threshold=0.3, init_hidden=True, output=True)
+        with torch.no_grad():  # weights on a 2^-8 grid: spike sums are exact in any order
+            for p in self.parameters():
+                p.copy_(torch.round(p * 256) / 256)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.lif2(self.fc2(self.lif1(self.fc1(x))))
+
+
 def _mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return TanhMLP().eval(), (torch.zeros(1, 4),)
 
@@ -104,6 +124,10 @@ def _lstm() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 def _snn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return SpikingNet().eval(), (torch.zeros(1, 2),)
+
+
+def _snntorch() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return SnnTorchNet().eval(), (torch.zeros(1, 3),)
 
 
 def _cfc() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -135,8 +159,8 @@ def _cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 
 FACTORIES: dict[str, Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]] = {
-    "mlp": _mlp, "cnn": _cnn, "gru": _gru, "lstm": _lstm, "snn": _snn, "cfc": _cfc,
-    "ncap": _ncap, "lsm": _lsm,
+    "mlp": _mlp, "cnn": _cnn, "gru": _gru, "lstm": _lstm, "snn": _snn, "snntorch": _snntorch,
+    "cfc": _cfc, "ncap": _ncap, "lsm": _lsm,
 }
 
 
@@ -315,6 +339,44 @@ def test_host_build_snn_spikes_equal_torch(compiled: dict) -> None:
     assert 0.02 < spikes / STEPS < 0.9  # the spike trains are not trivial
 
 
+def test_host_build_snntorch_event_driven_spikes_equal_torch(compiled: dict) -> None:
+    net, m = compiled["snntorch"]
+    assert "__ffs" in m.cu_source  # the device version of the bit-scan helper
+    xs = _x((STEPS, BATCH, 3), 13, 1.5)
+    net.lif1.reset_mem()
+    net.lif2.reset_mem()
+    m.reset(BATCH, device="cpu")
+    for t in range(STEPS):
+        with torch.no_grad():
+            spk, mem = net(torch.from_numpy(xs[t]))
+        got_spk, got_mem = m.step(xs[t])
+        np.testing.assert_array_equal(got_spk, spk.numpy())
+        np.testing.assert_array_equal(got_mem, mem.numpy())
+
+
+def test_tflite_while_loop_host_build_equals_c() -> None:
+    """A TFLite WHILE loop (→ Scan → a for loop in the per-sample code), through the TFLite
+    front-end: the host build of the .cu equals the C target's host build."""
+    from tests.test_tflite import rnn_while_model
+
+    data, feeds = rnn_while_model(sequences=True)
+    c = edgec.compile(data)
+    cu = edgec.compile(data, target="cuda")
+    assert isinstance(cu, CudaModel) and "for (int it0 = 0; it0 < 6; ++it0) {" in cu.cu_source
+    x = np.stack([feeds[0], feeds[0] * 0.5, -feeds[0]])
+    want = np.stack([c.run(x[i]) for i in range(3)])
+    np.testing.assert_array_equal(cu.run(x, device="cpu"), want)
+
+
+@needs_nvcc
+def test_tflite_while_loop_nvcc(tmp_path: Path) -> None:
+    from tests.test_tflite import rnn_while_model
+
+    cu = edgec.compile(rnn_while_model(sequences=True)[0], target="cuda")
+    assert isinstance(cu, CudaModel)
+    assert nvcc_compile(cu.sources, "sm_90", tmp_path).stat().st_size > 0
+
+
 def test_host_build_cfc_steps_vs_torch(compiled: dict) -> None:
     net, m = compiled["cfc"]
     xs = _x((STEPS, BATCH, 1, 3), 5)
@@ -396,10 +458,10 @@ def test_gpu_run_vs_host_build_and_torch(key: str, compiled: dict) -> None:
 
 
 @needs_gpu
-@pytest.mark.parametrize("key", ["gru", "snn", "cfc", "ncap"])
+@pytest.mark.parametrize("key", ["gru", "snn", "snntorch", "cfc", "ncap"])
 def test_gpu_steps_vs_host_build(key: str, compiled: dict) -> None:
     _, m = compiled[key]
-    shape = {"gru": (1, 5), "snn": (2,), "cfc": (1, 3), "ncap": (3, 4)}[key]
+    shape = {"gru": (1, 5), "snn": (2,), "snntorch": (3,), "cfc": (1, 3), "ncap": (3, 4)}[key]
     xs = _x((STEPS, 1000, *shape), 10)
     m.reset(1000, device="cuda")
     gpu = [m.step(xs[t]) for t in range(STEPS)]
@@ -408,7 +470,7 @@ def test_gpu_steps_vs_host_build(key: str, compiled: dict) -> None:
     for g, c in zip(gpu, cpu, strict=True):
         for a, b in zip(g if isinstance(g, list) else [g], c if isinstance(c, list) else [c],
                         strict=True):
-            if key in ("snn", "ncap"):
+            if key in ("snn", "snntorch", "ncap"):
                 np.testing.assert_array_equal(a, b)  # -fmad=false: the same roundings
             else:
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
