@@ -218,6 +218,51 @@ def test_header_states_the_api(compiled: dict) -> None:
     assert "-fmad=false" not in compiled["mlp"][1].cu_header
 
 
+C_PROGRAM = """#include "cu_gru.h"
+#include <stdio.h>
+/* a C99 host program: 1000 GRU instances, one step (prints "no gpu" without one) */
+int main(void)
+{
+    cu_gru_state_t *d_state = NULL;
+    float *d_x = NULL;
+    float *d_y = NULL;
+    const int batch = 1000;
+    if (cudaMalloc((void **)&d_state, batch * CU_GRU_STATE_BYTES) != cudaSuccess) {
+        puts("no gpu");
+        return 0;
+    }
+    cudaMalloc((void **)&d_x, batch * CU_GRU_IN_X_SIZE * sizeof(float));
+    cudaMalloc((void **)&d_y, batch * CU_GRU_OUT_Y0_SIZE * sizeof(float));
+    cudaMemset(d_x, 0, batch * CU_GRU_IN_X_SIZE * sizeof(float));
+    if (cu_gru_reset(batch, d_state, 0) != cudaSuccess ||
+        cu_gru_step(batch, d_state, d_x, d_y, NULL, 0) != cudaSuccess) {
+        return 1;
+    }
+    return cudaDeviceSynchronize() == cudaSuccess ? 0 : 1;
+}
+"""
+
+
+@needs_nvcc
+def test_c_host_program_links_against_the_library(compiled: dict, tmp_path: Path) -> None:
+    """The header is a C API: a C99 program (host gcc through nvcc) calls reset/step and links
+    with the nvcc object; it runs where a GPU is visible."""
+    m = compiled["gru"][1]
+    obj = nvcc_compile(m.sources, "sm_90", tmp_path)
+    (tmp_path / "main.c").write_text(C_PROGRAM)
+    assert NVCC is not None
+    for cmd in (
+        [NVCC, "-Xcompiler", "-std=c99,-Wall,-Wextra,-Werror", "-I", str(tmp_path), "-c",
+         str(tmp_path / "main.c"), "-o", str(tmp_path / "main.o")],
+        [NVCC, "-arch=sm_90", str(tmp_path / "main.o"), str(obj), "-o", str(tmp_path / "app")],
+    ):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    if GPUS > 0:
+        p = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "no gpu" not in p.stdout
+
+
 def test_cli_compile_target_cuda(tmp_path: Path) -> None:
     model = ROOT / "examples" / "soft_actuator_mlp" / "model.onnx"
     cli = [sys.executable, "-c", "import sys; from edgec.cli import main; sys.exit(main())"]
