@@ -422,6 +422,30 @@ def test_tflite_while_loop_nvcc(tmp_path: Path) -> None:
     assert nvcc_compile(cu.sources, "sm_90", tmp_path).stat().st_size > 0
 
 
+def test_mpc_forward_model_with_jacobian(tmp_path: Path) -> None:
+    """The network part of the NR-MPC controller (forward model + exact Jacobian, as
+    mpc/build.py makes it) through the CUDA target: nvcc builds it, and for a batch of commands
+    the host build equals the C target's model, value and Jacobian."""
+    from edgec.api import compile_graph_cuda
+    from edgec.mpc.build import compile_forward_model, load_forward_graph
+    from edgec.mpc.config import load_config
+    from edgec.passes.jacobian import add_jacobian
+
+    cfg = load_config(ROOT / "examples" / "soft_actuator_mpc" / "mlp2.toml")
+    c = compile_forward_model(cfg)
+    g = load_forward_graph(cfg)
+    cu = compile_graph_cuda(add_jacobian(g, g.inputs[0], list(range(cfg.jacobian_columns))),
+                            name=f"{cfg.name}_model")
+    assert cu.output_names == c.output_names == ["y", "d_y__d_u"]
+    u = np.random.default_rng(14).uniform(-1, 1, (50, 2)).astype(np.float32)
+    y, jac = cu.run(u, device="cpu")
+    want = [c.run(u[i : i + 1]) for i in range(len(u))]
+    np.testing.assert_array_equal(y, np.concatenate([w[0] for w in want]))
+    np.testing.assert_array_equal(jac, np.stack([w[1] for w in want]).reshape(jac.shape))
+    if NVCC is not None:
+        assert nvcc_compile(cu.sources, "sm_90", tmp_path).stat().st_size > 0
+
+
 def test_host_build_cfc_steps_vs_torch(compiled: dict) -> None:
     net, m = compiled["cfc"]
     xs = _x((STEPS, BATCH, 1, 3), 5)
