@@ -19,7 +19,13 @@ from torch import nn
 
 import edgec
 import edgec.nn as enn
-from edgec.backend.cuda.build import build_device, find_nvcc, gpu_count, nvcc_compile
+from edgec.backend.cuda.build import (
+    build_device,
+    find_nvcc,
+    gpu_count,
+    nvcc_compile,
+    resource_usage,
+)
 from edgec.backend.cuda.emit import device_helper
 from edgec.backend.cuda.model import CudaModel
 from edgec.backend.cuda.runner import DeviceRunner, glue_source
@@ -193,6 +199,15 @@ def test_nvcc_sm90_warnings_as_errors(key: str, compiled: dict, tmp_path: Path) 
 def test_nvcc_sm87_jetson_orin(key: str, compiled: dict, tmp_path: Path) -> None:
     obj = nvcc_compile(compiled[key][1].sources, "sm_87", tmp_path)
     assert obj.stat().st_size > 0
+
+
+@needs_nvcc
+def test_resource_usage_per_kernel(compiled: dict, tmp_path: Path) -> None:
+    """ptxas's registers / stack frame / spills of each generated kernel (docs/cuda.md)."""
+    usage = resource_usage(compiled["gru"][1].sources, "sm_90", tmp_path)
+    assert sorted(usage) == ["reset", "run", "step"]
+    for k in usage.values():
+        assert k["registers"] > 0 and {"stack_bytes", "spill_store_bytes"} <= set(k)
 
 
 def test_sources_are_deterministic(compiled: dict) -> None:

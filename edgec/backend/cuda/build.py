@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -74,25 +75,33 @@ def _cuda_cache() -> Path:
     return p
 
 
-def _run_nvcc(cmd: list[str], what: str) -> None:
+def _run_nvcc(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr + proc.stdout).strip().splitlines() or ["(no output)"]
         raise ToolchainError(
             f"nvcc failed on {what}: " + next((ln for ln in lines if "error" in ln), lines[0])
         )
+    return proc.stdout + proc.stderr
 
 
 def nvcc_compile(src: CudaSources, arch: str, out_dir: Path, extra: tuple[str, ...] = ()) -> Path:
     """Compile ``<name>.cu`` to an object for ``arch`` (e.g. ``sm_90``) with warnings as errors
     (the check that the sources build with plain nvcc)."""
+    return _nvcc_object(src, arch, out_dir, extra)[0]
+
+
+def _nvcc_object(src: CudaSources, arch: str, out_dir: Path,
+                 extra: tuple[str, ...]) -> tuple[Path, str]:
+    """(the object, nvcc's output)."""
     nvcc = find_nvcc()
     src.write(out_dir)
     obj = out_dir / f"{src.name}.{arch}.o"
     fmad = ("-fmad=false",) if src.exact_fp else ()
-    _run_nvcc([nvcc, *NVCC_FLAGS, *fmad, *extra, f"-arch={arch}", "-I", str(out_dir), "-c",
-               str(out_dir / f"{src.name}.cu"), "-o", str(obj)], f"'{src.name}.cu' ({arch})")
-    return obj
+    text = _run_nvcc([nvcc, *NVCC_FLAGS, *fmad, *extra, f"-arch={arch}", "-I", str(out_dir),
+                      "-c", str(out_dir / f"{src.name}.cu"), "-o", str(obj)],
+                     f"'{src.name}.cu' ({arch})")
+    return obj, text
 
 
 def build_device(src: CudaSources, glue: str, arch: str = "native") -> Path:
@@ -128,3 +137,35 @@ def build_host(src: CudaSources, glue: str) -> Path:
         f"{src.name}_cudahost", files, [f"{src.name}.cu", "glue.cu"], HOST_CXXFLAGS,
         f"the host build of '{src.name}.cu'",
     )
+
+
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
+_PTXAS_FRAME = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+
+
+def resource_usage(src: CudaSources, arch: str, out_dir: Path) -> dict[str, dict[str, int]]:
+    """What ptxas reports for each generated kernel on ``arch`` (no GPU needed): registers per
+    thread, stack frame (local memory: the per-thread arena where it is not in registers) and
+    spill bytes, by kernel (``run``, ``reset``, ``step``)."""
+    _, text = _nvcc_object(src, arch, out_dir, ("--resource-usage",))
+    usage: dict[str, dict[str, int]] = {}
+    kernel = None
+    for line in text.splitlines():
+        m = _PTXAS_ENTRY.search(line)
+        if m:
+            found = re.search(rf"{src.name}_(\w+?)_kernel", m.group(1))
+            kernel = found.group(1) if found else None
+            continue
+        if kernel is None:
+            continue
+        f = _PTXAS_FRAME.search(line)
+        if f:
+            usage.setdefault(kernel, {}).update(
+                stack_bytes=int(f.group(1)), spill_store_bytes=int(f.group(2)),
+                spill_load_bytes=int(f.group(3)))
+        r = _PTXAS_REGS.search(line)
+        if r:
+            usage.setdefault(kernel, {})["registers"] = int(r.group(1))
+    return usage
