@@ -33,8 +33,9 @@ OPTIONS = {
 
 STRATEGIES = ("fused", "layers")
 
-#: the largest per-thread arena (activations of one sample) the fused strategy accepts
-FUSED_ARENA_LIMIT = 16 * 1024
+#: the largest per-thread arena (activations of one sample) kept in local memory; a larger one
+#: lies in the caller's workspace (``<NAME>_WORKSPACE_BYTES(batch)``)
+LOCAL_ARENA_LIMIT = 16 * 1024
 #: weights up to this size go to __constant__ memory (64 KiB per module, minus helper tables)
 CONSTANT_LIMIT = 60 * 1024
 #: threads per block of the generated kernels
@@ -79,6 +80,8 @@ class CudaSources:
     exact_fp: bool
     #: floats per sample of each state tensor, in ``<name>_state_t`` order
     state_sizes: list[int] = field(default_factory=list)
+    #: device workspace bytes per sample (the arena, when too large for local memory)
+    workspace_per_sample: int = 0
 
     @property
     def state_floats(self) -> int:
@@ -180,12 +183,8 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
     _check_float(g)
     low = lower_c(g, name)
     v = low.vars
-    if low.report["arena_bytes"] > FUSED_ARENA_LIMIT:
-        raise EdgecError(
-            f"{low.name}: the fused CUDA strategy keeps one sample's activations per thread, "
-            f"at most {FUSED_ARENA_LIMIT} bytes; this model needs {low.report['arena_bytes']} "
-            "(larger models need --option cuda=layers, not implemented yet)"
-        )
+    in_workspace = low.report["arena_bytes"] > LOCAL_ARENA_LIMIT
+    per_sample = 4 * int(v["arena_floats"]) if in_workspace else 0
     exact_fp = any(get_op(n, g).exact_fp for n in g.nodes)
     space = "constant" if v["weight_bytes"] <= CONSTANT_LIMIT else "global"
     params, args = _state_args(low)
@@ -195,7 +194,8 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
         "helpers": [device_helper(h) for h in v["helpers"]],
         "weight_space": space,
         "weight_qualifier": "__constant__" if space == "constant" else "__device__",
-        "workspace_per_sample": 0,
+        "workspace_per_sample": per_sample,
+        "arena_in_workspace": in_workspace,
         "block": BLOCK,
         "exact_fp": exact_fp,
         "step_inputs": [p for p in low.inputs if not p.state],
@@ -214,12 +214,13 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
         "strategy": strategy,
         "weight_space": space,
         "thread_arena_bytes": low.report["arena_bytes"],
+        "workspace_bytes_per_sample": per_sample,
     }
     if low.state:
         report["state_bytes"] = 4 * sum(s["size"] for s in v["state"])
     return CudaSources(
         low.name, header, source, report, low.inputs, low.outputs, low.state, strategy,
-        exact_fp, [int(s["size"]) for s in v["state"]],
+        exact_fp, [int(s["size"]) for s in v["state"]], per_sample,
     )
 
 
@@ -229,7 +230,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
         ["strategy", f"{report['strategy']} (one thread per sample)"],
         ["parameters", f"{report['params']:,}"],
         ["weights", f"{report['weight_bytes']:,} B ({report['weight_space']} memory)"],
-        ["activations per thread", f"{report['thread_arena_bytes']:,} B"],
+        ["activations per thread", f"{report['thread_arena_bytes']:,} B ("
+         + ("workspace" if report["workspace_bytes_per_sample"] else "local memory") + ")"],
         ["MACs per sample", f"{report['macs']:,}"],
     ]
     if "state_bytes" in report:

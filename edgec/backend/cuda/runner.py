@@ -33,17 +33,17 @@ def glue_source(src: CudaSources, device: bool) -> str:
     st = f"({n}_state_t *)state"
     if not device:
         lines += [
-            "int edgec_glue_run(int batch, void **in, void **out)",
+            "int edgec_glue_run(int batch, void **in, void **out, void *ws)",
             f"{{\n    (void)in;\n    (void)out;\n    return {n}_run_host(batch{sep}"
-            f"{', '.join(run_args)});\n}}",
+            f"{', '.join(run_args)}, ws);\n}}",
         ]
         if src.state:
             lines += [
                 "int edgec_glue_reset(int batch, void *state)",
                 f"{{\n    {n}_reset_host(batch, {st});\n    return 0;\n}}",
-                "int edgec_glue_step(int batch, void *state, void **in, void **out)",
+                "int edgec_glue_step(int batch, void *state, void **in, void **out, void *ws)",
                 f"{{\n    (void)in;\n    (void)out;\n    return {n}_step_host(batch, {st}{ssep}"
-                f"{', '.join(step_args)});\n}}",
+                f"{', '.join(step_args)}, ws);\n}}",
             ]
     else:
         sync = "    if (e == cudaSuccess) {\n        e = cudaDeviceSynchronize();\n    }\n"
@@ -57,17 +57,17 @@ def glue_source(src: CudaSources, device: bool) -> str:
             "int edgec_glue_copy(void *dst, const void *src, size_t nbytes, int to_device)",
             "{\n    return (int)cudaMemcpy(dst, src, nbytes, to_device ? cudaMemcpyHostToDevice "
             ": cudaMemcpyDeviceToHost);\n}",
-            "int edgec_glue_run(int batch, void **in, void **out)",
+            "int edgec_glue_run(int batch, void **in, void **out, void *ws)",
             f"{{\n    (void)in;\n    (void)out;\n    cudaError_t e = {n}_run(batch{sep}"
-            f"{', '.join(run_args)}, NULL, 0);\n{sync}    return (int)e;\n}}",
+            f"{', '.join(run_args)}, ws, 0);\n{sync}    return (int)e;\n}}",
         ]
         if src.state:
             lines += [
                 "int edgec_glue_reset(int batch, void *state)",
                 f"{{\n    cudaError_t e = {n}_reset(batch, {st}, 0);\n{sync}    return (int)e;\n}}",
-                "int edgec_glue_step(int batch, void *state, void **in, void **out)",
+                "int edgec_glue_step(int batch, void *state, void **in, void **out, void *ws)",
                 f"{{\n    (void)in;\n    (void)out;\n    cudaError_t e = {n}_step(batch, {st}{ssep}"
-                f"{', '.join(step_args)}, NULL, 0);\n{sync}    return (int)e;\n}}",
+                f"{', '.join(step_args)}, ws, 0);\n{sync}    return (int)e;\n}}",
             ]
     lines += ["", '}  /* extern "C" */', ""]
     return "\n".join(lines)
@@ -85,18 +85,23 @@ class HostRunner:
     def __init__(self, src: CudaSources, lib: Path):
         self.src = src
         self.lib = ctypes.CDLL(str(lib))
-        self.lib.edgec_glue_run.argtypes = [ctypes.c_int, _PP, _PP]
+        self.lib.edgec_glue_run.argtypes = [ctypes.c_int, _PP, _PP, ctypes.c_void_p]
         if src.state:
             self.lib.edgec_glue_reset.argtypes = [ctypes.c_int, ctypes.c_void_p]
-            self.lib.edgec_glue_step.argtypes = [ctypes.c_int, ctypes.c_void_p, _PP, _PP]
+            self.lib.edgec_glue_step.argtypes = [ctypes.c_int, ctypes.c_void_p, _PP, _PP,
+                                                 ctypes.c_void_p]
+
+    def _workspace(self, batch: int) -> np.ndarray:
+        return np.zeros(max(1, batch * self.src.workspace_per_sample // 4), np.float32)
 
     def _check(self, rc: int, what: str) -> None:
         if rc != 0:
             raise RuntimeError(f"{self.src.name}_{what}_host returned {rc}")
 
     def run(self, batch: int, ins: list[np.ndarray], outs: list[np.ndarray]) -> None:
+        ws = self._workspace(batch)
         rc = self.lib.edgec_glue_run(batch, _ptrs([a.ctypes.data for a in ins]),
-                                     _ptrs([a.ctypes.data for a in outs]))
+                                     _ptrs([a.ctypes.data for a in outs]), ws.ctypes.data)
         self._check(rc, "run")
 
     def new_state(self, batch: int) -> np.ndarray:
@@ -106,9 +111,10 @@ class HostRunner:
 
     def step(self, batch: int, state: np.ndarray, ins: list[np.ndarray],
              outs: list[np.ndarray]) -> None:
+        ws = self._workspace(batch)
         rc = self.lib.edgec_glue_step(batch, state.ctypes.data,
                                       _ptrs([a.ctypes.data for a in ins]),
-                                      _ptrs([a.ctypes.data for a in outs]))
+                                      _ptrs([a.ctypes.data for a in outs]), ws.ctypes.data)
         self._check(rc, "step")
 
     @staticmethod
@@ -148,10 +154,11 @@ class DeviceRunner:
         lib_.edgec_glue_free.argtypes = [ctypes.c_void_p]
         lib_.edgec_glue_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                          ctypes.c_int]
-        lib_.edgec_glue_run.argtypes = [ctypes.c_int, _PP, _PP]
+        lib_.edgec_glue_run.argtypes = [ctypes.c_int, _PP, _PP, ctypes.c_void_p]
         if src.state:
             lib_.edgec_glue_reset.argtypes = [ctypes.c_int, ctypes.c_void_p]
-            lib_.edgec_glue_step.argtypes = [ctypes.c_int, ctypes.c_void_p, _PP, _PP]
+            lib_.edgec_glue_step.argtypes = [ctypes.c_int, ctypes.c_void_p, _PP, _PP,
+                                             ctypes.c_void_p]
 
     def check(self, rc: int, what: str) -> None:
         if rc != 0:
@@ -174,8 +181,11 @@ class DeviceRunner:
         def ptr(b: Any) -> int:
             return int(b.data_ptr()) if hasattr(b, "data_ptr") else b.ptr
 
-        self.check(fn(*head, _ptrs([ptr(b) for b in d_in]), _ptrs([ptr(b) for b in d_out])),
-                   what)
+        batch = int(head[0])
+        ws = DeviceBuffer(self, batch * self.src.workspace_per_sample) \
+            if self.src.workspace_per_sample else None
+        self.check(fn(*head, _ptrs([ptr(b) for b in d_in]), _ptrs([ptr(b) for b in d_out]),
+                      ctypes.c_void_p(ws.ptr if ws else None)), what)
         for y, b in zip(outs, d_out, strict=True):
             if not hasattr(y, "data_ptr"):
                 self._from_device(b, y)
