@@ -320,6 +320,11 @@ def test_large_arena_lies_in_the_workspace(tmp_path: Path) -> None:
 
 
 def test_refusals() -> None:
+    from edgec.api import compile_graph_cuda
+    from tests.int8_graphs import kitchen_sink
+
+    with pytest.raises(EdgecError, match="CUDA back-end compiles float32 models"):
+        compile_graph_cuda(kitchen_sink())
     with pytest.raises(EdgecError, match="target='gpu'"):
         edgec.compile(TanhMLP(), example_inputs=(torch.zeros(1, 4),), target="gpu")
     with pytest.raises(EdgecError, match="lsm=flash"):  # mutable static data per model
