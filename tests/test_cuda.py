@@ -332,6 +332,23 @@ def test_large_arena_lies_in_the_workspace(tmp_path: Path) -> None:
         np.testing.assert_allclose(m.run(x), want, rtol=TORCH_RTOL, atol=TORCH_ATOL)
 
 
+def test_cli_verify_cuda(capsys: pytest.CaptureFixture) -> None:
+    """``edgec verify --cuda cpu``: the host build of the CUDA code vs onnxruntime; ``--cuda
+    gpu`` without a GPU says so on one line (exit 2)."""
+    from edgec.cli import main
+
+    model = str(ROOT / "examples" / "soft_actuator_mlp" / "model.onnx")
+    assert main(["verify", model, "--cuda", "cpu", "--n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "CUDA code, host build" in out and out.rstrip().endswith("PASS")
+    assert main(["verify", model, "--cuda", "cpu", "--target", "cortex-m4f"]) == 2
+    assert "exclusive" in capsys.readouterr().err
+    if GPUS == 0 and NVCC is not None:
+        assert main(["verify", model, "--cuda", "gpu"]) == 2
+        err = capsys.readouterr().err
+        assert "no CUDA GPU visible" in err and len(err.splitlines()) == 1
+
+
 def test_refusals() -> None:
     from edgec.api import compile_graph_cuda
     from tests.int8_graphs import kitchen_sink

@@ -63,6 +63,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "its core's emulated twin) instead of the host (edgec targets); a stateful model steps "
         "through the input sets as one sequence",
     )
+    p.add_argument(
+        "--cuda", choices=("gpu", "cpu"),
+        help="verify the CUDA target's code instead of the C (docs/cuda.md): on the GPU, or "
+        "its host build (the same per-sample code, no GPU needed)",
+    )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--matrix", metavar="DIR",
                    help="verify every model file in DIR on every --targets board (QEMU), each "
@@ -124,12 +129,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise EdgecError("edgec verify: name a MODEL (or --matrix DIR --targets T1,T2)")
     if args.targets or args.address or args.workers:
         raise EdgecError("edgec verify: --targets, --address and --workers go with --matrix DIR")
-    target = load_target(args.target) if args.target else None
-    m = compile_from_args(args)
-    ref = make_reference(m, args.model)
-    sets = input_sets(args.inputs, verify_ports(m, ref, target)) if args.inputs else None
-    rep = verify(m, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol, atol=args.atol,
-                 target=target, reference=ref)
+    if args.cuda:
+        if args.target:
+            raise EdgecError("edgec verify: --cuda and --target are exclusive (a GPU or its "
+                             "host build, or a Cortex-M board)")
+        view = compile_cuda_from_args(args).on("cuda" if args.cuda == "gpu" else "cpu")
+        ref = make_reference(view, args.model)
+        sets = input_sets(args.inputs, verify_ports(view, ref, None)) if args.inputs else None
+        rep = verify(view, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol,
+                     atol=args.atol, reference=ref)
+        rep.where = view.where
+    else:
+        target = load_target(args.target) if args.target else None
+        m = compile_from_args(args)
+        ref = make_reference(m, args.model)
+        sets = input_sets(args.inputs, verify_ports(m, ref, target)) if args.inputs else None
+        rep = verify(m, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol, atol=args.atol,
+                     target=target, reference=ref)
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
     else:

@@ -24,7 +24,8 @@ HOST_CXXFLAGS = ("-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-ffp-contract=o
                  "-x", "c++", "-std=c++14")
 #: warnings are errors in every nvcc build edgec runs
 NVCC_FLAGS = ("-O3", "-std=c++14", "-Werror", "all-warnings")
-CPU_HINT = "m.run(..., device='cpu') runs the same generated code on the host"
+CPU_HINT = ("the host build of the same code runs without one: m.run(..., device='cpu'), "
+            "edgec verify --cuda cpu")
 
 
 def find_nvcc() -> str:

@@ -224,6 +224,10 @@ class CudaModel:
         runner.run(batch, ins, outs)
         return self._shape_out(outs, self.sources.outputs, batch, form, torch_io)
 
+    def on(self, device: str) -> DeviceView:
+        """This model run on ``device`` ("cuda" or "cpu"), as ``edgec verify`` runs models."""
+        return DeviceView(self, device)
+
     # -- stateful models ------------------------------------------------------------------
     def _need_state(self) -> None:
         if not self.is_stateful:
@@ -270,3 +274,45 @@ class CudaModel:
             out[s_in] = flat[:, off:off + size].reshape(self._state_batch, *ports[s_in].shape)
             off += size
         return out
+
+
+class DeviceView:
+    """A :class:`CudaModel` run on one device, seen through the interface the C models offer
+    to ``edgec verify`` (``cmodel`` ports, ``run`` one input set at a time)."""
+
+    def __init__(self, model: CudaModel, device: str):
+        if device not in DEVICES:
+            raise EdgecError(f"device={device!r}: use one of {', '.join(DEVICES)}")
+        self.model = model
+        self.device = device
+        self.graph = model.graph
+        self.cmodel = model.sources
+        self.source = model.source
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def is_stateful(self) -> bool:
+        return self.model.is_stateful
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.model.output_names
+
+    @property
+    def where(self) -> str:
+        return "CUDA, on the GPU" if self.device == "cuda" else "CUDA code, host build"
+
+    def report(self) -> dict[str, Any]:
+        return self.model.report()
+
+    def write(self, directory: str | os.PathLike[str]) -> list[Path]:
+        return self.model.write(directory)
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        return self.model.initial_state()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model.run(*args, device=self.device, **kwargs)
