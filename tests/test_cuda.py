@@ -243,6 +243,7 @@ def test_header_states_the_api(compiled: Compiled) -> None:
         "float *d_out_y0,\n    void *d_workspace, cudaStream_t stream);" in h
     assert "__constant__" in compiled["mlp"][1].cu_source
     assert "-fmad=false" in compiled["snn"][1].cu_header  # spikes: no FMA contraction
+    assert "-fmad=false" in compiled["lsm"][1].cu_header  # its C turns contraction off itself
     assert "-fmad=false" not in compiled["mlp"][1].cu_header
 
 
