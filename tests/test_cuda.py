@@ -669,7 +669,8 @@ def test_gpu_run_vs_host_build_and_torch(key: str, compiled: Compiled) -> None:
             want = np.stack([net(torch.from_numpy(x[b])).numpy() for b in range(len(x))])
     got = m.run(x)
     np.testing.assert_allclose(got, want, rtol=TORCH_RTOL, atol=TORCH_ATOL)
-    np.testing.assert_allclose(got, m.run(x, device="cpu"), rtol=1e-5, atol=1e-6)
+    # the device contracts multiply-adds into FMAs, the host build does not
+    np.testing.assert_allclose(got, m.run(x, device="cpu"), rtol=1e-4, atol=1e-5)
 
 
 @needs_gpu
