@@ -633,6 +633,7 @@ def test_no_nvcc_is_one_line(compiled: Compiled, monkeypatch: pytest.MonkeyPatch
     for var in ("NVCC", "CUDA_HOME", "CUDA_PATH"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("edgec.backend.cuda.build.DEFAULT_CUDA_HOMES", ())
     m = compiled["mlp"][1]
     m._runners.pop("cuda", None)
     with pytest.raises(ToolchainError, match="nvcc not found") as err:

@@ -28,8 +28,13 @@ CPU_HINT = ("the host build of the same code runs without one: m.run(..., device
             "edgec verify --cuda cpu")
 
 
+#: where the CUDA toolkit usually is when nvcc is not on PATH
+DEFAULT_CUDA_HOMES: tuple[str, ...] = ("/usr/local/cuda",)
+
+
 def find_nvcc() -> str:
-    """nvcc: ``$NVCC``, else on PATH, else ``$CUDA_HOME/bin/nvcc``; a one-line error if none."""
+    """nvcc: ``$NVCC``, else on PATH, else ``$CUDA_HOME/bin/nvcc`` (or ``$CUDA_PATH``), else
+    under :data:`DEFAULT_CUDA_HOMES`; a one-line error if none."""
     env = os.environ.get("NVCC")
     if env:
         if Path(env).is_file() and os.access(env, os.X_OK):
@@ -38,11 +43,13 @@ def find_nvcc() -> str:
     found = shutil.which("nvcc")
     if found:
         return found
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home and (Path(home) / "bin" / "nvcc").is_file():
-        return str(Path(home) / "bin" / "nvcc")
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), *DEFAULT_CUDA_HOMES]
+    for home in homes:
+        if home and (Path(home) / "bin" / "nvcc").is_file():
+            return str(Path(home) / "bin" / "nvcc")
+    looked = ["PATH", "$NVCC", "$CUDA_HOME/bin", *(f"{h}/bin" for h in DEFAULT_CUDA_HOMES)]
     raise ToolchainError(
-        "nvcc not found (not on PATH, no $NVCC or $CUDA_HOME/bin/nvcc): install the CUDA "
+        f"nvcc not found (looked in {', '.join(looked)}): install the CUDA "
         f"toolkit to build target cuda models for a GPU; {CPU_HINT}"
     )
 
