@@ -23,6 +23,7 @@ from edgec.backend.c_emit import CLowering, Port, lower_c
 from edgec.errors import EdgecError
 from edgec.ir import Graph
 from edgec.ops import get_op
+from edgec.ops.int8.fixedpoint import C_HELPERS as FIXEDPOINT_HELPERS
 from edgec.ops.spiking import CTZ_HELPER
 
 OPTIONS = {
@@ -43,6 +44,25 @@ BLOCK = 128
 
 #: device versions of C helpers that use host-only builtins
 DEVICE_HELPERS: dict[str, str] = {
+    FIXEDPOINT_HELPERS["edgec_clz32"]: """/* Leading zero bits of a 32-bit value (32 for 0). */
+static inline int edgec_clz32(uint32_t x)
+{
+#ifdef EDGEC_HOST_BUILD
+#if defined(__GNUC__) || defined(__clang__)
+    return x ? __builtin_clz(x) : 32;
+#else
+    int n = 0;
+    if (!x) return 32;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        ++n;
+    }
+    return n;
+#endif
+#else
+    return __clz((int)x);
+#endif
+}""",
     CTZ_HELPER: """/* index of the lowest set bit of a non-zero word */
 static int edgec_ctz32(uint32_t v)
 {
@@ -121,18 +141,6 @@ def _env() -> jinja2.Environment:
     )
 
 
-def _check_float(g: Graph) -> None:
-    producers = g.producers()
-    for t in g.runtime_tensors():
-        if g.tensor(t).dtype == "int8":
-            node = producers.get(t)
-            where = f"node '{node.name}' ({node.op})" if node else f"input '{t}'"
-            raise EdgecError(
-                f"{g.name}: {where} computes int8 tensor '{t}'; the CUDA back-end compiles "
-                "float32 models (int8 models: the C target)"
-            )
-
-
 _FUNC = re.compile(r"^static\s+[^=;\[{]*\(")
 
 
@@ -165,8 +173,8 @@ def _state_args(low: CLowering) -> tuple[str, str]:
     states = low.vars["state"]
     by_src = {s["src"]: s for s in states}
     by_dst = {s["dst"]: s for s in states}
-    params = [f"const float *EDGEC_RESTRICT {p.c}" for p in low.inputs if not p.state]
-    params += [f"float *EDGEC_RESTRICT {p.c}" for p in low.outputs if not p.state]
+    params = [f"const {p.ctype} *EDGEC_RESTRICT {p.c}" for p in low.inputs if not p.state]
+    params += [f"{p.ctype} *EDGEC_RESTRICT {p.c}" for p in low.outputs if not p.state]
     args = [f"s->{by_src[p.name]['c']}" if p.state else p.c for p in low.inputs]
     for p in low.outputs:
         if not p.state:
@@ -180,7 +188,6 @@ def _state_args(low: CLowering) -> tuple[str, str]:
 def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) -> CudaSources:
     """``<name>.cu`` + ``<name>.h`` for the optimised graph ``g``."""
     strategy = strategy_for(g, strategy)
-    _check_float(g)
     low = lower_c(g, name)
     v = low.vars
     in_workspace = low.report["arena_bytes"] > LOCAL_ARENA_LIMIT

@@ -25,6 +25,11 @@ BATCH_RULE = (
 )
 
 
+def _int8_codes(p: Port, got: str) -> str:
+    return (f"input '{p.name}' is an int8 port (scale {p.scale}, zero point {p.zero_point}): "
+            f"give int8 codes in [-128, 127], got {got} values")
+
+
 def _shape(v: Any) -> tuple[int, ...]:
     return tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))
 
@@ -156,10 +161,16 @@ class CudaModel:
                 import torch
 
                 tdev = v.device
-                ins.append(v.detach().to(torch.float32).contiguous().reshape(batch, p.size))
+                dtype = torch.int8 if p.dtype == "int8" else torch.float32
+                if p.dtype == "int8" and v.dtype.is_floating_point:
+                    raise ValueError(_int8_codes(p, str(v.dtype)))
+                ins.append(v.detach().to(dtype).contiguous().reshape(batch, p.size))
             else:
                 a = v.detach().cpu().numpy() if _is_torch(v) else np.asarray(v)
-                ins.append(np.ascontiguousarray(a, np.float32).reshape(batch, p.size))
+                if p.dtype == "int8" and (a.dtype.kind not in "iub" or a.size and (
+                        a.min() < -128 or a.max() > 127)):
+                    raise ValueError(_int8_codes(p, str(a.dtype)))
+                ins.append(np.ascontiguousarray(a, p.np_dtype).reshape(batch, p.size))
         # the outputs take the form of the first non-state input
         form = next((f for f, p in zip(forms, ports, strict=True) if not p.state),
                     forms[0] if forms else "one")
@@ -169,9 +180,10 @@ class CudaModel:
         if tdev is not None:
             import torch
 
-            return [torch.empty((batch, p.size), dtype=torch.float32, device=tdev)
+            return [torch.empty((batch, p.size), device=tdev,
+                                dtype=torch.int8 if p.dtype == "int8" else torch.float32)
                     for p in ports]
-        return [np.zeros((batch, p.size), np.float32) for p in ports]
+        return [np.zeros((batch, p.size), p.np_dtype) for p in ports]
 
     @staticmethod
     def _shape_out(outs: list[Any], ports: list[Port], batch: int, form: str,

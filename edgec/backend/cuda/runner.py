@@ -22,11 +22,10 @@ def glue_source(src: CudaSources, device: bool) -> str:
     n = src.name
     plain_in = [i for i, p in enumerate(src.inputs) if not p.state]
     plain_out = [i for i, p in enumerate(src.outputs) if not p.state]
-    cast = "const float *"
-    run_args = [f"({cast})in[{i}]" for i in range(len(src.inputs))]
-    run_args += [f"(float *)out[{i}]" for i in range(len(src.outputs))]
-    step_args = [f"({cast})in[{k}]" for k in range(len(plain_in))]
-    step_args += [f"(float *)out[{k}]" for k in range(len(plain_out))]
+    run_args = [f"(const {p.ctype} *)in[{i}]" for i, p in enumerate(src.inputs)]
+    run_args += [f"({p.ctype} *)out[{i}]" for i, p in enumerate(src.outputs)]
+    step_args = [f"(const {src.inputs[i].ctype} *)in[{k}]" for k, i in enumerate(plain_in)]
+    step_args += [f"({src.outputs[i].ctype} *)out[{k}]" for k, i in enumerate(plain_out)]
     lines = [f'#include "{n}.h"', "", 'extern "C" {', ""]
     sep = ", " if run_args else ""
     ssep = ", " if step_args else ""
