@@ -605,6 +605,7 @@ def test_int8_host_build_equals_c_bit_for_bit(tmp_path: Path) -> None:
     c, cu, sets = _int8_case()
     assert "#define K8_IN_IMAGE_ZERO_POINT" in cu.cu_header
     assert "const int8_t *d_in_image" in cu.cu_header
+    assert "-fmad=false" in cu.cu_header  # bit-exact: the float quantization steps too
     batch = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
     got = cu.run(**batch, device="cpu")
     for i, name in enumerate(cu.output_names):

@@ -192,11 +192,15 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
     v = low.vars
     in_workspace = low.report["arena_bytes"] > LOCAL_ARENA_LIMIT
     per_sample = 4 * int(v["arena_floats"]) if in_workspace else 0
-    # kernels that must round like the reference: ops marked exact_fp, and C code that turns
-    # FP contraction off itself (the LSM membrane update); nvcc has no per-function switch
+    # kernels that must round like the reference: ops marked exact_fp, C code that turns FP
+    # contraction off itself (the LSM membrane update), int8 models (bit-exact to TFLite,
+    # float quantization steps included); nvcc has no per-function switch
     code = [*v["helpers"], *(k["body"] for k in v["kernels"])]
-    exact_fp = any(get_op(n, g).exact_fp for n in g.nodes) or any(
-        "fp-contract=off" in c or "fp contract(off)" in c for c in code)
+    exact_fp = (
+        any(get_op(n, g).exact_fp for n in g.nodes)
+        or any("fp-contract=off" in c or "fp contract(off)" in c for c in code)
+        or any(g.tensor(t).dtype == "int8" for t in g.runtime_tensors())
+    )
     space = "constant" if v["weight_bytes"] <= CONSTANT_LIMIT else "global"
     params, args = _state_args(low)
     cu_vars = {
