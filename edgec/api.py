@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgec.backend.c_emit import CModel, emit_c
+from edgec.backend.cuda.model import CudaModel
 from edgec.backend.host import HostLibrary, build_shared
 from edgec.errors import EdgecError
 from edgec.frontend.python_factory import load_python_factory, python_needs_function
@@ -228,6 +229,18 @@ def _target(target: Any) -> Any:
     return target if isinstance(target, Target) else load_target(target)
 
 
+#: what ``edgec.compile(..., target=...)`` emits: C99 (the default) or CUDA
+TARGETS = ("c", "cuda")
+
+
+def _check_target(target: str | None) -> None:
+    if target is not None and target not in TARGETS:
+        raise EdgecError(
+            f"target={target!r}: edgec.compile emits {' or '.join(map(repr, TARGETS))} "
+            "(Cortex-M boards: m.build(target=...) on the C model)"
+        )
+
+
 def compile_graph(
     g: Graph,
     name: str | None = None,
@@ -235,6 +248,32 @@ def compile_graph(
     options: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Optimise and emit ``g``; ``options`` (merged over ``g.options``) steer the passes."""
+    opt, source_graph = _optimized(g, state, options)
+    return CompiledModel(opt, emit_c(opt, name), source_graph)
+
+
+def compile_graph_cuda(
+    g: Graph,
+    name: str | None = None,
+    state: Sequence[tuple[str, str]] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> CudaModel:
+    """Optimise ``g`` like :func:`compile_graph` and emit CUDA sources (docs/cuda.md);
+    ``options["cuda"]`` picks the strategy."""
+    from edgec.backend.cuda.emit import emit_cuda
+
+    opt, source_graph = _optimized(g, state, options)
+    strategy = opt.options.get("cuda")
+    return CudaModel(opt, emit_cuda(opt, name, None if strategy is None else str(strategy)),
+                     source_graph)
+
+
+def _optimized(
+    g: Graph,
+    state: Sequence[tuple[str, str]] | None,
+    options: Mapping[str, Any] | None,
+) -> tuple[Graph, Graph]:
+    """(the optimised graph, the graph as given) with ``options`` and ``state`` applied."""
     check_options(options)
     source_graph = g
     if options:
@@ -254,8 +293,7 @@ def compile_graph(
                     f"({g.shape(s_in)} vs {g.shape(s_out)})"
                 )
         g.state = [tuple(p) for p in state]  # type: ignore[misc]
-    opt = optimize(g)
-    return CompiledModel(opt, emit_c(opt, name), source_graph)
+    return optimize(g), source_graph
 
 
 def load_graph(
@@ -349,12 +387,13 @@ def known_options() -> dict[str, str]:
     import importlib
     import pkgutil
 
+    import edgec.backend
     import edgec.frontend
     import edgec.ops
     import edgec.passes
 
     found: dict[str, str] = {}
-    for pkg in (edgec.ops, edgec.passes, edgec.frontend):
+    for pkg in (edgec.ops, edgec.passes, edgec.frontend, edgec.backend):
         for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             try:
                 mod = importlib.import_module(info.name)
@@ -392,11 +431,13 @@ def compile(  # noqa: A001 - the natural name
     quantize: str | None = None,
     calibration: Any = None,
     calibration_method: str = "minmax",
-) -> CompiledModel:
+    target: str | None = None,
+) -> CompiledModel | CudaModel:
     """Compile a model to C: an ONNX file or ``onnx.ModelProto``, a ``.tflite`` file or its
     bytes, a Keras model (``.keras``/``.h5``, a SavedModel directory, or the object; needs
     ``edgec[tf]``), a ``torch.export`` program (``.pt2``), ``file.py:function``, or a
-    ``torch.nn.Module`` with ``example_inputs``.
+    ``torch.nn.Module`` with ``example_inputs``. ``target="cuda"``: CUDA sources instead, a
+    :class:`edgec.backend.cuda.model.CudaModel` that runs batches on a GPU (docs/cuda.md).
 
     ``options`` steer structure-aware lowering of library modules, e.g. ``{"phm": "factored"}``,
     ``{"lsm": "regen"}``, ``{"target": "cortex-m4f"}``; ``{"sparse": "auto" | "csr" | "dense"}``
@@ -407,6 +448,7 @@ def compile(  # noqa: A001 - the natural name
     a list of input sets), ``calibration_method`` "minmax" or "percentile"; ops without an int8
     kernel stay float. ``m.quant_report`` then holds the accuracy change vs float.
     """
+    _check_target(target)
     g = load_graph(model, input_shapes, name, example_inputs, options)
     report = None
     if quantize is not None:
@@ -418,7 +460,12 @@ def compile(  # noqa: A001 - the natural name
         g, report = q.qdq, q.report
     elif calibration is not None:
         raise EdgecError("calibration= is used with quantize='int8'")
+    source = model if example_inputs is None else (model, example_inputs)
+    if target == "cuda":
+        cu = compile_graph_cuda(g, name=name, state=state, options=options)
+        cu.source = source
+        return cu
     cm = compile_graph(g, name=name, state=state, options=options)
     cm.quant_report = report
-    cm.source = model if example_inputs is None else (model, example_inputs)
+    cm.source = source
     return cm

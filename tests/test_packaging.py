@@ -27,6 +27,8 @@ def test_wheel_contains_runtime_data(tmp_path: Path) -> None:
     for required in (
         "edgec/templates/model.c.j2",
         "edgec/templates/firmware_main.c.j2",
+        "edgec/templates/cuda/model.cu.j2",
+        "edgec/templates/cuda/model.h.j2",
         "edgec/share/targets/cortex-m4f.toml",
         "edgec/share/firmware/startup.c",
         "edgec/share/firmware/cortexm.ld.in",

@@ -6,7 +6,9 @@
 - :mod:`edgec.backend.c_emit` (+ ``templates/model.{h,c}.j2``) and :mod:`edgec.backend.c_math`:
   the C99 sources;
 - :mod:`edgec.backend.host`: host shared libraries (cached by content) and the ctypes runner;
-- :mod:`edgec.backend.report`: the model report as rows for people.
+- :mod:`edgec.backend.report`: the model report as rows for people;
+- :mod:`edgec.backend.cuda`: the CUDA target (``<name>.cu``/``.h`` from the C lowering, nvcc and
+  host builds, ``CudaModel``).
 
 May import: ``edgec.ir``, ``edgec.errors``, ``edgec.ops``, ``edgec._package``; never the
 front-ends, the API, the MCU tooling, the MPC or the CLI.

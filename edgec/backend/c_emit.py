@@ -289,7 +289,34 @@ def _unique(names: list[str], prefix: str) -> list[str]:
     return out
 
 
+@dataclass
+class CLowering:
+    """An IR graph lowered to C pieces (weights, helpers, kernels, the calls of ``_run``, the
+    ports): what the templates render. The C back-end renders ``model.{h,c}.j2``; the CUDA
+    back-end (:mod:`edgec.backend.cuda`) renders the same pieces as device code."""
+
+    name: str
+    vars: dict[str, Any]
+    report: dict[str, Any]
+    inputs: list[Port]
+    outputs: list[Port]
+    state: list[tuple[str, str]]
+    state_inplace: set[str]
+
+    def render(self) -> CModel:
+        env = _env()
+        header = env.get_template("model.h.j2").render(**self.vars)
+        source = env.get_template("model.c.j2").render(**self.vars)
+        return CModel(self.name, header, source, self.report, self.inputs, self.outputs,
+                      self.state, self.state_inplace)
+
+
 def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CModel:
+    """``layer_marks``: see :func:`lower_c`."""
+    return lower_c(g, name, layer_marks).render()
+
+
+def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLowering:
     """``layer_marks``: a per-layer profiling build, each top-level node's code (a kernel call,
     or a whole loop) bracketed by ``edgec_mark_start()``/``edgec_mark_stop()``
     (firmware/edgec_marks.c); the report's ``layer_nodes`` lists the index in ``g.nodes`` of
@@ -484,7 +511,6 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
     if layer_marks:  # first an empty region: what the markers cost by themselves
         calls.insert(0, "edgec_mark_start(); edgec_mark_stop(); /* the markers' own cost */")
         report["layer_nodes"] = [-1, *layer_nodes]
-    env = _env()
     ctx_vars = {
         "name": name,
         "NAME": name.upper(),
@@ -512,9 +538,7 @@ def emit_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CMod
         "alias_pairs": alias_pairs,
         "layer_marks": layer_marks,
     }
-    header = env.get_template("model.h.j2").render(**ctx_vars)
-    source = env.get_template("model.c.j2").render(**ctx_vars)
-    return CModel(name, header, source, report, inputs, outputs, list(g.state), inplace_state)
+    return CLowering(name, ctx_vars, report, inputs, outputs, list(g.state), inplace_state)
 
 
 def _state_dst(st: dict[str, Any]) -> str:

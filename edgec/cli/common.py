@@ -7,12 +7,14 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgec.api import CompiledModel
 from edgec.api import compile as compile_model
 from edgec.backend.c_emit import Port
+from edgec.backend.cuda.model import CudaModel
 from edgec.errors import EdgecError
 from edgec.frontend.onnx_import import parse_input_shapes
 
@@ -96,15 +98,27 @@ def parse_state(specs: Sequence[str] | None) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def _compile_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "input_shapes": parse_input_shapes(args.input_shape),
+        "name": args.name,
+        "state": parse_state(args.state),
+        "options": parse_options(getattr(args, "option", None)),
+    }
+
+
 def compile_from_args(args: argparse.Namespace) -> CompiledModel:
     """Compile the model the command's model arguments name."""
-    return compile_model(
-        args.model,
-        input_shapes=parse_input_shapes(args.input_shape),
-        name=args.name,
-        state=parse_state(args.state),
-        options=parse_options(getattr(args, "option", None)),
-    )
+    m = compile_model(args.model, **_compile_kwargs(args))
+    assert isinstance(m, CompiledModel)
+    return m
+
+
+def compile_cuda_from_args(args: argparse.Namespace) -> CudaModel:
+    """The same for the CUDA target (``edgec compile --target cuda``)."""
+    m = compile_model(args.model, target="cuda", **_compile_kwargs(args))
+    assert isinstance(m, CudaModel)
+    return m
 
 
 def parse_options(specs: Sequence[str] | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ from edgec.cli.common import (
     add_model_args,
     add_ray_args,
     add_tolerance_args,
+    compile_cuda_from_args,
     compile_from_args,
     input_sets,
     output_dir,
@@ -24,11 +25,15 @@ Handler = Callable[[argparse.Namespace], int]
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p = sub.add_parser(
         "compile",
-        help="compile a model to <name>.h / <name>.c",
-        description="Compile a model to C99 sources (<name>.h, <name>.c).",
+        help="compile a model to <name>.h / <name>.c (or, --target cuda, <name>.cu)",
+        description="Compile a model to C99 sources (<name>.h, <name>.c), or with --target "
+        "cuda to CUDA sources (<name>.h, <name>.cu; docs/cuda.md).",
     )
     add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--target", dest="compile_target", choices=("c", "cuda"), default="c",
+                   help="c: C99 for MCUs and the host (default); cuda: CUDA C++ for a GPU, "
+                   "batch free at run time (--option cuda=fused)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser(
@@ -58,6 +63,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "its core's emulated twin) instead of the host (edgec targets); a stateful model steps "
         "through the input sets as one sequence",
     )
+    p.add_argument(
+        "--cuda", choices=("gpu", "cpu"),
+        help="verify the CUDA target's code instead of the C (docs/cuda.md): on the GPU, or "
+        "its host build (the same per-sample code, no GPU needed)",
+    )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--matrix", metavar="DIR",
                    help="verify every model file in DIR on every --targets board (QEMU), each "
@@ -83,7 +93,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     out = output_dir(args.output)
     t0 = time.perf_counter()
-    m = compile_from_args(args)
+    m = compile_cuda_from_args(args) if args.compile_target == "cuda" else compile_from_args(args)
     paths = m.write(out)
     if args.json:
         rep = m.report() | {"files": [str(p) for p in paths]}
@@ -92,6 +102,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     print(f"compiled {args.model} -> {', '.join(str(p) for p in paths)} in "
           f"{format_duration(dt)}")
+    if args.compile_target == "cuda":
+        from edgec.backend.cuda.emit import summary_rows as cuda_rows
+
+        print(format_table(["", ""], cuda_rows(m.report()), align="ll"))
+        return 0
     print(format_table(["", ""], summary_rows(m.report()), align="ll"))
     return 0
 
@@ -114,12 +129,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise EdgecError("edgec verify: name a MODEL (or --matrix DIR --targets T1,T2)")
     if args.targets or args.address or args.workers:
         raise EdgecError("edgec verify: --targets, --address and --workers go with --matrix DIR")
-    target = load_target(args.target) if args.target else None
-    m = compile_from_args(args)
-    ref = make_reference(m, args.model)
-    sets = input_sets(args.inputs, verify_ports(m, ref, target)) if args.inputs else None
-    rep = verify(m, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol, atol=args.atol,
-                 target=target, reference=ref)
+    if args.cuda:
+        if args.target:
+            raise EdgecError("edgec verify: --cuda and --target are exclusive (a GPU or its "
+                             "host build, or a Cortex-M board)")
+        view = compile_cuda_from_args(args).on("cuda" if args.cuda == "gpu" else "cpu")
+        ref = make_reference(view, args.model)
+        sets = input_sets(args.inputs, verify_ports(view, ref, None)) if args.inputs else None
+        rep = verify(view, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol,
+                     atol=args.atol, reference=ref)
+        rep.where = view.where
+    else:
+        target = load_target(args.target) if args.target else None
+        m = compile_from_args(args)
+        ref = make_reference(m, args.model)
+        sets = input_sets(args.inputs, verify_ports(m, ref, target)) if args.inputs else None
+        rep = verify(m, inputs=sets, n=args.n, seed=args.seed, rtol=args.rtol, atol=args.atol,
+                     target=target, reference=ref)
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
     else:

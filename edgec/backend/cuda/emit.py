@@ -1,0 +1,254 @@
+"""CUDA sources from an optimised IR graph: ``<name>.cu`` + ``<name>.h``.
+
+Strategy ``fused``: the C back-end lowers the graph exactly as for the MCU (same passes, same
+memory plan, same kernels, :func:`edgec.backend.c_emit.lower_c`); this module renders those
+pieces as device code. Every node kernel and helper becomes an ``EDGEC_DEVICE`` function (empty
+under a host compiler), the weight tables ``__constant__`` (``__device__`` when they exceed
+constant memory), and one CUDA kernel runs the whole network for one sample per thread, its
+activations in a per-thread arena (local memory; registers where the compiler resolves them).
+The same file compiled by a host C++ compiler is the host build that the numerics tests run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from edgec._package import __version__, data_path
+from edgec.backend.c_emit import CLowering, Port, lower_c
+from edgec.errors import EdgecError
+from edgec.ir import Graph
+from edgec.ops import get_op
+from edgec.ops.int8.fixedpoint import C_HELPERS as FIXEDPOINT_HELPERS
+from edgec.ops.spiking import CTZ_HELPER
+
+OPTIONS = {
+    "cuda": "CUDA lowering strategy (target cuda): fused (the whole network per sample in one "
+    "kernel, one thread per sample; for small models, the default) or layers (one kernel per "
+    "layer group; not implemented yet)",
+}
+
+STRATEGIES = ("fused", "layers")
+
+#: the largest per-thread arena (activations of one sample) kept in local memory; a larger one
+#: lies in the caller's workspace (``<NAME>_WORKSPACE_BYTES(batch)``)
+LOCAL_ARENA_LIMIT = 16 * 1024
+#: weights up to this size go to __constant__ memory (64 KiB per module, minus helper tables)
+CONSTANT_LIMIT = 60 * 1024
+#: threads per block of the generated kernels
+BLOCK = 128
+
+#: device versions of C helpers that use host-only builtins
+DEVICE_HELPERS: dict[str, str] = {
+    FIXEDPOINT_HELPERS["edgec_clz32"]: """/* Leading zero bits of a 32-bit value (32 for 0). */
+static inline int edgec_clz32(uint32_t x)
+{
+#ifdef EDGEC_HOST_BUILD
+#if defined(__GNUC__) || defined(__clang__)
+    return x ? __builtin_clz(x) : 32;
+#else
+    int n = 0;
+    if (!x) return 32;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        ++n;
+    }
+    return n;
+#endif
+#else
+    return __clz((int)x);
+#endif
+}""",
+    CTZ_HELPER: """/* index of the lowest set bit of a non-zero word */
+static int edgec_ctz32(uint32_t v)
+{
+#ifdef EDGEC_HOST_BUILD
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(v);
+#else
+    int n = 0;
+    while (!(v & 1u)) {
+        v >>= 1;
+        ++n;
+    }
+    return n;
+#endif
+#else
+    return __ffs((int)v) - 1;
+#endif
+}""",
+}
+
+
+@dataclass
+class CudaSources:
+    """The generated CUDA library of one model."""
+
+    name: str
+    header: str
+    source: str
+    report: dict[str, Any]
+    inputs: list[Port]
+    outputs: list[Port]
+    state: list[tuple[str, str]]
+    strategy: str
+    #: kernels that must round like the reference: build with -fmad=false
+    exact_fp: bool
+    #: floats per sample of each state tensor, in ``<name>_state_t`` order
+    state_sizes: list[int] = field(default_factory=list)
+    #: device workspace bytes per sample (the arena, when too large for local memory)
+    workspace_per_sample: int = 0
+
+    @property
+    def state_floats(self) -> int:
+        return sum(self.state_sizes)
+
+    def write(self, directory: str | Path) -> list[Path]:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = [d / f"{self.name}.h", d / f"{self.name}.cu"]
+        paths[0].write_text(self.header)
+        paths[1].write_text(self.source)
+        return paths
+
+
+def strategy_for(g: Graph, option: str | None) -> str:
+    """The strategy ``--option cuda=...`` names, or the default for this model's size."""
+    if option is None:
+        return "fused"  # the only one that exists; a size-based choice comes with 'layers'
+    if option not in STRATEGIES:
+        raise EdgecError(
+            f"--option cuda={option}: unknown CUDA strategy; supported: {', '.join(STRATEGIES)}"
+        )
+    if option == "layers":
+        raise EdgecError(
+            f"{g.name}: --option cuda=layers (one kernel per layer group) is not implemented "
+            "yet; use cuda=fused (docs/cuda.md)"
+        )
+    return option
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_path("templates/cuda/model.cu.j2").parent)),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+_FUNC = re.compile(r"^static\s+[^=;\[{]*\(")
+
+
+def device_helper(code: str) -> str:
+    """A C helper as device code: its file-scope functions ``EDGEC_DEVICE``, its constant tables
+    ``EDGEC_TABLE``; mutable file-scope data (shared between threads) is refused."""
+    code = DEVICE_HELPERS.get(code, code)
+    out = []
+    depth = 0
+    for line in code.split("\n"):
+        if depth == 0 and line.startswith("static "):
+            if _FUNC.match(line):
+                line = "static EDGEC_DEVICE " + line[len("static "):]
+            elif re.search(r"\bconst\b", line.split("=")[0]):
+                line = "static EDGEC_TABLE " + line[len("static "):]
+            else:
+                raise EdgecError(
+                    f"generated C keeps mutable data at file scope ('{line.strip()}'): one "
+                    "copy cannot serve every CUDA thread (an LSM reservoir in mode 'ram': use "
+                    "--option lsm=flash or lsm=regen for CUDA)"
+                )
+        depth += line.count("{") - line.count("}")
+        out.append(line)
+    return "\n".join(out)
+
+
+def _state_args(low: CLowering) -> tuple[str, str]:
+    """(parameters, arguments of ``<name>_sample``) of ``<name>_sample_step``: state ports from
+    the state struct ``s`` (or a local next-state buffer), the rest passed through."""
+    states = low.vars["state"]
+    by_src = {s["src"]: s for s in states}
+    by_dst = {s["dst"]: s for s in states}
+    params = [f"const {p.ctype} *EDGEC_RESTRICT {p.c}" for p in low.inputs if not p.state]
+    params += [f"{p.ctype} *EDGEC_RESTRICT {p.c}" for p in low.outputs if not p.state]
+    args = [f"s->{by_src[p.name]['c']}" if p.state else p.c for p in low.inputs]
+    for p in low.outputs:
+        if not p.state:
+            args.append(p.c)
+            continue
+        st = by_dst[p.name]
+        args.append(f"s->{st['c']}" if st["inplace"] else f"{st['c']}_next")
+    return ", ".join(params), ", ".join(args)
+
+
+def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) -> CudaSources:
+    """``<name>.cu`` + ``<name>.h`` for the optimised graph ``g``."""
+    strategy = strategy_for(g, strategy)
+    low = lower_c(g, name)
+    v = low.vars
+    in_workspace = low.report["arena_bytes"] > LOCAL_ARENA_LIMIT
+    per_sample = 4 * int(v["arena_floats"]) if in_workspace else 0
+    # kernels that must round like the reference: ops marked exact_fp, C code that turns FP
+    # contraction off itself (the LSM membrane update), int8 models (bit-exact to TFLite,
+    # float quantization steps included); nvcc has no per-function switch
+    code = [*v["helpers"], *(k["body"] for k in v["kernels"])]
+    exact_fp = (
+        any(get_op(n, g).exact_fp for n in g.nodes)
+        or any("fp-contract=off" in c or "fp contract(off)" in c for c in code)
+        or any(g.tensor(t).dtype == "int8" for t in g.runtime_tensors())
+    )
+    space = "constant" if v["weight_bytes"] <= CONSTANT_LIMIT else "global"
+    params, args = _state_args(low)
+    cu_vars = {
+        **v,
+        "strategy": strategy,
+        "helpers": [device_helper(h) for h in v["helpers"]],
+        "weight_space": space,
+        "weight_qualifier": "__constant__" if space == "constant" else "__device__",
+        "workspace_per_sample": per_sample,
+        "arena_in_workspace": in_workspace,
+        "block": BLOCK,
+        "exact_fp": exact_fp,
+        "step_inputs": [p for p in low.inputs if not p.state],
+        "step_outputs": [p for p in low.outputs if not p.state],
+        "sample_step_params": params,
+        "sample_step_args": args,
+        "version": __version__,
+    }
+    env = _env()
+    header = env.get_template("model.h.j2").render(**cu_vars)
+    source = env.get_template("model.cu.j2").render(**cu_vars)
+    report = dict(low.report)
+    report.pop("state_bytes", None)
+    report |= {
+        "target": "cuda",
+        "strategy": strategy,
+        "weight_space": space,
+        "thread_arena_bytes": low.report["arena_bytes"],
+        "workspace_bytes_per_sample": per_sample,
+    }
+    if low.state:
+        report["state_bytes"] = 4 * sum(s["size"] for s in v["state"])
+    return CudaSources(
+        low.name, header, source, report, low.inputs, low.outputs, low.state, strategy,
+        exact_fp, [int(s["size"]) for s in v["state"]], per_sample,
+    )
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The report of a CUDA compile as rows for people (``edgec compile --target cuda``)."""
+    rows = [
+        ["strategy", f"{report['strategy']} (one thread per sample)"],
+        ["parameters", f"{report['params']:,}"],
+        ["weights", f"{report['weight_bytes']:,} B ({report['weight_space']} memory)"],
+        ["activations per thread", f"{report['thread_arena_bytes']:,} B ("
+         + ("workspace" if report["workspace_bytes_per_sample"] else "local memory") + ")"],
+        ["MACs per sample", f"{report['macs']:,}"],
+    ]
+    if "state_bytes" in report:
+        rows.append(["state per sample", f"{report['state_bytes']:,} B"])
+    return rows
