@@ -543,7 +543,9 @@ class CfC(Op):
             off += spec.state
         header += f"float *const cat = h + {off};\nfloat *const gates = cat + {cat_n};\n"
         if bb_n:
-            header += f"float *const bb0 = gates + {gates_n};\nfloat *const bb1 = bb0 + {bb_n};\n"
+            header += f"float *const bb0 = gates + {gates_n};\n"
+            if len(node.attrs["backbone"]) > 1:  # the layers alternate between two buffers
+                header += f"float *const bb1 = bb0 + {bb_n};\n"
         step = _lstm_c(ctx, node.attrs["lstm"], spec.inp, spec.state) if spec.mixed else ""
         src, src_n, off = "xt", spec.inp, 0
         for li, lay in enumerate(layers):
