@@ -181,5 +181,7 @@ def _pair(node: Node, key: str, default: int) -> tuple[int, int]:
 
 
 def indent(code: str, levels: int = 1) -> str:
+    """``code`` indented by ``levels`` (preprocessor lines stay in column 0)."""
     pad = "    " * levels
-    return "".join((pad + ln if ln else ln) + "\n" for ln in code.rstrip("\n").split("\n"))
+    return "".join((pad + ln if ln and not ln.lstrip().startswith("#") else ln) + "\n"
+                   for ln in code.rstrip("\n").split("\n"))

@@ -1,0 +1,186 @@
+"""The DSP-extension kernel of QFullyConnected: one C function per rounding form, shared by every
+fully connected layer of a model (called with the layer's tables, so a model with ten dense
+layers carries one copy of the loop).
+
+The input row (K int8 codes) is first widened to int16 into the node's scratch buffer (2 * kp
+bytes, kp = K rounded up to a multiple of 4, zero padded), with its sum for the pair table's
+correction (see :mod:`edgec.ops.int8.gemm_s8`). Then for each quad of the pair table (four
+output rows) an assembly loop takes 16 k per iteration, four steps of
+
+    LDRD  xa, xb      <- x[k .. k + 3] as two int16 pairs
+    LDM   w0-w3       <- the quad's four words of k pairs (k, k + 1) and (k + 2, k + 3)
+    4 x (SMLAD a, w, x ; SXTB16 w, w, ROR #8 ; SMLAD d, w, x)
+
+that is 14 instructions per 16 MACs; the k % 16 rest in C with the same arithmetic, the lone
+pair (M % 4 in {1, 2}) in C. Requantization and the clamp are fused per output; with the
+single rounding (TFLite's FULLY_CONNECTED) and a shift in [-31, -2] (every multiplier below
+1/4, the usual case) the 64-bit rounding shift is a high-word multiply, an add and a shift:
+``(x * M + 2^(30 - s)) >> (31 - s) == ((x * M >> 32) + 2^(-2 - s)) >> (-1 - s)`` exactly,
+because 2^(30 - s) is then a multiple of 2^32.
+
+Instruction floor (batch 1, int8 weights stored once in flash): every weight word (four int8
+weights, two rows x two k) needs at least one SMLAD per two MACs, and the pair table's second
+row needs its bytes sign-extended (one SXTB16 per word) before its SMLAD: 3 ALU instructions
+per 4 MACs, 0.75 per MAC, before any load. With loads (LDM: one instruction per four words,
+LDRD of the int16 input shared by the four rows) the loop is 14 / 16 = 0.875 per MAC.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgec.ops.base import EmitContext
+from edgec.ops.int8.fixedpoint import use_mbqm
+from edgec.ops.int8.gemm_s8 import use_kernels
+
+#: MultiplyByQuantizedMultiplier, single rounding, for shifts in [-31, -2] only
+MBQM_SINGLE_HI_C = """\
+/* edgec_mbqm_single for a shift in [-31, -2] (the caller checks at compile time): the rounding
+ * constant 2^(30 - shift) is then a multiple of 2^32, so the 64-bit rounding shift is the high
+ * word of the product plus 2^(-2 - shift), shifted right by -1 - shift (exactly). */
+static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int shift)
+{
+    const int sh = -1 - shift;
+    const int32_t h = (int32_t)(((int64_t)x * multiplier) >> 32);
+    return (h + (1 << (sh - 1))) >> sh;
+}"""
+
+
+def fast_single(shifts: object) -> bool:
+    """Whether every shift allows :data:`MBQM_SINGLE_HI_C` (the kernel form ``"single_hi"``)."""
+    s = np.asarray(shifts).reshape(-1)
+    return bool(s.size) and bool(np.all((s >= -31) & (s <= -2)))
+
+
+FC_C = r"""#ifdef EDGEC_S8_DSP
+/* QFullyConnected on the DSP extension, {form} rounding: y[r] = requant(bias[r] + w[r] . x)
+ * for r < m, the weights a pair table of kp (a multiple of 4) codes per row, x the k int8
+ * codes of one input row; scratch: 2 * kp bytes (the row widened to int16). mult and shift
+ * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). */
+static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, int kp,
+                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                              int cmask, int32_t zp_y, int32_t lo, int32_t hi, int8_t *y,
+                              void *scratch)
+{{
+    edgec_u32a *xw = (edgec_u32a *)scratch;
+    edgec_q15a *xh = (edgec_q15a *)scratch;
+    const int mp = m + (m & 1), kp16 = kp & ~15, k4 = k & ~3;
+    const int8_t *wp = w;
+    int32_t sx = 0, corr;
+    int i, q;
+    for (i = 0; i < k4; i += 4) {{
+        uint32_t v;
+        int32_t e, o;
+        memcpy(&v, x + i, 4);
+        e = __sxtb16((int32_t)v);
+        o = edgec_sxtb16_hi((int32_t)v);
+        xw[i >> 1] = ((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16);
+        xw[(i >> 1) + 1] = ((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16);
+        sx = __smlad(e, 0x00010001, sx);
+        sx = __smlad(o, 0x00010001, sx);
+    }}
+    for (i = k4; i < k; ++i) {{
+        xh[i] = x[i];
+        sx += x[i];
+    }}
+    for (i = k; i < kp; ++i) xh[i] = 0;
+    corr = (int32_t)((uint32_t)sx << 7);
+    for (q = 0; q < (mp >> 2); ++q) {{
+        register int32_t w0 __asm__("r0");
+        register int32_t w1 __asm__("r1");
+        register int32_t w2 __asm__("r2");
+        register int32_t w3 __asm__("r3");
+        int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0, xa, xb, acc[4];
+        const edgec_u32a *xp = xw;
+        const edgec_u32a *const end = xw + (kp16 >> 1);
+        int j, r;
+        if (kp16 > 0) {{
+            __asm__ volatile(
+                "1:\n\t"
+{steps}                "cmp %[xp], %[end]\n\t"
+                "bne 1b\n\t"
+                : [a0] "+r"(a0), [d0] "+r"(d0), [a1] "+r"(a1), [d1] "+r"(d1),
+                  [xp] "+r"(xp), [wp] "+r"(wp), [xa] "=&r"(xa), [xb] "=&r"(xb),
+                  [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+                : [end] "r"(end)
+                : "cc", "memory");
+        }}
+        for (j = kp16; j < kp; j += 4, wp += 16, xp += 2) {{
+            const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
+            int32_t v0 = (int32_t)ww[0], v1 = (int32_t)ww[1];
+            int32_t v2 = (int32_t)ww[2], v3 = (int32_t)ww[3];
+            xa = (int32_t)xp[0];
+            xb = (int32_t)xp[1];
+            a0 = __smlad(v0, xa, a0);
+            d0 = __smlad(edgec_sxtb16_hi(v0), xa, d0);
+            a1 = __smlad(v1, xa, a1);
+            d1 = __smlad(edgec_sxtb16_hi(v1), xa, d1);
+            a0 = __smlad(v2, xb, a0);
+            d0 = __smlad(edgec_sxtb16_hi(v2), xb, d0);
+            a1 = __smlad(v3, xb, a1);
+            d1 = __smlad(edgec_sxtb16_hi(v3), xb, d1);
+        }}
+        acc[0] = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8) - (uint32_t)corr);
+        acc[1] = d0;
+        acc[2] = (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - (uint32_t)corr);
+        acc[3] = d1;
+        for (r = 0; r < 4; ++r) {{
+            const int row = 4 * q + r;
+            if (row < m) {{
+                int32_t v = {mbqm}(bias[row] + acc[r], mult[row & cmask], shift[row & cmask])
+                            + zp_y;
+                v = v < lo ? lo : v;
+                y[row] = (int8_t)(v > hi ? hi : v);
+            }}
+        }}
+    }}
+    if ((mp >> 1) & 1) {{  /* the lone pair: rows mp - 2 and (if < m) mp - 1 */
+        const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
+        int32_t a = 0, d = 0, acc[2];
+        int j, r;
+        for (j = 0; j < (kp >> 1); ++j) {{
+            const int32_t v = (int32_t)ww[j], xv = (int32_t)xw[j];
+            a = __smlad(v, xv, a);
+            d = __smlad(edgec_sxtb16_hi(v), xv, d);
+        }}
+        acc[0] = (int32_t)((uint32_t)a - ((uint32_t)d << 8) - (uint32_t)corr);
+        acc[1] = d;
+        for (r = 0; r < 2; ++r) {{
+            const int row = mp - 2 + r;
+            if (row < m) {{
+                int32_t v = {mbqm}(bias[row] + acc[r], mult[row & cmask], shift[row & cmask])
+                            + zp_y;
+                v = v < lo ? lo : v;
+                y[row] = (int8_t)(v > hi ? hi : v);
+            }}
+        }}
+    }}
+}}
+#endif"""
+
+_STEP = (
+    '"ldrd %[xa], %[xb], [%[xp]], #8\\n\\t"\n'
+    '"ldm %[wp]!, {{%[w0], %[w1], %[w2], %[w3]}}\\n\\t"\n'
+    + "".join(
+        f'"smlad %[{a}], %[{w}], %[{x}], %[{a}]\\n\\t"\n'
+        f'"sxtb16 %[{w}], %[{w}], ror #8\\n\\t"\n'
+        f'"smlad %[{d}], %[{w}], %[{x}], %[{d}]\\n\\t"\n'
+        for w, x, a, d in (("w0", "xa", "a0", "d0"), ("w1", "xa", "a1", "d1"),
+                           ("w2", "xb", "a0", "d0"), ("w3", "xb", "a1", "d1")))
+)
+#: k steps of 4 per assembly iteration
+STEPS = 4
+
+
+def use_fc_kernel(ctx: EmitContext, form: str) -> str:
+    """Emit the DSP fully connected kernel of requantization form ``form`` (once): "single",
+    "double" (MultiplyByQuantizedMultiplier's two roundings) or "single_hi" (single rounding,
+    every shift in [-31, -2]: :func:`fast_single`); its name."""
+    use_kernels(ctx)
+    if form == "single_hi":
+        mbqm = ctx.helper("edgec_mbqm_single_hi", MBQM_SINGLE_HI_C)
+    else:
+        mbqm = use_mbqm(ctx, form)
+    steps = "".join(" " * 16 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
+                    .replace("}}", "}").rstrip("\n").split("\n"))
+    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps))
