@@ -81,13 +81,15 @@ def use_requant(ctx: EmitContext, rounding: str) -> str:
 class Requant:
     """Per-channel or per-tensor requantization constants of one kernel, as C expressions."""
 
-    def __init__(self, ctx: EmitContext, base: str, mult: np.ndarray, shift: np.ndarray):
+    def __init__(self, ctx: EmitContext, base: str, mult: np.ndarray, shift: np.ndarray,
+                 shift_ctype: str = "int32_t"):
         mult, shift = np.asarray(mult).reshape(-1), np.asarray(shift).reshape(-1)
+        self.shift_ctype = shift_ctype
         self.per_channel = mult.size > 1 and not (np.all(mult == mult[0])
                                                  and np.all(shift == shift[0]))
         if self.per_channel:
             self.mult_sym = ctx.const_array(f"{base}_mult", mult, "int32_t", param=False)
-            self.shift_sym = ctx.const_array(f"{base}_shift", shift, "int32_t", param=False)
+            self.shift_sym = ctx.const_array(f"{base}_shift", shift, shift_ctype, param=False)
         else:
             self.m0, self.s0 = int(mult[0]), int(shift[0])
 

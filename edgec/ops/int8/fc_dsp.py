@@ -37,12 +37,13 @@ from edgec.ops.int8.gemm_s8 import use_kernels
 MBQM_SINGLE_HI_C = """\
 /* edgec_mbqm_single for a shift in [-31, -2] (the caller checks at compile time): the rounding
  * constant 2^(30 - shift) is then a multiple of 2^32, so the 64-bit rounding shift is the high
- * word of the product plus 2^(-2 - shift), shifted right by -1 - shift (exactly). */
-static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int shift)
+ * word h of the product plus 2^(-2 - shift), shifted right by -1 - shift, which equals
+ * ((h >> (-2 - shift)) + 1) >> 1 (exactly; no overflow since |h| < 2^30). Its last argument
+ * is rshift = -2 - shift (the kernels' int8 table). */
+static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int rshift)
 {
-    const int sh = -1 - shift;
     const int32_t h = (int32_t)(((int64_t)x * multiplier) >> 32);
-    return (h + (1 << (sh - 1))) >> sh;
+    return ((h >> rshift) + 1) >> 1;
 }"""
 
 
@@ -53,12 +54,21 @@ def fast_single(shifts: object) -> bool:
 
 
 FC_C = r"""#ifdef EDGEC_S8_DSP
+/* One output of edgec_fc_s8_{form}: requantize, add the zero point, clamp, store. */
+static inline void edgec_fc_out_{form}(int8_t *y, int32_t acc, int32_t mult, int32_t shift,
+                                      int32_t zp_y, int32_t lo, int32_t hi)
+{{
+    int32_t v = {mbqm}(acc, mult, shift) + zp_y;
+    v = v < lo ? lo : v;
+    *y = (int8_t)(v > hi ? hi : v);
+}}
+
 /* QFullyConnected on the DSP extension, {form} rounding: y[r] = requant(bias[r] + w[r] . x)
  * for r < m, the weights a pair table of kp (a multiple of 4) codes per row, x the k int8
  * codes of one input row; scratch: 2 * kp bytes (the row widened to int16). mult and shift
  * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). */
 static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, int kp,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                              const int32_t *bias, const int32_t *mult, const {stype} *shift,
                               int cmask, int32_t zp_y, int32_t lo, int32_t hi, int8_t *y,
                               void *scratch)
 {{
@@ -90,10 +100,10 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
         register int32_t w1 __asm__("r1");
         register int32_t w2 __asm__("r2");
         register int32_t w3 __asm__("r3");
-        int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0, xa, xb, acc[4];
+        int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0, xa, xb;
         const edgec_u32a *xp = xw;
         const edgec_u32a *const end = xw + (kp16 >> 1);
-        int j, r;
+        int j;
         if (kp16 > 0) {{
             __asm__ volatile(
                 "1:\n\t"
@@ -120,39 +130,37 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
             a1 = __smlad(v3, xb, a1);
             d1 = __smlad(edgec_sxtb16_hi(v3), xb, d1);
         }}
-        acc[0] = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8) - (uint32_t)corr);
-        acc[1] = d0;
-        acc[2] = (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - (uint32_t)corr);
-        acc[3] = d1;
-        for (r = 0; r < 4; ++r) {{
-            const int row = 4 * q + r;
-            if (row < m) {{
-                int32_t v = {mbqm}(bias[row] + acc[r], mult[row & cmask], shift[row & cmask])
-                            + zp_y;
-                v = v < lo ? lo : v;
-                y[row] = (int8_t)(v > hi ? hi : v);
+        {{
+            const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
+            const int32_t *mq = mult + c;
+            const {stype} *sq = shift + c;
+            edgec_fc_out_{form}(y + r0, (int32_t)((uint32_t)bias[r0] + (uint32_t)a0 -
+                               ((uint32_t)d0 << 8) - (uint32_t)corr), mq[0], sq[0], zp_y, lo, hi);
+            edgec_fc_out_{form}(y + r0 + 1, bias[r0 + 1] + d0, mq[st], sq[st], zp_y, lo, hi);
+            edgec_fc_out_{form}(y + r0 + 2, (int32_t)((uint32_t)bias[r0 + 2] + (uint32_t)a1 -
+                               ((uint32_t)d1 << 8) - (uint32_t)corr), mq[2 * st], sq[2 * st],
+                               zp_y, lo, hi);
+            if (r0 + 3 < m) {{
+                edgec_fc_out_{form}(y + r0 + 3, bias[r0 + 3] + d1, mq[3 * st], sq[3 * st], zp_y,
+                                   lo, hi);
             }}
         }}
     }}
     if ((mp >> 1) & 1) {{  /* the lone pair: rows mp - 2 and (if < m) mp - 1 */
         const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
-        int32_t a = 0, d = 0, acc[2];
-        int j, r;
+        int32_t a = 0, d = 0;
+        int j;
         for (j = 0; j < (kp >> 1); ++j) {{
             const int32_t v = (int32_t)ww[j], xv = (int32_t)xw[j];
             a = __smlad(v, xv, a);
             d = __smlad(edgec_sxtb16_hi(v), xv, d);
         }}
-        acc[0] = (int32_t)((uint32_t)a - ((uint32_t)d << 8) - (uint32_t)corr);
-        acc[1] = d;
-        for (r = 0; r < 2; ++r) {{
-            const int row = mp - 2 + r;
-            if (row < m) {{
-                int32_t v = {mbqm}(bias[row] + acc[r], mult[row & cmask], shift[row & cmask])
-                            + zp_y;
-                v = v < lo ? lo : v;
-                y[row] = (int8_t)(v > hi ? hi : v);
-            }}
+        edgec_fc_out_{form}(y + mp - 2, (int32_t)((uint32_t)bias[mp - 2] + (uint32_t)a -
+                           ((uint32_t)d << 8) - (uint32_t)corr), mult[(mp - 2) & cmask],
+                           shift[(mp - 2) & cmask], zp_y, lo, hi);
+        if (mp - 1 < m) {{
+            edgec_fc_out_{form}(y + mp - 1, bias[mp - 1] + d, mult[(mp - 1) & cmask],
+                               shift[(mp - 1) & cmask], zp_y, lo, hi);
         }}
     }}
 }}
@@ -175,7 +183,8 @@ STEPS = 4
 def use_fc_kernel(ctx: EmitContext, form: str) -> str:
     """Emit the DSP fully connected kernel of requantization form ``form`` (once): "single",
     "double" (MultiplyByQuantizedMultiplier's two roundings) or "single_hi" (single rounding,
-    every shift in [-31, -2]: :func:`fast_single`); its name."""
+    every shift in [-31, -2]: :func:`fast_single`; its shift table is int8 ``-2 - shift``);
+    its name."""
     use_kernels(ctx)
     if form == "single_hi":
         mbqm = ctx.helper("edgec_mbqm_single_hi", MBQM_SINGLE_HI_C)
@@ -183,4 +192,6 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
         mbqm = use_mbqm(ctx, form)
     steps = "".join(" " * 16 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
                     .replace("}}", "}").rstrip("\n").split("\n"))
-    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps))
+    stype = "int8_t" if form == "single_hi" else "int32_t"
+    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps,
+                                                          stype=stype))

@@ -170,15 +170,19 @@ class QFullyConnected(QOp):
         wsym = ctx.const_array(f"{node.name}_w", table, "int8_t", param=True,
                                padding=table.size - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
-        rq = Requant(ctx, node.name, mult, shift)
         rounding = rounding_of(g, fully_connected=True)
+        form = "single_hi" if rounding == "single" and fast_single(shift) else rounding
+        if form == "single_hi":  # one int8 table of -2 - shift for both kernels
+            shift = -2 - np.asarray(shift)
+        rq = Requant(ctx, node.name, mult, shift,
+                     shift_ctype="int8_t" if form == "single_hi" else "int32_t")
         requant = use_requant(ctx, rounding)
         use_kernels(ctx)
         gemm = Rows(m, k, wsym, bsym, FC_KMULT)
 
         def store(mi: str, col: int, acc: str) -> str:
-            return (f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {rq.shift(mi)}, {zp_y}, {lo}, "
-                    f"{hi});")
+            sh = f"-2 - {rq.shift(mi)}" if form == "single_hi" else rq.shift(mi)
+            return f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {sh}, {zp_y}, {lo}, {hi});"
 
         # the DSP kernel takes tables: one entry each when the multiplier is per tensor
         unused = "(void)scratch;\n"
@@ -187,12 +191,11 @@ class QFullyConnected(QOp):
         else:
             msym = ctx.const_array(f"{node.name}_mult", np.array([rq.m0]), "int32_t",
                                    param=False)
-            ssym = ctx.const_array(f"{node.name}_shift", np.array([rq.s0]), "int32_t",
+            ssym = ctx.const_array(f"{node.name}_shift", np.array([rq.s0]), rq.shift_ctype,
                                    param=False)
             cmask = 0
             unused += f"(void){msym};\n(void){ssym};\n"
-        fc = use_fc_kernel(ctx, "single_hi" if rounding == "single" and fast_single(shift)
-                           else rounding)
+        fc = use_fc_kernel(ctx, form)
         dsp = (f"{fc}(xr, {k}, {wsym}, {m}, {gemm.kp}, {bsym}, {msym}, {ssym}, {cmask}, "
                f"{zp_y}, {lo}, {hi}, yr, scratch);\n")
         row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + gemm.generic("xr", store)
