@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgec.api import CompiledModel, compile_graph
-from edgec.ir import Graph
+from edgec.ir import Graph, Quant
 from edgec.mcu.project import build_firmware, step_ports
 from edgec.mcu.qemu import run_qemu
 from edgec.mcu.targets import load_target
@@ -122,6 +122,41 @@ def test_board_matches_reference(gemm_model: CompiledModel, tmp_path: Path, targ
         want = interpret(gemm_model.graph, f)
         for p, g in zip(outs, vals, strict=True):
             assert np.array_equal(g, want[p.name]), (target, p.name)
+
+
+def _fc_forms_graph(rounding: str) -> Graph:
+    """Fully connected layers for each requantization form of the DSP kernel: multipliers below
+    1/4 (the single-rounding high-word form), a multiplier >= 1/4 in one layer (the general
+    form), K = 50 (three 16-k loops and a 4-k rest, k % 4 = 2), M = 9 (two quads and a lone
+    pair with a padded row); ``rounding`` is the int8_rounding option."""
+    b = Builder("fcforms", 9, options={"int8_rounding": rounding})
+    v = b.input("v", (1, 50))
+    f1 = b.op("QFullyConnected", [v, w := b.weights((9, 50), 0), b.bias(9, v, w)],
+              act_min=-100, act_max=120)
+    big = Quant.per_tensor(0.00002, 3)  # s_x * s_w / s_y >= 1/4
+    f2 = b.op("QFullyConnected", [v, w := b.weights((5, 50), None), b.bias(5, v, w)],
+              quant=big)
+    f3 = b.op("QFullyConnected", [f1, w := b.weights((16, 9), 0), b.bias(16, f1, w)])
+    return b.finish([f2, f3])
+
+
+@QEMU
+@pytest.mark.qemu
+@pytest.mark.parametrize("rounding", ["tflite", "double"])
+def test_fc_requant_forms_on_board(tmp_path: Path, rounding: str) -> None:
+    """Each DSP fully connected form (single rounding high-word and general, double) is
+    bit-exact on the M4F, and the generic C of the same build too."""
+    m = compile_graph(_fc_forms_graph(rounding))
+    forms = {"edgec_fc_s8_single_hi", "edgec_fc_s8_single", "edgec_fc_s8_double"}
+    used = {f for f in forms if f + "(" in m.c_source}
+    assert used == ({"edgec_fc_s8_single_hi", "edgec_fc_s8_single"} if rounding == "tflite"
+                    else {"edgec_fc_s8_double"})
+    for cflags in ((), ("-DEDGEC_NO_DSP",)):
+        feeds, outs, got, _ = _run_board(m, "cortex-m4f", tmp_path / f"fw{len(cflags)}", cflags)
+        for f, vals in zip(feeds, got, strict=True):
+            want = interpret(m.graph, f)
+            for p, g in zip(outs, vals, strict=True):
+                assert np.array_equal(g, want[p.name]), (rounding, cflags, p.name)
 
 
 def test_bench_layers_match_their_names() -> None:
