@@ -42,6 +42,7 @@ from edgec.ops.int8.fully_connected import (
     weight_layout,
 )
 from edgec.ops.int8.gemm_s8 import Rows, padded_dims, use_kernels
+from edgec.ops.int8.shared import SharedKernel
 
 Outs = list[tuple[Shape, str]]
 
@@ -134,10 +135,18 @@ class QConv2D(QOp):
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
+        sk = SharedKernel(ctx, "edgec_conv_s8")
         wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
                                padding=sum(t.size for t in tables) - w.size)
         bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        sk.table(wsym, "int8_t")
+        sk.table(bsym, "int32_t")
         rq = Requant(ctx, node.name, mult, shift)
+        if rq.per_channel:
+            sk.table(rq.mult_sym, "int32_t")
+            sk.table(rq.shift_sym, "int32_t")
+        zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
+                                sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
         requant = use_requant(ctx, rounding_of(ctx.g))
         use_kernels(ctx)
         if groups > 1:
@@ -145,7 +154,9 @@ class QConv2D(QOp):
         else:
             gemm = Rows(og, k, wsym, bsym)
         ch = f"gr * {og} + " if groups > 1 else ""
-        x, y = ctx.inp(0), ctx.out(0)
+        x = sk.ptr("const int8_t *restrict", "x0", ctx.inp(0))
+        y = sk.ptr("int8_t *restrict", "y0", ctx.out(0))
+        sk.ptr("int8_t *restrict", "scratch", ctx.scratch())
         hw_c = win.h * win.w * win.c
         npix = win.oh * win.ow
 
@@ -175,7 +186,7 @@ class QConv2D(QOp):
                 f"            memcpy(pp, xn + (ih * {win.w} + iw) * {win.c}"
                 f"{' + gr * ' + str(cg) if groups > 1 else ''}, {cg});\n"
                 f"        }} else {{\n"
-                f"            memset(pp, {zp_x & 0xFF}, {cg});\n"
+                f"            memset(pp, {zp_x_c}, {cg});\n"
                 f"        }}\n"
                 f"        pp += {cg};\n"
                 f"    }}\n"
@@ -190,17 +201,17 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x, npix, store_dsp)
+        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp)
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
-            return f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops
+            return sk.wrap(f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops)
         head = (f"const int8_t *xn = {x} + n * {hw_c};\n"
                 f"int8_t *yn = {y} + n * {win.oh * win.ow * o};\n")
-        return (f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
-                + "}\n")
+        return sk.wrap(f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
+                       + "}\n")
 
-    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: int, npix: int,
+    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
              store: object) -> str:
         """The DSP path: output pixels two at a time, each one's receptive field widened to
         int16 into its column of the interleaved patch, then the pair-table GEMM."""

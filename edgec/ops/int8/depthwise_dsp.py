@@ -50,14 +50,15 @@ def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
                      "    const int8_t *xc = xp + ch;")
 
 
-def border_channels(win: Any, c: int, wsym: str, bias: str, zp_x: int, store: object) -> str:
+def border_channels(win: Any, c: int, wsym: str, bias: str, zp_x: int | str,
+                    store: object) -> str:
     """C for one output pixel whose window reaches into the padding: each tap reads the input
     or, outside it, a row of the input zero point (which adds nothing: the folded bias already
     subtracted zp_x * w for every tap). Declares the row and the tap pointers first."""
     taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
     lines = [f"int8_t zrow[{c}];",
              f"const int8_t *tp[{len(taps)}];",
-             f"memset(zrow, {zp_x & 0xFF}, {c});"]
+             f"memset(zrow, {zp_x & 0xFF if isinstance(zp_x, int) else zp_x}, {c});"]
     for t, (kh, kw) in enumerate(taps):
         r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
         lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
