@@ -53,6 +53,10 @@ def test_rewrites() -> None:
     # preprocessor lines, strings and inline assembly are left alone
     asm = '#if X\n    __asm__ volatile("add %0, %1" : "=r"(a) : "r"(b + c * 2));\n#endif\n'
     assert normalize(asm) == asm
+    # an indented preprocessor line after code (the DSP kernels' #ifdef inside a loop body)
+    dsp = "    {\n        a = b + 0;\n        #ifdef EDGEC_S8_DSP\n        a = c;\n        #endif\n    }\n"
+    out = normalize(dsp)
+    assert "#ifdef EDGEC_S8_DSP\n" in out and "a = b;" in out and "a = c;" in out
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="no gcc")

@@ -82,8 +82,11 @@ def tokenize(code: str) -> list[Tok]:
         if m is None:
             raise ValueError(f"cannot tokenize C at {code[pos:pos + 20]!r}")
         kind = m.lastgroup or "op"
-        out.append(Tok(kind, m.group()))
-        pos = m.end()
+        end = m.end()
+        if kind == "ws" and "\n" in m.group():
+            end = pos + m.group().rindex("\n") + 1  # the next line may be a preprocessor line
+        out.append(Tok(kind, code[pos:end]))
+        pos = end
     return out
 
 
