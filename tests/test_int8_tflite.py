@@ -335,3 +335,23 @@ def test_tflite_micro_fixed_point_tables() -> None:
         q_in, q_out = ref.quant(ref.inputs[0]), ref.quant(ref.outputs[0])
         assert np.array_equal(make(q_in, q_out, fixed_point=True),
                               micro.get_output(0)[0])
+
+
+def test_unrolled_keras_lstm_is_all_int8(tmp_path: Any) -> None:
+    """The int8 LSTM route of bench/int8.py: a Keras LSTM built with ``unroll=True`` converts to
+    full-integer int8 (its steps as FULLY_CONNECTED, ADD, MUL, LOGISTIC, TANH, SPLIT, where the
+    fused UNIDIRECTIONAL_SEQUENCE_LSTM crashes TF 2.21's converter); edgec's TFLite front-end
+    lowers every op to int8 (no float op, no (de)quantization) and the C matches the TFLite
+    reference kernels byte for byte."""
+    import edgec
+
+    model = _randomized(_one((4, 3), tf.keras.layers.LSTM(6, unroll=True)), seed=4)
+    path = tmp_path / "lstm_int8.tflite"
+    path.write_bytes(convert_int8(model))
+    m = edgec.compile(str(path), name="lstm_int8")
+    ops = {n.op for n in m.graph.nodes}
+    assert {"QFullyConnected", "QAdd", "QMul", "QLut"} <= ops, ops
+    assert not ops & {"Quantize", "Dequantize", "LSTM", "MatMul", "Gemm", "Sigmoid", "Tanh"}, ops
+    assert all(m.graph.tensors[t].dtype == "int8" for n in m.graph.nodes for t in n.outputs)
+    report = m.verify()
+    assert all(o.exact and o.passed == o.total for o in report.outputs), report
