@@ -77,6 +77,7 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
     const int mp = m + (m & 1), kp16 = kp & ~15, k4 = k & ~3;
     const int8_t *wp = w;
     int32_t sx = 0, corr;
+    uint32_t lo4, hi4;
     int i, q;
     for (i = 0; i < k4; i += 4) {{
         uint32_t v;
@@ -95,6 +96,8 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
     }}
     for (i = k; i < kp; ++i) xh[i] = 0;
     corr = (int32_t)((uint32_t)sx << 7);
+    lo4 = ((uint32_t)lo & 0xFFu) * 0x01010101u;
+    hi4 = ((uint32_t)hi & 0xFFu) * 0x01010101u;
     for (q = 0; q < (mp >> 2); ++q) {{
         register int32_t w0 __asm__("r0");
         register int32_t w1 __asm__("r1");
@@ -130,19 +133,35 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
             a1 = __smlad(v3, xb, a1);
             d1 = __smlad(edgec_sxtb16_hi(v3), xb, d1);
         }}
-        {{
+        {{  /* requantize four rows; clamp the four codes at once (SSUB8 + SEL per bound) */
             const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
-            const int32_t *mq = mult + c;
+            const int32_t *bq = bias + r0, *mq = mult + c;
             const {stype} *sq = shift + c;
-            edgec_fc_out_{form}(y + r0, (int32_t)((uint32_t)bias[r0] + (uint32_t)a0 -
-                               ((uint32_t)d0 << 8) - (uint32_t)corr), mq[0], sq[0], zp_y, lo, hi);
-            edgec_fc_out_{form}(y + r0 + 1, bias[r0 + 1] + d0, mq[st], sq[st], zp_y, lo, hi);
-            edgec_fc_out_{form}(y + r0 + 2, (int32_t)((uint32_t)bias[r0 + 2] + (uint32_t)a1 -
-                               ((uint32_t)d1 << 8) - (uint32_t)corr), mq[2 * st], sq[2 * st],
-                               zp_y, lo, hi);
+            const int32_t v0 = {mbqm}((int32_t)((uint32_t)bq[0] + (uint32_t)a0 -
+                                      ((uint32_t)d0 << 8) - (uint32_t)corr), mq[0], sq[0]);
+            const int32_t v1 = {mbqm}(bq[1] + d0, mq[st], sq[st]);
+            const int32_t v2 = {mbqm}((int32_t)((uint32_t)bq[2] + (uint32_t)a1 -
+                                      ((uint32_t)d1 << 8) - (uint32_t)corr), mq[2 * st],
+                                      sq[2 * st]);
+            const int32_t v3 = r0 + 3 < m ? {mbqm}(bq[3] + d1, mq[3 * st], sq[3 * st]) : 0;
+            uint32_t codes = ((uint32_t)__ssat(v0 + zp_y, 8) & 0xFFu) |
+                             (((uint32_t)__ssat(v1 + zp_y, 8) & 0xFFu) << 8) |
+                             (((uint32_t)__ssat(v2 + zp_y, 8) & 0xFFu) << 16) |
+                             ((uint32_t)__ssat(v3 + zp_y, 8) << 24);
+            uint32_t t;
+            __asm__("ssub8 %[t], %[v], %[lo]\n\t"
+                    "sel %[v], %[v], %[lo]\n\t"
+                    "ssub8 %[t], %[hi], %[v]\n\t"
+                    "sel %[v], %[v], %[hi]"
+                    : [v] "+r"(codes), [t] "=&r"(t)
+                    : [lo] "r"(lo4), [hi] "r"(hi4)
+                    : "cc");
             if (r0 + 3 < m) {{
-                edgec_fc_out_{form}(y + r0 + 3, bias[r0 + 3] + d1, mq[3 * st], sq[3 * st], zp_y,
-                                   lo, hi);
+                memcpy(y + r0, &codes, 4);
+            }} else {{
+                y[r0] = (int8_t)(codes & 0xFFu);
+                y[r0 + 1] = (int8_t)((codes >> 8) & 0xFFu);
+                y[r0 + 2] = (int8_t)((codes >> 16) & 0xFFu);
             }}
         }}
     }}
