@@ -54,6 +54,12 @@ def fast_single(shifts: object) -> bool:
 
 
 FC_C = r"""#ifdef EDGEC_S8_DSP
+/* Requantized accumulator plus the output zero point (edgec_fc_s8_{form}). */
+static inline int32_t edgec_fc_rq_{form}(int32_t acc, int32_t mult, int32_t shift, int32_t zp_y)
+{{
+    {rq_body}
+}}
+
 /* One output of edgec_fc_s8_{form}: requantize, add the zero point, clamp, store. */
 static inline void edgec_fc_out_{form}(int8_t *y, int32_t acc, int32_t mult, int32_t shift,
                                       int32_t zp_y, int32_t lo, int32_t hi)
@@ -103,21 +109,32 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
         register int32_t w1 __asm__("r1");
         register int32_t w2 __asm__("r2");
         register int32_t w3 __asm__("r3");
-        int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0, xa, xb;
+        int32_t a0, d0, a1, d1;
+        int32_t xa = (int32_t)(intptr_t)(bias + 4 * q), xb = corr;
         const edgec_u32a *xp = xw;
         const edgec_u32a *const end = xw + (kp16 >> 1);
         int j;
-        if (kp16 > 0) {{
-            __asm__ volatile(
-                "1:\n\t"
-{steps}                "cmp %[xp], %[end]\n\t"
-                "bne 1b\n\t"
-                : [a0] "+r"(a0), [d0] "+r"(d0), [a1] "+r"(a1), [d1] "+r"(d1),
-                  [xp] "+r"(xp), [wp] "+r"(wp), [xa] "=&r"(xa), [xb] "=&r"(xb),
-                  [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
-                : [end] "r"(end)
-                : "cc", "memory");
-        }}
+        /* d0, d1 start at rows 1 and 3's bias (the table is padded to even rows); a0, a1 at
+         * rows 0 and 2's, less the pair table's 128 * sum(x), plus 256 * the odd row's, so
+         * that row 0 = a0 - 256 * d0 after the loop */
+        __asm__ volatile(
+            "ldrd %[a0], %[d0], [%[xa]]\n\t"
+            "ldrd %[a1], %[d1], [%[xa], #8]\n\t"
+            "sub %[a0], %[a0], %[xb]\n\t"
+            "add %[a0], %[a0], %[d0], lsl #8\n\t"
+            "sub %[a1], %[a1], %[xb]\n\t"
+            "add %[a1], %[a1], %[d1], lsl #8\n\t"
+            "cmp %[xp], %[end]\n\t"
+            "beq 2f\n\t"
+            "1:\n\t"
+{steps}            "cmp %[xp], %[end]\n\t"
+            "bne 1b\n\t"
+            "2:\n\t"
+            : [a0] "=&r"(a0), [d0] "=&r"(d0), [a1] "=&r"(a1), [d1] "=&r"(d1),
+              [xp] "+r"(xp), [wp] "+r"(wp), [xa] "+r"(xa), [xb] "+r"(xb),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+            : [end] "r"(end)
+            : "cc", "memory");
         for (j = kp16; j < kp; j += 4, wp += 16, xp += 2) {{
             const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
             int32_t v0 = (int32_t)ww[0], v1 = (int32_t)ww[1];
@@ -135,19 +152,19 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
         }}
         {{  /* requantize four rows; clamp the four codes at once (SSUB8 + SEL per bound) */
             const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
-            const int32_t *bq = bias + r0, *mq = mult + c;
+            const int32_t *mq = mult + c;
             const {stype} *sq = shift + c;
-            const int32_t v0 = {mbqm}((int32_t)((uint32_t)bq[0] + (uint32_t)a0 -
-                                      ((uint32_t)d0 << 8) - (uint32_t)corr), mq[0], sq[0]);
-            const int32_t v1 = {mbqm}(bq[1] + d0, mq[st], sq[st]);
-            const int32_t v2 = {mbqm}((int32_t)((uint32_t)bq[2] + (uint32_t)a1 -
-                                      ((uint32_t)d1 << 8) - (uint32_t)corr), mq[2 * st],
-                                      sq[2 * st]);
-            const int32_t v3 = r0 + 3 < m ? {mbqm}(bq[3] + d1, mq[3 * st], sq[3 * st]) : 0;
-            uint32_t codes = ((uint32_t)__ssat(v0 + zp_y, 8) & 0xFFu) |
-                             (((uint32_t)__ssat(v1 + zp_y, 8) & 0xFFu) << 8) |
-                             (((uint32_t)__ssat(v2 + zp_y, 8) & 0xFFu) << 16) |
-                             ((uint32_t)__ssat(v3 + zp_y, 8) << 24);
+            const int32_t v0 = edgec_fc_rq_{form}((int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8)),
+                                                 mq[0], sq[0], zp_y);
+            const int32_t v1 = edgec_fc_rq_{form}(d0, mq[st], sq[st], zp_y);
+            const int32_t v2 = edgec_fc_rq_{form}((int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8)),
+                                                 mq[2 * st], sq[2 * st], zp_y);
+            const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
+                                          : 0;
+            uint32_t codes = ((uint32_t)__ssat(v0, 8) & 0xFFu) |
+                             (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
+                             (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) |
+                             ((uint32_t)__ssat(v3, 8) << 24);
             uint32_t t;
             __asm__("ssub8 %[t], %[v], %[lo]\n\t"
                     "sel %[v], %[v], %[lo]\n\t"
@@ -209,8 +226,13 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
         mbqm = ctx.helper("edgec_mbqm_single_hi", MBQM_SINGLE_HI_C)
     else:
         mbqm = use_mbqm(ctx, form)
-    steps = "".join(" " * 16 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
+    steps = "".join(" " * 12 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
                     .replace("}}", "}").rstrip("\n").split("\n"))
     stype = "int8_t" if form == "single_hi" else "int32_t"
+    if form == "single_hi":  # the zero point joins the last rounding: ((h >> s) + 1 + 2 zp) >> 1
+        rq_body = ("const int32_t h = (int32_t)(((int64_t)acc * mult) >> 32);\n"
+                   "    return ((h >> shift) + 1 + 2 * zp_y) >> 1;")
+    else:
+        rq_body = f"return {mbqm}(acc, mult, shift) + zp_y;"
     return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps,
-                                                          stype=stype))
+                                                          stype=stype, rq_body=rq_body))

@@ -169,7 +169,10 @@ class QFullyConnected(QOp):
         table = weight_layout(w)
         wsym = ctx.const_array(f"{node.name}_w", table, "int8_t", param=True,
                                padding=table.size - w.size)
-        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        # padded to an even row count: the DSP kernel reads a padded row's bias (zero)
+        mp = m + (m & 1)
+        bsym = ctx.const_array(f"{node.name}_bias", np.pad(folded, (0, mp - m)), "int32_t",
+                               param=True, padding=mp - m)
         rounding = rounding_of(g, fully_connected=True)
         form = "single_hi" if rounding == "single" and fast_single(shift) else rounding
         if form == "single_hi":  # one int8 table of -2 - shift for both kernels
