@@ -80,21 +80,31 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
 {{
     edgec_u32a *xw = (edgec_u32a *)scratch;
     edgec_q15a *xh = (edgec_q15a *)scratch;
-    const int mp = m + (m & 1), kp16 = kp & ~15, k4 = k & ~3;
+    const int mp = m + (m & 1), kpl = kp & ~31, k4 = k & ~3;
     const int8_t *wp = w;
     int32_t sx = 0, corr;
     uint32_t lo4, hi4;
     int i, q;
-    for (i = 0; i < k4; i += 4) {{
-        uint32_t v;
-        int32_t e, o;
-        memcpy(&v, x + i, 4);
-        e = __sxtb16((int32_t)v);
-        o = edgec_sxtb16_hi((int32_t)v);
-        xw[i >> 1] = ((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16);
-        xw[(i >> 1) + 1] = ((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16);
-        sx = __smlad(e, 0x00010001, sx);
-        sx = __smlad(o, 0x00010001, sx);
+    if (k4 > 0) {{  /* four codes a step: (x0, x1), (x2, x3) as int16 pairs, and their sum */
+        const int8_t *xs = x;
+        edgec_u32a *xd = xw;
+        int32_t e, o, t;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldr %[e], [%[xs]], #4\n\t"
+            "sxtb16 %[o], %[e], ror #8\n\t"
+            "sxtb16 %[e], %[e]\n\t"
+            "smlad %[sx], %[e], %[one], %[sx]\n\t"
+            "smlad %[sx], %[o], %[one], %[sx]\n\t"
+            "pkhbt %[t], %[e], %[o], lsl #16\n\t"
+            "pkhtb %[o], %[o], %[e], asr #16\n\t"
+            "strd %[t], %[o], [%[xd]], #8\n\t"
+            "cmp %[xs], %[xe]\n\t"
+            "bne 1b\n\t"
+            : [e] "=&r"(e), [o] "=&r"(o), [t] "=&r"(t), [xs] "+r"(xs), [xd] "+r"(xd),
+              [sx] "+r"(sx)
+            : [xe] "r"(x + k4), [one] "r"(0x00010001)
+            : "cc", "memory");
     }}
     for (i = k4; i < k; ++i) {{
         xh[i] = x[i];
@@ -112,7 +122,7 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
         int32_t a0, d0, a1, d1;
         int32_t xa = (int32_t)(intptr_t)(bias + 4 * q), xb = corr;
         const edgec_u32a *xp = xw;
-        const edgec_u32a *const end = xw + (kp16 >> 1);
+        const edgec_u32a *const end = xw + (kpl >> 1);
         int j;
         /* d0, d1 start at rows 1 and 3's bias (the table is padded to even rows); a0, a1 at
          * rows 0 and 2's, less the pair table's 128 * sum(x), plus 256 * the odd row's, so
@@ -135,7 +145,7 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
               [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
             : [end] "r"(end)
             : "cc", "memory");
-        for (j = kp16; j < kp; j += 4, wp += 16, xp += 2) {{
+        for (j = kpl; j < kp; j += 4, wp += 16, xp += 2) {{
             const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
             int32_t v0 = (int32_t)ww[0], v1 = (int32_t)ww[1];
             int32_t v2 = (int32_t)ww[2], v3 = (int32_t)ww[3];
@@ -161,17 +171,18 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
                                                  mq[2 * st], sq[2 * st], zp_y);
             const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
                                           : 0;
-            uint32_t codes = ((uint32_t)__ssat(v0, 8) & 0xFFu) |
-                             (((uint32_t)__ssat(v1, 8) & 0xFFu) << 8) |
-                             (((uint32_t)__ssat(v2, 8) & 0xFFu) << 16) |
-                             ((uint32_t)__ssat(v3, 8) << 24);
-            uint32_t t;
-            __asm__("ssub8 %[t], %[v], %[lo]\n\t"
+            /* four saturated codes, packed (BFI), clamped to [lo, hi] (SSUB8 + SEL a bound) */
+            uint32_t codes = (uint32_t)__ssat(v0, 8), t;
+            __asm__("bfi %[v], %[c1], #8, #8\n\t"
+                    "bfi %[v], %[c2], #16, #8\n\t"
+                    "bfi %[v], %[c3], #24, #8\n\t"
+                    "ssub8 %[t], %[v], %[lo]\n\t"
                     "sel %[v], %[v], %[lo]\n\t"
                     "ssub8 %[t], %[hi], %[v]\n\t"
                     "sel %[v], %[v], %[hi]"
                     : [v] "+r"(codes), [t] "=&r"(t)
-                    : [lo] "r"(lo4), [hi] "r"(hi4)
+                    : [c1] "r"(__ssat(v1, 8)), [c2] "r"(__ssat(v2, 8)), [c3] "r"(__ssat(v3, 8)),
+                      [lo] "r"(lo4), [hi] "r"(hi4)
                     : "cc");
             if (r0 + 3 < m) {{
                 memcpy(y + r0, &codes, 4);
@@ -213,7 +224,7 @@ _STEP = (
                            ("w2", "xb", "a0", "d0"), ("w3", "xb", "a1", "d1")))
 )
 #: k steps of 4 per assembly iteration
-STEPS = 4
+STEPS = 8
 
 
 def use_fc_kernel(ctx: EmitContext, form: str) -> str:
