@@ -70,10 +70,12 @@ static inline int8_t {name}(int32_t acc, int32_t multiplier, int shift,
     return (int8_t)(v > hi ? hi : v);
 }}"""
 
-def use_requant(ctx: EmitContext, rounding: str) -> str:
-    """The fused requantize + clamp C helper of form ``rounding`` (emitted once); its name."""
-    mbqm_c = use_mbqm(ctx, rounding)
-    name = "edgec_requant_s8_single" if rounding == "single" else "edgec_requant_s8"
+def use_requant(ctx: EmitContext, rounding: str, shifts: object = None) -> str:
+    """The fused requantize + clamp C helper of form ``rounding`` (emitted once); its name.
+    ``shifts``: the kernel's shifts, for the branch-free double rounding (``use_mbqm``)."""
+    mbqm_c = use_mbqm(ctx, rounding, shifts)
+    name = {"edgec_mbqm_single": "edgec_requant_s8_single",
+            "edgec_mbqm_right": "edgec_requant_s8_right"}.get(mbqm_c, "edgec_requant_s8")
     pad = " " * len(f"static inline int8_t {name}(")
     return ctx.helper(name, REQUANT_C.format(name=name, mbqm=mbqm_c, form=rounding, pad=pad))
 

@@ -147,7 +147,7 @@ class QConv2D(QOp):
             sk.table(rq.shift_sym, "int32_t")
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
-        requant = use_requant(ctx, rounding_of(ctx.g))
+        requant = use_requant(ctx, rounding_of(ctx.g), shift)
         use_kernels(ctx)
         if groups > 1:
             gemm = Rows(og, k, f"({wsym} + gr * {tables[0].size})", f"({bsym} + gr * {og})")

@@ -117,7 +117,7 @@ class QDepthwiseConv2D(QOp):
             sk.table(rq.shift_sym, "int32_t")
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
-        requant = use_requant(ctx, rounding_of(ctx.g))
+        requant = use_requant(ctx, rounding_of(ctx.g), shift)
         ic = "oc" if m == 1 else f"oc / {m}"
 
         def tap_loop(acc_line: str) -> str:

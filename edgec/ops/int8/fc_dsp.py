@@ -27,30 +27,14 @@ LDRD of the int16 input shared by the four rows) the loop is 14 / 16 = 0.875 per
 
 from __future__ import annotations
 
-import numpy as np
-
 from edgec.ops.base import EmitContext
-from edgec.ops.int8.fixedpoint import use_mbqm
+from edgec.ops.int8.fixedpoint import right_shifts_only, use_helpers, use_mbqm
 from edgec.ops.int8.gemm_s8 import use_kernels
-
-#: MultiplyByQuantizedMultiplier, single rounding, for shifts in [-31, -2] only
-MBQM_SINGLE_HI_C = """\
-/* edgec_mbqm_single for a shift in [-31, -2] (the caller checks at compile time): the rounding
- * constant 2^(30 - shift) is then a multiple of 2^32, so the 64-bit rounding shift is the high
- * word h of the product plus 2^(-2 - shift), shifted right by -1 - shift, which equals
- * ((h >> (-2 - shift)) + 1) >> 1 (exactly; no overflow since |h| < 2^30). Its last argument
- * is rshift = -2 - shift (the kernels' int8 table). */
-static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int rshift)
-{
-    const int32_t h = (int32_t)(((int64_t)x * multiplier) >> 32);
-    return ((h >> rshift) + 1) >> 1;
-}"""
 
 
 def fast_single(shifts: object) -> bool:
-    """Whether every shift allows :data:`MBQM_SINGLE_HI_C` (the kernel form ``"single_hi"``)."""
-    s = np.asarray(shifts).reshape(-1)
-    return bool(s.size) and bool(np.all((s >= -31) & (s <= -2)))
+    """Whether every shift allows ``edgec_mbqm_single_hi`` (the kernel form "single_hi")."""
+    return right_shifts_only(shifts, -31, -2)
 
 
 FC_C = r"""#ifdef EDGEC_S8_DSP
@@ -234,7 +218,8 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
     its name."""
     use_kernels(ctx)
     if form == "single_hi":
-        mbqm = ctx.helper("edgec_mbqm_single_hi", MBQM_SINGLE_HI_C)
+        use_helpers(ctx, "edgec_mbqm_single_hi")
+        mbqm = "edgec_mbqm_single_hi"
     else:
         mbqm = use_mbqm(ctx, form)
     steps = "".join(" " * 12 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
