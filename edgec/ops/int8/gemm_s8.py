@@ -20,9 +20,9 @@ is padded to a multiple of 4 with zero weights. The generic C reads the same tab
 The DSP kernels of QConv2D read their inputs as int16: each receptive field (two output pixels
 at a time, interleaved by k pair so one LDRD loads both pixels' pair) is widened into the node's
 scratch buffer in the planned arena, with its sum for the correction above. QFullyConnected
-reads its int8 input row in place (no scratch: a dense layer keeps its arena), making the
-int16 pairs in registers. The input zero point is folded into the bias at compile time (the caller's
-``b - zp_x * sum(w)``), so both kernels multiply raw codes.
+widens its input row the same way, not interleaved (``fc_dsp.py``). The input zero point is
+folded into the bias at compile time (the caller's ``b - zp_x * sum(w)``), so both kernels
+multiply raw codes.
 """
 
 from __future__ import annotations
@@ -208,99 +208,6 @@ static inline void edgec_pair2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
     acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - ((uint32_t)sx1 << 7));
     acc[3] += d1;
 }
-
-/* Four rows (one quad) against the int8 vector x (k codes, read in place: no int16 copy, so
- * no scratch): acc[r] += row r . x; sx = sum(x). Assembly loop over whole groups of four codes
- * (LDR, 2 SXTB16 and PKHTB/PKHBT make the (x[k], x[k+1]) pairs; 21 instructions per 16 MACs),
- * the last k % 4 codes in C. */
-static inline void edgec_quad1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
-                                  int32_t *acc)
-{
-    const int8_t *wp = w;
-    const int8_t *xp = x;
-    const int8_t *const end = x + (k & ~3);
-    int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0;
-    int32_t e, o, x1, w0, w1, w2, w3;
-    int i;
-    if (k >= 4) {
-        __asm__ volatile(
-            "1:\n\t"
-            "ldr %[o], [%[xp]], #4\n\t"
-            "sxtb16 %[e], %[o]\n\t"
-            "sxtb16 %[o], %[o], ror #8\n\t"
-            "pkhtb %[x1], %[o], %[e], asr #16\n\t"
-            "pkhbt %[e], %[e], %[o], lsl #16\n\t"
-            "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-            "ldrd %[w2], %[w3], [%[wp]], #8\n\t"
-            "smlad %[a0], %[w0], %[e], %[a0]\n\t"
-            "smlad %[a1], %[w1], %[e], %[a1]\n\t"
-            "smlad %[a0], %[w2], %[x1], %[a0]\n\t"
-            "smlad %[a1], %[w3], %[x1], %[a1]\n\t"
-            "sxtb16 %[w0], %[w0], ror #8\n\t"
-            "sxtb16 %[w1], %[w1], ror #8\n\t"
-            "sxtb16 %[w2], %[w2], ror #8\n\t"
-            "sxtb16 %[w3], %[w3], ror #8\n\t"
-            "smlad %[d0], %[w0], %[e], %[d0]\n\t"
-            "smlad %[d1], %[w1], %[e], %[d1]\n\t"
-            "smlad %[d0], %[w2], %[x1], %[d0]\n\t"
-            "smlad %[d1], %[w3], %[x1], %[d1]\n\t"
-            "cmp %[xp], %[end]\n\t"
-            "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [d0] "+r"(d0), [d1] "+r"(d1), [xp] "+r"(xp),
-              [wp] "+r"(wp), [e] "=&r"(e), [o] "=&r"(o), [x1] "=&r"(x1), [w0] "=&r"(w0),
-              [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
-            : [end] "r"(end)
-            : "cc", "memory");
-    }
-    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
-    a1 = (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8));
-    for (i = k & ~3; i < k; ++i) {  /* tail: byte (i % 2) * 2 of k pair (i - k4) / 2 */
-        const uint8_t *u = (const uint8_t *)wp + ((i - (k & ~3)) >> 1) * 8 + (i & 1) * 2;
-        const int32_t xv = x[i];
-        a0 += (int32_t)u[0] * xv;
-        d0 += (int32_t)(int8_t)u[1] * xv;
-        a1 += (int32_t)u[4] * xv;
-        d1 += (int32_t)(int8_t)u[5] * xv;
-    }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
-    acc[1] += d0;
-    acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)sx << 7));
-    acc[3] += d1;
-}
-
-/* Two rows (the lone pair) against the int8 vector x: acc[r] += row r . x. */
-static inline void edgec_pair1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
-                                  int32_t *acc)
-{
-    const uint8_t *u = (const uint8_t *)w;
-    int32_t a0 = 0, d0 = 0;
-    int i;
-    for (i = 0; i + 4 <= k; i += 4, u += 8) {
-        uint32_t v, wa, wb;
-        int32_t e, o;
-        memcpy(&v, x + i, 4);
-        memcpy(&wa, u, 4);
-        memcpy(&wb, u + 4, 4);
-        e = __sxtb16((int32_t)v);
-        o = edgec_sxtb16_hi((int32_t)v);
-        {
-            const int32_t xa = (int32_t)(((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16));
-            const int32_t xb = (int32_t)(((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16));
-            a0 = __smlad((int32_t)wa, xa, a0);
-            a0 = __smlad((int32_t)wb, xb, a0);
-            d0 = __smlad(edgec_sxtb16_hi((int32_t)wa), xa, d0);
-            d0 = __smlad(edgec_sxtb16_hi((int32_t)wb), xb, d0);
-        }
-    }
-    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
-    for (; i < k; ++i) {
-        const uint8_t *t = u + ((i & 3) >> 1) * 4 + (i & 1) * 2;
-        a0 += (int32_t)t[0] * x[i];
-        d0 += (int32_t)(int8_t)t[1] * x[i];
-    }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
-    acc[1] += d0;
-}
 #endif"""
 
 GENERIC_C = r"""/* Generic C reading the pair table: acc[r] += row r . x over the first k codes, for
@@ -426,13 +333,10 @@ class Rows:
         return code
 
     def dsp(self, xq: str, sums: list[str], store: object) -> str:
-        """DSP C: rows against the int8 vector ``xq`` (``len(sums) == 1``) or two interleaved
-        int16 columns."""
-        cols = len(sums)
-        n = self.kp if cols == 2 else self.k
-        s = ", ".join(sums)
-        quad, pair = ("edgec_quad2_s8", "edgec_pair2_s8") if cols == 2 else \
-            ("edgec_quad1_s8", "edgec_pair1_s8")
+        """DSP C: rows against two interleaved int16 columns ``xq`` (their sums ``sums``)."""
+        assert len(sums) == 2
+        cols, n, s = 2, self.kp, ", ".join(sums)
+        quad, pair = "edgec_quad2_s8", "edgec_pair2_s8"
         code = ""
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
