@@ -71,7 +71,9 @@ def _gemm_graph() -> Graph:
               strides=[2, 2], pads=[1, 1, 1, 1], depth_multiplier=1, dilations=[1, 1])
     d2 = b.op("QDepthwiseConv2D", [c3, w := b.weights((1, 2, 2, 7), 3), b.bias(7, c3, w)],
               strides=[1, 1], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 2])
-    return b.finish([f3, f1, c3, c4, d1, d2])
+    c6 = b.op("QConv2D", [x, w := b.weights((8, 1, 1, 3), 0), b.bias(8, x, w)],
+              act_min=-90, act_max=110)  # 7 x 9 = 63 pixels, 8 channels: whole quads, odd pair
+    return b.finish([f3, f1, c3, c4, d1, d2, c6])
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,7 @@ def test_fc_requant_forms_on_board(tmp_path: Path, rounding: str) -> None:
 def _twin_layers_graph(options: dict | None = None) -> Graph:
     """Two depthwise + pointwise blocks of the same geometry (a DS-CNN's repeated block)."""
     b = Builder("twins", 12, options=options)
-    x = b.input("x", (1, 5, 4, 8))
+    x = b.input("x", (1, 5, 3, 8))  # 15 pixels: a last pixel pair of one
     for _ in range(2):
         x = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 3, 3, 8), 3), b.bias(8, x, w)],
                  strides=[1, 1], pads=[1, 1, 1, 1], depth_multiplier=1, dilations=[1, 1],

@@ -34,7 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.fixedpoint import rounding_of
+from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
     const_int8,
@@ -171,6 +171,20 @@ class QConv2D(QOp):
                    f"{rq.mult(rm)}, {rq.shift(rm)}, {zp_y}, {lo}, {hi});")
             return put if col == 0 else f"if (p1 != p) {put}"
 
+        mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
+        bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
+
+        def store4_dsp(base: str, col: int, accs: list[str]) -> str:
+            """A quad's four outputs of one pixel: requantized, packed and clamped at once."""
+            c0 = f"{ch}{base}"
+            vals = ",\n    ".join(
+                f"{mbqm}({a}, {rq.mult(f'{c0} + {r}')}, {rq.shift(f'{c0} + {r}')}) + {zp_y}"
+                for r, a in enumerate(accs))
+            put = (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
+                   f"{bounds});\n    memcpy(yn + {'p' if col == 0 else 'p1'} * {o} + {c0}, "
+                   f"&codes, 4);\n}}\n")
+            return put if col == 0 else f"if (p1 != p) {put}"
+
         channels = gemm.generic("patch", store_generic)
         if self._direct(win, groups):
             pixel = (f"const int8_t *patch = xn + ((oh * {win.sh}) * {win.w} + ow * {win.sw})"
@@ -201,7 +215,7 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp)
+        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp)
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
@@ -212,7 +226,7 @@ class QConv2D(QOp):
                        + "}\n")
 
     def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
-             store: object) -> str:
+             store: object, store4: object) -> str:
         """The DSP path: output pixels two at a time, each one's receptive field widened to
         int16 into its column of the interleaved patch, then the pair-table GEMM."""
         cg = win.c // groups
@@ -247,7 +261,7 @@ class QConv2D(QOp):
         )
         body = ("int32_t sums[2];\n"
                 "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
-                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store))
+                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
         if groups > 1:
             body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
         zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"

@@ -155,19 +155,7 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
                                                  mq[2 * st], sq[2 * st], zp_y);
             const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
                                           : 0;
-            /* four saturated codes, packed (BFI), clamped to [lo, hi] (SSUB8 + SEL a bound) */
-            uint32_t codes = (uint32_t)__ssat(v0, 8), t;
-            __asm__("bfi %[v], %[c1], #8, #8\n\t"
-                    "bfi %[v], %[c2], #16, #8\n\t"
-                    "bfi %[v], %[c3], #24, #8\n\t"
-                    "ssub8 %[t], %[v], %[lo]\n\t"
-                    "sel %[v], %[v], %[lo]\n\t"
-                    "ssub8 %[t], %[hi], %[v]\n\t"
-                    "sel %[v], %[v], %[hi]"
-                    : [v] "+r"(codes), [t] "=&r"(t)
-                    : [c1] "r"(__ssat(v1, 8)), [c2] "r"(__ssat(v2, 8)), [c3] "r"(__ssat(v3, 8)),
-                      [lo] "r"(lo4), [hi] "r"(hi4)
-                    : "cc");
+            const uint32_t codes = edgec_pack4_s8(v0, v1, v2, v3, lo4, hi4);
             if (r0 + 3 < m) {{
                 memcpy(y + r0, &codes, 4);
             }} else {{

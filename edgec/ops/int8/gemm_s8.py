@@ -208,6 +208,26 @@ static inline void edgec_pair2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
     acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - ((uint32_t)sx1 << 7));
     acc[3] += d1;
 }
+/* Four int32 values (requantized, zero point added) to four int8 codes in one word, the
+ * first at the lowest address: saturated (SSAT), packed (BFI), clamped to [lo, hi] byte-wise
+ * (SSUB8 + SEL per bound); lo4, hi4: the bounds repeated in the four bytes. */
+static inline uint32_t edgec_pack4_s8(int32_t v0, int32_t v1, int32_t v2, int32_t v3,
+                                      uint32_t lo4, uint32_t hi4)
+{
+    uint32_t codes = (uint32_t)__ssat(v0, 8), t;
+    __asm__("bfi %[v], %[c1], #8, #8\n\t"
+            "bfi %[v], %[c2], #16, #8\n\t"
+            "bfi %[v], %[c3], #24, #8\n\t"
+            "ssub8 %[t], %[v], %[lo]\n\t"
+            "sel %[v], %[v], %[lo]\n\t"
+            "ssub8 %[t], %[hi], %[v]\n\t"
+            "sel %[v], %[v], %[hi]"
+            : [v] "+r"(codes), [t] "=&r"(t)
+            : [c1] "r"(__ssat(v1, 8)), [c2] "r"(__ssat(v2, 8)), [c3] "r"(__ssat(v3, 8)),
+              [lo] "r"(lo4), [hi] "r"(hi4)
+            : "cc");
+    return codes;
+}
 #endif"""
 
 GENERIC_C = r"""/* Generic C reading the pair table: acc[r] += row r . x over the first k codes, for
@@ -332,17 +352,24 @@ class Rows:
                                   + self._finish(2, base, 1, store)) + "}\n")
         return code
 
-    def dsp(self, xq: str, sums: list[str], store: object) -> str:
-        """DSP C: rows against two interleaved int16 columns ``xq`` (their sums ``sums``)."""
+    def dsp(self, xq: str, sums: list[str], store: object, store4: object = None) -> str:
+        """DSP C: rows against two interleaved int16 columns ``xq`` (their sums ``sums``).
+        ``store4(base_expr, col, [acc_expr] * 4)``: the C writing a quad's four outputs of
+        one column at once (used when every quad is whole: M a multiple of 4)."""
         assert len(sums) == 2
         cols, n, s = 2, self.kp, ", ".join(sums)
         quad, pair = "edgec_quad2_s8", "edgec_pair2_s8"
+        if callable(store4) and self.m % 4 == 0:
+            finish = "".join(store4("4 * q", c, [f"acc[{c * 4 + r}]" for r in range(4)])
+                             for c in range(cols))
+        else:
+            finish = self._finish(4, "4 * q", cols, store)
         code = ""
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
                      + _ind(self._init(4, "4 * q", cols)
                             + f"{quad}({self.wsym} + q * {4 * self.kp}, {xq}, {n}, {s}, "
-                            f"acc);\n" + self._finish(4, "4 * q", cols, store)) + "}\n")
+                            f"acc);\n" + finish) + "}\n")
         if self.lone:
             base = str(4 * self.nquad)
             code += ("{\n" + _ind(self._init(2, base, cols)
