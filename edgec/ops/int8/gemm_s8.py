@@ -109,8 +109,10 @@ static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, in
             memcpy(&v, x + i, 4);
             e = __sxtb16((int32_t)v);
             o = edgec_sxtb16_hi((int32_t)v);
-            lo = ((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16);
-            hi = ((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16);
+            __asm__("pkhbt %[lo], %[e], %[o], lsl #16\n\t"  /* (x0, x1) */
+                    "pkhtb %[hi], %[o], %[e], asr #16"        /* (x2, x3) */
+                    : [lo] "=&r"(lo), [hi] "=r"(hi)
+                    : [e] "r"(e), [o] "r"(o));
             memcpy(dst + (k0 + i) * ncol, &lo, 4);
             memcpy(dst + (k0 + i + 2) * ncol, &hi, 4);
             sum = __smlad(e, 0x00010001, sum);
