@@ -31,7 +31,7 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
-from edgec.ops.int8.fixedpoint import rounding_of
+from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 from edgec.ops.int8.gemm_s8 import use_kernels
 from edgec.ops.int8.shared import SharedKernel
@@ -170,11 +170,22 @@ class QDepthwiseConv2D(QOp):
                 return (f"yp[{ch}] = {requant}({acc}, {rq.mult(ch)}, {rq.shift(ch)}, {zp_y}, "
                         f"{lo}, {hi});")
 
+            mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
+            bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
+
+            def store4(ch: str, accs: list[str]) -> str:
+                """Four channels' outputs requantized, packed and clamped at once."""
+                vals = ",\n    ".join(
+                    f"{mbqm}({a}, {rq.mult(f'{ch} + {j}')}, {rq.shift(f'{ch} + {j}')}) + {zp_y}"
+                    for j, a in enumerate(accs))
+                return (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
+                        f"{bounds});\n    memcpy(yp + {ch}, &codes, 4);\n}}")
+
             dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                   + interior_channels(taps, oc, wsym, fsym, store)
+                   + interior_channels(taps, oc, wsym, fsym, store, store4)
                    + (channels(oc - oc % 4) if oc % 4 else ""))
             if win.any_padding:
-                edge = (border_channels(win, oc, wsym, fsym, zp_x_c, store)
+                edge = (border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
                         + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
                 generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
                            + indent(edge) + "}\n#else\n" + generic + "#endif\n")
