@@ -138,7 +138,10 @@ class QConv2D(QOp):
         sk = SharedKernel(ctx, "edgec_conv_s8")
         wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
                                padding=sum(t.size for t in tables) - w.size)
-        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        # one zero past the end for an odd group size: the DSP quad kernel reads four biases per
+        # quad, and a padded row's (the next group's first, or this zero) cancels out
+        bsym = ctx.const_array(f"{node.name}_bias", np.pad(folded, (0, og & 1)), "int32_t",
+                               param=True, padding=og & 1)
         sk.table(wsym, "int8_t")
         sk.table(bsym, "int32_t")
         rq = Requant(ctx, node.name, mult, shift)

@@ -128,19 +128,33 @@ static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, in
 }
 
 /* Four rows (one quad of the pair table) against two interleaved int16 columns: acc[c * 4 + r]
- * += row r . column c; kp a multiple of 4; sx0, sx1 the columns' sums. The loop is assembly
- * (14 registers: eight accumulators, both columns' k pair in one LDRD, one weight word at a
- * time; two k pairs per iteration): 26 instructions per 32 MACs. */
+ * = bias[r] + row r . column c; kp a multiple of 4 (> 0); sx0, sx1 the columns' sums; bias
+ * holds four entries (a padded row's is 0). One assembly block (14 registers: eight
+ * accumulators, both columns' k pair in one LDRD, one weight word at a time; two k pairs per
+ * iteration, 26 instructions per 32 MACs) that first sets the accumulators: d at the odd rows'
+ * bias, a at the even rows' bias less 128 * sum + 256 * the odd row's bias, so that the even
+ * row is a - 256 * d after the loop. */
 static inline void edgec_quad2_s8(const int8_t *w, const edgec_q15a *x, int kp, int32_t sx0,
-                                  int32_t sx1, int32_t *acc)
+                                  int32_t sx1, const int32_t *bias, int32_t *acc)
 {
     const int8_t *wp = w;
     const edgec_q15a *xp = x;
     const edgec_q15a *const end = x + 2 * kp;
-    int32_t a00 = 0, d00 = 0, a01 = 0, d01 = 0, a10 = 0, d10 = 0, a11 = 0, d11 = 0;
-    int32_t x0, x1, wv;
-    if (kp > 0) {
+    int32_t a00, d00, a01, d01, a10, d10, a11, d11;
+    int32_t x0 = (int32_t)((uint32_t)sx0 << 7), x1 = (int32_t)((uint32_t)sx1 << 7);
+    int32_t wv = (int32_t)(intptr_t)bias;
+    {
         __asm__ volatile(
+        "ldrd %[a00], %[d00], [%[w]]\n\t"
+        "ldrd %[a10], %[d10], [%[w], #8]\n\t"
+        "add %[a00], %[a00], %[d00], lsl #8\n\t"
+        "add %[a10], %[a10], %[d10], lsl #8\n\t"
+        "sub %[a01], %[a00], %[x1]\n\t"
+        "sub %[a11], %[a10], %[x1]\n\t"
+        "sub %[a00], %[a00], %[x0]\n\t"
+        "sub %[a10], %[a10], %[x0]\n\t"
+        "mov %[d01], %[d00]\n\t"
+        "mov %[d11], %[d10]\n\t"
         "1:\n\t"
         "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
         "ldr %[w], [%[wp]], #4\n\t"
@@ -170,20 +184,20 @@ static inline void edgec_quad2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
         "smlad %[d11], %[w], %[x1], %[d11]\n\t"
         "cmp %[xp], %[end]\n\t"
         "bne 1b\n\t"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [d00] "+r"(d00), [d01] "+r"(d01),
-              [a10] "+r"(a10), [a11] "+r"(a11), [d10] "+r"(d10), [d11] "+r"(d11),
-              [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [w] "=&r"(wv)
+            : [a00] "=&r"(a00), [a01] "=&r"(a01), [d00] "=&r"(d00), [d01] "=&r"(d01),
+              [a10] "=&r"(a10), [a11] "=&r"(a11), [d10] "=&r"(d10), [d11] "=&r"(d11),
+              [xp] "+r"(xp), [wp] "+r"(wp), [x0] "+r"(x0), [x1] "+r"(x1), [w] "+r"(wv)
             : [end] "r"(end)
             : "cc", "memory");
     }
-    acc[0] += (int32_t)((uint32_t)a00 - ((uint32_t)d00 << 8) - ((uint32_t)sx0 << 7));
-    acc[1] += d00;
-    acc[2] += (int32_t)((uint32_t)a10 - ((uint32_t)d10 << 8) - ((uint32_t)sx0 << 7));
-    acc[3] += d10;
-    acc[4] += (int32_t)((uint32_t)a01 - ((uint32_t)d01 << 8) - ((uint32_t)sx1 << 7));
-    acc[5] += d01;
-    acc[6] += (int32_t)((uint32_t)a11 - ((uint32_t)d11 << 8) - ((uint32_t)sx1 << 7));
-    acc[7] += d11;
+    acc[0] = (int32_t)((uint32_t)a00 - ((uint32_t)d00 << 8));
+    acc[1] = d00;
+    acc[2] = (int32_t)((uint32_t)a10 - ((uint32_t)d10 << 8));
+    acc[3] = d10;
+    acc[4] = (int32_t)((uint32_t)a01 - ((uint32_t)d01 << 8));
+    acc[5] = d01;
+    acc[6] = (int32_t)((uint32_t)a11 - ((uint32_t)d11 << 8));
+    acc[7] = d11;
 }
 
 /* Two rows (the lone pair of the pair table) against two interleaved int16 columns:
@@ -369,9 +383,9 @@ class Rows:
         code = ""
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
-                     + _ind(self._init(4, "4 * q", cols)
+                     + _ind(f"int32_t acc[{4 * cols}];\n"
                             + f"{quad}({self.wsym} + q * {4 * self.kp}, {xq}, {n}, {s}, "
-                            f"acc);\n" + finish) + "}\n")
+                            f"{self.bias} + 4 * q, acc);\n" + finish) + "}\n")
         if self.lone:
             base = str(4 * self.nquad)
             code += ("{\n" + _ind(self._init(2, base, cols)
