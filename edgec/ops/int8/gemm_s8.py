@@ -78,8 +78,10 @@ def decode_pair_table(table: np.ndarray, m: int, k: int, kmult: int = 4) -> np.n
     return out[:m, :k]
 
 
-DSP_C = r"""#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && (__ARM_FEATURE_DSP == 1) && \
-    !defined(EDGEC_NO_DSP)
+DSP_C = r"""/* The DSP kernels' assembly loops hold 13-14 registers, more than an unoptimized
+ * build (-O0, frame pointer in r7) can give them: such builds take the generic C. */
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && (__ARM_FEATURE_DSP == 1) && \
+    defined(__OPTIMIZE__) && !defined(EDGEC_NO_DSP)
 #define EDGEC_S8_DSP 1
 #include <arm_acle.h>
 /* word and halfword views of int8 tables and of the arena (which is a float array) */
