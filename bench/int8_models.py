@@ -1,8 +1,9 @@
-"""The int8 memory bench models: small Keras models converted to full-integer int8 TFLite.
+"""The int8 bench models (``bench/int8_memory.py``, ``bench/int8.py``): small Keras models
+converted to float or full-integer int8 TFLite.
 
 Each builder returns an uncompiled ``tf.keras.Model`` with random (seeded) weights; ``tflite``
-converts it with a seeded random representative set (int8 inputs and outputs). Importing this
-module imports TensorFlow (about 9 s).
+converts it, int8 with a seeded random representative set (int8 inputs and outputs). Importing
+this module imports TensorFlow (about 9 s).
 """
 
 from __future__ import annotations
@@ -69,18 +70,32 @@ def _mbnet_early() -> tf.keras.Model:
     return tf.keras.Model(a, x)
 
 
+def _lstm(unroll: bool = False) -> tf.keras.Model:
+    """An LSTM(32) over 16 steps of 8 features, then Dense(4). ``unroll=True`` (the same
+    weights): the converter writes the 16 steps out as FULLY_CONNECTED, ADD, MUL, LOGISTIC,
+    TANH and SPLIT, which full-integer int8 conversion handles; on the fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM, TensorFlow 2.21's int8 converter crashes (SIGSEGV)."""
+    a = tf.keras.Input((16, 8), batch_size=1)
+    x = L.LSTM(32, unroll=unroll)(a)
+    x = L.Dense(4)(x)
+    return tf.keras.Model(a, x)
+
+
+#: the int8 memory bench models (``bench/int8_memory.py``)
 MODELS: dict[str, Callable[[], tf.keras.Model]] = {
     "ds_cnn": _ds_cnn,
     "cnn1d": _cnn1d,
     "mlp": _mlp,
     "mbnet_early": _mbnet_early,
 }
+_BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {**MODELS, "lstm": _lstm}
 
 
-def keras_model(name: str, seed: int = 0) -> tf.keras.Model:
-    """The named model with seeded random weights (biases too, so no tensor is all zero)."""
+def keras_model(name: str, seed: int = 0, **kw: bool) -> tf.keras.Model:
+    """The named model with seeded random weights (biases too, so no tensor is all zero);
+    ``kw``: builder options (``unroll`` for the LSTM)."""
     tf.keras.utils.set_random_seed(seed)
-    model = MODELS[name]()
+    model = _BUILDERS[name](**kw)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         ws = layer.get_weights()
@@ -90,8 +105,9 @@ def keras_model(name: str, seed: int = 0) -> tf.keras.Model:
     return model
 
 
-def tflite(model: tf.keras.Model, seed: int = 0, n: int = 32) -> bytes:
-    """Full-integer int8 TFLite (int8 input and output) with a random representative set."""
+def tflite(model: tf.keras.Model, seed: int = 0, n: int = 32, int8: bool = True) -> bytes:
+    """Full-integer int8 TFLite (int8 input and output) with a random representative set, or
+    float32 TFLite (``int8=False``)."""
     rng = np.random.default_rng(seed)
     shapes = [tuple(int(d) for d in t.shape) for t in model.inputs]
 
@@ -100,10 +116,11 @@ def tflite(model: tf.keras.Model, seed: int = 0, n: int = 32) -> bytes:
             yield [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    if int8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
     with contextlib.redirect_stdout(sys.stderr):  # the converter prints its SavedModel
         return conv.convert()

@@ -85,6 +85,13 @@ void run_mbqm(const int32_t *x, const int32_t *m, const int32_t *s, int32_t *y, 
     for (int i = 0; i < n; ++i)
         y[i] = single ? edgec_mbqm_single(x[i], m[i], s[i]) : edgec_mbqm(x[i], m[i], s[i]);
 }}
+void run_mbqm_fast(const int32_t *x, const int32_t *m, const int32_t *s, int32_t *y, int n,
+                   int single)
+{{
+    for (int i = 0; i < n; ++i)
+        y[i] = single ? edgec_mbqm_single_hi(x[i], m[i], -2 - s[i])
+                      : edgec_mbqm_right(x[i], m[i], s[i]);
+}}
 void run_srdhm(const int32_t *a, const int32_t *b, int32_t *y, int n)
 {{
     for (int i = 0; i < n; ++i) y[i] = edgec_srdhm(a[i], b[i]);
@@ -106,7 +113,8 @@ void run_clz(const uint32_t *x, int32_t *y, int n)
 
 @pytest.fixture(scope="module")
 def clib() -> ctypes.CDLL:
-    order = ["edgec_srdhm", "edgec_rdbp", "edgec_mbqm", "edgec_mbqm_single", "edgec_sat_shl",
+    order = ["edgec_srdhm", "edgec_rdbp", "edgec_mbqm", "edgec_mbqm_single", "edgec_mbqm_right",
+             "edgec_mbqm_single_hi", "edgec_sat_shl",
              "edgec_one_over_one_plus_x", "edgec_clz32"]
     src = _HARNESS.format(helpers="\n".join(fp.C_HELPERS[k] for k in order))
     path = build_cached_library(
@@ -145,6 +153,15 @@ def test_c_helpers_equal_numpy(clib: ctypes.CDLL) -> None:
     for single, form in ((0, "double"), (1, "single")):
         clib.run_mbqm(_p(x), _p(m), _p(s), _p(y), a.size, single)
         assert np.array_equal(y, fp.mbqm(x, m, s, form)), form
+
+    # the branch-free forms on their shift domains, over the whole int32 range of x
+    xf = _i32(np.concatenate([edge, rng.integers(INT32.min, INT32.max, n, endpoint=True)]))
+    mf = _i32(np.concatenate([np.full(edge.size, 2**31 - 1), m[edge.size:]]))
+    for single, form, lo in ((0, "double", -31), (1, "single", -31)):
+        sf = _i32(rng.integers(lo, -1 if single else 0, a.size))
+        sf[: edge.size] = -1 - single
+        clib.run_mbqm_fast(_p(xf), _p(mf), _p(sf), _p(y), a.size, single)
+        assert np.array_equal(y, fp.mbqm(xf, mf, sf, form)), form
 
     r = _i32(rng.integers(0, INT32.max, a.size))
     clib.run_recip(_p(r), _p(y), a.size)

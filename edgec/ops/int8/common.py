@@ -70,10 +70,12 @@ static inline int8_t {name}(int32_t acc, int32_t multiplier, int shift,
     return (int8_t)(v > hi ? hi : v);
 }}"""
 
-def use_requant(ctx: EmitContext, rounding: str) -> str:
-    """The fused requantize + clamp C helper of form ``rounding`` (emitted once); its name."""
-    mbqm_c = use_mbqm(ctx, rounding)
-    name = "edgec_requant_s8_single" if rounding == "single" else "edgec_requant_s8"
+def use_requant(ctx: EmitContext, rounding: str, shifts: object = None) -> str:
+    """The fused requantize + clamp C helper of form ``rounding`` (emitted once); its name.
+    ``shifts``: the kernel's shifts, for the branch-free double rounding (``use_mbqm``)."""
+    mbqm_c = use_mbqm(ctx, rounding, shifts)
+    name = {"edgec_mbqm_single": "edgec_requant_s8_single",
+            "edgec_mbqm_right": "edgec_requant_s8_right"}.get(mbqm_c, "edgec_requant_s8")
     pad = " " * len(f"static inline int8_t {name}(")
     return ctx.helper(name, REQUANT_C.format(name=name, mbqm=mbqm_c, form=rounding, pad=pad))
 
@@ -81,13 +83,15 @@ def use_requant(ctx: EmitContext, rounding: str) -> str:
 class Requant:
     """Per-channel or per-tensor requantization constants of one kernel, as C expressions."""
 
-    def __init__(self, ctx: EmitContext, base: str, mult: np.ndarray, shift: np.ndarray):
+    def __init__(self, ctx: EmitContext, base: str, mult: np.ndarray, shift: np.ndarray,
+                 shift_ctype: str = "int32_t"):
         mult, shift = np.asarray(mult).reshape(-1), np.asarray(shift).reshape(-1)
+        self.shift_ctype = shift_ctype
         self.per_channel = mult.size > 1 and not (np.all(mult == mult[0])
                                                  and np.all(shift == shift[0]))
         if self.per_channel:
             self.mult_sym = ctx.const_array(f"{base}_mult", mult, "int32_t", param=False)
-            self.shift_sym = ctx.const_array(f"{base}_shift", shift, "int32_t", param=False)
+            self.shift_sym = ctx.const_array(f"{base}_shift", shift, shift_ctype, param=False)
         else:
             self.m0, self.s0 = int(mult[0]), int(shift[0])
 
@@ -181,5 +185,7 @@ def _pair(node: Node, key: str, default: int) -> tuple[int, int]:
 
 
 def indent(code: str, levels: int = 1) -> str:
+    """``code`` indented by ``levels`` (preprocessor lines stay in column 0)."""
     pad = "    " * levels
-    return "".join((pad + ln if ln else ln) + "\n" for ln in code.rstrip("\n").split("\n"))
+    return "".join((pad + ln if ln and not ln.lstrip().startswith("#") else ln) + "\n"
+                   for ln in code.rstrip("\n").split("\n"))

@@ -34,7 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.fixedpoint import rounding_of
+from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
     const_int8,
@@ -42,6 +42,7 @@ from edgec.ops.int8.fully_connected import (
     weight_layout,
 )
 from edgec.ops.int8.gemm_s8 import Rows, padded_dims, use_kernels
+from edgec.ops.int8.shared import SharedKernel
 
 Outs = list[tuple[Shape, str]]
 
@@ -134,18 +135,31 @@ class QConv2D(QOp):
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
+        sk = SharedKernel(ctx, "edgec_conv_s8")
         wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
                                padding=sum(t.size for t in tables) - w.size)
-        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
+        # one zero past the end for an odd group size: the DSP quad kernel reads four biases per
+        # quad, and a padded row's (the next group's first, or this zero) cancels out
+        bsym = ctx.const_array(f"{node.name}_bias", np.pad(folded, (0, og & 1)), "int32_t",
+                               param=True, padding=og & 1)
+        sk.table(wsym, "int8_t")
+        sk.table(bsym, "int32_t")
         rq = Requant(ctx, node.name, mult, shift)
-        requant = use_requant(ctx, rounding_of(ctx.g))
+        if rq.per_channel:
+            sk.table(rq.mult_sym, "int32_t")
+            sk.table(rq.shift_sym, "int32_t")
+        zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
+                                sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
+        requant = use_requant(ctx, rounding_of(ctx.g), shift)
         use_kernels(ctx)
         if groups > 1:
             gemm = Rows(og, k, f"({wsym} + gr * {tables[0].size})", f"({bsym} + gr * {og})")
         else:
             gemm = Rows(og, k, wsym, bsym)
         ch = f"gr * {og} + " if groups > 1 else ""
-        x, y = ctx.inp(0), ctx.out(0)
+        x = sk.ptr("const int8_t *restrict", "x0", ctx.inp(0))
+        y = sk.ptr("int8_t *restrict", "y0", ctx.out(0))
+        sk.ptr("int8_t *restrict", "scratch", ctx.scratch())
         hw_c = win.h * win.w * win.c
         npix = win.oh * win.ow
 
@@ -158,6 +172,20 @@ class QConv2D(QOp):
             rm = f"{ch}{mi}"
             put = (f"yn[{'p' if col == 0 else 'p1'} * {o} + {rm}] = {requant}({acc}, "
                    f"{rq.mult(rm)}, {rq.shift(rm)}, {zp_y}, {lo}, {hi});")
+            return put if col == 0 else f"if (p1 != p) {put}"
+
+        mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
+        bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
+
+        def store4_dsp(base: str, col: int, accs: list[str]) -> str:
+            """A quad's four outputs of one pixel: requantized, packed and clamped at once."""
+            c0 = f"{ch}{base}"
+            vals = ",\n    ".join(
+                f"{mbqm}({a}, {rq.mult(f'{c0} + {r}')}, {rq.shift(f'{c0} + {r}')}) + {zp_y}"
+                for r, a in enumerate(accs))
+            put = (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
+                   f"{bounds});\n    memcpy(yn + {'p' if col == 0 else 'p1'} * {o} + {c0}, "
+                   f"&codes, 4);\n}}\n")
             return put if col == 0 else f"if (p1 != p) {put}"
 
         channels = gemm.generic("patch", store_generic)
@@ -175,7 +203,7 @@ class QConv2D(QOp):
                 f"            memcpy(pp, xn + (ih * {win.w} + iw) * {win.c}"
                 f"{' + gr * ' + str(cg) if groups > 1 else ''}, {cg});\n"
                 f"        }} else {{\n"
-                f"            memset(pp, {zp_x & 0xFF}, {cg});\n"
+                f"            memset(pp, {zp_x_c}, {cg});\n"
                 f"        }}\n"
                 f"        pp += {cg};\n"
                 f"    }}\n"
@@ -190,18 +218,18 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x, npix, store_dsp)
+        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp)
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
-            return f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops
+            return sk.wrap(f"const int8_t *xn = {x};\nint8_t *yn = {y};\n" + loops)
         head = (f"const int8_t *xn = {x} + n * {hw_c};\n"
                 f"int8_t *yn = {y} + n * {win.oh * win.ow * o};\n")
-        return (f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
-                + "}\n")
+        return sk.wrap(f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
+                       + "}\n")
 
-    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: int, npix: int,
-             store: object) -> str:
+    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
+             store: object, store4: object) -> str:
         """The DSP path: output pixels two at a time, each one's receptive field widened to
         int16 into its column of the interleaved patch, then the pair-table GEMM."""
         cg = win.c // groups
@@ -236,7 +264,7 @@ class QConv2D(QOp):
         )
         body = ("int32_t sums[2];\n"
                 "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
-                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store))
+                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
         if groups > 1:
             body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
         zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"

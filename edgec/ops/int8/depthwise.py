@@ -31,9 +31,10 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
-from edgec.ops.int8.fixedpoint import rounding_of
+from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 from edgec.ops.int8.gemm_s8 import use_kernels
+from edgec.ops.int8.shared import SharedKernel
 
 Outs = list[tuple[Shape, str]]
 #: windows of at most this many taps are unrolled (constant offsets) where wholly inside
@@ -103,10 +104,20 @@ class QDepthwiseConv2D(QOp):
         w = const_int8(node, g, 1, "weights")  # [1, KH, KW, OC]: tap-major, channel inner
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(-1, oc).sum(axis=0))
-        wsym = ctx.const_array(f"{node.name}_w", w.reshape(-1), "int8_t", param=True)
-        fsym = ctx.const_array(f"{node.name}_bias_folded", folded, "int32_t", param=True)
+        sk = SharedKernel(ctx, "edgec_dw_s8")
+        xin = sk.ptr("const int8_t *restrict", "x0", ctx.inp(0))
+        yout = sk.ptr("int8_t *restrict", "y0", ctx.out(0))
+        wsym = sk.table(ctx.const_array(f"{node.name}_w", w.reshape(-1), "int8_t", param=True),
+                        "int8_t")
+        fsym = sk.table(ctx.const_array(f"{node.name}_bias_folded", folded, "int32_t",
+                                        param=True), "int32_t")
         rq = Requant(ctx, node.name, mult, shift)
-        requant = use_requant(ctx, rounding_of(ctx.g))
+        if rq.per_channel:
+            sk.table(rq.mult_sym, "int32_t")
+            sk.table(rq.shift_sym, "int32_t")
+        zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
+                                sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
+        requant = use_requant(ctx, rounding_of(ctx.g), shift)
         ic = "oc" if m == 1 else f"oc / {m}"
 
         def tap_loop(acc_line: str) -> str:
@@ -132,8 +143,9 @@ class QDepthwiseConv2D(QOp):
             def tap_range(o: str, axis: str) -> str:
                 return win.c_tap_range(o, axis).split("\n")[0] + "\n"
         if win.any_padding:
-            bsym = ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True)
-            border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - ({zp_x}));")
+            bsym = sk.table(ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True),
+                            "int32_t")
+            border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - {zp_x_c});")
             per_channel = (
                 f"int32_t acc;\n"
                 f"if (inside) {{\n    acc = {fsym}[oc];\n" + indent(full) + "} else {\n"
@@ -158,11 +170,22 @@ class QDepthwiseConv2D(QOp):
                 return (f"yp[{ch}] = {requant}({acc}, {rq.mult(ch)}, {rq.shift(ch)}, {zp_y}, "
                         f"{lo}, {hi});")
 
+            mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
+            bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
+
+            def store4(ch: str, accs: list[str]) -> str:
+                """Four channels' outputs requantized, packed and clamped at once."""
+                vals = ",\n    ".join(
+                    f"{mbqm}({a}, {rq.mult(f'{ch} + {j}')}, {rq.shift(f'{ch} + {j}')}) + {zp_y}"
+                    for j, a in enumerate(accs))
+                return (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
+                        f"{bounds});\n    memcpy(yp + {ch}, &codes, 4);\n}}")
+
             dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                   + interior_channels(taps, oc, wsym, fsym, store)
+                   + interior_channels(taps, oc, wsym, fsym, store, store4)
                    + (channels(oc - oc % 4) if oc % 4 else ""))
             if win.any_padding:
-                edge = (border_channels(win, oc, wsym, fsym, zp_x, store)
+                edge = (border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
                         + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
                 generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
                            + indent(edge) + "}\n#else\n" + generic + "#endif\n")
@@ -179,7 +202,9 @@ class QDepthwiseConv2D(QOp):
         )
         hw_c = win.h * win.w * win.c
         if win.n == 1:
-            return f"const int8_t *xn = {ctx.inp(0)};\nint8_t *yn = {ctx.out(0)};\n" + loops
-        head = (f"const int8_t *xn = {ctx.inp(0)} + n * {hw_c};\n"
-                f"int8_t *yn = {ctx.out(0)} + n * {win.oh * win.ow * oc};\n")
-        return f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops) + "}\n"
+            body = f"const int8_t *xn = {xin};\nint8_t *yn = {yout};\n" + loops
+        else:
+            head = (f"const int8_t *xn = {xin} + n * {hw_c};\n"
+                    f"int8_t *yn = {yout} + n * {win.oh * win.ow * oc};\n")
+            body = f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops) + "}\n"
+        return sk.wrap(body)

@@ -42,35 +42,37 @@ static inline uint32_t edgec_ld32(const int8_t *p)
 
 
 def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
-                      store: object) -> str:
+                      store: object, store4: object = None) -> str:
     """C for one interior output pixel: channels ``0 <= ch < c - c % 4`` in fours.
     ``taps``: (input offset, weight offset) of every tap relative to ``xp + ch`` and
     ``wsym + ch``; ``store(ch_expr, acc_expr)`` gives the statement writing one output."""
     return _channels([(f"xc + {xo}", wo) for xo, wo in taps], c, wsym, bias, store,
-                     "    const int8_t *xc = xp + ch;")
+                     "    const int8_t *xc = xp + ch;", store4)
 
 
-def border_channels(win: Any, c: int, wsym: str, bias: str, zp_x: int, store: object) -> str:
+def border_channels(win: Any, c: int, wsym: str, bias: str, zp_x: int | str,
+                    store: object, store4: object = None) -> str:
     """C for one output pixel whose window reaches into the padding: each tap reads the input
     or, outside it, a row of the input zero point (which adds nothing: the folded bias already
     subtracted zp_x * w for every tap). Declares the row and the tap pointers first."""
     taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
     lines = [f"int8_t zrow[{c}];",
              f"const int8_t *tp[{len(taps)}];",
-             f"memset(zrow, {zp_x & 0xFF}, {c});"]
+             f"memset(zrow, {zp_x & 0xFF if isinstance(zp_x, int) else zp_x}, {c});"]
     for t, (kh, kw) in enumerate(taps):
         r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
         lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
                      f"xn + (({r}) * {win.w} + {q}) * {c} : zrow;")
     body = _channels([(f"tp[{t}] + ch", t * c) for t in range(len(taps))], c, wsym, bias,
-                     store, "")
+                     store, "", store4)
     return "\n".join(lines) + "\n" + body
 
 
 def _channels(taps: list[tuple[str, int]], c: int, wsym: str, bias: str, store: object,
-              head: str) -> str:
+              head: str, store4: object = None) -> str:
     """Channels in fours; ``taps``: (C pointer to the tap's four input channels, weight
-    offset from ``wsym + ch``)."""
+    offset from ``wsym + ch``); ``store4(ch_expr, [acc_expr] * 4)``, when given, writes the
+    four outputs at once (else ``store`` one by one)."""
     assert callable(store)
     c4 = c - c % 4
     if c4 == 0:
@@ -107,6 +109,9 @@ def _channels(taps: list[tuple[str, int]], c: int, wsym: str, bias: str, store: 
             "        a3 = __smlatt(wo, xo, a3);",
             "    }",
         ]
-    lines += [f"    {store(f'ch + {j}', f'a{j}')}" for j in range(4)]
+    if callable(store4):
+        lines += ["    " + ln for ln in store4("ch", [f"a{j}" for j in range(4)]).splitlines()]
+    else:
+        lines += [f"    {store(f'ch + {j}', f'a{j}')}" for j in range(4)]
     lines.append("}")
     return "\n".join(lines) + "\n"

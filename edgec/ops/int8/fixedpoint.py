@@ -294,6 +294,29 @@ static inline int32_t edgec_mbqm_single(int32_t x, int32_t multiplier, int shift
     const int total = 31 - shift;
     return (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << (total - 1))) >> total);
 }""",
+    "edgec_mbqm_right": """\
+/* edgec_mbqm for a shift in [-31, -1] only (the caller checks at compile time): the doubling
+ * high multiply as there, then RoundingDivideByPOT by e = -shift as floor((u + 2^(e-1)) / 2^e)
+ * with u = v - (v < 0) (ties away from zero), computed as (w >> 1) + (w & 1) with
+ * w = u >> (e - 1): no branch, no overflow (v > INT32_MIN). */
+static inline int32_t edgec_mbqm_right(int32_t x, int32_t multiplier, int shift)
+{
+    const int64_t ab = (int64_t)x * multiplier;
+    const int32_t v = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
+    const int32_t w = (int32_t)(v - (int32_t)((uint32_t)v >> 31)) >> (-shift - 1);
+    return (w >> 1) + (w & 1);
+}""",
+    "edgec_mbqm_single_hi": """\
+/* edgec_mbqm_single for a shift in [-31, -2] only (the caller checks at compile time): the
+ * rounding constant 2^(30 - shift) is then a multiple of 2^32, so the 64-bit rounding shift is
+ * the high word h of the product plus 2^(-2 - shift), shifted right by -1 - shift, which
+ * equals ((h >> (-2 - shift)) + 1) >> 1 (exactly; no overflow since |h| < 2^30). Its last
+ * argument is rshift = -2 - shift. */
+static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int rshift)
+{
+    const int32_t h = (int32_t)(((int64_t)x * multiplier) >> 32);
+    return ((h >> rshift) + 1) >> 1;
+}""",
     "edgec_sat_shl": """\
 /* gemmlowp SaturatingRoundingMultiplyByPOT for a positive exponent. */
 static inline int32_t edgec_sat_shl(int32_t x, int exponent)
@@ -352,8 +375,22 @@ def use_helpers(ctx: EmitContext, *names: str) -> None:
         ctx.helper(name, C_HELPERS[name])
 
 
-def use_mbqm(ctx: EmitContext, rounding: str) -> str:
-    """The C MultiplyByQuantizedMultiplier of form ``rounding`` (emitted once); its name."""
-    name = "edgec_mbqm_single" if rounding == "single" else "edgec_mbqm"
+def right_shifts_only(shifts: object, lo: int = -31, hi: int = -1) -> bool:
+    """Whether every shift lies in [lo, hi] (the domain of the branch-free helpers
+    ``edgec_mbqm_right``: [-31, -1], and ``edgec_mbqm_single_hi``: [-31, -2])."""
+    s = np.asarray(shifts).reshape(-1)
+    return bool(s.size) and bool(np.all((s >= lo) & (s <= hi)))
+
+
+def use_mbqm(ctx: EmitContext, rounding: str, shifts: object = None) -> str:
+    """The C MultiplyByQuantizedMultiplier of form ``rounding`` (emitted once); its name.
+    With the ``shifts`` a kernel uses, double rounding takes the branch-free
+    ``edgec_mbqm_right`` when every shift is in [-31, -1] (a multiplier below 1/2)."""
+    if rounding == "single":
+        name = "edgec_mbqm_single"
+    elif shifts is not None and right_shifts_only(shifts):
+        name = "edgec_mbqm_right"
+    else:
+        name = "edgec_mbqm"
     use_helpers(ctx, name)
     return name

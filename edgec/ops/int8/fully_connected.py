@@ -11,8 +11,9 @@ The TFLite interpreter rounds this op's MultiplyByQuantizedMultiplier once (opti
 The C kernel folds the input zero point into the bias at compile time
 (``b'[m] = b[m] - zp_x * sum_k w[m, k]``), so its kernels multiply raw codes: four rows at a
 time over the pair table (:func:`weight_layout`, :mod:`edgec.ops.int8.gemm_s8`), generic C or,
-on cores with the DSP extension, SMLAD/SXTB16 against the int8 input row read in place (no
-scratch); requantization and the activation clamp are one fused step per output.
+on cores with the DSP extension, the shared SMLAD/SXTB16 kernel function of
+:mod:`edgec.ops.int8.fc_dsp` (the input row widened to int16 in a 2·K-byte scratch buffer);
+requantization and the activation clamp are one fused step per output.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
+from edgec.ops.int8.fc_dsp import fast_single, use_fc_kernel
 from edgec.ops.int8.fixedpoint import f32, quantize_multipliers, rounding_of
-from edgec.ops.int8.gemm_s8 import Rows, pair_table, use_kernels
+from edgec.ops.int8.gemm_s8 import Rows, padded_dims, pair_table, use_kernels
 
 Outs = list[tuple[Shape, str]]
 
@@ -90,8 +92,8 @@ def const_int8(node: Node, g: Graph, idx: int, what: str) -> np.ndarray:
     return w
 
 
-#: k padding of the fully connected pair table (its kernels take the last k % 4 codes in C)
-FC_KMULT = 2
+#: k padding of the fully connected pair table (the DSP kernel takes k four at a time)
+FC_KMULT = 4
 
 
 def weight_layout(w: np.ndarray, kmult: int = FC_KMULT) -> np.ndarray:
@@ -145,6 +147,15 @@ class QFullyConnected(QOp):
         rows, k, m = self._dims(node, g)
         return rows * k * m
 
+    def scratch(self, node: Node, g: Graph) -> int:
+        """Bytes: the DSP kernel's int16 copy of one input row (k padded to a multiple of 4);
+        the generic C reads the row in place."""
+        _, k, m = self._dims(node, g)
+        return 2 * padded_dims(m, k, FC_KMULT)[1]
+
+    def scratch_ctype(self, node: Node, g: Graph) -> str:
+        return "int8_t"
+
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         rows, k, m = self._dims(node, g)
@@ -158,18 +169,39 @@ class QFullyConnected(QOp):
         table = weight_layout(w)
         wsym = ctx.const_array(f"{node.name}_w", table, "int8_t", param=True,
                                padding=table.size - w.size)
-        bsym = ctx.const_array(f"{node.name}_bias", folded, "int32_t", param=True)
-        rq = Requant(ctx, node.name, mult, shift)
-        requant = use_requant(ctx, rounding_of(g, fully_connected=True))
+        # padded to an even row count: the DSP kernel reads a padded row's bias (zero)
+        mp = m + (m & 1)
+        bsym = ctx.const_array(f"{node.name}_bias", np.pad(folded, (0, mp - m)), "int32_t",
+                               param=True, padding=mp - m)
+        rounding = rounding_of(g, fully_connected=True)
+        form = "single_hi" if rounding == "single" and fast_single(shift) else rounding
+        if form == "single_hi":  # one int8 table of -2 - shift for both kernels
+            shift = -2 - np.asarray(shift)
+        rq = Requant(ctx, node.name, mult, shift,
+                     shift_ctype="int8_t" if form == "single_hi" else "int32_t")
+        requant = use_requant(ctx, rounding)
         use_kernels(ctx)
         gemm = Rows(m, k, wsym, bsym, FC_KMULT)
 
         def store(mi: str, col: int, acc: str) -> str:
-            return (f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {rq.shift(mi)}, {zp_y}, {lo}, "
-                    f"{hi});")
+            sh = f"-2 - {rq.shift(mi)}" if form == "single_hi" else rq.shift(mi)
+            return f"yr[{mi}] = {requant}({acc}, {rq.mult(mi)}, {sh}, {zp_y}, {lo}, {hi});"
 
-        dsp = f"const int32_t sx = edgec_sum_s8(xr, {k});\n" + gemm.dsp("xr", ["sx"], store)
-        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + gemm.generic("xr", store)
+        # the DSP kernel takes tables: one entry each when the multiplier is per tensor
+        unused = "(void)scratch;\n"
+        if rq.per_channel:
+            msym, ssym, cmask = rq.mult_sym, rq.shift_sym, -1
+        else:
+            msym = ctx.const_array(f"{node.name}_mult", np.array([rq.m0]), "int32_t",
+                                   param=False)
+            ssym = ctx.const_array(f"{node.name}_shift", np.array([rq.s0]), rq.shift_ctype,
+                                   param=False)
+            cmask = 0
+            unused += f"(void){msym};\n(void){ssym};\n"
+        fc = use_fc_kernel(ctx, form)
+        dsp = (f"{fc}(xr, {k}, {wsym}, {m}, {gemm.kp}, {bsym}, {msym}, {ssym}, {cmask}, "
+               f"{zp_y}, {lo}, {hi}, yr, scratch);\n")
+        row = ("#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + gemm.generic("xr", store)
                + "#endif\n")
         x, y = ctx.inp(0), ctx.out(0)
         if rows == 1:

@@ -20,9 +20,9 @@ is padded to a multiple of 4 with zero weights. The generic C reads the same tab
 The DSP kernels of QConv2D read their inputs as int16: each receptive field (two output pixels
 at a time, interleaved by k pair so one LDRD loads both pixels' pair) is widened into the node's
 scratch buffer in the planned arena, with its sum for the correction above. QFullyConnected
-reads its int8 input row in place (no scratch: a dense layer keeps its arena), making the
-int16 pairs in registers. The input zero point is folded into the bias at compile time (the caller's
-``b - zp_x * sum(w)``), so both kernels multiply raw codes.
+widens its input row the same way, not interleaved (``fc_dsp.py``). The input zero point is
+folded into the bias at compile time (the caller's ``b - zp_x * sum(w)``), so both kernels
+multiply raw codes.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ def decode_pair_table(table: np.ndarray, m: int, k: int, kmult: int = 4) -> np.n
     return out[:m, :k]
 
 
-DSP_C = r"""#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && (__ARM_FEATURE_DSP == 1) && \
-    !defined(EDGEC_NO_DSP)
+DSP_C = r"""/* The DSP kernels' assembly loops hold 13-14 registers, more than an unoptimized
+ * build (-O0, frame pointer in r7) can give them: such builds take the generic C. */
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && (__ARM_FEATURE_DSP == 1) && \
+    defined(__OPTIMIZE__) && !defined(EDGEC_NO_DSP)
 #define EDGEC_S8_DSP 1
 #include <arm_acle.h>
 /* word and halfword views of int8 tables and of the arena (which is a float array) */
@@ -109,8 +111,10 @@ static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, in
             memcpy(&v, x + i, 4);
             e = __sxtb16((int32_t)v);
             o = edgec_sxtb16_hi((int32_t)v);
-            lo = ((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16);
-            hi = ((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16);
+            __asm__("pkhbt %[lo], %[e], %[o], lsl #16\n\t"  /* (x0, x1) */
+                    "pkhtb %[hi], %[o], %[e], asr #16"        /* (x2, x3) */
+                    : [lo] "=&r"(lo), [hi] "=r"(hi)
+                    : [e] "r"(e), [o] "r"(o));
             memcpy(dst + (k0 + i) * ncol, &lo, 4);
             memcpy(dst + (k0 + i + 2) * ncol, &hi, 4);
             sum = __smlad(e, 0x00010001, sum);
@@ -126,19 +130,33 @@ static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, in
 }
 
 /* Four rows (one quad of the pair table) against two interleaved int16 columns: acc[c * 4 + r]
- * += row r . column c; kp a multiple of 4; sx0, sx1 the columns' sums. The loop is assembly
- * (14 registers: eight accumulators, both columns' k pair in one LDRD, one weight word at a
- * time; two k pairs per iteration): 26 instructions per 32 MACs. */
+ * = bias[r] + row r . column c; kp a multiple of 4 (> 0); sx0, sx1 the columns' sums; bias
+ * holds four entries (a padded row's is 0). One assembly block (14 registers: eight
+ * accumulators, both columns' k pair in one LDRD, one weight word at a time; two k pairs per
+ * iteration, 26 instructions per 32 MACs) that first sets the accumulators: d at the odd rows'
+ * bias, a at the even rows' bias less 128 * sum + 256 * the odd row's bias, so that the even
+ * row is a - 256 * d after the loop. */
 static inline void edgec_quad2_s8(const int8_t *w, const edgec_q15a *x, int kp, int32_t sx0,
-                                  int32_t sx1, int32_t *acc)
+                                  int32_t sx1, const int32_t *bias, int32_t *acc)
 {
     const int8_t *wp = w;
     const edgec_q15a *xp = x;
     const edgec_q15a *const end = x + 2 * kp;
-    int32_t a00 = 0, d00 = 0, a01 = 0, d01 = 0, a10 = 0, d10 = 0, a11 = 0, d11 = 0;
-    int32_t x0, x1, wv;
-    if (kp > 0) {
+    int32_t a00, d00, a01, d01, a10, d10, a11, d11;
+    int32_t x0 = (int32_t)((uint32_t)sx0 << 7), x1 = (int32_t)((uint32_t)sx1 << 7);
+    int32_t wv = (int32_t)(intptr_t)bias;
+    {
         __asm__ volatile(
+        "ldrd %[a00], %[d00], [%[w]]\n\t"
+        "ldrd %[a10], %[d10], [%[w], #8]\n\t"
+        "add %[a00], %[a00], %[d00], lsl #8\n\t"
+        "add %[a10], %[a10], %[d10], lsl #8\n\t"
+        "sub %[a01], %[a00], %[x1]\n\t"
+        "sub %[a11], %[a10], %[x1]\n\t"
+        "sub %[a00], %[a00], %[x0]\n\t"
+        "sub %[a10], %[a10], %[x0]\n\t"
+        "mov %[d01], %[d00]\n\t"
+        "mov %[d11], %[d10]\n\t"
         "1:\n\t"
         "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
         "ldr %[w], [%[wp]], #4\n\t"
@@ -168,20 +186,20 @@ static inline void edgec_quad2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
         "smlad %[d11], %[w], %[x1], %[d11]\n\t"
         "cmp %[xp], %[end]\n\t"
         "bne 1b\n\t"
-            : [a00] "+r"(a00), [a01] "+r"(a01), [d00] "+r"(d00), [d01] "+r"(d01),
-              [a10] "+r"(a10), [a11] "+r"(a11), [d10] "+r"(d10), [d11] "+r"(d11),
-              [xp] "+r"(xp), [wp] "+r"(wp), [x0] "=&r"(x0), [x1] "=&r"(x1), [w] "=&r"(wv)
+            : [a00] "=&r"(a00), [a01] "=&r"(a01), [d00] "=&r"(d00), [d01] "=&r"(d01),
+              [a10] "=&r"(a10), [a11] "=&r"(a11), [d10] "=&r"(d10), [d11] "=&r"(d11),
+              [xp] "+r"(xp), [wp] "+r"(wp), [x0] "+r"(x0), [x1] "+r"(x1), [w] "+r"(wv)
             : [end] "r"(end)
             : "cc", "memory");
     }
-    acc[0] += (int32_t)((uint32_t)a00 - ((uint32_t)d00 << 8) - ((uint32_t)sx0 << 7));
-    acc[1] += d00;
-    acc[2] += (int32_t)((uint32_t)a10 - ((uint32_t)d10 << 8) - ((uint32_t)sx0 << 7));
-    acc[3] += d10;
-    acc[4] += (int32_t)((uint32_t)a01 - ((uint32_t)d01 << 8) - ((uint32_t)sx1 << 7));
-    acc[5] += d01;
-    acc[6] += (int32_t)((uint32_t)a11 - ((uint32_t)d11 << 8) - ((uint32_t)sx1 << 7));
-    acc[7] += d11;
+    acc[0] = (int32_t)((uint32_t)a00 - ((uint32_t)d00 << 8));
+    acc[1] = d00;
+    acc[2] = (int32_t)((uint32_t)a10 - ((uint32_t)d10 << 8));
+    acc[3] = d10;
+    acc[4] = (int32_t)((uint32_t)a01 - ((uint32_t)d01 << 8));
+    acc[5] = d01;
+    acc[6] = (int32_t)((uint32_t)a11 - ((uint32_t)d11 << 8));
+    acc[7] = d11;
 }
 
 /* Two rows (the lone pair of the pair table) against two interleaved int16 columns:
@@ -208,98 +226,25 @@ static inline void edgec_pair2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
     acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8) - ((uint32_t)sx1 << 7));
     acc[3] += d1;
 }
-
-/* Four rows (one quad) against the int8 vector x (k codes, read in place: no int16 copy, so
- * no scratch): acc[r] += row r . x; sx = sum(x). Assembly loop over whole groups of four codes
- * (LDR, 2 SXTB16 and PKHTB/PKHBT make the (x[k], x[k+1]) pairs; 21 instructions per 16 MACs),
- * the last k % 4 codes in C. */
-static inline void edgec_quad1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
-                                  int32_t *acc)
+/* Four int32 values (requantized, zero point added) to four int8 codes in one word, the
+ * first at the lowest address: saturated (SSAT), packed (BFI), clamped to [lo, hi] byte-wise
+ * (SSUB8 + SEL per bound); lo4, hi4: the bounds repeated in the four bytes. */
+static inline uint32_t edgec_pack4_s8(int32_t v0, int32_t v1, int32_t v2, int32_t v3,
+                                      uint32_t lo4, uint32_t hi4)
 {
-    const int8_t *wp = w;
-    const int8_t *xp = x;
-    const int8_t *const end = x + (k & ~3);
-    int32_t a0 = 0, d0 = 0, a1 = 0, d1 = 0;
-    int32_t e, o, x1, w0, w1, w2, w3;
-    int i;
-    if (k >= 4) {
-        __asm__ volatile(
-            "1:\n\t"
-            "ldr %[o], [%[xp]], #4\n\t"
-            "sxtb16 %[e], %[o]\n\t"
-            "sxtb16 %[o], %[o], ror #8\n\t"
-            "pkhtb %[x1], %[o], %[e], asr #16\n\t"
-            "pkhbt %[e], %[e], %[o], lsl #16\n\t"
-            "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-            "ldrd %[w2], %[w3], [%[wp]], #8\n\t"
-            "smlad %[a0], %[w0], %[e], %[a0]\n\t"
-            "smlad %[a1], %[w1], %[e], %[a1]\n\t"
-            "smlad %[a0], %[w2], %[x1], %[a0]\n\t"
-            "smlad %[a1], %[w3], %[x1], %[a1]\n\t"
-            "sxtb16 %[w0], %[w0], ror #8\n\t"
-            "sxtb16 %[w1], %[w1], ror #8\n\t"
-            "sxtb16 %[w2], %[w2], ror #8\n\t"
-            "sxtb16 %[w3], %[w3], ror #8\n\t"
-            "smlad %[d0], %[w0], %[e], %[d0]\n\t"
-            "smlad %[d1], %[w1], %[e], %[d1]\n\t"
-            "smlad %[d0], %[w2], %[x1], %[d0]\n\t"
-            "smlad %[d1], %[w3], %[x1], %[d1]\n\t"
-            "cmp %[xp], %[end]\n\t"
-            "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [d0] "+r"(d0), [d1] "+r"(d1), [xp] "+r"(xp),
-              [wp] "+r"(wp), [e] "=&r"(e), [o] "=&r"(o), [x1] "=&r"(x1), [w0] "=&r"(w0),
-              [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
-            : [end] "r"(end)
-            : "cc", "memory");
-    }
-    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
-    a1 = (int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8));
-    for (i = k & ~3; i < k; ++i) {  /* tail: byte (i % 2) * 2 of k pair (i - k4) / 2 */
-        const uint8_t *u = (const uint8_t *)wp + ((i - (k & ~3)) >> 1) * 8 + (i & 1) * 2;
-        const int32_t xv = x[i];
-        a0 += (int32_t)u[0] * xv;
-        d0 += (int32_t)(int8_t)u[1] * xv;
-        a1 += (int32_t)u[4] * xv;
-        d1 += (int32_t)(int8_t)u[5] * xv;
-    }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
-    acc[1] += d0;
-    acc[2] += (int32_t)((uint32_t)a1 - ((uint32_t)sx << 7));
-    acc[3] += d1;
-}
-
-/* Two rows (the lone pair) against the int8 vector x: acc[r] += row r . x. */
-static inline void edgec_pair1_s8(const int8_t *w, const int8_t *x, int k, int32_t sx,
-                                  int32_t *acc)
-{
-    const uint8_t *u = (const uint8_t *)w;
-    int32_t a0 = 0, d0 = 0;
-    int i;
-    for (i = 0; i + 4 <= k; i += 4, u += 8) {
-        uint32_t v, wa, wb;
-        int32_t e, o;
-        memcpy(&v, x + i, 4);
-        memcpy(&wa, u, 4);
-        memcpy(&wb, u + 4, 4);
-        e = __sxtb16((int32_t)v);
-        o = edgec_sxtb16_hi((int32_t)v);
-        {
-            const int32_t xa = (int32_t)(((uint32_t)e & 0xFFFFu) | ((uint32_t)o << 16));
-            const int32_t xb = (int32_t)(((uint32_t)o & 0xFFFF0000u) | ((uint32_t)e >> 16));
-            a0 = __smlad((int32_t)wa, xa, a0);
-            a0 = __smlad((int32_t)wb, xb, a0);
-            d0 = __smlad(edgec_sxtb16_hi((int32_t)wa), xa, d0);
-            d0 = __smlad(edgec_sxtb16_hi((int32_t)wb), xb, d0);
-        }
-    }
-    a0 = (int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8));
-    for (; i < k; ++i) {
-        const uint8_t *t = u + ((i & 3) >> 1) * 4 + (i & 1) * 2;
-        a0 += (int32_t)t[0] * x[i];
-        d0 += (int32_t)(int8_t)t[1] * x[i];
-    }
-    acc[0] += (int32_t)((uint32_t)a0 - ((uint32_t)sx << 7));
-    acc[1] += d0;
+    uint32_t codes = (uint32_t)__ssat(v0, 8), t;
+    __asm__("bfi %[v], %[c1], #8, #8\n\t"
+            "bfi %[v], %[c2], #16, #8\n\t"
+            "bfi %[v], %[c3], #24, #8\n\t"
+            "ssub8 %[t], %[v], %[lo]\n\t"
+            "sel %[v], %[v], %[lo]\n\t"
+            "ssub8 %[t], %[hi], %[v]\n\t"
+            "sel %[v], %[v], %[hi]"
+            : [v] "+r"(codes), [t] "=&r"(t)
+            : [c1] "r"(__ssat(v1, 8)), [c2] "r"(__ssat(v2, 8)), [c3] "r"(__ssat(v3, 8)),
+              [lo] "r"(lo4), [hi] "r"(hi4)
+            : "cc");
+    return codes;
 }
 #endif"""
 
@@ -425,20 +370,24 @@ class Rows:
                                   + self._finish(2, base, 1, store)) + "}\n")
         return code
 
-    def dsp(self, xq: str, sums: list[str], store: object) -> str:
-        """DSP C: rows against the int8 vector ``xq`` (``len(sums) == 1``) or two interleaved
-        int16 columns."""
-        cols = len(sums)
-        n = self.kp if cols == 2 else self.k
-        s = ", ".join(sums)
-        quad, pair = ("edgec_quad2_s8", "edgec_pair2_s8") if cols == 2 else \
-            ("edgec_quad1_s8", "edgec_pair1_s8")
+    def dsp(self, xq: str, sums: list[str], store: object, store4: object = None) -> str:
+        """DSP C: rows against two interleaved int16 columns ``xq`` (their sums ``sums``).
+        ``store4(base_expr, col, [acc_expr] * 4)``: the C writing a quad's four outputs of
+        one column at once (used when every quad is whole: M a multiple of 4)."""
+        assert len(sums) == 2
+        cols, n, s = 2, self.kp, ", ".join(sums)
+        quad, pair = "edgec_quad2_s8", "edgec_pair2_s8"
+        if callable(store4) and self.m % 4 == 0:
+            finish = "".join(store4("4 * q", c, [f"acc[{c * 4 + r}]" for r in range(4)])
+                             for c in range(cols))
+        else:
+            finish = self._finish(4, "4 * q", cols, store)
         code = ""
         if self.nquad:
             code += (f"for (int q = 0; q < {self.nquad}; ++q) {{\n"
-                     + _ind(self._init(4, "4 * q", cols)
+                     + _ind(f"int32_t acc[{4 * cols}];\n"
                             + f"{quad}({self.wsym} + q * {4 * self.kp}, {xq}, {n}, {s}, "
-                            f"acc);\n" + self._finish(4, "4 * q", cols, store)) + "}\n")
+                            f"{self.bias} + 4 * q, acc);\n" + finish) + "}\n")
         if self.lone:
             base = str(4 * self.nquad)
             code += ("{\n" + _ind(self._init(2, base, cols)

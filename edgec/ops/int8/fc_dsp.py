@@ -1,0 +1,222 @@
+"""The DSP-extension kernel of QFullyConnected: one C function per rounding form, shared by every
+fully connected layer of a model (called with the layer's tables, so a model with ten dense
+layers carries one copy of the loop).
+
+The input row (K int8 codes) is first widened to int16 into the node's scratch buffer (2 * kp
+bytes, kp = K rounded up to a multiple of 4, zero padded), with its sum for the pair table's
+correction (see :mod:`edgec.ops.int8.gemm_s8`). Then for each quad of the pair table (four
+output rows) an assembly loop takes 16 k per iteration, four steps of
+
+    LDRD  xa, xb      <- x[k .. k + 3] as two int16 pairs
+    LDM   w0-w3       <- the quad's four words of k pairs (k, k + 1) and (k + 2, k + 3)
+    4 x (SMLAD a, w, x ; SXTB16 w, w, ROR #8 ; SMLAD d, w, x)
+
+that is 14 instructions per 16 MACs; the k % 16 rest in C with the same arithmetic, the lone
+pair (M % 4 in {1, 2}) in C. Requantization and the clamp are fused per output; with the
+single rounding (TFLite's FULLY_CONNECTED) and a shift in [-31, -2] (every multiplier below
+1/4, the usual case) the 64-bit rounding shift is a high-word multiply, an add and a shift:
+``(x * M + 2^(30 - s)) >> (31 - s) == ((x * M >> 32) + 2^(-2 - s)) >> (-1 - s)`` exactly,
+because 2^(30 - s) is then a multiple of 2^32.
+
+Instruction floor (batch 1, int8 weights stored once in flash): every weight word (four int8
+weights, two rows x two k) needs at least one SMLAD per two MACs, and the pair table's second
+row needs its bytes sign-extended (one SXTB16 per word) before its SMLAD: 3 ALU instructions
+per 4 MACs, 0.75 per MAC, before any load. With loads (LDM: one instruction per four words,
+LDRD of the int16 input shared by the four rows) the loop is 14 / 16 = 0.875 per MAC.
+"""
+
+from __future__ import annotations
+
+from edgec.ops.base import EmitContext
+from edgec.ops.int8.fixedpoint import right_shifts_only, use_helpers, use_mbqm
+from edgec.ops.int8.gemm_s8 import use_kernels
+
+
+def fast_single(shifts: object) -> bool:
+    """Whether every shift allows ``edgec_mbqm_single_hi`` (the kernel form "single_hi")."""
+    return right_shifts_only(shifts, -31, -2)
+
+
+FC_C = r"""#ifdef EDGEC_S8_DSP
+/* Requantized accumulator plus the output zero point (edgec_fc_s8_{form}). */
+static inline int32_t edgec_fc_rq_{form}(int32_t acc, int32_t mult, int32_t shift, int32_t zp_y)
+{{
+    {rq_body}
+}}
+
+/* One output of edgec_fc_s8_{form}: requantize, add the zero point, clamp, store. */
+static inline void edgec_fc_out_{form}(int8_t *y, int32_t acc, int32_t mult, int32_t shift,
+                                      int32_t zp_y, int32_t lo, int32_t hi)
+{{
+    int32_t v = {mbqm}(acc, mult, shift) + zp_y;
+    v = v < lo ? lo : v;
+    *y = (int8_t)(v > hi ? hi : v);
+}}
+
+/* QFullyConnected on the DSP extension, {form} rounding: y[r] = requant(bias[r] + w[r] . x)
+ * for r < m, the weights a pair table of kp (a multiple of 4) codes per row, x the k int8
+ * codes of one input row; scratch: 2 * kp bytes (the row widened to int16). mult and shift
+ * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). */
+static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, int kp,
+                              const int32_t *bias, const int32_t *mult, const {stype} *shift,
+                              int cmask, int32_t zp_y, int32_t lo, int32_t hi, int8_t *y,
+                              void *scratch)
+{{
+    edgec_u32a *xw = (edgec_u32a *)scratch;
+    edgec_q15a *xh = (edgec_q15a *)scratch;
+    const int mp = m + (m & 1), kpl = kp & ~31, k4 = k & ~3;
+    const int8_t *wp = w;
+    int32_t sx = 0, corr;
+    uint32_t lo4, hi4;
+    int i, q;
+    if (k4 > 0) {{  /* four codes a step: (x0, x1), (x2, x3) as int16 pairs, and their sum */
+        const int8_t *xs = x;
+        edgec_u32a *xd = xw;
+        int32_t e, o, t;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldr %[e], [%[xs]], #4\n\t"
+            "sxtb16 %[o], %[e], ror #8\n\t"
+            "sxtb16 %[e], %[e]\n\t"
+            "smlad %[sx], %[e], %[one], %[sx]\n\t"
+            "smlad %[sx], %[o], %[one], %[sx]\n\t"
+            "pkhbt %[t], %[e], %[o], lsl #16\n\t"
+            "pkhtb %[o], %[o], %[e], asr #16\n\t"
+            "strd %[t], %[o], [%[xd]], #8\n\t"
+            "cmp %[xs], %[xe]\n\t"
+            "bne 1b\n\t"
+            : [e] "=&r"(e), [o] "=&r"(o), [t] "=&r"(t), [xs] "+r"(xs), [xd] "+r"(xd),
+              [sx] "+r"(sx)
+            : [xe] "r"(x + k4), [one] "r"(0x00010001)
+            : "cc", "memory");
+    }}
+    for (i = k4; i < k; ++i) {{
+        xh[i] = x[i];
+        sx += x[i];
+    }}
+    for (i = k; i < kp; ++i) xh[i] = 0;
+    corr = (int32_t)((uint32_t)sx << 7);
+    lo4 = ((uint32_t)lo & 0xFFu) * 0x01010101u;
+    hi4 = ((uint32_t)hi & 0xFFu) * 0x01010101u;
+    for (q = 0; q < (mp >> 2); ++q) {{
+        register int32_t w0 __asm__("r0");
+        register int32_t w1 __asm__("r1");
+        register int32_t w2 __asm__("r2");
+        register int32_t w3 __asm__("r3");
+        int32_t a0, d0, a1, d1;
+        int32_t xa = (int32_t)(intptr_t)(bias + 4 * q), xb = corr;
+        const edgec_u32a *xp = xw;
+        const edgec_u32a *const end = xw + (kpl >> 1);
+        int j;
+        /* d0, d1 start at rows 1 and 3's bias (the table is padded to even rows); a0, a1 at
+         * rows 0 and 2's, less the pair table's 128 * sum(x), plus 256 * the odd row's, so
+         * that row 0 = a0 - 256 * d0 after the loop */
+        __asm__ volatile(
+            "ldrd %[a0], %[d0], [%[xa]]\n\t"
+            "ldrd %[a1], %[d1], [%[xa], #8]\n\t"
+            "sub %[a0], %[a0], %[xb]\n\t"
+            "add %[a0], %[a0], %[d0], lsl #8\n\t"
+            "sub %[a1], %[a1], %[xb]\n\t"
+            "add %[a1], %[a1], %[d1], lsl #8\n\t"
+            "cmp %[xp], %[end]\n\t"
+            "beq 2f\n\t"
+            "1:\n\t"
+{steps}            "cmp %[xp], %[end]\n\t"
+            "bne 1b\n\t"
+            "2:\n\t"
+            : [a0] "=&r"(a0), [d0] "=&r"(d0), [a1] "=&r"(a1), [d1] "=&r"(d1),
+              [xp] "+r"(xp), [wp] "+r"(wp), [xa] "+r"(xa), [xb] "+r"(xb),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+            : [end] "r"(end)
+            : "cc", "memory");
+        for (j = kpl; j < kp; j += 4, wp += 16, xp += 2) {{
+            const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
+            int32_t v0 = (int32_t)ww[0], v1 = (int32_t)ww[1];
+            int32_t v2 = (int32_t)ww[2], v3 = (int32_t)ww[3];
+            xa = (int32_t)xp[0];
+            xb = (int32_t)xp[1];
+            a0 = __smlad(v0, xa, a0);
+            d0 = __smlad(edgec_sxtb16_hi(v0), xa, d0);
+            a1 = __smlad(v1, xa, a1);
+            d1 = __smlad(edgec_sxtb16_hi(v1), xa, d1);
+            a0 = __smlad(v2, xb, a0);
+            d0 = __smlad(edgec_sxtb16_hi(v2), xb, d0);
+            a1 = __smlad(v3, xb, a1);
+            d1 = __smlad(edgec_sxtb16_hi(v3), xb, d1);
+        }}
+        {{  /* requantize four rows; clamp the four codes at once (SSUB8 + SEL per bound) */
+            const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
+            const int32_t *mq = mult + c;
+            const {stype} *sq = shift + c;
+            const int32_t v0 = edgec_fc_rq_{form}((int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8)),
+                                                 mq[0], sq[0], zp_y);
+            const int32_t v1 = edgec_fc_rq_{form}(d0, mq[st], sq[st], zp_y);
+            const int32_t v2 = edgec_fc_rq_{form}((int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8)),
+                                                 mq[2 * st], sq[2 * st], zp_y);
+            const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
+                                          : 0;
+            const uint32_t codes = edgec_pack4_s8(v0, v1, v2, v3, lo4, hi4);
+            if (r0 + 3 < m) {{
+                memcpy(y + r0, &codes, 4);
+            }} else {{
+                y[r0] = (int8_t)(codes & 0xFFu);
+                y[r0 + 1] = (int8_t)((codes >> 8) & 0xFFu);
+                y[r0 + 2] = (int8_t)((codes >> 16) & 0xFFu);
+            }}
+        }}
+    }}
+    if ((mp >> 1) & 1) {{  /* the lone pair: rows mp - 2 and (if < m) mp - 1 */
+        const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
+        int32_t a = 0, d = 0;
+        int j;
+        for (j = 0; j < (kp >> 1); ++j) {{
+            const int32_t v = (int32_t)ww[j], xv = (int32_t)xw[j];
+            a = __smlad(v, xv, a);
+            d = __smlad(edgec_sxtb16_hi(v), xv, d);
+        }}
+        edgec_fc_out_{form}(y + mp - 2, (int32_t)((uint32_t)bias[mp - 2] + (uint32_t)a -
+                           ((uint32_t)d << 8) - (uint32_t)corr), mult[(mp - 2) & cmask],
+                           shift[(mp - 2) & cmask], zp_y, lo, hi);
+        if (mp - 1 < m) {{
+            edgec_fc_out_{form}(y + mp - 1, bias[mp - 1] + d, mult[(mp - 1) & cmask],
+                               shift[(mp - 1) & cmask], zp_y, lo, hi);
+        }}
+    }}
+}}
+#endif"""
+
+_STEP = (
+    '"ldrd %[xa], %[xb], [%[xp]], #8\\n\\t"\n'
+    '"ldm %[wp]!, {{%[w0], %[w1], %[w2], %[w3]}}\\n\\t"\n'
+    + "".join(
+        f'"smlad %[{a}], %[{w}], %[{x}], %[{a}]\\n\\t"\n'
+        f'"sxtb16 %[{w}], %[{w}], ror #8\\n\\t"\n'
+        f'"smlad %[{d}], %[{w}], %[{x}], %[{d}]\\n\\t"\n'
+        for w, x, a, d in (("w0", "xa", "a0", "d0"), ("w1", "xa", "a1", "d1"),
+                           ("w2", "xb", "a0", "d0"), ("w3", "xb", "a1", "d1")))
+)
+#: k steps of 4 per assembly iteration
+STEPS = 8
+
+
+def use_fc_kernel(ctx: EmitContext, form: str) -> str:
+    """Emit the DSP fully connected kernel of requantization form ``form`` (once): "single",
+    "double" (MultiplyByQuantizedMultiplier's two roundings) or "single_hi" (single rounding,
+    every shift in [-31, -2]: :func:`fast_single`; its shift table is int8 ``-2 - shift``);
+    its name."""
+    use_kernels(ctx)
+    if form == "single_hi":
+        use_helpers(ctx, "edgec_mbqm_single_hi")
+        mbqm = "edgec_mbqm_single_hi"
+    else:
+        mbqm = use_mbqm(ctx, form)
+    steps = "".join(" " * 12 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
+                    .replace("}}", "}").rstrip("\n").split("\n"))
+    stype = "int8_t" if form == "single_hi" else "int32_t"
+    if form == "single_hi":  # the zero point joins the last rounding: ((h >> s) + 1 + 2 zp) >> 1
+        rq_body = ("const int32_t h = (int32_t)(((int64_t)acc * mult) >> 32);\n"
+                   "    return ((h >> shift) + 1 + 2 * zp_y) >> 1;")
+    else:
+        rq_body = f"return {mbqm}(acc, mult, shift) + zp_y;"
+    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps,
+                                                          stype=stype, rq_body=rq_body))
