@@ -382,16 +382,42 @@ typedef struct {
     float rmax;
 } point_t;
 
-/* evaluates the model at p->u; fills y, jac, the objective and the max residual */
-static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p)
+/* whether z is, bit for bit, the model input of the last tick's final iterate */
+static int same_as_last(const edgec_mpc_t *c, const float *z)
+{
+    int same = (c->last_valid != 0u) ? 1 : 0;
+    int j;
+    for (j = 0; (j < NZ) && (same != 0); ++j) {
+        same = (float_bits(z[j]) == float_bits(c->last_z[j])) ? 1 : 0;
+    }
+    return same;
+}
+
+/* keeps the model at p (a finite evaluation) for the next tick */
+static void keep_last(edgec_mpc_t *c, const point_t *p)
+{
+    (void)memcpy(c->last_z, p->z, sizeof(c->last_z));
+    (void)memcpy(c->last_y, p->y, sizeof(c->last_y));
+    (void)memcpy(c->last_jac, p->jac, sizeof(c->last_jac));
+    c->last_valid = 1u;
+}
+
+/* evaluates the model at p->u (or, with may_reuse, takes the last tick's final evaluation when
+ * the model input is the same); fills y, jac, the objective and the max residual */
+static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p, int may_reuse)
 {
     int i;
     int j;
     float cost = 0.0f;
     float rmax = 0.0f;
     edgec_mpc_model_input(c, p->u, p->z);
-    if (!model_eval(c, p->z, p->y, p->jac)) {
+    if ((may_reuse != 0) && (same_as_last(c, p->z) != 0)) {
+        (void)memcpy(p->y, c->last_y, sizeof(p->y));
+        (void)memcpy(p->jac, c->last_jac, sizeof(p->jac));
+    } else if (!model_eval(c, p->z, p->y, p->jac)) {
         return 0;
+    } else {
+        /* evaluated */
     }
     for (i = 0; i < NY; ++i) {
         const float r = p->y[i] - y_ref[i];
@@ -451,7 +477,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     for (j = 0; j < NU; ++j) {
         cur.u[j] = clampf(c->u_plan[j], lo[j], hi[j]);
     }
-    if (!eval_point(c, y_ref, &cur)) {
+    if (!eval_point(c, y_ref, &cur, 1)) {
         return EDGEC_MPC_FLAG_NONFINITE_MODEL | EDGEC_MPC_FLAG_FALLBACK;
     }
     for (it = 0; it < EDGEC_MPC_MAX_ITER; ++it) {
@@ -493,7 +519,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
                     trial.u[j] = clampf(cur.u[j] + d[j], lo[j], hi[j]);
                 }
             }
-            if (eval_point(c, y_ref, &trial) && (trial.cost < cur.cost)) {
+            if (eval_point(c, y_ref, &trial, 0) && (trial.cost < cur.cost)) {
                 accepted = 1;
                 if (!newton) {
                     lambda = damping_down(lambda);
@@ -522,6 +548,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
             break;
         }
     }
+    keep_last(c, &cur);
     c->report.residual = cur.rmax;
     c->report.cost = cur.cost;
     if (!(flags & (EDGEC_MPC_FLAG_CONVERGED | EDGEC_MPC_FLAG_STATIONARY))) {
