@@ -8,6 +8,8 @@ A run-time right-hand side gets a batched (broadcasting) matrix product.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
@@ -310,3 +312,207 @@ class MatMul(Op):
             )
 
         return broadcast_loop(batch, [ba, bb], body)
+
+
+# -- forward-mode tangents of a dense layer in the same weight walk ---------------------------
+def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
+    """(name, C) of ``edgec_dot<rows>x<v>``: acc[rows j + r] += sum_i w[rows i + r] * x_j[i]
+    for v input vectors x_0..x_{v-1} (v <= 3) and ``rows`` (<= 4) interleaved weight rows, each
+    weight load shared by the v vectors. Every accumulator adds its products in the order of
+    k, as edgec_dot4 does, so a vector's result is the one a separate dense kernel gives. On
+    FPU Cortex-M cores (as edgec_dot4) the main loop is assembly: per four k, VLDM 4 rows
+    weights, per vector VLDM 4 inputs and 4 rows VFMA (1.125 instructions per MAC for four rows
+    and three vectors)."""
+    name = f"edgec_dot{rows}x{v}"
+    nacc = rows * v
+    acc_regs = "s4" if nacc == 1 else f"s4-s{3 + nacc}"
+    xs = ", ".join(f"const float *restrict x{j}" for j in range(v))
+    fmas = []
+    for j in range(v):
+        fmas.append(f'            "vldmia %[x{j}]!, {{s0-s3}}\\n\\t"')
+        fmas += [f'            "vfma.f32 s{4 + rows * j + r}, s{16 + rows * i + r}, s{i}\\n\\t"'
+                 for i in range(4) for r in range(rows)]
+    outs = ", ".join(f'[x{j}] "+r"(xp{j})' for j in range(v))
+    clob = ", ".join(f'"s{i}"' for i in [*range(4 + nacc), *range(16, 16 + 4 * rows)])
+    accs = [f"a{j}{r}" for j in range(v) for r in range(rows)]
+    tail = [f"            const float xv{j} = xp{j}[i];" for j in range(v)]
+    tail += [f"            a{j}{r} += wp[{r}] * xv{j};" for j in range(v) for r in range(rows)]
+    code = (
+        f"/* acc[{rows} * j + r] += sum_i w[{rows} * i + r] * x_j[i], j < {v}, r < {rows}: the\n"
+        f" * input vectors share each weight load (a layer and its tangents in one walk). */\n"
+        f"static void {name}({xs}, const float *restrict w, int k,\n"
+        f"                        float *restrict acc)\n{{\n"
+        + "".join(f"    const float *xp{j} = x{j};\n" for j in range(v))
+        + "    const float *wp = w;\n    int rest = k;\n"
+        "#ifdef EDGEC_DOT4_ASM\n"
+        "    int blocks = k / 4;\n"
+        "    if (blocks > 0) {\n"
+        "        __asm__ volatile(\n"
+        f'            "vldmia %[acc], {{{acc_regs}}}\\n\\t"\n'
+        '            "1:\\n\\t"\n'
+        f'            "vldmia %[w]!, {{s16-s{15 + 4 * rows}}}\\n\\t"\n'
+        + "\n".join(fmas) + "\n"
+        '            "subs %[b], %[b], #1\\n\\t"\n'
+        '            "bne 1b\\n\\t"\n'
+        f'            "vstmia %[acc], {{{acc_regs}}}\\n\\t"\n'
+        f'            : {outs}, [w] "+r"(wp), [b] "+r"(blocks)\n'
+        '            : [acc] "r"(acc)\n'
+        f'            : {clob}, "memory", "cc");\n'
+        "    }\n"
+        "    rest = k % 4;\n"
+        "#endif\n"
+        "    {\n"
+        + "".join(f"        float {a} = acc[{n}];\n" for n, a in enumerate(accs))
+        + "        for (int i = 0; i < rest; ++i) {\n"
+        + "\n".join(tail) + "\n"
+        f"            wp = &wp[{rows}];\n"
+        "        }\n"
+        + "".join(f"        acc[{n}] = {a};\n" for n, a in enumerate(accs))
+        + "    }\n}"
+    )
+    return name, code
+
+
+def jvp_dense_layer(
+    ctx: EmitContext,
+    x: str,
+    dx: str,
+    p: int,
+    w_nk: np.ndarray,
+    bias: str | None,
+    y: str,
+    dy: str,
+    deriv: Callable[[str], str] | None,
+    pre: str | None = None,
+) -> str:
+    """C for one row y = act(bias + W x) and its p tangents dy[j] = act'(y) * (W dx[j]) with
+    constant W ([N, K]), the layer and its tangents from one walk over the weights: vectors
+    [x, dx[0], ...] in groups of up to three per walk (:func:`_dot_multi_helper`). Rows in
+    blocks of four (weights interleaved as in :func:`dense_layer`), the last N % 4 rows as one
+    block of their own (interleaved by N % 4). ``deriv``: C of act' for a C expression of y
+    (None: no activation, dy = W dx). ``pre``: a constant table [p, N] of the tangents before
+    the activation (W dx for a constant dx, folded at compile time): then only x is walked."""
+    n, k = (int(d) for d in w_nk.shape)
+    full, tail = n - n % 4, n % 4
+    w32 = np.asarray(w_nk, np.float32)
+    parts = [w32[:full].reshape(full // 4, 4, k).transpose(0, 2, 1).reshape(-1)]  # [blk][k][r]
+    parts.append(w32[full:].T.reshape(-1))  # the tail rows: [k][row]
+    wsym = ctx.const_array(f"{ctx.node.name}_w4", np.ascontiguousarray(np.concatenate(parts)))
+    ctx.helper("edgec_dot4", DOT4_HELPER)  # defines EDGEC_DOT4_ASM and the one-vector walk
+    vecs = [x] + ([] if pre is not None else [f"{dx} + {j * k}" for j in range(p)])
+    nv = len(vecs)
+
+    def block(rows: int) -> list[str]:
+        calls = []
+        for s0 in range(0, nv, 3):
+            group = vecs[s0 : s0 + 3]
+            if rows == 4 and len(group) == 1:
+                fn = "edgec_dot4"
+            else:
+                fn, code = _dot_multi_helper(rows, len(group))
+                ctx.helper(fn, code)
+            calls.append(f"{fn}({', '.join(group)}, {wsym} + n * {k}, {k}, "
+                         f"&acc[{rows * s0}]);")
+        init = [f"{bias}[n + {r}]" if bias else "0.0f" for r in range(rows)]
+        init += ["0.0f"] * (rows * (nv - 1))
+        out = [f"float acc[{rows * nv}] = {{{', '.join(init)}}};", *calls]
+        for r in range(rows):
+            out.append(f"const float h{r} = {ctx.act(f'acc[{r}]')};")
+            out.append(f"{y}[n + {r}] = h{r};")
+            if deriv is not None:
+                out.append(f"const float g{r} = {deriv(f'h{r}')};")
+            for j in range(p):
+                at = f"{j * n} + n + {r}" if j else f"n + {r}"
+                s = f"{pre}[{at}]" if pre is not None else f"acc[{rows * (j + 1) + r}]"
+                out.append(f"{dy}[{at}] = " + (f"{s} * g{r};" if deriv is not None else f"{s};"))
+        return out
+
+    lines = ["{"]
+    if full:
+        lines.append(f"    for (int n = 0; n < {full}; n += 4) {{")
+        lines += [f"        {ln}" for ln in block(4)]
+        lines.append("    }")
+    if tail:
+        lines.append("    {")
+        lines.append(f"        const int n = {full};")
+        lines += [f"        {ln}" for ln in block(tail)]
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@register
+class GemmJvp(Op):
+    """A dense layer and its forward-mode tangents in one kernel (made by
+    ``passes.jacobian.fuse_tangent_gemms``): inputs ``x`` [1, K], ``B``, ``C`` (or ""), ``dx``
+    [p, K] as a Gemm's (attrs transB, alpha, beta; optional fused ``_act``); outputs
+    ``y = act(alpha x B' + beta C)`` [1, N] and ``dy = act'(y) * (alpha dx B')`` [p, N]
+    (``act'`` from the output, ``DERIV_FROM_OUTPUT``). With ``_pre_tangent`` = 1 input 3 is
+    instead the constant ``alpha dx B'`` [p, N] itself (a first layer, whose dx is the seed).
+    Not an ONNX op."""
+
+    types = ("GemmJvp",)
+    fusable = True
+
+    @staticmethod
+    def _parts(node: Node, g: Graph) -> tuple[int, int, int]:
+        k = g.shape(node.inputs[0])[1]
+        b_shape = g.shape(node.inputs[1])
+        n = b_shape[0] if node.attr("transB", 0) else b_shape[1]
+        return int(g.shape(node.inputs[3])[0]), int(k), int(n)
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        p, _, n = self._parts(node, g)
+        return [((1, n), "float32"), ((p, n), "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        from edgec.ops.unary import DERIV_FROM_OUTPUT, act_ref
+
+        x, b, c, dx = inputs
+        assert x is not None and b is not None and dx is not None
+        w = (b.T if node.attr("transB", 0) else b).astype(np.float32)
+        alpha = np.float32(node.attr("alpha", 1.0))
+        pre = alpha * (x.astype(np.float32) @ w)
+        if c is not None:
+            pre = pre + np.float32(node.attr("beta", 1.0)) * c
+        if node.attrs.get("_pre_tangent"):
+            s = dx.astype(np.float32)
+        else:
+            s = (alpha * (dx.astype(np.float32) @ w)).astype(np.float32)
+        act = node.attrs.get("_act")
+        if act is not None:  # the interpreter applies _act to output 0 (pre) itself
+            yv = act_ref(act[0], act[1], pre.astype(np.float32))
+            s = (DERIV_FROM_OUTPUT[act[0]].ref(yv, dict(act[1])) * s).astype(np.float32)
+        return [pre.astype(np.float32), s]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        p, k, n = self._parts(node, g)
+        return (1 if node.attrs.get("_pre_tangent") else 1 + p) * k * n
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        from edgec.ops.unary import DERIV_FROM_OUTPUT
+
+        g = ctx.g
+        p, _, n = self._parts(node, g)
+        b = g.const(node.inputs[1])
+        assert b is not None
+        w = b if node.attr("transB", 0) else b.T
+        w = (np.float32(node.attr("alpha", 1.0)) * w.astype(np.float32)).astype(np.float32)
+        bias = None
+        c = g.const(node.inputs[2]) if node.inputs[2] else None
+        if c is not None:
+            vec = np.broadcast_to(np.float32(node.attr("beta", 1.0)) * c.reshape(-1), (n,))
+            bias = ctx.const_array(f"{node.name}_bias", np.ascontiguousarray(vec, np.float32))
+        act = node.attrs.get("_act")
+        deriv: Callable[[str], str] | None = None
+        if act is not None:
+            spec, params = DERIV_FROM_OUTPUT[act[0]], dict(act[1])
+
+            def act_grad(v: str) -> str:
+                return spec.c(v, params)
+
+            deriv = act_grad
+
+        pre = ctx.inp(3) if node.attrs.get("_pre_tangent") else None
+        return jvp_dense_layer(ctx, ctx.inp(0), ctx.inp(3), p, w, bias, ctx.out(0),
+                               ctx.out(1), deriv, pre)

@@ -473,6 +473,8 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     int it;
     int j;
     (void)memset(d, 0, sizeof(d));
+    (void)memset(a, 0, sizeof(a)); /* set by normal_equations before damped_solve reads it */
+    (void)memset(g, 0, sizeof(g));
     tick_bounds(c->u_last, lo, hi);
     for (j = 0; j < NU; ++j) {
         cur.u[j] = clampf(c->u_plan[j], lo[j], hi[j]);
@@ -502,7 +504,9 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
             flags |= EDGEC_MPC_FLAG_SINGULAR;
         }
 #endif
-        normal_equations(c, y_ref, &cur, a, g);
+        if (newton == 0) { /* the damped (LM) steps' system; a Newton step needs none */
+            normal_equations(c, y_ref, &cur, a, g);
+        }
         alpha = 1.0f;
         for (t = 0; (t < MPC_TRIES) && (accepted == 0); ++t) {
             if (newton != 0) {
