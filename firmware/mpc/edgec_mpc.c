@@ -385,10 +385,15 @@ typedef struct {
 /* whether z is, bit for bit, the model input of the last tick's final iterate */
 static int same_as_last(const edgec_mpc_t *c, const float *z)
 {
-    int same = (c->last_valid != 0u) ? 1 : 0;
+    int same = 0;
     int j;
+    if (c->last_valid != 0u) {
+        same = 1;
+    }
     for (j = 0; (j < NZ) && (same != 0); ++j) {
-        same = (float_bits(z[j]) == float_bits(c->last_z[j])) ? 1 : 0;
+        if (float_bits(z[j]) != float_bits(c->last_z[j])) {
+            same = 0;
+        }
     }
     return same;
 }
