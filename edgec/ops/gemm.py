@@ -31,15 +31,21 @@ _DOT4_FMAS = "\n".join(
     for r in range(4)
 )
 
+#: the condition of the Cortex-M assembly walks (one FPU with FMA; not with -DEDGEC_NO_ASM)
+DOT4_ASM_DEFINE = (
+    "#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && defined(__ARM_FP) && \\\n"
+    "    ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && !defined(EDGEC_NO_ASM)\n"
+    "#define EDGEC_DOT4_ASM 1\n"
+    "#endif"
+)
+
 #: acc[r] += sum_i w[4 i + r] * x[i], r = 0..3: four output rows share every input load. On
 #: Cortex-M cores with a single-precision FMA unit (M4F, M7, M33) the main loop is a short
 #: assembly block (VLDM 4 inputs + 16 weights, 16 VFMA: 1.25 instructions per MAC); elsewhere,
 #: and with -DEDGEC_NO_ASM, the same loop in C.
 DOT4_HELPER = (
-    """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && defined(__ARM_FP) && \\
-    ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && !defined(EDGEC_NO_ASM)
-#define EDGEC_DOT4_ASM 1
-#endif
+    DOT4_ASM_DEFINE
+    + """
 
 /* acc[r] += sum_i w[4 * i + r] * x[i] for r = 0..3 (weights of four rows interleaved). */
 static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
@@ -398,7 +404,7 @@ def jvp_dense_layer(
     parts = [w32[:full].reshape(full // 4, 4, k).transpose(0, 2, 1).reshape(-1)]  # [blk][k][r]
     parts.append(w32[full:].T.reshape(-1))  # the tail rows: [k][row]
     wsym = ctx.const_array(f"{ctx.node.name}_w4", np.ascontiguousarray(np.concatenate(parts)))
-    ctx.helper("edgec_dot4", DOT4_HELPER)  # defines EDGEC_DOT4_ASM and the one-vector walk
+    ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
     vecs = [x] + ([] if pre is not None else [f"{dx} + {j * k}" for j in range(p)])
     nv = len(vecs)
 
@@ -407,7 +413,7 @@ def jvp_dense_layer(
         for s0 in range(0, nv, 3):
             group = vecs[s0 : s0 + 3]
             if rows == 4 and len(group) == 1:
-                fn = "edgec_dot4"
+                fn = ctx.helper("edgec_dot4", DOT4_HELPER)
             else:
                 fn, code = _dot_multi_helper(rows, len(group))
                 ctx.helper(fn, code)

@@ -415,7 +415,7 @@ class _Emitter:
              if _output(self.node, 0) else "")
         if s.kind == "RNN":
             code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                          [(f"w{d}", dw.w, "xt"), (f"r{d}", dw.r, "h")])
+                          [(f"wr{d}", _cat(dw.w, dw.r), "xh")])
             body = "float a = gates[j];\n" + self.clip("a") + f"h[j] = {self.act(acts[0], 'a')};\n"
             return code + self.loop(body + y)
         if s.kind == "GRU":
@@ -432,7 +432,7 @@ class _Emitter:
         zr = slice(0, 2 * hs)
         hh = slice(2 * hs, 3 * hs)
         code = matvec(self.ctx, "gates", self.bias("bzr", d, dw.wb[zr] + dw.rb[zr]),
-                      [(f"wzr{d}", dw.w[zr], "xt"), (f"rzr{d}", dw.r[zr], "h")])
+                      [(f"wrzr{d}", _cat(dw.w[zr], dw.r[zr]), "xh")])
         gate_zr = ("float z = gates[j];\n" + self.clip("z") + "float r = gates[j + "
                    f"{hs}];\n" + self.clip("r"))
         update = f"h[j] = (1.0f - z) * {self.act(g, 'c')} + z * h[j];\n"
@@ -449,7 +449,7 @@ class _Emitter:
         code += self.loop(gate_zr + f"gates[j] = {self.act(f, 'z')};\n"
                           f"rh[j] = {self.act(f, 'r')} * h[j];\n")
         code += matvec(self.ctx, "gh", self.bias("bh", d, dw.wb[hh] + dw.rb[hh]),
-                       [(f"wh{d}", dw.w[hh], "xt"), (f"rh{d}", dw.r[hh], "rh")])
+                       [(f"wrh{d}", _cat(dw.w[hh], dw.r[hh]), "xrh")])
         body = ("const float z = gates[j];\nfloat c = gh[j];\n" + self.clip("c")
                 + update)
         return code + self.loop(body + y)
@@ -459,7 +459,7 @@ class _Emitter:
         hs = s.hidden
         f, g, h_act = s.acts[d]
         code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                      [(f"w{d}", dw.w, "xt"), (f"r{d}", dw.r, "h")])
+                      [(f"wr{d}", _cat(dw.w, dw.r), "xh")])
         p = self.table("p", d, dw.p) if dw.p is not None else None
 
         def peep(k: int, cell: str) -> str:
@@ -483,16 +483,18 @@ class _Emitter:
     # the whole kernel -------------------------------------------------------------------------
     def kernel(self) -> str:
         s = self.spec
-        hs = s.hidden
-        lines = [f"float *const h = {self.ctx.scratch()};"]
-        off = hs
+        hs, ni = s.hidden, s.input_size
+        # [x_t | h] side by side: one walk over [W | R] per row block (x_t copied in per step)
+        lines = [f"float *const xh = {self.ctx.scratch()};", f"float *const h = xh + {ni};"]
+        off = ni + hs
         if s.kind == "LSTM":
-            lines.append(f"float *const c = h + {off};")
+            lines.append(f"float *const c = xh + {off};")
             off += hs
-        if s.kind == "GRU" and not s.linear_before_reset:
-            lines.append(f"float *const rh = h + {off};")
-            off += hs
-        lines.append(f"float *const gates = h + {off};")
+        if s.kind == "GRU" and not s.linear_before_reset:  # [x_t | r * h] for the candidate
+            lines.append(f"float *const xrh = xh + {off};")
+            lines.append(f"float *const rh = xrh + {ni};")
+            off += ni + hs
+        lines.append(f"float *const gates = xh + {off};")
         if s.kind == "GRU":  # candidate rows; linear_before_reset: gh = R h + Rb, gx = W x + Wb
             lines.append(f"float *const gh = gates + {2 * hs};")
             if s.linear_before_reset:
@@ -503,6 +505,9 @@ class _Emitter:
             order = "reverse" if s.reverse[d] else "forward"
             inner = f"const int t = {s.seq - 1} - s;\n" if s.reverse[d] else "const int t = s;\n"
             inner += f"const float *const xt = {self.ctx.inp(0)} + {s.x_offset()};\n"
+            inner += f"for (int i = 0; i < {s.input_size}; ++i) xh[i] = xt[i];\n"
+            if s.kind == "GRU" and not s.linear_before_reset:
+                inner += f"for (int i = 0; i < {s.input_size}; ++i) xrh[i] = xt[i];\n"
             inner += self.step(d, dw)
             per_batch = self.load_state(5, "h", d)
             if s.kind == "LSTM":
@@ -517,12 +522,17 @@ class _Emitter:
 
 
 def scratch_floats(spec: RnnSpec) -> int:
-    hs = spec.hidden
+    hs, ni = spec.hidden, spec.input_size
     if spec.kind == "RNN":
-        return 2 * hs  # h, gates
-    if spec.kind == "GRU":
-        return hs + (4 * hs if spec.linear_before_reset else hs + 3 * hs)
-    return 2 * hs + 4 * hs  # h, c, gates
+        return ni + 2 * hs  # [x_t | h], gates
+    if spec.kind == "GRU":  # [x_t | h], [x_t | r * h] (linear_before_reset=0), gates
+        return ni + hs + (4 * hs if spec.linear_before_reset else ni + hs + 3 * hs)
+    return ni + 2 * hs + 4 * hs  # [x_t | h], c, gates
+
+
+def _cat(w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """[W | R]: the rows' input and recurrent weights side by side (walked over [x_t | h])."""
+    return np.concatenate([np.asarray(w, np.float32), np.asarray(r, np.float32)], axis=1)
 
 
 @register
