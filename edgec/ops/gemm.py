@@ -123,7 +123,15 @@ def dense_layer(
         f"    const float *xr = {x} + m * {xs};",
         f"    float *yr = {y} + m * {n};",
     ]
-    if nb:
+    if nb and bias and k % 4 == 0:  # every block in one call, then the activation
+        blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
+        wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
+        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+        mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
+        lines.append(f"    {mv4}(xr, {wsym}, {k}, {bias}, yr, {nb // 4});")
+        if ctx.act("v") != "v":
+            lines.append(f"    for (int n = 0; n < {nb}; ++n) yr[n] = {ctx.act('yr[n]')};")
+    elif nb:
         blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
         wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
         dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
@@ -135,17 +143,20 @@ def dense_layer(
         ]
         lines += [f"        yr[n + {j}] = {ctx.act(f'acc[{j}]')};" for j in range(4)]
         lines += ["    }"]
-    if n % 4:
-        tsym = ctx.const_array(f"{ctx.node.name}_{base}", np.ascontiguousarray(w32[nb:]))
-        init1 = f"{bias}[n]" if bias else "0.0f"
+    if n % 4:  # the last rows interleaved by their count, one walk (_dot_multi_helper)
+        tail = n % 4
+        tsym = ctx.const_array(f"{ctx.node.name}_{base}{tail}",
+                               np.ascontiguousarray(w32[nb:].T))
+        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+        fn = ctx.helper(*_dot_multi_helper(tail, 1))
+        init = ", ".join(f"{bias}[{nb + j}]" if bias else "0.0f" for j in range(tail))
         lines += [
-            f"    for (int n = {nb}; n < {n}; ++n) {{",
-            f"        const float *wr = {tsym} + (n - {nb}) * {k};",
-            f"        float acc = {init1};",
-            f"        for (int kk = 0; kk < {k}; ++kk) acc += wr[kk] * xr[kk];",
-            f"        yr[n] = {ctx.act('acc')};",
-            "    }",
+            "    {",
+            f"        float acc[{tail}] = {{{init}}};",
+            f"        {fn}(xr, {tsym}, {k}, acc);",
         ]
+        lines += [f"        yr[{nb + j}] = {ctx.act(f'acc[{j}]')};" for j in range(tail)]
+        lines += ["    }"]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -338,7 +349,7 @@ def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
         fmas.append(f'            "vldmia %[x{j}]!, {{s0-s3}}\\n\\t"')
         fmas += [f'            "vfma.f32 s{4 + rows * j + r}, s{16 + rows * i + r}, s{i}\\n\\t"'
                  for i in range(4) for r in range(rows)]
-    outs = ", ".join(f'[x{j}] "+r"(xp{j})' for j in range(v))
+    outs = ", ".join(f'[x{j}] "+&r"(xp{j})' for j in range(v))
     clob = ", ".join(f'"s{i}"' for i in [*range(4 + nacc), *range(16, 16 + 4 * rows)])
     accs = [f"a{j}{r}" for j in range(v) for r in range(rows)]
     tail = [f"            const float xv{j} = xp{j}[i];" for j in range(v)]
@@ -361,7 +372,7 @@ def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
         '            "subs %[b], %[b], #1\\n\\t"\n'
         '            "bne 1b\\n\\t"\n'
         f'            "vstmia %[acc], {{{acc_regs}}}\\n\\t"\n'
-        f'            : {outs}, [w] "+r"(wp), [b] "+r"(blocks)\n'
+        f'            : {outs}, [w] "+&r"(wp), [b] "+&r"(blocks)\n'
         '            : [acc] "r"(acc)\n'
         f'            : {clob}, "memory", "cc");\n'
         "    }\n"
@@ -522,3 +533,77 @@ class GemmJvp(Op):
         pre = ctx.inp(3) if node.attrs.get("_pre_tangent") else None
         return jvp_dense_layer(ctx, ctx.inp(0), ctx.inp(3), p, w, bias, ctx.out(0),
                                ctx.out(1), deriv, pre)
+
+
+_MV4_FMAS = "\n".join(
+    f'            "vfma.f32 s{24 + r}, s{8 + 4 * i + r}, s{i}\\n\\t"'
+    for i in range(4)
+    for r in range(4)
+)
+
+#: out[4 b + r] = bias[4 b + r] + sum_i w[b][i][r] * x[i] for ``blocks`` blocks of four rows
+#: (weights interleaved as for edgec_dot4, blocks contiguous): a whole matrix-vector product in
+#: one call, each block's accumulators loaded from the bias and stored to ``out`` in place of a
+#: call, an accumulator array and copies per block. The sums are edgec_dot4's, term for term.
+#: On FPU Cortex-M cores with k a multiple of 4, both loops are assembly.
+MV4_HELPER = (
+    """/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks. */
+static void edgec_mv4(const float *restrict x, const float *restrict w, int k,
+                      const float *restrict bias, float *restrict out, int blocks)
+{
+    int done = 0;
+#ifdef EDGEC_DOT4_ASM
+    if (((k % 4) == 0) && (k > 0) && (blocks > 0)) {
+        const float *wp = w;
+        const float *bp = bias;
+        float *op = out;
+        const float *xp;
+        int n = blocks;
+        int c;
+        __asm__ volatile(
+            "1:\\n\\t"
+            "vldmia %[bp]!, {s24-s27}\\n\\t"
+            "mov %[xp], %[x]\\n\\t"
+            "mov %[c], %[k4]\\n\\t"
+            "2:\\n\\t"
+            "vldmia %[xp]!, {s0-s3}\\n\\t"
+            "vldmia %[wp]!, {s8-s23}\\n\\t"
+"""
+    + _MV4_FMAS
+    + """
+            "subs %[c], %[c], #1\\n\\t"
+            "bne 2b\\n\\t"
+            "vstmia %[op]!, {s24-s27}\\n\\t"
+            "subs %[n], %[n], #1\\n\\t"
+            "bne 1b\\n\\t"
+            /* early clobber: x and k / 4 are read on every block, after the others move */
+            : [wp] "+&r"(wp), [bp] "+&r"(bp), [op] "+&r"(op), [n] "+&r"(n), [xp] "=&r"(xp),
+              [c] "=&r"(c)
+            : [x] "r"(x), [k4] "r"(k / 4)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
+              "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26",
+              "s27", "memory", "cc");
+        done = 1;
+    }
+#endif
+    for (int b = 0; (b < blocks) && (done == 0); ++b) {
+        const float *wp = &w[b * k * 4];
+        float a0 = bias[4 * b];
+        float a1 = bias[(4 * b) + 1];
+        float a2 = bias[(4 * b) + 2];
+        float a3 = bias[(4 * b) + 3];
+        for (int i = 0; i < k; ++i) {
+            const float xv = x[i];
+            a0 += wp[0] * xv;
+            a1 += wp[1] * xv;
+            a2 += wp[2] * xv;
+            a3 += wp[3] * xv;
+            wp = &wp[4];
+        }
+        out[4 * b] = a0;
+        out[(4 * b) + 1] = a1;
+        out[(4 * b) + 2] = a2;
+        out[(4 * b) + 3] = a3;
+    }
+}"""
+)
