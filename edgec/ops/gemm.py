@@ -76,7 +76,7 @@ static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
     }
     rest = k % 4;
 #endif
-    {
+    if (rest > 0) {
         float a0 = acc[0];
         float a1 = acc[1];
         float a2 = acc[2];
@@ -149,11 +149,12 @@ def dense_layer(
                                np.ascontiguousarray(w32[nb:].T))
         ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
         fn = ctx.helper(*_dot_multi_helper(tail, 1))
-        init = ", ".join(f"{bias}[{nb + j}]" if bias else "0.0f" for j in range(tail))
+        start = f"{bias} + {nb}" if bias else ctx.const_array(
+            f"{ctx.node.name}_zero{tail}", np.zeros(tail, np.float32), param=False)
         lines += [
             "    {",
-            f"        float acc[{tail}] = {{{init}}};",
-            f"        {fn}(xr, {tsym}, {k}, acc);",
+            f"        float acc[{tail}];",
+            f"        {fn}(xr, {tsym}, {k}, {start}, acc);",
         ]
         lines += [f"        yr[{nb + j}] = {ctx.act(f'acc[{j}]')};" for j in range(tail)]
         lines += ["    }"]
@@ -333,16 +334,20 @@ class MatMul(Op):
 
 # -- forward-mode tangents of a dense layer in the same weight walk ---------------------------
 def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
-    """(name, C) of ``edgec_dot<rows>x<v>``: acc[rows j + r] += sum_i w[rows i + r] * x_j[i]
-    for v input vectors x_0..x_{v-1} (v <= 3) and ``rows`` (<= 4) interleaved weight rows, each
-    weight load shared by the v vectors. Every accumulator adds its products in the order of
+    """(name, C) of ``edgec_dot<rows>x<v>``: acc[rows j + r] = init_j[r] + sum_i w[rows i + r]
+    x_j[i] for v input vectors x_0..x_{v-1} (v <= 3) and ``rows`` (<= 4) interleaved weight rows
+    (init_0 = ``init``, the others 0; ``acc`` is written only), each weight load shared by the
+    v vectors. Every accumulator adds its products in the order of
     k, as edgec_dot4 does, so a vector's result is the one a separate dense kernel gives. On
     FPU Cortex-M cores (as edgec_dot4) the main loop is assembly: per four k, VLDM 4 rows
     weights, per vector VLDM 4 inputs and 4 rows VFMA (1.125 instructions per MAC for four rows
     and three vectors)."""
     name = f"edgec_dot{rows}x{v}"
     nacc = rows * v
-    acc_regs = "s4" if nacc == 1 else f"s4-s{3 + nacc}"
+
+    def regs(a: int, b: int) -> str:
+        return f"s{a}" if a == b else f"s{a}-s{b}"
+
     xs = ", ".join(f"const float *restrict x{j}" for j in range(v))
     fmas = []
     for j in range(v):
@@ -352,34 +357,46 @@ def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
     outs = ", ".join(f'[x{j}] "+&r"(xp{j})' for j in range(v))
     clob = ", ".join(f'"s{i}"' for i in [*range(4 + nacc), *range(16, 16 + 4 * rows)])
     accs = [f"a{j}{r}" for j in range(v) for r in range(rows)]
+    start = [f"        float a0{r} = (started != 0) ? acc[{r}] : init[{r}];" for r in range(rows)]
+    start += [f"        float a{j}{r} = (started != 0) ? acc[{rows * j + r}] : 0.0f;"
+              for j in range(1, v) for r in range(rows)]
     tail = [f"            const float xv{j} = xp{j}[i];" for j in range(v)]
     tail += [f"            a{j}{r} += wp[{r}] * xv{j};" for j in range(v) for r in range(rows)]
+    zero_load = (f'            "vldmia %[z], {{{regs(4 + rows, 3 + nacc)}}}\\n\\t"\n'
+                 if v > 1 else "")
+    zeros = ("    static const float zeros[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};\n"
+             if v > 1 else "")
     code = (
-        f"/* acc[{rows} * j + r] += sum_i w[{rows} * i + r] * x_j[i], j < {v}, r < {rows}: the\n"
-        f" * input vectors share each weight load (a layer and its tangents in one walk). */\n"
+        f"/* acc[{rows} * j + r] = init_j[r] + sum_i w[{rows} * i + r] * x_j[i], j < {v},\n"
+        f" * r < {rows} (init_0 = init, the others 0): the input vectors share each weight load\n"
+        f" * (a layer and its tangents in one walk). */\n"
         f"static void {name}({xs}, const float *restrict w, int k,\n"
-        f"                        float *restrict acc)\n{{\n"
+        f"                        const float *restrict init, float *restrict acc)\n{{\n"
         + "".join(f"    const float *xp{j} = x{j};\n" for j in range(v))
-        + "    const float *wp = w;\n    int rest = k;\n"
+        + "    const float *wp = w;\n    int rest = k;\n    int started = 0;\n"
         "#ifdef EDGEC_DOT4_ASM\n"
-        "    int blocks = k / 4;\n"
+        + zeros
+        + "    int blocks = k / 4;\n"
         "    if (blocks > 0) {\n"
         "        __asm__ volatile(\n"
-        f'            "vldmia %[acc], {{{acc_regs}}}\\n\\t"\n'
-        '            "1:\\n\\t"\n'
+        f'            "vldmia %[i0], {{{regs(4, 3 + rows)}}}\\n\\t"\n'
+        + zero_load
+        + '            "1:\\n\\t"\n'
         f'            "vldmia %[w]!, {{s16-s{15 + 4 * rows}}}\\n\\t"\n'
         + "\n".join(fmas) + "\n"
         '            "subs %[b], %[b], #1\\n\\t"\n'
         '            "bne 1b\\n\\t"\n'
-        f'            "vstmia %[acc], {{{acc_regs}}}\\n\\t"\n'
+        f'            "vstmia %[acc], {{{regs(4, 3 + nacc)}}}\\n\\t"\n'
         f'            : {outs}, [w] "+&r"(wp), [b] "+&r"(blocks)\n'
-        '            : [acc] "r"(acc)\n'
+        '            : [acc] "r"(acc), [i0] "r"(init)'
+        + (', [z] "r"(zeros)' if v > 1 else "") + "\n"
         f'            : {clob}, "memory", "cc");\n'
+        "        started = 1;\n"
         "    }\n"
         "    rest = k % 4;\n"
         "#endif\n"
-        "    {\n"
-        + "".join(f"        float {a} = acc[{n}];\n" for n, a in enumerate(accs))
+        "    if ((rest > 0) || (started == 0)) {\n"
+        + "\n".join(start) + "\n"
         + "        for (int i = 0; i < rest; ++i) {\n"
         + "\n".join(tail) + "\n"
         f"            wp = &wp[{rows}];\n"
@@ -421,18 +438,20 @@ def jvp_dense_layer(
 
     def block(rows: int) -> list[str]:
         calls = []
+        zero = None
         for s0 in range(0, nv, 3):
             group = vecs[s0 : s0 + 3]
-            if rows == 4 and len(group) == 1:
-                fn = ctx.helper("edgec_dot4", DOT4_HELPER)
+            fn, code = _dot_multi_helper(rows, len(group))
+            ctx.helper(fn, code)
+            if s0 == 0 and bias:
+                start = f"{bias} + n"
             else:
-                fn, code = _dot_multi_helper(rows, len(group))
-                ctx.helper(fn, code)
-            calls.append(f"{fn}({', '.join(group)}, {wsym} + n * {k}, {k}, "
+                zero = zero or ctx.const_array(f"{ctx.node.name}_zero", np.zeros(4, np.float32),
+                                               param=False)
+                start = zero
+            calls.append(f"{fn}({', '.join(group)}, {wsym} + n * {k}, {k}, {start}, "
                          f"&acc[{rows * s0}]);")
-        init = [f"{bias}[n + {r}]" if bias else "0.0f" for r in range(rows)]
-        init += ["0.0f"] * (rows * (nv - 1))
-        out = [f"float acc[{rows * nv}] = {{{', '.join(init)}}};", *calls]
+        out = [f"float acc[{rows * nv}];", *calls]
         for r in range(rows):
             out.append(f"const float h{r} = {ctx.act(f'acc[{r}]')};")
             out.append(f"{y}[n + {r}] = h{r};")

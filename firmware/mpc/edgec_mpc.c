@@ -461,13 +461,13 @@ static void normal_equations(const edgec_mpc_t *c, const float *y_ref, const poi
     }
 }
 
-/* returns the flags; writes the solution to u (unchanged on fallback) */
-static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
+/* returns the flags; writes the solution to u (unchanged on fallback); lo, hi: this tick's
+ * command bounds (tick_bounds around c->u_last) */
+static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, const float *lo,
+                               const float *hi, float *u)
 {
     point_t cur;
     point_t trial;
-    float lo[NU];
-    float hi[NU];
     float a[NU * NU];
     float m[NU * NU];
     float g[NU];
@@ -480,7 +480,6 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     (void)memset(d, 0, sizeof(d));
     (void)memset(a, 0, sizeof(a)); /* set by normal_equations before damped_solve reads it */
     (void)memset(g, 0, sizeof(g));
-    tick_bounds(c->u_last, lo, hi);
     for (j = 0; j < NU; ++j) {
         cur.u[j] = clampf(c->u_plan[j], lo[j], hi[j]);
     }
@@ -593,6 +592,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
     unsigned flags;
     int j;
     begin_tick(c, u);
+    tick_bounds(c->u_last, lo, hi); /* u_last changes only at the end of the tick */
     if (!all_finite(y_ref, NY) || !all_finite(measurement, NY + NS)) {
         /* hold: the delay line repeats its newest output, the sensors keep their last values */
 #if LY > 0
@@ -610,9 +610,8 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
         for (j = 0; j < NS; ++j) {
             c->sensors[j] = measurement[NY + j];
         }
-        flags = solve_one_step(c, y_ref, u);
+        flags = solve_one_step(c, y_ref, lo, hi, u);
     }
-    tick_bounds(c->u_last, lo, hi);
     for (j = 0; j < NU; ++j) {
         u[j] = clampf(u[j], lo[j], hi[j]);
     }
