@@ -13,7 +13,7 @@
   bit for bit (a static model y = f(u): 2 model passes per tick instead of 3; a NARX model
   whose delay lines moved gains nothing from it); Newton ticks no longer build the unused
   normal equations. The fused walk cuts instructions, loads and calls, not only the estimate.
-  The runtime outside the model passes is about 1,370 instructions per tick.
+  The runtime outside the model passes is about 1,300 instructions per tick.
 * Closed-loop tracking on the host (``edgec mpc simulate``): the mass-spring-damper path (goal:
   MPC RMSE <= the IMC-tuned PID's) with the learned one-step dynamics model of ``msd.toml`` (and,
   for comparison, the analytic zero-order-hold model of ``msd_exact.toml``), and the soft
