@@ -184,11 +184,13 @@ class NaiveProgram:
             elif node.op == "Conv":
                 self.conv(node, g)
             elif node.op in ("GRU", "LSTM", "RNN"):
+                x_shape = g.shape(node.inputs[0])  # every time step and batch item
+                steps = int(x_shape[0]) * int(x_shape[1])
                 for k in (1, 2):  # W [dirs, gates*H, I] and R [dirs, gates*H, H]
                     wr = g.const(node.inputs[k])
                     if wr is not None:
                         for d in range(wr.shape[0]):
-                            self.dense(wr[d].astype(np.float32), None)
+                            self.dense(wr[d].astype(np.float32), None, steps)
         return self.layers - before
 
     def source(self) -> str:
@@ -264,8 +266,53 @@ def _conv(c_in: int, c_out: int, size: int, k: int, groups: int = 1, dims: int =
     return make_model([node], {"x": [1, c_in, *spatial]}, {"y": [1, c_out, *spatial]}, inits)
 
 
+def _recurrent(kind: str, n_in: int, hidden: int, seq: int, bidirectional: bool = False):
+    """One GRU / LSTM node over a sequence (batch 1): the cells of issue 12."""
+    from tests.helpers import make_model
+
+    rng = np.random.default_rng(0)
+    dirs, gates = (2 if bidirectional else 1), {"GRU": 3, "LSTM": 4}[kind]
+    scale = 1.0 / np.sqrt(hidden)
+    inits = {
+        "w": (scale * rng.standard_normal((dirs, gates * hidden, n_in))).astype(np.float32),
+        "r": (scale * rng.standard_normal((dirs, gates * hidden, hidden))).astype(np.float32),
+        "b": (scale * rng.standard_normal((dirs, 2 * gates * hidden))).astype(np.float32),
+    }
+    node = helper.make_node(
+        kind, ["x", "w", "r", "b"], ["y", "y_h"], hidden_size=hidden,
+        direction="bidirectional" if bidirectional else "forward",
+    )
+    return make_model([node], {"x": [seq, 1, n_in]},
+                      {"y": [seq, dirs, 1, hidden], "y_h": [dirs, 1, hidden]}, inits,
+                      name=f"{kind.lower()}{hidden}")
+
+
+def _mlp_3_48_48_2():
+    """The soft-actuator example's small tanh MLP 3 -> 48 -> 48 -> 2."""
+    from tests.helpers import make_model
+
+    rng = np.random.default_rng(0)
+    inits: dict[str, np.ndarray] = {}
+    for i, (a, b) in enumerate(((3, 48), (48, 48), (48, 2))):
+        inits[f"w{i}"] = (rng.standard_normal((b, a)) / np.sqrt(a)).astype(np.float32)
+        inits[f"b{i}"] = (0.1 * rng.standard_normal(b)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w0", "b0"], ["p0"], transB=1),
+        helper.make_node("Tanh", ["p0"], ["h0"]),
+        helper.make_node("Gemm", ["h0", "w1", "b1"], ["p1"], transB=1),
+        helper.make_node("Tanh", ["p1"], ["h1"]),
+        helper.make_node("Gemm", ["h1", "w2", "b2"], ["y"], transB=1),
+    ]
+    return make_model(nodes, {"x": [1, 3]}, {"y": [1, 2]}, inits, name="mlp3_48_48_2")
+
+
 #: name → (model factory, goal in instructions per MAC or None)
 LAYERS = {
+    # issue 12: recurrent cells (<= 2.2 for hidden >= 16) and the small tanh MLP (<= 2.0)
+    "GRU 6->20, 50 steps": (lambda: _recurrent("GRU", 6, 20, 50), 2.2),
+    "BiLSTM 6->12, 50 steps": (lambda: _recurrent("LSTM", 6, 12, 50, True), None),
+    "BiLSTM 6->16, 50 steps": (lambda: _recurrent("LSTM", 6, 16, 50, True), 2.2),
+    "MLP 3->48->48->2 tanh": (_mlp_3_48_48_2, 2.0),
     "dense 64x64": (lambda: _dense(64), 2.0),
     "dense 128x128": (lambda: _dense(128), 2.0),
     "dense 256x256": (lambda: _dense(256), 2.0),
@@ -297,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.m4", description=__doc__.split("\n")[0])
     ap.add_argument("--models", help="comma-separated bench models (default: all)")
     ap.add_argument("--no-layers", action="store_true", help="skip the single-layer models")
+    ap.add_argument("--layers", help="only the single-layer models whose names contain one of "
+                    "these comma-separated words (e.g. GRU,LSTM,MLP)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ns = ap.parse_args(argv)
     from bench.models import BENCH_MODELS, model_path
@@ -312,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"unknown bench model '{n}' (known: {', '.join(BENCH_MODELS)})")
             jobs.append((n, model_path(n), None))
         if not ns.no_layers:
-            jobs += [(n, f(), goal) for n, (f, goal) in LAYERS.items()]
+            words = ns.layers.split(",") if ns.layers else [""]
+            jobs += [(n, f(), goal) for n, (f, goal) in LAYERS.items()
+                     if any(w in n for w in words)]
         for k, (n, model, goal) in enumerate(jobs):
             try:
                 rows.append(measure(n, model, goal, target, Path(tmp) / str(k)))

@@ -83,8 +83,10 @@ def test_first_layer_tangent_is_folded() -> None:
     torch.manual_seed(4)
     net = nn.Sequential(nn.Linear(26, 8), nn.ReLU(), nn.Linear(8, 3), nn.Tanh())
     m = _jac_model(net, torch.randn(1, 26), [0, 1])
-    gemms = [n for n in m.graph.nodes if n.op == "Gemm"]
-    assert len(gemms) == 3  # 2 forward + 1 tangent of the second layer (first one folded)
+    # each layer and its tangent are one kernel; the first one's tangent is a folded table
+    jvps = [n for n in m.graph.nodes if n.op == "GemmJvp"]
+    assert [bool(n.attrs.get("_pre_tangent")) for n in jvps] == [True, False]
+    assert not any(n.op in ("Gemm", "ActGrad", "Mul") for n in m.graph.nodes)
     macs = m.report()["macs"]
     assert macs < 3 * (26 * 8 + 8 * 3)  # a small multiple of one inference
 
@@ -121,7 +123,87 @@ def test_tanh_derivative_reuses_the_forward_output() -> None:
     torch.manual_seed(6)
     net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 2))
     x = torch.randn(1, 2)
-    plain = edgec.compile(net, example_inputs=(x,)).c_source
-    with_j = _jac_model(net, x, None).c_source
-    for fn in ("tanhf(", "expf("):
-        assert with_j.count(fn) == plain.count(fn), fn
+    m = _jac_model(net, x, None)
+    # each layer is one GemmJvp whose act' reads the forward value h (no ActGrad of x)
+    assert [n.op for n in m.graph.nodes if n.op in ("GemmJvp", "ActGrad", "Gemm")] == [
+        "GemmJvp"] * 3
+    derivs = [ln for ln in m.c_source.splitlines() if "const float g" in ln]
+    assert derivs and all("tanhf(" not in ln and "expf(" not in ln for ln in derivs)
+    assert any("(1.0f - (h0 * h0))" in ln for ln in derivs)  # tanh' = 1 - y^2
+
+
+def _unfused(g):  # noqa: ANN001, ANN202
+    """The same Jacobian graph compiled without fuse_tangent_gemms (the previous path)."""
+    from edgec.api import CompiledModel
+    from edgec.backend.c_emit import emit_c
+    from edgec.passes import DEFAULT_PIPELINE, optimize
+    from edgec.passes.jacobian import fuse_tangent_gemms
+
+    opt = optimize(g, tuple(p for p in DEFAULT_PIPELINE if p is not fuse_tangent_gemms))
+    assert not any(n.op == "GemmJvp" for n in opt.nodes)
+    return CompiledModel(opt, emit_c(opt, "unfused"), g)
+
+
+class _Odd(nn.Module):
+    """Layer widths that are not multiples of four, K with a tail, several activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(7, 13), nn.Linear(13, 10)
+        self.c, self.d = nn.Linear(10, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(x))
+        h = torch.sigmoid(self.b(h))
+        return self.d(torch.relu(self.c(h)))
+
+
+# p = 1, 2 (one walk of 2 / 3 vectors), 4 (two walks: 3 + 2 vectors), 6 (3 + 3 + 1)
+@pytest.mark.parametrize("idx", [[3], [0, 6], [1, 2, 4, 5], None], ids=str)
+def test_fused_tangent_kernel_matches_previous_path_and_autograd(idx: list[int] | None) -> None:
+    torch.manual_seed(7)
+    net = _Odd().eval()
+    x = torch.randn(1, 7)
+    g0 = from_module(net, (x,))
+    g = add_jacobian(g0, g0.inputs[0], idx)
+    fused = compile_graph(g)
+    kinds = sorted(bool(n.attrs.get("_pre_tangent")) for n in fused.graph.nodes
+                   if n.op == "GemmJvp")
+    assert kinds == [False, False, False, True]  # every layer fused, the first from its table
+    rng = np.random.default_rng(1)
+    old = _unfused(g)
+    for _ in range(4):
+        v = rng.normal(size=(1, 7)).astype(np.float32)
+        y_f, j_f = fused.run(v)
+        y_o, j_o = old.run(v)
+        # the same multiply-adds in the same order: bit for bit on the host
+        np.testing.assert_array_equal(y_f, y_o)
+        np.testing.assert_array_equal(j_f, j_o)
+        t = torch.from_numpy(v)
+        np.testing.assert_allclose(y_f, net(t).detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(j_f, _torch_jac(net, t, idx), rtol=1e-4, atol=1e-5)
+        # and the numpy reference of the fused node agrees
+        y_r, j_r = fused.reference(v)
+        np.testing.assert_allclose(j_f, j_r, rtol=1e-5, atol=1e-6)
+    assert fused.report()["macs"] < old.report()["macs"] * 1.01 + 1
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_fused_tangent_kernel_on_cortex_m4f() -> None:
+    """The assembly walks (2 and 3 vectors) on the emulated M4F vs the host build."""
+    from edgec.mcu.run import run_on_target
+    from edgec.mcu.targets import load_target
+
+    torch.manual_seed(8)
+    net = _Odd().eval()
+    x = torch.randn(1, 7)
+    g0 = from_module(net, (x,))
+    m = compile_graph(add_jacobian(g0, g0.inputs[0], [1, 2, 4, 5]))
+    rng = np.random.default_rng(2)
+    vs = [rng.normal(size=(1, 7)).astype(np.float32) for _ in range(3)]
+    outs = run_on_target(m, load_target("cortex-m4f"), [[v] for v in vs])
+    for v, (y_t, j_t) in zip(vs, outs, strict=True):
+        y_h, j_h = m.run(v)
+        np.testing.assert_allclose(y_t.reshape(y_h.shape), y_h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(j_t.reshape(j_h.shape), j_h, rtol=1e-5, atol=1e-6)

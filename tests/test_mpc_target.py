@@ -161,9 +161,12 @@ def test_profile_json_and_goals(capsys: pytest.CaptureFixture[str]) -> None:
     assert rep["instructions_min"] <= rep["instructions_per_tick"] <= rep["instructions_max"]
     assert rep["fallbacks"] == 0 and 1.0 <= rep["mean_iterations"] <= 4.0
     assert rep["flash"]["weights"] > 4 * (2 * 32 + 32 * 32 + 32 * 2)
-    # the goals: >= 2 kHz at 168 MHz, flash under 6.4 % of a 512 KB part
-    assert rep["estimated_cycles_per_tick"] <= 84_000
-    assert rep["control_rate_hz_at_168mhz"] >= 2000.0
+    # the goals (issue 12): >= 4 kHz at 168 MHz, flash under 6.4 % of a 512 KB part; the
+    # counts are exact (QEMU plugin), so a lost fusion or an extra model pass fails here
+    assert rep["estimated_cycles_per_tick"] <= 42_000
+    assert rep["control_rate_hz_at_168mhz"] >= 4000.0
+    assert rep["instructions_per_tick"] <= 14_965  # half the 29,931 before issue 12
+    assert rep["mean_evaluations"] <= 2.1  # the last tick's final evaluation is reused
     assert rep["flash"]["percent_of_512k"] < 6.4
     assert rep["ram"]["controller_state"] > 0 and rep["ram"]["stack_chain"][:2] == [
         "main", "edgec_mpc_step"]

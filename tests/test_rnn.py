@@ -258,10 +258,14 @@ def test_runtime_weights_unsupported() -> None:
 def test_time_loop_not_unrolled_and_bias_folded() -> None:
     m = edgec.compile(rnn_model("LSTM", 50, 1, 3, 7, init_state="input"))
     assert "for (int s = 0; s < 50; ++s)" in m.c_source
-    assert m.c_source.count("edgec_dot4(") == 3  # the helper, then x and h segments, once each
+    # ONE matrix-vector call per step over [W | R] against [x_t | h | 0] (x_t copied next
+    # to h; 3 + 7 padded to 12): the helper and its one call
+    assert m.c_source.count("edgec_mv4(") == 2
+    assert "{ xh[i] = xt[i]; }" in m.c_source
+    assert "for (int i = 10; i < 12; ++i) { xh[i] = 0.0f; }" in m.c_source
     # W [28x3] and R [28x7] re-laid out, plus ONE folded bias vector (Wb + Rb)
     assert _bias_shapes(m) == [(28,)]
-    assert m.report()["params"] == 28 * 3 + 28 * 7 + 28
+    assert m.report()["params"] == 28 * 3 + 28 * 7 + 28  # the zero padding is not counted
     assert m.report()["macs"] == 50 * 28 * (3 + 7)
 
 
@@ -562,3 +566,16 @@ def test_strict_flags_and_sanitizers(tmp_path: Path, key: str) -> None:
     ref = compiled.reference(**feeds)
     ref = np.concatenate([r.reshape(-1) for r in (ref if isinstance(ref, list) else [ref])])
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+@pytest.mark.parametrize("op,direction,lbr", [("GRU", "forward", 0), ("GRU", "reverse", 1),
+                                              ("LSTM", "bidirectional", 0)])
+def test_cells_on_cortex_m4f_match_onnxruntime(op: str, direction: str, lbr: int) -> None:
+    """The [x_t | h] walks with the assembly dot product and the tanh-based sigmoid gates on
+    the emulated M4F, against onnxruntime (input and hidden sizes with a k % 4 tail)."""
+    attrs = {"linear_before_reset": lbr} if op == "GRU" else {}
+    m = edgec.compile(rnn_model(op, 12, 1, 5, 18, direction, init_state="input", **attrs))
+    rep = m.verify(target="cortex-m4f", n=2)
+    assert rep.ok and rep.where == "cortex-m4f, QEMU", rep.format()

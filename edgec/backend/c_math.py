@@ -28,29 +28,32 @@ static float edgec_tanhf(float x)
         p = p * z - 5.39682540e-02f;
         p = p * z + 1.33333333e-01f;
         p = p * z - 3.33333333e-01f;
-        t = ax + ax * (z * p);
-    } else if (ax < 9.1f) {
-        const float y = 2.0f * ax;
-        const float kf = y * 1.44269504f + 0.5f;
-        const int k = (int)kf;
-        const float r = (y - (float)k * 0.693145751953125f) - (float)k * 1.42860677e-06f;
-        const uint32_t bits = ((uint32_t)k + 127u) << 23u;
-        float e = 2.48015873e-05f;
-        float scale;
-        e = e * r + 1.98412698e-04f;
-        e = e * r + 1.38888889e-03f;
-        e = e * r + 8.33333333e-03f;
-        e = e * r + 4.16666667e-02f;
-        e = e * r + 1.66666667e-01f;
-        e = e * r + 0.5f;
-        e = e * r + 1.0f;
-        e = e * r + 1.0f;
-        (void)memcpy(&scale, &bits, sizeof scale);
-        t = 1.0f - 2.0f / (e * scale + 1.0f);
+        t = x + x * (z * p); /* odd: the sign comes with x (= sign * (ax + ax * z * p)) */
     } else {
-        t = ax == ax ? 1.0f : ax;
+        if (ax < 9.1f) {
+            const float y = 2.0f * ax;
+            const float kf = y * 1.44269504f + 0.5f;
+            const int k = (int)kf;
+            const float r = (y - (float)k * 0.693145751953125f) - (float)k * 1.42860677e-06f;
+            const uint32_t bits = ((uint32_t)k + 127u) << 23u;
+            float e = 2.48015873e-05f;
+            float scale;
+            e = e * r + 1.98412698e-04f;
+            e = e * r + 1.38888889e-03f;
+            e = e * r + 8.33333333e-03f;
+            e = e * r + 4.16666667e-02f;
+            e = e * r + 1.66666667e-01f;
+            e = e * r + 0.5f;
+            e = e * r + 1.0f;
+            e = e * r + 1.0f;
+            (void)memcpy(&scale, &bits, sizeof scale);
+            t = 1.0f - 2.0f / (e * scale + 1.0f);
+        } else {
+            t = ax == ax ? 1.0f : ax;
+        }
+        t = x < 0.0f ? -t : t;
     }
-    return x < 0.0f ? -t : t;
+    return t;
 }"""
 
 #: libm name → (edgec name, definition)

@@ -99,6 +99,9 @@ class ReferenceController:
     y_hist: list[np.ndarray] = field(init=False)  # newest first: y(t), y(t-1), ...
     sensors: np.ndarray = field(init=False)
     report: Report = field(init=False)
+    #: one-step mode: the model input and result at the last tick's final iterate, reused (not
+    #: re-evaluated, not counted) when the next tick starts from the same model input
+    last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -111,6 +114,7 @@ class ReferenceController:
         self.y_hist = [np.zeros(c.outputs) for _ in range(c.output_lags)]
         self.sensors = np.zeros(c.sensors)
         self.report = Report()
+        self.last = None
 
     def prime(self, measurement: np.ndarray) -> None:
         m = np.asarray(measurement, np.float64)
@@ -180,20 +184,25 @@ class ReferenceController:
         parts = [np.asarray(u, np.float64)] + self.u_hist + self.y_hist + [self.sensors]
         return np.concatenate(parts)
 
-    def _point(self, u: np.ndarray, y_ref: np.ndarray) -> dict | None:
-        res = self._eval(self.model_input(u))
+    def _point(self, u: np.ndarray, y_ref: np.ndarray, may_reuse: bool = False) -> dict | None:
+        z = self.model_input(u)
+        if may_reuse and self.last is not None and np.array_equal(z, self.last[0]):
+            res: tuple[np.ndarray, np.ndarray] | None = self.last[1:]
+        else:
+            res = self._eval(z)
         if res is None:
             return None
         y, jac = res
         r = y - y_ref
         du = u - self.u_last
         cost = 0.5 * (float(r @ r) + float(self.cfg.du_weight @ (du * du)))
-        return {"u": u, "y": y, "jac": jac, "r": r, "cost": cost, "rmax": float(np.abs(r).max())}
+        return {"u": u, "z": z, "y": y, "jac": jac, "r": r, "cost": cost,
+                "rmax": float(np.abs(r).max())}
 
     def _solve_one_step(self, y_ref: np.ndarray, u_hold: np.ndarray) -> tuple[int, np.ndarray]:
         c = self.cfg
         lo, hi = self.bounds(self.u_last)
-        cur = self._point(np.clip(self.u_plan, lo, hi), y_ref)
+        cur = self._point(np.clip(self.u_plan, lo, hi), y_ref, may_reuse=True)
         if cur is None:
             return FLAG_NONFINITE_MODEL | FLAG_FALLBACK, u_hold
         lam = c.damping
@@ -238,6 +247,7 @@ class ReferenceController:
             if step <= c.step_tolerance:
                 flags |= FLAG_STATIONARY
                 break
+        self.last = (cur["z"], cur["y"], cur["jac"])
         self.report.residual = cur["rmax"]
         self.report.cost = cur["cost"]
         if not flags & (FLAG_CONVERGED | FLAG_STATIONARY):

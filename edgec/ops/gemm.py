@@ -8,6 +8,8 @@ A run-time right-hand side gets a batched (broadcasting) matrix product.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
@@ -29,15 +31,21 @@ _DOT4_FMAS = "\n".join(
     for r in range(4)
 )
 
+#: the condition of the Cortex-M assembly walks (one FPU with FMA; not with -DEDGEC_NO_ASM)
+DOT4_ASM_DEFINE = (
+    "#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && defined(__ARM_FP) && \\\n"
+    "    ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && !defined(EDGEC_NO_ASM)\n"
+    "#define EDGEC_DOT4_ASM 1\n"
+    "#endif"
+)
+
 #: acc[r] += sum_i w[4 i + r] * x[i], r = 0..3: four output rows share every input load. On
 #: Cortex-M cores with a single-precision FMA unit (M4F, M7, M33) the main loop is a short
 #: assembly block (VLDM 4 inputs + 16 weights, 16 VFMA: 1.25 instructions per MAC); elsewhere,
 #: and with -DEDGEC_NO_ASM, the same loop in C.
 DOT4_HELPER = (
-    """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && defined(__ARM_FP) && \\
-    ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && !defined(EDGEC_NO_ASM)
-#define EDGEC_DOT4_ASM 1
-#endif
+    DOT4_ASM_DEFINE
+    + """
 
 /* acc[r] += sum_i w[4 * i + r] * x[i] for r = 0..3 (weights of four rows interleaved). */
 static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
@@ -68,7 +76,7 @@ static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
     }
     rest = k % 4;
 #endif
-    {
+    if (rest > 0) {
         float a0 = acc[0];
         float a1 = acc[1];
         float a2 = acc[2];
@@ -115,7 +123,15 @@ def dense_layer(
         f"    const float *xr = {x} + m * {xs};",
         f"    float *yr = {y} + m * {n};",
     ]
-    if nb:
+    if nb and bias and k % 4 == 0:  # every block in one call, then the activation
+        blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
+        wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
+        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+        mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
+        lines.append(f"    {mv4}(xr, {wsym}, {k}, {bias}, yr, {nb // 4});")
+        if ctx.act("v") != "v":
+            lines.append(f"    for (int n = 0; n < {nb}; ++n) yr[n] = {ctx.act('yr[n]')};")
+    elif nb:
         blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
         wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
         dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
@@ -127,17 +143,21 @@ def dense_layer(
         ]
         lines += [f"        yr[n + {j}] = {ctx.act(f'acc[{j}]')};" for j in range(4)]
         lines += ["    }"]
-    if n % 4:
-        tsym = ctx.const_array(f"{ctx.node.name}_{base}", np.ascontiguousarray(w32[nb:]))
-        init1 = f"{bias}[n]" if bias else "0.0f"
+    if n % 4:  # the last rows interleaved by their count, one walk (_dot_multi_helper)
+        tail = n % 4
+        tsym = ctx.const_array(f"{ctx.node.name}_{base}{tail}",
+                               np.ascontiguousarray(w32[nb:].T))
+        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+        fn = ctx.helper(*_dot_multi_helper(tail, 1))
+        start = f"{bias} + {nb}" if bias else ctx.const_array(
+            f"{ctx.node.name}_zero{tail}", np.zeros(tail, np.float32), param=False)
         lines += [
-            f"    for (int n = {nb}; n < {n}; ++n) {{",
-            f"        const float *wr = {tsym} + (n - {nb}) * {k};",
-            f"        float acc = {init1};",
-            f"        for (int kk = 0; kk < {k}; ++kk) acc += wr[kk] * xr[kk];",
-            f"        yr[n] = {ctx.act('acc')};",
-            "    }",
+            "    {",
+            f"        float acc[{tail}];",
+            f"        {fn}(xr, {tsym}, {k}, {start}, acc);",
         ]
+        lines += [f"        yr[{nb + j}] = {ctx.act(f'acc[{j}]')};" for j in range(tail)]
+        lines += ["    }"]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -310,3 +330,299 @@ class MatMul(Op):
             )
 
         return broadcast_loop(batch, [ba, bb], body)
+
+
+# -- forward-mode tangents of a dense layer in the same weight walk ---------------------------
+def _dot_multi_helper(rows: int, v: int) -> tuple[str, str]:
+    """(name, C) of ``edgec_dot<rows>x<v>``: acc[rows j + r] = init_j[r] + sum_i w[rows i + r]
+    x_j[i] for v input vectors x_0..x_{v-1} (v <= 3) and ``rows`` (<= 4) interleaved weight rows
+    (init_0 = ``init``, the others 0; ``acc`` is written only), each weight load shared by the
+    v vectors. Every accumulator adds its products in the order of
+    k, as edgec_dot4 does, so a vector's result is the one a separate dense kernel gives. On
+    FPU Cortex-M cores (as edgec_dot4) the main loop is assembly: per four k, VLDM 4 rows
+    weights, per vector VLDM 4 inputs and 4 rows VFMA (1.125 instructions per MAC for four rows
+    and three vectors)."""
+    name = f"edgec_dot{rows}x{v}"
+    nacc = rows * v
+
+    def regs(a: int, b: int) -> str:
+        return f"s{a}" if a == b else f"s{a}-s{b}"
+
+    xs = ", ".join(f"const float *restrict x{j}" for j in range(v))
+    fmas = []
+    for j in range(v):
+        fmas.append(f'            "vldmia %[x{j}]!, {{s0-s3}}\\n\\t"')
+        fmas += [f'            "vfma.f32 s{4 + rows * j + r}, s{16 + rows * i + r}, s{i}\\n\\t"'
+                 for i in range(4) for r in range(rows)]
+    outs = ", ".join(f'[x{j}] "+&r"(xp{j})' for j in range(v))
+    clob = ", ".join(f'"s{i}"' for i in [*range(4 + nacc), *range(16, 16 + 4 * rows)])
+    accs = [f"a{j}{r}" for j in range(v) for r in range(rows)]
+    start = [f"        float a0{r} = (started != 0) ? acc[{r}] : init[{r}];" for r in range(rows)]
+    start += [f"        float a{j}{r} = (started != 0) ? acc[{rows * j + r}] : 0.0f;"
+              for j in range(1, v) for r in range(rows)]
+    tail = [f"            const float xv{j} = xp{j}[i];" for j in range(v)]
+    tail += [f"            a{j}{r} += wp[{r}] * xv{j};" for j in range(v) for r in range(rows)]
+    zero_load = (f'            "vldmia %[z], {{{regs(4 + rows, 3 + nacc)}}}\\n\\t"\n'
+                 if v > 1 else "")
+    zeros = ("    static const float zeros[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};\n"
+             if v > 1 else "")
+    code = (
+        f"/* acc[{rows} * j + r] = init_j[r] + sum_i w[{rows} * i + r] * x_j[i], j < {v},\n"
+        f" * r < {rows} (init_0 = init, the others 0): the input vectors share each weight load\n"
+        f" * (a layer and its tangents in one walk). */\n"
+        f"static void {name}({xs}, const float *restrict w, int k,\n"
+        f"                        const float *restrict init, float *restrict acc)\n{{\n"
+        + "".join(f"    const float *xp{j} = x{j};\n" for j in range(v))
+        + "    const float *wp = w;\n    int rest = k;\n    int started = 0;\n"
+        "#ifdef EDGEC_DOT4_ASM\n"
+        + zeros
+        + "    int blocks = k / 4;\n"
+        "    if (blocks > 0) {\n"
+        "        __asm__ volatile(\n"
+        f'            "vldmia %[i0], {{{regs(4, 3 + rows)}}}\\n\\t"\n'
+        + zero_load
+        + '            "1:\\n\\t"\n'
+        f'            "vldmia %[w]!, {{s16-s{15 + 4 * rows}}}\\n\\t"\n'
+        + "\n".join(fmas) + "\n"
+        '            "subs %[b], %[b], #1\\n\\t"\n'
+        '            "bne 1b\\n\\t"\n'
+        f'            "vstmia %[acc], {{{regs(4, 3 + nacc)}}}\\n\\t"\n'
+        f'            : {outs}, [w] "+&r"(wp), [b] "+&r"(blocks)\n'
+        '            : [acc] "r"(acc), [i0] "r"(init)'
+        + (', [z] "r"(zeros)' if v > 1 else "") + "\n"
+        f'            : {clob}, "memory", "cc");\n'
+        "        started = 1;\n"
+        "    }\n"
+        "    rest = k % 4;\n"
+        "#endif\n"
+        "    if ((rest > 0) || (started == 0)) {\n"
+        + "\n".join(start) + "\n"
+        + "        for (int i = 0; i < rest; ++i) {\n"
+        + "\n".join(tail) + "\n"
+        f"            wp = &wp[{rows}];\n"
+        "        }\n"
+        + "".join(f"        acc[{n}] = {a};\n" for n, a in enumerate(accs))
+        + "    }\n}"
+    )
+    return name, code
+
+
+def jvp_dense_layer(
+    ctx: EmitContext,
+    x: str,
+    dx: str,
+    p: int,
+    w_nk: np.ndarray,
+    bias: str | None,
+    y: str,
+    dy: str,
+    deriv: Callable[[str], str] | None,
+    pre: str | None = None,
+) -> str:
+    """C for one row y = act(bias + W x) and its p tangents dy[j] = act'(y) * (W dx[j]) with
+    constant W ([N, K]), the layer and its tangents from one walk over the weights: vectors
+    [x, dx[0], ...] in groups of up to three per walk (:func:`_dot_multi_helper`). Rows in
+    blocks of four (weights interleaved as in :func:`dense_layer`), the last N % 4 rows as one
+    block of their own (interleaved by N % 4). ``deriv``: C of act' for a C expression of y
+    (None: no activation, dy = W dx). ``pre``: a constant table [p, N] of the tangents before
+    the activation (W dx for a constant dx, folded at compile time): then only x is walked."""
+    n, k = (int(d) for d in w_nk.shape)
+    full, tail = n - n % 4, n % 4
+    w32 = np.asarray(w_nk, np.float32)
+    parts = [w32[:full].reshape(full // 4, 4, k).transpose(0, 2, 1).reshape(-1)]  # [blk][k][r]
+    parts.append(w32[full:].T.reshape(-1))  # the tail rows: [k][row]
+    wsym = ctx.const_array(f"{ctx.node.name}_w4", np.ascontiguousarray(np.concatenate(parts)))
+    ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+    vecs = [x] + ([] if pre is not None else [f"{dx} + {j * k}" for j in range(p)])
+    nv = len(vecs)
+
+    def block(rows: int) -> list[str]:
+        calls = []
+        zero = None
+        for s0 in range(0, nv, 3):
+            group = vecs[s0 : s0 + 3]
+            fn, code = _dot_multi_helper(rows, len(group))
+            ctx.helper(fn, code)
+            if s0 == 0 and bias:
+                start = f"{bias} + n"
+            else:
+                zero = zero or ctx.const_array(f"{ctx.node.name}_zero", np.zeros(4, np.float32),
+                                               param=False)
+                start = zero
+            calls.append(f"{fn}({', '.join(group)}, {wsym} + n * {k}, {k}, {start}, "
+                         f"&acc[{rows * s0}]);")
+        out = [f"float acc[{rows * nv}];", *calls]
+        for r in range(rows):
+            out.append(f"const float h{r} = {ctx.act(f'acc[{r}]')};")
+            out.append(f"{y}[n + {r}] = h{r};")
+            if deriv is not None:
+                out.append(f"const float g{r} = {deriv(f'h{r}')};")
+            for j in range(p):
+                at = f"{j * n} + n + {r}" if j else f"n + {r}"
+                s = f"{pre}[{at}]" if pre is not None else f"acc[{rows * (j + 1) + r}]"
+                out.append(f"{dy}[{at}] = " + (f"{s} * g{r};" if deriv is not None else f"{s};"))
+        return out
+
+    lines = ["{"]
+    if full:
+        lines.append(f"    for (int n = 0; n < {full}; n += 4) {{")
+        lines += [f"        {ln}" for ln in block(4)]
+        lines.append("    }")
+    if tail:
+        lines.append("    {")
+        lines.append(f"        const int n = {full};")
+        lines += [f"        {ln}" for ln in block(tail)]
+        lines.append("    }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@register
+class GemmJvp(Op):
+    """A dense layer and its forward-mode tangents in one kernel (made by
+    ``passes.jacobian.fuse_tangent_gemms``): inputs ``x`` [1, K], ``B``, ``C`` (or ""), ``dx``
+    [p, K] as a Gemm's (attrs transB, alpha, beta; optional fused ``_act``); outputs
+    ``y = act(alpha x B' + beta C)`` [1, N] and ``dy = act'(y) * (alpha dx B')`` [p, N]
+    (``act'`` from the output, ``DERIV_FROM_OUTPUT``). With ``_pre_tangent`` = 1 input 3 is
+    instead the constant ``alpha dx B'`` [p, N] itself (a first layer, whose dx is the seed).
+    Not an ONNX op."""
+
+    types = ("GemmJvp",)
+    fusable = True
+
+    @staticmethod
+    def _parts(node: Node, g: Graph) -> tuple[int, int, int]:
+        k = g.shape(node.inputs[0])[1]
+        b_shape = g.shape(node.inputs[1])
+        n = b_shape[0] if node.attr("transB", 0) else b_shape[1]
+        return int(g.shape(node.inputs[3])[0]), int(k), int(n)
+
+    def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
+        p, _, n = self._parts(node, g)
+        return [((1, n), "float32"), ((p, n), "float32")]
+
+    def reference(self, node: Node, inputs: list[np.ndarray | None], g: Graph) -> list[np.ndarray]:
+        from edgec.ops.unary import DERIV_FROM_OUTPUT, act_ref
+
+        x, b, c, dx = inputs
+        assert x is not None and b is not None and dx is not None
+        w = (b.T if node.attr("transB", 0) else b).astype(np.float32)
+        alpha = np.float32(node.attr("alpha", 1.0))
+        pre = alpha * (x.astype(np.float32) @ w)
+        if c is not None:
+            pre = pre + np.float32(node.attr("beta", 1.0)) * c
+        if node.attrs.get("_pre_tangent"):
+            s = dx.astype(np.float32)
+        else:
+            s = (alpha * (dx.astype(np.float32) @ w)).astype(np.float32)
+        act = node.attrs.get("_act")
+        if act is not None:  # the interpreter applies _act to output 0 (pre) itself
+            yv = act_ref(act[0], act[1], pre.astype(np.float32))
+            s = (DERIV_FROM_OUTPUT[act[0]].ref(yv, dict(act[1])) * s).astype(np.float32)
+        return [pre.astype(np.float32), s]
+
+    def macs(self, node: Node, g: Graph) -> int:
+        p, k, n = self._parts(node, g)
+        return (1 if node.attrs.get("_pre_tangent") else 1 + p) * k * n
+
+    def emit(self, node: Node, ctx: EmitContext) -> str:
+        from edgec.ops.unary import DERIV_FROM_OUTPUT
+
+        g = ctx.g
+        p, _, n = self._parts(node, g)
+        b = g.const(node.inputs[1])
+        assert b is not None
+        w = b if node.attr("transB", 0) else b.T
+        w = (np.float32(node.attr("alpha", 1.0)) * w.astype(np.float32)).astype(np.float32)
+        bias = None
+        c = g.const(node.inputs[2]) if node.inputs[2] else None
+        if c is not None:
+            vec = np.broadcast_to(np.float32(node.attr("beta", 1.0)) * c.reshape(-1), (n,))
+            bias = ctx.const_array(f"{node.name}_bias", np.ascontiguousarray(vec, np.float32))
+        act = node.attrs.get("_act")
+        deriv: Callable[[str], str] | None = None
+        if act is not None:
+            spec, params = DERIV_FROM_OUTPUT[act[0]], dict(act[1])
+
+            def act_grad(v: str) -> str:
+                return spec.c(v, params)
+
+            deriv = act_grad
+
+        pre = ctx.inp(3) if node.attrs.get("_pre_tangent") else None
+        return jvp_dense_layer(ctx, ctx.inp(0), ctx.inp(3), p, w, bias, ctx.out(0),
+                               ctx.out(1), deriv, pre)
+
+
+_MV4_FMAS = "\n".join(
+    f'            "vfma.f32 s{24 + r}, s{8 + 4 * i + r}, s{i}\\n\\t"'
+    for i in range(4)
+    for r in range(4)
+)
+
+#: out[4 b + r] = bias[4 b + r] + sum_i w[b][i][r] * x[i] for ``blocks`` blocks of four rows
+#: (weights interleaved as for edgec_dot4, blocks contiguous): a whole matrix-vector product in
+#: one call, each block's accumulators loaded from the bias and stored to ``out`` in place of a
+#: call, an accumulator array and copies per block. The sums are edgec_dot4's, term for term.
+#: On FPU Cortex-M cores with k a multiple of 4, both loops are assembly.
+MV4_HELPER = (
+    """/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks. */
+static void edgec_mv4(const float *restrict x, const float *restrict w, int k,
+                      const float *restrict bias, float *restrict out, int blocks)
+{
+    int done = 0;
+#ifdef EDGEC_DOT4_ASM
+    if (((k % 4) == 0) && (k > 0) && (blocks > 0)) {
+        const float *wp = w;
+        const float *bp = bias;
+        float *op = out;
+        const float *xp;
+        int n = blocks;
+        int c;
+        __asm__ volatile(
+            "1:\\n\\t"
+            "vldmia %[bp]!, {s24-s27}\\n\\t"
+            "mov %[xp], %[x]\\n\\t"
+            "mov %[c], %[k4]\\n\\t"
+            "2:\\n\\t"
+            "vldmia %[xp]!, {s0-s3}\\n\\t"
+            "vldmia %[wp]!, {s8-s23}\\n\\t"
+"""
+    + _MV4_FMAS
+    + """
+            "subs %[c], %[c], #1\\n\\t"
+            "bne 2b\\n\\t"
+            "vstmia %[op]!, {s24-s27}\\n\\t"
+            "subs %[n], %[n], #1\\n\\t"
+            "bne 1b\\n\\t"
+            /* early clobber: x and k / 4 are read on every block, after the others move */
+            : [wp] "+&r"(wp), [bp] "+&r"(bp), [op] "+&r"(op), [n] "+&r"(n), [xp] "=&r"(xp),
+              [c] "=&r"(c)
+            : [x] "r"(x), [k4] "r"(k / 4)
+            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
+              "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26",
+              "s27", "memory", "cc");
+        done = 1;
+    }
+#endif
+    for (int b = 0; (b < blocks) && (done == 0); ++b) {
+        const float *wp = &w[b * k * 4];
+        float a0 = bias[4 * b];
+        float a1 = bias[(4 * b) + 1];
+        float a2 = bias[(4 * b) + 2];
+        float a3 = bias[(4 * b) + 3];
+        for (int i = 0; i < k; ++i) {
+            const float xv = x[i];
+            a0 += wp[0] * xv;
+            a1 += wp[1] * xv;
+            a2 += wp[2] * xv;
+            a3 += wp[3] * xv;
+            wp = &wp[4];
+        }
+        out[4 * b] = a0;
+        out[(4 * b) + 1] = a1;
+        out[(4 * b) + 2] = a2;
+        out[(4 * b) + 3] = a3;
+    }
+}"""
+)

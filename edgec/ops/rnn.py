@@ -22,7 +22,7 @@ import numpy as np
 
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import EmitContext, Op, c_float, register, require_finite, unsupported
-from edgec.ops.gemm import DOT4_HELPER
+from edgec.ops.gemm import DOT4_ASM_DEFINE, DOT4_HELPER, MV4_HELPER
 from edgec.ops.unary import act_c, act_ref
 
 #: gate blocks per op, in ONNX's row order of W/R/B
@@ -44,7 +44,10 @@ def _softsign_ref(x: np.ndarray) -> np.ndarray:
 
 #: activation functions a recurrent node may use (by lower-case ONNX name)
 ACTS: dict[str, RnnAct] = {
-    "sigmoid": RnnAct(lambda v: act_c("Sigmoid", {}, v), lambda x: act_ref("Sigmoid", {}, x)),
+    # sigmoid(x) = (1 + tanh(x / 2)) / 2: edgec's tanhf (a polynomial) instead of libm's expf
+    # and a division; within ~1e-7 absolute of the logistic function
+    "sigmoid": RnnAct(lambda v: f"(0.5f + 0.5f * tanhf(0.5f * {v}))",
+                      lambda x: act_ref("Sigmoid", {}, x)),
     "tanh": RnnAct(lambda v: act_c("Tanh", {}, v), lambda x: act_ref("Tanh", {}, x)),
     "relu": RnnAct(lambda v: act_c("Relu", {}, v), lambda x: act_ref("Relu", {}, x)),
     "softplus": RnnAct(lambda v: act_c("Softplus", {}, v), lambda x: act_ref("Softplus", {}, x)),
@@ -323,18 +326,35 @@ def rnn_reference(node: Node, values: list[np.ndarray | None], spec: RnnSpec) ->
 # -- C emission -------------------------------------------------------------------------------
 
 def matvec(
-    ctx: EmitContext, out: str, bias: str | None, segments: list[tuple[str, np.ndarray, str]]
+    ctx: EmitContext, out: str, bias: str | None, segments: list[tuple[str, np.ndarray, str]],
+    k_pad: int = 0,
 ) -> str:
     """``out[n] = bias[n] + sum over segments (name, W [rows, k], v) of W[n] . v``.
 
     As in the dense layer, rows come in blocks of four with their weights interleaved at compile
     time, so :data:`edgec.ops.gemm.DOT4_HELPER` walks one contiguous table per segment and loads
     each vector element once per four rows; the last ``rows % 4`` rows use row-major tables.
+    ``k_pad``: one segment whose vector holds ``k_pad`` (a multiple of 4) values, zeros past its
+    k: its blocks are one ``edgec_mv4`` call over weights padded with zero columns.
     """
     rows = int(segments[0][1].shape[0])
     full = rows - rows % 4
     lines: list[str] = []
-    if full:
+    if full and len(segments) == 1 and k_pad:
+        # one call for every block (edgec_mv4); the vector holds k_pad values (zeros past k)
+        name, w, v = segments[0]
+        k = int(w.shape[1])
+        wp = np.zeros((full, k_pad), np.float32)
+        wp[:, :k] = np.asarray(w[:full], np.float32)
+        blocks = wp.reshape(full // 4, 4, k_pad).transpose(0, 2, 1)
+        sym = ctx.const_array(f"{ctx.node.name}_{name}4", np.ascontiguousarray(blocks),
+                              padding=full * (k_pad - k))
+        b = bias if bias else ctx.const_array(f"{ctx.node.name}_zero", np.zeros(full, np.float32),
+                                              param=False)
+        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
+        mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
+        lines.append(f"{mv4}({v}, {sym}, {k_pad}, {b}, {out}, {full // 4});")
+    elif full:
         dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
         init = ", ".join(f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4))
         lines += [f"for (int n = 0; n < {full}; n += 4) {{", f"    float acc[4] = {{{init}}};"]
@@ -369,6 +389,7 @@ class _Emitter:
     def __init__(self, node: Node, ctx: EmitContext, spec: RnnSpec):
         self.node, self.ctx, self.spec = node, ctx, spec
         self.values = _const_values(node, ctx.g)
+        self.k_pad = _k_pad(spec)
 
     # constants ------------------------------------------------------------------------------
     def table(self, what: str, d: int, data: np.ndarray) -> str:
@@ -412,7 +433,7 @@ class _Emitter:
              if _output(self.node, 0) else "")
         if s.kind == "RNN":
             code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                          [(f"w{d}", dw.w, "xt"), (f"r{d}", dw.r, "h")])
+                          [(f"wr{d}", _cat(dw.w, dw.r), "xh")], self.k_pad)
             body = "float a = gates[j];\n" + self.clip("a") + f"h[j] = {self.act(acts[0], 'a')};\n"
             return code + self.loop(body + y)
         if s.kind == "GRU":
@@ -429,7 +450,7 @@ class _Emitter:
         zr = slice(0, 2 * hs)
         hh = slice(2 * hs, 3 * hs)
         code = matvec(self.ctx, "gates", self.bias("bzr", d, dw.wb[zr] + dw.rb[zr]),
-                      [(f"wzr{d}", dw.w[zr], "xt"), (f"rzr{d}", dw.r[zr], "h")])
+                      [(f"wrzr{d}", _cat(dw.w[zr], dw.r[zr]), "xh")], self.k_pad)
         gate_zr = ("float z = gates[j];\n" + self.clip("z") + "float r = gates[j + "
                    f"{hs}];\n" + self.clip("r"))
         update = f"h[j] = (1.0f - z) * {self.act(g, 'c')} + z * h[j];\n"
@@ -446,7 +467,7 @@ class _Emitter:
         code += self.loop(gate_zr + f"gates[j] = {self.act(f, 'z')};\n"
                           f"rh[j] = {self.act(f, 'r')} * h[j];\n")
         code += matvec(self.ctx, "gh", self.bias("bh", d, dw.wb[hh] + dw.rb[hh]),
-                       [(f"wh{d}", dw.w[hh], "xt"), (f"rh{d}", dw.r[hh], "rh")])
+                       [(f"wrh{d}", _cat(dw.w[hh], dw.r[hh]), "xrh")], self.k_pad)
         body = ("const float z = gates[j];\nfloat c = gh[j];\n" + self.clip("c")
                 + update)
         return code + self.loop(body + y)
@@ -456,7 +477,7 @@ class _Emitter:
         hs = s.hidden
         f, g, h_act = s.acts[d]
         code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                      [(f"w{d}", dw.w, "xt"), (f"r{d}", dw.r, "h")])
+                      [(f"wr{d}", _cat(dw.w, dw.r), "xh")], self.k_pad)
         p = self.table("p", d, dw.p) if dw.p is not None else None
 
         def peep(k: int, cell: str) -> str:
@@ -480,16 +501,23 @@ class _Emitter:
     # the whole kernel -------------------------------------------------------------------------
     def kernel(self) -> str:
         s = self.spec
-        hs = s.hidden
-        lines = [f"float *const h = {self.ctx.scratch()};"]
-        off = hs
+        hs, ni = s.hidden, s.input_size
+        # [x_t | h] side by side: one walk over [W | R] per row block (x_t copied in per step)
+        kp = self.k_pad  # [x_t | h | zeros] to a multiple of 4 values
+        lines = [f"float *const xh = {self.ctx.scratch()};", f"float *const h = xh + {ni};"]
+        off = kp
         if s.kind == "LSTM":
-            lines.append(f"float *const c = h + {off};")
+            lines.append(f"float *const c = xh + {off};")
             off += hs
-        if s.kind == "GRU" and not s.linear_before_reset:
-            lines.append(f"float *const rh = h + {off};")
-            off += hs
-        lines.append(f"float *const gates = h + {off};")
+        if s.kind == "GRU" and not s.linear_before_reset:  # [x_t | r * h] for the candidate
+            lines.append(f"float *const xrh = xh + {off};")
+            lines.append(f"float *const rh = xrh + {ni};")
+            off += kp
+        lines.append(f"float *const gates = xh + {off};")
+        if kp > ni + hs:
+            lines.append(f"for (int i = {ni + hs}; i < {kp}; ++i) xh[i] = 0.0f;")
+            if s.kind == "GRU" and not s.linear_before_reset:
+                lines.append(f"for (int i = {ni + hs}; i < {kp}; ++i) xrh[i] = 0.0f;")
         if s.kind == "GRU":  # candidate rows; linear_before_reset: gh = R h + Rb, gx = W x + Wb
             lines.append(f"float *const gh = gates + {2 * hs};")
             if s.linear_before_reset:
@@ -500,6 +528,9 @@ class _Emitter:
             order = "reverse" if s.reverse[d] else "forward"
             inner = f"const int t = {s.seq - 1} - s;\n" if s.reverse[d] else "const int t = s;\n"
             inner += f"const float *const xt = {self.ctx.inp(0)} + {s.x_offset()};\n"
+            inner += f"for (int i = 0; i < {s.input_size}; ++i) xh[i] = xt[i];\n"
+            if s.kind == "GRU" and not s.linear_before_reset:
+                inner += f"for (int i = 0; i < {s.input_size}; ++i) xrh[i] = xt[i];\n"
             inner += self.step(d, dw)
             per_batch = self.load_state(5, "h", d)
             if s.kind == "LSTM":
@@ -513,13 +544,23 @@ class _Emitter:
         return code
 
 
+def _k_pad(spec: RnnSpec) -> int:
+    """Length of the [x_t | h] buffer: input plus hidden size, up to a multiple of 4."""
+    return -(-(spec.input_size + spec.hidden) // 4) * 4
+
+
 def scratch_floats(spec: RnnSpec) -> int:
-    hs = spec.hidden
+    hs, kp = spec.hidden, _k_pad(spec)
     if spec.kind == "RNN":
-        return 2 * hs  # h, gates
-    if spec.kind == "GRU":
-        return hs + (4 * hs if spec.linear_before_reset else hs + 3 * hs)
-    return 2 * hs + 4 * hs  # h, c, gates
+        return kp + hs  # [x_t | h | 0], gates
+    if spec.kind == "GRU":  # [x_t | h | 0], [x_t | r * h | 0] (linear_before_reset=0), gates
+        return kp + (4 * hs if spec.linear_before_reset else kp + 3 * hs)
+    return kp + hs + 4 * hs  # [x_t | h | 0], c, gates
+
+
+def _cat(w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """[W | R]: the rows' input and recurrent weights side by side (walked over [x_t | h])."""
+    return np.concatenate([np.asarray(w, np.float32), np.asarray(r, np.float32)], axis=1)
 
 
 @register

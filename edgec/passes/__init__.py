@@ -1,8 +1,9 @@
 """Optimisation passes: plain functions Graph → Graph (each returns a new or the same graph).
 
 One module per pass (or family of passes); :data:`DEFAULT_PIPELINE` is the order
-:func:`optimize` runs them in. :mod:`edgec.passes.jacobian` is not in the pipeline: the MPC
-adds forward-mode Jacobians on request.
+:func:`optimize` runs them in. :func:`edgec.passes.jacobian.add_jacobian` is not in the
+pipeline: the MPC adds forward-mode Jacobians on request (the pipeline's
+``fuse_tangent_gemms`` then merges each dense layer with its tangent).
 
 May import: ``edgec.ir``, ``edgec.errors``, ``edgec.ops``; never front-ends or back-ends.
 """
@@ -17,6 +18,7 @@ from edgec.passes.cleanup import eliminate_dead_nodes, fold_constants, remove_id
 from edgec.passes.einsum import lower_einsum
 from edgec.passes.events import use_event_kernels
 from edgec.passes.fuse import fuse_activations, fuse_bias_adds
+from edgec.passes.jacobian import fuse_tangent_gemms
 from edgec.passes.patches import patch_early_stage
 from edgec.passes.qdq import lower_qdq
 from edgec.passes.sparse import use_sparse_weights
@@ -38,6 +40,7 @@ DEFAULT_PIPELINE: tuple[Pass, ...] = (
     use_sparse_weights,
     fuse_bias_adds,
     fuse_activations,
+    fuse_tangent_gemms,
     eliminate_dead_nodes,
     patch_early_stage,
     detect_state,

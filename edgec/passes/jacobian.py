@@ -229,3 +229,99 @@ def _touches_batch(g: Graph, node: Node) -> bool:
             return True
     rank = rank_out if node.op == "Unsqueeze" else rank_in
     return any(int(a) % rank == 0 for a in np.asarray(axes).reshape(-1))
+
+
+def _gemm_weights(node: Node, g: Graph) -> tuple[str, int, float] | None:
+    """(weights, transB, alpha) of a Gemm with constant weights and no transA, else None."""
+    if node.op != "Gemm" or node.attr("transA", 0) or g.const(node.inputs[1]) is None:
+        return None
+    return node.inputs[1], int(node.attr("transB", 0)), float(node.attr("alpha", 1.0))
+
+
+def fuse_tangent_gemms(g: Graph) -> Graph:
+    """A dense layer ``y = act(Gemm(x, W, b))`` of one row and the tangent of it that
+    :func:`add_jacobian` built (``Gemm(dx, W)``, then ``Mul`` by ``ActGrad(y)`` when there is an
+    activation whose derivative comes from its output) → one ``GemmJvp`` node: the layer and
+    its p tangent rows from one walk over W (runs after ``fuse_activations``)."""
+    g = g.copy()
+    consumers = g.consumers()
+    producers = g.producers()
+    fused: list[tuple[Node, Node, Node | None, Node | None]] = []
+    used: set[int] = set()
+    for tg in g.nodes:
+        key = _gemm_weights(tg, g)
+        if key is None or "_act" in tg.attrs or (len(tg.inputs) > 2 and tg.inputs[2]):
+            continue
+        fwd = next((n for n in consumers.get(tg.inputs[1], []) if n is not tg
+                    and _gemm_weights(n, g) == key and id(n) not in used), None)
+        if fwd is None or g.shape(fwd.inputs[0])[0] != 1 or g.const(tg.inputs[0]) is not None:
+            continue
+        if g.shape(fwd.inputs[0])[1:] != g.shape(tg.inputs[0])[1:]:
+            continue
+        c = g.const(fwd.inputs[2]) if len(fwd.inputs) > 2 and fwd.inputs[2] else None
+        n_out = g.shape(fwd.outputs[0])[1]
+        if len(fwd.inputs) > 2 and fwd.inputs[2] and (c is None or c.size not in (1, n_out)):
+            continue
+        act = fwd.attrs.get("_act")
+        grad = mul = None
+        if act is not None:
+            if act[0] not in DERIV_FROM_OUTPUT:
+                continue
+            s_users = consumers.get(tg.outputs[0], [])
+            mul = s_users[0] if len(s_users) == 1 and s_users[0].op == "Mul" else None
+            if mul is None or "_act" in mul.attrs or tg.outputs[0] in g.outputs:
+                continue
+            other = mul.inputs[1] if mul.inputs[0] == tg.outputs[0] else mul.inputs[0]
+            grad = producers.get(other)
+            if (grad is None or grad.op != "ActGrad" or not grad.attrs.get("from_output")
+                    or grad.attrs["kind"] != act[0] or grad.inputs[0] != fwd.outputs[0]
+                    or len(consumers.get(other, [])) != 1 or other in g.outputs
+                    or g.shape(mul.outputs[0]) != g.shape(tg.outputs[0])):
+                continue
+        used.update({id(fwd), id(tg)})
+        fused.append((fwd, tg, grad, mul))
+    pre: list[tuple[Node, str, Node, Node]] = []  # the seed's layer: tangent folded to a table
+    for mul in g.nodes:
+        if mul.op != "Mul" or "_act" in mul.attrs or len(mul.inputs) != 2:
+            continue
+        k_const = 0 if g.const(mul.inputs[0]) is not None else 1
+        table, other = mul.inputs[k_const], mul.inputs[1 - k_const]
+        grad = producers.get(other)
+        if g.const(table) is None or grad is None or grad.op != "ActGrad":
+            continue
+        fwd = producers.get(grad.inputs[0])
+        if (fwd is None or id(fwd) in used or _gemm_weights(fwd, g) is None
+                or fwd.attrs.get("_act") is None or not grad.attrs.get("from_output")
+                or grad.attrs["kind"] != fwd.attrs["_act"][0]
+                or g.shape(fwd.inputs[0])[0] != 1 or len(consumers.get(other, [])) != 1
+                or other in g.outputs or len(g.shape(table)) != 2
+                or g.shape(table)[1:] != g.shape(fwd.outputs[0])[1:]
+                or g.shape(mul.outputs[0]) != g.shape(table)):
+            continue
+        if len(fwd.inputs) > 2 and fwd.inputs[2]:
+            c = g.const(fwd.inputs[2])
+            if c is None or c.size not in (1, g.shape(fwd.outputs[0])[1]):
+                continue
+        used.add(id(fwd))
+        pre.append((fwd, table, grad, mul))
+    if not fused and not pre:
+        return g
+    drop: set[int] = set()
+    jobs = [(f, t.inputs[0], t, gr, m, 0) for f, t, gr, m in fused]
+    jobs += [(f, table, None, gr, m, 1) for f, table, gr, m in pre]
+    for fwd, dx, tg, grad, mul, from_table in jobs:
+        bias = fwd.inputs[2] if len(fwd.inputs) > 2 else ""
+        dy = mul.outputs[0] if mul is not None else tg.outputs[0]
+        attrs = {k: v for k, v in fwd.attrs.items() if k in ("transB", "alpha", "beta", "_act")}
+        if from_table:
+            attrs["_pre_tangent"] = 1
+        node = Node("GemmJvp", f"{fwd.name}_jvp", [fwd.inputs[0], fwd.inputs[1], bias, dx],
+                    [fwd.outputs[0], dy], attrs)
+        g.nodes[g.nodes.index(fwd)] = node
+        drop.update(id(n) for n in (tg, grad, mul) if n is not None)
+        for n in (tg, grad):
+            if n is not None and n.outputs[0] != dy:
+                del g.tensors[n.outputs[0]]
+    g.nodes = [n for n in g.nodes if id(n) not in drop]
+    g.toposort()
+    return g

@@ -382,16 +382,47 @@ typedef struct {
     float rmax;
 } point_t;
 
-/* evaluates the model at p->u; fills y, jac, the objective and the max residual */
-static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p)
+/* whether z is, bit for bit, the model input of the last tick's final iterate */
+static int same_as_last(const edgec_mpc_t *c, const float *z)
+{
+    int same = 0;
+    int j;
+    if (c->last_valid != 0u) {
+        same = 1;
+    }
+    for (j = 0; (j < NZ) && (same != 0); ++j) {
+        if (float_bits(z[j]) != float_bits(c->last_z[j])) {
+            same = 0;
+        }
+    }
+    return same;
+}
+
+/* keeps the model at p (a finite evaluation) for the next tick */
+static void keep_last(edgec_mpc_t *c, const point_t *p)
+{
+    (void)memcpy(c->last_z, p->z, sizeof(c->last_z));
+    (void)memcpy(c->last_y, p->y, sizeof(c->last_y));
+    (void)memcpy(c->last_jac, p->jac, sizeof(c->last_jac));
+    c->last_valid = 1u;
+}
+
+/* evaluates the model at p->u (or, with may_reuse, takes the last tick's final evaluation when
+ * the model input is the same); fills y, jac, the objective and the max residual */
+static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p, int may_reuse)
 {
     int i;
     int j;
     float cost = 0.0f;
     float rmax = 0.0f;
     edgec_mpc_model_input(c, p->u, p->z);
-    if (!model_eval(c, p->z, p->y, p->jac)) {
+    if ((may_reuse != 0) && (same_as_last(c, p->z) != 0)) {
+        (void)memcpy(p->y, c->last_y, sizeof(p->y));
+        (void)memcpy(p->jac, c->last_jac, sizeof(p->jac));
+    } else if (!model_eval(c, p->z, p->y, p->jac)) {
         return 0;
+    } else {
+        /* evaluated */
     }
     for (i = 0; i < NY; ++i) {
         const float r = p->y[i] - y_ref[i];
@@ -430,13 +461,13 @@ static void normal_equations(const edgec_mpc_t *c, const float *y_ref, const poi
     }
 }
 
-/* returns the flags; writes the solution to u (unchanged on fallback) */
-static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
+/* returns the flags; writes the solution to u (unchanged on fallback); lo, hi: this tick's
+ * command bounds (tick_bounds around c->u_last) */
+static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, const float *lo,
+                               const float *hi, float *u)
 {
     point_t cur;
     point_t trial;
-    float lo[NU];
-    float hi[NU];
     float a[NU * NU];
     float m[NU * NU];
     float g[NU];
@@ -447,11 +478,12 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
     int it;
     int j;
     (void)memset(d, 0, sizeof(d));
-    tick_bounds(c->u_last, lo, hi);
+    (void)memset(a, 0, sizeof(a)); /* set by normal_equations before damped_solve reads it */
+    (void)memset(g, 0, sizeof(g));
     for (j = 0; j < NU; ++j) {
         cur.u[j] = clampf(c->u_plan[j], lo[j], hi[j]);
     }
-    if (!eval_point(c, y_ref, &cur)) {
+    if (!eval_point(c, y_ref, &cur, 1)) {
         return EDGEC_MPC_FLAG_NONFINITE_MODEL | EDGEC_MPC_FLAG_FALLBACK;
     }
     for (it = 0; it < EDGEC_MPC_MAX_ITER; ++it) {
@@ -476,7 +508,9 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
             flags |= EDGEC_MPC_FLAG_SINGULAR;
         }
 #endif
-        normal_equations(c, y_ref, &cur, a, g);
+        if (newton == 0) { /* the damped (LM) steps' system; a Newton step needs none */
+            normal_equations(c, y_ref, &cur, a, g);
+        }
         alpha = 1.0f;
         for (t = 0; (t < MPC_TRIES) && (accepted == 0); ++t) {
             if (newton != 0) {
@@ -493,7 +527,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
                     trial.u[j] = clampf(cur.u[j] + d[j], lo[j], hi[j]);
                 }
             }
-            if (eval_point(c, y_ref, &trial) && (trial.cost < cur.cost)) {
+            if (eval_point(c, y_ref, &trial, 0) && (trial.cost < cur.cost)) {
                 accepted = 1;
                 if (!newton) {
                     lambda = damping_down(lambda);
@@ -522,6 +556,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, float *u)
             break;
         }
     }
+    keep_last(c, &cur);
     c->report.residual = cur.rmax;
     c->report.cost = cur.cost;
     if (!(flags & (EDGEC_MPC_FLAG_CONVERGED | EDGEC_MPC_FLAG_STATIONARY))) {
@@ -557,6 +592,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
     unsigned flags;
     int j;
     begin_tick(c, u);
+    tick_bounds(c->u_last, lo, hi); /* u_last changes only at the end of the tick */
     if (!all_finite(y_ref, NY) || !all_finite(measurement, NY + NS)) {
         /* hold: the delay line repeats its newest output, the sensors keep their last values */
 #if LY > 0
@@ -574,9 +610,8 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
         for (j = 0; j < NS; ++j) {
             c->sensors[j] = measurement[NY + j];
         }
-        flags = solve_one_step(c, y_ref, u);
+        flags = solve_one_step(c, y_ref, lo, hi, u);
     }
-    tick_bounds(c->u_last, lo, hi);
     for (j = 0; j < NU; ++j) {
         u[j] = clampf(u[j], lo[j], hi[j]);
     }

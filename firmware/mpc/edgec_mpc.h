@@ -113,6 +113,14 @@ typedef struct {
     unsigned long ticks;
     edgec_mpc_report_t report;
     float model_arena[EDGEC_MPC_DIM((EDGEC_MPC_MODEL_ARENA_BYTES + 3) / 4)]; /* forward model */
+#if !EDGEC_MPC_HORIZON_MODE
+    /* the model at the last tick's final iterate: when the next tick's first model input is the
+     * same bit for bit (a static model, or unchanged delay lines), it is reused, not recomputed */
+    float last_z[EDGEC_MPC_NZ];
+    float last_y[EDGEC_MPC_NY];
+    float last_jac[EDGEC_MPC_NY * EDGEC_MPC_NU];
+    unsigned last_valid; /* 1 when last_* hold a finite evaluation */
+#endif
 #if EDGEC_MPC_HORIZON_MODE
     edgec_mpc_plan_t plans[2]; /* the current plan and the trial */
     edgec_mpc_work_t work;

@@ -1,0 +1,40 @@
+"""The float dense walks on the emulated Cortex-M4F (their assembly) against torch: all row
+blocks in one call (edgec_mv4, here with k / 4 equal to the block count), the last N % 4 rows
+interleaved by their count (edgec_dot<R>x1), K with and without a k % 4 tail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import edgec
+
+pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+
+
+class _NoBias(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(13, 10, bias=False)
+        self.b = nn.Linear(10, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("which", ["mlp_3_48_48_2", "no_bias_13_10_7"])
+def test_dense_walks_on_cortex_m4f(which: str) -> None:
+    torch.manual_seed(11)
+    if which == "mlp_3_48_48_2":
+        net: nn.Module = nn.Sequential(nn.Linear(3, 48), nn.Tanh(), nn.Linear(48, 48), nn.Tanh(),
+                                       nn.Linear(48, 2))
+        x = torch.randn(1, 3)
+    else:
+        net, x = _NoBias(), torch.randn(1, 13)
+    m = edgec.compile(net.eval(), example_inputs=(x,))
+    src = m.c_source
+    assert ("edgec_mv4(" in src) == (which == "mlp_3_48_48_2")
+    assert "edgec_dot2x1(" in src if which == "mlp_3_48_48_2" else "edgec_dot3x1(" in src
+    rep = m.verify(target="cortex-m4f", n=3)
+    assert rep.ok, rep.format()
