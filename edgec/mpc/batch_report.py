@@ -197,10 +197,11 @@ def plot(path: Path, run: BatchRun, worst: int) -> None:
     nu = lib.cfg.commands
     for i, color, label in ((0, "C2", "nominal loop 0"), (worst, "C3", f"worst loop {worst}")):
         _, tr = lib.trace(i)
-        ref = lib.refs[int(lib.ref_index[i])].rows[1:, 0]
+        ref = lib.refs[int(lib.ref_index[i])]
         t = times(i)
-        ax1.plot(t, ref, color="k" if i == 0 else "0.4", ls="--", lw=1.2,
-                 label=f"reference ({lib.refs[int(lib.ref_index[i])].name})")
+        if i == 0 or lib.ref_index[i] != lib.ref_index[0]:
+            ax1.plot(t, ref.rows[1:, 0], color="k" if i == 0 else "0.4", ls="--", lw=1.2,
+                     label=f"reference ({ref.name})")
         ax1.plot(t, tr[:, 0], color=color, lw=1.1, label=label)
         for j in range(nu):
             ax2.plot(t, tr[:, 1 + j], color=color, lw=1.0, ls="-" if j == 0 else ":",
