@@ -296,3 +296,14 @@ int main(void)
     vals = [line.split() for line in proc.stdout.splitlines()]
     assert [v[1] for v in vals] == ["100"] * 3
     assert all(0 < float(v[0]) < 0.2 for v in vals)
+
+
+def test_bench_batch_sim_smoke(setups: dict) -> None:
+    """bench/batch_sim.py end to end on tiny sizes (no speed asserted)."""
+    from bench.batch_sim import measure
+
+    res = measure("msd_exact.toml", "msd", 0.2, [1, 3], [1, 2])
+    assert [(r["loops"], r["threads"]) for r in res["rows"]] == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    assert res["ticks_per_loop"] == 20
+    assert all(r["loop_ticks"] == 20 * r["loops"] and r["loop_ticks_per_s"] > 0
+               for r in res["rows"])
