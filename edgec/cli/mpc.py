@@ -27,10 +27,11 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "--batch; with --batch the default is the plant's example path)",
     )
     p.add_argument("-o", "--output", metavar="DIR", default="mpc-sim",
-                   help="where sim.csv and sim.png go (default: mpc-sim)")
+                   help="where sim.csv and sim.png (--batch: batch.csv, batch.png) go")
     p.add_argument("--json", action="store_true",
                    help='print {"mpc": {...}, "pid": {...}} (rmse, max_error, '
-                   "mean_iterations, fallbacks)")
+                   "mean_iterations, fallbacks); --batch: one object (RMSE percentiles, events, "
+                   "nominal and worst loops)")
     p.add_argument("--target", metavar="T",
                    help="run the controller on target T's emulated board (QEMU), the plant on "
                    "the host, one tick per exchange (default: the host library)")
@@ -39,7 +40,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "writes batch.csv and batch.png (see edgec/mpc/batch.py)")
     b.add_argument("--batch", type=int, metavar="N", help="run N loops")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the loops run (default: cpu, on threads)")
+                   help="where the loops run (cpu: host threads)")
     b.add_argument("--vary", action="append", default=[], metavar="PARAM=LO:HI",
                    help="draw plant parameter PARAM of loops 1.. uniformly from [LO, HI] "
                    "(repeatable; msd: m, c, k, delay; soft-actuator: inertia, damping, k1, k3, "
@@ -49,10 +50,10 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
                    "assigned to the loops round-robin in name order")
     b.add_argument("--threads", type=int, metavar="T",
                    help="host threads (default: the CPUs this process may use)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the draws")
     b.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                    help="standard deviation of Gaussian noise on each measured value, loops "
-                   "1.. (own seed each; default: 0)")
+                   "1.. (own seed each)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
