@@ -307,3 +307,39 @@ def test_bench_batch_sim_smoke(setups: dict) -> None:
     assert res["ticks_per_loop"] == 20
     assert all(r["loop_ticks"] == 20 * r["loops"] and r["loop_ticks_per_s"] > 0
                for r in res["rows"])
+
+
+def _nvcc() -> str | None:
+    import shutil
+
+    return shutil.which("nvcc") or next(
+        (str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
+
+
+@pytest.mark.skipif(_nvcc() is None, reason="nvcc not installed (CUDA toolkit)")
+def test_plants_compile_as_cuda_device_code(tmp_path: Path) -> None:
+    """With EDGEC_LOOP_FN = __host__ __device__ the C plants are device code as they stand (a
+    kernel steps one plant per thread); compile only, no GPU needed."""
+    for name, text in plant_sources().items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "k.cu").write_text("""
+#define EDGEC_LOOP_FN __host__ __device__
+#include "edgec_plants.c"
+__global__ void roll(const double *params, double *out, int n)
+{
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    const double lo[2] = {0.0, 0.0};
+    const double hi[2] = {1.0, 1.0};
+    const double u[2] = {0.5, 0.2};
+    edgec_plant_t pl;
+    if (i >= n) return;
+    edgec_plant_init(&pl, EDGEC_PLANT_SOFT_ACTUATOR, params + EDGEC_PLANT_MAX_PARAMS * i, lo,
+                     hi, 0.01, 10);
+    for (int k = 0; k < 100; ++k) edgec_plant_step(&pl, u);
+    out[i] = edgec_plant_output(&pl);
+}
+""")
+    proc = subprocess.run([str(_nvcc()), "-arch=sm_90", "-Werror", "all-warnings", "-I.", "-c",
+                           "k.cu", "-o", "k.o"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
