@@ -264,6 +264,7 @@ class BatchLibrary:
             ctypes.c_int, _DP, _DP, _DP, ctypes.c_double, ctypes.c_int, ctypes.c_int, _DP, _DP]
         self.lib.edgec_batch_plant_rollout.restype = None
         self.spec: _Spec | None = None
+        self.n = 0
         self.refs: list[Reference] = []
         self.ref_index = np.zeros(0, np.int32)
 
