@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from edgec.cli.common import output_dir
 from edgec.errors import EdgecError
@@ -21,17 +22,38 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "--plant", required=True, choices=("msd", "soft-actuator"), help="the simulated plant"
     )
     p.add_argument(
-        "--reference", required=True, metavar="PATH.csv",
-        help="the path to track: header 't,<output>...', one row per time",
+        "--reference", metavar="PATH.csv",
+        help="the path to track: header 't,<output>...', one row per time (required without "
+        "--batch; with --batch the default is the plant's example path)",
     )
     p.add_argument("-o", "--output", metavar="DIR", default="mpc-sim",
-                   help="where sim.csv and sim.png go (default: mpc-sim)")
+                   help="where sim.csv and sim.png (--batch: batch.csv, batch.png) go")
     p.add_argument("--json", action="store_true",
                    help='print {"mpc": {...}, "pid": {...}} (rmse, max_error, '
-                   "mean_iterations, fallbacks)")
+                   "mean_iterations, fallbacks); --batch: one object (RMSE percentiles, events, "
+                   "nominal and worst loops)")
     p.add_argument("--target", metavar="T",
                    help="run the controller on target T's emulated board (QEMU), the plant on "
                    "the host, one tick per exchange (default: the host library)")
+    b = p.add_argument_group(
+        "batch", "N independent closed loops in C (controller + C plant each), loop 0 nominal; "
+        "writes batch.csv and batch.png (see edgec/mpc/batch.py)")
+    b.add_argument("--batch", type=int, metavar="N", help="run N loops")
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the loops run (cpu: host threads)")
+    b.add_argument("--vary", action="append", default=[], metavar="PARAM=LO:HI",
+                   help="draw plant parameter PARAM of loops 1.. uniformly from [LO, HI] "
+                   "(repeatable; msd: m, c, k, delay; soft-actuator: inertia, damping, k1, k3, "
+                   "k_cc, f_max, radius, mgl, delay; delay in whole ticks)")
+    b.add_argument("--reference-set", metavar="DIR",
+                   help="references (*.csv as --reference, *.npz with arrays t and ref) "
+                   "assigned to the loops round-robin in name order")
+    b.add_argument("--threads", type=int, metavar="T",
+                   help="host threads (default: the CPUs this process may use)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    b.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="standard deviation of Gaussian noise on each measured value, loops "
+                   "1.. (own seed each)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
@@ -127,6 +149,15 @@ def _simulate(args: argparse.Namespace) -> int:
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import format_results, load_reference, simulate
 
+    if args.batch is not None:
+        return _simulate_batch(args)
+    for flag, given in (("--vary", args.vary), ("--reference-set", args.reference_set),
+                        ("--threads", args.threads), ("--device", args.device != "cpu"),
+                        ("--noise", args.noise)):
+        if given:
+            raise EdgecError(f"{flag} is an option of batched simulation: add --batch N")
+    if args.reference is None:
+        raise EdgecError("simulate: --reference PATH.csv is required (without --batch)")
     output_dir(args.output)
     cfg = load_config(args.config)
     t, ref = load_reference(args.reference, cfg.outputs)
@@ -138,4 +169,48 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"closed loop on '{args.plant}', {args.reference}, {cfg.rate_hz:g} Hz "
           f"({cfg.jacobian} Jacobian, controller {where}); wrote {', '.join(res['files'])}")
     print(format_results(res))
+    return 0
+
+
+def _simulate_batch(args: argparse.Namespace) -> int:
+    from edgec.mpc.batch import (
+        check_batch_args,
+        check_batch_plant,
+        load_reference_set,
+        parse_vary,
+        reference_from_rows,
+    )
+    from edgec.mpc.batch_report import describe, format_summary, simulate_batch
+    from edgec.mpc.config import load_config
+    from edgec.mpc.simulate import load_reference
+
+    if args.device == "cuda":
+        raise EdgecError(
+            "--device cuda: the batched simulator has no GPU build in this edgec (it needs "
+            "edgec's CUDA back-end and a GPU); use --device cpu"
+        )
+    if args.target:
+        raise EdgecError("--target runs one loop on an emulated board: drop it or --batch")
+    if args.reference and args.reference_set:
+        raise EdgecError("give --reference or --reference-set, not both")
+    check_batch_args(args.batch, args.threads, args.noise)
+    vary = parse_vary(args.vary, args.plant)
+    cfg = load_config(args.config)
+    check_batch_plant(cfg, args.plant)
+    refs = None
+    if args.reference_set:
+        refs = load_reference_set(args.reference_set, cfg)
+    elif args.reference:
+        t, ref = load_reference(args.reference, cfg.outputs)
+        refs = [reference_from_rows(Path(args.reference).name, t, ref, cfg)]
+    output_dir(args.output)
+    _, summary = simulate_batch(
+        cfg, args.plant, args.batch, vary, refs, args.seed, args.threads, args.noise,
+        args.output, label="" if args.json else f"{args.batch:,} closed loops",
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    print(describe(summary) + f"; wrote {', '.join(summary['files'])}")
+    print(format_summary(summary))
     return 0
