@@ -239,6 +239,9 @@ def test_help_lists_sources_defaults_and_json() -> None:
     assert "--json" in _help("inspect")
     flash = " ".join(_help("flash").split())
     assert "pyocd" in flash and "GDB" in flash and "(default: cortex-m4f)" in flash
+    for cmd in ("build", "run", "flash", "profile", "verify"):
+        text = " ".join(_help(cmd).split())  # each default is stated once
+        assert text.count("default: cortex-m4f") + text.count("default cortex-m4f") <= 1, cmd
     mpc = _help("mpc")
     assert "profile" in mpc and "simulate" in mpc and "build" in mpc
 
