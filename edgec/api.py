@@ -335,6 +335,11 @@ def load_graph(
 
         if is_keras_source(text):
             return load_keras(text, input_shapes, name=name)
+        if Path(text).is_dir():
+            raise EdgecError(
+                f"{text}: a directory, not a model (a Keras SavedModel directory holds "
+                f"saved_model.pb); give a .onnx, .tflite, .pt2, .keras or .h5 file or FILE.py:FN"
+            )
         return load_onnx(model, input_shapes, name=name)
     if isinstance(model, (bytes, bytearray)) and bytes(model[4:8]) == b"TFL3":
         from edgec.frontend.tflite.importer import from_tflite_bytes

@@ -162,6 +162,22 @@ def test_verify_refuses_no_input_sets(tmp_path: Path, n: str) -> None:
     _assert_one_line_error(_run_cli("verify", str(model), "--n", n), "--n")
 
 
+def test_inputs_file_that_is_not_numpy(tmp_path: Path) -> None:
+    bad = tmp_path / "x.txt"
+    bad.write_text("1 2 3 4\n")
+    proc = _run_cli("verify", str(_mlp(tmp_path / "mlp.onnx")), "--inputs", str(bad))
+    _assert_one_line_error(proc, "x.txt", "not a .npy or .npz file")
+    assert "allow_pickle" not in proc.stderr
+
+
+def test_a_directory_is_not_a_model(tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    d.mkdir()
+    proc = _run_cli("compile", str(d), "-o", str(tmp_path / "o"))
+    _assert_one_line_error(proc, "a directory, not a model", "saved_model.pb")
+    assert "no such file" not in proc.stderr
+
+
 def test_unknown_option_lists_the_known_ones(tmp_path: Path) -> None:
     model = _mlp(tmp_path / "mlp.onnx")
     _assert_one_line_error(
