@@ -276,6 +276,14 @@ def test_run_with_a_batch_gives_the_hint(tmp_path: Path) -> None:
         m.run(np.zeros((8, 4), np.float32))
 
 
+def test_run_by_name_names_the_missing_input(tmp_path: Path) -> None:
+    m = edgec.compile(str(_mlp(tmp_path / "mlp.onnx")))
+    for call in (lambda: m.run({"y": np.zeros((1, 4), np.float32)}),
+                 lambda: m.run(y=np.zeros((1, 4), np.float32))):
+        with pytest.raises(ValueError, match="missing input.s. x; given y; the inputs are x"):
+            call()
+
+
 def test_verify_explains_the_tolerances(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["verify", str(_mlp(tmp_path / "mlp.onnx")), "--n", "2", "--rtol", "1e-3"]) == 0
     out = capsys.readouterr().out
