@@ -89,13 +89,19 @@ class CompiledModel:
         if kwargs:
             if args:
                 raise ValueError("pass inputs either positionally or by name, not both")
-            missing = [n for n in names if n not in kwargs]
-            if missing:
-                raise ValueError(f"missing inputs: {missing}")
-            return [kwargs[n] for n in names]
+            return self._by_name(kwargs, names)
         if len(args) == 1 and isinstance(args[0], Mapping):
-            return [args[0][n] for n in names]
+            return self._by_name(args[0], names)
         return list(args)
+
+    def _by_name(self, given: Mapping[str, Any], names: list[str]) -> list:
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise ValueError(
+                f"{self.name}: missing input(s) {', '.join(missing)}; given "
+                f"{', '.join(map(str, given)) or 'none'}; the inputs are {', '.join(names)}"
+            )
+        return [given[n] for n in names]
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run the C model on the host. One output → an array; several → a list.
@@ -335,6 +341,11 @@ def load_graph(
 
         if is_keras_source(text):
             return load_keras(text, input_shapes, name=name)
+        if Path(text).is_dir():
+            raise EdgecError(
+                f"{text}: a directory, not a model (a Keras SavedModel directory holds "
+                f"saved_model.pb); give a .onnx, .tflite, .pt2, .keras or .h5 file or FILE.py:FN"
+            )
         return load_onnx(model, input_shapes, name=name)
     if isinstance(model, (bytes, bytearray)) and bytes(model[4:8]) == b"TFL3":
         from edgec.frontend.tflite.importer import from_tflite_bytes

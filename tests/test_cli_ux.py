@@ -162,6 +162,22 @@ def test_verify_refuses_no_input_sets(tmp_path: Path, n: str) -> None:
     _assert_one_line_error(_run_cli("verify", str(model), "--n", n), "--n")
 
 
+def test_inputs_file_that_is_not_numpy(tmp_path: Path) -> None:
+    bad = tmp_path / "x.txt"
+    bad.write_text("1 2 3 4\n")
+    proc = _run_cli("verify", str(_mlp(tmp_path / "mlp.onnx")), "--inputs", str(bad))
+    _assert_one_line_error(proc, "x.txt", "not a .npy or .npz file")
+    assert "allow_pickle" not in proc.stderr
+
+
+def test_a_directory_is_not_a_model(tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    d.mkdir()
+    proc = _run_cli("compile", str(d), "-o", str(tmp_path / "o"))
+    _assert_one_line_error(proc, "a directory, not a model", "saved_model.pb")
+    assert "no such file" not in proc.stderr
+
+
 def test_unknown_option_lists_the_known_ones(tmp_path: Path) -> None:
     model = _mlp(tmp_path / "mlp.onnx")
     _assert_one_line_error(
@@ -239,6 +255,9 @@ def test_help_lists_sources_defaults_and_json() -> None:
     assert "--json" in _help("inspect")
     flash = " ".join(_help("flash").split())
     assert "pyocd" in flash and "GDB" in flash and "(default: cortex-m4f)" in flash
+    for cmd in ("build", "run", "flash", "profile", "verify"):
+        text = " ".join(_help(cmd).split())  # each default is stated once
+        assert text.count("default: cortex-m4f") + text.count("default cortex-m4f") <= 1, cmd
     mpc = _help("mpc")
     assert "profile" in mpc and "simulate" in mpc and "build" in mpc
 
@@ -255,6 +274,14 @@ def test_run_with_a_batch_gives_the_hint(tmp_path: Path) -> None:
     m = edgec.compile(str(_mlp(tmp_path / "mlp.onnx")))
     with pytest.raises(ValueError, match="loop over the 8 sets"):
         m.run(np.zeros((8, 4), np.float32))
+
+
+def test_run_by_name_names_the_missing_input(tmp_path: Path) -> None:
+    m = edgec.compile(str(_mlp(tmp_path / "mlp.onnx")))
+    for call in (lambda: m.run({"y": np.zeros((1, 4), np.float32)}),
+                 lambda: m.run(y=np.zeros((1, 4), np.float32))):
+        with pytest.raises(ValueError, match="missing input.s. x; given y; the inputs are x"):
+            call()
 
 
 def test_verify_explains_the_tolerances(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -422,6 +422,15 @@ def test_cli_verify_cuda(capsys: pytest.CaptureFixture) -> None:
         assert "no CUDA GPU visible" in err and len(err.splitlines()) == 1
 
 
+def test_run_and_step_argument_errors(compiled: Compiled) -> None:
+    _, m = compiled["snn"]
+    with pytest.raises(ValueError, match="missing input.s. x; given y; the inputs are x"):
+        m.run({"y": np.zeros((2, 2), np.float32)}, device="cpu")
+    m.reset(2, device="cpu")
+    with pytest.raises(ValueError, match="states are on device='cpu'"):
+        m.step(np.zeros((2, 2), np.float32), device="cuda")  # not taken for an input named device
+
+
 def test_refusals() -> None:
     with pytest.raises(EdgecError, match="target='gpu'"):
         edgec.compile(TanhMLP(), example_inputs=(torch.zeros(1, 4),), target="gpu")

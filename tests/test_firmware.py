@@ -200,6 +200,8 @@ def test_targets_are_described() -> None:
     assert targets["stm32f446re"].clock_hz == 180_000_000
     with pytest.raises(EdgecError, match="unknown target 'm99'.*cortex-m4f"):
         load_target("m99")
+    with pytest.raises(EdgecError, match=r"unknown target 'cuda'.*edgec compile --target cuda"):
+        load_target("cuda")  # edgec build/run/profile --target cuda point to where CUDA lives
 
 
 def test_targets_command_lists_all(capsys: pytest.CaptureFixture) -> None:

@@ -166,6 +166,7 @@ def test_op_without_int8_kernel_stays_float_and_is_reported() -> None:
      r"input 'x' has shape \(4, 3, 7, 8\); the model expects \(1, 3, 8, 8\)"),
     ({"calibration": {"y": np.zeros((4, 1, 3, 8, 8), np.float32)}}, "lacks input"),
     ({"calibration": "/nonexistent/cal.npz"}, "no such file"),
+    ({"calibration": __file__}, r"not a \.npy or \.npz file \(numpy\.save"),  # not numpy's hint
 ])
 def test_bad_calibration_is_a_one_line_error(models: dict, kwargs: dict, match: str) -> None:
     model = models["cnn"][0]

@@ -237,6 +237,15 @@ def test_verify_matrix_reports_a_failing_pair(ray_session, tmp_path, capsys):
     assert "broken.onnx" in out and "FAIL" in out and "0/1 pairs pass" in out
 
 
+def test_verify_matrix_error_names_the_model_not_the_scratch_dir():
+    from edgec.scale.matrix import ShippedFile, verify_pair
+
+    row = verify_pair(ShippedFile("broken.onnx", b"not an onnx file"), "cortex-m4f", 1, 0,
+                      1e-4, None)
+    assert not row["pass"] and row["error"].startswith("broken.onnx: not a valid ONNX file")
+    assert "edgec-matrix-" not in row["error"]
+
+
 def test_verify_needs_a_model_or_a_matrix(capsys):
     assert main(["verify"]) == 2
     assert "--matrix" in capsys.readouterr().err

@@ -150,6 +150,10 @@ def load_inputs(path: str, names: list[str]) -> dict[str, np.ndarray]:
         raise EdgecError(f"{p}: no such file")
     try:
         data = np.load(p)
+    except ValueError:  # numpy's message for a file that is not .npy/.npz offers allow_pickle
+        raise EdgecError(
+            f"{p}: cannot read inputs: not a .npy or .npz file (numpy.save / numpy.savez)"
+        ) from None
     except Exception as exc:
         raise EdgecError(f"{p}: cannot read inputs ({exc})") from None
     if isinstance(data, np.ndarray):

@@ -44,7 +44,7 @@ def _target_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
         default=None if required else DEFAULT_TARGET,
         required=required,
         metavar="T",
-        help=f"target name (edgec targets) or a .toml description (default {DEFAULT_TARGET})",
+        help="target name (edgec targets) or a .toml description",
     )
 
 

@@ -102,7 +102,9 @@ def load_target(name: str | None = None) -> Target:
     path = targets_dir() / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(t.name for t in list_targets())
-        raise EdgecError(f"unknown target '{name}'; known targets: {known}")
+        hint = (" (CUDA is a code generation target: edgec compile --target cuda, "
+                "edgec verify --cuda cpu|gpu; docs/cuda.md)" if name.lower() == "cuda" else "")
+        raise EdgecError(f"unknown target '{name}'; known targets: {known}{hint}")
     return _from_file(path, name)
 
 

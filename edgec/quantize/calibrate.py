@@ -31,6 +31,9 @@ def _load(source: Any, names: list[str]) -> tuple[str, dict[str, np.ndarray]]:
             raise EdgecError(f"--calibration {p}: no such file")
         try:
             data = np.load(p)
+        except ValueError:  # numpy's message for a non-numpy file offers allow_pickle
+            raise EdgecError(f"--calibration {p}: not a .npy or .npz file (numpy.save / "
+                             f"numpy.savez)") from None
         except Exception as exc:
             raise EdgecError(f"--calibration {p}: cannot read it as .npz/.npy ({exc})") from None
         if isinstance(data, np.ndarray):

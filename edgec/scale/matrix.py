@@ -66,9 +66,10 @@ def verify_pair(model: ShippedFile, target: str, n: int, seed: int, rtol: float,
             worst = max((o.max_abs_err for o in rep.outputs), default=0.0)
             row |= {"pass": rep.ok, "max_abs_err": worst,
                     "where": rep.where, "error": None}
-        except EdgecError as exc:
+        except EdgecError as exc:  # named by the model's file name, not the task's scratch path
+            text = str(exc).replace(str(Path(tmp) / model.name), model.name)
             row |= {"pass": False, "max_abs_err": None, "where": None,
-                    "error": " ".join(str(exc).split())}
+                    "error": " ".join(text.split())}
         except Exception as exc:  # one broken pair must not stop the matrix
             row |= {"pass": False, "max_abs_err": None, "where": None,
                     "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}

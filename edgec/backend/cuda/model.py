@@ -123,6 +123,11 @@ class CudaModel:
                 raise ValueError(f"missing inputs: {missing}")
             return [kwargs[n] for n in names]
         if len(args) == 1 and isinstance(args[0], Mapping):
+            missing = [n for n in names if n not in args[0]]
+            if missing:
+                raise ValueError(f"{self.name}: missing input(s) {', '.join(missing)}; given "
+                                 f"{', '.join(map(str, args[0])) or 'none'}; the inputs are "
+                                 f"{', '.join(names)}")
             return [args[0][n] for n in names]
         if len(args) != len(ports):
             raise ValueError(f"{self.name}: expected {len(ports)} inputs ({', '.join(names)}), "
@@ -254,12 +259,16 @@ class CudaModel:
         self._state_device = device
         self._state_batch = batch
 
-    def step(self, *args: Any, **kwargs: Any) -> Any:
+    def step(self, *args: Any, device: str | None = None, **kwargs: Any) -> Any:
         """One tick of every instance (after ``reset``): the non-state inputs with the batch
-        of ``reset``; returns the non-state outputs."""
+        of ``reset``; returns the non-state outputs. It runs where ``reset`` put the states
+        (``device``, if given, must be that one)."""
         self._need_state()
         if self._state is None or self._state_device is None:
             raise EdgecError(f"{self.name}: call reset(batch, device) before step()")
+        if device is not None and device != self._state_device:
+            raise ValueError(f"{self.name}: the states are on device={self._state_device!r} "
+                             f"(reset); call reset(batch, device={device!r}) to step there")
         ports = [p for p in self.sources.inputs if not p.state]
         outs_p = [p for p in self.sources.outputs if not p.state]
         device = self._state_device
