@@ -717,7 +717,19 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
     blk += f"{dot4}({pt}, wg + {lin((k * BLOCK, 'ob'))}, {k}, acc);\n"
     blk += f"float *yp = yg + {lin((BLOCK * ohw, 'ob'))} + yo;\n"
     blk += "".join(f"yp[{j * ohw}] = {ctx.act(f'acc[{j}]')};\n" for j in range(BLOCK))
-    compute = f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n" + c_for("ob", 0, nb, blk)
+    # AVX2 hosts (EDGEC_AVX2, edgec/ops/gemm.py): every block of the group in one call, four
+    # blocks per weight walk, then the activation on the way out
+    yb0 = f"{bias} + {lin((ocg, 'gr'))}" if bias else "NULL"
+    avx2 = (
+        f"float acc4[{nb * BLOCK}];\n"
+        f"edgec_avx2_mv4({pt}, wg, {k}, {yb0}, acc4, {nb});\n"
+        + c_for("j", 0, nb * BLOCK, f"yg[{lin((ohw, 'j'))} + yo] = {ctx.act('acc4[j]')};\n")
+    )
+    compute = (
+        f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n"
+        + "#ifdef EDGEC_AVX2\n{\n" + _indent(avx2) + "}\n#else\n"
+        + c_for("ob", 0, nb, blk) + "#endif\n"
+    )
     if rest:
         w1sym = ctx.const_array(f"{name}_w1", np.ascontiguousarray(w3[:, nb * BLOCK :]))
         first = nb * BLOCK
