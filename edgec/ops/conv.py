@@ -35,7 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, int_list, prod, register, require_finite, unsupported
+from edgec.ops.base import (
+    EmitContext,
+    Op,
+    c_float,
+    int_list,
+    prod,
+    register,
+    require_finite,
+    unsupported,
+)
 from edgec.ops.gemm import DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -692,6 +701,97 @@ def _if_chain(var: str, runs: list[tuple[int, int, int, int]], bodies: list[str]
     return code + "}\n"
 
 
+#: AVX2 hosts (``EDGEC_AVX2``, :data:`edgec.ops.gemm.AVX2_HELPER`): a pointwise Conv as four
+#: output channels x 16 pixels of accumulators per walk over the input channels (weights
+#: broadcast from the ``[ic][4]`` block, the pixels of a channel loaded 8 at a time), started at
+#: the bias and summed in the order of the input channels like the plain C, with fused
+#: multiply-adds; the activation's clamp (Relu, Clip; none: +-inf) applied before the store.
+PW4_HELPER = """#ifdef EDGEC_AVX2
+/* y[r * ys + p] = clamp(init[r] + sum_i w[4 * i + r] * x[i * xs + p], lo, hi), r < 4, p < n
+ * (init NULL: 0; clamp as (v < lo ? lo : v) > hi ? hi : ...). */
+static void edgec_avx2_pw4(const float *restrict x, int xs, const float *restrict w, int k,
+                           const float *init, float *restrict y, int ys, int n, float lo,
+                           float hi)
+{
+    const __m256 vlo = _mm256_set1_ps(lo);
+    const __m256 vhi = _mm256_set1_ps(hi);
+    __m256 b[4];
+    int p = 0;
+    for (int r = 0; r < 4; ++r) {
+        b[r] = _mm256_set1_ps((init != NULL) ? init[r] : 0.0f);
+    }
+    for (; (p + 16) <= n; p += 16) {
+        __m256 a0 = b[0];
+        __m256 a1 = b[1];
+        __m256 a2 = b[2];
+        __m256 a3 = b[3];
+        __m256 c0 = b[0];
+        __m256 c1 = b[1];
+        __m256 c2 = b[2];
+        __m256 c3 = b[3];
+        for (int i = 0; i < k; ++i) {
+            const float *xi = &x[(i * xs) + p];
+            const float *wi = &w[4 * i];
+            const __m256 x0 = _mm256_loadu_ps(xi);
+            const __m256 x1 = _mm256_loadu_ps(&xi[8]);
+            __m256 wv = _mm256_broadcast_ss(&wi[0]);
+            a0 = _mm256_fmadd_ps(wv, x0, a0);
+            c0 = _mm256_fmadd_ps(wv, x1, c0);
+            wv = _mm256_broadcast_ss(&wi[1]);
+            a1 = _mm256_fmadd_ps(wv, x0, a1);
+            c1 = _mm256_fmadd_ps(wv, x1, c1);
+            wv = _mm256_broadcast_ss(&wi[2]);
+            a2 = _mm256_fmadd_ps(wv, x0, a2);
+            c2 = _mm256_fmadd_ps(wv, x1, c2);
+            wv = _mm256_broadcast_ss(&wi[3]);
+            a3 = _mm256_fmadd_ps(wv, x0, a3);
+            c3 = _mm256_fmadd_ps(wv, x1, c3);
+        }
+        _mm256_storeu_ps(&y[p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0)));
+        _mm256_storeu_ps(&y[p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c0)));
+        _mm256_storeu_ps(&y[ys + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a1)));
+        _mm256_storeu_ps(&y[ys + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c1)));
+        _mm256_storeu_ps(&y[(2 * ys) + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2)));
+        _mm256_storeu_ps(&y[(2 * ys) + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c2)));
+        _mm256_storeu_ps(&y[(3 * ys) + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3)));
+        _mm256_storeu_ps(&y[(3 * ys) + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c3)));
+    }
+    for (; p < n; p += 8) {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - p),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 a[4];
+        for (int r = 0; r < 4; ++r) {
+            a[r] = b[r];
+        }
+        for (int i = 0; i < k; ++i) {
+            const __m256 x0 = _mm256_maskload_ps(&x[(i * xs) + p], mask);
+            for (int r = 0; r < 4; ++r) {
+                a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[(4 * i) + r]), x0, a[r]);
+            }
+        }
+        for (int r = 0; r < 4; ++r) {
+            _mm256_maskstore_ps(&y[(r * ys) + p], mask,
+                                _mm256_min_ps(vhi, _mm256_max_ps(vlo, a[r])));
+        }
+    }
+}
+#endif"""
+
+
+def avx2_clamp(ctx: EmitContext) -> tuple[str, str, bool]:
+    """(lo, hi, exact) C literals of the node's fused activation as a clamp for the AVX2
+    kernels: Relu and Clip are one (exact); no activation is (-inf, inf); any other is applied
+    after the kernel (exact False)."""
+    a = ctx.node.attrs.get("_act")
+    if a is None:
+        return "(-INFINITY)", "INFINITY", True
+    if a[0] == "Relu":
+        return "0.0f", "INFINITY", True
+    if a[0] == "Clip":
+        return c_float(a[1]["min"]), c_float(a[1]["max"]), True
+    return "(-INFINITY)", "INFINITY", False
+
+
 def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
     """Conv as one matrix-vector product per output position: the position's input window
     (``[ic][kh][kw]``, zeros in the padding) is gathered into scratch, then every block of four
@@ -771,16 +871,31 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
         xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
         row = f"const int xrow = {xrow};\n" + row
     grid = c_for("oh", 0, h.size_out, row)
-    group = (
+    head = (
         f"const float *xg = xn + {lin((icg * ihw, 'gr'))};\n"
         f"float *yg = yn + {lin((ocg * ohw, 'gr'))};\n"
-        f"const float *wg = {w4sym} + {lin((nb * k * BLOCK, 'gr'))};\n" + grid
+        f"const float *wg = {w4sym} + {lin((nb * k * BLOCK, 'gr'))};\n"
     )
-    n_body = (
+    n_head = (
         f"const float *xn = {ctx.inp(0)} + {lin((geom.c_in * ihw, 'n'))};\n"
-        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n" + c_for("gr", 0, grp, group)
+        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n"
     )
-    return c_for("n", 0, geom.n, n_body)
+    plain = c_for("n", 0, geom.n, n_head + c_for("gr", 0, grp, head + grid))
+    if not (h.trivial and w.kernel == 1 and w.stride == 1 and w.size_in == w.size_out == ohw
+            and nb and not rest):
+        return plain
+    # pointwise on AVX2 hosts: four channels x 16 pixels per walk (PW4_HELPER), no gather
+    lo, hi, exact = avx2_clamp(ctx)
+    pw4 = ctx.helper("edgec_avx2_pw4", PW4_HELPER)
+    init = f"{bias} + {lin((ocg, 'gr'), (BLOCK, 'ob'))}" if bias else "NULL"
+    blocks = c_for("ob", 0, nb, (
+        f"{pw4}(xg, {ihw}, wg + {lin((k * BLOCK, 'ob'))}, {k}, {init}, "
+        f"yg + {lin((BLOCK * ohw, 'ob'))}, {ohw}, {ohw}, {lo}, {hi});\n"
+    ))
+    if not exact:
+        blocks += c_for("t", 0, ocg * ohw, f"yg[t] = {ctx.act('yg[t]')};\n")
+    avx2 = f"(void){pt};\n" + c_for("n", 0, geom.n, n_head + c_for("gr", 0, grp, head + blocks))
+    return "#ifdef EDGEC_AVX2\n" + avx2 + "#else\n" + plain + "#endif\n"
 
 
 def _table_gather(ctx: EmitContext, geom: ConvGeom, pt: str) -> str:
