@@ -45,7 +45,7 @@ from edgec.ops.base import (
     require_finite,
     unsupported,
 )
-from edgec.ops.gemm import DOT4_HELPER
+from edgec.ops.gemm import AVX2_DEFINE, DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: output channels computed together by the Conv kernel (accumulators kept in registers)
@@ -622,6 +622,19 @@ def _tap_offset(h: Axis, w: Axis, kh: int, kw: int) -> int:
     return kh * h.dilation * w.size_in + kw * w.dilation - w.pad_begin
 
 
+#: AVX2 hosts: outputs 0..7 of a stride-2 window row, p[0], p[2], ..., p[14] (reads p[0..14])
+EVEN8_HELPER = """#ifdef EDGEC_AVX2
+/* p[0], p[2], ..., p[14] as one vector (reads p[0] to p[14] only) */
+static inline __m256 edgec_avx2_even8(const float *p)
+{
+    const __m256 a = _mm256_loadu_ps(p);
+    const __m256 b = _mm256_loadu_ps(&p[7]);
+    const __m256 ab = _mm256_shuffle_ps(a, b, 0xD8); /* p0 p2 p8 p10 | p4 p6 p12 p14 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ab), 0xD8));
+}
+#endif"""
+
+
 def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
     """Conv whose output channels each read one input channel (depthwise, channel multiplier
     ``oc_per_group``): the channel's taps are held in locals and :data:`PIXELS` neighbouring
@@ -651,21 +664,60 @@ def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | 
             return _strided_for("ow", c0, c1, npix, body)
         return c_for("ow", c0, c1, body)
 
+    lo, hi, exact = avx2_clamp(ctx)
+
+    def vec_cols(k0: int, k1: int, c0: int, c1: int, j0: int, j1: int) -> str:
+        """AVX2 hosts: 8 neighbouring outputs per vector (the last 8 of the run overlap the
+        previous ones when the run is not a multiple of 8), taps in the plain C's order."""
+        span = c1 - c0
+        body = (f"const int ow = {c0} + (((q * 8) < {span - 8}) ? (q * 8) : {span - 8});\n"
+                f"const int xo = {lin((1, 'xrow'), (w.stride, 'ow'))};\n__m256 a = vb;\n")
+        for kh in range(k0, k1):
+            for kw in range(j0, j1):
+                at = f"&xc[{lin((1, 'xo'), _tap_offset(h, w, kh, kw))}]"
+                load = f"_mm256_loadu_ps({at})" if w.stride == 1 else f"edgec_avx2_even8({at})"
+                body += f"a = _mm256_fmadd_ps(v{kh * w.kernel + kw}, {load}, a);\n"
+        yo = lin((w.size_out, "oh"), (1, "ow"))
+        body += f"_mm256_storeu_ps(&yc[{yo}], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a)));\n"
+        if not exact:
+            body += c_for("p", 0, 8, f"yc[{yo} + p] = {ctx.act(f'yc[{yo} + p]')};\n")
+        return c_for("q", 0, -(-span // 8), body)
+
     grid = ""
+    grid_avx2 = ""
     used: set[int] = set()
     for o0, o1, k0, k1 in tap_runs(h):
         row = ""
+        row_avx2 = ""
         for c0, c1, j0, j1 in tap_runs(w):
             used |= {kh * w.kernel + kw for kh in range(k0, k1) for kw in range(j0, j1)}
             split = c0 + (c1 - c0) // PIXELS * PIXELS
+            plain = ""
             if split > c0:
-                row += cols(k0, k1, c0, split, j0, j1, PIXELS)
+                plain += cols(k0, k1, c0, split, j0, j1, PIXELS)
             if c1 > split:
-                row += cols(k0, k1, split, c1, j0, j1, 1)
+                plain += cols(k0, k1, split, c1, j0, j1, 1)
+            row += plain
+            vector = c1 - c0 >= 8 and w.stride in (1, 2) and k1 > k0 and j1 > j0
+            row_avx2 += vec_cols(k0, k1, c0, c1, j0, j1) if vector else plain
+        xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
         if _uses(row, "xrow"):
-            xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
             row = f"const int xrow = {xrow};\n" + row
+        if _uses(row_avx2, "xrow"):
+            row_avx2 = f"const int xrow = {xrow};\n" + row_avx2
         grid += c_for("oh", o0, o1, row)
+        grid_avx2 += c_for("oh", o0, o1, row_avx2)
+    if grid_avx2 != grid:  # some runs as vectors on AVX2 hosts
+        ctx.helper("EDGEC_AVX2", AVX2_DEFINE)
+        if w.stride == 2:
+            ctx.helper("edgec_avx2_even8", EVEN8_HELPER)
+        vecs = "".join(f"const __m256 v{t} = _mm256_set1_ps(w{t});\n" for t in sorted(used))
+        grid = (
+            "#ifdef EDGEC_AVX2\n"
+            f"const __m256 vb = _mm256_set1_ps(bv);\nconst __m256 vlo = _mm256_set1_ps({lo});\n"
+            f"const __m256 vhi = _mm256_set1_ps({hi});\n"
+            + vecs + grid_avx2 + "#else\n" + grid + "#endif\n"
+        )
     taps = "".join(f"const float w{t} = wc[{t}];\n" for t in sorted(used))
     channel = (
         f"const int c = {lin((ocg, 'gr'), (1, 'j'))};\n"

@@ -45,12 +45,17 @@ DOT4_ASM_DEFINE = (
 #: the odd k of a block, in two chains each, added once per block at the end: the sums are
 #: reassociated and fused (within the float tolerances, not bit-equal to the plain C). Compiled
 #: out everywhere else (Cortex-M builds included); guarded so that the helpers sharing it
-#: (edgec_mv4, edgec_dot4) define it once per file.
-AVX2_HELPER = """#if defined(__AVX2__) && defined(__FMA__) && !defined(EDGEC_NO_AVX2) && \\
+#: (edgec_mv4, edgec_dot4) define it once per file. ``AVX2_DEFINE`` alone: the condition and
+#: the intrinsics header, for kernels that need only those.
+AVX2_DEFINE = """#if defined(__AVX2__) && defined(__FMA__) && !defined(EDGEC_NO_AVX2) && \\
     !defined(EDGEC_AVX2)
 #define EDGEC_AVX2 1
 #include <immintrin.h>
+#endif"""
 
+AVX2_HELPER = AVX2_DEFINE + """
+#if defined(EDGEC_AVX2) && !defined(EDGEC_AVX2_MV4)
+#define EDGEC_AVX2_MV4 1
 /* out[4 * b + r] = init[4 * b + r] (0 with init NULL) + sum_i w[(b * k + i) * 4 + r] * x[i],
  * b < blocks (AVX2+FMA; init and out may be the same array). */
 static void edgec_avx2_mv4(const float *restrict x, const float *restrict w, int k,
