@@ -879,7 +879,8 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
     )
     compute = (
         f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n"
-        + "#ifdef EDGEC_AVX2\n{\n" + _indent(avx2) + "}\n#else\n"
+        + f"#ifdef EDGEC_AVX2\n{{\n(void){dot4}; /* the plain path's helper */\n"
+        + _indent(avx2) + "}\n#else\n"
         + c_for("ob", 0, nb, blk) + "#endif\n"
     )
     if rest:
@@ -946,7 +947,8 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
     ))
     if not exact:
         blocks += c_for("t", 0, ocg * ohw, f"yg[t] = {ctx.act('yg[t]')};\n")
-    avx2 = f"(void){pt};\n" + c_for("n", 0, geom.n, n_head + c_for("gr", 0, grp, head + blocks))
+    avx2 = f"(void){pt};\n(void){dot4}; /* the plain path's helper */\n" + c_for(
+        "n", 0, geom.n, n_head + c_for("gr", 0, grp, head + blocks))
     return "#ifdef EDGEC_AVX2\n" + avx2 + "#else\n" + plain + "#endif\n"
 
 
