@@ -45,7 +45,7 @@ from edgec.ops.base import (
     require_finite,
     unsupported,
 )
-from edgec.ops.gemm import AVX2_DEFINE, DOT4_HELPER
+from edgec.ops.gemm import AVX2_MV4_HELPER, DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: output channels computed together by the Conv kernel (accumulators kept in registers)
@@ -708,7 +708,6 @@ def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | 
         grid += c_for("oh", o0, o1, row)
         grid_avx2 += c_for("oh", o0, o1, row_avx2)
     if grid_avx2 != grid:  # some runs as vectors on AVX2 hosts
-        ctx.helper("EDGEC_AVX2", AVX2_DEFINE)
         if w.stride == 2:
             ctx.helper("edgec_avx2_even8", EVEN8_HELPER)
         vecs = "".join(f"const __m256 v{t} = _mm256_set1_ps(w{t});\n" for t in sorted(used))
@@ -753,7 +752,7 @@ def _if_chain(var: str, runs: list[tuple[int, int, int, int]], bodies: list[str]
     return code + "}\n"
 
 
-#: AVX2 hosts (``EDGEC_AVX2``, :data:`edgec.ops.gemm.AVX2_HELPER`): a pointwise Conv as four
+#: AVX2 hosts (``EDGEC_AVX2``, :data:`edgec.ops.gemm.AVX2_MV4_HELPER`): a pointwise Conv as four
 #: output channels x 16 pixels of accumulators per walk over the input channels (weights
 #: broadcast from the ``[ic][4]`` block, the pixels of a channel loaded 8 at a time), started at
 #: the bias and summed in the order of the input channels like the plain C, with fused
@@ -761,9 +760,8 @@ def _if_chain(var: str, runs: list[tuple[int, int, int, int]], bodies: list[str]
 PW4_HELPER = """#ifdef EDGEC_AVX2
 /* y[r * ys + p] = clamp(init[r] + sum_i w[4 * i + r] * x[i * xs + p], lo, hi), r < 4, p < n
  * (init NULL: 0; clamp as (v < lo ? lo : v) > hi ? hi : ...). */
-static void edgec_avx2_pw4(const float *restrict x, int xs, const float *restrict w, int k,
-                           const float *init, float *restrict y, int ys, int n, float lo,
-                           float hi)
+static void edgec_avx2_pw4(const float *x, int xs, const float *w, int k, const float *init,
+                           float *y, int ys, int n, float lo, float hi)
 {
     const __m256 vlo = _mm256_set1_ps(lo);
     const __m256 vhi = _mm256_set1_ps(hi);
@@ -936,6 +934,7 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
     plain = c_for("n", 0, geom.n, n_head + c_for("gr", 0, grp, head + grid))
     if not (h.trivial and w.kernel == 1 and w.stride == 1 and w.size_in == w.size_out == ohw
             and nb and not rest):
+        ctx.helper("edgec_avx2_mv4", AVX2_MV4_HELPER)
         return plain
     # pointwise on AVX2 hosts: four channels x 16 pixels per walk (PW4_HELPER), no gather
     lo, hi, exact = avx2_clamp(ctx)

@@ -40,26 +40,17 @@ DOT4_ASM_DEFINE = (
 )
 
 #: x86-64 hosts with AVX2 and FMA (the host library is built with -mavx2 -mfma where the CPU has
-#: them, edgec/backend/host.py; -DEDGEC_NO_AVX2 turns the path off): the interleaved dense walk
-#: as 8-wide FMAs, four blocks of four rows at a time. Lanes 0-3 take the even k and lanes 4-7
-#: the odd k of a block, in two chains each, added once per block at the end: the sums are
-#: reassociated and fused (within the float tolerances, not bit-equal to the plain C). Compiled
-#: out everywhere else (Cortex-M builds included); guarded so that the helpers sharing it
-#: (edgec_mv4, edgec_dot4) define it once per file. ``AVX2_DEFINE`` alone: the condition and
-#: the intrinsics header, for kernels that need only those.
-AVX2_DEFINE = """#if defined(__AVX2__) && defined(__FMA__) && !defined(EDGEC_NO_AVX2) && \\
-    !defined(EDGEC_AVX2)
-#define EDGEC_AVX2 1
-#include <immintrin.h>
-#endif"""
-
-AVX2_HELPER = AVX2_DEFINE + """
-#if defined(EDGEC_AVX2) && !defined(EDGEC_AVX2_MV4)
-#define EDGEC_AVX2_MV4 1
+#: them, edgec/backend/host.py; the generated file then defines ``EDGEC_AVX2`` and includes
+#: immintrin.h at its top, edgec/templates/model.c.j2; -DEDGEC_NO_AVX2 keeps the plain C): the
+#: interleaved dense walk as 8-wide FMAs, four blocks of four rows at a time. Lanes 0-3 take the
+#: even k and lanes 4-7 the odd k of a block, in two chains each, added once per block at the
+#: end: the sums are reassociated and fused (within the float tolerances, not bit-equal to the
+#: plain C). Compiled out everywhere else (Cortex-M builds included).
+AVX2_MV4_HELPER = """#ifdef EDGEC_AVX2
 /* out[4 * b + r] = init[4 * b + r] (0 with init NULL) + sum_i w[(b * k + i) * 4 + r] * x[i],
  * b < blocks (AVX2+FMA; init and out may be the same array). */
-static void edgec_avx2_mv4(const float *restrict x, const float *restrict w, int k,
-                           const float *init, float *out, int blocks)
+static void edgec_avx2_mv4(const float *x, const float *w, int k, const float *init,
+                           float *out, int blocks)
 {
     const __m256i lo2 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i hi2 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
@@ -149,8 +140,6 @@ static void edgec_avx2_mv4(const float *restrict x, const float *restrict w, int
 #: and with -DEDGEC_NO_ASM, the same loop in C.
 DOT4_HELPER = (
     DOT4_ASM_DEFINE
-    + "\n\n"
-    + AVX2_HELPER
     + """
 
 /* acc[r] += sum_i w[4 * i + r] * x[i] for r = 0..3 (weights of four rows interleaved). */
@@ -181,10 +170,6 @@ static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
               "s27", "memory", "cc");
     }
     rest = k % 4;
-#endif
-#ifdef EDGEC_AVX2
-    edgec_avx2_mv4(x, w, k, acc, acc, 1);
-    rest = 0;
 #endif
     if (rest > 0) {
         float a0 = acc[0];
@@ -233,17 +218,24 @@ def dense_layer(
         f"    const float *xr = {x} + m * {xs};",
         f"    float *yr = {y} + m * {n};",
     ]
-    if nb and bias and k % 4 == 0:  # every block in one call, then the activation
+    act_loop = f"    for (int n = 0; n < {nb}; ++n) yr[n] = {ctx.act('yr[n]')};"
+    if nb:  # AVX2 hosts: every block in one call (edgec_avx2_mv4), then the activation
         blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
         wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
+        plain = "edgec_mv4" if bias and k % 4 == 0 else "edgec_dot4"
+        avx2 = ctx.helper("edgec_avx2_mv4", AVX2_MV4_HELPER)
+        lines += ["#ifdef EDGEC_AVX2", f"    (void){plain}; /* the plain path's helper */",
+                  f"    {avx2}(xr, {wsym}, {k}, {bias or 'NULL'}, yr, {nb // 4});"]
+        if ctx.act("v") != "v":
+            lines.append(act_loop)
+        lines.append("#else")
+    if nb and bias and k % 4 == 0:  # every block in one call, then the activation
         ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
         mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
         lines.append(f"    {mv4}(xr, {wsym}, {k}, {bias}, yr, {nb // 4});")
         if ctx.act("v") != "v":
-            lines.append(f"    for (int n = 0; n < {nb}; ++n) yr[n] = {ctx.act('yr[n]')};")
+            lines.append(act_loop)
     elif nb:
-        blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
-        wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
         dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
         init = ", ".join(f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4))
         lines += [
@@ -253,6 +245,8 @@ def dense_layer(
         ]
         lines += [f"        yr[n + {j}] = {ctx.act(f'acc[{j}]')};" for j in range(4)]
         lines += ["    }"]
+    if nb:
+        lines.append("#endif")
     if n % 4:  # the last rows interleaved by their count, one walk (_dot_multi_helper)
         tail = n % 4
         tsym = ctx.const_array(f"{ctx.node.name}_{base}{tail}",
@@ -676,18 +670,11 @@ _MV4_FMAS = "\n".join(
 #: call, an accumulator array and copies per block. The sums are edgec_dot4's, term for term.
 #: On FPU Cortex-M cores with k a multiple of 4, both loops are assembly.
 MV4_HELPER = (
-    AVX2_HELPER
-    + """
-
-/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks. */
+    """/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks. */
 static void edgec_mv4(const float *restrict x, const float *restrict w, int k,
                       const float *restrict bias, float *restrict out, int blocks)
 {
     int done = 0;
-#ifdef EDGEC_AVX2
-    edgec_avx2_mv4(x, w, k, bias, out, blocks);
-    done = 1;
-#endif
 #ifdef EDGEC_DOT4_ASM
     if (((k % 4) == 0) && (k > 0) && (blocks > 0)) {
         const float *wp = w;
