@@ -40,7 +40,7 @@ import onnx
 import edgec
 from bench.models import BENCH_MODELS, BenchModel, model_path
 from edgec.backend.c_emit import CModel
-from edgec.backend.host import HOST_CFLAGS, host_cc
+from edgec.backend.host import HOST_CFLAGS, host_cc, host_simd_flags
 from edgec.errors import EdgecError, ToolchainError
 from edgec.ops import REGISTRY
 from edgec.ops.base import c_float
@@ -220,7 +220,7 @@ int main(int argc, char **argv)
 
 def harness_flags() -> list[str]:
     """The host library's compiler flags, for an executable instead of a shared library."""
-    return [f for f in HOST_CFLAGS if f != "-shared"]
+    return [f for f in HOST_CFLAGS + host_simd_flags() if f != "-shared"]
 
 
 def run_c_loop(
@@ -410,7 +410,7 @@ def machine_line() -> str:
     except (EdgecError, OSError):
         cc_version = "?"
     return (
-        f"{cpu}; {cc_version}, {' '.join(HOST_CFLAGS)}; onnxruntime {onnxruntime.__version__} "
+        f"{cpu}; {cc_version}, {' '.join(harness_flags())}; onnxruntime {onnxruntime.__version__} "
         f"(1 thread); edgec {edgec.__version__}; Python {platform.python_version()}"
     )
 

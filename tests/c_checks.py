@@ -46,13 +46,15 @@ def _driver(m: edgec.CompiledModel) -> str:
 
 
 def strict_and_sanitized(m: edgec.CompiledModel, tmp: Path,
-                         feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Compile strictly (static and caller arena), run under the sanitizers, return outputs."""
+                         feeds: Sequence[np.ndarray],
+                         cflags: Sequence[str] = ()) -> list[np.ndarray]:
+    """Compile strictly (static and caller arena), run under the sanitizers, return outputs.
+    ``cflags``: added to both builds (e.g. -mavx2 -mfma)."""
     m.write(tmp)
     c = f"{m.name}.c"
-    _cc([*STRICT, "-O2", "-c", c, "-o", "strict.o"], tmp)
+    _cc([*STRICT, *cflags, "-O2", "-c", c, "-o", "strict.o"], tmp)
     (tmp / "driver.c").write_text(_driver(m))
-    _cc([*STRICT, "-O1", *SANITIZE, f"-D{m.name.upper()}_NO_STATIC_ARENA", "driver.c", c,
+    _cc([*STRICT, *cflags, "-O1", *SANITIZE, f"-D{m.name.upper()}_NO_STATIC_ARENA", "driver.c", c,
          "-lm", "-o", "driver"], tmp)
     data = b"".join(np.ascontiguousarray(f, np.float32).tobytes() for f in feeds)
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")

@@ -527,6 +527,8 @@ def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLo
         "macs": total_macs,
         "kernels": kernels,
         "helpers": list(math_helpers.values()) + helper_codes,
+        # the host's AVX2+FMA kernel paths (#ifdef EDGEC_AVX2, edgec/ops/gemm.py and conv.py)
+        "avx2": any("EDGEC_AVX2" in c for c in helper_codes + [k["body"] for k in kernels]),
         "calls": calls,
         "run_params": run_params,
         "run_args": run_args,

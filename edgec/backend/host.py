@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -16,6 +17,21 @@ from edgec.backend.c_emit import CModel, Port
 from edgec.errors import ToolchainError
 
 HOST_CFLAGS = ("-O2", "-std=c99", "-fPIC", "-shared", "-Wall", "-Wextra")
+#: added to the host library's flags where the host compiler targets x86-64 and this CPU runs
+#: AVX2 and FMA (:func:`host_simd_flags`): the float dense and conv kernels then take their
+#: ``EDGEC_AVX2`` path (edgec/ops/gemm.py); ``-DEDGEC_NO_AVX2`` or the environment variable
+#: ``EDGEC_NO_AVX2=1`` keeps the plain C
+AVX2_CFLAGS = ("-mavx2", "-mfma")
+
+_AVX2_PROBE = """#if !defined(__x86_64__) || !defined(__AVX2__) || !defined(__FMA__)
+#error "the compiler does not target x86-64 with AVX2 and FMA"
+#endif
+int main(void)
+{
+    __builtin_cpu_init();
+    return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 0 : 1;
+}
+"""
 
 
 def cache_dir() -> Path:
@@ -32,6 +48,29 @@ def host_cc() -> str:
     if not cc:
         raise ToolchainError("no host C compiler found: install gcc (apt-get install gcc)")
     return cc
+
+
+@functools.cache
+def _runs_avx2(cc: str) -> bool:
+    """Whether ``cc`` builds x86-64 code with ``-mavx2 -mfma`` that this CPU can run (a probe
+    compiled and run once per process and compiler)."""
+    with tempfile.TemporaryDirectory(prefix="edgec-probe-") as tmp:
+        src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
+        src.write_text(_AVX2_PROBE)
+        try:
+            built = subprocess.run([cc, *AVX2_CFLAGS, "-o", str(exe), str(src)],
+                                   capture_output=True, text=True)
+            return built.returncode == 0 and subprocess.run([str(exe)]).returncode == 0
+        except OSError:
+            return False
+
+
+def host_simd_flags() -> tuple[str, ...]:
+    """:data:`AVX2_CFLAGS` where the host compiler and CPU support them and ``EDGEC_NO_AVX2``
+    is not set in the environment, else nothing."""
+    if os.environ.get("EDGEC_NO_AVX2", "") not in ("", "0"):
+        return ()
+    return AVX2_CFLAGS if _runs_avx2(host_cc()) else ()
 
 
 def build_cached_library(
@@ -73,13 +112,14 @@ def build_cached_library(
 
 
 def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
-    """The model's generated C as a host shared library (cached by content hash)."""
+    """The model's generated C as a host shared library (cached by content hash), with the
+    AVX2+FMA kernels where the host runs them (:func:`host_simd_flags`)."""
     files = {f"{cm.name}.h": cm.header, f"{cm.name}.c": cm.source}
     return build_cached_library(
         cm.name,
         files,
         [f"{cm.name}.c"],
-        HOST_CFLAGS + tuple(extra_flags),
+        HOST_CFLAGS + host_simd_flags() + tuple(extra_flags),
         f"generated code for '{cm.name}'",
     )
 

@@ -35,8 +35,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgec.ir import Graph, Node, Shape
-from edgec.ops.base import EmitContext, Op, int_list, prod, register, require_finite, unsupported
-from edgec.ops.gemm import DOT4_HELPER
+from edgec.ops.base import (
+    EmitContext,
+    Op,
+    c_float,
+    int_list,
+    prod,
+    register,
+    require_finite,
+    unsupported,
+)
+from edgec.ops.gemm import AVX2_MV4_HELPER, DOT4_HELPER
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 #: output channels computed together by the Conv kernel (accumulators kept in registers)
@@ -613,6 +622,19 @@ def _tap_offset(h: Axis, w: Axis, kh: int, kw: int) -> int:
     return kh * h.dilation * w.size_in + kw * w.dilation - w.pad_begin
 
 
+#: AVX2 hosts: outputs 0..7 of a stride-2 window row, p[0], p[2], ..., p[14] (reads p[0..14])
+EVEN8_HELPER = """#ifdef EDGEC_AVX2
+/* p[0], p[2], ..., p[14] as one vector (reads p[0] to p[14] only) */
+static inline __m256 edgec_avx2_even8(const float *p)
+{
+    const __m256 a = _mm256_loadu_ps(p);
+    const __m256 b = _mm256_loadu_ps(&p[7]);
+    const __m256 ab = _mm256_shuffle_ps(a, b, 0xD8); /* p0 p2 p8 p10 | p4 p6 p12 p14 */
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ab), 0xD8));
+}
+#endif"""
+
+
 def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
     """Conv whose output channels each read one input channel (depthwise, channel multiplier
     ``oc_per_group``): the channel's taps are held in locals and :data:`PIXELS` neighbouring
@@ -642,21 +664,59 @@ def stencil_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | 
             return _strided_for("ow", c0, c1, npix, body)
         return c_for("ow", c0, c1, body)
 
+    lo, hi, exact = avx2_clamp(ctx)
+
+    def vec_cols(k0: int, k1: int, c0: int, c1: int, j0: int, j1: int) -> str:
+        """AVX2 hosts: 8 neighbouring outputs per vector (the last 8 of the run overlap the
+        previous ones when the run is not a multiple of 8), taps in the plain C's order."""
+        span = c1 - c0
+        body = (f"const int ow = {c0} + (((q * 8) < {span - 8}) ? (q * 8) : {span - 8});\n"
+                f"const int xo = {lin((1, 'xrow'), (w.stride, 'ow'))};\n__m256 a = vb;\n")
+        for kh in range(k0, k1):
+            for kw in range(j0, j1):
+                at = f"&xc[{lin((1, 'xo'), _tap_offset(h, w, kh, kw))}]"
+                load = f"_mm256_loadu_ps({at})" if w.stride == 1 else f"edgec_avx2_even8({at})"
+                body += f"a = _mm256_fmadd_ps(v{kh * w.kernel + kw}, {load}, a);\n"
+        yo = lin((w.size_out, "oh"), (1, "ow"))
+        body += f"_mm256_storeu_ps(&yc[{yo}], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a)));\n"
+        if not exact:
+            body += c_for("p", 0, 8, f"yc[{yo} + p] = {ctx.act(f'yc[{yo} + p]')};\n")
+        return c_for("q", 0, -(-span // 8), body)
+
     grid = ""
+    grid_avx2 = ""
     used: set[int] = set()
     for o0, o1, k0, k1 in tap_runs(h):
         row = ""
+        row_avx2 = ""
         for c0, c1, j0, j1 in tap_runs(w):
             used |= {kh * w.kernel + kw for kh in range(k0, k1) for kw in range(j0, j1)}
             split = c0 + (c1 - c0) // PIXELS * PIXELS
+            plain = ""
             if split > c0:
-                row += cols(k0, k1, c0, split, j0, j1, PIXELS)
+                plain += cols(k0, k1, c0, split, j0, j1, PIXELS)
             if c1 > split:
-                row += cols(k0, k1, split, c1, j0, j1, 1)
+                plain += cols(k0, k1, split, c1, j0, j1, 1)
+            row += plain
+            vector = c1 - c0 >= 8 and w.stride in (1, 2) and k1 > k0 and j1 > j0
+            row_avx2 += vec_cols(k0, k1, c0, c1, j0, j1) if vector else plain
+        xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
         if _uses(row, "xrow"):
-            xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
             row = f"const int xrow = {xrow};\n" + row
+        if _uses(row_avx2, "xrow"):
+            row_avx2 = f"const int xrow = {xrow};\n" + row_avx2
         grid += c_for("oh", o0, o1, row)
+        grid_avx2 += c_for("oh", o0, o1, row_avx2)
+    if grid_avx2 != grid:  # some runs as vectors on AVX2 hosts
+        if w.stride == 2:
+            ctx.helper("edgec_avx2_even8", EVEN8_HELPER)
+        vecs = "".join(f"const __m256 v{t} = _mm256_set1_ps(w{t});\n" for t in sorted(used))
+        grid = (
+            "#ifdef EDGEC_AVX2\n"
+            f"const __m256 vb = _mm256_set1_ps(bv);\nconst __m256 vlo = _mm256_set1_ps({lo});\n"
+            f"const __m256 vhi = _mm256_set1_ps({hi});\n"
+            + vecs + grid_avx2 + "#else\n" + grid + "#endif\n"
+        )
     taps = "".join(f"const float w{t} = wc[{t}];\n" for t in sorted(used))
     channel = (
         f"const int c = {lin((ocg, 'gr'), (1, 'j'))};\n"
@@ -692,6 +752,96 @@ def _if_chain(var: str, runs: list[tuple[int, int, int, int]], bodies: list[str]
     return code + "}\n"
 
 
+#: AVX2 hosts (``EDGEC_AVX2``, :data:`edgec.ops.gemm.AVX2_MV4_HELPER`): a pointwise Conv as four
+#: output channels x 16 pixels of accumulators per walk over the input channels (weights
+#: broadcast from the ``[ic][4]`` block, the pixels of a channel loaded 8 at a time), started at
+#: the bias and summed in the order of the input channels like the plain C, with fused
+#: multiply-adds; the activation's clamp (Relu, Clip; none: +-inf) applied before the store.
+PW4_HELPER = """#ifdef EDGEC_AVX2
+/* y[r * ys + p] = clamp(init[r] + sum_i w[4 * i + r] * x[i * xs + p], lo, hi), r < 4, p < n
+ * (init NULL: 0; clamp as (v < lo ? lo : v) > hi ? hi : ...). */
+static void edgec_avx2_pw4(const float *x, int xs, const float *w, int k, const float *init,
+                           float *y, int ys, int n, float lo, float hi)
+{
+    const __m256 vlo = _mm256_set1_ps(lo);
+    const __m256 vhi = _mm256_set1_ps(hi);
+    __m256 b[4];
+    int p = 0;
+    for (int r = 0; r < 4; ++r) {
+        b[r] = _mm256_set1_ps((init != NULL) ? init[r] : 0.0f);
+    }
+    for (; (p + 16) <= n; p += 16) {
+        __m256 a0 = b[0];
+        __m256 a1 = b[1];
+        __m256 a2 = b[2];
+        __m256 a3 = b[3];
+        __m256 c0 = b[0];
+        __m256 c1 = b[1];
+        __m256 c2 = b[2];
+        __m256 c3 = b[3];
+        for (int i = 0; i < k; ++i) {
+            const float *xi = &x[(i * xs) + p];
+            const float *wi = &w[4 * i];
+            const __m256 x0 = _mm256_loadu_ps(xi);
+            const __m256 x1 = _mm256_loadu_ps(&xi[8]);
+            __m256 wv = _mm256_broadcast_ss(&wi[0]);
+            a0 = _mm256_fmadd_ps(wv, x0, a0);
+            c0 = _mm256_fmadd_ps(wv, x1, c0);
+            wv = _mm256_broadcast_ss(&wi[1]);
+            a1 = _mm256_fmadd_ps(wv, x0, a1);
+            c1 = _mm256_fmadd_ps(wv, x1, c1);
+            wv = _mm256_broadcast_ss(&wi[2]);
+            a2 = _mm256_fmadd_ps(wv, x0, a2);
+            c2 = _mm256_fmadd_ps(wv, x1, c2);
+            wv = _mm256_broadcast_ss(&wi[3]);
+            a3 = _mm256_fmadd_ps(wv, x0, a3);
+            c3 = _mm256_fmadd_ps(wv, x1, c3);
+        }
+        _mm256_storeu_ps(&y[p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a0)));
+        _mm256_storeu_ps(&y[p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c0)));
+        _mm256_storeu_ps(&y[ys + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a1)));
+        _mm256_storeu_ps(&y[ys + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c1)));
+        _mm256_storeu_ps(&y[(2 * ys) + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a2)));
+        _mm256_storeu_ps(&y[(2 * ys) + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c2)));
+        _mm256_storeu_ps(&y[(3 * ys) + p], _mm256_min_ps(vhi, _mm256_max_ps(vlo, a3)));
+        _mm256_storeu_ps(&y[(3 * ys) + p + 8], _mm256_min_ps(vhi, _mm256_max_ps(vlo, c3)));
+    }
+    for (; p < n; p += 8) {
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - p),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 a[4];
+        for (int r = 0; r < 4; ++r) {
+            a[r] = b[r];
+        }
+        for (int i = 0; i < k; ++i) {
+            const __m256 x0 = _mm256_maskload_ps(&x[(i * xs) + p], mask);
+            for (int r = 0; r < 4; ++r) {
+                a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[(4 * i) + r]), x0, a[r]);
+            }
+        }
+        for (int r = 0; r < 4; ++r) {
+            _mm256_maskstore_ps(&y[(r * ys) + p], mask,
+                                _mm256_min_ps(vhi, _mm256_max_ps(vlo, a[r])));
+        }
+    }
+}
+#endif"""
+
+
+def avx2_clamp(ctx: EmitContext) -> tuple[str, str, bool]:
+    """(lo, hi, exact) C literals of the node's fused activation as a clamp for the AVX2
+    kernels: Relu and Clip are one (exact); no activation is (-inf, inf); any other is applied
+    after the kernel (exact False)."""
+    a = ctx.node.attrs.get("_act")
+    if a is None:
+        return "(-INFINITY)", "INFINITY", True
+    if a[0] == "Relu":
+        return "0.0f", "INFINITY", True
+    if a[0] == "Clip":
+        return c_float(a[1]["min"]), c_float(a[1]["max"]), True
+    return "(-INFINITY)", "INFINITY", False
+
+
 def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | None) -> str:
     """Conv as one matrix-vector product per output position: the position's input window
     (``[ic][kh][kw]``, zeros in the padding) is gathered into scratch, then every block of four
@@ -717,7 +867,20 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
     blk += f"{dot4}({pt}, wg + {lin((k * BLOCK, 'ob'))}, {k}, acc);\n"
     blk += f"float *yp = yg + {lin((BLOCK * ohw, 'ob'))} + yo;\n"
     blk += "".join(f"yp[{j * ohw}] = {ctx.act(f'acc[{j}]')};\n" for j in range(BLOCK))
-    compute = f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n" + c_for("ob", 0, nb, blk)
+    # AVX2 hosts (EDGEC_AVX2, edgec/ops/gemm.py): every block of the group in one call, four
+    # blocks per weight walk, then the activation on the way out
+    yb0 = f"{bias} + {lin((ocg, 'gr'))}" if bias else "NULL"
+    avx2 = (
+        f"float acc4[{nb * BLOCK}];\n"
+        f"edgec_avx2_mv4({pt}, wg, {k}, {yb0}, acc4, {nb});\n"
+        + c_for("j", 0, nb * BLOCK, f"yg[{lin((ohw, 'j'))} + yo] = {ctx.act('acc4[j]')};\n")
+    )
+    compute = (
+        f"const int yo = {lin((w.size_out, 'oh'), (1, 'ow'))};\n"
+        + f"#ifdef EDGEC_AVX2\n{{\n(void){dot4}; /* the plain path's helper */\n"
+        + _indent(avx2) + "}\n#else\n"
+        + c_for("ob", 0, nb, blk) + "#endif\n"
+    )
     if rest:
         w1sym = ctx.const_array(f"{name}_w1", np.ascontiguousarray(w3[:, nb * BLOCK :]))
         first = nb * BLOCK
@@ -759,16 +922,33 @@ def im2col_conv(ctx: EmitContext, geom: ConvGeom, wts: np.ndarray, bias: str | N
         xrow = lin((h.stride * w.size_in, "oh"), -h.pad_begin * w.size_in)
         row = f"const int xrow = {xrow};\n" + row
     grid = c_for("oh", 0, h.size_out, row)
-    group = (
+    head = (
         f"const float *xg = xn + {lin((icg * ihw, 'gr'))};\n"
         f"float *yg = yn + {lin((ocg * ohw, 'gr'))};\n"
-        f"const float *wg = {w4sym} + {lin((nb * k * BLOCK, 'gr'))};\n" + grid
+        f"const float *wg = {w4sym} + {lin((nb * k * BLOCK, 'gr'))};\n"
     )
-    n_body = (
+    n_head = (
         f"const float *xn = {ctx.inp(0)} + {lin((geom.c_in * ihw, 'n'))};\n"
-        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n" + c_for("gr", 0, grp, group)
+        f"float *yn = {ctx.out(0)} + {lin((geom.c_out * ohw, 'n'))};\n"
     )
-    return c_for("n", 0, geom.n, n_body)
+    plain = c_for("n", 0, geom.n, n_head + c_for("gr", 0, grp, head + grid))
+    if not (h.trivial and w.kernel == 1 and w.stride == 1 and w.size_in == w.size_out == ohw
+            and nb and not rest):
+        ctx.helper("edgec_avx2_mv4", AVX2_MV4_HELPER)
+        return plain
+    # pointwise on AVX2 hosts: four channels x 16 pixels per walk (PW4_HELPER), no gather
+    lo, hi, exact = avx2_clamp(ctx)
+    pw4 = ctx.helper("edgec_avx2_pw4", PW4_HELPER)
+    init = f"{bias} + {lin((ocg, 'gr'), (BLOCK, 'ob'))}" if bias else "NULL"
+    blocks = c_for("ob", 0, nb, (
+        f"{pw4}(xg, {ihw}, wg + {lin((k * BLOCK, 'ob'))}, {k}, {init}, "
+        f"yg + {lin((BLOCK * ohw, 'ob'))}, {ohw}, {ohw}, {lo}, {hi});\n"
+    ))
+    if not exact:
+        blocks += c_for("t", 0, ocg * ohw, f"yg[t] = {ctx.act('yg[t]')};\n")
+    avx2 = f"(void){pt};\n(void){dot4}; /* the plain path's helper */\n" + c_for(
+        "n", 0, geom.n, n_head + c_for("gr", 0, grp, head + blocks))
+    return "#ifdef EDGEC_AVX2\n" + avx2 + "#else\n" + plain + "#endif\n"
 
 
 def _table_gather(ctx: EmitContext, geom: ConvGeom, pt: str) -> str:
