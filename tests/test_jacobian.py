@@ -160,7 +160,11 @@ class _Odd(nn.Module):
 
 # p = 1, 2 (one walk of 2 / 3 vectors), 4 (two walks: 3 + 2 vectors), 6 (3 + 3 + 1)
 @pytest.mark.parametrize("idx", [[3], [0, 6], [1, 2, 4, 5], None], ids=str)
-def test_fused_tangent_kernel_matches_previous_path_and_autograd(idx: list[int] | None) -> None:
+def test_fused_tangent_kernel_matches_previous_path_and_autograd(
+    idx: list[int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bit for bit holds for the plain C; the host's AVX2 dense walk (FMA) rounds differently
+    monkeypatch.setenv("EDGEC_NO_AVX2", "1")
     torch.manual_seed(7)
     net = _Odd().eval()
     x = torch.randn(1, 7)

@@ -125,10 +125,12 @@ static void edgec_avx2_mv4(const float *x, const float *w, int k, const float *i
         for (; i < k; ++i) {
             s0 = _mm_fmadd_ps(_mm_loadu_ps(&w0[4 * i]), _mm_set1_ps(x[i]), s0);
         }
+        /* size_t: gcc's loop analysis otherwise warns that 4 * b could overflow */
+        const size_t o = (size_t)b * 4u;
         if (init != NULL) {
-            s0 = _mm_add_ps(s0, _mm_loadu_ps(&init[4 * b]));
+            s0 = _mm_add_ps(s0, _mm_loadu_ps(&init[o]));
         }
-        _mm_storeu_ps(&out[4 * b], s0);
+        _mm_storeu_ps(&out[o], s0);
     }
 }
 #endif"""
