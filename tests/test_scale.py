@@ -139,6 +139,81 @@ def test_tune_resume_with_another_space_is_refused(tuned, tmp_path):
         run_tune(CONFIG, "msd", other, out, trials=8, resume=True, duration=float(DURATION))
 
 
+# -- robust tuning: each trial a batch of loops ----------------------------------------------
+VARY_K = {"k": (2.0, 6.0)}
+
+
+def test_batch_trial_scores_what_simulate_batch_measures(capsys):
+    """A trial with --batch runs the batched simulator: its RMSE (mean, max) over the loops is
+    what `edgec mpc simulate --batch` reports for the same config, plants, seed and path."""
+    from edgec.scale.trial import BatchTrial, run_trial
+    from edgec.scale.tune import make_job
+
+    space = space_from_dict({"solver.du_weight": {"values": [1e-6]}}, "space")
+    assert main(["mpc", "simulate", str(CONFIG), "--plant", "msd", "--batch", "6",
+                 "--vary", "k=2:6", "--seed", "3", "--threads", "1", "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)["rmse"]
+    got = {}
+    for how in ("mean", "max"):
+        job, _ = make_job(CONFIG, "msd", space, batch=BatchTrial(6, VARY_K, 0.0, 3, how))
+        res = run_trial(job, {})
+        assert res["loops"] == 6 and res["objective"] >= res["rmse"] > 0
+        got[how] = res["rmse"]
+    assert got["mean"] == pytest.approx(want["mean"], rel=1e-12)
+    assert got["max"] == pytest.approx(want["max"], rel=1e-12)
+    assert got["max"] > got["mean"]  # the stiffness draws change the tracking
+
+
+def test_batch_trial_of_one_loop_is_the_single_loop_trial():
+    """Loop 0 is the nominal plant without noise: a 1-loop batch trial scores as the one-loop
+    trial on the Python plant (to the C plant's rounding)."""
+    from edgec.scale.trial import BatchTrial, run_trial
+    from edgec.scale.tune import make_job
+
+    space = space_from_dict({"solver.du_weight": {"values": [1e-6]}}, "space")
+    one, _ = make_job(CONFIG, "msd", space, duration=float(DURATION))
+    batch, _ = make_job(CONFIG, "msd", space, duration=float(DURATION),
+                        batch=BatchTrial(1, {}, 0.0, 0, "mean"))
+    a, b = run_trial(one, {}), run_trial(batch, {})
+    assert b["ticks"] == a["ticks"] and b["fallbacks"] == a["fallbacks"]
+    assert b["rmse"] == pytest.approx(a["rmse"], rel=1e-6)
+
+
+def test_tune_batch_on_ray_ranks_over_the_loops(ray_session, tmp_path, capsys):
+    """edgec tune --batch on Ray: every trial row says how many loops it ran and which was
+    worst; the known best horizon still wins; a resume with other batch settings is refused."""
+    space = tmp_path / "space.toml"
+    space.write_text('["control.horizon"]\nvalues = [2, 10]\n')
+    out = tmp_path / "out"
+    args = ["tune", str(CONFIG), "--plant", "msd", "--space", str(space), "--duration", DURATION,
+            "--batch", "4", "--vary", "k=2:6", "--noise", "0.001", "--aggregate", "p95",
+            "-o", str(out), "--json"]
+    assert main(args) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["best"] == {"control.horizon": 10}
+    rows = _ledger(out)
+    assert len(rows) == 2 and all(r["loops"] == 4 and 0 <= r["worst_loop"] < 4 for r in rows)
+    assert json.loads((out / "tune.json").read_text())["batch"]["aggregate"] == "p95"
+    resumed = [a if a != "4" else "5" for a in args if a != "-o" and a != str(out)]
+    assert main([*resumed, "--resume", str(out)]) != 0
+    assert "--batch/--vary/--noise/--aggregate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--vary", "k=1:2"], "--vary is an option of robust tuning: add --batch N"),
+    (["--batch", "0"], "--batch 0: needs at least 1 loop"),
+    (["--batch", "2", "--vary", "q=1:2"], "q"),
+])
+def test_tune_batch_option_errors_are_one_line(extra, msg, tmp_path, capsys):
+    pytest.importorskip("ray.tune")
+    space = tmp_path / "space.toml"
+    space.write_text('["control.horizon"]\nvalues = [10]\n')
+    rc = main(["tune", str(CONFIG), "--plant", "msd", "--space", str(space),
+               "-o", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and msg in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
 def test_evolve_is_reproducible_from_its_seed(ray_session, tmp_path):
     from edgec.scale.evolve import load_spec, run_evolve
 

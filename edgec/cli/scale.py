@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from edgec.cli.common import add_ray_args, output_dir
 from edgec.errors import EdgecError
+from edgec.scale.trial import AGGREGATES, BatchTrial
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -33,11 +34,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                    help="trials in all (default: the whole grid; 20 for random and optuna)")
     p.add_argument("--search", choices=("grid", "random", "optuna"),
                    help="searcher (default: grid when every key lists values, else optuna)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random and optuna searches")
+    p.add_argument("--seed", type=int, default=0, help="seed of random and optuna searches and of the --batch draws")
     p.add_argument("--reference", metavar="PATH.csv",
                    help="the path to track (default: the plant's example path, 20 s)")
     p.add_argument("--duration", type=float, metavar="S",
                    help="track only the first S seconds of the path")
+    b = p.add_argument_group(
+        "robust tuning", "each trial runs N loops of the batched simulator (the controller and a "
+        "C plant per loop; loop 0 nominal, loops 1.. with drawn plant parameters and noise, the "
+        "same plants in every trial) and scores the loops' objectives together")
+    b.add_argument("--batch", type=int, metavar="N", help="loops per trial")
+    b.add_argument("--vary", action="append", default=[], metavar="PARAM=LO:HI",
+                   help="draw plant parameter PARAM of loops 1.. uniformly from [LO, HI] "
+                   "(repeatable; as edgec mpc simulate --vary)")
+    b.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise on the measured output, loops 1..")
+    b.add_argument("--aggregate", choices=AGGREGATES, default="mean",
+                   help="the trial's objective over its loops")
     add_ray_args(p)
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR without repeating its finished trials")
@@ -72,12 +85,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise EdgecError(f"--resume {args.resume} continues that directory; "
                          f"-o {args.output} names another")
     out = args.resume or args.output or "tune-out"
+    batch = _batch_trial(args)
     output_dir(out)
     res = run_tune(
         args.config, args.plant, args.space, out, trials=args.trials, search=args.search,
         address=args.address, resume=bool(args.resume), seed=args.seed,
         reference=args.reference, duration=args.duration, workers=args.workers,
-        quiet=args.json,
+        quiet=args.json, batch=batch,
     )
     if args.json:
         print(json.dumps(res.to_json(), indent=2, sort_keys=True))
@@ -92,6 +106,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f" (edgec mpc build {res.best_config})")
     print(f"wrote {', '.join(str(f) for f in res.files)}")
     return 0
+
+
+def _batch_trial(args: argparse.Namespace) -> BatchTrial | None:
+    """--batch and its options as a BatchTrial (None without --batch; its options alone are an
+    error)."""
+    if args.batch is None:
+        for flag, used in (("--vary", args.vary), ("--noise", args.noise != 0.0),
+                           ("--aggregate", args.aggregate != "mean")):
+            if used:
+                raise EdgecError(f"{flag} is an option of robust tuning: add --batch N")
+        return None
+    from edgec.mpc.batch import parse_vary
+
+    return BatchTrial(args.batch, parse_vary(args.vary, args.plant), args.noise, args.seed,
+                      args.aggregate)
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:

@@ -6,6 +6,12 @@ config, writes the controller's config header, builds the host library from that
 trial runs (cached by content hash: trials that differ only in runtime knobs share the model's
 code, and identical configs share the library) and runs it in closed loop on the Python plant.
 No path of the driver's machine is needed by a worker.
+
+With a :class:`BatchTrial` (``edgec tune --batch N``) a trial instead runs N loops of the batched
+simulator (:mod:`edgec.mpc.batch`: the controller and a C plant, loop 0 nominal, loops 1.. with
+drawn plant parameters and noise) on one thread, and its objective aggregates the loops'
+objectives (mean, 95th percentile or worst): a search for the config that is best over the
+plant's variations, not on its nominal model only.
 """
 
 from __future__ import annotations
@@ -29,6 +35,24 @@ from edgec.scale.space import INTEGER_KEYS, apply_params
 
 #: objective of a trial whose loop diverged (a finite number searchers can rank)
 DIVERGED = 1e9
+#: how a batch trial's objective combines its loops' objectives
+AGGREGATES = ("mean", "p95", "max")
+
+
+@dataclass(frozen=True)
+class BatchTrial:
+    """Each trial runs ``n`` loops of the batched simulator (see the module doc)."""
+
+    n: int
+    vary: dict[str, tuple[float, float]]  # plant parameter -> (lo, hi) for loops 1..
+    noise: float = 0.0
+    seed: int = 0  # of the draws: every trial sees the same plants
+    aggregate: str = "mean"
+
+    def record(self) -> dict[str, Any]:
+        """What a resumed run must match."""
+        return {"n": self.n, "vary": {k: list(v) for k, v in sorted(self.vary.items())},
+                "noise": self.noise, "seed": self.seed, "aggregate": self.aggregate}
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,8 @@ class TrialJob:
     base_dir: str = field(default=".")
     #: the space's keys in order: a searcher's suggestion names them p0, p1, ...
     keys: tuple[str, ...] = ()
+    #: run each trial as a batch of loops (``edgec tune --batch N``); None: one loop
+    batch: BatchTrial | None = None
 
 
 def objective(metrics: Mapping[str, Any], fallback_weight: float, limit_weight: float) -> float:
@@ -71,15 +97,8 @@ def objective(metrics: Mapping[str, Any], fallback_weight: float, limit_weight: 
     )
 
 
-def run_trial(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The trial's metrics; raises EdgecError when its config cannot be built."""
-    t0, c0, start = time.perf_counter(), time.process_time(), time.time()
-    data = apply_params(job.config, params)
-    cfg = config_from_dict(data, job.source, job.base_dir)
-    model = job.models.get(cfg.jacobian)
-    if model is None:  # pragma: no cover - the driver compiles every kind the space names
-        raise EdgecError(f"{job.source}: no compiled model for jacobian = {cfg.jacobian!r}")
-    ctrl = Controller(cfg, cast(Any, model))
+def _single_loop(job: TrialJob, cfg: Any, ctrl: Controller) -> dict[str, Any]:
+    """One closed loop on the Python plant (the host library of the controller)."""
     host = ctrl.host()
     plant = make_plant(job.plant, cfg.dt)
     ref = resample(job.t, job.ref, cfg.dt)
@@ -98,6 +117,65 @@ def run_trial(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
         "ticks": len(target),
     }
     out["objective"] = objective(out, job.fallback_weight, job.limit_weight)
+    return out
+
+
+def aggregate(values: np.ndarray, how: str) -> float:
+    if how == "mean":
+        return float(np.mean(values))
+    if how == "p95":
+        return float(np.percentile(values, 95))
+    return float(np.max(values))
+
+
+def _batch_loops(job: TrialJob, cfg: Any, ctrl: Controller, b: BatchTrial) -> dict[str, Any]:
+    """N loops of the batched simulator on one thread; per-loop objectives aggregated."""
+    from edgec.mpc.batch import (
+        BatchLibrary,
+        build_batch_library,
+        check_batch_plant,
+        reference_from_rows,
+        run_batch,
+    )
+
+    lib = BatchLibrary(cfg, check_batch_plant(cfg, job.plant), build_batch_library(ctrl))
+    refs = [reference_from_rows(job.source, job.t, job.ref, cfg)]
+    for _ in range(max(1, job.repeats)):
+        r = run_batch(lib, b.n, b.vary, refs, b.seed, threads=1, noise=b.noise).results
+    per_loop = np.array([
+        objective({"rmse": float(x["rmse"]), "ticks": x["ticks"], "fallbacks": x["fallbacks"],
+                   "limit_hits": x["u_limit"] + x["rate_limit"]},
+                  job.fallback_weight, job.limit_weight)
+        for x in r
+    ])
+    rmse = r["rmse"]
+    finite = bool(np.all(np.isfinite(rmse)))
+    return {
+        "rmse": aggregate(rmse, b.aggregate) if finite else None,
+        "max_error": float(np.max(r["max_error"])) if finite else None,
+        "mean_iterations": float(np.mean(r["mean_iterations"])),
+        "fallbacks": int(r["fallbacks"].sum()),
+        "limit_hits": int((r["u_limit"] + r["rate_limit"]).sum()),
+        "ticks": int(r["ticks"].sum()),
+        "loops": b.n,
+        "worst_loop": int(np.argmax(per_loop)),
+        "objective": min(DIVERGED, aggregate(per_loop, b.aggregate)),
+    }
+
+
+def run_trial(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's metrics; raises EdgecError when its config cannot be built."""
+    t0, c0, start = time.perf_counter(), time.process_time(), time.time()
+    data = apply_params(job.config, params)
+    cfg = config_from_dict(data, job.source, job.base_dir)
+    model = job.models.get(cfg.jacobian)
+    if model is None:  # pragma: no cover - the driver compiles every kind the space names
+        raise EdgecError(f"{job.source}: no compiled model for jacobian = {cfg.jacobian!r}")
+    ctrl = Controller(cfg, cast(Any, model))
+    if job.batch is None:
+        out = _single_loop(job, cfg, ctrl)
+    else:
+        out = _batch_loops(job, cfg, ctrl, job.batch)
     out["seconds"] = time.perf_counter() - t0
     out["cpu_seconds"] = time.process_time() - c0
     out["started"] = start  # epoch seconds: when runs overlapped (bench/scale.py)

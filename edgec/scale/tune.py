@@ -1,6 +1,7 @@
 """``edgec tune``: a search over an MPC config's parameters on Ray Tune.
 
-Each trial runs the compiled controller in closed loop on the host C (:mod:`edgec.scale.trial`);
+Each trial runs the compiled controller in closed loop on the host C (:mod:`edgec.scale.trial`),
+or with ``--batch N`` N loops of the batched simulator over drawn plant variations;
 the objective is the tracking RMSE with fallbacks and limit hits as penalties. Searchers: the
 grid of ``values`` lists, seeded random sampling, or Optuna's TPE through Ray Tune (``optuna``).
 
@@ -36,7 +37,14 @@ from edgec.mpc.plants import make_plant
 from edgec.mpc.simulate import default_reference, load_reference
 from edgec.scale.session import cluster_cpus, require_tune, start
 from edgec.scale.space import Space, apply_params, dump_toml, load_space
-from edgec.scale.trial import DIVERGED, ShippedModel, TrialJob, trainable
+from edgec.scale.trial import (
+    AGGREGATES,
+    DIVERGED,
+    BatchTrial,
+    ShippedModel,
+    TrialJob,
+    trainable,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,13 +92,13 @@ def _sha(text: str) -> str:
 
 def _job_record(
     config_path: Path, space: Space, plant: str, search: str, seed: int, reference: str | None,
-    duration: float | None,
+    duration: float | None, batch: BatchTrial | None = None,
 ) -> dict[str, Any]:
     return {
         "config": str(config_path.resolve()), "config_sha": _sha(config_path.read_text()),
         "space_sha": _sha(space.text), "plant": plant, "search": search, "seed": seed,
         "reference": str(Path(reference).resolve()) if reference else None,
-        "duration": duration,
+        "duration": duration, "batch": batch.record() if batch is not None else None,
     }
 
 
@@ -101,7 +109,7 @@ def _check_resume(out: Path, job: dict[str, Any]) -> None:
     old = json.loads(path.read_text())
     names = {"config_sha": "config", "space_sha": "space file", "plant": "--plant",
              "search": "--search", "seed": "--seed", "reference": "--reference",
-             "duration": "--duration"}
+             "duration": "--duration", "batch": "--batch/--vary/--noise/--aggregate"}
     diff = [names[k] for k in names if old.get(k) != job.get(k)]
     if diff:
         raise EdgecError(
@@ -160,21 +168,33 @@ def _ship_models(cfg: MpcConfig, space: Space) -> dict[str, ShippedModel]:
     return out
 
 
+def check_batch_trial(cfg: MpcConfig, plant: str, batch: BatchTrial) -> None:
+    """The batch settings, checked on the driver (one line each) before any trial runs."""
+    from edgec.mpc.batch import check_batch_args, check_batch_plant
+
+    check_batch_args(batch.n, None, batch.noise)
+    check_batch_plant(cfg, plant)
+    if batch.aggregate not in AGGREGATES:
+        raise EdgecError(f"--aggregate {batch.aggregate}: choose one of {', '.join(AGGREGATES)}")
+
+
 def make_job(
     config_path: str | Path, plant: str, space: Space, reference: str | None = None,
-    duration: float | None = None, repeats: int = 1,
+    duration: float | None = None, repeats: int = 1, batch: BatchTrial | None = None,
 ) -> tuple[TrialJob, MpcConfig]:
     cfg = load_config(config_path)
     raw = tomllib.loads(Path(config_path).read_text())
     from edgec.mpc.simulate import _check_plant
 
     _check_plant(cfg, make_plant(plant, cfg.dt))
+    if batch is not None:
+        check_batch_trial(cfg, plant, batch)
     t, ref = _reference(plant, cfg, reference, duration)
     job = TrialJob(
         config=raw, source=str(config_path), plant=plant, t=t, ref=ref,
         models=_ship_models(cfg, space), fallback_weight=space.fallback_weight,
         limit_weight=space.limit_weight, repeats=repeats, base_dir=str(cfg.base_dir),
-        keys=tuple(space.keys),
+        keys=tuple(space.keys), batch=batch,
     )
     return job, cfg
 
@@ -208,6 +228,9 @@ def _row(index: int, params: Mapping[str, Any], res: Mapping[str, Any]) -> dict[
         for k in ("rmse", "max_error", "mean_iterations", "fallbacks", "limit_hits", "ticks",
                   "objective", "seconds", "cpu_seconds", "started"):
             row[k] = res[k]
+        for k in ("loops", "worst_loop"):  # batch trials
+            if k in res:
+                row[k] = res[k]
     else:
         row["error"] = res.get("error", "the trial failed")
     return row
@@ -228,6 +251,7 @@ def run_tune(
     workers: int | None = None,
     quiet: bool = False,
     repeats: int = 1,
+    batch: BatchTrial | None = None,
 ) -> TuneResult:
     tune = require_tune()
     config_path = Path(config_path)
@@ -245,7 +269,7 @@ def run_tune(
             raise EdgecError("--search optuna needs optuna: pip install 'edgec[scale]'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = _job_record(config_path, space, plant, search, seed, reference, duration)
+    record = _job_record(config_path, space, plant, search, seed, reference, duration, batch)
     if resume:
         _check_resume(out, record)
     elif (out / LEDGER).is_file() and read_ledger(out):
@@ -265,7 +289,7 @@ def run_tune(
         plan = []
     n_total = len(plan) if plan else (trials or DEFAULT_TRIALS)
     done_ids = {r["trial"] for r in done}
-    job, cfg = make_job(config_path, plant, space, reference, duration, repeats)
+    job, cfg = make_job(config_path, plant, space, reference, duration, repeats, batch)
     (out / JOB).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     ran = 0
