@@ -34,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                    help="trials in all (default: the whole grid; 20 for random and optuna)")
     p.add_argument("--search", choices=("grid", "random", "optuna"),
                    help="searcher (default: grid when every key lists values, else optuna)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random and optuna searches and of the --batch draws")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of random and optuna searches and of the --batch draws")
     p.add_argument("--reference", metavar="PATH.csv",
                    help="the path to track (default: the plant's example path, 20 s)")
     p.add_argument("--duration", type=float, metavar="S",
