@@ -154,7 +154,7 @@ def test_batch_trial_scores_what_simulate_batch_measures(capsys):
                  "--vary", "k=2:6", "--seed", "3", "--threads", "1", "--json"]) == 0
     want = json.loads(capsys.readouterr().out)["rmse"]
     got = {}
-    for how in ("mean", "max"):
+    for how in ("mean", "max"):  # (p95 is a loop's value as simulate's p50/p90/p99)
         job, _ = make_job(CONFIG, "msd", space, batch=BatchTrial(6, VARY_K, 0.0, 3, how))
         res = run_trial(job, {})
         assert res["loops"] == 6 and res["objective"] >= res["rmse"] > 0

@@ -121,10 +121,11 @@ def _single_loop(job: TrialJob, cfg: Any, ctrl: Controller) -> dict[str, Any]:
 
 
 def aggregate(values: np.ndarray, how: str) -> float:
+    """mean, p95 (a loop's own value, as simulate --batch's percentiles) or max."""
     if how == "mean":
         return float(np.mean(values))
     if how == "p95":
-        return float(np.percentile(values, 95))
+        return float(np.percentile(values, 95, method="higher"))
     return float(np.max(values))
 
 
