@@ -1,0 +1,224 @@
+"""edgec's CUDA bench: ``python -m bench.cuda [--device cuda|cpu] [--batches 1,1024,...]``.
+
+For each model below (the small controllers the ``fused`` strategy is for), in one process and on
+the same weights and inputs: edgec's fused CUDA build (``edgec.compile(..., target="cuda")``,
+torch CUDA tensors passed as device pointers) beside torch eager and torch replayed from a CUDA
+graph, at each batch size. Each time is the median over ``--repeat`` timed calls after a warm-up,
+with the device synchronised around every call, so it includes the launch; samples/s follows.
+The max abs difference of edgec's outputs to torch's is printed for every row, so a fast wrong
+kernel cannot hide.
+
+``--device cpu`` runs the same harness with edgec's host build of the same ``.cu`` (g++) and torch
+on the CPU (no CUDA graph column): it is what machines without a GPU can run, and what the smoke
+test (tests/test_bench_cuda.py) checks. Without a visible GPU, ``--device cuda`` stops with one
+line saying what is missing.
+
+The batched closed-loop NR tick is measured by ``python -m bench.batch_sim`` (its own bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.tables import format_table
+
+DEFAULT_BATCHES = (1, 1024, 65536)
+DEFAULT_REPEAT = 20
+
+
+@dataclass(frozen=True)
+class CudaBenchModel:
+    name: str
+    what: str
+    build: Callable[[], Any]  # -> torch.nn.Module (eval, float32)
+    sample_shape: tuple[int, ...]  # one sample, with the leading 1 the model is exported with
+
+
+def _mlp() -> Any:
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                         nn.Linear(32, 2))
+
+
+def _gru() -> Any:
+    import torch
+    from torch import nn
+
+    class GruPolicy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(6, 20, batch_first=True)
+            self.head = nn.Linear(20, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, _ = self.rnn(x)
+            return self.head(y[:, -1])
+
+    return GruPolicy()
+
+
+def _cnn() -> Any:
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+
+
+MODELS = (
+    CudaBenchModel("mlp_mpc", "2->32->32->2 tanh (the NR-MPC forward model)", _mlp, (1, 2)),
+    CudaBenchModel("gru_policy", "GRU 6->20 over 20 steps + linear head", _gru, (1, 20, 6)),
+    CudaBenchModel("cnn_small", "16x16 conv 8, conv 16 /2, linear 10", _cnn, (1, 1, 16, 16)),
+)
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], repeat: int) -> float:
+    """Median seconds per call of ``fn`` (one warm-up call; synchronised around each call)."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _graphed(net: Any, x: Any) -> Callable[[], Any]:
+    """``net(x)`` captured once in a CUDA graph and replayed (static input and output)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        for _ in range(3):  # warm up on a side stream, as torch's CUDA graph docs ask
+            net(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        out = net(x)
+
+    def replay() -> Any:
+        graph.replay()
+        return out
+
+    return replay
+
+
+def bench_model(bm: CudaBenchModel, device: str, batches: Sequence[int], repeat: int,
+                seed: int = 0) -> list[list[str]]:
+    """One table row per batch size: edgec, torch eager (and torch CUDA graph on a GPU)."""
+    import torch
+
+    import edgec
+
+    torch.manual_seed(seed)
+    net = bm.build().eval()
+    example = torch.randn(*bm.sample_shape)
+    cu = edgec.compile(net, example_inputs=(example,), name=bm.name, target="cuda")
+    tdev = torch.device("cuda" if device == "cuda" else "cpu")
+    net = net.to(tdev)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    for b in batches:
+        x = torch.randn(b, *bm.sample_shape[1:], generator=torch.Generator().manual_seed(b))
+        if device == "cuda":
+            x = x.to(tdev)
+            edge = cu.run(x)
+            t_edge = _timed(lambda x=x: cu.run(x), sync, repeat)
+        else:
+            xn = x.numpy()
+            edge = torch.from_numpy(np.asarray(cu.run(xn, device="cpu")))
+            t_edge = _timed(lambda xn=xn: cu.run(xn, device="cpu"), sync, repeat)
+        with torch.no_grad():
+            want = net(x)
+            t_eager = _timed(lambda x=x: net(x), sync, repeat)
+        graph = "-"
+        if device == "cuda":
+            t_graph = _timed(_graphed(net, x), sync, repeat)
+            graph = f"{t_graph * 1e3:.4g}"
+        err = float((edge.reshape(want.shape).float().cpu() - want.float().cpu()).abs().max())
+        rows.append([bm.name, f"{b:,}", f"{t_edge * 1e3:.4g}", f"{t_eager * 1e3:.4g}", graph,
+                     f"{b / t_edge:,.0f}", f"{err:.1e}"])
+    return rows
+
+
+HEADERS = ("model", "batch", "edgec ms", "torch eager ms", "torch CUDA graph ms",
+           "edgec samples/s", "max abs err")
+
+
+def run(device: str, batches: Sequence[int], repeat: int, names: Sequence[str] | None = None,
+        log: Callable[[str], None] = print) -> str:
+    """The bench as a table (``device`` "cuda" needs nvcc and a visible GPU)."""
+    if device == "cuda":
+        from edgec.backend.cuda.build import find_nvcc, require_gpu
+
+        find_nvcc()
+        require_gpu()
+    chosen = [m for m in MODELS if names is None or m.name in names]
+    unknown = set(names or ()) - {m.name for m in MODELS}
+    if unknown:
+        raise EdgecError(f"--models: unknown {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(m.name for m in MODELS)}")
+    rows = []
+    for bm in chosen:
+        log(f"bench.cuda: {bm.name} ({bm.what}) on {device}")
+        rows += bench_model(bm, device, batches, repeat)
+    return format_table(list(HEADERS), rows, align="lrrrrrr")
+
+
+def _machine(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda":
+        return (f"{torch.cuda.get_device_name()}; torch {torch.__version__} "
+                f"(CUDA {torch.version.cuda}); Python {platform.python_version()}")
+    return f"{platform.processor() or platform.machine()}; torch {torch.__version__} (CPU)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.cuda", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cuda: the GPU build vs torch on the GPU; cpu: the host build of the "
+                    "same .cu vs torch on the CPU")
+    ap.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)),
+                    help="comma-separated batch sizes")
+    ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="timed calls per cell")
+    ap.add_argument("--models", help=f"comma-separated subset of: "
+                    f"{', '.join(m.name for m in MODELS)}")
+    args = ap.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b]
+        if not batches or min(batches) < 1 or args.repeat < 1:
+            raise EdgecError("--batches needs positive sizes and --repeat at least 1")
+        names = args.models.split(",") if args.models else None
+        table = run(args.device, batches, args.repeat, names,
+                    log=lambda s: print(s, file=sys.stderr))
+    except (EdgecError, ValueError) as exc:
+        print(f"bench.cuda: {exc}", file=sys.stderr)
+        return 2
+    print(table)
+    print(f"- {_machine(args.device)}; median of {args.repeat} synchronised calls per cell")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
