@@ -71,6 +71,9 @@ typedef struct {
 EDGEC_LOOP_FN void edgec_loop_run(const edgec_loop_spec_t *spec, int i, edgec_mpc_t *ctrl,
                                   edgec_loop_result_t *result, double *trace);
 
+/* Layout facts for a foreign caller's mirror of these structs (8 values, see edgec_loop.c). */
+void edgec_batch_layout(long *out);
+
 #ifdef __cplusplus
 }
 #endif
