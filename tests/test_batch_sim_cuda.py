@@ -152,6 +152,15 @@ def test_cli_without_gpu_is_one_line(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "no CUDA GPU visible" in err and "--device cpu" in err and "Traceback" not in err
 
 
+@pytest.mark.skipif(GPUS > 0, reason="a GPU is visible")
+def test_bench_device_cuda_without_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.batch_sim import main
+
+    assert main(["--device", "cuda", "--sizes", "2", "--seconds", "0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no CUDA GPU visible") and len(err.splitlines()) == 1
+
+
 def test_no_nvcc_is_one_line(controllers: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("NVCC", "CUDA_HOME", "CUDA_PATH"):
         monkeypatch.delenv(var, raising=False)
