@@ -134,6 +134,12 @@ def test_report_of_a_cuda_batch(controllers: dict) -> None:
     s = summarize(run)
     assert s["device"] == "cuda" and s["threads"] is None and s["loop_ticks"] == 4 * 50
     assert "(device cuda, one GPU thread per loop)" in describe(s)
+    # a slice past the batch is refused by the library, reported as one line
+    with pytest.raises(EdgecError, match=r"CUDA error 1 \(invalid argument\)") as err:
+        emu._check(emu._run_slice(3, 2, 1, np.zeros(5, run.results.dtype)))
+    assert "\n" not in str(err.value)
+    with pytest.raises(EdgecError, match="CPU library"):
+        emu.plant_rollout(np.ones(3), np.zeros((2, 1)))
 
 
 def test_sources_are_deterministic(controllers: dict) -> None:
