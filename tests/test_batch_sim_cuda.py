@@ -102,6 +102,17 @@ def test_gpu_library_links_with_the_api(controllers: dict) -> None:
         assert f" {name}\n" in syms, name
 
 
+@pytest.mark.parametrize("plant", sorted(CONFIGS))
+def test_host_build_is_strict_cxx(controllers: dict, plant: str, tmp_path: Path) -> None:
+    """The host build of edgec_batch.cu is warning-free C++ (-Wall -Wextra -Werror -pedantic)."""
+    cu = _write(controllers[plant], tmp_path)
+    proc = subprocess.run(["g++", "-x", "c++", "-std=c++14", "-O2", "-Wall", "-Wextra", "-Werror",
+                           "-pedantic", "-DEDGEC_HOST_BUILD", "-I", str(tmp_path), "-c", str(cu),
+                           "-o", str(tmp_path / "h.o")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _host_pair(ctrl: Any, plant: str) -> tuple[BatchLibrary, BatchLibrary]:
     cpu = open_batch(ctrl.cfg, plant, ctrl)
     emu = open_cuda_batch(ctrl.cfg, check_batch_plant(ctrl.cfg, plant), ctrl, host=True)
@@ -209,3 +220,12 @@ def test_gpu_loop0_equals_single_loop(controllers: dict, plant: str) -> None:
     for r in (res0, run.results[0]):
         assert r["rmse"] == pytest.approx(m["rmse"], rel=1e-3)
         assert r["fallbacks"] == m["fallbacks"]
+
+
+@needs_gpu
+def test_gpu_cli_batch(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc = cli_main(["simulate", str(EXAMPLE / "msd_exact.toml"), "--plant", "msd", "--batch", "64",
+                   "--vary", "k=3:5", "--device", "cuda", "-o", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "(device cuda, one GPU thread per loop)" in out
+    assert (tmp_path / "batch.csv").is_file() and (tmp_path / "batch.png").is_file()

@@ -16,8 +16,9 @@
  * the loop is scored on y((k + 1) dt) - ref((k + 1) dt).
  *
  * C99, no globals, no allocation, no recursion: edgec_loop_run() may be compiled as device code
- * (EDGEC_LOOP_FN = __host__ __device__), with the controller state edgec_mpc_t supplied by the
- * caller (a thread's stack or scratch on the host; local or global memory on a GPU).
+ * (EDGEC_LOOP_FN = __device__ in edgec's GPU simulator, templates/cuda/batch_sim.cu.j2, as the
+ * controller it calls is device code there), with the controller state edgec_mpc_t supplied by
+ * the caller (a thread's stack or scratch on the host; local memory on a GPU).
  */
 #ifndef EDGEC_LOOP_H
 #define EDGEC_LOOP_H
