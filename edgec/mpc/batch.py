@@ -4,7 +4,8 @@ and a C plant (``firmware/plants``), split over POSIX threads, in one shared lib
 Loop i runs the controller (firmware/mpc/edgec_mpc.c + the compiled forward model, its own
 ``edgec_mpc_t``) against the plant with its own parameters, actuator delay, reference and
 measurement-noise seed; everything a loop does is in ``edgec_loop_run`` (firmware/plants/
-edgec_loop.c), written so that the same C can later run one loop per GPU thread.
+edgec_loop.c), which also runs one loop per GPU thread (``--device cuda``:
+:mod:`edgec.mpc.batch_cuda`, the same draws, references and reports).
 
 - Loop 0 is the nominal loop: the plant's nominal parameters, no delay, the first reference and
   no noise. It is the single-loop ``edgec simulate`` of the same controller and reference.
