@@ -1,8 +1,12 @@
-"""Throughput of the batched closed-loop simulator on the host (``edgec simulate --batch N
---device cpu``): loop-ticks per second for N loops on T threads.
+"""Throughput of the batched closed-loop simulator (``edgec simulate --batch N --device
+cpu|cuda``): loop-ticks per second for N loops on T host threads, or one loop per GPU thread.
 
     python -m bench.batch_sim [--config msd_exact.toml] [--plant msd] [--seconds 5]
-                              [--sizes 1,1000,10000] [--threads 1,2] [--json]
+                              [--sizes 1,1000,10000] [--threads 1,2] [--device cpu] [--json]
+
+``--device cuda`` (a GPU and nvcc needed) times the nvcc library; ``--threads`` is then unused.
+The GPU time includes each launch's copy of the results back to the host (the batch's inputs
+are uploaded once, outside the timing as the library build is).
 
 Each loop tracks the plant's example path for ``--seconds`` (100 Hz: 100 ticks a second) with
 stiffness and damping drawn from +-20 % of nominal (msd) and actuator delays of 0..1 ticks, as a
@@ -18,6 +22,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,14 +47,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_name() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown GPU"
+    return out.strip().splitlines()[0] if out.strip() else "unknown GPU"
+
+
 def measure(config: str, plant: str, seconds: float, sizes: list[int],
-            threads: list[int]) -> dict[str, Any]:
+            threads: list[int], device: str = "cpu") -> dict[str, Any]:
     from edgec.mpc.batch import open_batch, reference_from_rows, run_batch
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import default_reference
 
     cfg = load_config(EXAMPLE / config)
-    lib = open_batch(cfg, plant)
+    lib = open_batch(cfg, plant, device=device)
+    threads = threads if device == "cpu" else [0]  # 0: one loop per GPU thread
     rows = default_reference(plant, seconds)
     ref = reference_from_rows("example path", rows[:, 0], rows[:, 1:], cfg)
     out = []
@@ -56,7 +72,7 @@ def measure(config: str, plant: str, seconds: float, sizes: list[int],
         for t in threads:
             best, reps, spent = float("inf"), 0, 0.0
             while reps < 1 or (spent < 0.5 and reps < 50):
-                run = run_batch(lib, n, VARY[plant], [ref], seed=0, threads=t)
+                run = run_batch(lib, n, VARY[plant], [ref], seed=0, threads=t or None)
                 best, reps, spent = min(best, run.seconds), reps + 1, spent + run.seconds
             ticks = run.loop_ticks
             out.append({"loops": n, "threads": t, "loop_ticks": ticks, "seconds": best,
@@ -66,6 +82,7 @@ def measure(config: str, plant: str, seconds: float, sizes: list[int],
     return {
         "config": config, "plant": plant, "ticks_per_loop": len(ref.rows) - 1,
         "vary": {k: list(v) for k, v in VARY[plant].items()},
+        "device": device, "gpu": gpu_name() if device == "cuda" else None,
         "cpu": cpu_name(), "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
         "rows": out,
     }
@@ -78,24 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plant", default="msd", choices=sorted(VARY))
     ap.add_argument("--seconds", type=float, default=5.0, help="path length (default: 5 s)")
     ap.add_argument("--sizes", default="1,1000,10000", help="loop counts N")
-    ap.add_argument("--threads", default="1,2", help="thread counts T")
+    ap.add_argument("--threads", default="1,2", help="thread counts T (device cpu)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    from edgec.errors import EdgecError
+
     t0 = time.perf_counter()
-    res = measure(args.config, args.plant, args.seconds,
-                  [int(v) for v in args.sizes.split(",")],
-                  [int(v) for v in args.threads.split(",")])
+    try:
+        res = measure(args.config, args.plant, args.seconds,
+                      [int(v) for v in args.sizes.split(",")],
+                      [int(v) for v in args.threads.split(",")], args.device)
+    except EdgecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"batched closed loops: {res['config']} on '{res['plant']}', "
-          f"{res['ticks_per_loop']} ticks per loop, varied {res['vary']}; {res['cpu']}, "
+          f"{res['ticks_per_loop']} ticks per loop, varied {res['vary']}; device {res['device']}"
+          f"{' (' + res['gpu'] + ')' if res['gpu'] else ''}; {res['cpu']}, "
           f"{res['cpus']} CPUs, load average {res['load_average'][0]:.2f} at the start; "
           f"{time.perf_counter() - t0:.0f} s in all")
     print(format_table(
         ["N", "threads", "loop-ticks/s", "loops/s", "seconds", "solver iterations/tick",
          "repeats"],
-        [[r["loops"], r["threads"], f"{r['loop_ticks_per_s']:,.0f}",
+        [[r["loops"], r["threads"] or "GPU", f"{r['loop_ticks_per_s']:,.0f}",
           f"{r['loops_per_s']:,.1f}", f"{r['seconds']:.3g}", f"{r['mean_iterations']:.2f}",
           r["repeats"]]
          for r in res["rows"]],

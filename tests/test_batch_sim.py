@@ -164,8 +164,8 @@ def test_bad_batch_options_exit_2_before_building(capsys: pytest.CaptureFixture[
         (["--batch", "4", "--vary", "k=1:2"], "plant 'soft-actuator' has: inertia (kg m^2), "
          "damping (N m s), k1 (N m/rad), k3 (N m/rad^3), k_cc (m), f_max (N), radius (m), "
          "mgl (N m), delay (ticks)"),
-        (["--batch", "4", "--device", "cuda"], "--device cuda: the batched simulator has no "
-         "GPU build"),
+        (["--batch", "4", "--device", "cuda", "--threads", "2"], "--threads is for --device "
+         "cpu"),
         (["--batch", "0"], "--batch 0: needs at least 1 loop"),
         (["--batch", "2", "--threads", "0"], "--threads 0: needs at least 1 thread"),
         (["--batch", "2", "--noise", "-1"], "--noise -1.0"),

@@ -40,7 +40,7 @@ def _simulate_args(p: argparse.ArgumentParser) -> None:
         "writes batch.csv and batch.png (see edgec/mpc/batch.py)")
     b.add_argument("--batch", type=int, metavar="N", help="run N loops")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the loops run (cpu: host threads)")
+                   help="where the loops run (cpu: host threads; cuda: one loop per GPU thread)")
     b.add_argument("--vary", action="append", default=[], metavar="PARAM=LO:HI",
                    help="draw plant parameter PARAM of loops 1.. uniformly from [LO, HI] "
                    "(repeatable; msd: m, c, k, delay; soft-actuator: inertia, damping, k1, k3, "
@@ -184,11 +184,9 @@ def _simulate_batch(args: argparse.Namespace) -> int:
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import load_reference
 
-    if args.device == "cuda":
-        raise EdgecError(
-            "--device cuda: the batched simulator has no GPU build in this edgec (it needs "
-            "edgec's CUDA back-end and a GPU); use --device cpu"
-        )
+    if args.device == "cuda" and args.threads is not None:
+        raise EdgecError("--threads is for --device cpu (--device cuda runs one loop per GPU "
+                         "thread)")
     if args.target:
         raise EdgecError("--target runs one loop on an emulated board: drop it or --batch")
     if args.reference and args.reference_set:
@@ -207,6 +205,7 @@ def _simulate_batch(args: argparse.Namespace) -> int:
     _, summary = simulate_batch(
         cfg, args.plant, args.batch, vary, refs, args.seed, args.threads, args.noise,
         args.output, label="" if args.json else f"{args.batch:,} closed loops",
+        device=args.device,
     )
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))

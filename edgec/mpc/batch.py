@@ -4,7 +4,8 @@ and a C plant (``firmware/plants``), split over POSIX threads, in one shared lib
 Loop i runs the controller (firmware/mpc/edgec_mpc.c + the compiled forward model, its own
 ``edgec_mpc_t``) against the plant with its own parameters, actuator delay, reference and
 measurement-noise seed; everything a loop does is in ``edgec_loop_run`` (firmware/plants/
-edgec_loop.c), written so that the same C can later run one loop per GPU thread.
+edgec_loop.c), which also runs one loop per GPU thread (``--device cuda``:
+:mod:`edgec.mpc.batch_cuda`, the same draws, references and reports).
 
 - Loop 0 is the nominal loop: the plant's nominal parameters, no delay, the first reference and
   no noise. It is the single-loop ``edgec simulate`` of the same controller and reference.
@@ -43,6 +44,7 @@ PLANT_FILES = ("edgec_plants.h", "edgec_plants.c", "edgec_loop.h", "edgec_loop.c
                "edgec_batch_host.c")
 PLANT_KIND = {"msd": 0, "soft-actuator": 1}  # EDGEC_PLANT_* in edgec_plants.h
 MAX_PARAMS = 8  # EDGEC_PLANT_MAX_PARAMS
+DEVICES = ("cpu", "cuda")
 MAX_DELAY = 32  # EDGEC_LOOP_MAX_DELAY
 #: what a loop scores, in the order of edgec_loop_result_t
 RESULT_FIELDS = ("rmse", "max_error", "ticks", "fallbacks", "u_limit", "rate_limit",
@@ -236,13 +238,17 @@ class Reference:
 
 @dataclass
 class BatchLibrary:
-    """The batch library loaded, with one batch's inputs kept alive for the C side."""
+    """The batch library loaded, with one batch's inputs kept alive for the C side. This is the
+    host library (``device`` cpu: loops over POSIX threads); :class:`edgec.mpc.batch_cuda.
+    CudaBatchLibrary` runs the same loops on a GPU through the hooks ``_bind``, ``_loaded``,
+    ``_run_slice`` and ``_trace_loop``."""
 
     cfg: MpcConfig
     plant: Plant
     path: Path
     lib: Any = None
     _keep: list[Any] = field(default_factory=list)
+    device = "cpu"
 
     def __post_init__(self) -> None:
         self.lib = ctypes.CDLL(str(self.path))
@@ -254,6 +260,13 @@ class BatchLibrary:
         if tuple(layout) != want:  # pragma: no cover - the C and this file disagree
             raise EdgecError(f"batch library {self.path.name}: layout {tuple(layout)} is not "
                              f"the expected {want}: edgec installation is inconsistent")
+        self._bind()
+        self.spec: _Spec | None = None
+        self.n = 0
+        self.refs: list[Reference] = []
+        self.ref_index = np.zeros(0, np.int32)
+
+    def _bind(self) -> None:
         self.lib.edgec_batch_run.argtypes = [ctypes.POINTER(_Spec), ctypes.c_int, ctypes.c_int,
                                              ctypes.c_int, ctypes.c_void_p]
         self.lib.edgec_batch_run.restype = ctypes.c_int
@@ -263,10 +276,6 @@ class BatchLibrary:
         self.lib.edgec_batch_plant_rollout.argtypes = [
             ctypes.c_int, _DP, _DP, _DP, ctypes.c_double, ctypes.c_int, ctypes.c_int, _DP, _DP]
         self.lib.edgec_batch_plant_rollout.restype = None
-        self.spec: _Spec | None = None
-        self.n = 0
-        self.refs: list[Reference] = []
-        self.ref_index = np.zeros(0, np.int32)
 
     def _arr(self, a: np.ndarray, dtype: Any, ctype: Any) -> Any:
         a = np.ascontiguousarray(a, dtype)
@@ -297,9 +306,17 @@ class BatchLibrary:
             self._arr(rows, np.int32, c_int),
         )
         self.n = n
+        self._loaded(len(refs), int(rows.sum()))
+
+    def _loaded(self, n_refs: int, n_rows: int) -> None:
+        """The batch is set up (the host library reads the spec where it lies)."""
 
     def ticks(self, i: int) -> int:
         return len(self.refs[int(self.ref_index[i])].rows) - 1
+
+    def slice_size(self, threads: int) -> int:
+        """Loops per call of the library (a progress bar advances between calls)."""
+        return max(64 * threads, -(-self.n // 50))
 
     def run(self, threads: int, label: str = "") -> np.ndarray:
         """Every loop's result (structured array, :data:`RESULT_DTYPE`); ``label``: a progress
@@ -308,14 +325,19 @@ class BatchLibrary:
 
         assert self.spec is not None
         out = np.zeros(self.n, RESULT_DTYPE)
-        step = max(64 * threads, -(-self.n // 50))
+        step = self.slice_size(threads)
         chunks = [(a, min(step, self.n - a)) for a in range(0, self.n, step)]
         for first, count in progress(chunks, label) if label else chunks:
-            rc = self.lib.edgec_batch_run(ctypes.byref(self.spec), first, count, threads,
-                                          out.ctypes.data)
-            if rc != 0:
-                raise EdgecError("the batched simulator ran out of memory")
+            self._check(self._run_slice(first, count, threads, out))
         return out
+
+    def _run_slice(self, first: int, count: int, threads: int, out: np.ndarray) -> int:
+        return int(self.lib.edgec_batch_run(ctypes.byref(self.spec), first, count, threads,
+                                            out.ctypes.data))
+
+    def _check(self, rc: int) -> None:
+        if rc != 0:
+            raise EdgecError("the batched simulator ran out of memory")
 
     def trace(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Loop i again, alone, recording: (its result, rows (ticks, 3 + 2 NU) of y, applied
@@ -323,10 +345,12 @@ class BatchLibrary:
         assert self.spec is not None
         res = np.zeros(1, RESULT_DTYPE)
         tr = np.zeros((self.ticks(i), 3 + 2 * self.cfg.commands), np.float64)
-        if self.lib.edgec_batch_trace(ctypes.byref(self.spec), i, res.ctypes.data,
-                                      tr.ctypes.data_as(_DP)) != 0:
-            raise EdgecError("the batched simulator ran out of memory")
+        self._check(self._trace_loop(i, res, tr))
         return res[0], tr
+
+    def _trace_loop(self, i: int, res: np.ndarray, tr: np.ndarray) -> int:
+        return int(self.lib.edgec_batch_trace(ctypes.byref(self.spec), i, res.ctypes.data,
+                                              tr.ctypes.data_as(_DP)))
 
     def plant_rollout(self, params: np.ndarray, u: np.ndarray) -> np.ndarray:
         """The C plant alone from rest under commands u (k, nu): states (k + 1, 2)."""
@@ -359,10 +383,18 @@ def check_batch_plant(cfg: MpcConfig, plant_name: str) -> Plant:
 
 
 def open_batch(cfg: MpcConfig, plant_name: str, ctrl: Controller | None = None,
-               module: Any = None) -> BatchLibrary:
+               module: Any = None, device: str = "cpu") -> BatchLibrary:
+    """The batch library of the controller on ``device`` (cpu: the host library; cuda: the
+    nvcc build, after checking that a GPU is visible)."""
     from edgec.mpc.build import build_controller
 
+    if device not in DEVICES:
+        raise EdgecError(f"--device {device}: the batched simulator runs on {', '.join(DEVICES)}")
     plant = check_batch_plant(cfg, plant_name)
+    if device == "cuda":
+        from edgec.mpc.batch_cuda import open_cuda_batch
+
+        return open_cuda_batch(cfg, plant, ctrl, module)
     ctrl = ctrl if ctrl is not None else build_controller(cfg, module)
     return BatchLibrary(cfg, plant, build_batch_library(ctrl))
 

@@ -74,10 +74,10 @@ def summarize(run: BatchRun) -> dict[str, Any]:
     return {
         "plant": run.plant_name,
         "controller": run.library.cfg.name,
-        "device": "cpu",
+        "device": run.library.device,
         "loops": int(len(res)),
         "loop_ticks": run.loop_ticks,
-        "threads": run.threads,
+        "threads": run.threads if run.library.device == "cpu" else None,
         "seed": run.seed,
         "vary": {k: list(v) for k, v in run.vary.items()},
         "noise": float(run.draws.noise.max(initial=0.0)),
@@ -138,8 +138,9 @@ def describe(s: dict[str, Any]) -> str:
     vary = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in s["vary"].items()) or "none"
     rate = s["loop_ticks_per_s"]
     speed = f", {rate:,.0f} loop-ticks/s" if rate else ""
-    return (f"{s['loops']:,} closed loops of '{s['controller']}' on '{s['plant']}' (device cpu, "
-            f"{s['threads']} thread(s)): {s['loop_ticks']:,} ticks in {s['seconds']:.2f} s"
+    where = (f"{s['threads']} thread(s)" if s["device"] == "cpu" else "one GPU thread per loop")
+    return (f"{s['loops']:,} closed loops of '{s['controller']}' on '{s['plant']}' (device "
+            f"{s['device']}, {where}): {s['loop_ticks']:,} ticks in {s['seconds']:.2f} s"
             f"{speed}; varied: {vary}; noise {s['noise']:g}; seed {s['seed']}; "
             f"{len(s['references'])} reference(s)")
 
@@ -242,14 +243,16 @@ def simulate_batch(
     out_dir: str | Path | None = None,
     module: Any = None,
     label: str = "",
+    device: str = "cpu",
 ) -> tuple[BatchRun, dict[str, Any]]:
     """Builds and runs the batch (default reference: the plant's example path for every loop),
-    summarizes it and, with ``out_dir``, writes batch.csv and batch.png there."""
+    summarizes it and, with ``out_dir``, writes batch.csv and batch.png there. ``device``: cpu
+    (POSIX threads) or cuda (one GPU thread per loop, edgec.mpc.batch_cuda)."""
     from edgec.mpc.batch import check_batch_args, open_batch, reference_from_rows, run_batch
     from edgec.mpc.simulate import default_reference
 
     check_batch_args(n, threads, noise)
-    lib = open_batch(cfg, plant_name, module=module)
+    lib = open_batch(cfg, plant_name, module=module, device=device)
     if refs is None:
         rows = default_reference(plant_name)
         refs = [reference_from_rows(f"example {plant_name} path", rows[:, 0], rows[:, 1:], cfg)]

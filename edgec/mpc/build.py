@@ -190,17 +190,19 @@ def config_header(cfg: MpcConfig, cm: CompiledModel) -> str:
     lines += [
         "",
         "#ifdef EDGEC_MPC_IMPLEMENTATION",
-        f"static const float edgec_mpc_u_min[{cfg.commands}] = {_floats(cfg.u_min)};",
-        f"static const float edgec_mpc_u_max[{cfg.commands}] = {_floats(cfg.u_max)};",
-        f"static const float edgec_mpc_du_max[{cfg.commands}] = {_floats(cfg.du_max)};",
-        f"static const float edgec_mpc_u_init[{cfg.commands}] = {_floats(cfg.u_init)};",
-        f"static const float edgec_mpc_du_weight[{cfg.commands}] = {_floats(cfg.du_weight)};",
+        "#ifndef EDGEC_MPC_DATA /* empty in C; __constant__ in a CUDA build (edgec_mpc.h) */",
+        "#define EDGEC_MPC_DATA",
+        "#endif",
     ]
+    per_command = (("u_min", cfg.u_min), ("u_max", cfg.u_max), ("du_max", cfg.du_max),
+                   ("u_init", cfg.u_init), ("du_weight", cfg.du_weight))
+    lines += [f"static EDGEC_MPC_DATA const float edgec_mpc_{n}[{cfg.commands}] = {_floats(v)};"
+              for n, v in per_command]
     if cfg.horizon_mode:
         idx = ", ".join(str(i) for i in cfg.track)
         lines += [
-            f"static const float edgec_mpc_q[{cfg.outputs}] = {_floats(cfg.q)};",
-            f"static const int edgec_mpc_out_index[{cfg.outputs}] = {{{idx}}};",
+            f"static EDGEC_MPC_DATA const float edgec_mpc_q[{cfg.outputs}] = {_floats(cfg.q)};",
+            f"static EDGEC_MPC_DATA const int edgec_mpc_out_index[{cfg.outputs}] = {{{idx}}};",
         ]
     lines += ["#endif", "", "#endif /* EDGEC_MPC_CONFIG_H */", ""]
     return "\n".join(lines)

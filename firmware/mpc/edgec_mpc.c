@@ -67,7 +67,7 @@ typedef char edgec_mpc_check_du_weight_has_one_value_per_command[
     (MPC_LEN(edgec_mpc_du_weight) == (size_t)EDGEC_MPC_NU) ? 1 : -1];
 
 /* the damping after an accepted step: a tenth, at least 1e-7 */
-static float damping_down(float lambda)
+static EDGEC_MPC_FN float damping_down(float lambda)
 {
     float next = lambda * 0.1f;
     if (next < 1e-7f) {
@@ -85,19 +85,19 @@ static float damping_down(float lambda)
 #define MPC_MANT_MASK 0x007fffffu
 #define MPC_SIGN_MASK 0x80000000u
 
-static uint32_t float_bits(float v)
+static EDGEC_MPC_FN uint32_t float_bits(float v)
 {
     uint32_t b;
     (void)memcpy(&b, &v, sizeof(b));
     return b;
 }
 
-static int is_finite(float v)
+static EDGEC_MPC_FN int is_finite(float v)
 {
     return (float_bits(v) & MPC_EXP_MASK) != MPC_EXP_MASK;
 }
 
-static int all_finite(const float *v, int n)
+static EDGEC_MPC_FN int all_finite(const float *v, int n)
 {
     int i;
     for (i = 0; i < n; ++i) {
@@ -109,7 +109,7 @@ static int all_finite(const float *v, int n)
 }
 
 /* a tick starts from a clean report and warm-starts from the last applied command */
-static void begin_tick(edgec_mpc_t *c, float *u)
+static EDGEC_MPC_FN void begin_tick(edgec_mpc_t *c, float *u)
 {
     int j;
     c->report.iterations = 0u;
@@ -122,7 +122,7 @@ static void begin_tick(edgec_mpc_t *c, float *u)
 }
 
 /* clamp that also maps NaN to the lower bound: the result is always in [lo, hi] */
-static float clampf(float v, float lo, float hi)
+static EDGEC_MPC_FN float clampf(float v, float lo, float hi)
 {
     const uint32_t b = float_bits(v);
     if (!is_finite(v)) { /* +inf to hi; NaN and -inf to lo */
@@ -138,7 +138,7 @@ static float clampf(float v, float lo, float hi)
 }
 
 /* per-command bounds of this tick: box limits intersected with the rate limit around `prev` */
-static void tick_bounds(const float *prev, float *lo, float *hi)
+static EDGEC_MPC_FN void tick_bounds(const float *prev, float *lo, float *hi)
 {
     int j;
     for (j = 0; j < NU; ++j) {
@@ -152,7 +152,7 @@ static void tick_bounds(const float *prev, float *lo, float *hi)
     }
 }
 
-static unsigned limit_flags(const float *u, const float *prev)
+static EDGEC_MPC_FN unsigned limit_flags(const float *u, const float *prev)
 {
     unsigned f = 0u;
     int j;
@@ -169,7 +169,7 @@ static unsigned limit_flags(const float *u, const float *prev)
 
 /* One model evaluation: out = g(z) and jac[NOUT][NJ] = d out / d z[0..NJ-1]. Returns 0 when
  * anything is not finite. */
-static int model_eval(edgec_mpc_t *c, float *z, float *out, float *jac)
+static EDGEC_MPC_FN int model_eval(edgec_mpc_t *c, float *z, float *out, float *jac)
 {
 #if EDGEC_MPC_JACOBIAN_EXACT
     EDGEC_MPC_MODEL_JAC(c->model_arena, z, out, jac);
@@ -202,7 +202,8 @@ static int model_eval(edgec_mpc_t *c, float *z, float *out, float *jac)
 
 /* Solves (A + diag(A) * lambda + tiny) d = -g by Cholesky (A symmetric positive semi-definite,
  * n x n). Returns 0 when the damped matrix is not positive definite. */
-static int damped_solve(const float *a, const float *g, float lambda, float *m, float *d)
+static EDGEC_MPC_FN int damped_solve(const float *a, const float *g, float lambda, float *m,
+                                     float *d)
 {
     int i;
     int j;
@@ -266,7 +267,7 @@ static int damped_solve(const float *a, const float *g, float lambda, float *m, 
 /* Newton system J d = -r (square, NY == NU) by Gaussian elimination with partial pivoting.
  * Returns 0 when J is singular to working precision. */
 #if EDGEC_MPC_NEWTON
-static int newton_solve(const float *jac, const float *r, float *d)
+static EDGEC_MPC_FN int newton_solve(const float *jac, const float *r, float *d)
 {
     float a[NU * NU];
     float b[NU];
@@ -321,7 +322,7 @@ static int newton_solve(const float *jac, const float *r, float *d)
 }
 #endif
 
-void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
+EDGEC_MPC_FN void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 {
     int j;
     int k;
@@ -351,7 +352,8 @@ void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 }
 
 /* push the newest n-vector v into a ring of `lags` slots (no-op without lags) */
-static void push_ring(float *hist, unsigned *head, unsigned lags, const float *v, int n)
+static EDGEC_MPC_FN void push_ring(float *hist, unsigned *head, unsigned lags, const float *v,
+                                   int n)
 {
     int j;
     if (lags == 0u) {
@@ -363,12 +365,12 @@ static void push_ring(float *hist, unsigned *head, unsigned lags, const float *v
     }
 }
 
-static void push_output(edgec_mpc_t *c, const float *y)
+static EDGEC_MPC_FN void push_output(edgec_mpc_t *c, const float *y)
 {
     push_ring(c->y_hist, &c->y_head, (unsigned)LY, y, NY);
 }
 
-static void push_command(edgec_mpc_t *c, const float *u)
+static EDGEC_MPC_FN void push_command(edgec_mpc_t *c, const float *u)
 {
     push_ring(c->u_hist, &c->u_head, (unsigned)LU, u, NU);
 }
@@ -383,7 +385,7 @@ typedef struct {
 } point_t;
 
 /* whether z is, bit for bit, the model input of the last tick's final iterate */
-static int same_as_last(const edgec_mpc_t *c, const float *z)
+static EDGEC_MPC_FN int same_as_last(const edgec_mpc_t *c, const float *z)
 {
     int same = 0;
     int j;
@@ -399,7 +401,7 @@ static int same_as_last(const edgec_mpc_t *c, const float *z)
 }
 
 /* keeps the model at p (a finite evaluation) for the next tick */
-static void keep_last(edgec_mpc_t *c, const point_t *p)
+static EDGEC_MPC_FN void keep_last(edgec_mpc_t *c, const point_t *p)
 {
     (void)memcpy(c->last_z, p->z, sizeof(c->last_z));
     (void)memcpy(c->last_y, p->y, sizeof(c->last_y));
@@ -409,7 +411,7 @@ static void keep_last(edgec_mpc_t *c, const point_t *p)
 
 /* evaluates the model at p->u (or, with may_reuse, takes the last tick's final evaluation when
  * the model input is the same); fills y, jac, the objective and the max residual */
-static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p, int may_reuse)
+static EDGEC_MPC_FN int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p, int may_reuse)
 {
     int i;
     int j;
@@ -439,8 +441,8 @@ static int eval_point(edgec_mpc_t *c, const float *y_ref, point_t *p, int may_re
 }
 
 /* gradient of the objective and the Gauss-Newton matrix J^T J + diag(w) */
-static void normal_equations(const edgec_mpc_t *c, const float *y_ref, const point_t *p,
-                             float *a, float *g)
+static EDGEC_MPC_FN void normal_equations(const edgec_mpc_t *c, const float *y_ref,
+                                          const point_t *p, float *a, float *g)
 {
     int i;
     int j;
@@ -463,8 +465,8 @@ static void normal_equations(const edgec_mpc_t *c, const float *y_ref, const poi
 
 /* returns the flags; writes the solution to u (unchanged on fallback); lo, hi: this tick's
  * command bounds (tick_bounds around c->u_last) */
-static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, const float *lo,
-                               const float *hi, float *u)
+static EDGEC_MPC_FN unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref,
+                                            const float *lo, const float *hi, float *u)
 {
     point_t cur;
     point_t trial;
@@ -568,7 +570,7 @@ static unsigned solve_one_step(edgec_mpc_t *c, const float *y_ref, const float *
     return flags;
 }
 
-void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement)
+EDGEC_MPC_FN void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement)
 {
     int k;
     int j;
@@ -583,8 +585,8 @@ void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement)
     }
 }
 
-unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measurement,
-                        float *u_out)
+EDGEC_MPC_FN unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref,
+                                     const float *measurement, float *u_out)
 {
     float u[NU];
     float lo[NU];
@@ -636,7 +638,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
 typedef edgec_mpc_plan_t plan_t;
 typedef edgec_mpc_work_t work_t;
 
-void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
+EDGEC_MPC_FN void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 {
     int j;
     (void)c;
@@ -649,7 +651,7 @@ void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z)
 }
 
 /* makes the plan feasible: each u_k in the box and within du_max of u_{k-1} */
-static void project_plan(const float *u_last, float *u)
+static EDGEC_MPC_FN void project_plan(const float *u_last, float *u)
 {
     float lo[NU];
     float hi[NU];
@@ -665,7 +667,8 @@ static void project_plan(const float *u_last, float *u)
 
 /* rolls the model over the horizon from x0; cost, max tracking error, and (chained Jacobians)
  * the Gauss-Newton matrix and gradient of the weighted residuals */
-static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_ref, plan_t *p)
+static EDGEC_MPC_FN int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_ref,
+                                plan_t *p)
 {
     float x[NX];
     float cost = 0.0f;
@@ -747,7 +750,8 @@ static int rollout(edgec_mpc_t *c, work_t *w, const float *x0, const float *y_re
     return 1;
 }
 
-static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_ref, float *u)
+static EDGEC_MPC_FN unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_ref,
+                                           float *u)
 {
     plan_t *cur = &c->plans[0];
     plan_t *trial = &c->plans[1];
@@ -829,14 +833,14 @@ static unsigned solve_horizon(edgec_mpc_t *c, const float *x0, const float *y_re
     return flags;
 }
 
-void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement)
+EDGEC_MPC_FN void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement)
 {
     (void)c;
     (void)measurement;
 }
 
-unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measurement,
-                        float *u_out)
+EDGEC_MPC_FN unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref,
+                                     const float *measurement, float *u_out)
 {
     float u[NU];
     float lo[NU];
@@ -873,7 +877,7 @@ unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measure
 #endif /* EDGEC_MPC_HORIZON_MODE */
 
 /* ------------------------------------------------------------------------------------------ */
-void edgec_mpc_init(edgec_mpc_t *c)
+EDGEC_MPC_FN void edgec_mpc_init(edgec_mpc_t *c)
 {
     int j;
     int k;
@@ -893,12 +897,12 @@ void edgec_mpc_init(edgec_mpc_t *c)
     }
 }
 
-const edgec_mpc_report_t *edgec_mpc_last_report(const edgec_mpc_t *c)
+EDGEC_MPC_FN const edgec_mpc_report_t *edgec_mpc_last_report(const edgec_mpc_t *c)
 {
     return &c->report;
 }
 
-size_t edgec_mpc_sizeof(void)
+EDGEC_MPC_FN size_t edgec_mpc_sizeof(void)
 {
     return sizeof(edgec_mpc_t);
 }

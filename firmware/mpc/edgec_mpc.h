@@ -37,6 +37,15 @@
 
 #include <stddef.h>
 
+/* EDGEC_MPC_FN: the qualifier of every runtime function, empty in C. A CUDA translation unit
+ * that runs controllers on the GPU defines it before including this file: __device__ in edgec's
+ * batched simulator (templates/cuda/batch_sim.cu.j2), whose forward model is the CUDA back-end's
+ * device code (nvcc refuses a __host__ __device__ function that calls device-only code or reads
+ * __constant__ tables). The configuration's constant tables take EDGEC_MPC_DATA likewise. */
+#ifndef EDGEC_MPC_FN
+#define EDGEC_MPC_FN
+#endif
+
 #include "edgec_mpc_config.h"
 
 #ifdef __cplusplus
@@ -128,26 +137,26 @@ typedef struct {
 } edgec_mpc_t;
 
 /* Resets the controller: u = u_init, past commands = u_init, past outputs = 0. */
-void edgec_mpc_init(edgec_mpc_t *c);
+EDGEC_MPC_FN void edgec_mpc_init(edgec_mpc_t *c);
 
 /* Fills the output delay line with one measurement [ y | s ] (one-step mode; optional). */
-void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement);
+EDGEC_MPC_FN void edgec_mpc_prime(edgec_mpc_t *c, const float *measurement);
 
 /* One control tick. y_ref: EDGEC_MPC_REF_SIZE values; measurement: EDGEC_MPC_MEAS_SIZE values;
  * u_out: EDGEC_MPC_NU values, always within the limits. Returns the tick's flags. */
-unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref, const float *measurement,
-                        float *u_out);
+EDGEC_MPC_FN unsigned edgec_mpc_step(edgec_mpc_t *c, const float *y_ref,
+                                     const float *measurement, float *u_out);
 
 /* The report of the last tick. */
-const edgec_mpc_report_t *edgec_mpc_last_report(const edgec_mpc_t *c);
+EDGEC_MPC_FN const edgec_mpc_report_t *edgec_mpc_last_report(const edgec_mpc_t *c);
 
 /* The model input z for command u with the current delay lines (one-step mode). Between
  * ticks the lines hold the last tick's measurement as the newest output and its command as the
  * newest past command. z: EDGEC_MPC_NZ values. */
-void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z);
+EDGEC_MPC_FN void edgec_mpc_model_input(const edgec_mpc_t *c, const float *u, float *z);
 
 /* sizeof(edgec_mpc_t), for foreign-function callers. */
-size_t edgec_mpc_sizeof(void);
+EDGEC_MPC_FN size_t edgec_mpc_sizeof(void);
 
 
 #ifdef __cplusplus

@@ -136,17 +136,3 @@ void edgec_batch_plant_rollout(int kind, const double *params, const double *u_m
         }
     }
 }
-
-/* Layout facts the caller checks its mirror of the structs against: sizeof(spec),
- * sizeof(result), trace width, max delay, NU, NY, max params, horizon mode. */
-void edgec_batch_layout(long *out)
-{
-    out[0] = (long)sizeof(edgec_loop_spec_t);
-    out[1] = (long)sizeof(edgec_loop_result_t);
-    out[2] = EDGEC_LOOP_TRACE_WIDTH;
-    out[3] = EDGEC_LOOP_MAX_DELAY;
-    out[4] = EDGEC_MPC_NU;
-    out[5] = EDGEC_MPC_NY;
-    out[6] = EDGEC_PLANT_MAX_PARAMS;
-    out[7] = EDGEC_MPC_HORIZON_MODE;
-}

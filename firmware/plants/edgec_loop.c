@@ -159,3 +159,18 @@ EDGEC_LOOP_FN void edgec_loop_run(const edgec_loop_spec_t *spec, int i, edgec_mp
     result->mean_iterations = iters / (double)n;
     result->mean_evaluations = evals / (double)n;
 }
+
+/* Layout facts the caller checks its mirror of the structs against: sizeof(spec),
+ * sizeof(result), trace width, max delay, NU, NY, max params, horizon mode. A host function in
+ * the CPU and the GPU library alike. */
+void edgec_batch_layout(long *out)
+{
+    out[0] = (long)sizeof(edgec_loop_spec_t);
+    out[1] = (long)sizeof(edgec_loop_result_t);
+    out[2] = EDGEC_LOOP_TRACE_WIDTH;
+    out[3] = EDGEC_LOOP_MAX_DELAY;
+    out[4] = EDGEC_MPC_NU;
+    out[5] = EDGEC_MPC_NY;
+    out[6] = EDGEC_PLANT_MAX_PARAMS;
+    out[7] = EDGEC_MPC_HORIZON_MODE;
+}

@@ -16,8 +16,9 @@
  * the loop is scored on y((k + 1) dt) - ref((k + 1) dt).
  *
  * C99, no globals, no allocation, no recursion: edgec_loop_run() may be compiled as device code
- * (EDGEC_LOOP_FN = __host__ __device__), with the controller state edgec_mpc_t supplied by the
- * caller (a thread's stack or scratch on the host; local or global memory on a GPU).
+ * (EDGEC_LOOP_FN = __device__ in edgec's GPU simulator, templates/cuda/batch_sim.cu.j2, as the
+ * controller it calls is device code there), with the controller state edgec_mpc_t supplied by
+ * the caller (a thread's stack or scratch on the host; local memory on a GPU).
  */
 #ifndef EDGEC_LOOP_H
 #define EDGEC_LOOP_H
@@ -70,6 +71,9 @@ typedef struct {
  * trace: NULL, or ref_rows[ref_index[i]] - 1 rows of EDGEC_LOOP_TRACE_WIDTH values. */
 EDGEC_LOOP_FN void edgec_loop_run(const edgec_loop_spec_t *spec, int i, edgec_mpc_t *ctrl,
                                   edgec_loop_result_t *result, double *trace);
+
+/* Layout facts for a foreign caller's mirror of these structs (8 values, see edgec_loop.c). */
+void edgec_batch_layout(long *out);
 
 #ifdef __cplusplus
 }

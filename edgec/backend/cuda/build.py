@@ -32,9 +32,9 @@ CPU_HINT = ("the host build of the same code runs without one: m.run(..., device
 DEFAULT_CUDA_HOMES: tuple[str, ...] = ("/usr/local/cuda",)
 
 
-def find_nvcc() -> str:
+def find_nvcc(hint: str = CPU_HINT) -> str:
     """nvcc: ``$NVCC``, else on PATH, else ``$CUDA_HOME/bin/nvcc`` (or ``$CUDA_PATH``), else
-    under :data:`DEFAULT_CUDA_HOMES`; a one-line error if none."""
+    under :data:`DEFAULT_CUDA_HOMES`; a one-line error if none (ending with ``hint``)."""
     env = os.environ.get("NVCC")
     if env:
         if Path(env).is_file() and os.access(env, os.X_OK):
@@ -50,7 +50,7 @@ def find_nvcc() -> str:
     looked = ["PATH", "$NVCC", "$CUDA_HOME/bin", *(f"{h}/bin" for h in DEFAULT_CUDA_HOMES)]
     raise ToolchainError(
         f"nvcc not found (looked in {', '.join(looked)}): install the CUDA "
-        f"toolkit to build target cuda models for a GPU; {CPU_HINT}"
+        f"toolkit to build target cuda models for a GPU; {hint}"
     )
 
 
@@ -71,10 +71,10 @@ def gpu_count() -> tuple[int, str]:
     return n.value, ""
 
 
-def require_gpu() -> None:
+def require_gpu(hint: str = CPU_HINT) -> None:
     n, why = gpu_count()
     if n == 0:
-        raise EdgecError(f"no CUDA GPU visible: {why}; {CPU_HINT}")
+        raise EdgecError(f"no CUDA GPU visible: {why}; {hint}")
 
 
 def _cuda_cache() -> Path:
@@ -114,23 +114,31 @@ def _nvcc_object(src: CudaSources, arch: str, out_dir: Path,
 
 def build_device(src: CudaSources, glue: str, arch: str = "native") -> Path:
     """The model and its glue as a shared library for the GPU (nvcc), cached by content."""
-    nvcc = find_nvcc()
     fmad = ("-fmad=false",) if src.exact_fp else ()
-    flags = (*NVCC_FLAGS, *fmad, f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC")
     files = {f"{src.name}.h": src.header, f"{src.name}.cu": src.source, "glue.cu": glue}
-    parts = [nvcc, *flags]
+    return build_device_library(src.name, files, [f"{src.name}.cu", "glue.cu"], fmad, arch,
+                                f"'{src.name}.cu'")
+
+
+def build_device_library(name: str, files: dict[str, str], sources: list[str],
+                         extra: tuple[str, ...], arch: str, what: str) -> Path:
+    """``files`` (name → text; ``sources`` the .cu among them) built by nvcc into a shared
+    library for ``arch``, warnings as errors, cached by content and flags."""
+    nvcc = find_nvcc()
+    flags = (*NVCC_FLAGS, *extra, f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC")
+    parts = [nvcc, *flags, *sources]
     for fname in sorted(files):
         parts += [fname, files[fname]]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
-    lib = _cuda_cache() / f"{src.name}-{key}.so"
+    lib = _cuda_cache() / f"{name}-{key}.so"
     if lib.is_file():
         return lib
     with tempfile.TemporaryDirectory(prefix="edgec-cuda-") as tmp:
         for fname, text in files.items():
             (Path(tmp) / fname).write_text(text)
         out = Path(tmp) / "lib.so"
-        _run_nvcc([nvcc, *flags, "-I", tmp, "-o", str(out), str(Path(tmp) / f"{src.name}.cu"),
-                   str(Path(tmp) / "glue.cu")], f"'{src.name}.cu'")
+        _run_nvcc([nvcc, *flags, "-I", tmp, "-o", str(out),
+                   *[str(Path(tmp) / s) for s in sources]], what)
         tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(out, tmp_lib)
         os.replace(tmp_lib, lib)

@@ -141,6 +141,11 @@ def _env() -> jinja2.Environment:
     )
 
 
+def render_template(template: str, **variables: Any) -> str:
+    """One of ``templates/cuda/`` rendered (e.g. ``batch_sim.cu.j2``: edgec.mpc.batch_cuda)."""
+    return _env().get_template(template).render(**variables)
+
+
 _FUNC = re.compile(r"^static\s+[^=;\[{]*\(")
 
 
