@@ -199,10 +199,58 @@ def test_tune_batch_on_ray_ranks_over_the_loops(ray_session, tmp_path, capsys):
     assert "--batch/--vary/--noise/--aggregate" in capsys.readouterr().err
 
 
+def test_batch_trial_resources_and_device():
+    """cpu: one CPU; cuda: one CPU and an equal share of the cluster's GPUs; auto: cuda where
+    the cluster has GPUs, else cpu; cuda on a cluster without GPUs: one-line error."""
+    from edgec.scale.trial import BatchTrial
+    from edgec.scale.tune import trial_resources
+
+    b = BatchTrial(4, {}, 0.0, 0, "mean", "auto")
+    assert trial_resources(None, 8, 2) == (None, {"cpu": 1})
+    assert trial_resources(b, 8, 0) == (BatchTrial(4, {}, 0.0, 0, "mean", "cpu"), {"cpu": 1})
+    got, res = trial_resources(b, 8, 2)
+    assert got is not None and got.device == "cuda" and res == {"cpu": 1, "gpu": 0.25}
+    assert trial_resources(b, 1, 2)[1] == {"cpu": 1, "gpu": 1.0}
+    with pytest.raises(EdgecError, match="no GPU"):
+        trial_resources(BatchTrial(4, {}, 0.0, 0, "mean", "cuda"), 8, 0)
+
+
+def test_gpu_batch_trial_from_shipped_sources_equals_the_cpu_trial(monkeypatch):
+    """A GPU batch trial builds the GPU simulator from the model shipped as text (C and CUDA
+    sources, no graph): the same files as from the compiled model, and, through the host build
+    of that .cu (no GPU here), the same trial result as the CPU library bit for bit."""
+    import functools
+
+    from edgec.mpc import batch_cuda
+    from edgec.mpc.build import Controller, build_controller
+    from edgec.mpc.config import load_config
+    from edgec.scale.trial import BatchTrial, run_trial
+    from edgec.scale.tune import make_job
+
+    space = space_from_dict({"solver.du_weight": {"values": [1e-6]}}, "space")
+    cfg = load_config(CONFIG)
+    b = BatchTrial(5, VARY_K, 1e-3, 2, "max", "cuda")
+    gpu_job, _ = make_job(CONFIG, "msd", space, duration=float(DURATION), batch=b)
+    shipped = gpu_job.models[cfg.jacobian]
+    assert shipped.cuda_sources is not None
+    assert batch_cuda.batch_cuda_files(Controller(cfg, shipped)) == \
+        batch_cuda.batch_cuda_files(build_controller(cfg))
+    monkeypatch.setattr(batch_cuda, "open_cuda_batch",
+                        functools.partial(batch_cuda.open_cuda_batch, host=True))
+    cpu_job, _ = make_job(CONFIG, "msd", space, duration=float(DURATION),
+                          batch=BatchTrial(5, VARY_K, 1e-3, 2, "max", "cpu"))
+    assert cpu_job.models[cfg.jacobian].cuda_sources is None
+    a, g = run_trial(cpu_job, {}), run_trial(gpu_job, {})
+    assert (a["device"], g["device"]) == ("cpu", "cuda")
+    for k in ("rmse", "max_error", "objective", "fallbacks", "ticks", "worst_loop"):
+        assert a[k] == g[k], k
+
+
 @pytest.mark.parametrize("extra, msg", [
     (["--vary", "k=1:2"], "--vary is an option of robust tuning: add --batch N"),
     (["--batch", "0"], "--batch 0: needs at least 1 loop"),
     (["--batch", "2", "--vary", "q=1:2"], "q"),
+    (["--device", "cuda"], "--device is an option of robust tuning: add --batch N"),
 ])
 def test_tune_batch_option_errors_are_one_line(extra, msg, tmp_path, capsys):
     pytest.importorskip("ray.tune")

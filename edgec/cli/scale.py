@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from edgec.cli.common import add_ray_args, output_dir
 from edgec.errors import EdgecError
-from edgec.scale.trial import AGGREGATES, BatchTrial
+from edgec.scale.trial import AGGREGATES, BATCH_DEVICES, BatchTrial
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -52,6 +52,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
                    help="Gaussian noise on the measured output, loops 1..")
     b.add_argument("--aggregate", choices=AGGREGATES, default="mean",
                    help="the trial's objective over its loops")
+    b.add_argument("--device", choices=BATCH_DEVICES, default="auto",
+                   help="where a trial's loops run: cpu (its one CPU), cuda (the GPU simulator, "
+                   "each trial holding an equal share of the cluster's GPUs), auto (cuda when "
+                   "the Ray cluster has GPUs, else cpu)")
     add_ray_args(p)
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR without repeating its finished trials")
@@ -114,14 +118,15 @@ def _batch_trial(args: argparse.Namespace) -> BatchTrial | None:
     error)."""
     if args.batch is None:
         for flag, used in (("--vary", args.vary), ("--noise", args.noise != 0.0),
-                           ("--aggregate", args.aggregate != "mean")):
+                           ("--aggregate", args.aggregate != "mean"),
+                           ("--device", args.device != "auto")):
             if used:
                 raise EdgecError(f"{flag} is an option of robust tuning: add --batch N")
         return None
     from edgec.mpc.batch import parse_vary
 
     return BatchTrial(args.batch, parse_vary(args.vary, args.plant), args.noise, args.seed,
-                      args.aggregate)
+                      args.aggregate, args.device)
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,11 @@ CPU_HINT = "the batched simulator runs on the host with --device cpu"
 
 def model_sources(ctrl: Controller) -> CudaSources:
     """The forward model (the controller's optimised graph, Jacobian included) as CUDA sources,
-    named ``<model>_cu`` beside the C model that the config header names."""
+    named ``<model>_cu`` beside the C model that the config header names. A model shipped as
+    text (a tuning trial's :class:`edgec.scale.trial.ShippedModel`) brings them along."""
+    shipped = getattr(ctrl.model, "cuda_sources", None)
+    if shipped is not None:
+        return cast(CudaSources, shipped)
     return emit_cuda(ctrl.model.graph, f"{ctrl.model.name}_cu")
 
 

@@ -37,6 +37,9 @@ from edgec.scale.space import INTEGER_KEYS, apply_params
 DIVERGED = 1e9
 #: how a batch trial's objective combines its loops' objectives
 AGGREGATES = ("mean", "p95", "max")
+#: where a batch trial's loops run: cpu, cuda (each trial holds a share of a GPU), auto (cuda
+#: when the Ray cluster has GPUs)
+BATCH_DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class BatchTrial:
     noise: float = 0.0
     seed: int = 0  # of the draws: every trial sees the same plants
     aggregate: str = "mean"
+    device: str = "cpu"  # cpu or cuda once the driver has resolved "auto" (trial_resources)
 
     def record(self) -> dict[str, Any]:
         """What a resumed run must match."""
@@ -63,6 +67,9 @@ class ShippedModel:
     c_header: str
     c_source: str
     port_macros: tuple[str, ...]  # input then output macro stems (the config's size checks)
+    #: the same model as CUDA per-sample code (edgec.backend.cuda.emit.CudaSources), for batch
+    #: trials on a GPU; None when the trials run on CPUs only
+    cuda_sources: Any = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,12 @@ def _batch_loops(job: TrialJob, cfg: Any, ctrl: Controller, b: BatchTrial) -> di
         run_batch,
     )
 
-    lib = BatchLibrary(cfg, check_batch_plant(cfg, job.plant), build_batch_library(ctrl))
+    if b.device == "cuda":
+        from edgec.mpc.batch_cuda import open_cuda_batch
+
+        lib: BatchLibrary = open_cuda_batch(cfg, check_batch_plant(cfg, job.plant), ctrl)
+    else:
+        lib = BatchLibrary(cfg, check_batch_plant(cfg, job.plant), build_batch_library(ctrl))
     refs = [reference_from_rows(job.source, job.t, job.ref, cfg)]
     for _ in range(max(1, job.repeats)):
         r = run_batch(lib, b.n, b.vary, refs, b.seed, threads=1, noise=b.noise).results
@@ -159,6 +171,7 @@ def _batch_loops(job: TrialJob, cfg: Any, ctrl: Controller, b: BatchTrial) -> di
         "limit_hits": int((r["u_limit"] + r["rate_limit"]).sum()),
         "ticks": int(r["ticks"].sum()),
         "loops": b.n,
+        "device": b.device,
         "worst_loop": int(np.argmax(per_loop)),
         "objective": min(DIVERGED, aggregate(per_loop, b.aggregate)),
     }

@@ -39,6 +39,7 @@ from edgec.scale.session import cluster_cpus, require_tune, start
 from edgec.scale.space import Space, apply_params, dump_toml, load_space
 from edgec.scale.trial import (
     AGGREGATES,
+    BATCH_DEVICES,
     DIVERGED,
     BatchTrial,
     ShippedModel,
@@ -155,8 +156,9 @@ def _reference(
     return t, ref
 
 
-def _ship_models(cfg: MpcConfig, space: Space) -> dict[str, ShippedModel]:
-    """The forward model compiled once per Jacobian kind the trials can ask for, as C text."""
+def _ship_models(cfg: MpcConfig, space: Space, cuda: bool = False) -> dict[str, ShippedModel]:
+    """The forward model compiled once per Jacobian kind the trials can ask for, as C text
+    (``cuda``: also as CUDA per-sample code, for batch trials on GPUs)."""
     kinds = {cfg.jacobian}
     for p in space.params:
         if p.key == "solver.jacobian":
@@ -164,7 +166,12 @@ def _ship_models(cfg: MpcConfig, space: Space) -> dict[str, ShippedModel]:
     out = {}
     for kind in sorted(kinds):
         cm = compile_forward_model(replace(cfg, jacobian=kind))
-        out[kind] = ShippedModel(cm.name, cm.c_header, cm.c_source, cm.port_macros)
+        cu = None
+        if cuda:
+            from edgec.backend.cuda.emit import emit_cuda
+
+            cu = emit_cuda(cm.graph, f"{cm.name}_cu")
+        out[kind] = ShippedModel(cm.name, cm.c_header, cm.c_source, cm.port_macros, cu)
     return out
 
 
@@ -176,6 +183,23 @@ def check_batch_trial(cfg: MpcConfig, plant: str, batch: BatchTrial) -> None:
     check_batch_plant(cfg, plant)
     if batch.aggregate not in AGGREGATES:
         raise EdgecError(f"--aggregate {batch.aggregate}: choose one of {', '.join(AGGREGATES)}")
+    if batch.device not in BATCH_DEVICES:
+        raise EdgecError(f"--device {batch.device}: choose one of {', '.join(BATCH_DEVICES)}")
+
+
+def trial_resources(batch: BatchTrial | None, cpus: int, gpus: float
+                    ) -> tuple[BatchTrial | None, dict[str, float]]:
+    """Each trial's Ray resources, and the batch with its device resolved. cpu: one CPU; cuda:
+    one CPU and an equal share of the cluster's ``gpus`` among the ``cpus`` concurrent trials
+    (Ray shows a task only the GPUs it asked for); auto: cuda when the cluster has a GPU."""
+    if batch is None or batch.device == "cpu":
+        return batch, {"cpu": 1}
+    if gpus <= 0:
+        if batch.device == "cuda":
+            raise EdgecError("--device cuda: the Ray cluster has no GPU; use --device cpu, or "
+                             "auto to take GPUs where a cluster has them")
+        return replace(batch, device="cpu"), {"cpu": 1}
+    return replace(batch, device="cuda"), {"cpu": 1, "gpu": min(1.0, gpus / max(1, cpus))}
 
 
 def make_job(
@@ -192,7 +216,8 @@ def make_job(
     t, ref = _reference(plant, cfg, reference, duration)
     job = TrialJob(
         config=raw, source=str(config_path), plant=plant, t=t, ref=ref,
-        models=_ship_models(cfg, space), fallback_weight=space.fallback_weight,
+        models=_ship_models(cfg, space, cuda=batch is not None and batch.device != "cpu"),
+        fallback_weight=space.fallback_weight,
         limit_weight=space.limit_weight, repeats=repeats, base_dir=str(cfg.base_dir),
         keys=tuple(space.keys), batch=batch,
     )
@@ -228,7 +253,7 @@ def _row(index: int, params: Mapping[str, Any], res: Mapping[str, Any]) -> dict[
         for k in ("rmse", "max_error", "mean_iterations", "fallbacks", "limit_hits", "ticks",
                   "objective", "seconds", "cpu_seconds", "started"):
             row[k] = res[k]
-        for k in ("loops", "worst_loop"):  # batch trials
+        for k in ("loops", "worst_loop", "device"):  # batch trials
             if k in res:
                 row[k] = res[k]
     else:
@@ -299,10 +324,14 @@ def run_tune(
     if n_new:
         ray, started = start(address, workers)
         try:
+            cpus = cluster_cpus(ray)
+            resolved, resources = trial_resources(
+                batch, cpus, float(ray.cluster_resources().get("GPU", 0)))
+            job = replace(job, batch=resolved)
             t0 = time.perf_counter()
             with _quiet_stdout(quiet):
                 ran = _fit(tune, job, space, out, plan, todo, done, n_new, search, seed,
-                           cluster_cpus(ray), client=(address or "").startswith("ray://"))
+                           cpus, resources, client=(address or "").startswith("ray://"))
             fit_seconds = time.perf_counter() - t0
         finally:
             if started:
@@ -323,7 +352,7 @@ def run_tune(
 def _fit(
     tune: Any, job: TrialJob, space: Space, out: Path, plan: list[dict[str, Any]],
     todo: list[int], done: list[dict[str, Any]], n_new: int, search: str, seed: int, cpus: int,
-    client: bool = False,
+    resources: dict[str, float], client: bool = False,
 ) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints nothing
@@ -390,7 +419,7 @@ def _fit(
     callbacks = [] if client else [Ledger()]
     with tempfile.TemporaryDirectory(prefix="edgec-tune-") as tmp:
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, job=job), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(trainable, job=job), resources),
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 num_samples=num_samples, search_alg=search_alg, metric="objective",
