@@ -58,7 +58,8 @@ def gpu_name() -> str:
 
 def measure(config: str, plant: str, seconds: float, sizes: list[int],
             threads: list[int], device: str = "cpu") -> dict[str, Any]:
-    from edgec.mpc.batch import open_batch, reference_from_rows, run_batch
+    from edgec.mpc.batch import reference_from_rows, run_batch
+    from edgec.mpc.batch_open import open_batch
     from edgec.mpc.config import load_config
     from edgec.mpc.simulate import default_reference
 

@@ -29,12 +29,12 @@ from edgec.mpc.batch import (
     Reference,
     draw,
     nominal,
-    open_batch,
     parse_vary,
     plant_sources,
     reference_from_rows,
     run_batch,
 )
+from edgec.mpc.batch_open import open_batch
 from edgec.mpc.build import build_controller
 from edgec.mpc.config import load_config
 from edgec.mpc.plants import PLANTS, make_plant

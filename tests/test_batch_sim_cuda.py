@@ -23,7 +23,7 @@ import pytest
 from edgec.backend.cuda.build import NVCC_FLAGS, find_nvcc, gpu_count
 from edgec.cli import main as cli_main
 from edgec.errors import EdgecError, ToolchainError
-from edgec.mpc.batch import BatchLibrary, check_batch_plant, open_batch, run_batch
+from edgec.mpc.batch import BatchLibrary, check_batch_plant, run_batch
 from edgec.mpc.batch_cuda import (
     BATCH_CU,
     NVCC_BATCH_FLAGS,
@@ -31,6 +31,7 @@ from edgec.mpc.batch_cuda import (
     build_batch_cuda,
     open_cuda_batch,
 )
+from edgec.mpc.batch_open import open_batch
 from edgec.mpc.batch_report import describe, summarize
 from edgec.mpc.build import build_controller
 from edgec.mpc.config import load_config

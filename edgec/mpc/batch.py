@@ -382,23 +382,6 @@ def check_batch_plant(cfg: MpcConfig, plant_name: str) -> Plant:
     return plant
 
 
-def open_batch(cfg: MpcConfig, plant_name: str, ctrl: Controller | None = None,
-               module: Any = None, device: str = "cpu") -> BatchLibrary:
-    """The batch library of the controller on ``device`` (cpu: the host library; cuda: the
-    nvcc build, after checking that a GPU is visible)."""
-    from edgec.mpc.build import build_controller
-
-    if device not in DEVICES:
-        raise EdgecError(f"--device {device}: the batched simulator runs on {', '.join(DEVICES)}")
-    plant = check_batch_plant(cfg, plant_name)
-    if device == "cuda":
-        from edgec.mpc.batch_cuda import open_cuda_batch
-
-        return open_cuda_batch(cfg, plant, ctrl, module)
-    ctrl = ctrl if ctrl is not None else build_controller(cfg, module)
-    return BatchLibrary(cfg, plant, build_batch_library(ctrl))
-
-
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -248,7 +248,8 @@ def simulate_batch(
     """Builds and runs the batch (default reference: the plant's example path for every loop),
     summarizes it and, with ``out_dir``, writes batch.csv and batch.png there. ``device``: cpu
     (POSIX threads) or cuda (one GPU thread per loop, edgec.mpc.batch_cuda)."""
-    from edgec.mpc.batch import check_batch_args, open_batch, reference_from_rows, run_batch
+    from edgec.mpc.batch import check_batch_args, reference_from_rows, run_batch
+    from edgec.mpc.batch_open import open_batch
     from edgec.mpc.simulate import default_reference
 
     check_batch_args(n, threads, noise)
