@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU (e.g. the lent H200: run as `bash scripts/gpu_check.sh` with
+# its own python3): every GPU-only test and the CUDA benches in one run, each step's output in
+# ${OUT:-gpu-results}/. A failing step does not stop the others; the exit code is the number of
+# failed steps. About 5-8 minutes on an H200.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+py=${PYTHON:-python3}
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
+export PYTHONPATH=.
+failed=0
+step() {  # step NAME COMMAND...: runs it with its output in $out/NAME.txt, tail on stdout
+    local name=$1
+    shift
+    echo "== $name: $*"
+    if ! "$@" > "$out/$name.txt" 2>&1; then
+        failed=$((failed + 1))
+        echo "   FAILED (see $out/$name.txt)"
+    fi
+    tail -n 12 "$out/$name.txt"
+}
+step nvidia-smi nvidia-smi
+step tests "$py" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batch_sim_cuda.py \
+    tests/test_bench_cuda.py tests/test_gpu_sweep_example.py
+step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576
+step bench_batch_sim "$py" -m bench.batch_sim --device cuda --sizes 1,1000,100000
+step gpu_sweep "$py" examples/gpu_sweep/gpu_sweep.py -o "$out/gpu_sweep"
+echo "$failed step(s) failed; outputs in $out/"
+exit "$failed"
