@@ -130,15 +130,15 @@ def float_separable1d() -> onnx.ModelProto:
 
 def float_ceil_pools() -> onnx.ModelProto:
     """Conv1d then pools with ``ceil_mode=True`` (max, average with and without counting the
-    padding), the output windows hanging over the input's end, dense: 1x4x23 → 1x6."""
+    padding), the last windows hanging over the input's end, dense: 1x4x24 → 1x6."""
     from torch import nn
 
     net = nn.Sequential(
         nn.Conv1d(4, 8, 3), nn.ReLU(), nn.MaxPool1d(3, stride=2, ceil_mode=True),
         nn.AvgPool1d(2, ceil_mode=True),
         nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
-        nn.Flatten(), nn.Linear(8 * 3, 6))
-    return _export_1d(net, 4, 23)
+        nn.Flatten(), nn.Linear(8 * 4, 6))
+    return _export_1d(net, 4, 24)
 
 
 def _export_1d(net: object, c: int, length: int) -> onnx.ModelProto:

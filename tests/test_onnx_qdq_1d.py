@@ -92,12 +92,12 @@ def test_1d_models_are_int8_within_two_lsb(floats: dict, quantized: dict, name: 
 
 def test_ceil_model_pools_hang_over_the_end(floats: dict, quantized: dict) -> None:
     """The test model really has ceil_mode pools whose last window starts inside the input and
-    ends past it (23 → conv 21 → max 3/2: 10 → avg 2/2: 5 → avg 3/2 pad 1: 3)."""
+    ends past it (24 → conv 22 → max 3/2: 11 → avg 2/2: 6 → avg 3/2 pad 1: 4; floor: 10, 5, 3)."""
     pools = [n for n in floats["ceil"].graph.node if n.op_type.endswith("Pool")]
     assert [helper.get_attribute_value(a) for n in pools for a in n.attribute
             if a.name == "ceil_mode"] == [1, 1, 1]
     g = edgec.compile(str(quantized[("ceil", True, "int8")])).graph
-    assert [g.shape(n.outputs[0])[2] for n in g.nodes if n.op.endswith("Pool2D")] == [10, 5, 3]
+    assert [g.shape(n.outputs[0])[2] for n in g.nodes if n.op.endswith("Pool2D")] == [11, 6, 4]
 
 
 def _pool_model(op: str, shape: tuple[int, ...], **attrs: object) -> onnx.ModelProto:
@@ -120,22 +120,25 @@ def _pool_model(op: str, shape: tuple[int, ...], **attrs: object) -> onnx.ModelP
 
 POOLS = [
     ("MaxPool", (1, 3, 12), {"kernel_shape": [3], "strides": [2]}),
-    ("MaxPool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 2]}),
+    ("MaxPool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 0]}),
     ("MaxPool", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 0]}),
     ("AveragePool", (1, 3, 12), {"kernel_shape": [3], "strides": [2]}),
-    ("AveragePool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 2]}),
+    ("AveragePool", (1, 3, 12), {"kernel_shape": [3], "strides": [2], "count_include_pad": 1}),
+    ("AveragePool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 0]}),
     ("AveragePool", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2],
                                    "pads": [1, 0, 0, 0]}),
 ]
 
 
-@pytest.mark.parametrize("op,shape,attrs", POOLS, ids=[f"{op}-{len(s) - 2}d-{i}" for i, (op, s, _)
-                                                      in enumerate(POOLS)])
+@pytest.mark.parametrize("op,shape,attrs", POOLS, ids=[f"{op}-{len(s) - 2}d-{i}"
+                                                      for i, (op, s, _) in enumerate(POOLS)])
 def test_ceil_mode_pools_match_onnxruntime(op: str, shape: tuple, attrs: dict) -> None:
-    """ceil_mode=1 (count_include_pad=0): the int8 kernel's extra end padding gives the ceil
-    output size, never wins a max (all inputs negative: max is exact) and is not counted in an
-    average (which differs from onnxruntime's float mean only where rounding a tie: <= 1 LSB)."""
+    """ceil_mode=1 (one more output than ceil_mode=0 along each axis): the int8 kernel's extra
+    end padding gives the ceil output size, never wins a max (all inputs negative: the max is
+    exact) and is not counted in an average, with count_include_pad 0 or (without pads) 1 (the
+    average differs from onnxruntime's float mean only in rounding a tie: <= 1 LSB)."""
     model = _pool_model(op, shape, ceil_mode=1, **attrs)
+    floor = ort_run(_pool_model(op, shape, **attrs), {"x": np.zeros(shape, np.float32)})[0]
     m = edgec.compile(model)
     assert float_islands(m.graph) == []
     assert f"Q{op}2D" in {n.op for n in m.graph.nodes}
@@ -144,6 +147,7 @@ def test_ceil_mode_pools_match_onnxruntime(op: str, shape: tuple, attrs: dict) -
         x = rng.uniform(-6.0, -0.5 if op == "MaxPool" else 6.0, shape).astype(np.float32)
         got, want = m.run(x), ort_run(model, {"x": x})[0]
         assert got.shape == want.shape
+        assert all(a == b + 1 for a, b in zip(want.shape[2:], floor.shape[2:], strict=True))
         np.testing.assert_array_equal(got, m.reference(x))
         tol = 0.0 if op == "MaxPool" else 0.05 + 1e-6
         np.testing.assert_allclose(got, want, rtol=0, atol=tol)
