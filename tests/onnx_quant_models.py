@@ -113,7 +113,7 @@ def float_conv1d_stack() -> onnx.ModelProto:
         *block(8, 16, 3, stride=2, padding=1),
         *block(16, 16, 3, padding=2, dilation=2), nn.MaxPool1d(3, stride=2, padding=1),
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 5))
-    return _export_1d(net, 3, 64)
+    return export_1d(net, 3, 64)
 
 
 def float_separable1d() -> onnx.ModelProto:
@@ -125,23 +125,23 @@ def float_separable1d() -> onnx.ModelProto:
         nn.Conv1d(6, 6, 5, stride=2, padding=2, groups=6), nn.BatchNorm1d(6), nn.ReLU6(),
         nn.Conv1d(6, 12, 1), nn.ReLU(), nn.AvgPool1d(2),
         nn.Flatten(), nn.Linear(12 * 10, 4))
-    return _export_1d(net, 6, 40)
+    return export_1d(net, 6, 40)
 
 
 def float_ceil_pools() -> onnx.ModelProto:
-    """Conv1d then pools with ``ceil_mode=True`` (max, average with and without counting the
-    padding), the last windows hanging over the input's end, dense: 1x4x24 → 1x6."""
+    """Conv1d then pools with ``ceil_mode=True`` (max, average without and with padding), the
+    last windows hanging over the input's end, dense: 1x4x24 → 1x6."""
     from torch import nn
 
     net = nn.Sequential(
         nn.Conv1d(4, 8, 3), nn.ReLU(), nn.MaxPool1d(3, stride=2, ceil_mode=True),
-        nn.AvgPool1d(2, ceil_mode=True),
+        nn.AvgPool1d(2, ceil_mode=True, count_include_pad=False),
         nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
         nn.Flatten(), nn.Linear(8 * 4, 6))
-    return _export_1d(net, 4, 24)
+    return export_1d(net, 4, 24)
 
 
-def _export_1d(net: object, c: int, length: int) -> onnx.ModelProto:
+def export_1d(net: object, c: int, length: int) -> onnx.ModelProto:
     """``net`` given non-trivial BatchNorm statistics (a few training-mode batches), exported in
     eval mode for a 1 x c x length input."""
     import torch

@@ -26,6 +26,7 @@ from tests.c_checks import strict_and_sanitized
 from tests.helpers import ort_run
 from tests.onnx_quant_models import (
     calibration,
+    export_1d,
     float_ceil_pools,
     float_conv1d_stack,
     float_separable1d,
@@ -52,8 +53,7 @@ def quantized(floats: dict[str, onnx.ModelProto],
     tmp = tmp_path_factory.mktemp("ortq1d")
     return {(name, *case): ort_quantize(model, tmp / f"{name}_{'_'.join(map(str, case))}.onnx",
                                         *case)
-            for name, model in floats.items() for case in CASES
-            if not (name == "ceil" and case[0] == "qoperator")}
+            for name, model in floats.items() for case in CASES}
 
 
 def _output_lsb(m: edgec.CompiledModel) -> float:
@@ -81,8 +81,6 @@ def _within_two_lsb(m: edgec.CompiledModel, proto: onnx.ModelProto,
 @pytest.mark.parametrize("name", list(MODELS))
 def test_1d_models_are_int8_within_two_lsb(floats: dict, quantized: dict, name: str,
                                            case: tuple) -> None:
-    if (name, *case) not in quantized:
-        pytest.skip("QOperator ceil_mode average pools are an error (test below)")
     path = quantized[(name, *case)]
     m = edgec.compile(str(path))
     ops = [n.op for n in m.graph.nodes]
@@ -108,12 +106,17 @@ def test_ceil_model_pools_hang_over_the_end(floats: dict, quantized: dict) -> No
     assert [g.shape(n.outputs[0])[2] for n in g.nodes if n.op.endswith("Pool2D")] == [11, 6, 4]
 
 
-def test_qoperator_ceil_average_pool_is_a_one_line_error(floats: dict, tmp_path: Path) -> None:
-    """onnxruntime's QLinearAveragePool with ceil_mode=1 disagrees with its AveragePool (up to
-    50 LSB on the ceil model), so a QOperator model with one is refused, not compiled wrong."""
+def test_qoperator_ceil_average_pool_counting_padding_is_a_one_line_error(
+        tmp_path: Path) -> None:
+    """onnxruntime's QLinearAveragePool with ceil_mode=1 and count_include_pad=1 (torch's
+    default) divides a window hanging over the end by the whole kernel, its AveragePool by the
+    taps inside: a QOperator model with one is refused, not compiled to either."""
+    from torch import nn
+
     logging.getLogger().setLevel(logging.ERROR)
-    path = ort_quantize(floats["ceil"], tmp_path / "ceil_qop.onnx", "qoperator", True, "int8")
-    with pytest.raises(EdgecError, match="ceil_mode=1 is not supported") as exc:
+    model = export_1d(nn.Sequential(nn.Conv1d(2, 4, 3), nn.AvgPool1d(2, ceil_mode=True)), 2, 10)
+    path = ort_quantize(model, tmp_path / "avg_qop.onnx", "qoperator", True, "int8")
+    with pytest.raises(EdgecError, match="count_include_pad=1 is not supported") as exc:
         edgec.compile(str(path))
     assert "\n" not in str(exc.value)
 
@@ -141,7 +144,8 @@ POOLS = [
     ("MaxPool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 0]}),
     ("MaxPool", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 0]}),
     ("AveragePool", (1, 3, 12), {"kernel_shape": [3], "strides": [2]}),
-    ("AveragePool", (1, 3, 12), {"kernel_shape": [3], "strides": [2], "count_include_pad": 1}),
+    ("AveragePool", (1, 3, 12), {"kernel_shape": [3], "strides": [2], "count_include_pad": 1,
+                                 "ceil_mode": 0}),
     ("AveragePool", (1, 3, 11), {"kernel_shape": [4], "strides": [3], "pads": [1, 0]}),
     ("AveragePool", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2],
                                    "pads": [1, 0, 0, 0]}),
@@ -155,8 +159,9 @@ def test_ceil_mode_pools_match_onnxruntime(op: str, shape: tuple, attrs: dict) -
     end padding gives the ceil output size, never wins a max (all inputs negative: the max is
     exact) and is not counted in an average, with count_include_pad 0 or (without pads) 1 (the
     average differs from onnxruntime's float mean only in rounding a tie: <= 1 LSB)."""
-    model = _pool_model(op, shape, ceil_mode=1, **attrs)
-    floor = ort_run(_pool_model(op, shape, **attrs), {"x": np.zeros(shape, np.float32)})[0]
+    model = _pool_model(op, shape, **{"ceil_mode": 1, **attrs})
+    floor = ort_run(_pool_model(op, shape, **{**attrs, "ceil_mode": 0}),
+                    {"x": np.zeros(shape, np.float32)})[0]
     m = edgec.compile(model)
     assert float_islands(m.graph) == []
     assert f"Q{op}2D" in {n.op for n in m.graph.nodes}
@@ -165,7 +170,8 @@ def test_ceil_mode_pools_match_onnxruntime(op: str, shape: tuple, attrs: dict) -
         x = rng.uniform(-6.0, -0.5 if op == "MaxPool" else 6.0, shape).astype(np.float32)
         got, want = m.run(x), ort_run(model, {"x": x})[0]
         assert got.shape == want.shape
-        assert all(a == b + 1 for a, b in zip(want.shape[2:], floor.shape[2:], strict=True))
+        assert all(a == b + attrs.get("ceil_mode", 1) for a, b in
+                   zip(want.shape[2:], floor.shape[2:], strict=True))
         np.testing.assert_array_equal(got, m.reference(x))
         tol = 0.0 if op == "MaxPool" else 0.05 + 1e-6
         np.testing.assert_allclose(got, want, rtol=0, atol=tol)
@@ -192,8 +198,9 @@ def _conv_runtime_weights() -> onnx.ModelProto:
 
 
 def test_unsupported_1d_ops_stay_float_and_are_listed() -> None:
-    """A 1-D Conv with run-time weights and a dilated 1-D MaxPool have no int8 kernel: they stay
-    float between Dequantize and Quantize, listed by float_islands, and still compute right."""
+    """A 1-D Conv with run-time weights, a dilated 1-D MaxPool and a ceil_mode AveragePool that
+    counts the padding have no int8 kernel: they stay float between Dequantize and Quantize,
+    listed by float_islands, and still compute right."""
     conv = _conv_runtime_weights()
     m = edgec.compile(conv)
     (island,) = float_islands(m.graph)
@@ -209,6 +216,16 @@ def test_unsupported_1d_ops_stay_float_and_are_listed() -> None:
     assert island.endswith("(MaxPool)")
     x = rng.uniform(-2, 2, (1, 3, 12)).astype(np.float32)
     np.testing.assert_array_equal(m.run(x), ort_run(pool, {"x": x})[0])
+
+    # ceil_mode with count_include_pad=1 and a window over the end: onnxruntime's optimized
+    # session (QLinearAveragePool) divides it by the whole kernel, the unoptimized one and torch
+    # by the taps inside
+    avg = _pool_model("AveragePool", (1, 3, 12), kernel_shape=[3], strides=[2], ceil_mode=1,
+                      count_include_pad=1)
+    m = edgec.compile(avg)
+    (island,) = float_islands(m.graph)
+    assert island.endswith("(AveragePool)")
+    np.testing.assert_allclose(m.run(x), ort_run(avg, {"x": x})[0], rtol=0, atol=0.05 + 1e-6)
 
 
 def test_1d_strict_c_and_sanitizers(floats: dict, quantized: dict, tmp_path: Path) -> None:

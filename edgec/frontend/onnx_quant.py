@@ -134,11 +134,12 @@ class _Expander:
         return expand
 
     def qlinear_average_pool(self, n: onnx.NodeProto) -> None:
-        if any(a.name == "ceil_mode" and a.i for a in n.attribute):
+        attrs = {a.name: a.i for a in n.attribute if a.name in ("ceil_mode", "count_include_pad")}
+        if attrs.get("ceil_mode") and attrs.get("count_include_pad"):
             raise UnsupportedOpError(
-                f"node '{n.name}' (QLinearAveragePool): ceil_mode=1 is not supported "
-                f"(onnxruntime's QLinearAveragePool then disagrees with its AveragePool; quantize "
-                f"to the QDQ format, whose ceil_mode pools edgec lowers)")
+                f"node '{n.name}' (QLinearAveragePool): ceil_mode=1 with count_include_pad=1 is "
+                f"not supported (onnxruntime's QLinearAveragePool then divides windows that hang "
+                f"over the end by the whole kernel, its AveragePool by the taps inside)")
         self.unary("AveragePool", _POOL_ATTRS)(n)
 
     def qlinear_concat(self, n: onnx.NodeProto) -> None:

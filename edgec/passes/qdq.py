@@ -457,15 +457,14 @@ def _pool(kind: str) -> Rule:
         shape = lw.src.shape(n.inputs[0])
         if x is None or len(shape) not in (3, 4):
             return False
-        kernel = int_list(n.attr("kernel_shape"))
-        if kind == "QAveragePool2D" and n.attr("count_include_pad", 0) and any(
-                int_list(n.attr("pads", [0]))):
-            return False
-        axes = window_axes(n, shape[2:], kernel, pool=True,
-                           ceil_mode=bool(n.attr("ceil_mode", 0)))
-        if any(a.dilation != 1 for a in axes):
-            return False
-        geo = _geometry(axes, ceil_pads=bool(n.attr("ceil_mode", 0)))
+        ceil = bool(n.attr("ceil_mode", 0))
+        axes = window_axes(n, shape[2:], int_list(n.attr("kernel_shape")), pool=True,
+                           ceil_mode=ceil)
+        if any(a.dilation != 1 for a in axes) or (
+                kind == "QAveragePool2D" and n.attr("count_include_pad", 0)
+                and any(a.pad_begin or max(a.pad_end, _ceil_pad(a)) for a in axes)):
+            return False  # the padding, or the overhang of a ceil_mode window, counts
+        geo = _geometry(axes, ceil_pads=ceil)
         pt = lw.add(kind, [_to_nhwc(lw, x, shape, y)], lw.fresh(f"{y}_nhwc"), x.quant,
                     name=n.name, kernel=[a.kernel for a in as_2d(axes)],
                     strides=geo["strides"], pads=geo["pads"])
