@@ -228,9 +228,11 @@ def test_unsupported_1d_ops_stay_float_and_are_listed() -> None:
     np.testing.assert_allclose(m.run(x), ort_run(avg, {"x": x})[0], rtol=0, atol=0.05 + 1e-6)
 
 
-def test_1d_strict_c_and_sanitizers(floats: dict, quantized: dict, tmp_path: Path) -> None:
-    m = edgec.compile(str(quantized[("separable", "qdq", True, "int8")]))
-    x = calibration(floats["separable"], 1, seed=9)[0]
+@pytest.mark.parametrize("name", ["separable", "ceil"])
+def test_1d_strict_c_and_sanitizers(floats: dict, quantized: dict, tmp_path: Path,
+                                    name: str) -> None:
+    m = edgec.compile(str(quantized[(name, "qdq", True, "int8")]))
+    x = calibration(floats[name], 1, seed=9)[0]
     (out,) = strict_and_sanitized(m, tmp_path, [x])
     np.testing.assert_array_equal(out, m.run(x))
 
@@ -238,10 +240,12 @@ def test_1d_strict_c_and_sanitizers(floats: dict, quantized: dict, tmp_path: Pat
 @pytest.mark.qemu
 @pytest.mark.skipif(not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
                     reason="needs arm-none-eabi-gcc and qemu-system-arm (scripts/setup.sh)")
-def test_1d_cortex_m4f_equals_host_c(floats: dict, quantized: dict, tmp_path: Path) -> None:
-    """The Conv1d stack on an emulated Cortex-M4F (the DSP int8 kernels): bit for bit the host C."""
-    m = edgec.compile(str(quantized[("stack", "qdq", True, "int8")]))
-    xs = calibration(floats["stack"], 2, seed=5)
+@pytest.mark.parametrize("name", ["stack", "separable"])
+def test_1d_cortex_m4f_equals_host_c(floats: dict, quantized: dict, tmp_path: Path,
+                                     name: str) -> None:
+    """The 1-D models on an emulated Cortex-M4F (the DSP int8 kernels): bit for bit the host C."""
+    m = edgec.compile(str(quantized[(name, "qdq", True, "int8")]))
+    xs = calibration(floats[name], 2, seed=5)
     res = run_qemu(build_firmware(m, load_target("cortex-m4f"), tmp_path / "fw", [[x] for x in xs]),
                    timeout_s=120)
     for x, (got,) in zip(xs, res.outputs, strict=True):
