@@ -98,3 +98,57 @@ def ort_quantize(model: onnx.ModelProto, out: Path, fmt: str, per_channel: bool,
         weight_type=QuantType.QInt8,
     )
     return out
+
+
+def float_conv1d_stack() -> onnx.ModelProto:
+    """A sensor 1-D CNN: three Conv1d + BatchNorm1d + ReLU blocks (stride 2, dilation 2),
+    max pools, global average pool, dense: 1x3x64 → 1x5."""
+    from torch import nn
+
+    def block(c_in: int, c_out: int, k: int, **kw: int) -> list[nn.Module]:
+        return [nn.Conv1d(c_in, c_out, k, **kw), nn.BatchNorm1d(c_out), nn.ReLU()]
+
+    net = nn.Sequential(
+        *block(3, 8, 5, padding=2), nn.MaxPool1d(2),
+        *block(8, 16, 3, stride=2, padding=1),
+        *block(16, 16, 3, padding=2, dilation=2), nn.MaxPool1d(3, stride=2, padding=1),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 5))
+    return export_1d(net, 3, 64)
+
+
+def float_separable1d() -> onnx.ModelProto:
+    """A depthwise-separable 1-D block: depthwise Conv1d (stride 2) + BatchNorm1d + ReLU6,
+    pointwise Conv1d + ReLU, average pool, dense: 1x6x40 → 1x4."""
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv1d(6, 6, 5, stride=2, padding=2, groups=6), nn.BatchNorm1d(6), nn.ReLU6(),
+        nn.Conv1d(6, 12, 1), nn.ReLU(), nn.AvgPool1d(2),
+        nn.Flatten(), nn.Linear(12 * 10, 4))
+    return export_1d(net, 6, 40)
+
+
+def float_ceil_pools() -> onnx.ModelProto:
+    """Conv1d then pools with ``ceil_mode=True`` (max, average without and with padding), the
+    last windows hanging over the input's end, dense: 1x4x24 → 1x6."""
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv1d(4, 8, 3), nn.ReLU(), nn.MaxPool1d(3, stride=2, ceil_mode=True),
+        nn.AvgPool1d(2, ceil_mode=True, count_include_pad=False),
+        nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        nn.Flatten(), nn.Linear(8 * 4, 6))
+    return export_1d(net, 4, 24)
+
+
+def export_1d(net: object, c: int, length: int) -> onnx.ModelProto:
+    """``net`` given non-trivial BatchNorm statistics (a few training-mode batches), exported in
+    eval mode for a 1 x c x length input."""
+    import torch
+
+    torch.manual_seed(2)
+    net.train()  # type: ignore[attr-defined]
+    with torch.no_grad():
+        for _ in range(4):
+            net(torch.randn(8, c, length) * 2 + 0.5)  # type: ignore[operator]
+    return _export(net.eval(), torch.randn(1, c, length))  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@
 
 ``quantize_static(..., quant_format=QuantFormat.QOperator)`` writes integer operators
 (QLinearConv, QLinearMatMul, and from the ``com.microsoft`` domain QGemm, QLinearAdd,
-QLinearMul, QLinearGlobalAveragePool, QLinearConcat, QLinearSigmoid, QLinearLeakyRelu) whose
+QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSigmoid,
+QLinearLeakyRelu) whose
 tensors between layers are codes, and runs data movement (MaxPool, Flatten, Reshape...) on those
 codes directly. :func:`expand_qoperators` rewrites each integer operator as
 ``DequantizeLinear → float op → QuantizeLinear`` (the QDQ form) and wraps data movement on codes
@@ -24,6 +25,9 @@ _MS = "com.microsoft"
 #: data movement that onnxruntime runs on codes (input 0 codes → output codes, same params)
 _CODE_MOVES = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                          "Identity", "Slice", "Gather", "Split", "Resize"})
+
+_POOL_ATTRS = ("auto_pad", "ceil_mode", "count_include_pad", "kernel_shape", "pads", "strides",
+               "channels_last")
 
 
 class _Expander:
@@ -129,6 +133,15 @@ class _Expander:
 
         return expand
 
+    def qlinear_average_pool(self, n: onnx.NodeProto) -> None:
+        attrs = {a.name: a.i for a in n.attribute if a.name in ("ceil_mode", "count_include_pad")}
+        if attrs.get("ceil_mode") and attrs.get("count_include_pad"):
+            raise UnsupportedOpError(
+                f"node '{n.name}' (QLinearAveragePool): ceil_mode=1 with count_include_pad=1 is "
+                f"not supported (onnxruntime's QLinearAveragePool then divides windows that hang "
+                f"over the end by the whole kernel, its AveragePool by the taps inside)")
+        self.unary("AveragePool", _POOL_ATTRS)(n)
+
     def qlinear_concat(self, n: onnx.NodeProto) -> None:
         i = list(n.input)
         ins = [self.dq(i[k], i[k + 1], i[k + 2]) for k in range(2, len(i), 3)]
@@ -155,6 +168,7 @@ class _Expander:
             (_MS, "QLinearMul"): self.binary("Mul"),
             (_MS, "QLinearGlobalAveragePool"): self.unary("GlobalAveragePool",
                                                           ("channels_last",)),
+            (_MS, "QLinearAveragePool"): self.qlinear_average_pool,
             (_MS, "QLinearSigmoid"): self.unary("Sigmoid"),
             (_MS, "QLinearLeakyRelu"): self.unary("LeakyRelu", ("alpha",)),
             (_MS, "QLinearConcat"): self.qlinear_concat,
@@ -180,7 +194,8 @@ class _Expander:
 
 def has_qoperators(model: onnx.ModelProto) -> bool:
     ops = {"QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
-           "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat"}
+           "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
+           "QLinearConcat"}
     return any(n.op_type in ops for n in model.graph.node)
 
 

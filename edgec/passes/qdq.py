@@ -7,7 +7,9 @@ whose op has an int8 kernel by that kernel reading and writing codes: the Quanti
 become int8 tensors carrying their quantization (uint8 codes become int8 ones with the zero point
 shifted by 128: the same real values), constant DequantizeLinear inputs become int8 weights and
 int32 biases. NCHW convolutions and pools are wrapped in Transposes around the NHWC int8
-kernels (``passes.transposes`` cancels them between layers). A Relu or Clip between the op and
+kernels (``passes.transposes`` cancels them between layers); 1-D ones (NCL) run the same kernels
+with H = 1 (NCL → NLC, viewed as N x 1 x L x C). ``ceil_mode`` pools get the end padding that
+makes the kernels' floor rule give the ceil output size. A Relu or Clip between the op and
 its QuantizeLinear becomes the kernel's clamp.
 
 Patterns without an int8 kernel stay float: their DequantizeLinear inputs become ``Dequantize``
@@ -24,7 +26,7 @@ import numpy as np
 from edgec.errors import UnsupportedOpError
 from edgec.ir import Graph, Node, Quant, Tensor
 from edgec.ops.base import int_list, norm_axis, unsupported
-from edgec.ops.conv import window_axes
+from edgec.ops.conv import Axis, as_2d, window_axes
 from edgec.ops.int8 import lut
 from edgec.ops.int8.fixedpoint import tflite_round
 from edgec.ops.interpret import infer_node
@@ -34,7 +36,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 #: ops that move values without changing them: on codes they stay the same op
 _MOVES = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
                     "Dropout", "Slice", "Gather", "Split", "Expand"})
-_TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+_TO_NHWC, _TO_NCHW, _NCL_NLC = [0, 2, 3, 1], [0, 3, 1, 2], [0, 2, 1]
 
 
 def has_qdq(g: Graph) -> bool:
@@ -308,22 +310,64 @@ def _weights(lw: _Lowering, n: Node, idx: int, out_axis: int) -> tuple[np.ndarra
     return data, c.quant
 
 
+def _geometry(axes: list[Axis], ceil_pads: bool = False) -> dict[str, list[int]]:
+    """The NHWC kernels' strides/dilations/pads for 1-D (H = 1) or 2-D window ``axes``; with
+    ``ceil_pads`` the end pads are set so that the kernel's floor rule gives each axis's output
+    size (pooling's ceil_mode: the extra padding holds no valid tap, so it neither counts in an
+    average nor wins a max)."""
+    h, w = as_2d(axes)
+    ends = [_ceil_pad(a) if ceil_pads else a.pad_end for a in (h, w)]
+    return {"strides": [h.stride, w.stride], "dilations": [h.dilation, w.dilation],
+            "pads": [h.pad_begin, w.pad_begin, *ends]}
+
+
+def _ceil_pad(a: Axis) -> int:
+    """The least end pad giving ``a.size_out`` outputs by the floor rule (one below it would
+    give one output fewer; a window reads its end pad only if it starts in the input)."""
+    span = (a.kernel - 1) * a.dilation + 1
+    return max(0, (a.size_out - 1) * a.stride + span - a.size_in - a.pad_begin)
+
+
+def _to_nhwc(lw: _Lowering, x: _Code, shape: tuple[int, ...], y: str) -> str:
+    """Codes ``x`` (NCHW, or NCL as N x C x 1 x L) laid out NHWC for the int8 kernels."""
+    if len(shape) == 4:
+        return lw.add("Transpose", [x.name], lw.fresh(f"{y}_nhwc_in"), x.quant, perm=_TO_NHWC)
+    n, c, length = shape
+    t = lw.add("Transpose", [x.name], lw.fresh(f"{y}_nlc_in"), x.quant, perm=_NCL_NLC)
+    return lw.add("Reshape", [t, _ints(lw, (n, 1, length, c))], lw.fresh(f"{y}_nhwc_in"),
+                  x.quant)
+
+
+def _from_nhwc(lw: _Lowering, yt: str, y: str, q_in: Quant, q_y: Quant, rank: int) -> None:
+    """NHWC codes ``yt`` back to the layout of ``y`` (NCHW, or NCL from N x 1 x L x C)."""
+    perm = _TO_NCHW
+    if rank == 3:
+        n, _, length, c = lw.g.shape(yt)
+        yt = lw.add("Reshape", [yt, _ints(lw, (n, length, c))], lw.fresh(f"{y}_nlc"), q_in)
+        perm = _NCL_NLC
+    _move_to(lw, "Transpose", [yt], y, q_in, q_y, perm=perm)
+
+
+def _ints(lw: _Lowering, values: tuple[int, ...]) -> str:
+    return lw.g.add_const("shape", np.asarray(values, np.int64))
+
+
 def _conv(lw: _Lowering, n: Node, y: str, q_y: Quant,
           act: tuple[float | None, float | None]) -> bool:
     x = lw.runtime(n.inputs[0])
-    if x is None or len(lw.src.shape(n.inputs[0])) != 4:
+    shape = lw.src.shape(n.inputs[0])
+    if x is None or len(shape) not in (3, 4):
         return False
     w, q_w = _weights(lw, n, 1, 0)
+    if w.ndim == 3:  # 1-D: O x C/g x K as O x C/g x 1 x K
+        w = w[:, :, None, :]
     o, cg, kh, kw = w.shape
-    c = lw.src.shape(n.inputs[0])[1]
-    dils = int_list(n.attr("dilations", [1, 1]))
-    h_ax, w_ax = window_axes(n, lw.src.shape(n.inputs[0])[2:], [kh, kw], dilations=dils)
-    geo = {"strides": [h_ax.stride, w_ax.stride], "dilations": dils,
-           "pads": [h_ax.pad_begin, w_ax.pad_begin, h_ax.pad_end, w_ax.pad_end]}
+    c = shape[1]
+    geo = _geometry(window_axes(n, shape[2:], [kh, kw][4 - len(shape):]))
     s_x = x.quant.scalar()[0]
     s_w = q_w.scale if q_w.size > 1 else np.repeat(q_w.scale, o)
     b = _bias(lw, n, 2, s_x, s_w)
-    xt = lw.add("Transpose", [x.name], lw.fresh(f"{y}_nhwc_in"), x.quant, perm=_TO_NHWC)
+    xt = _to_nhwc(lw, x, shape, y)
     yt = lw.fresh(f"{y}_nhwc")
     group = int(n.attr("group", 1))
     if group == c and cg == 1 and group > 1:
@@ -334,7 +378,7 @@ def _conv(lw: _Lowering, n: Node, y: str, q_y: Quant,
     else:
         wt = lw.int8_const(f"{n.inputs[1]}_ohwi", w.transpose(0, 2, 3, 1), q_w)
         lw.add("QConv2D", [xt, wt, b], yt, q_y, name=n.name, **geo, **_act_attrs(q_y, act))
-    lw.add("Transpose", [yt], y, q_y, perm=_TO_NCHW)
+    _from_nhwc(lw, yt, y, q_y, q_y, len(shape))
     return True
 
 
@@ -413,22 +457,20 @@ def _pool(kind: str) -> Rule:
              act: tuple[float | None, float | None]) -> bool:
         x = lw.runtime(n.inputs[0])
         shape = lw.src.shape(n.inputs[0])
-        if x is None or len(shape) != 4 or n.attr("ceil_mode", 0):
+        if x is None or len(shape) not in (3, 4):
             return False
-        kernel = int_list(n.attr("kernel_shape"))
-        if kind == "QAveragePool2D" and n.attr("count_include_pad", 0) and any(
-                int_list(n.attr("pads", [0]))):
-            return False
-        h_ax, w_ax = window_axes(n, shape[2:], kernel, pool=True,
-                                 ceil_mode=bool(n.attr("ceil_mode", 0)),
-                                 dilations=int_list(n.attr("dilations", [1, 1])))
-        if h_ax.dilation != 1 or w_ax.dilation != 1:
-            return False
-        xt = lw.add("Transpose", [x.name], lw.fresh(f"{y}_nhwc_in"), x.quant, perm=_TO_NHWC)
-        pt = lw.add(kind, [xt], lw.fresh(f"{y}_nhwc"), x.quant, name=n.name, kernel=kernel,
-                    strides=[h_ax.stride, w_ax.stride],
-                    pads=[h_ax.pad_begin, w_ax.pad_begin, h_ax.pad_end, w_ax.pad_end])
-        _move_to(lw, "Transpose", [pt], y, x.quant, q_y, perm=_TO_NCHW)
+        ceil = bool(n.attr("ceil_mode", 0))
+        axes = window_axes(n, shape[2:], int_list(n.attr("kernel_shape")), pool=True,
+                           ceil_mode=ceil)
+        if any(a.dilation != 1 for a in axes) or (
+                kind == "QAveragePool2D" and n.attr("count_include_pad", 0)
+                and any(a.pad_begin or max(a.pad_end, _ceil_pad(a)) for a in axes)):
+            return False  # the padding, or the overhang of a ceil_mode window, counts
+        geo = _geometry(axes, ceil_pads=ceil)
+        pt = lw.add(kind, [_to_nhwc(lw, x, shape, y)], lw.fresh(f"{y}_nhwc"), x.quant,
+                    name=n.name, kernel=[a.kernel for a in as_2d(axes)],
+                    strides=geo["strides"], pads=geo["pads"])
+        _from_nhwc(lw, pt, y, x.quant, q_y, len(shape))
         return True
 
     return rule

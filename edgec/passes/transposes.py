@@ -75,6 +75,8 @@ def _data_inputs(n: Node) -> list[int]:
 
 
 def _sinkable(g: Graph, n: Node) -> bool:
+    if n.op == "Dequantize" and n.outputs[0] in g.outputs:
+        return False  # nothing below to cancel with: transpose the int8 codes, not floats
     if n.op in _ELEMENTWISE or n.op in _UNARY or n.op == "Concat":
         return True
     if n.op in _REDUCE:  # constant axes (input since opset 18, attribute before)
