@@ -157,10 +157,9 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def _plot_history(path: object, history: list[float], title: str) -> None:
-    import matplotlib
+    from edgec.mpc.simulate import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(history) + 1), history, "o-")

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import EdgecError
 from edgec.mpc.batch import PLANT_PARAMS, BatchRun
 
 PERCENTILES = (50, 90, 99)
@@ -162,15 +161,9 @@ def write_csv(path: Path, run: BatchRun) -> None:
 def plot(path: Path, run: BatchRun, worst: int) -> None:
     """Top: the RMSE histogram (log bins when it spans a decade or more); below, the worst
     loop's output and command against its reference, with the nominal loop 0 for scale."""
-    try:
-        import matplotlib
+    from edgec.mpc.simulate import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EdgecError(
-            "the plot needs matplotlib: pip install matplotlib (or edgec[dev])"
-        ) from None
+    plt = pyplot()
     lib = run.library
     plant = lib.plant
     rmse = run.results["rmse"]

@@ -189,13 +189,9 @@ def write_csv(
                        + [int(mpc.iterations[k]), int(mpc.evaluations[k]), int(mpc.flags[k])])
 
 
-def plot(
-    path: Path, times: np.ndarray, ref: np.ndarray, mpc: LoopResult, pid: LoopResult,
-    title: str, y_label: str = "output", u_label: str = "command",
-) -> None:
-    """Three panels sharing the time axis: the output with its reference, the tracking error
-    (where MPC and PID differ visibly even when the outputs overlap) and the commands; legends
-    sit to the right of the axes, outside the data."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (files, no display); a one-line EdgecError without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -205,6 +201,17 @@ def plot(
         raise EdgecError(
             "the plot needs matplotlib: pip install matplotlib (or edgec[dev])"
         ) from None
+    return plt
+
+
+def plot(
+    path: Path, times: np.ndarray, ref: np.ndarray, mpc: LoopResult, pid: LoopResult,
+    title: str, y_label: str = "output", u_label: str = "command",
+) -> None:
+    """Three panels sharing the time axis: the output with its reference, the tracking error
+    (where MPC and PID differ visibly even when the outputs overlap) and the commands; legends
+    sit to the right of the axes, outside the data."""
+    plt = pyplot()
     fig, (ax0, ax1, ax2) = plt.subplots(
         3, 1, sharex=True, figsize=(10, 8), gridspec_kw={"height_ratios": [3, 2, 2]}
     )

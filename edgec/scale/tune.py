@@ -506,10 +506,9 @@ def format_trials(res: TuneResult) -> str:
 def plot_search(path: Path, rows: list[dict[str, Any]], space: Space, search: str) -> None:
     """The objective of each trial in order with the best so far, and one panel per tuned key
     (objective against the key's value); failed trials are red crosses at the top."""
-    import matplotlib
+    from edgec.mpc.simulate import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = space.keys
     fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4.2 * (1 + len(keys)), 3.8),
