@@ -363,3 +363,22 @@ def test_inspect_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rep = json.loads(capsys.readouterr().out)
     assert [n["op"] for n in rep["nodes"]] == ["Gemm+Tanh", "Gemm"]
     assert [n["macs"] for n in rep["nodes"]] == [64, 48] and rep["report"]["macs"] == 112
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["compile"], "edgec compile: error: the following arguments are required: MODEL, -o/--output"),
+    (["compile", "m.onnx", "-o", "d", "--target", "gpu"], "invalid choice: 'gpu'"),
+    (["frobnicate"], "edgec: error: argument COMMAND: invalid choice: 'frobnicate'"),
+    (["mpc", "build"], "edgec mpc build: error: the following arguments are required"),
+    (["profile", "m.onnx", "--repeat", "two"], "invalid int value: 'two'"),
+])
+def test_usage_errors_are_one_line(argv: list[str], expect: str,
+                                   capsys: pytest.CaptureFixture) -> None:
+    """A missing or malformed argument: one line with what is wrong and where help is, exit 2
+    (argparse alone prints the whole usage block first)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert expect in err and "--help')" in err, err

@@ -19,6 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from edgec._package import __version__
 from edgec.errors import EdgecError, EdgecWarning
@@ -49,8 +50,21 @@ COMMAND_MODULES: tuple[str, ...] = (
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: what is wrong and where help is.
+
+    argparse prints the whole usage block before the message; edgec's errors are one line (as
+    for bad models), with exit status 2. Sub-command parsers are of this class too (argparse
+    creates them with the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="edgec",
         description="Compile trained neural networks to small, fast, dependency-free C.",
         epilog=EPILOG,
