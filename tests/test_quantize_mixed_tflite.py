@@ -154,7 +154,7 @@ def test_float_islands_are_float_builtins(quantized: dict) -> None:
 def _float_graph_ops() -> onnx.ModelProto:
     """A float model of the builtins a float island can need that the quantizer tests above do
     not reach: grouped, depthwise (multiplier 2), strided, dilated and asymmetrically padded
-    Conv with fused activations, MaxPool with ceil_mode, AveragePool SAME, dense with and
+    Conv with fused activations, MaxPool with pads and ceil_mode, AveragePool SAME, dense with and
     without bias, clips, min/max, reductions, Softmax, Concat, PRelu, Reciprocal."""
     r = _rng(3)
     f = np.float32
@@ -165,8 +165,8 @@ def _float_graph_ops() -> onnx.ModelProto:
         helper.make_node("Clip", ["d", "lo6", "hi6"], ["d6"]),
         helper.make_node("Conv", ["d6", "wg", "bg"], ["gc"], group=2, dilations=[2, 1],
                          pads=[2, 0, 2, 0]),
-        helper.make_node("MaxPool", ["gc"], ["gm"], kernel_shape=[2, 2], strides=[2, 2],
-                         ceil_mode=1),  # windows over the end: padded with the lowest float
+        helper.make_node("MaxPool", ["gc"], ["gm"], kernel_shape=[3, 2], strides=[2, 2],
+                         pads=[2, 0, 1, 0], ceil_mode=1),  # a PADV2 of the lowest float
         helper.make_node("Sigmoid", ["gm"], ["mp"]),
         helper.make_node("AveragePool", ["gc"], ["ap"], kernel_shape=[3, 3],
                          auto_pad="SAME_UPPER"),
@@ -193,12 +193,12 @@ def _float_graph_ops() -> onnx.ModelProto:
     return make_model(
         nodes, {"x": (1, 4, 7, 9)}, {"y": (1, 18), "el": (1, 1)},
         {"wa": r.standard_normal((4, 4, 3, 3)).astype(f) * 0.3,
-         "wd": r.standard_normal((8, 1, 3, 3)).astype(f) * 0.3,
+         "wd": r.standard_normal((8, 1, 3, 3)).astype(f) * 2.0,  # past the RELU6 bound
          "bd": r.standard_normal(8).astype(f) * 0.1,
          "lo6": f(0.0), "hi6": f(6.0),
          "wg": r.standard_normal((6, 4, 3, 1)).astype(f) * 0.3,
          "bg": r.standard_normal(6).astype(f) * 0.1,
-         "wf": r.standard_normal((72, 6)).astype(f) * 0.2,
+         "wf": r.standard_normal((90, 6)).astype(f) * 0.2,
          "lo": f(-0.5), "hi": f(0.75),
          "wm": r.standard_normal((6, 6)).astype(f),
          "slope": r.uniform(0.1, 0.5, 6).astype(f),

@@ -295,7 +295,8 @@ def _nhwc(w: Out, n: Node, x: str, pads: list[int], fill: float) -> int:
 
 
 def _nchw_out(w: Out, n: Node, write: Any) -> bool:
-    """``write(nhwc_output_index, fused_code)``, then TRANSPOSE to the NCHW output."""
+    """``write(nhwc_output_index, fused_code)``, then TRANSPOSE to the NCHW output (and the
+    node's ``_act`` when it is no fused clamp: an elementwise builtin after the TRANSPOSE)."""
     y = n.outputs[0]
     nb, c, h, wd = w.g.shape(y)
     t = _temp(w, f"{y}_nhwc", (nb, h, wd, c))
@@ -303,11 +304,12 @@ def _nchw_out(w: Out, n: Node, write: Any) -> bool:
     code = 0
     if act is not None:
         code = _FUSED_CODES.get(_act_builtin(act[0], dict(act[1])) or "", -1)
-        if code < 0:
-            raise EdgecError(f"{w.where(n)}: fused activation {act[0]} on a float "
-                             f"{n.op} has no TFLite form; write the model as .onnx")
-    write(t, code)
-    w.b.op("TRANSPOSE", [t, w.i32(f"{y}_perm_out", NHWC_TO_NCHW)], [w.t(y)], "TransposeOptions")
+    write(t, max(code, 0))
+    out = w.t(y) if code >= 0 else _temp(w, f"{y}_pre_act", (nb, c, h, wd))
+    w.b.op("TRANSPOSE", [t, w.i32(f"{y}_perm_out", NHWC_TO_NCHW)], [out], "TransposeOptions")
+    if code < 0 and not _activation(w, n, act[0], dict(act[1]), out, w.t(y), (nb, c, h, wd)):
+        raise EdgecError(f"{w.where(n)}: fused activation {act[0]} has no TFLite builtin; "
+                         f"write the model as .onnx")
     return True
 
 
