@@ -8,6 +8,8 @@ the file back to the same outputs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -15,6 +17,7 @@ from onnx import helper
 
 import edgec
 from edgec.api import compile_graph, load_graph
+from edgec.cli import main
 from edgec.errors import EdgecError
 from edgec.passes import optimize
 from edgec.passes.qdq import float_islands
@@ -244,6 +247,34 @@ def test_float_op_without_tflite_builtin_is_a_one_line_error() -> None:
                                          r"float32 op; write the model as \.onnx") as exc:
         to_tflite(q.lowered)
     assert "\n" not in str(exc.value)
+
+
+def test_cli_writes_a_mixed_tflite_and_refuses_a_gru_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    onnx.save(conv_model(), tmp_path / "conv.onnx")
+    np.savez(tmp_path / "cal.npz", x=_rng(2).standard_normal((8, 1, 3, 8, 8)).astype(np.float32))
+    args = ["quantize", str(tmp_path / "conv.onnx"), "--calibration", str(tmp_path / "cal.npz"),
+            "-o", str(tmp_path / "conv.tflite")]
+    assert main(args) == 0
+    assert "(AveragePool)" in capsys.readouterr().out  # the float ops are listed
+    x = _rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    back = edgec.compile(str(tmp_path / "conv.tflite"))
+    np.testing.assert_allclose(_as_list(back.run(x))[-1],
+                               run_interpreter((tmp_path / "conv.tflite").read_bytes(), [x])[-1]
+                               .reshape(1, 5), rtol=RTOL, atol=ATOL)
+    onnx.save(_gru_model(), tmp_path / "gru.onnx")
+    np.savez(tmp_path / "gru.npz", x=_rng(6).standard_normal((8, 2, 1, 4)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "gru.onnx"), "--calibration",
+                 str(tmp_path / "gru.npz"), "-o", str(tmp_path / "gru.tflite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(GRU): no TFLite builtin" in err and ".onnx" in err and "\n" not in err
+
+
+def test_softmax_not_on_the_last_axis_is_refused() -> None:
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
+    g = load_graph(make_model(nodes, {"x": (1, 3, 4)}, {"y": (1, 3, 4)}))
+    with pytest.raises(EdgecError, match=r"\(Softmax\): no TFLite builtin for this float32 op"):
+        to_tflite(g)
 
 
 def test_average_pool_over_a_ceil_mode_end_is_refused() -> None:

@@ -38,6 +38,7 @@ from edgec.ir import Graph, Node
 from edgec.ops.conv import window_axes
 from edgec.ops.reduce import reduce_axes
 from edgec.ops.shape_ops import norm_axes
+from edgec.ops.softmax import softmax_layout
 from edgec.ops.unary import unary_params
 
 NHWC_TO_NCHW = [0, 3, 1, 2]
@@ -151,8 +152,13 @@ def _reduce(w: Out, n: Node, name: str, axes: list[int], keep: bool) -> bool:
 
 
 def _last_axis(n: Node, g: Graph) -> bool:
-    rank = len(g.shape(n.inputs[0]))
-    return norm_axes(n, [int(n.attr("axis", -1))], rank)[0] == rank - 1
+    """Does (Log)Softmax normalise rows of the last axis (TFLite's only form; before opset 13
+    ONNX flattens from ``axis`` on)?"""
+    shape = g.shape(n.inputs[0])
+    if not shape:
+        return False
+    _, size, inner = softmax_layout(n, g, shape)
+    return inner == 1 and size == shape[-1]
 
 
 def _fully_connected(w: Out, n: Node, x: str, weights: np.ndarray, bias: int) -> bool:
