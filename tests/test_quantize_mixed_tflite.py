@@ -128,6 +128,7 @@ def test_mixed_tflite_matches_edgec_c(quantized: dict, name: str) -> None:
     dequantized = {n.outputs[0] for n in q.lowered.nodes if n.op == "Dequantize"}
     assert before | after <= dequantized
     data = to_tflite(q.lowered)
+    assert to_tflite(q.lowered) == data  # deterministic
     m = compile_graph(q.qdq)
     back = edgec.compile(data)
     assert {n.op for n in back.graph.nodes} & {"QFullyConnected", "QConv2D"}
@@ -158,7 +159,8 @@ def _float_graph_ops() -> onnx.ModelProto:
     """A float model of the builtins a float island can need that the quantizer tests above do
     not reach: grouped, depthwise (multiplier 2), strided, dilated and asymmetrically padded
     Conv with fused activations, MaxPool with pads and ceil_mode, AveragePool SAME, dense with and
-    without bias, clips, min/max, reductions, Softmax, Concat, PRelu, Reciprocal."""
+    without bias, clips, min/max, reductions, Softmax, Concat, PRelu, Reciprocal, Pow, a
+    run-time MatMul with a fused Relu."""
     r = _rng(3)
     f = np.float32
     nodes = [
@@ -185,7 +187,15 @@ def _float_graph_ops() -> onnx.ModelProto:
         helper.make_node("Add", ["ab", "one"], ["ab1"]),
         helper.make_node("Reciprocal", ["ab1"], ["rc"]),
         helper.make_node("Log", ["ab1"], ["lg"]),
-        helper.make_node("Concat", ["rc", "pr", "lg"], ["cat"], axis=1),
+        helper.make_node("Pow", ["ab1", "two"], ["p2"]),
+        helper.make_node("Pow", ["mx", "three"], ["p3"]),
+        helper.make_node("Pow", ["ab1", "half"], ["p05"]),
+        helper.make_node("Pow", ["ab1", "minus_one"], ["pm1"]),
+        helper.make_node("Concat", ["rc", "pr", "lg", "p2", "p3", "p05", "pm1"], ["cat"], axis=1),
+        helper.make_node("Reshape", ["cat", "s67"], ["c67"]),
+        helper.make_node("Reshape", ["cat", "s76"], ["c76"]),
+        helper.make_node("MatMul", ["c67", "c76"], ["mm2"]),  # run-time: BATCH_MATMUL
+        helper.make_node("Relu", ["mm2"], ["am"]),  # fused into it: a RELU after the builtin
         helper.make_node("Softmax", ["cat"], ["y"], axis=-1),
         helper.make_node("ReduceMean", ["cat", "ax1"], ["mean"], keepdims=1),
         helper.make_node("Tanh", ["mean"], ["t"]),
@@ -194,7 +204,7 @@ def _float_graph_ops() -> onnx.ModelProto:
         helper.make_node("Elu", ["hs"], ["el"]),  # no reference kernel: optimized ones run
     ]
     return make_model(
-        nodes, {"x": (1, 4, 7, 9)}, {"y": (1, 18), "el": (1, 1)},
+        nodes, {"x": (1, 4, 7, 9)}, {"y": (1, 42), "el": (1, 1), "am": (1, 6, 6)},
         {"wa": r.standard_normal((4, 4, 3, 3)).astype(f) * 0.3,
          "wd": r.standard_normal((8, 1, 3, 3)).astype(f) * 2.0,  # past the RELU6 bound
          "bd": r.standard_normal(8).astype(f) * 0.1,
@@ -205,7 +215,8 @@ def _float_graph_ops() -> onnx.ModelProto:
          "lo": f(-0.5), "hi": f(0.75),
          "wm": r.standard_normal((6, 6)).astype(f),
          "slope": r.uniform(0.1, 0.5, 6).astype(f),
-         "one": f(1.0),
+         "one": f(1.0), "two": f(2.0), "three": f(3.0), "half": f(0.5), "minus_one": f(-1.0),
+         "s67": np.asarray([1, 6, 7], np.int64), "s76": np.asarray([1, 7, 6], np.int64),
          "ax23": np.asarray([2, 3], np.int64), "ax1": np.asarray([1], np.int64)},
         opset=18)
 
@@ -214,7 +225,8 @@ def test_float_builtins_of_the_writer_match_edgec_c() -> None:
     """The float writer on a whole float graph (what an island can hold) against edgec's C."""
     model = _float_graph_ops()
     g = optimize(load_graph(model))
-    assert any("_act" in n.attrs and n.op == "Conv" for n in g.nodes)  # fused Relu / Clip
+    fused = {n.op for n in g.nodes if "_act" in n.attrs}
+    assert {"Conv", "MatMul"} <= fused  # fused Relu / Clip
     data = to_tflite(g)
     m = compile_graph(g)
     back = edgec.compile(data)

@@ -7,6 +7,7 @@ builtins that edgec's own TFLite front-end reads back are emitted:
 - unary: Abs, Neg, Exp, Log, Sqrt → ABS, NEG, EXP, LOG, SQRT; Relu, Sigmoid, Tanh, HardSwish,
   LeakyRelu, Gelu, Elu (alpha 1) → RELU, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, GELU, ELU;
   Clip → RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1 or MAXIMUM + MINIMUM; Reciprocal → DIV(1, x);
+  Pow by a constant 2, 3, 0.5, -1 → MUL, MUL + MUL, SQRT, DIV(1, x);
 - binary: Add, Sub, Mul, Div (broadcasting) → ADD, SUB, MUL, DIV; Max, Min of two → MAXIMUM,
   MINIMUM; PRelu → PRELU;
 - ReduceSum/Mean/Max/Min/Prod → SUM, MEAN, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD;
@@ -98,6 +99,8 @@ def _activation(w: Out, n: Node, op: str, p: dict[str, float], x: int, y: int,
         b.op("LEAKY_RELU", [x], [y], "LeakyReluOptions", alpha=float(p["alpha"]))
     elif op == "Gelu":
         b.op("GELU", [x], [y], "GeluOptions", approximate=bool(p["tanh"]))
+    elif op == "Pow":
+        return _pow(w, n, float(p["exponent"]), x, y, shape)
     elif op == "Clip":
         lo, hi = float(p["min"]), float(p["max"])
         y_name = n.outputs[0]
@@ -115,16 +118,36 @@ def _activation(w: Out, n: Node, op: str, p: dict[str, float], x: int, y: int,
     return True
 
 
-def _with_act(w: Out, n: Node, write: Any) -> bool:
+def _pow(w: Out, n: Node, e: float, x: int, y: int, shape: Any) -> bool:
+    """Pow by a constant exponent, the cases edgec's C computes without powf (the same
+    arithmetic): x·x, x·x·x, sqrt, 1/x; TFLite's POW is not read by edgec's front-end."""
+    b, name = w.b, n.outputs[0]
+    if e == 2.0:
+        b.op("MUL", [x, x], [y], "MulOptions")
+    elif e == 3.0:
+        sq = _temp(w, f"{name}_square", shape)
+        b.op("MUL", [x, x], [sq], "MulOptions")
+        b.op("MUL", [sq, x], [y], "MulOptions")
+    elif e == 0.5:
+        b.op("SQRT", [x], [y])
+    elif e == -1.0:
+        b.op("DIV", [_f32(w, f"{name}_one", 1.0), x], [y], "DivOptions")
+    else:
+        return False
+    return True
+
+
+def _with_act(w: Out, n: Node, write: Any, fuses: bool = True) -> bool:
     """Write a kernel node through ``write(y_index, fused_code)``, applying its ``_act``:
-    as the builtin's fused activation, or as the activation's builtin after it."""
+    as the builtin's fused activation (when the builtin ``fuses`` one), or as the
+    activation's builtin after it."""
     y = n.outputs[0]
     act = n.attrs.get("_act")
     if act is None:
         write(w.t(y), 0)
         return True
     op, p = act[0], dict(act[1])
-    code = _FUSED_CODES.get(_act_builtin(op, p) or "")
+    code = _FUSED_CODES.get(_act_builtin(op, p) or "") if fuses else None
     if code is not None:
         write(w.t(y), code)
         return True
@@ -197,16 +220,11 @@ def _matmul(w: Out, n: Node) -> bool:
     if b is not None and np.asarray(b).ndim == 2 and len(g.shape(a)) >= 2:
         return _fully_connected(w, n, a, np.asarray(b, np.float32).T, -1)
     if b is None and len(g.shape(a)) >= 2 and len(g.shape(bname)) >= 2:
-        return _with_act(w, n, lambda y, code: _batch_matmul(w, n, y, code))
+        xa, xb = w.t(a), w.t(bname)
+        return _with_act(w, n, lambda y, code: w.b.op(
+            "BATCH_MATMUL", [xa, xb], [y], "BatchMatMulOptions", adjX=False, adjY=False),
+            fuses=False)  # no fused activation: an activation after it
     return False
-
-
-def _batch_matmul(w: Out, n: Node, y: int, code: int) -> None:
-    if code:  # BATCH_MATMUL has no fused activation: clamp after it
-        raise EdgecError(f"{w.where(n)}: a fused activation on a run-time MatMul has no "
-                         f"TFLite form; write the model as .onnx")
-    w.b.op("BATCH_MATMUL", [w.t(n.inputs[0]), w.t(n.inputs[1])], [y], "BatchMatMulOptions",
-           adjX=False, adjY=False)
 
 
 def _layer_norm(w: Out, n: Node) -> bool:
@@ -386,7 +404,7 @@ def write_float(w: Out, n: Node) -> bool:
     g, b, op = w.g, w.b, n.op
     if g.tensor(n.outputs[0]).dtype != "float32":
         return False
-    if op in ("Elu", "LeakyRelu", "Gelu", "Clip", "Relu", "Sigmoid", "Tanh", "HardSwish"):
+    if op in ("Elu", "LeakyRelu", "Gelu", "Clip", "Relu", "Sigmoid", "Tanh", "HardSwish", "Pow"):
         return _activation(w, n, op, unary_params(n, g), w.t(n.inputs[0]), w.t(n.outputs[0]),
                            g.shape(n.outputs[0]))
     if op in _UNARY:
