@@ -23,8 +23,11 @@ builtins that edgec's own TFLite front-end reads back are emitted:
 - Concat → CONCATENATION; views and Transpose are written by the int8 writer (any dtype).
 
 A fused activation (``_act``) becomes the builtin's fused RELU/RELU6/RELU_N1_TO_1 or the
-activation's own builtin after it. Any other float op (GRU, LSTM, 1-D/3-D Conv...) returns
-False: the caller's one-line error names it and says to write ``.onnx``.
+activation's own builtin after it. Any other float op returns False (the caller's one-line
+error names it and says to write ``.onnx``): GRU has no builtin; LSTM is not written as
+UNIDIRECTIONAL_SEQUENCE_LSTM, whose state is variables carried between invocations while an
+ONNX LSTM starts each run from its initial state; Erf, 1-D/3-D Conv and pools have none that
+edgec's front-end reads.
 """
 
 from __future__ import annotations
