@@ -237,16 +237,29 @@ def test_1d_strict_c_and_sanitizers(floats: dict, quantized: dict, tmp_path: Pat
     np.testing.assert_array_equal(out, m.run(x))
 
 
+#: (model, format, per-channel weights, activation type) run on QEMU: every model, QDQ int8
+#: and uint8 (QUInt8: codes shifted by -128), QOperator
+QEMU_CASES = [("stack", "qdq", True, "int8"), ("separable", "qdq", True, "int8"),
+              ("ceil", "qdq", True, "int8"), ("ceil", "qdq", False, "uint8"),
+              ("stack", "qdq", False, "uint8"), ("separable", "qdq", True, "uint8"),
+              ("stack", "qoperator", True, "int8"), ("separable", "qoperator", False, "uint8"),
+              ("ceil", "qoperator", True, "int8")]
+
+
 @pytest.mark.qemu
 @pytest.mark.skipif(not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
                     reason="needs arm-none-eabi-gcc and qemu-system-arm (scripts/setup.sh)")
-@pytest.mark.parametrize("name", ["stack", "separable"])
+@pytest.mark.parametrize("name,fmt,pc,act", QEMU_CASES,
+                         ids=[f"{n}-{f}-{'pc' if pc else 'pt'}-{a}" for n, f, pc, a in QEMU_CASES])
 def test_1d_cortex_m4f_equals_host_c(floats: dict, quantized: dict, tmp_path: Path,
-                                     name: str) -> None:
-    """The 1-D models on an emulated Cortex-M4F (the DSP int8 kernels): bit for bit the host C."""
-    m = edgec.compile(str(quantized[(name, "qdq", True, "int8")]))
+                                     name: str, fmt: str, pc: bool, act: str) -> None:
+    """The 1-D models on an emulated Cortex-M4F (mps2-an386, the DSP int8 kernels), including
+    the ceil_mode pools, uint8 activations and the QOperator form: bit for bit the host C."""
+    m = edgec.compile(str(quantized[(name, fmt, pc, act)]))
+    assert float_islands(m.graph) == []
     xs = calibration(floats[name], 2, seed=5)
     res = run_qemu(build_firmware(m, load_target("cortex-m4f"), tmp_path / "fw", [[x] for x in xs]),
                    timeout_s=120)
+    assert len(res.outputs) == len(xs)
     for x, (got,) in zip(xs, res.outputs, strict=True):
         assert got.tobytes() == m.run(x).astype(np.float32).tobytes()

@@ -22,7 +22,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "int32 biases, TFLite's fixed-point arithmetic. Writes a QDQ .onnx (onnxruntime runs "
         "it) or a .tflite (the TFLite interpreter runs it to the same bytes as edgec's C), and "
         "prints the accuracy change vs the float model on the calibration sets. Ops without "
-        "an int8 kernel stay float (listed); such a mixed model is written as .onnx only.",
+        "an int8 kernel stay float (listed); in a .tflite they are float builtins between "
+        "DEQUANTIZE and QUANTIZE (one without a TFLite builtin, e.g. GRU: write .onnx).",
     )
     p.add_argument("model", metavar="MODEL", help=model_help())
     p.add_argument("--calibration", required=True, metavar="DATA.npz",

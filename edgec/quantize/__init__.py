@@ -3,7 +3,8 @@
 
 calibrate.py (input sets, ranges from the numpy interpreter), insert.py (the float graph's QDQ
 form: per-channel symmetric weights, per-tensor asymmetric activations), report.py (accuracy
-against the float model), onnx_writer.py and tflite_writer.py (the quantized model as a file).
+against the float model), onnx_writer.py and tflite_writer.py (the quantized model as a file;
+tflite_float.py writes a mixed-precision graph's float ops as float32 builtins).
 The QDQ graph is lowered to the int8 ops by ``passes.qdq.lower_qdq`` like any quantized ONNX
 model.
 

@@ -7,7 +7,13 @@ MEAN, SOFTMAX, CONCATENATION, activation tables → the activation builtin they 
 RELU6, LOGISTIC, TANH, LEAKY_RELU, HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
 DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
 becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
-its range. Float ops (a mixed-precision graph) have no writer here: a one-line error names them.
+its range.
+
+A mixed-precision graph's float islands (ops with no int8 kernel, between Dequantize and
+Quantize) are written as float32 builtins by ``tflite_float.write_float`` (its docstring lists
+them: elementwise, reductions, softmax, dense, LayerNormalization as a chain, 2-D Conv and
+pools...). A float op with no TFLite form (GRU, LSTM, 1-D or 3-D Conv...) is a one-line error
+naming the node that says to write ``.onnx`` (QDQ) instead.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from edgec.frontend.tflite.builder import TflBuilder
 from edgec.ir import Graph, Node
 from edgec.ops import get_op
 from edgec.ops.int8.fixedpoint import activation_range
+from edgec.quantize.tflite_float import write_float
 
 _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _TABLES = {("Relu", 0.0, None): "RELU", ("Relu", 0.0, 6.0): "RELU6",
@@ -157,9 +164,10 @@ class _Writer:
                       "ConcatenationOptions", axis=axis)
         elif op == "QLut":
             self.table(n)
-        else:
-            raise EdgecError(f"{self.where(n)}: no TFLite int8 builtin for this op (a float op "
-                             f"of a mixed-precision model?); write the model as .onnx")
+        elif not write_float(self, n):
+            raise EdgecError(f"{self.where(n)}: no TFLite builtin for this "
+                             f"{self.g.tensor(y).dtype} op; write the model as .onnx "
+                             f"(QDQ) instead")
 
     def table(self, n: Node) -> None:
         fn = tuple(n.attr("_fn") or ())
