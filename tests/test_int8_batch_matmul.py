@@ -172,6 +172,58 @@ def test_macs_and_broadcast_shape() -> None:
     assert QBatchMatMul().macs(g.nodes[0], g) == 2 * 3 * 3 * 5 * 4
 
 
+# -- the DSP path on emulated boards ----------------------------------------------------------
+
+def _board_graph() -> Graph:
+    """QBatchMatMul of each kernel form: b copied to columns (K = 13, k % 4 = 1), b's columns
+    contiguous (adj_y, broadcast, zp_b = 0), a's rows strided (adj_x: generic C only), a clamp
+    with a softmax-like zp_a = -128 (K = 16)."""
+    g = Graph("bmmboard")
+    specs = [((2, 5, 13), (2, 13, 7), (0.05, -7), (0.03, 11), {}),
+             ((3, 4, 8), (1, 6, 8), (0.04, 9), (0.02, 0), {"adj_y": 1}),
+             ((2, 6, 5), (2, 6, 3), (0.05, 3), (0.05, -20), {"adj_x": 1}),
+             ((1, 6, 16), (1, 16, 4), (1 / 256, -128), (0.02, -7),
+              {"act_min": -100, "act_max": 90})]
+    for i, (a, b, qa, qb, attrs) in enumerate(specs):
+        g.tensors[f"a{i}"] = Tensor(f"a{i}", a, "int8", quant=Quant.per_tensor(*qa))
+        g.tensors[f"b{i}"] = Tensor(f"b{i}", b, "int8", quant=Quant.per_tensor(*qb))
+        g.tensors[f"y{i}"] = Tensor(f"y{i}", (), "int8", quant=Quant.per_tensor(0.06, 2))
+        g.inputs += [f"a{i}", f"b{i}"]
+        g.outputs.append(f"y{i}")
+        g.nodes.append(Node("QBatchMatMul", f"mm{i}", [f"a{i}", f"b{i}"], [f"y{i}"], attrs))
+    infer_shapes(g)
+    return g
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm (scripts/setup.sh)")
+@pytest.mark.parametrize("target,cflags,dsp", [("cortex-m4f", (), True),
+                                               ("cortex-m4f", ("-DEDGEC_NO_DSP",), False),
+                                               ("cortex-m0", (), False)])
+def test_kernel_forms_on_board(tmp_path: Path, target: str, cflags: tuple[str, ...],
+                               dsp: bool) -> None:
+    """The DSP path (SMLAD in the ELF) and the generic C equal the numpy reference on the
+    board, extreme codes included."""
+    from edgec.api import compile_graph
+
+    m = compile_graph(_board_graph())
+    rng = np.random.default_rng(4)
+    shapes = [tuple(m.graph.shape(i)) for i in m.graph.inputs]
+    feeds = [[_codes(rng, s, k) for s in shapes] for k in range(3)]
+    build = build_firmware(m, load_target(target), tmp_path / "fw", inputs=feeds,
+                           extra_cflags=cflags)
+    assert not build.warnings, build.warnings
+    res = run_qemu(build, timeout_s=120)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(build.elf)], capture_output=True,
+                         text=True, check=True).stdout
+    assert ("smlad" in dis) == dsp
+    for f, got in zip(feeds, res.outputs, strict=True):
+        want = m.reference(*f)
+        for w, o in zip(want, got, strict=True):
+            assert o.dtype == np.int8 and np.array_equal(o, w)
+
+
 # -- Keras models converted by TFLite ----------------------------------------------------------
 
 def _keras(name: str) -> tuple[object, dict[str, tuple[int, ...]]]:

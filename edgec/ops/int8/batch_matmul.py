@@ -18,9 +18,14 @@ matrix product of two run-time int8 operands (attention scores Q·Kᵀ, scores·
   clamp of a Relu/Clip that followed an ONNX MatMul.
 
 The C kernel walks the broadcast batch dimensions (coalesced, :func:`broadcast_loop`) and, per
-matrix, each output row: the zero points are subtracted as the codes are read (run-time
-operands: nothing can be folded at compile time), products summed in int32, then one fused
-requantize + clamp per output.
+matrix, computes ``sum (a - zp_a)(b - zp_b) = sum (a - zp_a) b - zp_b * sum (a - zp_a)``: the
+row sum once per row, raw codes of b in the inner loop (every partial sum fits int32 when the
+true one does: |b| <= 128 <= max|b - zp_b|), then one fused requantize + clamp per output.
+On cores with the DSP extension (``EDGEC_S8_DSP``, as the other int8 kernels pick it) each row
+of a is widened to int16 (zero point subtracted) into the scratch once, b's columns are read
+four codes per word (transposed into the scratch once per matrix unless ``adj_y`` already
+stores them contiguously) and two SMLAD take four MACs; ``adj_x`` (a's rows strided) takes the
+generic C.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from edgec.ops.int8.common import (
     use_requant,
 )
 from edgec.ops.int8.fixedpoint import f32, quantize_multiplier
+from edgec.ops.int8.gemm_s8 import use_kernels
 from edgec.ops.loops import broadcast_loop
 
 Outs = list[tuple[Shape, str]]
@@ -130,6 +136,15 @@ class QBatchMatMul(QOp):
         d = Dims(node, g)
         return prod(d.batch) * d.m * d.n * d.k
 
+    def scratch(self, node: Node, g: Graph) -> int:
+        """Bytes for the DSP path: the row of a widened to int16 (2·K, k paired as SMLAD reads
+        them), then b transposed to columns (K·N) when its columns are not contiguous. The
+        generic C needs none."""
+        return sum(_scratch_parts(node, g))
+
+    def scratch_ctype(self, node: Node, g: Graph) -> str:
+        return "int8_t"
+
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         d = Dims(node, g)
@@ -141,33 +156,119 @@ class QBatchMatMul(QOp):
         a_m, a_k = (1, m) if d.adj_x else (k, 1)
         b_k, b_n = (1, k) if d.adj_y else (n, 1)
         a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+        row_bytes, col_bytes = _scratch_parts(node, g)
+        sc = ctx.scratch() if row_bytes else ""
+        if sc:
+            use_kernels(ctx)
+            ctx.helper("edgec_bmm_dot_s8", DOT_C)
 
         def idx(var: str, stride: int) -> str:
             return var if stride == 1 else f"{var} * {stride}"
 
+        dot = (f"const int8_t *bc = bm + {idx('c', b_n)};\n"
+               f"int32_t dot = 0;\n"
+               f"for (int t = 0; t < {k}; ++t) {{\n"
+               f"    dot += ((int32_t)ar[{idx('t', a_k)}] - ({zp_a})) * bc[{idx('t', b_k)}];\n"
+               f"}}\n")
+        row_sum = ("int32_t sa = 0;\n"
+                   f"for (int t = 0; t < {k}; ++t) {{\n"
+                   f"    sa += (int32_t)ar[{idx('t', a_k)}] - ({zp_a});\n"
+                   f"}}\n")
+        if not zp_b:  # no correction: the row's sum is not needed
+            row_sum = ""
+        if sc:
+            cols = f"bt + c * {k}" if col_bytes else f"bm + {idx('c', b_n)}"
+            dot = ("#ifdef EDGEC_S8_DSP\n"
+                   f"const int32_t dot = edgec_bmm_dot_s8(a16, ar, {cols}, {k}, {zp_a});\n"
+                   "#else\n" + dot + "#endif\n")
+            widen = f"edgec_bmm_widen_s8(ar, {k}, {zp_a}, a16);\n"
+            row_sum = ("#ifdef EDGEC_S8_DSP\n"
+                       + (f"const int32_t sa = {widen}" if zp_b else f"(void){widen}")
+                       + ("#else\n" + row_sum if row_sum else "") + "#endif\n")
+        corr = f" - ({zp_b}) * sa" if zp_b else ""
+
         def matrix(ia: str, ib: str, iy: str) -> str:
             sa, sb, sy = (f" + ({e}) * {size}" if e != "0" else ""
                           for e, size in ((ia, m * k), (ib, k * n), (iy, m * n)))
-            return (
-                f"const int8_t *am = {a}{sa};\n"
-                f"const int8_t *bm = {b}{sb};\n"
-                f"int8_t *ym = {y}{sy};\n"
-                f"for (int r = 0; r < {m}; ++r) {{\n"
-                f"    const int8_t *ar = am + {idx('r', a_m)};\n"
-                f"    for (int c = 0; c < {n}; ++c) {{\n"
-                f"        const int8_t *bc = bm + {idx('c', b_n)};\n"
-                f"        int32_t acc = 0;\n"
-                f"        for (int t = 0; t < {k}; ++t) {{\n"
-                f"            acc += ((int32_t)ar[{idx('t', a_k)}] - ({zp_a})) * "
-                f"((int32_t)bc[{idx('t', b_k)}] - ({zp_b}));\n"
-                f"        }}\n"
-                f"        ym[r * {n} + c] = {requant}(acc, {mult}, {shift}, {zp_y}, {lo}, "
-                f"{hi});\n"
-                f"    }}\n"
-                f"}}\n"
-            )
+            code = (f"const int8_t *am = {a}{sa};\n"
+                    f"const int8_t *bm = {b}{sb};\n"
+                    f"int8_t *ym = {y}{sy};\n")
+            if col_bytes:  # the DSP path reads b by columns
+                code += ("#ifdef EDGEC_S8_DSP\n"
+                         f"int8_t *bt = {sc} + {row_bytes};\n"
+                         f"for (int c = 0; c < {n}; ++c) {{\n"
+                         f"    for (int t = 0; t < {k}; ++t) bt[c * {k} + t] = "
+                         f"bm[{idx('t', b_k)} + {idx('c', b_n)}];\n"
+                         f"}}\n"
+                         "#endif\n")
+            code += (f"for (int r = 0; r < {m}; ++r) {{\n"
+                     f"    const int8_t *ar = am + {idx('r', a_m)};\n" + indent(row_sum) +
+                     f"    for (int c = 0; c < {n}; ++c) {{\n" + indent(dot, 2) +
+                     f"        ym[r * {n} + c] = {requant}(dot{corr}, {mult}, {shift}, {zp_y}, "
+                     f"{lo}, {hi});\n"
+                     f"    }}\n"
+                     f"}}\n")
+            return code
 
+        head = ""
+        if sc:
+            head = ("#ifdef EDGEC_S8_DSP\n"
+                    f"edgec_q15a *a16 = (edgec_q15a *)(void *){sc};\n"
+                    "#else\n"
+                    f"(void){sc};\n"
+                    "#endif\n")
         if not d.batch:
-            return matrix("0", "0", "0")
-        return broadcast_loop(d.batch, [d.batch_a, d.batch_b],
-                              lambda ix, iy: "{\n" + indent(matrix(ix[0], ix[1], iy)) + "}\n")
+            return head + matrix("0", "0", "0")
+        return head + broadcast_loop(
+            d.batch, [d.batch_a, d.batch_b],
+            lambda ix, iy: "{\n" + indent(matrix(ix[0], ix[1], iy)) + "}\n")
+
+
+def _scratch_parts(node: Node, g: Graph) -> tuple[int, int]:
+    """Bytes of the DSP path's scratch: (a's row as int16, b's transposed copy); none when a's
+    rows are not contiguous (adj_x: generic C only)."""
+    d = Dims(node, g)
+    if d.adj_x:
+        return 0, 0
+    return 2 * d.k, (0 if d.adj_y else d.k * d.n)
+
+
+DOT_C = r"""#ifdef EDGEC_S8_DSP
+/* QBatchMatMul, DSP path. Row a[0..k) of codes minus their zero point, widened to int16 into
+ * a16 four at a time in SMLAD's pairing ((a0, a2), (a1, a3): the halves SXTB16 gives of four
+ * codes of b and, rotated by 8, of the odd ones); returns the sum of the row. */
+static inline int32_t edgec_bmm_widen_s8(const int8_t *a, int k, int32_t zp, edgec_q15a *a16)
+{
+    int32_t s = 0;
+    int t;
+    for (t = 0; t < k; ++t) s += (int32_t)a[t] - zp;
+    for (t = 0; t + 4 <= k; t += 4) {
+        a16[t] = (int16_t)(a[t] - zp);
+        a16[t + 1] = (int16_t)(a[t + 2] - zp);
+        a16[t + 2] = (int16_t)(a[t + 1] - zp);
+        a16[t + 3] = (int16_t)(a[t + 3] - zp);
+    }
+    return s;
+}
+
+/* Sum over t < k of (a[t] - zp) * b[t]: four per step from the widened row a16 (two words)
+ * and one word of b (contiguous), two SMLAD; the k % 4 rest from the codes a. Exact: every
+ * partial sum fits int32 (QBatchMatMul checks the shape at compile time). */
+static inline int32_t edgec_bmm_dot_s8(const edgec_q15a *a16, const int8_t *a, const int8_t *b,
+                                       int k, int32_t zp)
+{
+    int32_t acc = 0;
+    int t;
+    for (t = 0; t + 4 <= k; t += 4) {
+        uint32_t wb;
+        int32_t we, wo;
+        memcpy(&wb, b + t, 4);
+        memcpy(&we, a16 + t, 4);
+        memcpy(&wo, a16 + t + 2, 4);
+        acc = __smlad(we, __sxtb16((int32_t)wb), acc);
+        acc = __smlad(wo, edgec_sxtb16_hi((int32_t)wb), acc);
+    }
+    for (; t < k; ++t) acc += ((int32_t)a[t] - zp) * b[t];
+    return acc;
+}
+#endif"""
