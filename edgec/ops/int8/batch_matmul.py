@@ -165,27 +165,40 @@ class QBatchMatMul(QOp):
         def idx(var: str, stride: int) -> str:
             return var if stride == 1 else f"{var} * {stride}"
 
-        dot = (f"const int8_t *bc = bm + {idx('c', b_n)};\n"
-               f"int32_t dot = 0;\n"
-               f"for (int t = 0; t < {k}; ++t) {{\n"
-               f"    dot += ((int32_t)ar[{idx('t', a_k)}] - ({zp_a})) * bc[{idx('t', b_k)}];\n"
-               f"}}\n")
+        corr = f" - ({zp_b}) * sa" if zp_b else ""
+
+        def store(c: str, acc: str) -> str:
+            return (f"ym[r * {n} + {c}] = {requant}({acc}{corr}, {mult}, {shift}, {zp_y}, "
+                    f"{lo}, {hi});\n")
+
+        columns = (f"for (int c = 0; c < {n}; ++c) {{\n"
+                   f"    const int8_t *bc = bm + {idx('c', b_n)};\n"
+                   f"    int32_t dot = 0;\n"
+                   f"    for (int t = 0; t < {k}; ++t) {{\n"
+                   f"        dot += ((int32_t)ar[{idx('t', a_k)}] - ({zp_a})) * "
+                   f"bc[{idx('t', b_k)}];\n"
+                   f"    }}\n" + indent(store("c", "dot")) + "}\n")
         row_sum = ("int32_t sa = 0;\n"
                    f"for (int t = 0; t < {k}; ++t) {{\n"
                    f"    sa += (int32_t)ar[{idx('t', a_k)}] - ({zp_a});\n"
-                   f"}}\n")
-        if not zp_b:  # no correction: the row's sum is not needed
-            row_sum = ""
-        if sc:
-            cols = f"bt + c * {k}" if col_bytes else f"bm + {idx('c', b_n)}"
-            dot = ("#ifdef EDGEC_S8_DSP\n"
-                   f"const int32_t dot = edgec_bmm_dot_s8(a16, ar, {cols}, {k}, {zp_a});\n"
-                   "#else\n" + dot + "#endif\n")
+                   f"}}\n") if zp_b else ""  # no correction: the row's sum is not needed
+        if sc:  # DSP: two columns per call (the widened row loaded once for both)
+            col = "bt" if col_bytes else "bm"
+            pairs = (f"for (int c = 0; c + 1 < {n}; c += 2) {{\n"
+                     "    int32_t d0, d1;\n"
+                     f"    edgec_bmm_dot2_s8(a16, ar, {col} + c * {k}, {col} + (c + 1) * {k}, "
+                     f"{k}, {zp_a}, &d0, &d1);\n"
+                     + indent(store("c", "d0") + store("c + 1", "d1")) + "}\n")
+            if n % 2:
+                pairs += ("{\n"
+                          f"    const int32_t dot = edgec_bmm_dot_s8(a16, ar, {col} + "
+                          f"{(n - 1) * k}, {k}, {zp_a});\n"
+                          + indent(store(str(n - 1), "dot")) + "}\n")
+            columns = "#ifdef EDGEC_S8_DSP\n" + pairs + "#else\n" + columns + "#endif\n"
             widen = f"edgec_bmm_widen_s8(ar, {k}, {zp_a}, a16);\n"
             row_sum = ("#ifdef EDGEC_S8_DSP\n"
                        + (f"const int32_t sa = {widen}" if zp_b else f"(void){widen}")
                        + ("#else\n" + row_sum if row_sum else "") + "#endif\n")
-        corr = f" - ({zp_b}) * sa" if zp_b else ""
 
         def matrix(ia: str, ib: str, iy: str) -> str:
             sa, sb, sy = (f" + ({e}) * {size}" if e != "0" else ""
@@ -202,12 +215,8 @@ class QBatchMatMul(QOp):
                          f"}}\n"
                          "#endif\n")
             code += (f"for (int r = 0; r < {m}; ++r) {{\n"
-                     f"    const int8_t *ar = am + {idx('r', a_m)};\n" + indent(row_sum) +
-                     f"    for (int c = 0; c < {n}; ++c) {{\n" + indent(dot, 2) +
-                     f"        ym[r * {n} + c] = {requant}(dot{corr}, {mult}, {shift}, {zp_y}, "
-                     f"{lo}, {hi});\n"
-                     f"    }}\n"
-                     f"}}\n")
+                     f"    const int8_t *ar = am + {idx('r', a_m)};\n" + indent(row_sum)
+                     + indent(columns) + "}\n")
             return code
 
         head = ""
@@ -249,6 +258,33 @@ static inline int32_t edgec_bmm_widen_s8(const int8_t *a, int k, int32_t zp, edg
         a16[t + 3] = (int16_t)(a[t + 3] - zp);
     }
     return s;
+}
+
+/* The sums of edgec_bmm_dot_s8 for two columns b0, b1 at once (the row's words loaded once). */
+static inline void edgec_bmm_dot2_s8(const edgec_q15a *a16, const int8_t *a, const int8_t *b0,
+                                     const int8_t *b1, int k, int32_t zp, int32_t *d0,
+                                     int32_t *d1)
+{
+    int32_t acc0 = 0, acc1 = 0;
+    int t;
+    for (t = 0; t + 4 <= k; t += 4) {
+        uint32_t w0, w1;
+        int32_t we, wo;
+        memcpy(&we, a16 + t, 4);
+        memcpy(&wo, a16 + t + 2, 4);
+        memcpy(&w0, b0 + t, 4);
+        memcpy(&w1, b1 + t, 4);
+        acc0 = __smlad(we, __sxtb16((int32_t)w0), acc0);
+        acc1 = __smlad(we, __sxtb16((int32_t)w1), acc1);
+        acc0 = __smlad(wo, edgec_sxtb16_hi((int32_t)w0), acc0);
+        acc1 = __smlad(wo, edgec_sxtb16_hi((int32_t)w1), acc1);
+    }
+    for (; t < k; ++t) {
+        acc0 += ((int32_t)a[t] - zp) * b0[t];
+        acc1 += ((int32_t)a[t] - zp) * b1[t];
+    }
+    *d0 = acc0;
+    *d1 = acc1;
 }
 
 /* Sum over t < k of (a[t] - zp) * b[t]: four per step from the widened row a16 (two words)
