@@ -417,32 +417,58 @@ def test_onnx_attention_strict_c_and_sanitizers(quantized: dict, attention: onnx
         assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-def test_matmul_accumulator_overflow_stays_float() -> None:
-    """A run-time MatMul whose int32 accumulator could overflow keeps its float island (and the
-    lowering leaves no half-built node behind)."""
+def _qdq_matmul(a_shape: list[int], b_shape: list[int], zp: int, relu: bool
+                ) -> onnx.ModelProto:
+    """DequantizeLinear(a), DequantizeLinear(b) → MatMul (→ Relu) → QuantizeLinear →
+    DequantizeLinear, both operands graph inputs (run-time)."""
     from onnx import TensorProto, helper
 
-    k = 40000
     nodes, inits = [], []
     for name in ("a", "b"):
         inits += [helper.make_tensor(f"{name}_s", TensorProto.FLOAT, [], [0.01]),
-                  helper.make_tensor(f"{name}_z", TensorProto.INT8, [], [-128])]
+                  helper.make_tensor(f"{name}_z", TensorProto.INT8, [], [zp])]
         nodes += [helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_z"],
                                    [f"{name}_q"]),
                   helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"],
                                    [f"{name}_d"])]
-    inits += [helper.make_tensor("y_s", TensorProto.FLOAT, [], [0.5]),
-              helper.make_tensor("y_z", TensorProto.INT8, [], [0])]
-    nodes += [helper.make_node("MatMul", ["a_d", "b_d"], ["p"], name="mm"),
-              helper.make_node("QuantizeLinear", ["p", "y_s", "y_z"], ["y_q"]),
+    inits += [helper.make_tensor("y_s", TensorProto.FLOAT, [], [0.002]),
+              helper.make_tensor("y_z", TensorProto.INT8, [], [-20])]
+    nodes.append(helper.make_node("MatMul", ["a_d", "b_d"], ["p"], name="mm"))
+    if relu:
+        nodes.append(helper.make_node("Relu", ["p"], ["r"], name="relu"))
+    nodes += [helper.make_node("QuantizeLinear", ["r" if relu else "p", "y_s", "y_z"], ["y_q"]),
               helper.make_node("DequantizeLinear", ["y_q", "y_s", "y_z"], ["y"])]
+    out = [*a_shape[:-1], b_shape[-1]]
     graph = helper.make_graph(
-        nodes, "big", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, k]),
-                       helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])], inits)
+        nodes, "mm", [helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape),
+                      helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model
+
+
+def test_matmul_relu_becomes_the_clamp() -> None:
+    """A Relu after a run-time MatMul is the QBatchMatMul's clamp (act_min = the output zero
+    point): within 1 LSB of onnxruntime, nothing negative."""
+    model = _qdq_matmul([2, 3, 5], [2, 5, 4], 3, relu=True)
     m = edgec.compile(model)
+    (node,) = [n for n in m.graph.nodes if n.op == "QBatchMatMul"]
+    assert node.attrs["act_min"] == -20 and float_islands(m.graph) == []
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        feeds = {"a": rng.uniform(-1, 1, (2, 3, 5)).astype(np.float32),
+                 "b": rng.uniform(-1, 1, (2, 5, 4)).astype(np.float32)}
+        got = m.run(feeds)
+        np.testing.assert_array_equal(got, m.reference(feeds))
+        assert got.min() >= 0.0
+        np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=0, atol=0.002 + 1e-6)
+
+
+def test_matmul_accumulator_overflow_stays_float() -> None:
+    """A run-time MatMul whose int32 accumulator could overflow keeps its float island (and the
+    lowering leaves no half-built node behind)."""
+    m = edgec.compile(_qdq_matmul([1, 40000], [40000, 1], -128, relu=False))
     assert float_islands(m.graph) == ["mm (MatMul)"]
     assert "QBatchMatMul" not in [n.op for n in m.graph.nodes]
 

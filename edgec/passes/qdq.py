@@ -6,7 +6,8 @@ once ``frontend.onnx_quant`` expanded it) computes each layer as
 whose op has an int8 kernel by that kernel reading and writing codes: the QuantizeLinear outputs
 become int8 tensors carrying their quantization (uint8 codes become int8 ones with the zero point
 shifted by 128: the same real values), constant DequantizeLinear inputs become int8 weights and
-int32 biases. NCHW convolutions and pools are wrapped in Transposes around the NHWC int8
+int32 biases; a MatMul of two run-time tensors (attention) becomes ``QBatchMatMul``. NCHW
+convolutions and pools are wrapped in Transposes around the NHWC int8
 kernels (``passes.transposes`` cancels them between layers); 1-D ones (NCL) run the same kernels
 with H = 1 (NCL → NLC, viewed as N x 1 x L x C). ``ceil_mode`` pools get the end padding that
 makes the kernels' floor rule give the ceil output size. A Relu or Clip between the op and
