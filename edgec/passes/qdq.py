@@ -6,7 +6,8 @@ once ``frontend.onnx_quant`` expanded it) computes each layer as
 whose op has an int8 kernel by that kernel reading and writing codes: the QuantizeLinear outputs
 become int8 tensors carrying their quantization (uint8 codes become int8 ones with the zero point
 shifted by 128: the same real values), constant DequantizeLinear inputs become int8 weights and
-int32 biases. NCHW convolutions and pools are wrapped in Transposes around the NHWC int8
+int32 biases; a MatMul of two run-time tensors (attention) becomes ``QBatchMatMul``. NCHW
+convolutions and pools are wrapped in Transposes around the NHWC int8
 kernels (``passes.transposes`` cancels them between layers); 1-D ones (NCL) run the same kernels
 with H = 1 (NCL → NLC, viewed as N x 1 x L x C). ``ceil_mode`` pools get the end padding that
 makes the kernels' floor rule give the ceil output size. A Relu or Clip between the op and
@@ -410,6 +411,23 @@ def _dense(lw: _Lowering, n: Node, y: str, q_y: Quant,
     return True
 
 
+def _matmul(lw: _Lowering, n: Node, y: str, q_y: Quant,
+            act: tuple[float | None, float | None]) -> bool:
+    """MatMul by constant weights → QFullyConnected (``_dense``); of two run-time int8 tensors
+    of rank >= 2 (attention's Q·Kᵀ and scores·V) → QBatchMatMul (TFLite's BATCH_MATMUL)."""
+    a, b = lw.runtime(n.inputs[0]), lw.runtime(n.inputs[1])
+    if a is None or b is None:
+        return _dense(lw, n, y, q_y, act)
+    if min(len(lw.src.shape(i)) for i in n.inputs[:2]) < 2:
+        return False
+    try:
+        lw.add("QBatchMatMul", [a.name, b.name], y, q_y, name=n.name, **_act_attrs(q_y, act))
+    except UnsupportedOpError:  # e.g. an int32 accumulator that could overflow: stays float
+        lw.g.nodes.pop()
+        raise
+    return True
+
+
 def _binary(kind: str) -> Rule:
     def rule(lw: _Lowering, n: Node, y: str, q_y: Quant,
              act: tuple[float | None, float | None]) -> bool:
@@ -541,7 +559,7 @@ _FUSES_ACT = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul"})
 _RULES: dict[str, Rule] = {
     "Conv": _conv,
     "Gemm": _dense,
-    "MatMul": _dense,
+    "MatMul": _matmul,
     "Add": _binary("QAdd"),
     "Sub": _binary("QSub"),
     "Mul": _binary("QMul"),

@@ -103,6 +103,12 @@ def fully_connected(cx: Ctx, op: TflOperator) -> None:
     cx.add("QFullyConnected", [x, w, cx.x(2)], out=cx.y(0), **act_attrs(cx))
 
 
+def batch_matmul(cx: Ctx, op: TflOperator) -> None:
+    _check_activations(cx)
+    cx.add("QBatchMatMul", [cx.x(0), cx.x(1)], out=cx.y(0),
+           adj_x=1 if cx.opts.get("adjX") else 0, adj_y=1 if cx.opts.get("adjY") else 0)
+
+
 def _geometry(cx: Ctx, h: int, w: int, kh: int, kw: int, dilated: bool) -> dict[str, Any]:
     sh, sw = int(cx.opts.get("strideH", 1)), int(cx.opts.get("strideW", 1))
     dh = int(cx.opts.get("dilationHFactor", 1) or 1) if dilated else 1
@@ -189,6 +195,7 @@ def _lut(fn: LutFn) -> Translator:
 INT8_OPS: dict[str, Translator] = {
     "ADD": _binary("QAdd"),
     "AVERAGE_POOL_2D": _pool("QAveragePool2D"),
+    "BATCH_MATMUL": batch_matmul,
     "CONCATENATION": concatenation,
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
