@@ -169,3 +169,16 @@ def test_random_dags_are_valid(seed: int) -> None:
         names.append(out)
     g = _graph(nodes, {"x": (1, int(rng.integers(1, 9)))}, [names[-1]])
     _check_no_overlap(g)
+
+
+def test_arena_pointers_count_bytes_for_every_type() -> None:
+    """A tensor or scratch buffer ``offset`` bytes into the arena, whatever its C type (an int32
+    scratch at byte 8 is element 2: ``(int32_t *)arena + 8`` would point 32 bytes in)."""
+    from edgec.backend.c_emit import _arena_ptr
+
+    assert _arena_ptr("float", 8) == "arena + 2"
+    assert _arena_ptr("int8_t", 5) == "(int8_t *)arena + 5"
+    assert _arena_ptr("int16_t", 6) == "(int16_t *)arena + 3"
+    assert _arena_ptr("int32_t", 8) == "(int32_t *)arena + 2"
+    assert _arena_ptr("int32_t", 6) == "(int32_t *)(void *)((unsigned char *)arena + 6)"
+    assert _arena_ptr("int32_t", 0) == "(int32_t *)arena"

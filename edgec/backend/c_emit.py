@@ -614,7 +614,17 @@ def _arena_ptr(ctype: str, offset: int, always: bool = False) -> str:
     """C pointer to ``offset`` bytes into the (float) arena, typed ``ctype *``."""
     if ctype == "float":
         return f"arena + {offset // 4}" if offset else "arena"
-    return f"({ctype} *)arena + {offset}" if offset else f"({ctype} *)arena"
+    if not offset:
+        return f"({ctype} *)arena"
+    size = _CTYPE_BYTES.get(ctype)
+    if size is not None and offset % size == 0:  # pointer arithmetic counts elements, not bytes
+        return f"({ctype} *)arena + {offset // size}"
+    return f"({ctype} *)(void *)((unsigned char *)arena + {offset})"
+
+
+#: element sizes of the C types a tensor or a scratch buffer in the arena may have
+_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4,
+                "uint32_t": 4, "int64_t": 8, "uint64_t": 8, "double": 8}
 
 
 def _indent(body: str) -> str:
