@@ -483,3 +483,50 @@ def test_quantizer_lowers_runtime_matmul(attention: onnx.ModelProto) -> None:
     assert float_islands(m.graph) == []
     x = calibration(attention, 1, seed=4)[0]
     np.testing.assert_array_equal(m.run(x), m.reference(x))
+
+
+def test_quantized_attention_written_as_tflite_runs_to_the_same_bytes(
+        attention: onnx.ModelProto) -> None:
+    """edgec quantize -o model.tflite: each QBatchMatMul is a BATCH_MATMUL (adjX/adjY as the
+    node's), and the TFLite interpreter runs the file to the same bytes as edgec's C."""
+    from edgec.api import compile_graph, load_graph
+    from edgec.quantize import quantize_graph
+    from edgec.quantize.tflite_writer import to_tflite
+
+    cal = np.stack(calibration(attention, 24, seed=1))
+    q = quantize_graph(load_graph(attention), {"x": cal})
+    assert [n.op for n in q.lowered.nodes].count("QBatchMatMul") == 3
+    data = to_tflite(q.lowered)
+    m = compile_graph(q.qdq)
+    back = edgec.compile(data)
+    assert [n.op for n in back.graph.nodes].count("QBatchMatMul") == 3
+    for x in calibration(attention, 20, seed=12):
+        c = m.run(x)
+        np.testing.assert_array_equal(run_interpreter(data, [x])[0].reshape(c.shape), c)
+        np.testing.assert_array_equal(back.run(x).reshape(c.shape), c)
+
+
+@pytest.mark.parametrize("a,b,attrs", [
+    ((2, 3, 5), (2, 5, 4), {}),
+    ((2, 5, 3), (2, 5, 4), {"adj_x": 1}),
+    ((2, 3, 5), (2, 4, 5), {"adj_y": 1}),
+    ((3, 5), (2, 4, 5), {"adj_y": 1, "act_min": 0}),  # a clamp: RELU after BATCH_MATMUL
+])
+def test_batch_matmul_written_as_tflite(a: tuple[int, ...], b: tuple[int, ...],
+                                        attrs: dict) -> None:
+    """QBatchMatMul → BATCH_MATMUL with its adjX/adjY; the clamp (BATCH_MATMUL has no fused
+    activation) a RELU after it: the interpreter's codes equal edgec's reference."""
+    from edgec.quantize.tflite_writer import to_tflite
+
+    g = _graph(a, b, **attrs)
+    infer_shapes(g)
+    data = to_tflite(g)
+    rng = np.random.default_rng(5)
+    node = g.nodes[0]
+    for _ in range(5):
+        xa = rng.integers(-128, 128, a, dtype=np.int8)
+        xb = rng.integers(-128, 128, b, dtype=np.int8)
+        want = QBatchMatMul().reference(node, [xa, xb], g)[0]
+        np.testing.assert_array_equal(run_interpreter(data, [xa, xb])[0], want)
+    if "act_min" in attrs:
+        assert int(want.min()) == 0  # the clamp took effect

@@ -3,8 +3,10 @@
 Each int8 op of docs/int8.md is the TFLite builtin whose reference kernel it reproduces, so the
 TFLite interpreter runs the file to the same bytes as edgec's C: QConv2D → CONV_2D,
 QDepthwiseConv2D → DEPTHWISE_CONV_2D, QFullyConnected → FULLY_CONNECTED, pools, ADD/SUB/MUL,
-MEAN, SOFTMAX, CONCATENATION, activation tables → the activation builtin they model (RELU,
-RELU6, LOGISTIC, TANH, LEAKY_RELU, HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
+MEAN, SOFTMAX, CONCATENATION (inputs quantized otherwise than the output go through a QUANTIZE
+first), QBatchMatMul → BATCH_MATMUL (a clamp as the activation builtin after it), activation
+tables → the activation builtin they model (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU,
+HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
 DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
 becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
 its range.
@@ -160,14 +162,47 @@ class _Writer:
         elif op == "QConcat":
             axis = int(n.attr("axis", 0))
             axis = axis + len(self.g.shape(y)) if axis < 0 else axis
-            self.b.op("CONCATENATION", [self.t(i) for i in ins], [self.t(y)],
+            self.b.op("CONCATENATION", [self.same_quant(i, y) for i in ins], [self.t(y)],
                       "ConcatenationOptions", axis=axis)
+        elif op == "QBatchMatMul":
+            self.batch_matmul(n)
         elif op == "QLut":
             self.table(n)
         elif not write_float(self, n):
             raise EdgecError(f"{self.where(n)}: no TFLite builtin for this "
                              f"{self.g.tensor(y).dtype} op; write the model as .onnx "
                              f"(QDQ) instead")
+
+    def same_quant(self, x: str, like: str) -> int:
+        """Tensor ``x``, or a QUANTIZE of it to ``like``'s scale and zero point when they differ
+        (TFLite's int8 CONCATENATION takes inputs quantized as its output only; QConcat
+        requantizes the others with Requantize's arithmetic, which is QUANTIZE's)."""
+        qx, qy = self.g.quant(x), self.g.quant(like)
+        if qx is None or qy is None or qx.same_as(qy):
+            return self.t(x)
+        name = f"{x}_as_{like}"
+        if name not in self.index:
+            self.index[name] = self.b.tensor(name, self.g.shape(x), self.g.tensor(x).dtype,
+                                             quant=(qy.scale, qy.zero_point, qy.axis or 0))
+            self.b.op("QUANTIZE", [self.t(x)], [self.index[name]])
+        return self.index[name]
+
+    def batch_matmul(self, n: Node) -> None:
+        """QBatchMatMul → BATCH_MATMUL (adjX/adjY as the node's); BATCH_MATMUL has no fused
+        activation, so a clamp (a Relu after an ONNX MatMul) becomes its own builtin after it."""
+        x0, x1, y = (self.t(i) for i in (*n.inputs[:2], n.outputs[0]))
+        code = self.fused(n)
+        out = y
+        if code:
+            q = self.g.quant(n.outputs[0])
+            assert q is not None
+            out = self.b.tensor(f"{n.outputs[0]}_unclamped", self.g.shape(n.outputs[0]), "int8",
+                                quant=(q.scale, q.zero_point, 0))
+        self.b.op("BATCH_MATMUL", [x0, x1], [out], "BatchMatMulOptions",
+                  adjX=bool(n.attr("adj_x", 0)), adjY=bool(n.attr("adj_y", 0)))
+        if code:
+            name = next(k for k, v in _FUSED.items() if v == code)
+            self.b.op(name, [out], [y])
 
     def table(self, n: Node) -> None:
         fn = tuple(n.attr("_fn") or ())
