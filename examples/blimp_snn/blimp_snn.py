@@ -25,6 +25,8 @@
     python examples/blimp_snn/blimp_snn.py            # about 30 s on 2 cores
     python examples/blimp_snn/blimp_snn.py --quick    # a few seconds (CI)
     python examples/blimp_snn/blimp_snn.py --ray      # generations on Ray (edgec[scale])
+    python examples/blimp_snn/blimp_snn.py --population 4096 --generations 30
+                                                      # GPU when present, else CPU threads
 """
 
 from __future__ import annotations
@@ -316,12 +318,18 @@ def fitness(cand: np.ndarray, inputs: np.ndarray, target: np.ndarray,
 
 def evolve(
     inputs: np.ndarray, target: np.ndarray, spec: Spec, gens: int, pop: int,
-    ray: object = None,
+    ray: object = None, device: str = "numpy",
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Separable CMA-ES-like (mu/mu_w, lambda)-ES; returns the best parameters, readout, history.
     ``ray``: evaluate each generation as Ray tasks (edgec.scale.evolve.ray_batch, one slice per
-    worker); the candidates come from the same seeded generator, so the result is the same."""
-    if ray is None:
+    worker); the candidates come from the same seeded generator, so the result is the same.
+    ``device`` cpu, cuda or auto: each generation in compiled code (population.cu: one candidate
+    per GPU thread, or the host build of the same code on CPU threads); numpy: ``fitness``."""
+    if device != "numpy":
+        from population import PopulationFitness
+
+        evaluate = PopulationFitness(inputs, target, spec, device)
+    elif ray is None:
         def evaluate(cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return fitness(cand, inputs, target, spec)
     else:
@@ -453,7 +461,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                     help="evaluate the generations on Ray (edgec[scale]): this machine's cores, "
                     "or a cluster at ADDRESS (ray://HOST:PORT or auto); same result")
+    ap.add_argument("--population", type=int, default=None, metavar="N",
+                    help=f"candidates per generation (default {POP}; e.g. 4096 with --device)")
+    ap.add_argument("--generations", type=int, default=None, metavar="G",
+                    help=f"generations (default {GENS})")
+    ap.add_argument("--device", choices=("numpy", "cpu", "cuda", "auto"), default=None,
+                    help="where each generation is evaluated: numpy (default), or compiled "
+                    "population.cu on the GPU (cuda), the CPU's threads (cpu) or the GPU when "
+                    "one is present (auto, the default with --population)")
     args = ap.parse_args(argv)
+    device = args.device or ("auto" if args.population else "numpy")
     ray = None
     if args.ray:
         from edgec.scale.session import start
@@ -461,6 +478,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         ray, _ = start(None if args.ray == "local" else args.ray)
     torch.manual_seed(0)
     gens, pop, train_steps = (4, 8, 600) if args.quick else (GENS, POP, TRAIN_STEPS)
+    gens, pop = args.generations or gens, args.population or pop
+    if device != "numpy":
+        from population import pick_device
+
+        device = pick_device(device)
+        print(f"evaluating {pop} candidates per generation on the {device.upper()} "
+              f"(population.cu)")
     hold = 600
     t0 = time.time()
     # fast: P + D along PID flights (steps and ramps); steady: I = KI·∫e over a sweep of ∫e;
@@ -473,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     net = BlimpSNN()
     for spec, ctrl, inputs, target in ((FAST, net.fast, flights, fast_t),
                                        (STEADY, net.steady, sweep, steady_t)):
-        theta, readout, hist = evolve(inputs, target, spec, gens, pop, ray)
+        theta, readout, hist = evolve(inputs, target, spec, gens, pop, ray, device)
         load(ctrl, theta, readout)
         print(f"evolved {spec.name:6s}: imitation MSE {hist[0]:.4f} -> {min(hist):.4f} "
               f"({gens} generations x {pop})")
