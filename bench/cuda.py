@@ -3,7 +3,8 @@
 For each model below (the small controllers the ``fused`` strategy is for), in one process and on
 the same weights and inputs: edgec's fused CUDA build (``edgec.compile(..., target="cuda")``,
 torch CUDA tensors passed as device pointers) beside torch eager and torch replayed from a CUDA
-graph, at each batch size. Each time is the median over ``--repeat`` timed calls after a warm-up,
+graph (and, with ``--torch-compile``, torch.compile where it compiles within the budget),
+at each batch size. Each time is the median over ``--repeat`` timed calls after a warm-up,
 with the device synchronised around every call, so it includes the launch; samples/s follows.
 The max abs difference of edgec's outputs to torch's is printed for every row, so a fast wrong
 kernel cannot hide.
@@ -117,9 +118,20 @@ def _graphed(net: Any, x: Any) -> Callable[[], Any]:
     return replay
 
 
+def _compiled(net: Any, device: str) -> Any:
+    """``torch.compile`` of ``net``: with CUDA graphs on a GPU (``reduce-overhead``), inductor's
+    default on the CPU."""
+    import torch
+
+    return torch.compile(net, mode="reduce-overhead" if device == "cuda" else "default")
+
+
 def bench_model(bm: CudaBenchModel, device: str, batches: Sequence[int], repeat: int,
-                seed: int = 0) -> list[list[str]]:
-    """One table row per batch size: edgec, torch eager (and torch CUDA graph on a GPU)."""
+                seed: int = 0, compile_budget: float | None = None) -> list[list[str]]:
+    """One table row per batch size: edgec, torch eager (and torch CUDA graph on a GPU), and
+    with ``compile_budget`` (seconds) torch.compile: its first call at each batch size (the
+    compilation) is not timed, and once compiling this model has taken longer than the budget
+    its remaining cells are "-" (the column is for where torch.compile finishes in time)."""
     import torch
 
     import edgec
@@ -136,6 +148,8 @@ def bench_model(bm: CudaBenchModel, device: str, batches: Sequence[int], repeat:
             torch.cuda.synchronize()
 
     rows = []
+    compiled = _compiled(net, device) if compile_budget is not None else None
+    compile_spent = 0.0
     for b in batches:
         x = torch.randn(b, *bm.sample_shape[1:], generator=torch.Generator().manual_seed(b))
         if device == "cuda":
@@ -153,18 +167,31 @@ def bench_model(bm: CudaBenchModel, device: str, batches: Sequence[int], repeat:
         if device == "cuda":
             t_graph = _timed(_graphed(net, x), sync, repeat)
             graph = f"{t_graph * 1e3:.4g}"
+        comp = "-"
+        if compiled is not None and compile_budget is not None and compile_spent <= compile_budget:
+            start = time.perf_counter()
+            with torch.no_grad():
+                got = compiled(x)  # compiles for this shape
+                sync()
+            compile_spent += time.perf_counter() - start
+            c_err = float((got.float().cpu() - want.float().cpu()).abs().max())
+            if c_err > 1e-3:
+                raise EdgecError(f"torch.compile of {bm.name} differs from eager by {c_err:.2g}")
+            if compile_spent <= compile_budget:
+                with torch.no_grad():
+                    comp = f"{_timed(lambda x=x: compiled(x), sync, repeat) * 1e3:.4g}"
         err = float((edge.reshape(want.shape).float().cpu() - want.float().cpu()).abs().max())
         rows.append([bm.name, f"{b:,}", f"{t_edge * 1e3:.4g}", f"{t_eager * 1e3:.4g}", graph,
-                     f"{b / t_edge:,.0f}", f"{err:.1e}"])
+                     comp, f"{b / t_edge:,.0f}", f"{err:.1e}"])
     return rows
 
 
 HEADERS = ("model", "batch", "edgec ms", "torch eager ms", "torch CUDA graph ms",
-           "edgec samples/s", "max abs err")
+           "torch.compile ms", "edgec samples/s", "max abs err")
 
 
 def run(device: str, batches: Sequence[int], repeat: int, names: Sequence[str] | None = None,
-        log: Callable[[str], None] = print) -> str:
+        log: Callable[[str], None] = print, compile_budget: float | None = None) -> str:
     """The bench as a table (``device`` "cuda" needs nvcc and a visible GPU)."""
     if device == "cuda":
         from edgec.backend.cuda.build import find_nvcc, require_gpu
@@ -179,8 +206,8 @@ def run(device: str, batches: Sequence[int], repeat: int, names: Sequence[str] |
     rows = []
     for bm in chosen:
         log(f"bench.cuda: {bm.name} ({bm.what}) on {device}")
-        rows += bench_model(bm, device, batches, repeat)
-    return format_table(list(HEADERS), rows, align="lrrrrrr")
+        rows += bench_model(bm, device, batches, repeat, compile_budget=compile_budget)
+    return format_table(list(HEADERS), rows, align="lrrrrrrr")
 
 
 def _machine(device: str) -> str:
@@ -204,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="timed calls per cell")
     ap.add_argument("--models", help=f"comma-separated subset of: "
                     f"{', '.join(m.name for m in MODELS)}")
+    ap.add_argument("--torch-compile", type=float, nargs="?", const=300.0, default=None,
+                    metavar="SECONDS", help="add a torch.compile column (reduce-overhead on a "
+                    "GPU); a model's cells stop once compiling it took longer than SECONDS "
+                    "(default 300)")
     args = ap.parse_args(argv)
     try:
         batches = [int(b) for b in args.batches.split(",") if b]
@@ -211,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EdgecError("--batches needs positive sizes and --repeat at least 1")
         names = args.models.split(",") if args.models else None
         table = run(args.device, batches, args.repeat, names,
-                    log=lambda s: print(s, file=sys.stderr))
+                    log=lambda s: print(s, file=sys.stderr), compile_budget=args.torch_compile)
     except (EdgecError, ValueError) as exc:
         print(f"bench.cuda: {exc}", file=sys.stderr)
         return 2

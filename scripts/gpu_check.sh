@@ -24,7 +24,7 @@ step() {  # step NAME COMMAND...: runs it with its output in $out/NAME.txt, tail
 step nvidia-smi nvidia-smi
 step tests "$py" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batch_sim_cuda.py \
     tests/test_bench_cuda.py tests/test_gpu_sweep_example.py tests/test_blimp_population.py
-step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576
+step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576 --torch-compile 300
 step bench_batch_sim "$py" -m bench.batch_sim --device cuda --sizes 1,1000,100000
 step gpu_sweep "$py" examples/gpu_sweep/gpu_sweep.py -o "$out/gpu_sweep"
 step blimp_population "$py" examples/blimp_snn/blimp_snn.py --population 4096 --generations 10 \
