@@ -530,3 +530,43 @@ def test_batch_matmul_written_as_tflite(a: tuple[int, ...], b: tuple[int, ...],
         np.testing.assert_array_equal(run_interpreter(data, [xa, xb])[0], want)
     if "act_min" in attrs:
         assert int(want.min()) == 0  # the clamp took effect
+
+
+def test_onnx_attention_transposes_fold_into_adj_y(quantized: dict) -> None:
+    """Kᵀ, V's head split and xᵀ reach the kernels as adj_y = 1 (their columns read in place,
+    no transposed copy in the scratch); the outputs are the reference's (tests above)."""
+    m = edgec.compile(str(quantized["int8"]))
+    mms = [n for n in m.graph.nodes if n.op == "QBatchMatMul"]
+    assert len(mms) == 3 and all(n.attr("adj_y", 0) == 1 for n in mms)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_transpose_before_second_operand_becomes_adj_y(shared: bool) -> None:
+    """b → Transpose(0, 2, 1) → QBatchMatMul: the matmul reads b with adj_y = 1 and the Transpose
+    goes; when the transposed tensor is also an output, the Transpose stays for it."""
+    from edgec.api import compile_graph
+
+    g = Graph("fold")
+    q = Quant.per_tensor(0.03, 11)
+    g.tensors["a"] = Tensor("a", (2, 3, 5), "int8", quant=Quant.per_tensor(0.05, -7))
+    g.tensors["b"] = Tensor("b", (2, 4, 5), "int8", quant=q)
+    g.tensors["bt"] = Tensor("bt", (), "int8", quant=q)
+    g.tensors["y"] = Tensor("y", (), "int8", quant=Quant.per_tensor(0.1, 0))
+    g.inputs, g.outputs = ["a", "b"], ["y", "bt"] if shared else ["y"]
+    g.nodes += [Node("Transpose", "t", ["b"], ["bt"], {"perm": [0, 2, 1]}),
+                Node("QBatchMatMul", "mm", ["a", "bt"], ["y"], {})]
+    infer_shapes(g)
+    ref_graph = g.copy()
+    m = compile_graph(g)
+    (mm,) = [n for n in m.graph.nodes if n.op == "QBatchMatMul"]
+    assert mm.attr("adj_y", 0) == 1
+    assert sum(n.op == "Transpose" for n in m.graph.nodes) == (1 if shared else 0)
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        a = rng.integers(-128, 128, (2, 3, 5), dtype=np.int8)
+        b = rng.integers(-128, 128, (2, 4, 5), dtype=np.int8)
+        want = QBatchMatMul().reference(ref_graph.nodes[1], [a, b.transpose(0, 2, 1)],
+                                        ref_graph)[0]
+        got = m.run(a, b)
+        got = got[0] if shared else got
+        np.testing.assert_array_equal(got, want)

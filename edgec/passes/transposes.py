@@ -7,6 +7,7 @@ Transpose(NHWC→NCHW)`` is the identity. Activations, elementwise arithmetic (a
 is transposed at compile time), Concat, Pad, reductions and Softmax sit between layers too: a
 Transpose whose only consumer is such an op moves below it (the op's axes are remapped). What is
 left is the layout change at the model's edges (e.g. before a Flatten, where the order matters).
+A Transpose before an int8 batch matmul's second operand gives its last-two-axes swap to adj_y.
 """
 
 from __future__ import annotations
@@ -220,6 +221,42 @@ def _fold_into_dense(g: Graph) -> bool:
     return False
 
 
+def _fold_into_batch_matmul(g: Graph) -> bool:
+    """A Transpose feeding a QBatchMatMul's second operand with ``adj_y = 0`` (attention's Kᵀ):
+    swap the last two axes of its permutation and set ``adj_y``, so that the kernel reads the
+    operand's columns contiguously instead of copying them transposed; a permutation that
+    becomes the identity goes away. (``adj_x`` makes the kernel slower: the first operand is
+    left alone.) The original Transpose stays for any other reader."""
+    producers, consumers = g.producers(), g.consumers()
+    for mm in g.nodes:
+        if mm.op != "QBatchMatMul" or mm.attr("adj_y", 0):
+            continue
+        t = producers.get(mm.inputs[1])
+        if t is None or t.op != "Transpose":
+            continue
+        rank = len(g.shape(t.inputs[0]))
+        perm = _perm(t, rank)
+        q_in, q_out = g.quant(t.inputs[0]), g.quant(t.outputs[0])
+        if rank < 2 or q_in is None or q_out is None or not q_in.same_as(q_out):
+            continue
+        swapped = [*perm[:-2], perm[-1], perm[-2]]
+        mm.attrs["adj_y"] = 1
+        if swapped == list(range(rank)):
+            mm.inputs[1] = t.inputs[0]
+        elif len(consumers.get(t.outputs[0], [])) == 1 and t.outputs[0] not in g.outputs:
+            t.attrs["perm"] = swapped
+            infer_node(g, t)
+        else:
+            out = f"{t.outputs[0]}_adj"
+            g.tensors[out] = Tensor(out, (), g.tensor(t.outputs[0]).dtype, quant=q_out)
+            g.nodes.insert(g.nodes.index(mm), Node("Transpose", f"{t.name}_adj",
+                                                   [t.inputs[0]], [out], {"perm": swapped}))
+            infer_node(g, g.nodes[g.nodes.index(mm) - 1])
+            mm.inputs[1] = out
+        return True
+    return False
+
+
 def _run(g: Graph, shared: bool) -> Graph:
     g = g.copy()
     while True:  # terminates: merges remove Transposes, sinks only move them towards outputs
@@ -231,7 +268,7 @@ def _run(g: Graph, shared: bool) -> Graph:
                 changed = True
                 _drop_unused(g)
                 producers, consumers = g.producers(), g.consumers()
-        while _fold_into_dense(g):
+        while _fold_into_dense(g) or _fold_into_batch_matmul(g):
             changed = True
             _drop_unused(g)
         if not changed:
