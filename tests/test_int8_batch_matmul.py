@@ -388,6 +388,11 @@ def test_onnx_attention_matmuls_are_int8_within_two_lsb(quantized: dict, attenti
     ops = [n.op for n in m.graph.nodes]
     assert ops.count("QBatchMatMul") == 3 and "MatMul" not in ops, ops
     assert not any(i.endswith("(MatMul)") for i in float_islands(m.graph))
+    # onnxruntime's softmax output scale is 1/255: TFLite's int8 softmax (1/256) + Requantize
+    assert float_islands(m.graph) == []
+    sm = next(n for n in m.graph.nodes if n.op == "QSoftmax")
+    assert m.graph.quant(sm.outputs[0]).scalar() == (float(np.float32(1 / 256)), -128)
+    assert any(n.op == "Requantize" and n.inputs[0] == sm.outputs[0] for n in m.graph.nodes)
     deq = [n for n in m.graph.nodes if n.op == "Dequantize"][-1]
     q = m.graph.quant(deq.inputs[0])
     assert q is not None

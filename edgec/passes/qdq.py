@@ -528,9 +528,14 @@ def _softmax(lw: _Lowering, n: Node, y: str, q_y: Quant,
     x = lw.runtime(n.inputs[0])
     rank = len(lw.src.shape(n.inputs[0]))
     axis = norm_axis(int(n.attr("axis", -1 if lw.src.opset >= 13 else 1)), rank)
-    if x is None or axis != rank - 1 or q_y.scalar() != (float(np.float32(1 / 256)), -128):
+    if x is None or axis != rank - 1 or q_y.size != 1:
         return False
-    lw.add("QSoftmax", [x.name], y, q_y, name=n.name, beta=1.0)
+    q_tfl = Quant.per_tensor(float(np.float32(1 / 256)), -128)  # what TFLite's kernel writes
+    if q_y.same_as(q_tfl):
+        lw.add("QSoftmax", [x.name], y, q_y, name=n.name, beta=1.0)
+    else:  # e.g. onnxruntime's 1/255: TFLite's softmax, then requantized (<= 1 LSB more)
+        mid = lw.add("QSoftmax", [x.name], lw.fresh(f"{y}_q256"), q_tfl, name=n.name, beta=1.0)
+        lw.add("Requantize", [mid], y, q_y)
     return True
 
 
