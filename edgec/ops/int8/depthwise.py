@@ -30,7 +30,15 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
+from edgec.ops.int8.depthwise_dsp import (
+    HELPERS_C,
+    RQ_C,
+    border_channels,
+    fast_border_taps,
+    fast_channels,
+    fast_tables,
+    interior_channels,
+)
 from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 from edgec.ops.int8.gemm_s8 import use_kernels
@@ -115,6 +123,7 @@ class QDepthwiseConv2D(QOp):
         if rq.per_channel:
             sk.table(rq.mult_sym, "int32_t")
             sk.table(rq.shift_sym, "int32_t")
+        zp_y_int = zp_y
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
         requant = use_requant(ctx, rounding_of(ctx.g), shift)
@@ -181,12 +190,26 @@ class QDepthwiseConv2D(QOp):
                 return (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
                         f"{bounds});\n    memcpy(yp + {ch}, &codes, 4);\n}}")
 
-            dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                   + interior_channels(taps, oc, wsym, fsym, store, store4)
-                   + (channels(oc - oc % 4) if oc % 4 else ""))
+            lay = (fast_tables(w.reshape(-1, oc), folded, mult, shift, zp_y_int)
+                   if rounding_of(ctx.g) == "double" else None)
+            tail = channels(oc - oc % 4) if oc % 4 else ""
+            if lay is not None:  # int16 weights pre-laid for SMLAD, requantization fused
+                ctx.helper("edgec_dw_rq", RQ_C)
+                w16 = sk.table(ctx.const_array(f"{node.name}_w16", lay[0], "int32_t",
+                                               param=False), "int32_t")
+                p16 = sk.table(ctx.const_array(f"{node.name}_rq", lay[1], "int32_t",
+                                               param=False), "int32_t")
+                dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                       + fast_channels([f"xc + {xo}" for xo, _ in taps], oc, w16, p16,
+                                       "const int8_t *xc = xp;", bounds) + tail)
+                decls, tps = fast_border_taps(win, oc, zp_x_c)
+                edge = decls + fast_channels(tps, oc, w16, p16, "", bounds)
+            else:
+                dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                       + interior_channels(taps, oc, wsym, fsym, store, store4) + tail)
+                edge = border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
             if win.any_padding:
-                edge = (border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
-                        + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
+                edge += tail or f"(void){bsym};\n"
                 generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
                            + indent(edge) + "}\n#else\n" + generic + "#endif\n")
             else:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 HELPERS_C = r"""#ifdef EDGEC_S8_DSP
 /* PKHBT: low halfword of a, low halfword of b on top; PKHTB: high halfword of a, high
  * halfword of b below. */
@@ -39,6 +41,127 @@ static inline uint32_t edgec_ld32(const int8_t *p)
     return v;
 }
 #endif"""
+
+#: the requantization of the pre-laid kernel (``fast_channels``)
+RQ_C = r"""#ifdef EDGEC_S8_DSP
+/* Double-rounding requantize + zero point of an accumulator held doubled (a = 2 acc, no
+ * overflow: checked at compile time): p = {M, e, 2^(e-1) + zp << e}. SMMULR gives
+ * (2 acc M + 2^31) >> 32 = SRDHM(acc, M); adding p[2] less the sign bit and shifting right by
+ * e rounds half away from zero (RoundingDivideByPOT) and adds the zero point. */
+static inline int32_t edgec_dw_rq(int32_t a, const int32_t *p)
+{
+    int32_t v;
+    __asm__("smmulr %0, %1, %2" : "=r"(v) : "r"(a), "r"(p[0]));
+    return (int32_t)(v + p[2] - (int32_t)((uint32_t)v >> 31)) >> p[1];
+}
+#endif"""
+
+INT32_MAX = 2**31 - 1
+
+
+def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                zp_y: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The compile-time layout of the pre-laid kernel, or None where it does not apply
+    (a left shift or e = 0, or an accumulator or rounding sum that could leave int32).
+
+    ``w`` [taps, C] int8, ``folded`` [C] the bias with the input zero point folded in,
+    ``mult``/``shift`` [C] (or one), ``zp_y``. Returns (words, params): per quad of channels
+    ``(taps // 2) * 4 + (taps % 2) * 2`` int32 words of int16 halfword pairs, doubled weights:
+    per tap pair (t, u) ``[2 w_t c | 2 w_u c << 16]`` for c = 0..3, for an odd last tap
+    ``[c0 | c2 << 16], [c1 | c3 << 16]``; and per channel ``[2 folded, M, e, 2^(e-1) +
+    zp_y << e]``. Weights stored as int16 take twice the int8 table's flash."""
+    taps, c = w.shape
+    c4 = c - c % 4
+    mult = np.broadcast_to(np.asarray(mult).reshape(-1), (c,))
+    shift = np.broadcast_to(np.asarray(shift).reshape(-1), (c,))
+    params = []
+    for ch in range(c4):
+        e, m = -int(shift[ch]), int(mult[ch])
+        if not 1 <= e <= 31 or m <= 0:
+            return None
+        acc = abs(int(folded[ch])) + 128 * int(np.abs(w[:, ch].astype(np.int64)).sum())
+        rnd = (1 << (e - 1)) + (zp_y << e)
+        v = (acc * m >> 31) + 1
+        if 2 * acc > INT32_MAX or v + abs(rnd) + 1 > INT32_MAX:
+            return None
+        params += [2 * int(folded[ch]), m, e, rnd]
+
+    def pair(lo: int, hi: int) -> int:
+        return ((2 * lo) & 0xFFFF) | (((2 * hi) & 0xFFFF) << 16)
+
+    words: list[int] = []
+    for q in range(0, c4, 4):
+        wq = w[:, q:q + 4].astype(np.int64)
+        for t in range(0, taps - 1, 2):
+            words += [pair(int(wq[t, j]), int(wq[t + 1, j])) for j in range(4)]
+        if taps % 2:
+            last = wq[-1]
+            words += [pair(int(last[0]), int(last[2])), pair(int(last[1]), int(last[3]))]
+    return (np.array(words, np.uint32).view(np.int32),
+            np.array(params, np.int64).astype(np.int32))
+
+
+def fast_channels(taps: list[str], c: int, wtab: str, ptab: str, head: str,
+                  bounds: str) -> str:
+    """Channels in fours with the pre-laid tables of :func:`fast_tables`: ``taps``: C
+    pointers to each tap's four input channels; ``head``, when given, declares a pointer
+    ``xc`` that steps by four channels; the four outputs requantized by
+    ``edgec_dw_rq`` and packed + clamped by ``edgec_pack4_s8`` (``bounds``: its lo4, hi4)."""
+    c4 = c - c % 4
+    if c4 == 0:
+        return ""
+    nw = (len(taps) // 2) * 4 + (len(taps) % 2) * 2
+    lines = [f"const int32_t *wq = {wtab};", f"const int32_t *pq = {ptab};",
+             *([head] if head else []),
+             f"for (int ch = 0; ch < {c4}; ch += 4, wq += {nw}, pq += 16"
+             + (", xc += 4) {" if head else ") {"),
+             "    int32_t a0 = pq[0], a1 = pq[4], a2 = pq[8], a3 = pq[12];"]
+    for i in range(0, len(taps) - 1, 2):
+        k = 2 * i
+        lines += [
+            "    {",
+            f"        const uint32_t xt = edgec_ld32({taps[i]}), xu = edgec_ld32({taps[i + 1]});",
+            "        const int32_t xa = edgec_pkhbt(xt, xu), xb = edgec_pkhtb(xu, xt);",
+            f"        a0 = __smlad(wq[{k}], __sxtb16(xa), a0);",
+            f"        a1 = __smlad(wq[{k + 1}], edgec_sxtb16_hi(xa), a1);",
+            f"        a2 = __smlad(wq[{k + 2}], __sxtb16(xb), a2);",
+            f"        a3 = __smlad(wq[{k + 3}], edgec_sxtb16_hi(xb), a3);",
+            "    }",
+        ]
+    if len(taps) % 2:
+        k = nw - 2
+        lines += [
+            "    {",
+            f"        const int32_t xv = (int32_t)edgec_ld32({taps[-1]});",
+            "        const int32_t xe = __sxtb16(xv), xo = edgec_sxtb16_hi(xv);",
+            f"        a0 = __smlabb(wq[{k}], xe, a0);",
+            f"        a1 = __smlabb(wq[{k + 1}], xo, a1);",
+            f"        a2 = __smlatt(wq[{k}], xe, a2);",
+            f"        a3 = __smlatt(wq[{k + 1}], xo, a3);",
+            "    }",
+        ]
+    lines += ["    {",
+              "        const uint32_t codes = edgec_pack4_s8(edgec_dw_rq(a0, pq + 1), "
+              "edgec_dw_rq(a1, pq + 5),",
+              f"            edgec_dw_rq(a2, pq + 9), edgec_dw_rq(a3, pq + 13), {bounds});",
+              "        memcpy(yp + ch, &codes, 4);",
+              "    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def fast_border_taps(win: Any, c: int, zp_x: int | str) -> tuple[str, list[str]]:
+    """Declarations of a border pixel's tap pointers (a row of the input zero point for taps
+    outside the input: they add nothing, the folded bias already subtracted zp_x * w) and the
+    tap expressions for ``fast_channels``."""
+    taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
+    lines = [f"int8_t zrow[{c}];",
+             f"const int8_t *tp[{len(taps)}];",
+             f"memset(zrow, {zp_x & 0xFF if isinstance(zp_x, int) else zp_x}, {c});"]
+    for t, (kh, kw) in enumerate(taps):
+        r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
+        lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
+                     f"xn + (({r}) * {win.w} + {q}) * {c} : zrow;")
+    return "\n".join(lines) + "\n", [f"tp[{t}] + ch" for t in range(len(taps))]
 
 
 def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
