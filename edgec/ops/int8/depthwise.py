@@ -200,7 +200,7 @@ class QDepthwiseConv2D(QOp):
                 p16 = sk.table(ctx.const_array(f"{node.name}_rq", lay[1], "int32_t",
                                                param=False), "int32_t")
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                       + fast_channels([f"xc + {xo}" for xo, _ in taps], oc, w16, p16,
+                       + fast_channels([("xc", xo) for xo, _ in taps], oc, w16, p16,
                                        "const int8_t *xc = xp;", bounds) + tail)
                 decls, tps = fast_border_taps(win, oc, zp_x_c)
                 edge = decls + fast_channels(tps, oc, w16, p16, "", bounds)

@@ -101,10 +101,12 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
             np.array(params, np.int64).astype(np.int32))
 
 
-def fast_channels(taps: list[str], c: int, wtab: str, ptab: str, head: str,
+def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, head: str,
                   bounds: str) -> str:
-    """Channels in fours with the pre-laid tables of :func:`fast_tables`: ``taps``: C
-    pointers to each tap's four input channels; ``head``, when given, declares a pointer
+    """Channels in fours with the pre-laid tables of :func:`fast_tables`: ``taps``: (C
+    pointer, byte offset) of each tap's four input channels; one assembly block per tap pair
+    (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
+    8 MACs) and for an odd last tap (8 per 4 MACs); ``head``, when given, declares a pointer
     ``xc`` that steps by four channels; the four outputs requantized by
     ``edgec_dw_rq`` and packed + clamped by ``edgec_pack4_s8`` (``bounds``: its lo4, hi4)."""
     c4 = c - c % 4
@@ -116,29 +118,50 @@ def fast_channels(taps: list[str], c: int, wtab: str, ptab: str, head: str,
              f"for (int ch = 0; ch < {c4}; ch += 4, wq += {nw}, pq += 16"
              + (", xc += 4) {" if head else ") {"),
              "    int32_t a0 = pq[0], a1 = pq[4], a2 = pq[8], a3 = pq[12];"]
+    def at(tap: tuple[str, int]) -> tuple[str, int]:
+        ptr, off = tap  # LDR's immediate offset reaches 4095
+        return (ptr, off) if off <= 4092 else (f"{ptr} + {off}", 0)
+
+    acc = '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)'
+    tmp = '[xt] "=&r"(xt), [xu] "=&r"(xu), [xa] "=&r"(xa), [w0] "=&r"(w0), [w1] "=&r"(w1)'
+    lines.append("    uint32_t xt, xu, xa, w0, w1;")
     for i in range(0, len(taps) - 1, 2):
-        k = 2 * i
+        (pt, ot), (pu, ou) = at(taps[i]), at(taps[i + 1])
         lines += [
-            "    {",
-            f"        const uint32_t xt = edgec_ld32({taps[i]}), xu = edgec_ld32({taps[i + 1]});",
-            "        const int32_t xa = edgec_pkhbt(xt, xu), xb = edgec_pkhtb(xu, xt);",
-            f"        a0 = __smlad(wq[{k}], __sxtb16(xa), a0);",
-            f"        a1 = __smlad(wq[{k + 1}], edgec_sxtb16_hi(xa), a1);",
-            f"        a2 = __smlad(wq[{k + 2}], __sxtb16(xb), a2);",
-            f"        a3 = __smlad(wq[{k + 3}], edgec_sxtb16_hi(xb), a3);",
-            "    }",
+            '    __asm__("ldr %[xt], [%[pt], %[ot]]\\n\\t"',
+            '            "ldr %[xu], [%[pu], %[ou]]\\n\\t"',
+            '            "pkhbt %[xa], %[xt], %[xu], lsl #16\\n\\t"',
+            '            "pkhtb %[xu], %[xu], %[xt], asr #16\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k0]]\\n\\t"',
+            '            "sxtb16 %[xt], %[xa]\\n\\t"',
+            '            "smlad %[a0], %[w0], %[xt], %[a0]\\n\\t"',
+            '            "sxtb16 %[xt], %[xa], ror #8\\n\\t"',
+            '            "smlad %[a1], %[w1], %[xt], %[a1]\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k1]]\\n\\t"',
+            '            "sxtb16 %[xt], %[xu]\\n\\t"',
+            '            "smlad %[a2], %[w0], %[xt], %[a2]\\n\\t"',
+            '            "sxtb16 %[xt], %[xu], ror #8\\n\\t"',
+            '            "smlad %[a3], %[w1], %[xt], %[a3]"',
+            f"            : {acc}, {tmp}",
+            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [pu] "r"({pu}), [ou] "i"({ou}), '
+            f'[wq] "r"(wq), [k0] "i"({8 * i}), [k1] "i"({8 * i + 8})',
+            '            : "memory");',
         ]
     if len(taps) % 2:
-        k = nw - 2
+        pt, ot = at(taps[-1])
         lines += [
-            "    {",
-            f"        const int32_t xv = (int32_t)edgec_ld32({taps[-1]});",
-            "        const int32_t xe = __sxtb16(xv), xo = edgec_sxtb16_hi(xv);",
-            f"        a0 = __smlabb(wq[{k}], xe, a0);",
-            f"        a1 = __smlabb(wq[{k + 1}], xo, a1);",
-            f"        a2 = __smlatt(wq[{k}], xe, a2);",
-            f"        a3 = __smlatt(wq[{k + 1}], xo, a3);",
-            "    }",
+            '    __asm__("ldr %[xt], [%[pt], %[ot]]\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k0]]\\n\\t"',
+            '            "sxtb16 %[xa], %[xt]\\n\\t"',
+            '            "sxtb16 %[xt], %[xt], ror #8\\n\\t"',
+            '            "smlabb %[a0], %[w0], %[xa], %[a0]\\n\\t"',
+            '            "smlabb %[a1], %[w1], %[xt], %[a1]\\n\\t"',
+            '            "smlatt %[a2], %[w0], %[xa], %[a2]\\n\\t"',
+            '            "smlatt %[a3], %[w1], %[xt], %[a3]"',
+            f"            : {acc}, {tmp}",
+            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [wq] "r"(wq), [k0] "i"({4 * (nw - 2)})',
+            '            : "memory");',
+            "    (void)xu;",
         ]
     lines += ["    {",
               "        const uint32_t codes = edgec_pack4_s8(edgec_dw_rq(a0, pq + 1), "
@@ -149,7 +172,8 @@ def fast_channels(taps: list[str], c: int, wtab: str, ptab: str, head: str,
     return "\n".join(lines) + "\n"
 
 
-def fast_border_taps(win: Any, c: int, zp_x: int | str) -> tuple[str, list[str]]:
+def fast_border_taps(win: Any, c: int,
+                     zp_x: int | str) -> tuple[str, list[tuple[str, int]]]:
     """Declarations of a border pixel's tap pointers (a row of the input zero point for taps
     outside the input: they add nothing, the folded bias already subtracted zp_x * w) and the
     tap expressions for ``fast_channels``."""
@@ -161,7 +185,7 @@ def fast_border_taps(win: Any, c: int, zp_x: int | str) -> tuple[str, list[str]]
         r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
         lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
                      f"xn + (({r}) * {win.w} + {q}) * {c} : zrow;")
-    return "\n".join(lines) + "\n", [f"tp[{t}] + ch" for t in range(len(taps))]
+    return "\n".join(lines) + "\n", [(f"tp[{t}] + ch", 0) for t in range(len(taps))]
 
 
 def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
