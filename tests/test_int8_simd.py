@@ -244,3 +244,77 @@ def test_strict_arm_build(gemm_model: CompiledModel, tmp_path: Path,
                            f"{gemm_model.name}.c"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _depthwise_graph() -> Graph:
+    """Depthwise layers for the pre-laid DSP kernel (depthwise_dsp.fast_channels): stride 2
+    with padding on every border, C = 10 (two quads + a scalar tail), an odd 1x3 window with
+    dilation, an even 2x2 window without padding, and two that keep other paths: depth
+    multiplier 2 (scalar) and a multiplier >= 1 (left shift: the previous DSP kernel)."""
+    b = Builder("dwdsp", 21)
+    x = b.input("x", (1, 9, 7, 10))
+    d1 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 3, 3, 10), 3), b.bias(10, x, w)],
+              strides=[2, 2], pads=[1, 2, 2, 1], depth_multiplier=1, dilations=[1, 1],
+              act_min=-100, act_max=110)
+    d2 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 1, 3, 10), 3), b.bias(10, x, w)],
+              strides=[1, 1], pads=[2, 2, 2, 2], depth_multiplier=1, dilations=[2, 2])
+    d3 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 2, 2, 10), 3), b.bias(10, x, w)],
+              strides=[1, 2], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 1])
+    y = b.input("y", (1, 5, 4, 4))
+    d4 = b.op("QDepthwiseConv2D", [y, w := b.weights((1, 3, 3, 8), 3), b.bias(8, y, w)],
+              strides=[1, 1], pads=[1, 1, 1, 1], depth_multiplier=2, dilations=[1, 1])
+    d5 = b.op("QDepthwiseConv2D", [y, w := b.weights((1, 3, 3, 4), 3), b.bias(4, y, w)],
+              strides=[1, 1], pads=[1, 1, 1, 1], depth_multiplier=1, dilations=[1, 1],
+              quant=Quant.per_tensor(0.00002, 3))
+    return b.finish([d1, d2, d3, d4, d5])
+
+
+def test_depthwise_fast_tables() -> None:
+    """The pre-laid layout: doubled int16 pairs per tap pair and quad, the odd tap's [c0|c2],
+    [c1|c3]; per channel [2 folded, M, e, 2^(e-1) + zp << e]; None for a left shift or an
+    accumulator that could overflow when doubled."""
+    from edgec.ops.int8.depthwise_dsp import fast_tables
+
+    w = np.arange(-13, 14, dtype=np.int8).reshape(3, 9)[:, :8]  # 3 taps, 8 channels
+    folded = np.arange(8) * 100 - 300
+    mult, shift = np.full(8, 1 << 30), np.full(8, -3)
+    words, params = fast_tables(w, folded, mult, shift, zp_y=-5)
+    h = words.view(np.uint32)
+    lo = (h & 0xFFFF).astype(np.uint16).view(np.int16)
+    hi = (h >> 16).astype(np.uint16).view(np.int16)
+    assert words.size == 2 * (4 + 2)
+    for q in range(2):
+        blk = slice(6 * q, 6 * q + 6)
+        assert lo[blk][:4].tolist() == [2 * v for v in w[0, 4 * q:4 * q + 4]]
+        assert hi[blk][:4].tolist() == [2 * v for v in w[1, 4 * q:4 * q + 4]]
+        c = w[2, 4 * q:4 * q + 4].astype(int) * 2
+        assert lo[blk][4:].tolist() == [c[0], c[1]] and hi[blk][4:].tolist() == [c[2], c[3]]
+    assert params.reshape(8, 4)[1].tolist() == [2 * -200, 1 << 30, 3, 4 - 5 * 8]
+    assert fast_tables(w, folded, mult, np.full(8, 1), 0) is None  # left shift
+    assert fast_tables(w, folded + 2**30, mult, shift, 0) is None  # 2 acc leaves int32
+
+
+def test_depthwise_paths_host() -> None:
+    m = compile_graph(_depthwise_graph())
+    # the helper, then 4 per kernel body: interior and border of d1, d2, interior of d3
+    assert m.c_source.count("edgec_dw_rq(") == 1 + 4 * (2 + 2 + 1)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        feeds = random_feeds(m.graph, rng)
+        want = interpret(m.graph, feeds)
+        for name, g in zip(m.graph.outputs, m.run(feeds), strict=True):
+            assert np.array_equal(g, want[name]), name
+
+
+@QEMU
+@pytest.mark.qemu
+@pytest.mark.parametrize("target,cflags", [("cortex-m4f", ()), ("cortex-m4f", ("-DEDGEC_NO_DSP",)),
+                                           ("cortex-m33", ()), ("cortex-m7", ()),
+                                           ("cortex-m3", ())])
+def test_depthwise_paths_on_board(tmp_path: Path, target: str, cflags: tuple[str, ...]) -> None:
+    m = compile_graph(_depthwise_graph())
+    feeds, outs, got, _ = _run_board(m, target, tmp_path / "fw", cflags)
+    for f, vals in zip(feeds, got, strict=True):
+        want = interpret(m.graph, f)
+        for p, g in zip(outs, vals, strict=True):
+            assert np.array_equal(g, want[p.name]), (target, p.name)
