@@ -38,6 +38,8 @@ from edgec.ops.int8.depthwise_dsp import (
     fast_channels,
     fast_tables,
     interior_channels,
+    window_copy,
+    zero_row,
 )
 from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
@@ -171,6 +173,7 @@ class QDepthwiseConv2D(QOp):
                     f"{lo}, {hi});\n}}\n")
 
         generic = channels(0)
+        prologue = ""
         if m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS:  # DSP: interior pixels
             use_kernels(ctx)  # EDGEC_S8_DSP, <arm_acle.h>, SXTB16 ROR #8
             ctx.helper("edgec_depthwise_dsp", HELPERS_C)
@@ -203,7 +206,9 @@ class QDepthwiseConv2D(QOp):
                        + fast_channels([("xc", xo) for xo, _ in taps], oc, w16, p16,
                                        "const int8_t *xc = xp;", bounds) + tail)
                 decls, tps = fast_border_taps(win, oc, zp_x_c)
-                edge = decls + fast_channels(tps, oc, w16, p16, "", bounds)
+                edge = fast_channels(tps, oc, w16, p16, decls, bounds)
+                if win.any_padding and window_copy(win, oc):
+                    prologue = "#ifdef EDGEC_S8_DSP\n" + zero_row(oc, zp_x_c) + "#endif\n"
             else:
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
                        + interior_channels(taps, oc, wsym, fsym, store, store4) + tail)
@@ -224,6 +229,7 @@ class QDepthwiseConv2D(QOp):
             + f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n" + indent(pixel, 2) + "    }\n}\n"
         )
         hw_c = win.h * win.w * win.c
+        loops = prologue + loops
         if win.n == 1:
             body = f"const int8_t *xn = {xin};\nint8_t *yn = {yout};\n" + loops
         else:

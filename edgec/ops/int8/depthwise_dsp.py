@@ -106,17 +106,17 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
     """Channels in fours with the pre-laid tables of :func:`fast_tables`: ``taps``: (C
     pointer, byte offset) of each tap's four input channels; one assembly block per tap pair
     (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
-    8 MACs) and for an odd last tap (8 per 4 MACs); ``head``, when given, declares a pointer
-    ``xc`` that steps by four channels; the four outputs requantized by
+    8 MACs) and for an odd last tap (8 per 4 MACs); ``head``: C before the loop (it declares
+    ``xc`` where taps use it: it steps by four channels); the four outputs requantized by
     ``edgec_dw_rq`` and packed + clamped by ``edgec_pack4_s8`` (``bounds``: its lo4, hi4)."""
     c4 = c - c % 4
     if c4 == 0:
         return ""
     nw = (len(taps) // 2) * 4 + (len(taps) % 2) * 2
     lines = [f"const int32_t *wq = {wtab};", f"const int32_t *pq = {ptab};",
-             *([head] if head else []),
+             *([head.rstrip("\n")] if head else []),
              f"for (int ch = 0; ch < {c4}; ch += 4, wq += {nw}, pq += 16"
-             + (", xc += 4) {" if head else ") {"),
+             + (", xc += 4) {" if any(p == "xc" for p, _ in taps) else ") {"),
              "    int32_t a0 = pq[0], a1 = pq[4], a2 = pq[8], a3 = pq[12];"]
     def at(tap: tuple[str, int]) -> tuple[str, int]:
         ptr, off = tap  # LDR's immediate offset reaches 4095
@@ -172,19 +172,55 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
     return "\n".join(lines) + "\n"
 
 
+#: a border pixel's window copy (taps x channels bytes) on the stack at most this large
+WINDOW_BYTES = 2048
+
+
+def window_copy(win: Any, c: int) -> bool:
+    """Whether border pixels copy their window (``fast_border_taps``); then the kernel starts
+    with ``zero_row``."""
+    return win.kh * win.kw * (c - c % 4) <= WINDOW_BYTES
+
+
+def zero_row(c: int, zp_x: int | str) -> str:
+    """C filling ``zrow4``, the first ``c - c % 4`` channels of a pixel of the input zero
+    point, once per call (the window copy's source for taps outside the input)."""
+    zp = zp_x & 0xFF if isinstance(zp_x, int) else zp_x
+    n = (c - c % 4) // 4
+    return (f"uint32_t zrow4[{n}];\n"
+            f"for (int i = 0; i < {n}; ++i) zrow4[i] = ((uint32_t){zp} & 0xFFu) * 0x01010101u;\n")
+
+
 def fast_border_taps(win: Any, c: int,
                      zp_x: int | str) -> tuple[str, list[tuple[str, int]]]:
-    """Declarations of a border pixel's tap pointers (a row of the input zero point for taps
-    outside the input: they add nothing, the folded bias already subtracted zp_x * w) and the
-    tap expressions for ``fast_channels``."""
+    """C declaring a border pixel's taps for ``fast_channels`` and the (pointer, offset) of
+    each: below ``WINDOW_BYTES`` the first ``c - c % 4`` channels of every tap are copied into
+    a window on the stack (from ``zrow4``, the input zero point, for taps outside the input:
+    they add nothing, the folded bias already subtracted zp_x * w), so the taps sit at
+    constant offsets as in the interior; else a pointer per tap, to the input or to a row of
+    the zero point."""
     taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
-    lines = [f"int8_t zrow[{c}];",
-             f"const int8_t *tp[{len(taps)}];",
-             f"memset(zrow, {zp_x & 0xFF if isinstance(zp_x, int) else zp_x}, {c});"]
-    for t, (kh, kw) in enumerate(taps):
+    c4 = c - c % 4
+    zp = zp_x & 0xFF if isinstance(zp_x, int) else zp_x
+
+    def inside(kh: int, kw: int) -> tuple[str, str]:
         r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
-        lines.append(f"tp[{t}] = ({r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}) ? "
-                     f"xn + (({r}) * {win.w} + {q}) * {c} : zrow;")
+        return (f"{r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}",
+                f"xn + (({r}) * {win.w} + {q}) * {c}")
+
+    if window_copy(win, c):
+        lines = [f"uint32_t wwin[{len(taps) * c4 // 4}];", "int8_t *wb = (int8_t *)wwin;"]
+        for t, (kh, kw) in enumerate(taps):
+            cond, src = inside(kh, kw)
+            lines.append(f"memcpy(wb + {t * c4}, ({cond}) ? {src} : (const int8_t *)zrow4, "
+                         f"{c4});")
+        lines.append("const int8_t *xc = wb;")
+        return "\n".join(lines) + "\n", [("xc", t * c4) for t in range(len(taps))]
+    lines = [f"int8_t zrow[{c}];", f"const int8_t *tp[{len(taps)}];",
+             f"memset(zrow, {zp}, {c});"]
+    for t, (kh, kw) in enumerate(taps):
+        cond, src = inside(kh, kw)
+        lines.append(f"tp[{t}] = ({cond}) ? {src} : zrow;")
     return "\n".join(lines) + "\n", [(f"tp[{t}] + ch", 0) for t in range(len(taps))]
 
 
