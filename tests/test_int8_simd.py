@@ -250,7 +250,8 @@ def _depthwise_graph() -> Graph:
     """Depthwise layers for the pre-laid DSP kernel (depthwise_dsp.fast_channels): stride 2
     with padding on every border, C = 10 (two quads + a scalar tail), an odd 1x3 window with
     dilation, an even 2x2 window without padding, and two that keep other paths: depth
-    multiplier 2 (scalar) and a multiplier >= 1 (left shift: the previous DSP kernel)."""
+    multiplier 2 (scalar) and a multiplier >= 1 (left shift: the previous DSP kernel); border
+    pixels copy their window, except with a 5x5 window of 84 channels (a pointer per tap)."""
     b = Builder("dwdsp", 21)
     x = b.input("x", (1, 9, 7, 10))
     d1 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 3, 3, 10), 3), b.bias(10, x, w)],
@@ -266,7 +267,10 @@ def _depthwise_graph() -> Graph:
     d5 = b.op("QDepthwiseConv2D", [y, w := b.weights((1, 3, 3, 4), 3), b.bias(4, y, w)],
               strides=[1, 1], pads=[1, 1, 1, 1], depth_multiplier=1, dilations=[1, 1],
               quant=Quant.per_tensor(0.00002, 3))
-    return b.finish([d1, d2, d3, d4, d5])
+    z = b.input("z", (1, 4, 3, 84))  # 5x5 x 84 channels > WINDOW_BYTES: a pointer per tap
+    d6 = b.op("QDepthwiseConv2D", [z, w := b.weights((1, 5, 5, 84), 3), b.bias(84, z, w)],
+              strides=[1, 1], pads=[2, 2, 2, 2], depth_multiplier=1, dilations=[1, 1])
+    return b.finish([d1, d2, d3, d4, d5, d6])
 
 
 def test_depthwise_fast_tables() -> None:
@@ -296,8 +300,9 @@ def test_depthwise_fast_tables() -> None:
 
 def test_depthwise_paths_host() -> None:
     m = compile_graph(_depthwise_graph())
-    # the helper, then 4 per kernel body: interior and border of d1, d2, interior of d3
-    assert m.c_source.count("edgec_dw_rq(") == 1 + 4 * (2 + 2 + 1)
+    # the helper, then 4 per kernel body: interior and border of d1, d2, d6, interior of d3
+    assert m.c_source.count("edgec_dw_rq(") == 1 + 4 * (2 + 2 + 1 + 2)
+    assert m.c_source.count("memcpy(wb,") == 2 and "tp[24] + ch" in m.c_source
     rng = np.random.default_rng(8)
     for _ in range(3):
         feeds = random_feeds(m.graph, rng)
