@@ -275,7 +275,7 @@ def _depthwise_graph() -> Graph:
 
 def test_depthwise_fast_tables() -> None:
     """The pre-laid layout: doubled int16 pairs per tap pair and quad, the odd tap's [c0|c2],
-    [c1|c3]; per channel [2 folded, M, e, 2^(e-1) + zp << e]; None for a left shift or an
+    [c1|c3]; per quad 2 folded x4, (M, 2^(e-1) + zp << e) x4, e x4; None for a left shift or an
     accumulator that could overflow when doubled."""
     from edgec.ops.int8.depthwise_dsp import fast_tables
 
@@ -293,15 +293,17 @@ def test_depthwise_fast_tables() -> None:
         assert hi[blk][:4].tolist() == [2 * v for v in w[1, 4 * q:4 * q + 4]]
         c = w[2, 4 * q:4 * q + 4].astype(int) * 2
         assert lo[blk][4:].tolist() == [c[0], c[1]] and hi[blk][4:].tolist() == [c[2], c[3]]
-    assert params.reshape(8, 4)[1].tolist() == [2 * -200, 1 << 30, 3, 4 - 5 * 8]
+    q0 = params.reshape(2, 16)[0].tolist()
+    assert q0[:4] == [-600, -400, -200, 0] and q0[6:8] == [1 << 30, 4 - 5 * 8]
+    assert q0[12:] == [3] * 4
     assert fast_tables(w, folded, mult, np.full(8, 1), 0) is None  # left shift
     assert fast_tables(w, folded + 2**30, mult, shift, 0) is None  # 2 acc leaves int32
 
 
 def test_depthwise_paths_host() -> None:
     m = compile_graph(_depthwise_graph())
-    # the helper, then 4 per kernel body: interior and border of d1, d2, d6, interior of d3
-    assert m.c_source.count("edgec_dw_rq(") == 1 + 4 * (2 + 2 + 1 + 2)
+    # the helper, then one per kernel body: interior and border of d1, d2, d6, interior of d3
+    assert m.c_source.count("edgec_dw_rq4(") == 1 + 2 + 2 + 1 + 2
     assert m.c_source.count("memcpy(wb,") == 2 and "tp[24] + ch" in m.c_source
     rng = np.random.default_rng(8)
     for _ in range(3):

@@ -197,7 +197,7 @@ class QDepthwiseConv2D(QOp):
                    if rounding_of(ctx.g) == "double" else None)
             tail = channels(oc - oc % 4) if oc % 4 else ""
             if lay is not None:  # int16 weights pre-laid for SMLAD, requantization fused
-                ctx.helper("edgec_dw_rq", RQ_C)
+                ctx.helper("edgec_dw_rq4", RQ_C)
                 w16 = sk.table(ctx.const_array(f"{node.name}_w16", lay[0], "int32_t",
                                                param=False), "int32_t")
                 p16 = sk.table(ctx.const_array(f"{node.name}_rq", lay[1], "int32_t",

@@ -44,15 +44,39 @@ static inline uint32_t edgec_ld32(const int8_t *p)
 
 #: the requantization of the pre-laid kernel (``fast_channels``)
 RQ_C = r"""#ifdef EDGEC_S8_DSP
-/* Double-rounding requantize + zero point of an accumulator held doubled (a = 2 acc, no
- * overflow: checked at compile time): p = {M, e, 2^(e-1) + zp << e}. SMMULR gives
- * (2 acc M + 2^31) >> 32 = SRDHM(acc, M); adding p[2] less the sign bit and shifting right by
- * e rounds half away from zero (RoundingDivideByPOT) and adds the zero point. */
-static inline int32_t edgec_dw_rq(int32_t a, const int32_t *p)
+/* Four channels' double-rounding requantize + zero point + clamp, accumulators held doubled
+ * (a = 2 acc, no overflow: checked at compile time); p: the quad's parameters
+ * {2 bias x4, (M, 2^(e-1) + zp << e) x4, e x4}. SMMULR gives (2 acc M + 2^31) >> 32 =
+ * SRDHM(acc, M); adding the rounding term less the sign bit and shifting right by e rounds
+ * half away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
+ * codes, SSUB8 + SEL clamp them to [lo4, hi4] bytewise. */
+static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                    const int32_t *p, uint32_t lo4, uint32_t hi4)
 {
-    int32_t v;
-    __asm__("smmulr %0, %1, %2" : "=r"(v) : "r"(a), "r"(p[0]));
-    return (int32_t)(v + p[2] - (int32_t)((uint32_t)v >> 31)) >> p[1];
+    int32_t m, r, e;
+#define EDGEC_DW_RQ1(A, K)                                                              \
+    "ldrd %[m], %[r], [%[p], #" #K "]\n\t"                                               \
+    "smmulr %[" A "], %[" A "], %[m]\n\t"                                                 \
+    "ldr %[e], [%[p], #" #K "/2+40]\n\t"                                                  \
+    "add %[r], %[r], %[" A "]\n\t"                                                       \
+    "sub %[r], %[r], %[" A "], lsr #31\n\t"                                              \
+    "asr %[r], %[r], %[e]\n\t"                                                          \
+    "ssat %[" A "], #8, %[r]\n\t"
+    __asm__(EDGEC_DW_RQ1("a0", 16) EDGEC_DW_RQ1("a1", 24) EDGEC_DW_RQ1("a2", 32)
+            EDGEC_DW_RQ1("a3", 40)
+            "bfi %[a0], %[a1], #8, #8\n\t"
+            "bfi %[a0], %[a2], #16, #8\n\t"
+            "bfi %[a0], %[a3], #24, #8\n\t"
+            "ssub8 %[r], %[a0], %[lo]\n\t"
+            "sel %[a0], %[a0], %[lo]\n\t"
+            "ssub8 %[r], %[hi], %[a0]\n\t"
+            "sel %[a0], %[a0], %[hi]"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [m] "=&r"(m),
+              [r] "=&r"(r), [e] "=&r"(e)
+            : [p] "r"(p), [lo] "r"(lo4), [hi] "r"(hi4)
+            : "cc");
+#undef EDGEC_DW_RQ1
+    return (uint32_t)a0;
 }
 #endif"""
 
@@ -68,8 +92,9 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
     ``mult``/``shift`` [C] (or one), ``zp_y``. Returns (words, params): per quad of channels
     ``(taps // 2) * 4 + (taps % 2) * 2`` int32 words of int16 halfword pairs, doubled weights:
     per tap pair (t, u) ``[2 w_t c | 2 w_u c << 16]`` for c = 0..3, for an odd last tap
-    ``[c0 | c2 << 16], [c1 | c3 << 16]``; and per channel ``[2 folded, M, e, 2^(e-1) +
-    zp_y << e]``. Weights stored as int16 take twice the int8 table's flash."""
+    ``[c0 | c2 << 16], [c1 | c3 << 16]``; and per quad 16 words: the four channels'
+    ``2 folded``, their ``(M, 2^(e-1) + zp_y << e)`` pairs, their ``e``. Weights stored as
+    int16 take twice the int8 table's flash."""
     taps, c = w.shape
     c4 = c - c % 4
     mult = np.broadcast_to(np.asarray(mult).reshape(-1), (c,))
@@ -84,7 +109,7 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
         v = (acc * m >> 31) + 1
         if 2 * acc > INT32_MAX or v + abs(rnd) + 1 > INT32_MAX:
             return None
-        params += [2 * int(folded[ch]), m, e, rnd]
+        params.append((2 * int(folded[ch]), m, rnd, e))
 
     def pair(lo: int, hi: int) -> int:
         return ((2 * lo) & 0xFFFF) | (((2 * hi) & 0xFFFF) << 16)
@@ -97,8 +122,10 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
         if taps % 2:
             last = wq[-1]
             words += [pair(int(last[0]), int(last[2])), pair(int(last[1]), int(last[3]))]
+    quads = [[*(p[0] for p in qp), *(v for p in qp for v in p[1:3]), *(p[3] for p in qp)]
+             for qp in (params[q:q + 4] for q in range(0, c4, 4))]
     return (np.array(words, np.uint32).view(np.int32),
-            np.array(params, np.int64).astype(np.int32))
+            np.array(quads, np.int64).reshape(-1).astype(np.int32))
 
 
 def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, head: str,
@@ -108,7 +135,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
     (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
     8 MACs) and for an odd last tap (8 per 4 MACs); ``head``: C before the loop (it declares
     ``xc`` where taps use it: it steps by four channels); the four outputs requantized by
-    ``edgec_dw_rq`` and packed + clamped by ``edgec_pack4_s8`` (``bounds``: its lo4, hi4)."""
+    ``edgec_dw_rq4``, packed and clamped (``bounds``: its lo4, hi4)."""
     c4 = c - c % 4
     if c4 == 0:
         return ""
@@ -117,7 +144,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
              *([head.rstrip("\n")] if head else []),
              f"for (int ch = 0; ch < {c4}; ch += 4, wq += {nw}, pq += 16"
              + (", xc += 4) {" if any(p == "xc" for p, _ in taps) else ") {"),
-             "    int32_t a0 = pq[0], a1 = pq[4], a2 = pq[8], a3 = pq[12];"]
+             "    int32_t a0 = pq[0], a1 = pq[1], a2 = pq[2], a3 = pq[3];"]
     def at(tap: tuple[str, int]) -> tuple[str, int]:
         ptr, off = tap  # LDR's immediate offset reaches 4095
         return (ptr, off) if off <= 4092 else (f"{ptr} + {off}", 0)
@@ -164,9 +191,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
             "    (void)xu;",
         ]
     lines += ["    {",
-              "        const uint32_t codes = edgec_pack4_s8(edgec_dw_rq(a0, pq + 1), "
-              "edgec_dw_rq(a1, pq + 5),",
-              f"            edgec_dw_rq(a2, pq + 9), edgec_dw_rq(a3, pq + 13), {bounds});",
+              f"        const uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, pq, {bounds});",
               "        memcpy(yp + ch, &codes, 4);",
               "    }", "}"]
     return "\n".join(lines) + "\n"
