@@ -325,3 +325,29 @@ def test_depthwise_paths_on_board(tmp_path: Path, target: str, cflags: tuple[str
         want = interpret(m.graph, f)
         for p, g in zip(outs, vals, strict=True):
             assert np.array_equal(g, want[p.name]), (target, p.name)
+
+
+def test_depthwise_rq4_arithmetic() -> None:
+    """edgec_dw_rq4's arithmetic, step by step in Python integers, equals TFLite's double
+    rounding MultiplyByQuantizedMultiplier + zero point wherever fast_tables takes the kernel:
+    SMMLAR(2 acc, M, r) less the sign bit of acc (not of SMMLAR's product), shifted right by e
+    (edge accumulators: 0, -1, powers of two and their neighbours, M = 2^30 and 2^31 - 1)."""
+    from edgec.ops.int8.fixedpoint import mbqm
+
+    rng = np.random.default_rng(4)
+    edges = [0, 1, -1, 2, -2, 3, -3] + [s * (2**k + d) for k in range(1, 30)
+                                        for d in (-1, 0, 1) for s in (1, -1)]
+    accs = np.array(edges + rng.integers(-2**29, 2**29, 2000).tolist(), np.int64)
+    checked = 0
+    for m in [2**30, 2**31 - 1, *rng.integers(2**30, 2**31, 6).tolist()]:
+        for e in range(1, 32):
+            for zp in (-128, -3, 0, 127):
+                rnd = (1 << (e - 1)) + (zp << e)
+                ok = (2 * np.abs(accs) <= 2**31 - 1) & (
+                    (np.abs(accs) * m >> 31) + 1 + abs(rnd) + 1 <= 2**31 - 1)
+                a = accs[ok]
+                got = ((rnd + ((2 * a * m + 2**31) >> 32)) - (a < 0)) >> e
+                want = mbqm(a, m, -e, "double") + zp
+                assert np.array_equal(got, want), (m, e, zp)
+                checked += a.size
+    assert checked > 100_000

@@ -46,9 +46,10 @@ static inline uint32_t edgec_ld32(const int8_t *p)
 RQ_C = r"""#ifdef EDGEC_S8_DSP
 /* Four channels' double-rounding requantize + zero point + clamp, accumulators held doubled
  * (a = 2 acc, no overflow: checked at compile time); p: the quad's parameters
- * {2 bias x4, (M, 2^(e-1) + zp << e) x4, e x4}. SMMULR gives (2 acc M + 2^31) >> 32 =
- * SRDHM(acc, M); adding the rounding term less the sign bit and shifting right by e rounds
- * half away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
+ * {2 bias x4, (M, 2^(e-1) + zp << e) x4, e x4}. SMMLAR adds the rounding term r to
+ * v = (2 acc M + 2^31) >> 32 = SRDHM(acc, M); less the sign bit of acc (that of v, except for
+ * v = 0 < -acc, where (r - 1) >> e is zp either way) and shifted right by e this rounds half
+ * away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
  * codes, SSUB8 + SEL clamp them to [lo4, hi4] bytewise. */
 static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
                                     const int32_t *p, uint32_t lo4, uint32_t hi4)
@@ -56,9 +57,8 @@ static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t 
     int32_t m, r, e;
 #define EDGEC_DW_RQ1(A, K)                                                              \
     "ldrd %[m], %[r], [%[p], #" #K "]\n\t"                                               \
-    "smmulr %[" A "], %[" A "], %[m]\n\t"                                                 \
+    "smmlar %[r], %[" A "], %[m], %[r]\n\t"                                               \
     "ldr %[e], [%[p], #" #K "/2+40]\n\t"                                                  \
-    "add %[r], %[r], %[" A "]\n\t"                                                       \
     "sub %[r], %[r], %[" A "], lsr #31\n\t"                                              \
     "asr %[r], %[r], %[e]\n\t"                                                          \
     "ssat %[" A "], #8, %[r]\n\t"
