@@ -36,6 +36,7 @@ from edgec.ops.int8.depthwise_dsp import (
     border_channels,
     fast_border_taps,
     fast_channels,
+    fast_stream,
     fast_tables,
     interior_channels,
     window_copy,
@@ -198,15 +199,13 @@ class QDepthwiseConv2D(QOp):
             tail = channels(oc - oc % 4) if oc % 4 else ""
             if lay is not None:  # int16 weights pre-laid for SMLAD, requantization fused
                 ctx.helper("edgec_dw_rq4", RQ_C)
-                w16 = sk.table(ctx.const_array(f"{node.name}_w16", lay[0], "int32_t",
-                                               param=False), "int32_t")
-                p16 = sk.table(ctx.const_array(f"{node.name}_rq", lay[1], "int32_t",
-                                               param=False), "int32_t")
+                stab = sk.table(ctx.const_array(f"{node.name}_dsp", fast_stream(*lay),
+                                                "int32_t", param=False), "int32_t")
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                       + fast_channels([("xc", xo) for xo, _ in taps], oc, w16, p16,
+                       + fast_channels([("xc", xo) for xo, _ in taps], oc, stab,
                                        "const int8_t *xc = xp;", bounds) + tail)
                 decls, tps = fast_border_taps(win, oc, zp_x_c)
-                edge = fast_channels(tps, oc, w16, p16, decls, bounds)
+                edge = fast_channels(tps, oc, stab, decls, bounds)
                 if win.any_padding and window_copy(win, oc):
                     prologue = "#ifdef EDGEC_S8_DSP\n" + zero_row(oc, zp_x_c) + "#endif\n"
             else:

@@ -128,9 +128,16 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
             np.array(quads, np.int64).reshape(-1).astype(np.int32))
 
 
-def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, head: str,
+def fast_stream(words: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The one table ``fast_channels`` reads: per quad its 16 parameter words, then its
+    weight words (the two parts of :func:`fast_tables` interleaved)."""
+    n = params.size // 16
+    return np.concatenate([params.reshape(n, 16), words.reshape(n, -1)], axis=1).reshape(-1)
+
+
+def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
                   bounds: str) -> str:
-    """Channels in fours with the pre-laid tables of :func:`fast_tables`: ``taps``: (C
+    """Channels in fours with the pre-laid table ``stab`` (:func:`fast_stream`): ``taps``: (C
     pointer, byte offset) of each tap's four input channels; one assembly block per tap pair
     (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
     8 MACs) and for an odd last tap (8 per 4 MACs); ``head``: C before the loop (it declares
@@ -140,9 +147,9 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
     if c4 == 0:
         return ""
     nw = (len(taps) // 2) * 4 + (len(taps) % 2) * 2
-    lines = [f"const int32_t *wq = {wtab};", f"const int32_t *pq = {ptab};",
+    lines = [f"const int32_t *pq = {stab};",
              *([head.rstrip("\n")] if head else []),
-             f"for (int ch = 0; ch < {c4}; ch += 4, wq += {nw}, pq += 16"
+             f"for (int ch = 0; ch < {c4}; ch += 4, pq += {16 + nw}"
              + (", xc += 4) {" if any(p == "xc" for p, _ in taps) else ") {"),
              "    int32_t a0 = pq[0], a1 = pq[1], a2 = pq[2], a3 = pq[3];"]
     def at(tap: tuple[str, int]) -> tuple[str, int]:
@@ -171,7 +178,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
             '            "smlad %[a3], %[w1], %[xt], %[a3]"',
             f"            : {acc}, {tmp}",
             f'            : [pt] "r"({pt}), [ot] "i"({ot}), [pu] "r"({pu}), [ou] "i"({ou}), '
-            f'[wq] "r"(wq), [k0] "i"({8 * i}), [k1] "i"({8 * i + 8})',
+            f'[wq] "r"(pq), [k0] "i"({64 + 8 * i}), [k1] "i"({72 + 8 * i})',
             '            : "memory");',
         ]
     if len(taps) % 2:
@@ -186,7 +193,8 @@ def fast_channels(taps: list[tuple[str, int]], c: int, wtab: str, ptab: str, hea
             '            "smlatt %[a2], %[w0], %[xa], %[a2]\\n\\t"',
             '            "smlatt %[a3], %[w1], %[xt], %[a3]"',
             f"            : {acc}, {tmp}",
-            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [wq] "r"(wq), [k0] "i"({4 * (nw - 2)})',
+            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [wq] "r"(pq), '
+            f'[k0] "i"({64 + 4 * (nw - 2)})',
             '            : "memory");',
             "    (void)xu;",
         ]
