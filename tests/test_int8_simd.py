@@ -249,7 +249,8 @@ def test_strict_arm_build(gemm_model: CompiledModel, tmp_path: Path,
 def _depthwise_graph() -> Graph:
     """Depthwise layers for the pre-laid DSP kernel (depthwise_dsp.fast_channels): stride 2
     with padding on every border, C = 10 (two quads + a scalar tail), an odd 1x3 window with
-    dilation, an even 2x2 window without padding, and two that keep other paths: depth
+    dilation, an even 2x2 window without padding (clamps: both bounds, the upper, the lower,
+    none), and two that keep other paths: depth
     multiplier 2 (scalar) and a multiplier >= 1 (left shift: the previous DSP kernel); border
     pixels copy their window, except with a 5x5 window of 84 channels (a pointer per tap)."""
     b = Builder("dwdsp", 21)
@@ -258,9 +259,11 @@ def _depthwise_graph() -> Graph:
               strides=[2, 2], pads=[1, 2, 2, 1], depth_multiplier=1, dilations=[1, 1],
               act_min=-100, act_max=110)
     d2 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 1, 3, 10), 3), b.bias(10, x, w)],
-              strides=[1, 1], pads=[2, 2, 2, 2], depth_multiplier=1, dilations=[2, 2])
+              strides=[1, 1], pads=[2, 2, 2, 2], depth_multiplier=1, dilations=[2, 2],
+              act_min=-128, act_max=90)
     d3 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 2, 2, 10), 3), b.bias(10, x, w)],
-              strides=[1, 2], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 1])
+              strides=[1, 2], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 1],
+              act_min=-20, act_max=127)
     y = b.input("y", (1, 5, 4, 4))
     d4 = b.op("QDepthwiseConv2D", [y, w := b.weights((1, 3, 3, 8), 3), b.bias(8, y, w)],
               strides=[1, 1], pads=[1, 1, 1, 1], depth_multiplier=2, dilations=[1, 1])
@@ -305,6 +308,9 @@ def test_depthwise_paths_host() -> None:
     # the helper, then one per kernel body: interior and border of d1, d2, d6, interior of d3
     assert m.c_source.count("edgec_dw_rq4(") == 1 + 2 + 2 + 1 + 2
     assert m.c_source.count("memcpy(wb,") == 2 and "tp[24] + ch" in m.c_source
+    # clamps only where the bound is not int8's: lo in d1, d3; hi in d1, d2 (+ definitions)
+    assert m.c_source.count("edgec_max4_s8(") == 1 + 2 + 1
+    assert m.c_source.count("edgec_min4_s8(") == 1 + 2 + 2
     rng = np.random.default_rng(8)
     for _ in range(3):
         feeds = random_feeds(m.graph, rng)

@@ -126,7 +126,7 @@ class QDepthwiseConv2D(QOp):
         if rq.per_channel:
             sk.table(rq.mult_sym, "int32_t")
             sk.table(rq.shift_sym, "int32_t")
-        zp_y_int = zp_y
+        zp_y_int, lo_int, hi_int = zp_y, lo, hi
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
         requant = use_requant(ctx, rounding_of(ctx.g), shift)
@@ -201,11 +201,13 @@ class QDepthwiseConv2D(QOp):
                 ctx.helper("edgec_dw_rq4", RQ_C)
                 stab = sk.table(ctx.const_array(f"{node.name}_dsp", fast_stream(*lay),
                                                 "int32_t", param=False), "int32_t")
+                lo4, hi4 = (None if v == edge_v else f"(((uint32_t){c} & 0xFFu) * 0x01010101u)"
+                            for v, edge_v, c in ((lo_int, -128, lo), (hi_int, 127, hi)))
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
                        + fast_channels([("xc", xo) for xo, _ in taps], oc, stab,
-                                       "const int8_t *xc = xp;", bounds) + tail)
+                                       "const int8_t *xc = xp;", lo4, hi4) + tail)
                 decls, tps = fast_border_taps(win, oc, zp_x_c)
-                edge = fast_channels(tps, oc, stab, decls, bounds)
+                edge = fast_channels(tps, oc, stab, decls, lo4, hi4)
                 if win.any_padding and window_copy(win, oc):
                     prologue = "#ifdef EDGEC_S8_DSP\n" + zero_row(oc, zp_x_c) + "#endif\n"
             else:

@@ -50,9 +50,9 @@ RQ_C = r"""#ifdef EDGEC_S8_DSP
  * v = (2 acc M + 2^31) >> 32 = SRDHM(acc, M); less the sign bit of acc (that of v, except for
  * v = 0 < -acc, where (r - 1) >> e is zp either way) and shifted right by e this rounds half
  * away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
- * codes, SSUB8 + SEL clamp them to [lo4, hi4] bytewise. */
+ * codes. */
 static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                    const int32_t *p, uint32_t lo4, uint32_t hi4)
+                                    const int32_t *p)
 {
     int32_t m, r, e;
 #define EDGEC_DW_RQ1(A, K)                                                              \
@@ -66,17 +66,29 @@ static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t 
             EDGEC_DW_RQ1("a3", 40)
             "bfi %[a0], %[a1], #8, #8\n\t"
             "bfi %[a0], %[a2], #16, #8\n\t"
-            "bfi %[a0], %[a3], #24, #8\n\t"
-            "ssub8 %[r], %[a0], %[lo]\n\t"
-            "sel %[a0], %[a0], %[lo]\n\t"
-            "ssub8 %[r], %[hi], %[a0]\n\t"
-            "sel %[a0], %[a0], %[hi]"
+            "bfi %[a0], %[a3], #24, #8"
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [m] "=&r"(m),
               [r] "=&r"(r), [e] "=&r"(e)
-            : [p] "r"(p), [lo] "r"(lo4), [hi] "r"(hi4)
-            : "cc");
+            : [p] "r"(p));
 #undef EDGEC_DW_RQ1
     return (uint32_t)a0;
+}
+
+/* Bytewise max(codes, lo4) and min(codes, hi4) of four int8 codes (SSUB8 sets GE, SEL). */
+static inline uint32_t edgec_max4_s8(uint32_t codes, uint32_t lo4)
+{
+    uint32_t t;
+    __asm__("ssub8 %[t], %[v], %[b]\n\tsel %[v], %[v], %[b]"
+            : [v] "+r"(codes), [t] "=&r"(t) : [b] "r"(lo4) : "cc");
+    return codes;
+}
+
+static inline uint32_t edgec_min4_s8(uint32_t codes, uint32_t hi4)
+{
+    uint32_t t;
+    __asm__("ssub8 %[t], %[b], %[v]\n\tsel %[v], %[v], %[b]"
+            : [v] "+r"(codes), [t] "=&r"(t) : [b] "r"(hi4) : "cc");
+    return codes;
 }
 #endif"""
 
@@ -136,13 +148,14 @@ def fast_stream(words: np.ndarray, params: np.ndarray) -> np.ndarray:
 
 
 def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
-                  bounds: str) -> str:
+                  lo4: str | None, hi4: str | None) -> str:
     """Channels in fours with the pre-laid table ``stab`` (:func:`fast_stream`): ``taps``: (C
     pointer, byte offset) of each tap's four input channels; one assembly block per tap pair
     (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
     8 MACs) and for an odd last tap (8 per 4 MACs); ``head``: C before the loop (it declares
     ``xc`` where taps use it: it steps by four channels); the four outputs requantized by
-    ``edgec_dw_rq4``, packed and clamped (``bounds``: its lo4, hi4)."""
+    ``edgec_dw_rq4`` and packed, then clamped bytewise to ``lo4`` and ``hi4`` (C words of
+    the bound in every byte; None: the bound is that of int8, SSAT's, no clamp)."""
     c4 = c - c % 4
     if c4 == 0:
         return ""
@@ -199,7 +212,9 @@ def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
             "    (void)xu;",
         ]
     lines += ["    {",
-              f"        const uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, pq, {bounds});",
+              "        uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, pq);",
+              *([f"        codes = edgec_max4_s8(codes, {lo4});"] if lo4 else []),
+              *([f"        codes = edgec_min4_s8(codes, {hi4});"] if hi4 else []),
               "        memcpy(yp + ch, &codes, 4);",
               "    }", "}"]
     return "\n".join(lines) + "\n"
