@@ -254,7 +254,7 @@ def _depthwise_graph() -> Graph:
     multiplier 2 (scalar) and a multiplier >= 1 (left shift: the previous DSP kernel); border
     pixels copy their window, except with a 5x5 window of 84 channels (a pointer per tap)."""
     b = Builder("dwdsp", 21)
-    x = b.input("x", (1, 9, 7, 10))
+    x = b.input("x", (2, 9, 7, 10))  # a batch of two: the per-image loop
     d1 = b.op("QDepthwiseConv2D", [x, w := b.weights((1, 3, 3, 10), 3), b.bias(10, x, w)],
               strides=[2, 2], pads=[1, 2, 2, 1], depth_multiplier=1, dilations=[1, 1],
               act_min=-100, act_max=110)

@@ -1,14 +1,18 @@
-"""The DSP-extension path of QDepthwiseConv2D (depth multiplier 1): output pixels whose window
-lies inside the input, four channels at a time.
+"""The DSP-extension paths of QDepthwiseConv2D (depth multiplier 1): four channels per 32-bit
+input load, two taps per SMLAD.
 
-Channels are innermost (NHWC), so one 32-bit load reads four channels of a tap, from the input
-and from the weights ([KH, KW, C], the generic kernel's table: no second copy in flash). Two taps
-t, u are paired per SMLAD: PKHBT/PKHTB pack ``[x_t c0, x_t c1, x_u c0, x_u c1]`` and the same
-for c2, c3 (inputs and weights alike), SXTB16 and SXTB16 ROR #8 split them into (tap t, tap u)
-halfword pairs of one channel, and one SMLAD per channel adds both taps' products: 20
-instructions per 8 MACs. An odd last tap goes through SMLABB/SMLATT. The accumulators start at
-the bias with the input zero point folded in (the generic interior path's), and leave through
-the same requantize + clamp. Channels past the last multiple of 4 take the scalar code.
+Pre-laid kernel (``fast_tables``, ``fast_stream``, ``fast_channels``, ``fast_border_taps``),
+taken where every requantization shift is a right shift and no doubled accumulator or rounding
+sum can leave int32: the weights are stored at compile time as doubled int16 halfword pairs
+ready for SMLAD, each quad's parameters next to them in one table; a tap pair is one assembly
+block (14 instructions per 8 MACs), the requantization (SMMLAR with the rounding term and zero
+point folded in, sign bit, ASR, SSAT) and the pack of four outputs another (``edgec_dw_rq4``).
+Border pixels copy their window with the input zero point outside the input.
+
+Previous kernel (``interior_channels``, ``border_channels``), otherwise: the int8 ``[KH, KW, C]``
+table read four channels at a time, PKHBT/PKHTB + SXTB16 unpacking weights and inputs alike
+(20 instructions per 8 MACs), an odd last tap through SMLABB/SMLATT, the generic requantize
++ clamp. Channels past the last multiple of 4 take the scalar code in both.
 """
 
 from __future__ import annotations
