@@ -273,7 +273,10 @@ def _depthwise_graph() -> Graph:
     z = b.input("z", (1, 4, 3, 84))  # 5x5 x 84 channels > WINDOW_BYTES: a pointer per tap
     d6 = b.op("QDepthwiseConv2D", [z, w := b.weights((1, 5, 5, 84), 3), b.bias(84, z, w)],
               strides=[1, 1], pads=[2, 2, 2, 2], depth_multiplier=1, dilations=[1, 1])
-    return b.finish([d1, d2, d3, d4, d5, d6])
+    v = b.input("v", (1, 4, 70, 32))  # taps of the last row past LDR's 4095-byte offset
+    d7 = b.op("QDepthwiseConv2D", [v, w := b.weights((1, 3, 3, 32), 3), b.bias(32, v, w)],
+              strides=[1, 1], pads=[0, 0, 0, 0], depth_multiplier=1, dilations=[1, 1])
+    return b.finish([d1, d2, d3, d4, d5, d6, d7])
 
 
 def test_depthwise_fast_tables() -> None:
@@ -305,8 +308,10 @@ def test_depthwise_fast_tables() -> None:
 
 def test_depthwise_paths_host() -> None:
     m = compile_graph(_depthwise_graph())
-    # the helper, then one per kernel body: interior and border of d1, d2, d6, interior of d3
-    assert m.c_source.count("edgec_dw_rq4(") == 1 + 2 + 2 + 1 + 2
+    # the helper, then one per kernel body: interior and border of d1, d2, d6, interior of
+    # d3, d7
+    assert m.c_source.count("edgec_dw_rq4(") == 1 + 2 + 2 + 1 + 2 + 1
+    assert '"r"(xc + 4480), [ot] "i"(0)' in m.c_source
     assert m.c_source.count("memcpy(wb,") == 2 and "tp[24] + ch" in m.c_source
     # clamps only where the bound is not int8's: lo in d1, d3; hi in d1, d2 (+ definitions)
     assert m.c_source.count("edgec_max4_s8(") == 1 + 2 + 1
