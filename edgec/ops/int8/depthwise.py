@@ -210,6 +210,11 @@ class QDepthwiseConv2D(QOp):
                 edge = fast_channels(tps, oc, stab, decls, lo4, hi4)
                 if win.any_padding and window_copy(win, oc):
                     prologue = "#ifdef EDGEC_S8_DSP\n" + zero_row(oc, zp_x_c) + "#endif\n"
+                # each build reads one path's tables: the others count as used (static
+                # const tables of the specialized kernels)
+                keep = [wsym, fsym, *([rq.mult_sym, rq.shift_sym] if rq.per_channel else [])]
+                dsp = "".join(f"(void){t};\n" for t in keep) + dsp
+                generic = f"(void){stab};\n" + generic
             else:
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
                        + interior_channels(taps, oc, wsym, fsym, store, store4) + tail)
