@@ -30,7 +30,18 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.depthwise_dsp import HELPERS_C, border_channels, interior_channels
+from edgec.ops.int8.depthwise_dsp import (
+    HELPERS_C,
+    RQ_C,
+    border_channels,
+    fast_border_taps,
+    fast_channels,
+    fast_stream,
+    fast_tables,
+    interior_channels,
+    window_copy,
+    zero_row,
+)
 from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
 from edgec.ops.int8.fully_connected import bias_values, const_int8, output_multipliers
 from edgec.ops.int8.gemm_s8 import use_kernels
@@ -115,6 +126,7 @@ class QDepthwiseConv2D(QOp):
         if rq.per_channel:
             sk.table(rq.mult_sym, "int32_t")
             sk.table(rq.shift_sym, "int32_t")
+        zp_y_int, lo_int, hi_int = zp_y, lo, hi
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
         requant = use_requant(ctx, rounding_of(ctx.g), shift)
@@ -162,6 +174,7 @@ class QDepthwiseConv2D(QOp):
                     f"{lo}, {hi});\n}}\n")
 
         generic = channels(0)
+        prologue = ""
         if m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS:  # DSP: interior pixels
             use_kernels(ctx)  # EDGEC_S8_DSP, <arm_acle.h>, SXTB16 ROR #8
             ctx.helper("edgec_depthwise_dsp", HELPERS_C)
@@ -181,12 +194,33 @@ class QDepthwiseConv2D(QOp):
                 return (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
                         f"{bounds});\n    memcpy(yp + {ch}, &codes, 4);\n}}")
 
-            dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
-                   + interior_channels(taps, oc, wsym, fsym, store, store4)
-                   + (channels(oc - oc % 4) if oc % 4 else ""))
+            lay = (fast_tables(w.reshape(-1, oc), folded, mult, shift, zp_y_int)
+                   if rounding_of(ctx.g) == "double" else None)
+            tail = channels(oc - oc % 4) if oc % 4 else ""
+            if lay is not None:  # int16 weights pre-laid for SMLAD, requantization fused
+                ctx.helper("edgec_dw_rq4", RQ_C)
+                stab = sk.table(ctx.const_array(f"{node.name}_dsp", fast_stream(*lay),
+                                                "int32_t", param=False), "int32_t")
+                lo4, hi4 = (None if v == edge_v else f"(((uint32_t){c} & 0xFFu) * 0x01010101u)"
+                            for v, edge_v, c in ((lo_int, -128, lo), (hi_int, 127, hi)))
+                dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                       + fast_channels([("xc", xo) for xo, _ in taps], oc, stab,
+                                       "const int8_t *xc = xp;", lo4, hi4) + tail)
+                decls, tps = fast_border_taps(win, oc, zp_x_c)
+                edge = fast_channels(tps, oc, stab, decls, lo4, hi4)
+                if win.any_padding and window_copy(win, oc):
+                    prologue = "#ifdef EDGEC_S8_DSP\n" + zero_row(oc, zp_x_c) + "#endif\n"
+                # each build reads one path's tables: the others count as used (static
+                # const tables of the specialized kernels)
+                keep = [wsym, fsym, *([rq.mult_sym, rq.shift_sym] if rq.per_channel else [])]
+                dsp = "".join(f"(void){t};\n" for t in keep) + dsp
+                generic = f"(void){stab};\n" + generic
+            else:
+                dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"
+                       + interior_channels(taps, oc, wsym, fsym, store, store4) + tail)
+                edge = border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
             if win.any_padding:
-                edge = (border_channels(win, oc, wsym, fsym, zp_x_c, store, store4)
-                        + (channels(oc - oc % 4) if oc % 4 else f"(void){bsym};\n"))
+                edge += tail or f"(void){bsym};\n"
                 generic = ("#ifdef EDGEC_S8_DSP\nif (inside) {\n" + indent(dsp) + "} else {\n"
                            + indent(edge) + "}\n#else\n" + generic + "#endif\n")
             else:
@@ -201,6 +235,7 @@ class QDepthwiseConv2D(QOp):
             + f"    for (int ow = 0; ow < {win.ow}; ++ow) {{\n" + indent(pixel, 2) + "    }\n}\n"
         )
         hw_c = win.h * win.w * win.c
+        loops = prologue + loops
         if win.n == 1:
             body = f"const int8_t *xn = {xin};\nint8_t *yn = {yout};\n" + loops
         else:

@@ -1,19 +1,25 @@
-"""The DSP-extension path of QDepthwiseConv2D (depth multiplier 1): output pixels whose window
-lies inside the input, four channels at a time.
+"""The DSP-extension paths of QDepthwiseConv2D (depth multiplier 1): four channels per 32-bit
+input load, two taps per SMLAD.
 
-Channels are innermost (NHWC), so one 32-bit load reads four channels of a tap, from the input
-and from the weights ([KH, KW, C], the generic kernel's table: no second copy in flash). Two taps
-t, u are paired per SMLAD: PKHBT/PKHTB pack ``[x_t c0, x_t c1, x_u c0, x_u c1]`` and the same
-for c2, c3 (inputs and weights alike), SXTB16 and SXTB16 ROR #8 split them into (tap t, tap u)
-halfword pairs of one channel, and one SMLAD per channel adds both taps' products: 20
-instructions per 8 MACs. An odd last tap goes through SMLABB/SMLATT. The accumulators start at
-the bias with the input zero point folded in (the generic interior path's), and leave through
-the same requantize + clamp. Channels past the last multiple of 4 take the scalar code.
+Pre-laid kernel (``fast_tables``, ``fast_stream``, ``fast_channels``, ``fast_border_taps``),
+taken where every requantization shift is a right shift and no doubled accumulator or rounding
+sum can leave int32: the weights are stored at compile time as doubled int16 halfword pairs
+ready for SMLAD, each quad's parameters next to them in one table; a tap pair is one assembly
+block (14 instructions per 8 MACs), the requantization (SMMLAR with the rounding term and zero
+point folded in, sign bit, ASR, SSAT) and the pack of four outputs another (``edgec_dw_rq4``).
+Border pixels copy their window with the input zero point outside the input.
+
+Previous kernel (``interior_channels``, ``border_channels``), otherwise: the int8 ``[KH, KW, C]``
+table read four channels at a time, PKHBT/PKHTB + SXTB16 unpacking weights and inputs alike
+(20 instructions per 8 MACs), an odd last tap through SMLABB/SMLATT, the generic requantize
++ clamp. Channels past the last multiple of 4 take the scalar code in both.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 HELPERS_C = r"""#ifdef EDGEC_S8_DSP
 /* PKHBT: low halfword of a, low halfword of b on top; PKHTB: high halfword of a, high
@@ -39,6 +45,235 @@ static inline uint32_t edgec_ld32(const int8_t *p)
     return v;
 }
 #endif"""
+
+#: the requantization of the pre-laid kernel (``fast_channels``)
+RQ_C = r"""#ifdef EDGEC_S8_DSP
+/* Four channels' double-rounding requantize + zero point + clamp, accumulators held doubled
+ * (a = 2 acc, no overflow: checked at compile time); p: the quad's parameters
+ * {2 bias x4, (M, 2^(e-1) + zp << e) x4, e x4}. SMMLAR adds the rounding term r to
+ * v = (2 acc M + 2^31) >> 32 = SRDHM(acc, M); less the sign bit of acc (that of v, except for
+ * v = 0 < -acc, where (r - 1) >> e is zp either way) and shifted right by e this rounds half
+ * away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
+ * codes. */
+static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                    const int32_t *p)
+{
+    int32_t m, r, e;
+#define EDGEC_DW_RQ1(A, K)                                                              \
+    "ldrd %[m], %[r], [%[p], #" #K "]\n\t"                                               \
+    "smmlar %[r], %[" A "], %[m], %[r]\n\t"                                               \
+    "ldr %[e], [%[p], #" #K "/2+40]\n\t"                                                  \
+    "sub %[r], %[r], %[" A "], lsr #31\n\t"                                              \
+    "asr %[r], %[r], %[e]\n\t"                                                          \
+    "ssat %[" A "], #8, %[r]\n\t"
+    __asm__(EDGEC_DW_RQ1("a0", 16) EDGEC_DW_RQ1("a1", 24) EDGEC_DW_RQ1("a2", 32)
+            EDGEC_DW_RQ1("a3", 40)
+            "bfi %[a0], %[a1], #8, #8\n\t"
+            "bfi %[a0], %[a2], #16, #8\n\t"
+            "bfi %[a0], %[a3], #24, #8"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [m] "=&r"(m),
+              [r] "=&r"(r), [e] "=&r"(e)
+            : [p] "r"(p));
+#undef EDGEC_DW_RQ1
+    return (uint32_t)a0;
+}
+
+/* Bytewise max(codes, lo4) and min(codes, hi4) of four int8 codes (SSUB8 sets GE, SEL). */
+static inline uint32_t edgec_max4_s8(uint32_t codes, uint32_t lo4)
+{
+    uint32_t t;
+    __asm__("ssub8 %[t], %[v], %[b]\n\tsel %[v], %[v], %[b]"
+            : [v] "+r"(codes), [t] "=&r"(t) : [b] "r"(lo4) : "cc");
+    return codes;
+}
+
+static inline uint32_t edgec_min4_s8(uint32_t codes, uint32_t hi4)
+{
+    uint32_t t;
+    __asm__("ssub8 %[t], %[b], %[v]\n\tsel %[v], %[v], %[b]"
+            : [v] "+r"(codes), [t] "=&r"(t) : [b] "r"(hi4) : "cc");
+    return codes;
+}
+#endif"""
+
+INT32_MAX = 2**31 - 1
+
+
+def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                zp_y: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The compile-time layout of the pre-laid kernel, or None where it does not apply
+    (a left shift or e = 0, or an accumulator or rounding sum that could leave int32).
+
+    ``w`` [taps, C] int8, ``folded`` [C] the bias with the input zero point folded in,
+    ``mult``/``shift`` [C] (or one), ``zp_y``. Returns (words, params): per quad of channels
+    ``(taps // 2) * 4 + (taps % 2) * 2`` int32 words of int16 halfword pairs, doubled weights:
+    per tap pair (t, u) ``[2 w_t c | 2 w_u c << 16]`` for c = 0..3, for an odd last tap
+    ``[c0 | c2 << 16], [c1 | c3 << 16]``; and per quad 16 words: the four channels'
+    ``2 folded``, their ``(M, 2^(e-1) + zp_y << e)`` pairs, their ``e``. Weights stored as
+    int16 take twice the int8 table's flash."""
+    taps, c = w.shape
+    c4 = c - c % 4
+    mult = np.broadcast_to(np.asarray(mult).reshape(-1), (c,))
+    shift = np.broadcast_to(np.asarray(shift).reshape(-1), (c,))
+    params = []
+    for ch in range(c4):
+        e, m = -int(shift[ch]), int(mult[ch])
+        if not 1 <= e <= 31 or m <= 0:
+            return None
+        acc = abs(int(folded[ch])) + 128 * int(np.abs(w[:, ch].astype(np.int64)).sum())
+        rnd = (1 << (e - 1)) + (zp_y << e)
+        v = (acc * m >> 31) + 1
+        if 2 * acc > INT32_MAX or v + abs(rnd) + 1 > INT32_MAX:
+            return None
+        params.append((2 * int(folded[ch]), m, rnd, e))
+
+    def pair(lo: int, hi: int) -> int:
+        return ((2 * lo) & 0xFFFF) | (((2 * hi) & 0xFFFF) << 16)
+
+    words: list[int] = []
+    for q in range(0, c4, 4):
+        wq = w[:, q:q + 4].astype(np.int64)
+        for t in range(0, taps - 1, 2):
+            words += [pair(int(wq[t, j]), int(wq[t + 1, j])) for j in range(4)]
+        if taps % 2:
+            last = wq[-1]
+            words += [pair(int(last[0]), int(last[2])), pair(int(last[1]), int(last[3]))]
+    quads = [[*(p[0] for p in qp), *(v for p in qp for v in p[1:3]), *(p[3] for p in qp)]
+             for qp in (params[q:q + 4] for q in range(0, c4, 4))]
+    return (np.array(words, np.uint32).view(np.int32),
+            np.array(quads, np.int64).reshape(-1).astype(np.int32))
+
+
+def fast_stream(words: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The one table ``fast_channels`` reads: per quad its 16 parameter words, then its
+    weight words (the two parts of :func:`fast_tables` interleaved)."""
+    n = params.size // 16
+    return np.concatenate([params.reshape(n, 16), words.reshape(n, -1)], axis=1).reshape(-1)
+
+
+def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
+                  lo4: str | None, hi4: str | None) -> str:
+    """Channels in fours with the pre-laid table ``stab`` (:func:`fast_stream`): ``taps``: (C
+    pointer, byte offset) of each tap's four input channels; one assembly block per tap pair
+    (2 LDR, PKHBT/PKHTB, 2 LDRD of pre-laid weights, 4 SXTB16, 4 SMLAD: 14 instructions per
+    8 MACs) and for an odd last tap (8 per 4 MACs); ``head``: C before the loop (it declares
+    ``xc`` where taps use it: it steps by four channels); the four outputs requantized by
+    ``edgec_dw_rq4`` and packed, then clamped bytewise to ``lo4`` and ``hi4`` (C words of
+    the bound in every byte; None: the bound is that of int8, SSAT's, no clamp)."""
+    c4 = c - c % 4
+    if c4 == 0:
+        return ""
+    nw = (len(taps) // 2) * 4 + (len(taps) % 2) * 2
+    lines = [f"const int32_t *pq = {stab};",
+             *([head.rstrip("\n")] if head else []),
+             f"for (int ch = 0; ch < {c4}; ch += 4, pq += {16 + nw}"
+             + (", xc += 4) {" if any(p == "xc" for p, _ in taps) else ") {"),
+             "    int32_t a0 = pq[0], a1 = pq[1], a2 = pq[2], a3 = pq[3];"]
+    def at(tap: tuple[str, int]) -> tuple[str, int]:
+        ptr, off = tap  # LDR's immediate offset reaches 4095
+        return (ptr, off) if off <= 4092 else (f"{ptr} + {off}", 0)
+
+    acc = '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)'
+    tmp = '[xt] "=&r"(xt), [xu] "=&r"(xu), [xa] "=&r"(xa), [w0] "=&r"(w0), [w1] "=&r"(w1)'
+    lines.append("    uint32_t xt, xu, xa, w0, w1;")
+    for i in range(0, len(taps) - 1, 2):
+        (pt, ot), (pu, ou) = at(taps[i]), at(taps[i + 1])
+        lines += [
+            '    __asm__("ldr %[xt], [%[pt], %[ot]]\\n\\t"',
+            '            "ldr %[xu], [%[pu], %[ou]]\\n\\t"',
+            '            "pkhbt %[xa], %[xt], %[xu], lsl #16\\n\\t"',
+            '            "pkhtb %[xu], %[xu], %[xt], asr #16\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k0]]\\n\\t"',
+            '            "sxtb16 %[xt], %[xa]\\n\\t"',
+            '            "smlad %[a0], %[w0], %[xt], %[a0]\\n\\t"',
+            '            "sxtb16 %[xt], %[xa], ror #8\\n\\t"',
+            '            "smlad %[a1], %[w1], %[xt], %[a1]\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k1]]\\n\\t"',
+            '            "sxtb16 %[xt], %[xu]\\n\\t"',
+            '            "smlad %[a2], %[w0], %[xt], %[a2]\\n\\t"',
+            '            "sxtb16 %[xt], %[xu], ror #8\\n\\t"',
+            '            "smlad %[a3], %[w1], %[xt], %[a3]"',
+            f"            : {acc}, {tmp}",
+            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [pu] "r"({pu}), [ou] "i"({ou}), '
+            f'[wq] "r"(pq), [k0] "i"({64 + 8 * i}), [k1] "i"({72 + 8 * i})',
+            '            : "memory");',
+        ]
+    if len(taps) % 2:
+        pt, ot = at(taps[-1])
+        lines += [
+            '    __asm__("ldr %[xt], [%[pt], %[ot]]\\n\\t"',
+            '            "ldrd %[w0], %[w1], [%[wq], %[k0]]\\n\\t"',
+            '            "sxtb16 %[xa], %[xt]\\n\\t"',
+            '            "sxtb16 %[xt], %[xt], ror #8\\n\\t"',
+            '            "smlabb %[a0], %[w0], %[xa], %[a0]\\n\\t"',
+            '            "smlabb %[a1], %[w1], %[xt], %[a1]\\n\\t"',
+            '            "smlatt %[a2], %[w0], %[xa], %[a2]\\n\\t"',
+            '            "smlatt %[a3], %[w1], %[xt], %[a3]"',
+            f"            : {acc}, {tmp}",
+            f'            : [pt] "r"({pt}), [ot] "i"({ot}), [wq] "r"(pq), '
+            f'[k0] "i"({64 + 4 * (nw - 2)})',
+            '            : "memory");',
+            "    (void)xu;",
+        ]
+    lines += ["    {",
+              "        uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, pq);",
+              *([f"        codes = edgec_max4_s8(codes, {lo4});"] if lo4 else []),
+              *([f"        codes = edgec_min4_s8(codes, {hi4});"] if hi4 else []),
+              "        memcpy(yp + ch, &codes, 4);",
+              "    }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+#: a border pixel's window copy (taps x channels bytes) on the stack at most this large
+WINDOW_BYTES = 2048
+
+
+def window_copy(win: Any, c: int) -> bool:
+    """Whether border pixels copy their window (``fast_border_taps``); then the kernel starts
+    with ``zero_row``."""
+    return win.kh * win.kw * (c - c % 4) <= WINDOW_BYTES
+
+
+def zero_row(c: int, zp_x: int | str) -> str:
+    """C filling ``zrow4``, the first ``c - c % 4`` channels of a pixel of the input zero
+    point, once per call (the window copy's source for taps outside the input)."""
+    zp = zp_x & 0xFF if isinstance(zp_x, int) else zp_x
+    n = (c - c % 4) // 4
+    return (f"uint32_t zrow4[{n}];\n"
+            f"for (int i = 0; i < {n}; ++i) zrow4[i] = ((uint32_t){zp} & 0xFFu) * 0x01010101u;\n")
+
+
+def fast_border_taps(win: Any, c: int,
+                     zp_x: int | str) -> tuple[str, list[tuple[str, int]]]:
+    """C declaring a border pixel's taps for ``fast_channels`` and the (pointer, offset) of
+    each: below ``WINDOW_BYTES`` the first ``c - c % 4`` channels of every tap are copied into
+    a window on the stack (from ``zrow4``, the input zero point, for taps outside the input:
+    they add nothing, the folded bias already subtracted zp_x * w), so the taps sit at
+    constant offsets as in the interior; else a pointer per tap, to the input or to a row of
+    the zero point."""
+    taps = [(kh, kw) for kh in range(win.kh) for kw in range(win.kw)]
+    c4 = c - c % 4
+    zp = zp_x & 0xFF if isinstance(zp_x, int) else zp_x
+
+    def inside(kh: int, kw: int) -> tuple[str, str]:
+        r, q = f"ih + {kh * win.dh}", f"iw + {kw * win.dw}"
+        return (f"{r} >= 0 && {r} < {win.h} && {q} >= 0 && {q} < {win.w}",
+                f"xn + (({r}) * {win.w} + {q}) * {c}")
+
+    if window_copy(win, c):
+        lines = [f"uint32_t wwin[{len(taps) * c4 // 4}];", "int8_t *wb = (int8_t *)wwin;"]
+        for t, (kh, kw) in enumerate(taps):
+            cond, src = inside(kh, kw)
+            lines.append(f"memcpy(wb + {t * c4}, ({cond}) ? {src} : (const int8_t *)zrow4, "
+                         f"{c4});")
+        lines.append("const int8_t *xc = wb;")
+        return "\n".join(lines) + "\n", [("xc", t * c4) for t in range(len(taps))]
+    lines = [f"int8_t zrow[{c}];", f"const int8_t *tp[{len(taps)}];",
+             f"memset(zrow, {zp}, {c});"]
+    for t, (kh, kw) in enumerate(taps):
+        cond, src = inside(kh, kw)
+        lines.append(f"tp[{t}] = ({cond}) ? {src} : zrow;")
+    return "\n".join(lines) + "\n", [(f"tp[{t}] + ch", 0) for t in range(len(taps))]
 
 
 def interior_channels(taps: list[tuple[int, int]], c: int, wsym: str, bias: str,
