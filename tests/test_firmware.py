@@ -525,3 +525,19 @@ def test_fault_and_hang_are_one_line_errors(target: str, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     with pytest.raises(ToolchainError, match="stopped with 'edgec: fault: HardFault'"):
         run_qemu(b, timeout_s=20)
+
+
+def test_long_output_lines_arrive_whole(tmp_path: Path) -> None:
+    """Three result lines of 8,192 floats each (~74 KB a line, more than a pipe holds): QEMU's
+    console writes are non-blocking, and with its output on pipes lines came back cut off in
+    most runs when the firmware exited; on files every run reads every line."""
+    n = 8192
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [1, n]}, {"y": [1, n]},
+                       {})
+    x = np.random.default_rng(0).standard_normal((3, 1, n)).astype(np.float32)
+    b = build_firmware(edgec.compile(model), load_target("cortex-m4f"), tmp_path,
+                       inputs=[[v] for v in x])
+    for _ in range(4):
+        res = run_qemu(b, timeout_s=60)
+        for i in range(3):
+            np.testing.assert_array_equal(res.outputs[i][0], np.maximum(x[i], 0))

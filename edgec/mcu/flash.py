@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgec.errors import EdgecError, ToolchainError
 from edgec.mcu.elf import check_load_addresses
-from edgec.mcu.qemu import QemuResult, check_exit, communicate, kill, qemu_command
+from edgec.mcu.qemu import QemuProcess, QemuResult, check_exit, kill, qemu_command
 from edgec.mcu.targets import Target
 from edgec.mcu.toolchain import find_tool
 
@@ -45,32 +45,29 @@ def flash_qemu(elf: str | os.PathLike[str], target: Target, timeout_s: float = 6
         str(elf),
     ]
     what = f"{elf.name} on {target.name} (QEMU {target.qemu_machine}, loaded by gdb)"
-    qemu = subprocess.Popen(
-        qemu_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
     gdb_proc: subprocess.Popen[str] | None = None
-    try:
-        gdb_proc = subprocess.Popen(
-            gdb_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )
-        stdout, stderr = communicate(qemu, timeout_s, what)
+    with QemuProcess(qemu_cmd) as qemu:
         try:
-            gdb_out, gdb_err = gdb_proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            kill(gdb_proc)
-            gdb_out = gdb_err = ""
-    finally:
-        for p in (gdb_proc, qemu):
-            if p is not None:
-                kill(p)
+            gdb_proc = subprocess.Popen(
+                gdb_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, start_new_session=True,
+            )
+            stdout, stderr = qemu.wait(timeout_s, what)
+            try:
+                gdb_out, gdb_err = gdb_proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                kill(gdb_proc)
+                gdb_out = gdb_err = ""
+        finally:
+            if gdb_proc is not None:
+                kill(gdb_proc)
+    returncode = qemu.proc.returncode
     gdb_text = gdb_out + gdb_err
     if "Loading section" not in gdb_text:
         lines = [ln for ln in gdb_text.strip().splitlines() if ln.strip()] or ["(no output)"]
         raise ToolchainError(f"{what}: gdb did not load the image: {lines[-1].strip()}")
-    check_exit(qemu.returncode, stdout + stderr, what)
-    return QemuResult(stdout=stdout, returncode=qemu.returncode, outputs=[], stderr=stderr)
+    check_exit(returncode, stdout + stderr, what)
+    return QemuResult(stdout=stdout, returncode=returncode, outputs=[], stderr=stderr)
 
 
 def flash_pyocd(elf: str | os.PathLike[str], target: Target) -> str:

@@ -7,9 +7,11 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,19 +85,7 @@ def _plugin_args(plugin_args: Sequence[str] | None) -> list[str]:
     return ["-plugin", ",".join(plugin_args), "-d", "plugin"]
 
 
-def communicate(
-    proc: subprocess.Popen[str], timeout_s: float, what: str
-) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill(proc)
-        raise ToolchainError(
-            f"{what} did not finish within {timeout_s:g} s (the firmware hung or faulted?)"
-        ) from None
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
+def kill(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -116,6 +106,41 @@ def check_exit(returncode: int, text: str, what: str) -> None:
         raise ToolchainError(f"{what}: the firmware exited with status {returncode} ({tail})")
 
 
+class QemuProcess:
+    """QEMU started with its output in files, not pipes: its console writes are non-blocking,
+    and output that finds a pipe full when the firmware exits is lost (long result lines came
+    back cut off under load); a regular file takes every write. A context manager: leaving it
+    kills QEMU if it still runs and closes the files."""
+
+    def __init__(self, cmd: list[str]):
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.out,
+                                     stderr=self.err, start_new_session=True)
+
+    def wait(self, timeout_s: float, what: str) -> tuple[str, str]:
+        """(stdout, stderr) once QEMU has exited; a one-line error if it runs past timeout_s."""
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            kill(self.proc)
+            raise ToolchainError(f"{what} did not finish within {timeout_s:g} s (the firmware "
+                                 "hung or faulted?)") from None
+        texts = []
+        for f in (self.out, self.err):
+            f.seek(0)
+            texts.append(f.read().decode(errors="replace"))
+        return texts[0], texts[1]
+
+    def __enter__(self) -> QemuProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        kill(self.proc)
+        self.out.close()
+        self.err.close()
+
+
 def run_qemu(
     build: FirmwareBuild, timeout_s: float = 60, plugin_args: list[str] | None = None
 ) -> QemuResult:
@@ -126,12 +151,10 @@ def run_qemu(
     (``["-plugin", ...]``) is passed to QEMU as is. The firmware must exit with status 0.
     """
     cmd = qemu_command(build.target, build.elf) + _plugin_args(plugin_args)
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )
     what = f"{build.name} on {build.target.name} (QEMU {build.target.qemu_machine})"
-    stdout, stderr = communicate(proc, timeout_s, what)
+    with QemuProcess(cmd) as qemu:
+        stdout, stderr = qemu.wait(timeout_s, what)
+    proc = qemu.proc
     check_exit(proc.returncode, stdout + stderr, what)
     outputs = parse_outputs(stdout + "\n" + stderr, build.outputs, build.n_vectors)
     return QemuResult(stdout=stdout, returncode=proc.returncode, outputs=outputs, stderr=stderr)
