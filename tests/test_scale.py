@@ -143,7 +143,7 @@ def test_tune_resume_with_another_space_is_refused(tuned, tmp_path):
 VARY_K = {"k": (2.0, 6.0)}
 
 
-def test_batch_trial_scores_what_simulate_batch_measures(capsys):
+def test_batch_trial_scores_what_simulate_batch_measures(capsys, tmp_path):
     """A trial with --batch runs the batched simulator: its RMSE (mean, max) over the loops is
     what `edgec mpc simulate --batch` reports for the same config, plants, seed and path."""
     from edgec.scale.trial import BatchTrial, run_trial
@@ -151,7 +151,8 @@ def test_batch_trial_scores_what_simulate_batch_measures(capsys):
 
     space = space_from_dict({"solver.du_weight": {"values": [1e-6]}}, "space")
     assert main(["mpc", "simulate", str(CONFIG), "--plant", "msd", "--batch", "6",
-                 "--vary", "k=2:6", "--seed", "3", "--threads", "1", "--json"]) == 0
+                 "--vary", "k=2:6", "--seed", "3", "--threads", "1", "--json",
+                 "-o", str(tmp_path)]) == 0
     want = json.loads(capsys.readouterr().out)["rmse"]
     got = {}
     for how in ("mean", "max"):  # (p95 is a loop's value as simulate's p50/p90/p99)
