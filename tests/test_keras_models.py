@@ -39,6 +39,12 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
     def seq(shape: tuple[int, ...], *layers: Any) -> Any:
         return keras.Sequential([keras.Input(shape), *layers])
 
+    def merges() -> Any:
+        a = keras.Input((6, 4))
+        b, c = L.Dense(4)(a), L.Dense(4, activation="tanh")(a)
+        return keras.Model(a, L.Concatenate()([L.Minimum()([b, c]), L.Maximum()([b, c]),
+                                               L.Average()([b, c])]))
+
     def resnet8() -> Any:  # MLPerf Tiny image classification (CIFAR-10), 32x32x3
         a = keras.Input((32, 32, 3))
         x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(a)))
@@ -102,6 +108,10 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "gelu_tanh": lambda: seq((8,), L.Dense(6), L.Lambda(
             lambda v: keras.activations.gelu(v, approximate=True)), L.Dense(2)),
         "exponential": lambda: seq((8,), L.Dense(6, activation="exponential"), L.Dense(2)),
+        "prelu_shared": lambda: seq((5, 5, 3), L.Conv2D(4, 3), L.PReLU(shared_axes=[1, 2]),
+                                    L.Flatten(), L.Dense(2)),
+        "prelu_dense": lambda: seq((8,), L.Dense(6), L.PReLU(), L.Dense(2)),
+        "merge_min_max": merges,
         "resnet8": resnet8,
         "mobilenet_v1_025": mobilenet,
         "fc_autoencoder": autoencoder,
@@ -113,7 +123,7 @@ FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transp
                "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear"]
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
               "upsampling_nearest", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
-              "exponential"]
+              "exponential", "prelu_shared", "prelu_dense", "merge_min_max"]
 MLPERF_TINY = ["resnet8", "mobilenet_v1_025", "fc_autoencoder", "ds_cnn_kws"]
 
 
@@ -203,7 +213,8 @@ def test_float_layers_match_tflite_and_keras(zoo: Zoo, key: str) -> None:
 
 #: the builtin each int8 case exists for (so a converter change that drops it shows up)
 INT8_BUILTIN = {"conv2d_transpose": "TRANSPOSE_CONV", "upsampling_nearest": "TILE",
-                "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP"}
+                "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP",
+                "prelu": "PRELU", "merge_min_max": "MAXIMUM"}
 
 
 @pytest.mark.parametrize("io", ["int8-io", "float-io"])
@@ -214,6 +225,8 @@ def test_int8_layers_are_byte_exact(zoo: Zoo, key: str, io: str) -> None:
     data = zoo.tflite(key, io)
     builtin = next(v for k, v in INT8_BUILTIN.items() if key.startswith(k))
     assert builtin in _ops(data)
+    if key == "merge_min_max":
+        assert "MINIMUM" in _ops(data)
     m = edgec.compile(data, name=key)
     rng = np.random.default_rng(2)
     for _ in range(4):

@@ -1,6 +1,7 @@
 """int8 builtins that common Keras layers convert to, beyond the core kernels of
 :mod:`edgec.frontend.tflite.int8_ops`: Conv2DTranspose (TRANSPOSE_CONV), UpSampling2D (TILE),
-GlobalMaxPooling (REDUCE_MAX), GELU and EXP activations (tables).
+GlobalMaxPooling (REDUCE_MAX), PReLU (PRELU), Maximum / Minimum (MAXIMUM / MINIMUM), GELU and
+EXP activations (tables).
 
 Each is rewritten onto existing int8 ops with the same integer arithmetic as TFLite's reference
 kernel, so the results stay bit-exact:
@@ -13,6 +14,7 @@ kernel, so the results stay bit-exact:
 - REDUCE_MAX over the spatial axes of an NHWC (or NWC) tensor is a max pool with the whole
   extent as its window; TFLite compares the codes and needs the input's quantization on the
   output.
+- PRELU, MAXIMUM and MINIMUM are the int8 ops of :mod:`edgec.ops.int8.prelu`.
 - GELU and EXP are 256-entry tables (TFLite ``LUTPopulate``: dequantize, the float function,
   round half away from zero, add the output zero point, clamp).
 """
@@ -106,10 +108,25 @@ def _gelu(approximate: bool) -> Callable[[np.ndarray], np.ndarray]:
     return fn
 
 
+def _plain(kind: str) -> Translator:
+    def plain(cx: Ctx, op: TflOperator) -> None:
+        cx.add(kind, [cx.x(0), cx.x(1)], out=cx.y(0))
+
+    return plain
+
+
+def prelu(cx: Ctx, op: TflOperator) -> None:
+    _quant(cx, cx.x(1), "the slope")
+    cx.add("QPRelu", [cx.x(0), cx.x(1)], out=cx.y(0))
+
+
 #: int8 builtins of common Keras layers (merged into the int8 table by ``tables``)
 INT8_LAYER_OPS: dict[str, Translator] = {
     "EXP": _lut(lambda qi, qo, o: lut.float_lut(qi, qo, np.exp)),
     "GELU": _lut(lambda qi, qo, o: lut.float_lut(qi, qo, _gelu(bool(o.get("approximate"))))),
+    "MAXIMUM": _plain("QMaximum"),
+    "MINIMUM": _plain("QMinimum"),
+    "PRELU": prelu,
     "REDUCE_MAX": reduce_max,
     "TILE": f.tile,
     "TRANSPOSE_CONV": transpose_conv,
