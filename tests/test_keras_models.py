@@ -100,6 +100,9 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "upsampling_bilinear": lambda: seq((4, 5, 3), L.UpSampling2D(2, interpolation="bilinear"),
                                            L.Conv2D(4, 3)),
         "resizing_bilinear": lambda: seq((5, 4, 2), L.Resizing(7, 9, interpolation="bilinear")),
+        "resize_align_corners": lambda: seq((5, 4, 2), L.Lambda(
+            lambda v: tf.compat.v1.image.resize_bilinear(v, (9, 3), align_corners=True))),
+        "layernorm": lambda: seq((5, 8), L.Dense(8), L.LayerNormalization(), L.Dense(2)),
         "global_max_pool1d": lambda: seq((10, 3), L.Conv1D(6, 3), L.GlobalMaxPooling1D(),
                                          L.Dense(2)),
         "global_max_pool2d": lambda: seq((6, 6, 3), L.Conv2D(6, 3), L.GlobalMaxPooling2D(),
@@ -120,9 +123,11 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
 
 
 FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
-               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear"]
+               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
+               "resize_align_corners"]
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
-              "upsampling_nearest", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
+              "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
+              "resize_align_corners", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
               "exponential", "prelu_shared", "prelu_dense", "merge_min_max"]
 MLPERF_TINY = ["resnet8", "mobilenet_v1_025", "fc_autoencoder", "ds_cnn_kws"]
 
@@ -213,6 +218,7 @@ def test_float_layers_match_tflite_and_keras(zoo: Zoo, key: str) -> None:
 
 #: the builtin each int8 case exists for (so a converter change that drops it shows up)
 INT8_BUILTIN = {"conv2d_transpose": "TRANSPOSE_CONV", "upsampling_nearest": "TILE",
+                "upsampling_bilinear": "RESIZE_BILINEAR", "resiz": "RESIZE_BILINEAR",
                 "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP",
                 "prelu": "PRELU", "merge_min_max": "MAXIMUM"}
 
@@ -252,10 +258,12 @@ def test_mlperf_tiny_int8_is_byte_exact(zoo: Zoo, key: str, io: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
-def test_int8_bilinear_resize_is_a_one_line_error(zoo: Zoo) -> None:
-    data = zoo.tflite("upsampling_bilinear", "int8-io")
-    with pytest.raises(EdgecError, match=r"operator 0 \(RESIZE_BILINEAR\): builtin "
-                                         r"RESIZE_BILINEAR is not supported on int8") as exc:
+def test_int8_layer_normalization_is_a_one_line_error(zoo: Zoo) -> None:
+    """What the int8 front-end cannot translate names the builtin and its operator index."""
+    data = zoo.tflite("layernorm", "int8-io")
+    index = _ops(data).index("SQUARED_DIFFERENCE")
+    with pytest.raises(EdgecError, match=rf"operator {index} \(SQUARED_DIFFERENCE\): builtin "
+                                         r"SQUARED_DIFFERENCE is not supported on int8") as exc:
         edgec.compile(data)
     assert "\n" not in str(exc.value)
 

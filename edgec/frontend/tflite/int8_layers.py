@@ -108,6 +108,15 @@ def _gelu(approximate: bool) -> Callable[[np.ndarray], np.ndarray]:
     return fn
 
 
+def resize_bilinear(cx: Ctx, op: TflOperator) -> None:
+    if len(cx.shape(cx.x(0))) != 4:
+        raise cx.fail(f"RESIZE_BILINEAR needs a 4-D NHWC input, got {list(cx.shape(cx.x(0)))}")
+    size = [int(v) for v in np.asarray(cx.need_const(1, "size")).reshape(-1)]
+    cx.add("QResizeBilinear", [cx.x(0)], out=cx.y(0), size=size,
+           align_corners=int(bool(cx.opts.get("alignCorners"))),
+           half_pixel_centers=int(bool(cx.opts.get("halfPixelCenters"))))
+
+
 def _plain(kind: str) -> Translator:
     def plain(cx: Ctx, op: TflOperator) -> None:
         cx.add(kind, [cx.x(0), cx.x(1)], out=cx.y(0))
@@ -128,6 +137,7 @@ INT8_LAYER_OPS: dict[str, Translator] = {
     "MINIMUM": _plain("QMinimum"),
     "PRELU": prelu,
     "REDUCE_MAX": reduce_max,
+    "RESIZE_BILINEAR": resize_bilinear,
     "TILE": f.tile,
     "TRANSPOSE_CONV": transpose_conv,
 }
