@@ -111,6 +111,10 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "gelu_tanh": lambda: seq((8,), L.Dense(6), L.Lambda(
             lambda v: keras.activations.gelu(v, approximate=True)), L.Dense(2)),
         "exponential": lambda: seq((8,), L.Dense(6, activation="exponential"), L.Dense(2)),
+        "softplus": lambda: seq((8,), L.Dense(6, activation="softplus"), L.Dense(2)),
+        "all_codes_gelu": lambda: seq((256,), L.Activation("gelu")),
+        "all_codes_exp": lambda: seq((256,), L.Activation("exponential")),
+        "all_codes_log": lambda: seq((256,), L.Lambda(lambda v: tf.math.log(tf.nn.relu(v) + 0.05))),
         "prelu_shared": lambda: seq((5, 5, 3), L.Conv2D(4, 3), L.PReLU(shared_axes=[1, 2]),
                                     L.Flatten(), L.Dense(2)),
         "prelu_dense": lambda: seq((8,), L.Dense(6), L.PReLU(), L.Dense(2)),
@@ -128,7 +132,7 @@ FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transp
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
               "resize_align_corners", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
-              "exponential", "prelu_shared", "prelu_dense", "merge_min_max"]
+              "exponential", "softplus", "prelu_shared", "prelu_dense", "merge_min_max"]
 MLPERF_TINY = ["resnet8", "mobilenet_v1_025", "fc_autoencoder", "ds_cnn_kws"]
 
 
@@ -219,7 +223,7 @@ def test_float_layers_match_tflite_and_keras(zoo: Zoo, key: str) -> None:
 #: the builtin each int8 case exists for (so a converter change that drops it shows up)
 INT8_BUILTIN = {"conv2d_transpose": "TRANSPOSE_CONV", "upsampling_nearest": "TILE",
                 "upsampling_bilinear": "RESIZE_BILINEAR", "resiz": "RESIZE_BILINEAR",
-                "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP",
+                "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP", "softplus": "LOG",
                 "prelu": "PRELU", "merge_min_max": "MAXIMUM"}
 
 
@@ -240,6 +244,19 @@ def test_int8_layers_are_byte_exact(zoo: Zoo, key: str, io: str) -> None:
         got, want = m.run(*feeds), run_interpreter(data, feeds)[0]
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("key,builtin", [("all_codes_gelu", "GELU"), ("all_codes_exp", "EXP"),
+                                         ("all_codes_log", "LOG")])
+def test_int8_activation_tables_on_all_codes(zoo: Zoo, key: str, builtin: str) -> None:
+    """GELU, EXP and LOG tables (TFLite's LUTPopulate model) on every int8 code."""
+    from tests.tflite_builder import run_interpreter
+
+    data = zoo.tflite(key, "int8-io")
+    assert builtin in _ops(data)
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    got, want = edgec.compile(data, name=key).run(codes), run_interpreter(data, [codes])[0]
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("io", ["int8-io", "float-io"])

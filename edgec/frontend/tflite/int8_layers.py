@@ -133,6 +133,7 @@ def prelu(cx: Ctx, op: TflOperator) -> None:
 INT8_LAYER_OPS: dict[str, Translator] = {
     "EXP": _lut(lambda qi, qo, o: lut.float_lut(qi, qo, np.exp)),
     "GELU": _lut(lambda qi, qo, o: lut.float_lut(qi, qo, _gelu(bool(o.get("approximate"))))),
+    "LOG": _lut(lambda qi, qo, o: lut.float_lut(qi, qo, np.log)),
     "MAXIMUM": _plain("QMaximum"),
     "MINIMUM": _plain("QMinimum"),
     "PRELU": prelu,
