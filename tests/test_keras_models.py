@@ -45,6 +45,17 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         return keras.Model(a, L.Concatenate()([L.Minimum()([b, c]), L.Maximum()([b, c]),
                                                L.Average()([b, c])]))
 
+    def decoder() -> Any:  # the new int8 builtins in one model (strict C, QEMU)
+        a = keras.Input((3, 3, 4))
+        x = L.Conv2DTranspose(6, 3, strides=2, padding="same")(a)
+        x = L.PReLU(shared_axes=[1, 2])(x)
+        x = L.UpSampling2D(2, interpolation="bilinear")(x)
+        y = L.Conv2D(6, 1, activation="gelu")(x)
+        x = L.Maximum()([x, y])
+        x = L.UpSampling2D(2)(x)
+        x = L.GlobalMaxPooling2D()(x)
+        return keras.Model(a, L.Dense(3)(x))
+
     def resnet8() -> Any:  # MLPerf Tiny image classification (CIFAR-10), 32x32x3
         a = keras.Input((32, 32, 3))
         x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(a)))
@@ -119,6 +130,7 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
                                     L.Flatten(), L.Dense(2)),
         "prelu_dense": lambda: seq((8,), L.Dense(6), L.PReLU(), L.Dense(2)),
         "merge_min_max": merges,
+        "decoder": decoder,
         "resnet8": resnet8,
         "mobilenet_v1_025": mobilenet,
         "fc_autoencoder": autoencoder,
@@ -285,17 +297,19 @@ def test_int8_layer_normalization_is_a_one_line_error(zoo: Zoo) -> None:
     assert "\n" not in str(exc.value)
 
 
-def test_transpose_conv_strict_c_and_sanitizers(zoo: Zoo, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key,kind", [("conv2d_transpose_same", "float"),
+                                      ("resizing_bilinear", "float"), ("decoder", "float-io")])
+def test_strict_c_and_sanitizers(zoo: Zoo, tmp_path: Path, key: str, kind: str) -> None:
     from tests.c_checks import strict_and_sanitized
 
-    for kind in ("float", "float-io"):  # the driver feeds float32 (int8 inside)
-        m = edgec.compile(zoo.tflite("conv2d_transpose_same", kind), name=f"tconv_{kind[:4]}")
-        feeds = _feeds(m, np.random.default_rng(4))
-        (got,) = strict_and_sanitized(m, tmp_path / kind, feeds)
-        if kind == "float":  # other optimisation flags: float sums may differ in the last bit
-            np.testing.assert_allclose(got, m.run(*feeds), rtol=1e-5, atol=1e-6)
-        else:
-            np.testing.assert_array_equal(got, m.run(*feeds))
+    m = edgec.compile(zoo.tflite(key, kind), name=key)
+    if kind != "float":
+        ops = {n.op for n in m.graph.nodes}
+        assert {"QPRelu", "QResizeBilinear", "QMaximum", "QMaxPool2D", "Expand"} <= ops, ops
+    feeds = _feeds(m, np.random.default_rng(4))
+    (got,) = strict_and_sanitized(m, tmp_path, feeds)
+    # other optimisation flags: float sums may differ in the last bit (int8 inside: exact)
+    np.testing.assert_allclose(got, m.run(*feeds), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.qemu
@@ -318,3 +332,24 @@ def test_ds_cnn_on_cortex_m4f_equals_the_interpreter(zoo: Zoo, tmp_path: Path) -
     assert len(res.outputs) == len(xs)
     for x, (got,) in zip(xs, res.outputs, strict=True):
         assert got.tobytes() == run_interpreter(data, [x])[0].tobytes()
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm (scripts/setup.sh)")
+def test_new_int8_builtins_on_cortex_m4f_equal_host_c(zoo: Zoo, tmp_path: Path) -> None:
+    """TRANSPOSE_CONV, PRELU, RESIZE_BILINEAR, GELU, MAXIMUM, TILE and REDUCE_MAX in one int8
+    model on the emulated Cortex-M4F: bit for bit the host C (which the tests above hold to
+    the interpreter)."""
+    from edgec.mcu.project import build_firmware
+    from edgec.mcu.qemu import run_qemu
+    from edgec.mcu.targets import load_target
+
+    m = edgec.compile(zoo.tflite("decoder", "int8-io"), name="decoder")
+    rng = np.random.default_rng(6)
+    xs = [_feeds(m, rng)[0] for _ in range(2)]
+    build = build_firmware(m, load_target("cortex-m4f"), tmp_path / "fw", [[x] for x in xs])
+    res = run_qemu(build, timeout_s=180)
+    assert len(res.outputs) == len(xs)
+    for x, (got,) in zip(xs, res.outputs, strict=True):
+        assert got.tobytes() == m.run(x).tobytes()
