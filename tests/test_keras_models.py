@@ -271,8 +271,13 @@ def test_int8_activation_tables_on_all_codes(zoo: Zoo, key: str, builtin: str) -
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("io", ["int8-io", "float-io"])
-@pytest.mark.parametrize("key", MLPERF_TINY)
+#: MobileNet (the slowest to convert) with int8 ports only; float ports go through the same
+#: QUANTIZE/DEQUANTIZE as in every other model
+MLPERF_CASES = [(k, io) for k in MLPERF_TINY for io in ("int8-io", "float-io")
+                if (k, io) != ("mobilenet_v1_025", "float-io")]
+
+
+@pytest.mark.parametrize("key,io", MLPERF_CASES)
 def test_mlperf_tiny_int8_is_byte_exact(zoo: Zoo, key: str, io: str) -> None:
     from tests.tflite_builder import run_interpreter
 
