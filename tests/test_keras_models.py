@@ -106,6 +106,8 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
             (4, 4, 3), L.Conv2DTranspose(5, (3, 2), strides=(2, 3), padding="valid")),
         "conv2d_transpose_small_kernel": lambda: seq(
             (3, 3, 2), L.Conv2DTranspose(4, 2, strides=3, padding="same")),
+        "conv2d_transpose_nobias": lambda: seq(
+            (4, 4, 3), L.Conv2DTranspose(5, 3, strides=1, padding="same", use_bias=False)),
         "upsampling_nearest": lambda: seq((3, 4, 3), L.UpSampling2D((2, 3)), L.Flatten(),
                                           L.Dense(5)),
         "upsampling_bilinear": lambda: seq((4, 5, 3), L.UpSampling2D(2, interpolation="bilinear"),
@@ -139,9 +141,11 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
 
 
 FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
+               "conv2d_transpose_nobias",
                "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
                "resize_align_corners"]
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
+              "conv2d_transpose_nobias",
               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
               "resize_align_corners", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
               "exponential", "softplus", "prelu_shared", "prelu_dense", "merge_min_max"]
