@@ -115,6 +115,10 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "resizing_bilinear": lambda: seq((5, 4, 2), L.Resizing(7, 9, interpolation="bilinear")),
         "resize_align_corners": lambda: seq((5, 4, 2), L.Lambda(
             lambda v: tf.compat.v1.image.resize_bilinear(v, (9, 3), align_corners=True))),
+        "nearest_resizing": lambda: seq((5, 4, 3), L.Resizing(7, 9, interpolation="nearest"),
+                                        L.Flatten(), L.Dense(3)),
+        "nearest_align_corners": lambda: seq((5, 4, 2), L.Lambda(
+            lambda v: tf.compat.v1.image.resize_nearest_neighbor(v, (9, 3), align_corners=True))),
         "layernorm": lambda: seq((5, 8), L.Dense(8), L.LayerNormalization(), L.Dense(2)),
         "global_max_pool1d": lambda: seq((10, 3), L.Conv1D(6, 3), L.GlobalMaxPooling1D(),
                                          L.Dense(2)),
@@ -143,11 +147,12 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
 FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
                "conv2d_transpose_nobias",
                "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
-               "resize_align_corners"]
+               "resize_align_corners", "nearest_resizing", "nearest_align_corners"]
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
               "conv2d_transpose_nobias",
               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
-              "resize_align_corners", "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
+              "resize_align_corners", "nearest_resizing", "nearest_align_corners",
+              "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
               "exponential", "softplus", "prelu_shared", "prelu_dense", "merge_min_max"]
 MLPERF_TINY = ["resnet8", "mobilenet_v1_025", "fc_autoencoder", "ds_cnn_kws"]
 
@@ -239,6 +244,7 @@ def test_float_layers_match_tflite_and_keras(zoo: Zoo, key: str) -> None:
 #: the builtin each int8 case exists for (so a converter change that drops it shows up)
 INT8_BUILTIN = {"conv2d_transpose": "TRANSPOSE_CONV", "upsampling_nearest": "TILE",
                 "upsampling_bilinear": "RESIZE_BILINEAR", "resiz": "RESIZE_BILINEAR",
+                "nearest": "RESIZE_NEAREST_NEIGHBOR",
                 "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP", "softplus": "LOG",
                 "prelu": "PRELU", "merge_min_max": "MAXIMUM"}
 

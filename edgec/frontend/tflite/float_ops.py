@@ -612,6 +612,34 @@ def resize_bilinear(cx: Ctx, op: TflOperator) -> None:
     reshape(cx, y, (n, h2, w2, c), out=cx.y(0))
 
 
+def nearest_indices(cx: Ctx, size_in: int, size_out: int) -> np.ndarray:
+    """Source index of every output position, TFLite's ``GetNearestNeighbor`` (float32
+    position, floor, or round half away from zero with ``align_corners``; clamped)."""
+    align = bool(cx.opts.get("alignCorners"))
+    half = bool(cx.opts.get("halfPixelCenters"))
+    scale = (np.float32(size_in - 1) / np.float32(size_out - 1) if align and size_out > 1
+             else np.float32(size_in) / np.float32(size_out))
+    pos = ((np.arange(size_out, dtype=np.float32) + np.float32(0.5 if half else 0.0))
+           * scale).astype(np.float32)
+    idx = (np.sign(pos) * np.floor(np.abs(pos) + np.float32(0.5)) if align else np.floor(pos))
+    idx = np.minimum(idx.astype(np.int64), size_in - 1)
+    return np.maximum(idx, 0) if half else idx
+
+
+def resize_nearest_neighbor(cx: Ctx, op: TflOperator) -> None:
+    """RESIZE_NEAREST_NEIGHBOR as two Gathers with constant indices (rows, then columns):
+    data movement, so int8 codes pass unchanged."""
+    x = cx.x(0)
+    xs = cx.shape(x)
+    if len(xs) != 4:
+        raise cx.fail(f"RESIZE_NEAREST_NEIGHBOR needs a 4-D NHWC input, got shape {list(xs)}")
+    h2, w2 = (int(v) for v in np.asarray(cx.need_const(1, "size")).reshape(-1))
+    rows = cx.add_const("rows", nearest_indices(cx, xs[1], h2))
+    y = cx.add("Gather", [x, rows], axis=1)
+    cx.add("Gather", [y, cx.add_const("cols", nearest_indices(cx, xs[2], w2))], out=cx.y(0),
+           axis=2)
+
+
 # -- recurrent ---------------------------------------------------------------------------------
 
 def unidirectional_sequence_lstm(cx: Ctx, op: TflOperator) -> None:
@@ -738,6 +766,7 @@ FLOAT_OPS: dict[str, Translator] = {
     "RELU_N1_TO_1": _clip(-1.0, 1.0),
     "RESHAPE": reshape_op,
     "RESIZE_BILINEAR": resize_bilinear,
+    "RESIZE_NEAREST_NEIGHBOR": resize_nearest_neighbor,
     "REVERSE_V2": reverse_v2,
     "RSQRT": rsqrt,
     "SHAPE": shape_op,

@@ -1,7 +1,7 @@
 """int8 builtins that common Keras layers convert to, beyond the core kernels of
-:mod:`edgec.frontend.tflite.int8_ops`: Conv2DTranspose (TRANSPOSE_CONV), UpSampling2D (TILE),
-GlobalMaxPooling (REDUCE_MAX), PReLU (PRELU), Maximum / Minimum (MAXIMUM / MINIMUM), GELU and
-EXP activations (tables).
+:mod:`edgec.frontend.tflite.int8_ops`: Conv2DTranspose (TRANSPOSE_CONV), UpSampling2D and
+Resizing (TILE, RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR), GlobalMaxPooling (REDUCE_MAX), PReLU
+(PRELU), Maximum / Minimum (MAXIMUM / MINIMUM), GELU, EXP and LOG activations (tables).
 
 Each is rewritten onto existing int8 ops with the same integer arithmetic as TFLite's reference
 kernel, so the results stay bit-exact:
@@ -10,12 +10,13 @@ kernel, so the results stay bit-exact:
   adds the bias and requantizes per output channel like CONV_2D. The same sum is a stride-1
   QConv2D over the input with ``stride - 1`` zero-point codes stuffed between pixels (they add
   ``0 * w``), padded by ``k - 1 - pad_before``, with the filter flipped in both spatial axes.
-- TILE only moves codes (Reshape → Expand → Reshape).
+- TILE only moves codes (Reshape → Expand → Reshape), and RESIZE_NEAREST_NEIGHBOR too (two
+  Gathers, the float translation).
 - REDUCE_MAX over the spatial axes of an NHWC (or NWC) tensor is a max pool with the whole
   extent as its window; TFLite compares the codes and needs the input's quantization on the
   output.
 - PRELU, MAXIMUM and MINIMUM are the int8 ops of :mod:`edgec.ops.int8.prelu`.
-- GELU and EXP are 256-entry tables (TFLite ``LUTPopulate``: dequantize, the float function,
+- GELU, EXP and LOG are 256-entry tables (TFLite ``LUTPopulate``: dequantize, the float function,
   round half away from zero, add the output zero point, clamp).
 """
 
@@ -139,6 +140,7 @@ INT8_LAYER_OPS: dict[str, Translator] = {
     "PRELU": prelu,
     "REDUCE_MAX": reduce_max,
     "RESIZE_BILINEAR": resize_bilinear,
+    "RESIZE_NEAREST_NEIGHBOR": f.resize_nearest_neighbor,
     "TILE": f.tile,
     "TRANSPOSE_CONV": transpose_conv,
 }
