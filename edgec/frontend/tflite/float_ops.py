@@ -521,6 +521,125 @@ def zeros_like(cx: Ctx, op: TflOperator) -> None:
     cx.set_const(cx.y(0), np.zeros(t.shape, t.dtype))
 
 
+def transpose_conv(cx: Ctx, op: TflOperator) -> None:
+    """TRANSPOSE_CONV (inputs: output shape, weights [O, KH, KW, I], input, bias) → ONNX
+    ConvTranspose; TFLite's SAME padding crops ``total // 2`` before (the extra row at the end)."""
+    x = cx.x(2)
+    xs = cx.shape(x)
+    if len(xs) != 4:
+        raise cx.fail(f"TRANSPOSE_CONV needs a 4-D NHWC input, got shape {list(xs)}")
+    wt = cx.x(1)
+    o, kh, kw, ci = cx.shape(wt)
+    if ci != xs[3]:
+        raise cx.fail(f"input channels {xs[3]} differ from the filter's {ci}")
+    out_shape = [int(v) for v in np.asarray(cx.need_const(0, "output_shape")).reshape(-1)]
+    geo = transpose_conv_geometry(cx, xs, out_shape, kh, kw)
+    inputs = [transpose(cx, x, NHWC_TO_NCHW), _weights_nchw(cx, wt, [3, 0, 1, 2])]
+    if cx.n_in > 3 and cx.x(3):
+        inputs.append(cx.x(3))
+    (pt, pl), (pb, pr), (oh, ow) = geo["begin"], geo["end"], geo["extra"]
+    y = with_act(cx, "ConvTranspose", inputs, out=cx.fresh("convt"), strides=geo["strides"],
+                 pads=[pt, pl, pb, pr], output_padding=[oh, ow], kernel_shape=[kh, kw])
+    transpose(cx, y, NCHW_TO_NHWC, out=cx.y(0))
+
+
+def transpose_conv_geometry(cx: Ctx, xs: Sequence[int], out_shape: Sequence[int], kh: int,
+                            kw: int) -> dict[str, Any]:
+    """Per spatial axis of a TRANSPOSE_CONV: the rows cropped before (``begin``) and after
+    (``end``) the full scatter ``(in - 1) * stride + k``, and the rows added after it
+    (``extra``, when the output is longer than the full scatter)."""
+    if len(out_shape) != 4 or out_shape[0] != xs[0]:
+        raise cx.fail(f"output_shape {list(out_shape)} does not fit input {list(xs)}")
+    strides = [int(cx.opts.get("strideH", 1)), int(cx.opts.get("strideW", 1))]
+    begin, end, extra = [], [], []
+    for size, k, s, out in zip(xs[1:3], (kh, kw), strides, out_shape[1:3], strict=True):
+        # TFLite pads as a convolution from the output (size ``out``) back to the input
+        before, _ = padding(cx, out, k, s, 1)
+        full = (size - 1) * s + k
+        begin.append(before)
+        end.append(max(full - out - before, 0))
+        extra.append(max(out - (full - before), 0))
+    return {"strides": strides, "begin": begin, "end": end, "extra": extra}
+
+
+def tile(cx: Ctx, op: TflOperator) -> None:
+    """TILE as Reshape (a unit axis before each axis) → Expand (the multiples there) → Reshape:
+    data movement only, so int8 codes pass unchanged."""
+    x = cx.x(0)
+    xs = list(cx.shape(x))
+    reps = [int(v) for v in np.asarray(cx.need_const(1, "multiples")).reshape(-1)]
+    if len(reps) != len(xs) or min(reps, default=1) < 1:
+        raise cx.fail(f"multiples {reps} do not fit input shape {xs}")
+    split = [d for pair in zip([1] * len(xs), xs, strict=True) for d in pair]
+    wide = [d for pair in zip(reps, xs, strict=True) for d in pair]
+    y = cx.add("Expand", [reshape(cx, x, split), int64(cx, "shape", wide)])
+    reshape(cx, y, [r * d for r, d in zip(reps, xs, strict=True)], out=cx.y(0))
+
+
+def resize_weights(cx: Ctx, size_in: int, size_out: int) -> np.ndarray:
+    """[out, in] bilinear weights of one axis, TFLite's float reference rule
+    (``ComputeInterpolationValues``: scaled source position, lower index clamped at 0, upper
+    at ``in - 1``)."""
+    align = bool(cx.opts.get("alignCorners"))
+    half = bool(cx.opts.get("halfPixelCenters"))
+    scale = (np.float32(size_in - 1) / np.float32(size_out - 1) if align and size_out > 1
+             else np.float32(size_in) / np.float32(size_out))
+    a = np.zeros((size_out, size_in), np.float32)
+    for o in range(size_out):
+        pos = ((np.float32(o) + np.float32(0.5)) * scale - np.float32(0.5) if half
+               else np.float32(o) * scale)
+        lo = max(int(np.floor(pos)), 0)
+        hi = min(int(np.ceil(pos)), size_in - 1)
+        frac = np.float32(pos - np.float32(lo))
+        a[o, lo] += np.float32(1) - frac
+        a[o, hi] += frac
+    return a
+
+
+def resize_bilinear(cx: Ctx, op: TflOperator) -> None:
+    """RESIZE_BILINEAR as two MatMuls with constant interpolation weights (rows, then
+    columns) on the NHWC tensor."""
+    x = cx.x(0)
+    xs = cx.shape(x)
+    if len(xs) != 4:
+        raise cx.fail(f"RESIZE_BILINEAR needs a 4-D NHWC input, got shape {list(xs)}")
+    n, h, w_, c = xs
+    h2, w2 = (int(v) for v in np.asarray(cx.need_const(1, "size")).reshape(-1))
+    rows = cx.add_const("resize_rows", resize_weights(cx, h, h2))
+    cols = cx.add_const("resize_cols", resize_weights(cx, w_, w2))
+    y = cx.add("MatMul", [rows, reshape(cx, x, (n, h, w_ * c))])
+    y = cx.add("MatMul", [cols, reshape(cx, y, (n * h2, w_, c))])
+    reshape(cx, y, (n, h2, w2, c), out=cx.y(0))
+
+
+def nearest_indices(cx: Ctx, size_in: int, size_out: int) -> np.ndarray:
+    """Source index of every output position, TFLite's ``GetNearestNeighbor`` (float32
+    position, floor, or round half away from zero with ``align_corners``; clamped)."""
+    align = bool(cx.opts.get("alignCorners"))
+    half = bool(cx.opts.get("halfPixelCenters"))
+    scale = (np.float32(size_in - 1) / np.float32(size_out - 1) if align and size_out > 1
+             else np.float32(size_in) / np.float32(size_out))
+    pos = ((np.arange(size_out, dtype=np.float32) + np.float32(0.5 if half else 0.0))
+           * scale).astype(np.float32)
+    idx = (np.sign(pos) * np.floor(np.abs(pos) + np.float32(0.5)) if align else np.floor(pos))
+    idx = np.minimum(idx.astype(np.int64), size_in - 1)
+    return np.maximum(idx, 0) if half else idx
+
+
+def resize_nearest_neighbor(cx: Ctx, op: TflOperator) -> None:
+    """RESIZE_NEAREST_NEIGHBOR as two Gathers with constant indices (rows, then columns):
+    data movement, so int8 codes pass unchanged."""
+    x = cx.x(0)
+    xs = cx.shape(x)
+    if len(xs) != 4:
+        raise cx.fail(f"RESIZE_NEAREST_NEIGHBOR needs a 4-D NHWC input, got shape {list(xs)}")
+    h2, w2 = (int(v) for v in np.asarray(cx.need_const(1, "size")).reshape(-1))
+    rows = cx.add_const("rows", nearest_indices(cx, xs[1], h2))
+    y = cx.add("Gather", [x, rows], axis=1)
+    cx.add("Gather", [y, cx.add_const("cols", nearest_indices(cx, xs[2], w2))], out=cx.y(0),
+           axis=2)
+
+
 # -- recurrent ---------------------------------------------------------------------------------
 
 def unidirectional_sequence_lstm(cx: Ctx, op: TflOperator) -> None:
@@ -646,6 +765,8 @@ FLOAT_OPS: dict[str, Translator] = {
     "RELU_0_TO_1": _clip(0.0, 1.0),
     "RELU_N1_TO_1": _clip(-1.0, 1.0),
     "RESHAPE": reshape_op,
+    "RESIZE_BILINEAR": resize_bilinear,
+    "RESIZE_NEAREST_NEIGHBOR": resize_nearest_neighbor,
     "REVERSE_V2": reverse_v2,
     "RSQRT": rsqrt,
     "SHAPE": shape_op,
@@ -661,7 +782,9 @@ FLOAT_OPS: dict[str, Translator] = {
     "SUB": _binary("Sub"),
     "SUM": _reduce("ReduceSum"),
     "TANH": _plain("Tanh"),
+    "TILE": tile,
     "TRANSPOSE": transpose_op,
+    "TRANSPOSE_CONV": transpose_conv,
     "UNIDIRECTIONAL_SEQUENCE_LSTM": unidirectional_sequence_lstm,
     "UNPACK": unpack,
     "ZEROS_LIKE": zeros_like,

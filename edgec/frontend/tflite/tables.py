@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgec.errors import UnsupportedOpError
 from edgec.frontend.tflite.context import Ctx, Translator
 from edgec.frontend.tflite.float_ops import FLOAT_OPS
+from edgec.frontend.tflite.int8_layers import INT8_LAYER_OPS
 from edgec.frontend.tflite.int8_ops import INT8_OPS
 from edgec.frontend.tflite.loops import translate_while
 from edgec.frontend.tflite.reader import TflOperator, TflTensor
@@ -22,7 +23,8 @@ def op_kind(cx: Ctx, op: TflOperator) -> str:
 
 
 def tables() -> dict[str, dict[str, Translator]]:
-    return {"float": {**FLOAT_OPS, "WHILE": translate_while}, "int8": INT8_OPS}
+    return {"float": {**FLOAT_OPS, "WHILE": translate_while},
+            "int8": {**INT8_OPS, **INT8_LAYER_OPS}}
 
 
 def translator_for(cx: Ctx, op: TflOperator) -> Translator:
