@@ -120,6 +120,7 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "nearest_align_corners": lambda: seq((5, 4, 2), L.Lambda(
             lambda v: tf.compat.v1.image.resize_nearest_neighbor(v, (9, 3), align_corners=True))),
         "layernorm": lambda: seq((5, 8), L.Dense(8), L.LayerNormalization(), L.Dense(2)),
+        "conv_8x8x4": lambda: seq((8, 8, 4), L.Conv2D(8, 3)),
         "global_max_pool1d": lambda: seq((10, 3), L.Conv1D(6, 3), L.GlobalMaxPooling1D(),
                                          L.Dense(2)),
         "global_max_pool2d": lambda: seq((6, 6, 3), L.Conv2D(6, 3), L.GlobalMaxPooling2D(),
@@ -368,3 +369,22 @@ def test_new_int8_builtins_on_cortex_m4f_equal_host_c(zoo: Zoo, tmp_path: Path) 
     assert len(res.outputs) == len(xs)
     for x, (got,) in zip(xs, res.outputs, strict=True):
         assert got.tobytes() == m.run(x).tobytes()
+
+
+def test_int8_conv_builds_warning_free_for_the_m4f(zoo: Zoo, tmp_path: Path) -> None:
+    """A plain int8 Conv2D (8x8x4 -> 8, 3x3): arm-none-eabi-gcc -O2 with -Werror once stopped at
+    -Waggressive-loop-optimizations inside edgec_widen_s8 (signed k0 + i under constant
+    propagation); the DSP build is warning-free."""
+    import subprocess
+
+    from tests.c_checks import STRICT
+
+    if not have_tool("arm-none-eabi-gcc"):
+        pytest.skip("needs arm-none-eabi-gcc (scripts/setup.sh installs it)")
+    m = edgec.compile(zoo.tflite("conv_8x8x4", "int8-io"), name="conv")
+    m.write(tmp_path)
+    proc = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb",
+                           "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", *STRICT, "-c",
+                           "conv.c", "-o", "conv.o"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]

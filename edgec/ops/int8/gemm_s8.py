@@ -122,8 +122,10 @@ static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, in
         }
     }
     for (; i < n; ++i) {
-        const int k = k0 + i;
-        dst[(k >> 1) * 2 * ncol + (k & 1)] = x[i];
+        /* unsigned: with k0 unknown, gcc's loop analysis otherwise assumes k0 + i may
+         * overflow and warns (-Waggressive-loop-optimizations) under constant propagation */
+        const unsigned int k = (unsigned int)k0 + (unsigned int)i;
+        dst[(k >> 1) * 2u * (unsigned int)ncol + (k & 1u)] = x[i];
         sum += x[i];
     }
     return sum;
