@@ -249,23 +249,10 @@ def _keras(name: str) -> tuple[object, dict[str, tuple[int, ...]]]:
 
 
 def _convert(name: str) -> bytes:
-    import tensorflow as tf
+    from tests.tflite_int8 import convert_int8
 
     model, shapes = _keras(name)
-    rng = np.random.default_rng(0)
-
-    def rep():  # noqa: ANN202 - the converter's generator; inputs by name (TFLite reorders)
-        for _ in range(48):
-            yield {k: (1.5 * rng.standard_normal(s)).astype(np.float32)
-                   for k, s in shapes.items()}
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return convert_int8(model, seed=0, n=48, spread=1.5, by_name=shapes)
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,21 @@ REF = OpResolverType.BUILTIN_REF
 DEFAULT = OpResolverType.AUTO
 
 
-def convert_int8(model: tf.keras.Model, seed: int = 0, n: int = 64, spread: float = 2.0) -> bytes:
-    """Full-integer int8 conversion (int8 inputs and outputs) with a random representative set."""
+def convert_int8(model: tf.keras.Model, seed: int = 0, n: int = 64, spread: float = 2.0,
+                 by_name: dict[str, tuple[int, ...]] | None = None) -> bytes:
+    """Full-integer int8 conversion (int8 inputs and outputs) with a random representative set.
+    ``by_name``: the samples as dicts of these input names and shapes (for models with several
+    inputs, which TFLite may reorder), else lists in the model's input order."""
     rng = np.random.default_rng(seed)
     shapes = [tuple(int(d) for d in t.shape) for t in model.inputs]
 
     def rep():  # noqa: ANN202 - generator for the converter
         for _ in range(n):
-            yield [(spread * rng.standard_normal(s)).astype(np.float32) for s in shapes]
+            if by_name is not None:
+                yield {k: (spread * rng.standard_normal(s)).astype(np.float32)
+                       for k, s in by_name.items()}
+            else:
+                yield [(spread * rng.standard_normal(s)).astype(np.float32) for s in shapes]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
