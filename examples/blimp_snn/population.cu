@@ -143,14 +143,15 @@ POP_FN void pop_eval_one(const pop_config_t cfg, const float *routed, const doub
         &xtx[(size_t)(p) * N_X * N_X], &xty[(size_t)(p) * N_X], &yty[p],                       \
         (feats != NULL) ? &feats[(size_t)(p) * (size_t)cfg.steps * N_HID] : NULL
 
-#ifdef EDGEC_HOST_BUILD
-
+/* the sizes this file is built for (the Python side checks them) */
 extern "C" int blimp_pop_sizes(int *n_enc, int *n_hid)
 {
     *n_enc = N_ENC;
     *n_hid = N_HID;
     return 0;
 }
+
+#ifdef EDGEC_HOST_BUILD
 
 /* candidates first .. first + count - 1 on this thread */
 extern "C" int blimp_pop_eval_host(pop_config_t cfg, int first, int count, const float *routed,
@@ -176,13 +177,6 @@ __global__ static void pop_kernel(pop_config_t cfg, int n, const float *routed,
     if (p < n) {
         pop_eval_one(POP_ARGS(p));
     }
-}
-
-extern "C" int blimp_pop_sizes(int *n_enc, int *n_hid)
-{
-    *n_enc = N_ENC;
-    *n_hid = N_HID;
-    return 0;
 }
 
 extern "C" const char *blimp_pop_error(int code)
