@@ -167,6 +167,35 @@ def mbqm(x: object, multiplier: object, shift: object, rounding: str = DEFAULT_R
     return rdbp(srdhm(wrap32(i64(x) << left), multiplier), right)
 
 
+def smmlar_form(multiplier: int, shift: int, zero_point: int, bound: int) -> tuple[int, int] | None:
+    """``MBQM(x, multiplier, shift) + zero_point`` (double rounding) as one SMMLAR, for every
+    ``|x| <= bound``: returns ``(e, r)`` with ``e = -shift`` such that, with ``v =
+    SMMLAR(2x, multiplier, r) = r + ((2x·multiplier + 2^31) >> 32)``, the result is
+    ``(v - (x < 0)) >> e`` (``v`` itself when ``e = 0``); None where that form does not apply
+    (a left shift, a zero multiplier, or a doubled operand or sum that could leave int32).
+
+    Why: ``(2x·M + 2^31) >> 32`` is gemmlowp's SaturatingRoundingDoublingHighMul(x, M) (M is
+    never INT32_MIN), and RoundingDivideByPOT(v, e) + zp = ``(v + 2^(e-1) - (v < 0) + zp·2^e)
+    >> e``; ``v < 0`` may be read off ``x < 0`` (M > 0; where they differ v = 0 and both give
+    zp). :func:`smmlar_rq` is this form in numpy (tests check it against :func:`mbqm`)."""
+    e = -int(shift)
+    if int(multiplier) <= 0 or e < 0 or e > 31:
+        return None
+    r = ((1 << (e - 1)) if e else 0) + int(zero_point) * (1 << e)
+    amax = 2 * int(bound)
+    vmax = ((amax * int(multiplier)) >> 32) + 1
+    if amax >= 1 << 31 or abs(r) > 1 << 30 or abs(r) + vmax >= 1 << 31:
+        return None
+    return e, r
+
+
+def smmlar_rq(x: object, multiplier: int, e: int, r: int) -> Ints:
+    """The SMMLAR form of :func:`smmlar_form` in numpy: what the C computes."""
+    x = i64(x)
+    v = r + ((2 * x * int(multiplier) + (1 << 31)) >> 32)
+    return (v - (x < 0)) >> e if e else v
+
+
 def saturating_shift_left(x: object, exponent: int) -> Ints:
     """gemmlowp ``SaturatingRoundingMultiplyByPOT<exponent>`` for exponent >= 0."""
     x = i64(x)
@@ -316,6 +345,32 @@ static inline int32_t edgec_mbqm_single_hi(int32_t x, int32_t multiplier, int rs
 {
     const int32_t h = (int32_t)(((int64_t)x * multiplier) >> 32);
     return ((h >> rshift) + 1) >> 1;
+}""",
+    "edgec_smmlar": """\
+/* SMMLAR: r + ((a * m + 2^31) >> 32), the high word of a rounded 32x32 product plus r (one
+ * instruction on cores with the DSP extension; callers keep |a| < 2^31 and |r| <= 2^30). */
+static inline int32_t edgec_smmlar(int32_t a, int32_t m, int32_t r)
+{
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && (__ARM_FEATURE_DSP == 1) && \\
+    !defined(EDGEC_NO_DSP)
+    int32_t v;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(v) : "r"(a), "r"(m), "r"(r));
+    return v;
+#else
+    return (int32_t)(((int64_t)a * m + (int64_t)r * 4294967296LL + 2147483648LL) >> 32);
+#endif
+}""",
+    "edgec_ssat8": """\
+/* Saturate to [-128, 127] (SSAT on cores that have it). */
+static inline int32_t edgec_ssat8(int32_t v)
+{
+#if defined(__GNUC__) && defined(__ARM_FEATURE_SAT) && (__ARM_FEATURE_SAT == 1)
+    int32_t r;
+    __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+    return r;
+#else
+    return v < -128 ? -128 : (v > 127 ? 127 : v);
+#endif
 }""",
     "edgec_sat_shl": """\
 /* gemmlowp SaturatingRoundingMultiplyByPOT for a positive exponent. */

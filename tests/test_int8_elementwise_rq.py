@@ -1,0 +1,127 @@
+"""int8 Add/Sub/Mul requantize in the SMMLAR form (``fixedpoint.smmlar_form``): every pair of
+int8 codes through the generated C equals TFLite's MultiplyByQuantizedMultiplier arithmetic
+(the ops' numpy references, themselves checked against the interpreter in
+test_int8_tflite.py), on the host and on the emulated boards (the DSP's SMMLAR on the M4F/M33,
+the C 64-bit product on the M3 and M0); constants outside the form keep the generic code."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgec.api import CompiledModel, compile_graph
+from edgec.ir import Graph, Quant
+from edgec.mcu.project import build_firmware, step_ports
+from edgec.mcu.qemu import run_qemu
+from edgec.mcu.targets import load_target
+from edgec.mcu.toolchain import have_tool
+from edgec.ops.int8.fixedpoint import mbqm, quantize_multiplier, smmlar_form, smmlar_rq
+from edgec.ops.interpret import interpret
+from tests.int8_graphs import Builder
+
+QEMU = pytest.mark.skipif(
+    not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
+    reason="needs arm-none-eabi-gcc and qemu-system-arm",
+)
+
+
+def test_smmlar_form_equals_mbqm() -> None:
+    """The numpy model of the C form equals MBQM + zero point over multipliers from 1e-7 to
+    just below 1 (shifts -23..0), zero points, operand bounds from an int8 product to the
+    shifted Add operands, on consecutive runs (every rounding tie) and random values."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(600):
+        real = float(np.exp(rng.uniform(np.log(1e-7), np.log(0.9999))))
+        m, h = quantize_multiplier(real, "double")
+        zp = int(rng.integers(-128, 128))
+        bound = int(rng.choice([255, 65025, 255 << 20, 1 << 28]))
+        form = smmlar_form(m, h, zp, bound)
+        assert form is not None, (real, zp, bound)
+        e, r = form
+        run = np.arange(-min(bound, 3000), min(bound, 3000) + 1)
+        x = np.concatenate([run, rng.integers(-bound, bound + 1, 5000), [bound, -bound]])
+        assert np.array_equal(smmlar_rq(x, m, e, r), mbqm(x, m, h) + zp), (m, h, zp)
+        checked += 1
+    assert checked == 600
+
+
+def test_smmlar_form_refuses_what_it_cannot_hold() -> None:
+    m, h = quantize_multiplier(0.3, "double")
+    assert smmlar_form(m, h, 0, 1000) is not None
+    assert smmlar_form(m, 2, 0, 1000) is None          # a left shift
+    assert smmlar_form(0, h, 0, 1000) is None          # a zero multiplier
+    assert smmlar_form(m, h, 0, 1 << 30) is None       # 2x leaves int32
+    assert smmlar_form(m, -28, 100, 1000) is None      # zp << e leaves the rounding term
+
+
+# (op, (s1, z1), (s2, z2), (so, zo), act range, fast form expected)
+CASES = [
+    ("QAdd", (0.02, 3), (0.011, -7), (0.03, -31), (-128, 127), True),    # input 0 the larger
+    ("QAdd", (0.004, -128), (0.05, 127), (0.06, 5), (-128, 127), True),  # input 1 the larger
+    ("QAdd", (0.02, 10), (0.02, -10), (0.04, 0), (-128, 127), True),     # equal: two shifts
+    ("QAdd", (0.02, 3), (0.011, -7), (0.03, -31), (-31, 127), True),     # fused ReLU
+    ("QSub", (0.015, 0), (0.03, 20), (0.05, -2), (-100, 90), True),
+    ("QMul", (0.05, 4), (0.04, -9), (0.2, 11), (-128, 127), True),       # multiplier < 1/2
+    ("QMul", (0.05, 4), (0.04, -9), (0.003, 11), (-128, 127), True),     # in [1/2, 1): e = 0
+    ("QMul", (0.05, 4), (0.04, -9), (0.0007, -3), (-128, 127), False),   # > 1: left shift
+    ("QAdd", (0.02, 3), (0.011, -7), (1e-9, 0), (-128, 127), False),    # output left shift
+]
+
+
+def _pairs_graph(case: tuple, codes: np.ndarray) -> Graph:
+    """``y[i, j] = op(a[j], b[i])``: every pair of the codes in one run by broadcasting."""
+    op, (s1, z1), (s2, z2), (so, zo), (lo, hi), _ = case
+    b = Builder(f"pairs_{op.lower()}", seed=1)
+    x = b.input("a", (codes.size,), quant=Quant.per_tensor(s1, z1))
+    y = b.input("b", (codes.size, 1), quant=Quant.per_tensor(s2, z2))
+    return b.finish([b.op(op, [x, y], quant=Quant.per_tensor(so, zo), act_min=lo,
+                          act_max=hi)])
+
+
+def _feeds(codes: np.ndarray) -> dict[str, np.ndarray]:
+    return {"a": codes.astype(np.int8), "b": codes.astype(np.int8).reshape(-1, 1)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}{i}" for i, c in enumerate(CASES)])
+def test_every_code_pair_on_the_host(case: tuple) -> None:
+    codes = np.arange(-128, 128)
+    m = compile_graph(_pairs_graph(case, codes))
+    assert ("edgec_smmlar" in m.c_source) == case[-1]
+    feeds = _feeds(codes)
+    want = interpret(m.graph, feeds)[m.output_names[0]]
+    got = m.run(feeds["a"], feeds["b"])
+    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of 65536 differ"
+
+
+def _run_board(m: CompiledModel, feeds: dict[str, np.ndarray], target: str,
+               out: Path) -> tuple[np.ndarray, str]:
+    ins, _ = step_ports(m)
+    build = build_firmware(m, load_target(target), out, inputs=[[feeds[p.name] for p in ins]])
+    assert not build.warnings, build.warnings
+    res = run_qemu(build, timeout_s=120)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(build.elf)], capture_output=True,
+                         text=True, check=True).stdout
+    return np.asarray(res.outputs[0][0]).reshape(m.graph.tensor(m.output_names[0]).shape), dis
+
+
+@QEMU
+@pytest.mark.qemu
+@pytest.mark.parametrize("target,smmlar", [("cortex-m4f", True), ("cortex-m33", True),
+                                           ("cortex-m3", False), ("cortex-m0", False)])
+def test_code_pairs_on_boards(tmp_path: Path, target: str, smmlar: bool) -> None:
+    """A 48 × 48 grid of codes (both ends and zero included) through Add, Sub and both Mul
+    forms, bit-exact on each board; SMMLAR in the ELF exactly where the core has the DSP."""
+    rng = np.random.default_rng(5)
+    codes = np.unique(np.concatenate([[-128, -127, -1, 0, 1, 126, 127],
+                                      rng.integers(-128, 128, 41)]))
+    for k in (0, 4, 6):
+        m = compile_graph(_pairs_graph(CASES[k], codes))
+        feeds = _feeds(codes)
+        got, dis = _run_board(m, feeds, target, tmp_path / f"fw{k}")
+        want = interpret(m.graph, feeds)[m.output_names[0]]
+        assert np.array_equal(got.astype(np.int8), want), (target, CASES[k][0])
+        assert ("smmlar" in dis) == smmlar, target
