@@ -125,3 +125,51 @@ def test_code_pairs_on_boards(tmp_path: Path, target: str, smmlar: bool) -> None
         want = interpret(m.graph, feeds)[m.output_names[0]]
         assert np.array_equal(got.astype(np.int8), want), (target, CASES[k][0])
         assert ("smmlar" in dis) == smmlar, target
+
+
+def _conv_graph() -> Graph:
+    """Convolutions whose quads store four outputs at once (M a multiple of 4), per-channel and
+    per-tensor, output zero points at both ends, with and without a clamp."""
+    b = Builder("convrq", 9)
+    x = b.input("x", (1, 6, 7, 8))
+    c1 = b.op("QConv2D", [x, w := b.weights((8, 3, 3, 8), 0), b.bias(8, x, w)],
+              quant=Quant.per_tensor(0.05, -128), pads=[1, 1, 1, 1])
+    c2 = b.op("QConv2D", [x, w := b.weights((12, 1, 1, 8), None), b.bias(12, x, w)],
+              quant=Quant.per_tensor(0.04, 127), act_min=-100, act_max=120)
+    c3 = b.op("QConv2D", [c1, w := b.weights((16, 3, 3, 8), 0), b.bias(16, c1, w)],
+              strides=[2, 2], pads=[1, 0, 1, 1], act_min=-20, act_max=127)
+    return b.finish([c2, c3])
+
+
+@QEMU
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m4f", "cortex-m33"])
+def test_conv_smmlar_requant_on_boards(tmp_path: Path, target: str) -> None:
+    """The DSP conv kernel's SMMLAR requantization equals the reference on the board."""
+    m = compile_graph(_conv_graph())
+    assert m.c_source.count("edgec_rq_smmlar(acc[") >= 8  # every quad of each conv
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.integers(-128, 128, (1, 6, 7, 8)).astype(np.int8)}
+    ins, outs = step_ports(m)
+    build = build_firmware(m, load_target(target), tmp_path / "fw",
+                           inputs=[[feeds[p.name] for p in ins]])
+    assert not build.warnings, build.warnings
+    got = run_qemu(build, timeout_s=120).outputs[0]
+    want = interpret(m.graph, feeds)
+    for p, g in zip(outs, got, strict=True):
+        assert np.array_equal(np.asarray(g).reshape(want[p.name].shape), want[p.name]), p.name
+
+
+def test_conv_smmlar_requant_bounds() -> None:
+    """The form is taken only where no accumulator can leave its range: a bias near 2^30 (2 acc
+    would overflow) or a multiplier above 1 (a left shift) keeps the generic requantization."""
+    from edgec.ops.int8.conv import _smmlar_requant
+
+    w = np.full((4, 9), 127, np.int8)
+    m, h = quantize_multiplier(0.001, "double")
+    mult, shift = np.full(4, m), np.full(4, h)
+    assert _smmlar_requant(mult, shift, 5, np.zeros(4, np.int64), w)
+    assert not _smmlar_requant(mult, shift, 5, np.array([0, 0, 1 << 30, 0]), w)
+    m2, h2 = quantize_multiplier(3.0, "double")
+    assert not _smmlar_requant(np.array([m, m, m, m2]), np.array([h, h, h, h2]), 5,
+                               np.zeros(4, np.int64), w)

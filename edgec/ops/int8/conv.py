@@ -34,7 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.fixedpoint import rounding_of, use_mbqm
+from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
     const_int8,
@@ -177,16 +177,35 @@ class QConv2D(QOp):
         mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
         bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
 
+        fast_rq = rounding_of(g) == "double" and _smmlar_requant(
+            mult, shift, per_tensor(node, g, node.outputs[0], "output")[1], folded,
+            w.reshape(o, -1))
+        if fast_rq:
+            use_helpers(ctx, "edgec_rq_smmlar")
+
         def store4_dsp(base: str, col: int, accs: list[str]) -> str:
-            """A quad's four outputs of one pixel: requantized, packed and clamped at once."""
+            """A quad's four outputs of one pixel: requantized, packed and clamped at once.
+            In the SMMLAR form the quad's multipliers, shifts and rounding terms are read once,
+            before the first pixel's store, and serve both pixels."""
             c0 = f"{ch}{base}"
-            vals = ",\n    ".join(
-                f"{mbqm}({a}, {rq.mult(f'{c0} + {r}')}, {rq.shift(f'{c0} + {r}')}) + {zp_y}"
-                for r, a in enumerate(accs))
+            head = ""
+            if fast_rq:
+                if col == 0:
+                    head = "".join(
+                        f"const int32_t rqm{r} = {rq.mult(f'{c0} + {r}')}, "
+                        f"rqe{r} = -({rq.shift(f'{c0} + {r}')});\n"
+                        f"const int32_t rqr{r} = (int32_t)((1u << (rqe{r} - 1)) + "
+                        f"((uint32_t){zp_y} << rqe{r}));\n" for r in range(4))
+                vals = ",\n    ".join(f"edgec_rq_smmlar({a}, rqm{r}, rqr{r}, rqe{r})"
+                                       for r, a in enumerate(accs))
+            else:
+                vals = ",\n    ".join(
+                    f"{mbqm}({a}, {rq.mult(f'{c0} + {r}')}, {rq.shift(f'{c0} + {r}')}) + {zp_y}"
+                    for r, a in enumerate(accs))
             put = (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
                    f"{bounds});\n    memcpy(yn + {'p' if col == 0 else 'p1'} * {o} + {c0}, "
                    f"&codes, 4);\n}}\n")
-            return put if col == 0 else f"if (p1 != p) {put}"
+            return head + (put if col == 0 else f"if (p1 != p) {put}")
 
         channels = gemm.generic("patch", store_generic)
         if self._direct(win, groups):
@@ -272,3 +291,17 @@ class QConv2D(QOp):
         return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zero
                 + f"for (int p = 0; p < {npix}; p += 2) {{\n"
                 f"    const int p1 = p + 1 < {npix} ? p + 1 : p;\n" + indent(body) + "}\n")
+
+
+def _smmlar_requant(mult: np.ndarray, shift: np.ndarray, zp_y: int, folded: np.ndarray,
+                    w: np.ndarray) -> bool:
+    """Whether every channel's requantization takes the SMMLAR form (``smmlar_form``) for any
+    input: its accumulator is bounded by |bias with the input zero point folded in| + 128 ·
+    Σ|w| (w: [O, K] int8)."""
+    o = w.shape[0]
+    mult = np.broadcast_to(np.asarray(mult).reshape(-1), (o,))
+    shift = np.broadcast_to(np.asarray(shift).reshape(-1), (o,))
+    bound = np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
+    return all(1 <= -int(shift[c]) <= 31
+               and smmlar_form(int(mult[c]), int(shift[c]), zp_y, int(bound[c])) is not None
+               for c in range(o))

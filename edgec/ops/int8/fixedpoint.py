@@ -360,6 +360,14 @@ static inline int32_t edgec_smmlar(int32_t a, int32_t m, int32_t r)
     return (int32_t)(((int64_t)a * m + (int64_t)r * 4294967296LL + 2147483648LL) >> 32);
 #endif
 }""",
+    "edgec_rq_smmlar": """\
+/* MBQM(acc, m, -e) + zp (double rounding) as one SMMLAR, r = 2^(e-1) + zp * 2^e (see
+ * smmlar_form; the caller checks at compile time that 2 acc and r + the product stay in
+ * int32). */
+static inline int32_t edgec_rq_smmlar(int32_t acc, int32_t m, int32_t r, int32_t e)
+{
+    return (edgec_smmlar(acc * 2, m, r) - (acc < 0)) >> e;
+}""",
     "edgec_ssat8": """\
 /* Saturate to [-128, 127] (SSAT on cores that have it). */
 static inline int32_t edgec_ssat8(int32_t v)
@@ -418,6 +426,7 @@ static inline int edgec_clz32(uint32_t x)
 #: helpers each helper calls (emitted first)
 _DEPENDS = {
     "edgec_mbqm": ("edgec_rdbp",),
+    "edgec_rq_smmlar": ("edgec_smmlar",),
     "edgec_one_over_one_plus_x": ("edgec_srdhm", "edgec_sat_shl"),
 }
 
