@@ -140,7 +140,8 @@ def test_header_prototype_and_host_runner(blobs: dict[str, bytes], tmp_path: Pat
 def test_verify_with_an_npz_of_ids(blobs: dict[str, bytes], tmp_path: Path,
                                    capsys: pytest.CaptureFixture) -> None:
     """``edgec verify`` (the interpreter as reference): random ids inside the table, and an
-    .npz of ids; float ids in the .npz are a one-line error."""
+    .npz of ids; ids past the table (the interpreter's error) and float ids are one-line
+    errors."""
     from edgec.cli import main
 
     model = tmp_path / "emb.tflite"
@@ -153,6 +154,10 @@ def test_verify_with_an_npz_of_ids(blobs: dict[str, bytes], tmp_path: Path,
     np.savez(tmp_path / "ids.npz", **{name: ids})
     assert main(["verify", str(model), "--inputs", str(tmp_path / "ids.npz")]) == 0
     assert "6/6" in capsys.readouterr().out
+    np.savez(tmp_path / "far.npz", **{name: ids + VOCAB})  # TFLite's error, in one line
+    assert main(["verify", str(model), "--inputs", str(tmp_path / "far.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gather index out of bounds" in err and "\n" not in err, err
     np.savez(tmp_path / "bad.npz", **{name: ids.astype(np.float32)})
     assert main(["verify", str(model), "--inputs", str(tmp_path / "bad.npz")]) == 2
     err = capsys.readouterr().err.strip()
