@@ -166,8 +166,10 @@ def test_verify_with_an_npz_of_ids(blobs: dict[str, bytes], tmp_path: Path,
 
 def test_strict_c_and_sanitizers_with_out_of_range_ids(blobs: dict[str, bytes],
                                                        tmp_path: Path) -> None:
-    """Strict C99 flags; ASan + UBSan (every buffer malloc'd at its size, a caller arena) on
-    ids far outside the table: no read outside it, outputs equal the numpy reference."""
+    """Strict C99 flags; ASan + UBSan (every buffer malloc'd at its size, a caller arena; also
+    float-cast-overflow) on ids far outside the table: no read outside it, the model's int32
+    index arithmetic (id + n near 2^31) wraps without undefined behaviour, outputs equal the
+    numpy reference."""
     import shutil
     import subprocess
 
@@ -180,12 +182,15 @@ def test_strict_c_and_sanitizers_with_out_of_range_ids(blobs: dict[str, bytes],
         m.write(d)
         (d / "driver.c").write_text(_driver(m))
         for flags in ([*STRICT, "-O2", "-c", "emb.c", "-o", "strict.o"],
-                      [*STRICT, "-O1", *SANITIZE, "-DEMB_NO_STATIC_ARENA", "driver.c", "emb.c",
-                       "-lm", "-o", "driver"]):
+                      [*STRICT, "-O1", *SANITIZE, "-fsanitize=float-cast-overflow",
+                       "-DEMB_NO_STATIC_ARENA", "driver.c", "emb.c", "-lm", "-o", "driver"]):
             proc = subprocess.run(["gcc", *flags], cwd=d, capture_output=True, text=True)
             assert proc.returncode == 0, proc.stderr[-3000:]
         rng = np.random.default_rng(5)
-        xs = [_ids(rng, -(2**31), 2**31 - 1) for _ in range(4)] + [_ids(rng) for _ in range(4)]
+        edge = np.array([[2**31 - 1, 2**31 - VOCAB, 2**31 - VOCAB - 1, -(2**31), -(2**31) + 1,
+                          -VOCAB, -VOCAB - 1, VOCAB, -1, 0]], np.int32)
+        xs = [edge] + [_ids(rng, -(2**31), 2**31 - 1) for _ in range(4)]
+        xs += [_ids(rng) for _ in range(4)]
         (d / "in.bin").write_bytes(b"".join(x.tobytes() for x in xs))
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
         proc = subprocess.run(["./driver", "in.bin", "out.bin", str(len(xs))], cwd=d,
