@@ -154,7 +154,8 @@ INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpo
               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
               "resize_align_corners", "nearest_resizing", "nearest_align_corners",
               "global_max_pool1d", "global_max_pool2d", "gelu", "gelu_tanh",
-              "exponential", "softplus", "prelu_shared", "prelu_dense", "merge_min_max"]
+              "exponential", "softplus", "prelu_shared", "prelu_dense", "merge_min_max",
+              "layernorm"]
 MLPERF_TINY = ["resnet8", "mobilenet_v1_025", "fc_autoencoder", "ds_cnn_kws"]
 
 
@@ -247,7 +248,7 @@ INT8_BUILTIN = {"conv2d_transpose": "TRANSPOSE_CONV", "upsampling_nearest": "TIL
                 "upsampling_bilinear": "RESIZE_BILINEAR", "resiz": "RESIZE_BILINEAR",
                 "nearest": "RESIZE_NEAREST_NEIGHBOR",
                 "global_max": "REDUCE_MAX", "gelu": "GELU", "exponential": "EXP", "softplus": "LOG",
-                "prelu": "PRELU", "merge_min_max": "MAXIMUM"}
+                "prelu": "PRELU", "merge_min_max": "MAXIMUM", "layernorm": "SQUARED_DIFFERENCE"}
 
 
 @pytest.mark.parametrize("io", ["int8-io", "float-io"])
@@ -303,13 +304,19 @@ def test_mlperf_tiny_int8_is_byte_exact(zoo: Zoo, key: str, io: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
-def test_int8_layer_normalization_is_a_one_line_error(zoo: Zoo) -> None:
-    """What the int8 front-end cannot translate names the builtin and its operator index."""
-    data = zoo.tflite("layernorm", "int8-io")
-    index = _ops(data).index("SQUARED_DIFFERENCE")
-    with pytest.raises(EdgecError, match=rf"operator {index} \(SQUARED_DIFFERENCE\): builtin "
-                                         r"SQUARED_DIFFERENCE is not supported on int8") as exc:
-        edgec.compile(data)
+def test_int8_unsupported_builtin_is_a_one_line_error() -> None:
+    """What the int8 front-end cannot translate names the builtin and its operator index (an
+    int8 ABS; LayerNormalization's SQUARED_DIFFERENCE and RSQRT were the Keras case until
+    tests/test_int8_layernorm.py)."""
+    from tests.tflite_builder import TflBuilder
+
+    b = TflBuilder()
+    x = b.input("x", (1, 4), "int8", quant=(0.1, 0))
+    y = b.tensor("y", (1, 4), "int8", quant=(0.1, 0))
+    b.op("ABS", [x], [y])
+    with pytest.raises(EdgecError, match=r"operator 0 \(ABS\): builtin ABS is not supported on "
+                                         r"int8") as exc:
+        edgec.compile(b.build([x], [y]))
     assert "\n" not in str(exc.value)
 
 

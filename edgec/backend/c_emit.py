@@ -30,8 +30,9 @@ _CTYPES = {
 
 #: dtypes a run-time tensor may have, and its C element type in kernels and ports (booleans
 #: computed at run time are 0.0f / 1.0f floats; int64 indices of ArgMax/TopK are floats holding
-#: the integer, see ops/select.py)
-RUNTIME_CTYPES = {"float32": "float", "bool": "float", "int8": "int8_t", "int64": "float"}
+#: the integer, see ops/select.py; int32: index inputs such as an Embedding's token ids)
+RUNTIME_CTYPES = {"float32": "float", "bool": "float", "int8": "int8_t", "int64": "float",
+                  "int32": "int32_t"}
 
 
 def tensor_ctype(g: Graph, name: str) -> str:
@@ -219,16 +220,21 @@ class Port:
     c: str  # C parameter name
     shape: tuple[int, ...]
     state: bool = False
-    dtype: str = "float32"  # float32, int8, or int64 (indices held as exact float values)
+    #: float32, int8, int32 (indices: an Embedding's token ids), or int64 (ArgMax/TopK indices
+    #: held as exact float values)
+    dtype: str = "float32"
     quant: Quant | None = None  # an int8 port's scale and zero point
+    #: an int32 index input: the valid values are [0, index_bound) (the smallest axis it
+    #: gathers from; values outside are clamped), None when it indexes no table
+    index_bound: int | None = None
 
     @property
     def ctype(self) -> str:
-        return "int8_t" if self.dtype == "int8" else "float"
+        return {"int8": "int8_t", "int32": "int32_t"}.get(self.dtype, "float")
 
     @property
     def np_dtype(self) -> type:
-        return np.int8 if self.dtype == "int8" else np.float32
+        return {"int8": np.int8, "int32": np.int32}.get(self.dtype, np.float32)
 
     @property
     def scale(self) -> str:
@@ -519,6 +525,7 @@ def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLo
         "inputs": inputs,
         "outputs": outputs,
         "quantized_ports": any(p.dtype == "int8" for p in inputs + outputs),
+        "integer_ports": any(p.dtype in ("int8", "int32") for p in inputs + outputs),
         "weights": weights.weights,
         "weight_bytes": weights.nbytes,
         "arena_bytes": plan.arena_bytes,
@@ -590,10 +597,28 @@ def _inplace_state(g: Graph) -> tuple[set[str], set[int]]:
     return inplace, alias_nodes
 
 
+def _index_bound(g: Graph, tensor: str) -> int | None:
+    """The smallest axis an int32 input indexes through RuntimeGather (following the
+    elementwise index arithmetic TFLite puts before a GATHER: LESS, ADD, SELECT)."""
+    reach, bounds = {tensor}, []
+    for n in g.nodes:
+        if n.op == "RuntimeGather" and n.inputs[1] in reach:
+            axis = int(n.attr("axis", 0))
+            bounds.append(g.shape(n.inputs[0])[axis])
+        elif n.op in ("Add", "Where", "Identity") and any(i in reach for i in n.inputs):
+            reach.update(o for o in n.outputs if g.tensor(o).dtype == "int32")
+    return min(bounds) if bounds else None
+
+
 def _port(g: Graph, tensor: str, c: str, state: bool) -> Port:
     t = g.tensor(tensor)
     if t.dtype == "int64" and t.data is None:  # ArgMax/TopK indices: floats holding integers
         return Port(tensor, c, t.shape, state, "int64")
+    if t.dtype == "int32" and t.data is None:  # index inputs (an Embedding's token ids)
+        if state:
+            raise EdgecError(f"state port '{tensor}' is int32; state carried by <name>_step "
+                             "must be float32")
+        return Port(tensor, c, t.shape, state, "int32", index_bound=_index_bound(g, tensor))
     if t.dtype != "int8":  # float ports (booleans and constant integers are passed as floats)
         return Port(tensor, c, t.shape, state)
     if state:

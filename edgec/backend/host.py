@@ -129,10 +129,11 @@ def build_shared(cm: CModel, extra_flags: tuple[str, ...] = ()) -> Path:
 
 _FP = ctypes.POINTER(ctypes.c_float)
 _I8P = ctypes.POINTER(ctypes.c_int8)
+_I32P = ctypes.POINTER(ctypes.c_int32)
 
 
 def _ptr_type(p: Port) -> type:
-    return _I8P if p.dtype == "int8" else _FP
+    return {"int8": _I8P, "int32": _I32P}.get(p.dtype, _FP)
 
 
 class HostLibrary:
@@ -158,8 +159,9 @@ class HostLibrary:
 
     @staticmethod
     def _in(x: np.ndarray, p: Port) -> np.ndarray:
-        """An input as the C port expects it: float32, or int8 codes for an int8 port (integer
-        arrays with values in [-128, 127]; float arrays are refused rather than quantized)."""
+        """An input as the C port expects it: float32, int8 codes for an int8 port (integer
+        arrays with values in [-128, 127]; float arrays are refused rather than quantized), or
+        int32 integers for an index port (float arrays refused)."""
         raw = np.asarray(x)
         if p.dtype == "int8":
             if raw.dtype.kind not in "iub":
@@ -169,6 +171,12 @@ class HostLibrary:
                 )
             if raw.size and (raw.min() < -128 or raw.max() > 127):
                 raise ValueError(f"{p.name}: int8 values must lie in [-128, 127]")
+        elif p.dtype == "int32":
+            if raw.dtype.kind not in "iub":
+                raise ValueError(f"{p.name}: an int32 index port takes integers, got a "
+                                 f"{raw.dtype} array")
+            if raw.size and (raw.min() < -(2**31) or raw.max() > 2**31 - 1):
+                raise ValueError(f"{p.name}: int32 values must lie in [-2^31, 2^31)")
         a = np.ascontiguousarray(raw.astype(p.np_dtype, copy=False))
         if a.size != p.size:
             raise ValueError(f"{p.name}: expected {p.size} values, got {a.size} (shape {a.shape})")

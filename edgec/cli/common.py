@@ -175,11 +175,17 @@ INPUTS_RULE = (
 
 
 def _port_values(path: str, p: Port, raw: np.ndarray) -> np.ndarray:
-    """``raw`` as the port's element type: float32, or int8 codes for an int8 port (float data
-    for an int8 port is refused: quantize it with the port's scale and zero point first)."""
+    """``raw`` as the port's element type: float32, int8 codes for an int8 port (float data
+    for an int8 port is refused: quantize it with the port's scale and zero point first), or
+    int32 integers for an index port."""
     a = np.asarray(raw)
     if p.np_dtype is np.float32:
         return a.astype(np.float32)
+    if p.dtype == "int32":
+        if a.dtype.kind not in "iu" or a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+            raise EdgecError(f"{path}: input '{p.name}' is an int32 index port: give integers, "
+                             f"got {a.dtype} values")
+        return a.astype(np.int32)
     if a.dtype.kind not in "iu" or a.size and (a.min() < -128 or a.max() > 127):
         raise EdgecError(
             f"{path}: input '{p.name}' is an int8 port (scale {p.scale}, zero point "

@@ -97,7 +97,7 @@ def _jinja_env():  # noqa: ANN202 - jinja2 type
 
 
 def _rows(values: np.ndarray) -> str:
-    if values.dtype == np.int8:
+    if values.dtype in (np.int8, np.int32):
         items, per = [str(int(v)) for v in values.reshape(-1).tolist()], 16
     else:
         items, per = [c_float(v) for v in values.reshape(-1).tolist()], 8
@@ -107,8 +107,14 @@ def _rows(values: np.ndarray) -> str:
 
 
 def _port_values(arr: object, p: Port, what: str) -> np.ndarray:
-    """An input vector as the port's C type: float32, or int8 codes (integers in range)."""
+    """An input vector as the port's C type: float32, int8 codes (integers in range), or int32
+    indices."""
     a = np.asarray(arr)
+    if p.dtype == "int32":
+        if a.dtype.kind not in "iub" or (a.size and (a.min() < -(2**31) or a.max() >= 2**31)):
+            raise EdgecError(f"{what}: '{p.name}' is an int32 index port; give integers, got "
+                             f"{a.dtype}")
+        return a.astype(np.int32)
     if p.dtype == "int8":
         if a.dtype.kind not in "iub" or (a.size and (a.min() < -128 or a.max() > 127)):
             raise EdgecError(f"{what}: '{p.name}' is an int8 port; give integer codes in "
@@ -128,7 +134,9 @@ def step_ports(cm: CompiledModel) -> tuple[list[Port], list[Port]]:
 def _default_inputs(ports: list[Port]) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(0)
     return [[rng.integers(-128, 128, p.shape).astype(np.int8) if p.dtype == "int8"
-             else rng.standard_normal(p.shape).astype(np.float32) for p in ports]]
+             else rng.integers(0, p.index_bound or 1, p.shape).astype(np.int32)
+             if p.dtype == "int32" else rng.standard_normal(p.shape).astype(np.float32)
+             for p in ports]]
 
 
 def render_main(

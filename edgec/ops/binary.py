@@ -55,6 +55,8 @@ class BinaryOp(Op):
     def emit(self, node: Node, ctx: EmitContext) -> str:
         g = ctx.g
         a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+        if ctx.ctype(node.outputs[0]) == "int32_t":
+            return self._emit_int32(node, ctx)
         op = _C[node.op]
 
         def body(ix: list[str], iy: str) -> str:
@@ -64,6 +66,27 @@ class BinaryOp(Op):
                 f"const float r = {op};\n"
                 f"{y}[{iy}] = {ctx.act('r')};\n"
             )
+
+        return broadcast_loop(
+            g.shape(node.outputs[0]), [g.shape(node.inputs[0]), g.shape(node.inputs[1])], body
+        )
+
+    def _emit_int32(self, node: Node, ctx: EmitContext) -> str:
+        """int32 at run time (index arithmetic, e.g. TFLite's ``id < 0 ? id + n : id`` before
+        an Embedding's GATHER): two's-complement wrap through uint32_t, as numpy's int32 (no
+        signed overflow, no float round trip)."""
+        g = ctx.g
+        if node.op not in ("Add", "Sub", "Mul") or node.attrs.get("_act") is not None:
+            from edgec.ops.base import unsupported
+
+            raise unsupported(node, "int32 at run time: only Add, Sub and Mul without a fused "
+                                    "activation")
+        a, b, y = ctx.inp(0), ctx.inp(1), ctx.out(0)
+        sym = {"Add": "+", "Sub": "-", "Mul": "*"}[node.op]
+
+        def body(ix: list[str], iy: str) -> str:
+            return (f"{y}[{iy}] = (int32_t)((uint32_t){a}[{ix[0]}] {sym} "
+                    f"(uint32_t){b}[{ix[1]}]);\n")
 
         return broadcast_loop(
             g.shape(node.outputs[0]), [g.shape(node.inputs[0]), g.shape(node.inputs[1])], body

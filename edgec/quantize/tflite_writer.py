@@ -3,9 +3,10 @@
 Each int8 op of docs/int8.md is the TFLite builtin whose reference kernel it reproduces, so the
 TFLite interpreter runs the file to the same bytes as edgec's C: QConv2D → CONV_2D,
 QDepthwiseConv2D → DEPTHWISE_CONV_2D, QFullyConnected → FULLY_CONNECTED, pools, ADD/SUB/MUL,
-MEAN, SOFTMAX, CONCATENATION (inputs quantized otherwise than the output go through a QUANTIZE
-first), QBatchMatMul → BATCH_MATMUL (a clamp as the activation builtin after it), activation
-tables → the activation builtin they model (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU,
+MEAN, SOFTMAX, QSquaredDifference → SQUARED_DIFFERENCE, QRsqrt → RSQRT, CONCATENATION
+(inputs quantized otherwise than the output go through a QUANTIZE first), QBatchMatMul →
+BATCH_MATMUL (a clamp as the activation builtin after it), activation tables → the
+activation builtin they model (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU,
 HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
 DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
 becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
@@ -156,6 +157,9 @@ class _Writer:
             axes = self.i32(f"{y}_axes", n.attr("axes"))
             self.b.op("MEAN", [self.t(ins[0]), axes], [self.t(y)], "ReducerOptions",
                       keepDims=bool(n.attr("keepdims", 1)))
+        elif op in ("QSquaredDifference", "QRsqrt"):
+            name = "SQUARED_DIFFERENCE" if op == "QSquaredDifference" else "RSQRT"
+            self.b.op(name, [self.t(i) for i in ins], [self.t(y)])
         elif op == "QSoftmax":
             self.b.op("SOFTMAX", [self.t(ins[0])], [self.t(y)], "SoftmaxOptions",
                       beta=float(n.attr("beta", 1.0)))

@@ -114,12 +114,15 @@ def verify_ports(cm: CompiledLike, ref: Reference, target: Any) -> list[Port]:
 
 
 def random_sets(ports: Sequence[Port], n: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """``n`` input sets from ``seed``: standard-normal floats, uniform codes for int8 ports."""
+    """``n`` input sets from ``seed``: standard-normal floats, uniform codes for int8 ports,
+    uniform indices into the table an int32 port indexes."""
     rng = np.random.default_rng(seed)
 
     def draw(p: Port) -> np.ndarray:
         if p.np_dtype is np.float32:
             return rng.standard_normal(p.shape).astype(np.float32)
+        if p.dtype == "int32":  # indices inside the table they index (TFLite: an error outside)
+            return rng.integers(0, p.index_bound or 1, p.shape, dtype=np.int32)
         return rng.integers(-128, 128, p.shape, dtype=np.int8)
 
     return [{p.name: draw(p) for p in ports} for _ in range(n)]

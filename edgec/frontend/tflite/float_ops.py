@@ -396,10 +396,28 @@ def transpose_op(cx: Ctx, op: TflOperator) -> None:
 
 
 def gather(cx: Ctx, op: TflOperator) -> None:
+    """Constant indices: ``Gather``; int32 indices at run time (an Embedding's token ids):
+    ``RuntimeGather`` (out-of-range indices clamped, where TFLite stops with an error)."""
     if int(cx.opts.get("batchDims", 0) or 0):
         raise cx.fail("GATHER with batch_dims is not supported")
-    cx.need_const(1, "indices")
-    cx.add("Gather", [cx.x(0), cx.x(1)], out=cx.y(0), axis=int(cx.opts.get("axis", 0) or 0))
+    axis = int(cx.opts.get("axis", 0) or 0)
+    if cx.const(cx.x(1)) is None:
+        if cx.dtype(cx.x(1)) != "int32":
+            raise cx.fail(f"GATHER indices at run time must be int32, got "
+                          f"{cx.dtype(cx.x(1))}")
+        cx.add("RuntimeGather", [cx.x(0), cx.x(1)], out=cx.y(0), axis=axis)
+        return
+    cx.add("Gather", [cx.x(0), cx.x(1)], out=cx.y(0), axis=axis)
+
+
+def select(cx: Ctx, op: TflOperator) -> None:
+    """SELECT / SELECT_V2 (broadcasting): ``Where``; TFLite writes it before the GATHER of an
+    Embedding, wrapping negative token ids (``id < 0 ? id + n : id``) on int32 at run time."""
+    cond, x = cx.shape(cx.x(0)), cx.shape(cx.x(1))
+    if op.op == "SELECT" and cond != x and len(cond) == 1 and len(x) > 1:
+        raise cx.fail(f"SELECT of rows by a 1-D condition {list(cond)} over {list(x)} is not "
+                      "supported (same shapes, or SELECT_V2's broadcasting)")
+    cx.add("Where", [cx.x(0), cx.x(1), cx.x(2)], out=cx.y(0))
 
 
 def slice_op(cx: Ctx, op: TflOperator) -> None:
@@ -776,6 +794,8 @@ FLOAT_OPS: dict[str, Translator] = {
     "SPLIT_V": split_v,
     "SQRT": _plain("Sqrt"),
     "SQUARE": square,
+    "SELECT": select,
+    "SELECT_V2": select,
     "SQUARED_DIFFERENCE": squared_difference,
     "SQUEEZE": squeeze,
     "STRIDED_SLICE": strided_slice,

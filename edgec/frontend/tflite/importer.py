@@ -127,9 +127,9 @@ def from_tflite_model(model: TflModel, input_shapes: Mapping[str, Sequence[int]]
         nm = names[k]
         if t.data is not None:
             continue  # a constant listed as an input
-        if t.type not in ("FLOAT32", "INT8"):
+        if t.type not in ("FLOAT32", "INT8", "INT32"):
             raise EdgecError(f"{model.source}: input '{nm}' has type {t.type}; edgec compiles "
-                             f"float32 and int8 TFLite models")
+                             f"float32 and int8 TFLite models (and int32 index inputs)")
         shape = _input_shape(model, t, nm, input_shapes.get(nm))
         g.tensors[nm] = Tensor(nm, shape, t.dtype or "float32")
         attach_quant(cx, g.tensors[nm], t)

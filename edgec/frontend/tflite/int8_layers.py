@@ -1,7 +1,8 @@
 """int8 builtins that common Keras layers convert to, beyond the core kernels of
 :mod:`edgec.frontend.tflite.int8_ops`: Conv2DTranspose (TRANSPOSE_CONV), UpSampling2D and
 Resizing (TILE, RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR), GlobalMaxPooling (REDUCE_MAX), PReLU
-(PRELU), Maximum / Minimum (MAXIMUM / MINIMUM), GELU, EXP and LOG activations (tables).
+(PRELU), Maximum / Minimum (MAXIMUM / MINIMUM), GELU, EXP and LOG activations (tables),
+LayerNormalization (SQUARED_DIFFERENCE, RSQRT between MEANs, ADD, MUL and SUB).
 
 Each is rewritten onto existing int8 ops with the same integer arithmetic as TFLite's reference
 kernel, so the results stay bit-exact:
@@ -16,6 +17,8 @@ kernel, so the results stay bit-exact:
   extent as its window; TFLite compares the codes and needs the input's quantization on the
   output.
 - PRELU, MAXIMUM and MINIMUM are the int8 ops of :mod:`edgec.ops.int8.prelu`.
+- SQUARED_DIFFERENCE and RSQRT are the int8 ops of :mod:`edgec.ops.int8.squared_difference` and
+  :mod:`edgec.ops.int8.rsqrt`.
 - GELU, EXP and LOG are 256-entry tables (TFLite ``LUTPopulate``: dequantize, the float function,
   round half away from zero, add the output zero point, clamp).
 """
@@ -125,6 +128,11 @@ def _plain(kind: str) -> Translator:
     return plain
 
 
+def rsqrt(cx: Ctx, op: TflOperator) -> None:
+    _quant(cx, cx.x(0), "input")
+    cx.add("QRsqrt", [cx.x(0)], out=cx.y(0))
+
+
 def prelu(cx: Ctx, op: TflOperator) -> None:
     _quant(cx, cx.x(1), "the slope")
     cx.add("QPRelu", [cx.x(0), cx.x(1)], out=cx.y(0))
@@ -141,6 +149,8 @@ INT8_LAYER_OPS: dict[str, Translator] = {
     "REDUCE_MAX": reduce_max,
     "RESIZE_BILINEAR": resize_bilinear,
     "RESIZE_NEAREST_NEIGHBOR": f.resize_nearest_neighbor,
+    "RSQRT": rsqrt,
+    "SQUARED_DIFFERENCE": _plain("QSquaredDifference"),
     "TILE": f.tile,
     "TRANSPOSE_CONV": transpose_conv,
 }

@@ -47,7 +47,12 @@ class TfliteReference:
                 raise EdgecError(f"the TFLite model has no input or variable '{name}'")
             d = details[k]
             self.it.set_tensor(k, np.asarray(value, d["dtype"]).reshape(d["shape"]))
-        self.it.invoke()
+        try:
+            self.it.invoke()
+        except RuntimeError as exc:  # e.g. a token id outside an Embedding's table
+            msg = " ".join(str(exc).split())
+            raise EdgecError(f"the TFLite interpreter stopped on this input set: {msg} (edgec "
+                             f"clamps out-of-range GATHER indices, TFLite refuses them)") from None
         out = []
         for name in names if names is not None else list(self.outputs):
             if name in self.outputs:
