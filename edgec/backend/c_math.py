@@ -81,47 +81,118 @@ TANH_TABLE: tuple[str, ...] = (
     "14.0, 0.0, 0.0, 0.0, 0.0, 1.0",
     "15.0, 0.0, 0.0, 0.0, 0.0, 1.0",
 )
-#: the table's bytes in flash (64 intervals x 6 floats)
-TANH_TABLE_BYTES = 4 * 6 * len(TANH_TABLE)
+#: sigmoid's table, as tanh's for P(x) = sigmoid(x) = (1 + tanh(x / 2)) / 2 at x >= 0 (intervals
+#: twice tanh's: [0, 0.140625), then eight per binade from 1/8 to 32), fitted minimax in ulp of P
+#: with no constraint on the first interval; sigmoid(-x) = 1 - P(x), exact as P >= 1/2.
+SIGMOID_TABLE: tuple[str, ...] = (
+    "0.0, 0.00072897016, -0.020922806, 4.486068e-6, 0.24999993, 0.5",
+    "0.140625, 0.001522252, -0.02042528, -0.008731363, 0.2487681, 0.53509843",
+    "0.15625, 0.0016766922, -0.020330131, -0.009686557, 0.2484803, 0.5389832",
+    "0.171875, 0.001829434, -0.02022533, -0.0106370635, 0.24816273, 0.5428633",
+    "0.1875, 0.0019802928, -0.020110982, -0.011582435, 0.24781555, 0.54673815",
+    "0.203125, 0.002129112, -0.019987203, -0.012522225, 0.2474389, 0.5506074",
+    "0.21875, 0.0022757745, -0.019854123, -0.013455995, 0.24703297, 0.5544705",
+    "0.234375, 0.0024201074, -0.019711874, -0.014383312, 0.24659796, 0.558327",
+    "0.25, 0.0026319819, -0.019563468, -0.015303713, 0.24613409, 0.5621765",
+    "0.28125, 0.0029052855, -0.019234357, -0.017122284, 0.2451206, 0.56985265",
+    "0.3125, 0.0031670732, -0.018871073, -0.018908402, 0.24399447, 0.57749534",
+    "0.34375, 0.0034164267, -0.018475058, -0.02065893, 0.2427578, 0.5851011",
+    "0.375, 0.0036525321, -0.018047864, -0.022370877, 0.24141291, 0.5926666",
+    "0.40625, 0.0038746332, -0.017591149, -0.024041396, 0.2399623, 0.6001884",
+    "0.4375, 0.0040820856, -0.017106665, -0.0256678, 0.23840864, 0.60766315",
+    "0.46875, 0.0042743324, -0.016596247, -0.027247572, 0.23675479, 0.61508787",
+    "0.5, 0.0045324755, -0.016068457, -0.0287782, 0.23500371, 0.62245935",
+    "0.5625, 0.004820812, -0.014933987, -0.03168445, 0.23122256, 0.6370308",
+    "0.625, 0.00504301, -0.013727417, -0.034371316, 0.2270917, 0.65135485",
+    "0.6875, 0.005199058, -0.012465313, -0.03682682, 0.22263935, 0.6654106",
+    "0.75, 0.0052902983, -0.011164238, -0.039042104, 0.21789499, 0.6791787",
+    "0.8125, 0.0053193783, -0.009840425, -0.04101137, 0.21288906, 0.692642",
+    "0.875, 0.0052896887, -0.008509429, -0.042731814, 0.20765252, 0.70578504",
+    "0.9375, 0.005205982, -0.0071859453, -0.044203456, 0.20221649, 0.7185944",
+    "1.0, 0.004988755, -0.005869482, -0.045429703, 0.19661194, 0.7310586",
+    "1.125, 0.004564887, -0.0033694906, -0.047165122, 0.18501836, 0.754915",
+    "1.25, 0.0040290374, -0.0010834377, -0.048003327, 0.17310481, 0.7772999",
+    "1.375, 0.0034283996, 0.0009328323, -0.048034817, 0.16108467, 0.7981868",
+    "1.5, 0.0028049953, 0.002647196, -0.047366627, 0.14914648, 0.8175745",
+    "1.625, 0.0021933776, 0.004048607, -0.04611394, 0.13745081, 0.83548355",
+    "1.75, 0.0016196653, 0.005143309, -0.044392884, 0.12612924, 0.8519528",
+    "1.875, 0.0011016513, 0.005950586, -0.042314824, 0.11528477, 0.86703575",
+    "2.0, 0.0004529825, 0.0065626353, -0.039988905, 0.10499382, 0.8807971",
+    "2.25, -0.00017324442, 0.0069933655, -0.034909323, 0.0862581, 0.9046505",
+    "2.5, -0.00055147085, 0.0068018455, -0.02973671, 0.0701038, 0.9241418",
+    "2.75, -0.00073817844, 0.0062371474, -0.024845833, 0.05647628, 0.93991333",
+    "3.0, -0.0007930086, 0.0054903924, -0.020445913, 0.045176663, 0.95257413",
+    "3.25, -0.0007662796, 0.004692425, -0.01662501, 0.035933573, 0.9626731",
+    "3.5, -0.000695493, 0.0039237235, -0.013391688, 0.028452998, 0.97068775",
+    "3.75, -0.00060585263, 0.0032274444, -0.010707969, 0.022449382, 0.97702265",
+    "4.0, -0.00046854714, 0.002592733, -0.008506747, 0.017662276, 0.9820138",
+    "4.5, -0.00031336656, 0.001662541, -0.0053083883, 0.0108659, 0.9890131",
+    "5.0, -0.00020131339, 0.0010426937, -0.0032758424, 0.0066478294, 0.9933072",
+    "5.5, -0.00012635886, 0.00064532756, -0.0020078742, 0.004053423, 0.99592984",
+    "6.0, -7.823331e-5, 0.00039622077, -0.0012256267, 0.0024664155, 0.99752736",
+    "6.5, -4.8042963e-5, 0.00024210381, -0.0007462621, 0.0014988703, 0.9984988",
+    "7.0, -2.9358715e-5, 0.00014750281, -0.0004536947, 0.00091018516, 0.99908894",
+    "7.5, -1.7887902e-5, 8.970829e-5, -0.00027557195, 0.00055245106, 0.9994472",
+    "8.0, -8.572992e-6, 5.153184e-5, -0.00016607542, 0.00033506547, 0.99966466",
+    "9.0, -3.1606185e-6, 1.898473e-5, -6.114558e-5, 0.00012331572, 0.9998766",
+    "10.0, -1.1636465e-6, 6.98778e-6, -2.2500955e-5, 4.5372362e-5, 0.9999546",
+    "11.0, -4.2820616e-7, 2.57116e-6, -8.278553e-6, 1.6692513e-5, 0.9999833",
+    "12.0, -1.575451e-7, 9.459444e-7, -3.0456329e-6, 6.140961e-6, 0.99999386",
+    "13.0, -5.7959884e-8, 3.4800266e-7, -1.1204426e-6, 2.259151e-6, 0.99999774",
+    "14.0, -2.132256e-8, 1.2802425e-7, -4.1219002e-7, 8.310975e-7, 0.99999917",
+    "15.0, -7.844178e-9, 4.7097668e-8, -1.5163654e-7, 3.05744e-7, 0.9999997",
+    "16.0, -1.8979835e-9, 1.4905936e-8, -5.3916136e-8, 1.120174e-7, 0.9999999",
+    "18.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "20.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "22.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "24.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "26.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "28.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+    "30.0, 0.0, 0.0, 0.0, 0.0, 1.0",
+)
+#: bytes in flash of each table (64 intervals x 6 floats)
+TABLE_BYTES = 4 * 6 * len(TANH_TABLE)
+
+#: Cortex-M with a single-precision FPU that fuses (M4F, M7, M33 with FPU) and GNU C: inline
+#: assembly for the table functions
+_ASM_DEFINE = """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && \\
+    defined(__ARM_FP) && ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && defined(__GNUC__) && \\
+    !defined(EDGEC_NO_ASM)
+#define EDGEC_{NAME}_ASM 1
+#endif"""
 
 
-def _tanh_table_c() -> str:
+def _table_function(name: str, table: tuple[str, ...], lo_bits: int, hi_bits: int,
+                    doc: str, neg_asm: str, neg_c: str, big: str) -> str:
+    """The C of ``edgec_<name>f``: the table, and the function that picks the interval of |x|
+    from its bits (``lo_bits``: the float lo where eight intervals per binade start; the first
+    interval is [0, 9/8 lo)),
+    evaluates c0 + t (c1 + t (c2 + t (c3 + t c4))) at t = |x| - c and applies the sign (assembly
+    ``neg_asm`` on s13 when x < 0, C ``neg_c`` of p); |x| >= the float ``hi_bits``: ``big``."""
     rows = ",\n".join("    {" + ", ".join(f"{v}f" for v in row.split(", ")) + "}"
-                       for row in TANH_TABLE)
-    return f"static const float edgec_tanh_tab[{len(TANH_TABLE)}][6] = {{\n{rows}\n}};"
-
-
-#: tanh in float: the interval's polynomial by Horner, the sign of x put back; at most 1.42 ulp
-#: from the correctly rounded tanh over every float (with or without fused multiply-adds),
-#: NaN -> NaN, |x| >= 16 and +-inf -> +-1. On FPU Cortex-M (FMA) the interval's six floats are
-#: one VLDM and the polynomial four VFMAs in inline assembly: the same operations in the same
-#: order as the C path compiled with fused multiply-adds (-ffp-contract=fast, as the firmware
-#: is), so both give the same bits; -DEDGEC_NO_ASM keeps the C.
-TANHF = (
-    "/* tanh(x) in float: a table of 64 degree-4 polynomials (1,536 bytes), max error about\n"
-    " * 1.4 ulp, no libm call (edgec/backend/c_math.py) */\n"
-    + _tanh_table_c()
-    + """
-#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && defined(__ARM_FP) && \\
-    ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && defined(__GNUC__) && !defined(EDGEC_NO_ASM)
-#define EDGEC_TANH_ASM 1
-#endif
-static inline float edgec_tanhf(float x)
-{
-    uint32_t b;
-    uint32_t a;
-    (void)memcpy(&b, &x, sizeof b);
-    a = b & 0x7fffffffu;
-#ifdef EDGEC_TANH_ASM
-    if (__builtin_expect(a < 0x41800000u, 1)) {
-        /* t = |x| - c in s14, the entry {c, c4, c3, c2, c1, c0} in s8-s13, the result in s13 */
-        register float r __asm__("s13");
+                       for row in table)
+    tab = f"edgec_{name}_tab"
+    one_in = ', [one] "t"(1.0f)' if name == "sigmoid" else ""
+    return f"""/* {doc} (edgec/backend/c_math.py) */
+static const float {tab}[{len(table)}][6] = {{
+{rows}
+}};
+{_ASM_DEFINE.replace("{NAME}", name.upper())}
+static inline float edgec_{name}f(float x)
+{{
+    const uint32_t b = edgec_f32_bits(x);
+    const uint32_t a = b & 0x7fffffffu;
+#ifdef EDGEC_{name.upper()}_ASM
+    register float r __asm__("s13");
+    uint32_t k;
+    if (__builtin_expect((long)((a < 0x{hi_bits:08x}u) ? 1 : 0), 1L) != 0L) {{
+        /* t = |x| - c in s14, the entry {{c, c4, c3, c2, c1, c0}} in s8-s13, the result in s13 */
         __asm__("vmov s14, %[a]\\n\\t"
-                "sub %[a], %[a], #0x3d800000\\n\\t"
-                "usat %[a], #6, %[a], asr #20\\n\\t"
-                "add %[a], %[a], %[a], lsl #1\\n\\t"
-                "add %[a], %[tab], %[a], lsl #3\\n\\t"
-                "vldmia %[a], {s8-s13}\\n\\t"
+                "sub %[k], %[a], #0x{lo_bits:08x}\\n\\t"
+                "usat %[k], #6, %[k], asr #20\\n\\t"
+                "add %[k], %[k], %[k], lsl #1\\n\\t"
+                "add %[k], %[tab], %[k], lsl #3\\n\\t"
+                "vldmia %[k], {{s8-s13}}\\n\\t"
                 "vsub.f32 s14, s14, s8\\n\\t"
                 "vfma.f32 s10, s14, s9\\n\\t"
                 "vfma.f32 s11, s14, s10\\n\\t"
@@ -129,36 +200,81 @@ static inline float edgec_tanhf(float x)
                 "vfma.f32 s13, s14, s12\\n\\t"
                 "cmp %[b], #0\\n\\t"
                 "it lt\\n\\t"
-                "vneglt.f32 s13, s13"
-                : "=t"(r), [a] "+&r"(a)
-                : [b] "r"(b), [tab] "r"(&edgec_tanh_tab[0][0])
+                "{neg_asm}"
+                : "=&t"(r), [k] "=&r"(k)
+                : [a] "r"(a), [b] "r"(b), [tab] "r"(&{tab}[0][0]){one_in}
                 : "s8", "s9", "s10", "s11", "s12", "s14", "cc");
-        return r;
-    }
+    }}
 #else
-    if (a < 0x41800000u) { /* |x| < 16 */
-        const float *const c = edgec_tanh_tab[(a > 0x3d800000u) ? ((a - 0x3d800000u) >> 20) : 0u];
+    float r;
+    if (a < 0x{hi_bits:08x}u) {{
+        const float *const c = {tab}[(a > 0x{lo_bits:08x}u) ? ((a - 0x{lo_bits:08x}u) >> 20) : 0u];
         const float t = fabsf(x) - c[0];
         float p = (c[1] * t) + c[2];
         p = (p * t) + c[3];
         p = (p * t) + c[4];
         p = (p * t) + c[5];
-        return ((b >> 31) != 0u) ? -p : p;
-    }
+        r = ((b >> 31) != 0u) ? {neg_c} : p;
+    }}
 #endif
-    return (a > 0x7f800000u) ? (x + x) : (((b >> 31) != 0u) ? -1.0f : 1.0f);
-}""")
+    else {{
+        r = {big};
+        if (a > 0x7f800000u) {{ /* NaN */
+            r = x + x;
+        }}
+    }}
+    return r;
+}}"""
 
-#: libm name → (edgec name, definition)
-OVERRIDES: dict[str, tuple[str, str]] = {"tanhf": ("edgec_tanhf", TANHF)}
+
+#: the bits of a float, shared by the table functions (memcpy: C99's defined type pun)
+F32_BITS = """/* the IEEE-754 bits of a float (edgec/backend/c_math.py) */
+static inline uint32_t edgec_f32_bits(float x)
+{
+    uint32_t b;
+    (void)memcpy(&b, &x, sizeof b);
+    return b;
+}"""
+
+
+#: tanh in float: at most 1.44 ulp from tanh over every float (with or without fused
+#: multiply-adds: bench/tanh_table.py --exhaustive), odd, NaN -> NaN, |x| >= 16 and +-inf -> +-1.
+#: On FPU Cortex-M (FMA) the interval's six floats are one VLDM and the polynomial four VFMAs in
+#: inline assembly: the operations of the C path compiled with fused multiply-adds
+#: (-ffp-contract=fast, as the firmware is), in the same order, so both give the same bits;
+#: -DEDGEC_NO_ASM keeps the C.
+TANHF = _table_function(
+    "tanh", TANH_TABLE, 0x3D800000, 0x41800000,
+    "tanh(x) in float: 64 degree-4 polynomials (a 1,536-byte table), max error 1.44 ulp",
+    "vneglt.f32 s13, s13", "-p", "((b >> 31) != 0u) ? -1.0f : 1.0f",
+)
+#: the logistic function in float, the same way: within 6e-8 absolute of it (about 1 ulp near
+#: 1; not relative for x << 0), sigmoid(-x) = 1 - sigmoid(x) exactly, NaN -> NaN, x >= 32 -> 1,
+#: x <= -32 -> 0 (true value below 1.3e-14)
+SIGMOIDF = _table_function(
+    "sigmoid", SIGMOID_TABLE, 0x3E000000, 0x42000000,
+    "sigmoid(x) = 1 / (1 + e^-x) in float: 64 degree-4 polynomials (1,536 bytes), max error "
+    "6e-8",
+    "vsublt.f32 s13, %[one], s13", "(1.0f - p)", "((b >> 31) != 0u) ? 0.0f : 1.0f",
+)
+
+#: libm name (or edgec's own) → (edgec name, definition)
+OVERRIDES: dict[str, tuple[str, str]] = {
+    "tanhf": ("edgec_tanhf", TANHF),
+    # not a libm name: kernels call edgec_sigmoidf by its own name (the recurrent cells' gates)
+    "edgec_sigmoidf": ("edgec_sigmoidf", SIGMOIDF),
+}
 
 
 def apply(code: str) -> tuple[str, list[tuple[str, str]]]:
-    """``code`` with overridden calls renamed, and the (name, definition) pairs it now needs."""
+    """``code`` with overridden calls renamed, and the (name, definition) pairs it now needs (the
+    helpers a definition calls first)."""
     needed: list[tuple[str, str]] = []
     for libm, (ours, definition) in OVERRIDES.items():
         pattern = re.compile(rf"(?<![A-Za-z0-9_]){libm}\s*\(")
         if pattern.search(code):
             code = pattern.sub(f"{ours}(", code)
+            if ("edgec_f32_bits", F32_BITS) not in needed:
+                needed.append(("edgec_f32_bits", F32_BITS))
             needed.append((ours, definition))
     return code, needed
