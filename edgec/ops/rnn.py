@@ -44,10 +44,9 @@ def _softsign_ref(x: np.ndarray) -> np.ndarray:
 
 #: activation functions a recurrent node may use (by lower-case ONNX name)
 ACTS: dict[str, RnnAct] = {
-    # sigmoid(x) = (1 + tanh(x / 2)) / 2: edgec's tanhf (a polynomial) instead of libm's expf
-    # and a division; within ~1e-7 absolute of the logistic function
-    "sigmoid": RnnAct(lambda v: f"(0.5f + 0.5f * tanhf(0.5f * {v}))",
-                      lambda x: act_ref("Sigmoid", {}, x)),
+    # edgec's table sigmoid (backend/c_math.py) instead of libm's expf and a division; within
+    # 6e-8 absolute of the logistic function
+    "sigmoid": RnnAct(lambda v: f"edgec_sigmoidf({v})", lambda x: act_ref("Sigmoid", {}, x)),
     "tanh": RnnAct(lambda v: act_c("Tanh", {}, v), lambda x: act_ref("Tanh", {}, x)),
     "relu": RnnAct(lambda v: act_c("Relu", {}, v), lambda x: act_ref("Relu", {}, x)),
     "softplus": RnnAct(lambda v: act_c("Softplus", {}, v), lambda x: act_ref("Softplus", {}, x)),

@@ -1,0 +1,162 @@
+"""Fit the tables of edgec's float tanh and sigmoid (edgec/backend/c_math.py) and check them.
+
+``python -m bench.tanh_table [--print] [--exhaustive]``
+
+Each table splits |x| into 64 intervals: [0, 9/8 * lo) and then eight per binade from lo to
+256 * lo (lo = 1/16 for tanh, 1/8 for the sigmoid, whose intervals are twice tanh's as
+sigmoid(x) = (1 + tanh(x / 2)) / 2), so the index is the float's exponent and top three mantissa
+bits. Per interval: its start c and a degree-4 polynomial c4..c0 in t = |x| - c (t is exact),
+minimax in units of the result's ulp (Lawson's iteratively reweighted least squares on 6,000
+points), its coefficients rounded to float one at a time from the highest, the lower ones refitted
+after each rounding. tanh's first interval keeps c0 = 0 and c1 = 1 (relative accuracy near 0);
+intervals where the function rounds to 1 are the constant 1. ``--print`` writes the rows as
+c_math.py holds them; ``--exhaustive`` compiles the C path of c_math's functions with and without
+fused multiply-adds and compares every float of |x| < 2^8 with double precision (tanh: in ulp,
+and odd; sigmoid: absolute error and sigmoid(-x) = 1 - sigmoid(x)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+DEGREE = 4
+PER_BINADE = 8
+BINADES = 8
+
+
+def _ulp32(v: np.ndarray) -> np.ndarray:
+    a = np.abs(v).astype(np.float32)
+    return (np.nextafter(a, np.float32(np.inf)) - a).astype(np.float64)
+
+
+def _minimax(t: np.ndarray, f: np.ndarray, w: np.ndarray, fixed: dict[int, float]) -> list[float]:
+    free = [k for k in range(DEGREE + 1) if k not in fixed]
+    rest = f - sum(v * t**k for k, v in fixed.items())
+    a = np.stack([t**k for k in free], 1)
+    u = np.full(t.size, 1.0 / t.size)
+    best: tuple[float, np.ndarray] | None = None
+    for _ in range(60):
+        sw = np.sqrt(u) * w
+        sol = np.linalg.lstsq(a * sw[:, None], rest * sw, rcond=None)[0]
+        err = np.abs(a @ sol - rest) * w
+        if best is None or err.max() < best[0]:
+            best = (float(err.max()), sol)
+        u = u * err + 1e-300
+        if not np.isfinite(u.sum()) or u.sum() == 0:
+            break
+        u /= u.sum()
+    assert best is not None
+    coef = dict(fixed)
+    coef.update(zip(free, (float(v) for v in best[1]), strict=True))
+    return [coef[k] for k in range(DEGREE + 1)]
+
+
+def fit(kind: str) -> list[list[float]]:
+    """Rows (c, c4, c3, c2, c1, c0), float32 values, for ``kind`` 'tanh' or 'sigmoid'."""
+    lo = 1 / 16 if kind == "tanh" else 1 / 8
+
+    def func(x: np.ndarray) -> np.ndarray:
+        return np.tanh(x) if kind == "tanh" else 0.5 + 0.5 * np.tanh(0.5 * x)
+
+    bounds = [(lo * 2.0**e * (1 + j / PER_BINADE), lo * 2.0**e * (1 + (j + 1) / PER_BINADE))
+              for e in range(BINADES) for j in range(PER_BINADE)]
+    bounds[0] = (0.0, bounds[0][1])
+    rows = []
+    for i, (a, b) in enumerate(bounds):
+        if np.float32(func(np.float64(a))) == 1.0:
+            rows.append([a, 0.0, 0.0, 0.0, 0.0, 1.0])
+            continue
+        n = 3000
+        x = np.concatenate([(a + b) / 2 + (b - a) / 2 * np.cos(np.linspace(np.pi, 0, n)),
+                            np.linspace(a, b, n)])
+        first = i == 0 and kind == "tanh"
+        if first:
+            x = x[x > 0]
+        t, f = x - a, func(x)
+        fixed = {0: 0.0, 1: 1.0} if first else {}
+        for k in range(DEGREE, -1, -1):
+            if k not in fixed:
+                fixed[k] = float(np.float32(_minimax(t, f, 1.0 / _ulp32(f), fixed)[k]))
+        rows.append([a] + [fixed[k] for k in range(DEGREE, -1, -1)])
+    return rows
+
+
+def _c_number(v: float) -> str:
+    x = np.float32(v)
+    if x == 0:
+        return "0.0"
+    if abs(x) >= 1e-4:
+        s = np.format_float_positional(x, unique=True, trim="0")
+    else:
+        s = np.format_float_scientific(x, unique=True, trim="0", exp_digits=1)
+    assert np.float32(float(s)) == x
+    return s
+
+
+def table_lines(rows: list[list[float]]) -> list[str]:
+    return ['    "' + ", ".join(_c_number(v) for v in r) + '",' for r in rows]
+
+
+_CHECK = r"""
+int main(void) {
+    double worst_t = 0.0, worst_s = 0.0;
+    uint32_t b;
+    for (b = 0u; b < 0x43800000u; ++b) {
+        float x, y, s, tf; double t, ulp;
+        (void)memcpy(&x, &b, 4);
+        y = edgec_tanhf(x); t = tanh((double)x); tf = (float)t;
+        ulp = (double)nextafterf(fabsf(tf), INFINITY) - fabsf(tf);
+        if (fabs(y - t) / ulp > worst_t) worst_t = fabs(y - t) / ulp;
+        if (edgec_tanhf(-x) != -y) { printf("tanh not odd at %g\n", x); return 1; }
+        s = edgec_sigmoidf(x); t = 1.0 / (1.0 + exp(-(double)x));
+        if (fabs(s - t) > worst_s) worst_s = fabs(s - t);
+        if (edgec_sigmoidf(-x) != 1.0f - s) { printf("sigmoid(-x) at %g\n", x); return 1; }
+    }
+    printf("tanh max %.4f ulp, sigmoid max %.3g absolute\n", worst_t, worst_s);
+    return 0;
+}
+"""
+
+
+def exhaustive() -> list[str]:
+    from edgec.backend import c_math
+
+    out = []
+    src = ("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n"
+           + c_math.F32_BITS + "\n" + c_math.TANHF + "\n" + c_math.SIGMOIDF + _CHECK)
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Path(tmp) / "check.c"
+        c.write_text(src)
+        for label, flags in (("no FMA", ["-ffp-contract=off"]),
+                             ("FMA", ["-mfma", "-ffp-contract=fast"])):
+            exe = Path(tmp) / "check"
+            subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                            *flags, str(c), "-lm", "-o", str(exe)], check=True)
+            res = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+            out.append(f"{label}: {res.stdout.strip()}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.tanh_table", description=__doc__)
+    ap.add_argument("--print", action="store_true", help="print both tables as c_math holds them")
+    ap.add_argument("--exhaustive", action="store_true",
+                    help="check c_math's C over every float with |x| < 256")
+    ns = ap.parse_args(argv)
+    if ns.print:
+        for kind in ("tanh", "sigmoid"):
+            print(f"# {kind}")
+            print("\n".join(table_lines(fit(kind))))
+    if ns.exhaustive:
+        print("\n".join(exhaustive()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
