@@ -76,6 +76,47 @@ def _cnn() -> Any:
                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
 
 
+def resnet18(width: int = 64, classes: int = 1000) -> Any:
+    """ResNet-18 (torchvision's topology: 7x7/2 stem, 3x3/2 max pool, four stages of two
+    BasicBlocks, global average pool, linear), base width ``width`` (64 is ResNet-18 itself;
+    the tests use 16 to keep the generated weight tables small). BatchNorm in eval mode."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    w = width
+    layers: list[nn.Module] = [nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = w
+    for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+        layers += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    net = nn.Sequential(*layers)
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial BatchNorm statistics, as a trained net has
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+            m.weight.data.uniform_(0.5, 1.0, generator=g)
+            m.bias.data.uniform_(-0.2, 0.2, generator=g)
+    return net.eval()
+
+
 MODELS = (
     CudaBenchModel("mlp_mpc", "2->32->32->2 tanh (the NR-MPC forward model)", _mlp, (1, 2)),
     CudaBenchModel("gru_policy", "GRU 6->20 over 20 steps + linear head", _gru, (1, 20, 6)),

@@ -47,7 +47,7 @@ _BINARY = {"Add": 0, "Sub": 1, "Mul": 2}
 _VIEWS = ("Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze")
 #: the size-based default: models with a convolution and at least this many MACs per sample
 #: run as layers, everything else fused (docs/cuda.md)
-LAYERS_MIN_MACS = 20_000_000
+LAYERS_MIN_MACS = 5_000_000
 
 #: CUTLASS instantiations: (kind, tensor_op) → C++ type name
 KERNEL_NAMES = {("gemm", False): "edgec_gemm_simt", ("gemm", True): "edgec_gemm_top",
