@@ -173,6 +173,21 @@ def test_reduced_precisions_are_emulated_not_skipped() -> None:
 
 
 @needs_cutlass
+def test_bf16_stores_round_to_nearest_even() -> None:
+    """A bf16 workspace value is the float rounded to nearest even (the weights' conversion
+    here, edgec_st() in the generated code): a ReLU on values that sit on and between bf16
+    steps comes back bit for bit."""
+    net = nn.Sequential(nn.ReLU())
+    m = edgec.compile(net, example_inputs=(torch.zeros(1, 64),), name="relu_bf16",
+                      target="cuda", options={"cuda": "layers", "precision": "bf16"})
+    base = np.float32(1.5) + np.arange(64, dtype=np.float32) * np.float32(2.0 ** -9)
+    x = np.stack([base, -base, base * 1e-3]).astype(np.float32)  # ties, halves, negatives
+    got = np.asarray(m.run(x, device="cpu")).reshape(x.shape).astype(np.float32)
+    want = layers_mod._bf16_bits(np.maximum(x, 0)).astype(np.uint32) << 16
+    np.testing.assert_array_equal(got.view(np.uint32), want.astype(np.uint32))
+
+
+@needs_cutlass
 def test_tensor_op_kernels_where_aligned() -> None:
     """fp32 runs SIMT kernels; tf32/bf16 the Sm80 tensor-op kernels where channels and offsets
     allow 16-byte accesses (the 3-channel stem stays SIMT)."""
