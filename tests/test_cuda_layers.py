@@ -358,6 +358,22 @@ def test_host_build_is_warning_free(kind: str, tmp_path: Path) -> None:
         assert proc.returncode == 0, (p, proc.stderr[:2000])
 
 
+@needs_cutlass
+def test_bench_resnet_rows_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.cuda's ResNet-18 rows (strategy layers, each precision) in CPU mode, tiny: the
+    host build agrees with torch fp32 within the precision's tolerance."""
+    from bench import cuda as bench_cuda
+
+    assert bench_cuda.main(["--device", "cpu", "--models", "resnet18", "--resnet-batches",
+                            "2", "--resnet-width", "8", "--resnet-res", "32", "--repeat",
+                            "1"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("resnet18/")]
+    assert [r[0] for r in rows] == ["resnet18/fp32", "resnet18/tf32", "resnet18/bf16"]
+    for r in rows:
+        assert float(r[-1]) <= REL_TOL[r[0].split("/")[1]]
+
+
 # -- nvcc ------------------------------------------------------------------------------------
 @needs_nvcc
 @needs_cutlass
