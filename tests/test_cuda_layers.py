@@ -276,9 +276,18 @@ def test_default_strategy_by_size() -> None:
     assert layers_mod.default_strategy(opt(*_build("mlp"))) == "fused"
     assert layers_mod.default_strategy(opt(*_build("resnet"))) == "fused"
     big = opt(*_build("resnet18"))
-    assert layers_mod.default_strategy(big) == "layers"
+    assert layers_mod.default_strategy(big) == ("layers" if HAVE_CUTLASS else "fused")
+    assert emit_cuda(big, strategy="fused").strategy == "fused"
     if HAVE_CUTLASS:
         assert emit_cuda(opt(*_build("resnet")), strategy="layers").strategy == "layers"
+        # without the CUTLASS headers the default stays fused (it needs only nvcc)
+        import importlib.util
+
+        real = importlib.util.find_spec
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(importlib.util, "find_spec",
+                       lambda n, *a: None if n == "cutlass_library" else real(n, *a))
+            assert layers_mod.default_strategy(big) == "fused"
 
 
 @needs_cutlass

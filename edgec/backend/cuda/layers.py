@@ -187,8 +187,14 @@ def _check_node(g: Graph, n: Node) -> None:
 
 
 def default_strategy(g: Graph) -> str:
-    """fused, unless the model is a large stateless convolutional model that layers lowers."""
+    """fused, unless the model is a large stateless convolutional model that layers lowers
+    (at least :data:`LAYERS_MIN_MACS` MACs per sample, every node supported) and the CUTLASS
+    headers (edgec[cuda]) are installed: fused needs nothing more than nvcc."""
     if g.state or not any(n.op == "Conv" for n in g.nodes):
+        return "fused"
+    try:
+        cutlass_include()
+    except EdgecError:
         return "fused"
     macs = sum(get_op(n, g).macs(n, g) for n in g.nodes)
     if macs < LAYERS_MIN_MACS or unsupported_nodes(g):
