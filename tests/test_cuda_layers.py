@@ -383,6 +383,47 @@ def test_bench_resnet_rows_cpu(capsys: pytest.CaptureFixture[str]) -> None:
         assert float(r[-1]) <= REL_TOL[r[0].split("/")[1]]
 
 
+@needs_cutlass
+@pytest.mark.parametrize("kind,precision", [("resnet", "bf16"), ("flat", "fp32")])
+def test_host_build_under_sanitizers(kind: str, precision: str, tmp_path: Path) -> None:
+    """A C++ program runs the host build on a workspace of exactly WORKSPACE_BYTES(batch)
+    (malloc'd, so ASan sees its end) under -fsanitize=address,undefined: the plan fits the
+    workspace the header promises and nothing reads outside it."""
+    _, m = compiled(kind, precision)
+    m.sources.write(tmp_path)
+    n, big = m.name, m.name.upper()
+    (i,), (o,) = m.sources.inputs, m.sources.outputs
+    (tmp_path / "main.cpp").write_text(f"""#include "{n}.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void)
+{{
+    const int batch = 3;
+    float *x = (float *)malloc(sizeof(float) * batch * {big}_{i.C}_SIZE);
+    float *y = (float *)malloc(sizeof(float) * batch * {big}_{o.C}_SIZE);
+    void *ws = malloc({big}_WORKSPACE_BYTES(batch));
+    for (int k = 0; k < batch * {big}_{i.C}_SIZE; ++k) {{
+        x[k] = (float)((k * 37) % 101) / 50.0f - 1.0f;
+    }}
+    const int rc = {n}_run_host(batch, x, y, ws);
+    printf("%d %g\\n", rc, (double)y[0]);
+    free(x);
+    free(y);
+    free(ws);
+    return rc;
+}}
+""")
+    exe = tmp_path / "run"
+    build = subprocess.run(
+        ["g++", "-std=c++14", "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-DEDGEC_HOST_BUILD", "-I", str(tmp_path), "-x", "c++",
+         str(tmp_path / f"{n}.cu"), str(tmp_path / "main.cpp"), "-o", str(exe)],
+        capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[:2000]
+    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("0 "), run.stderr[:2000]
+
+
 # -- nvcc ------------------------------------------------------------------------------------
 @needs_nvcc
 @needs_cutlass
