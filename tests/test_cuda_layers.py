@@ -436,6 +436,10 @@ def test_nvcc_sm90_layers(precision: str, tmp_path: Path) -> None:
     syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
     assert "ImplicitGemmConvolution" in syms
     assert ("MmaTensorOp" in syms) == (precision != "fp32")
+    # the tensor-op kernels read weights and bias 16 bytes at a time
+    assert "#define EDGEC_WEIGHTS __device__ __align__(16)" in m.cu_source
+    assert m.cu_source.count("EDGEC_WEIGHTS static const edgec_elem_t") == len(
+        [ln for ln in m.cu_source.splitlines() if ln.endswith("] = {")])
 
 
 @needs_nvcc
