@@ -348,6 +348,13 @@ def test_cli_compile_layers_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["compile", str(path), "--target", "cuda", "--option", "cuda=layers",
                  "--option", "precision=bf16", "-o", str(out)]) == 0
     assert "layers (bf16" in capsys.readouterr().out
+    # edgec verify --cuda cpu: the host build vs onnxruntime (fp32 at verify's tolerances;
+    # bf16 at looser ones given on the command line)
+    assert main(["verify", str(path), "--cuda", "cpu", "--option", "cuda=layers", "--n",
+                 "2"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("PASS")
+    assert main(["verify", str(path), "--cuda", "cpu", "--option", "cuda=layers", "--option",
+                 "precision=bf16", "--n", "2", "--rtol", "0.05", "--atol", "0.05"]) == 0
     header = (out / "resnet.h").read_text()
     assert 'strategy "layers", precision bf16' in header
     assert "typedef uint16_t edgec_elem_t;" in (out / "resnet.cu").read_text()
