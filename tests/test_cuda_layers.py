@@ -195,9 +195,22 @@ def test_tensor_op_kernels_where_aligned() -> None:
     assert not any(layer["tensor_op"] for layer in rep32["layers"])
     for p in ("tf32", "bf16"):
         rep = compiled("resnet", p)[1].report()
-        tops = [layer["tensor_op"] for layer in rep["layers"] if layer["kind"] == "conv"]
+        tops = [layer["tensor_op"] for layer in rep["layers"] if layer["kind"] != "gemm"]
         assert tops[0] is False and all(tops[1:]), (p, tops)
-        assert "edgec_conv_top" in rep["cutlass_kernels"]
+        assert {"edgec_conv_top", "edgec_conv_res_top"} <= set(rep["cutlass_kernels"])
+
+
+@needs_cutlass
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_residual_add_runs_in_the_epilogue(precision: str) -> None:
+    """Both residual blocks' Add + ReLU run in a convolution's epilogue (the identity block's
+    second conv; the projection block's 1x1 shortcut conv, its residual the second conv's
+    output): no own add kernel is launched."""
+    _, m = compiled("resnet", precision)
+    fused = [la for la in m.report()["layers"] if la["kind"] == "conv_res"]
+    assert [la["node"].split("_Conv")[0] for la in fused] == ["l1_c2", "l2_sc_0"]
+    assert "edgec_each(edgec_binary{" not in m.cu_source
+    assert m.cu_source.count("e = edgec_conv_res_") == 2
 
 
 @needs_cutlass
@@ -442,6 +455,7 @@ def test_nvcc_sm90_layers(precision: str, tmp_path: Path) -> None:
     obj = nvcc_compile(m.sources, "sm_90", tmp_path)
     syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
     assert "ImplicitGemmConvolution" in syms
+    assert "ImplicitGemmConvolutionWithFusedEpilogue" in syms  # the residual blocks
     assert ("MmaTensorOp" in syms) == (precision != "fp32")
     # the tensor-op kernels read weights and bias 16 bytes at a time
     assert "#define EDGEC_WEIGHTS __device__ __align__(16)" in m.cu_source

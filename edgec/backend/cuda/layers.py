@@ -51,7 +51,9 @@ LAYERS_MIN_MACS = 5_000_000
 
 #: CUTLASS instantiations: (kind, tensor_op) → C++ type name
 KERNEL_NAMES = {("gemm", False): "edgec_gemm_simt", ("gemm", True): "edgec_gemm_top",
-                ("conv", False): "edgec_conv_simt", ("conv", True): "edgec_conv_top"}
+                ("conv", False): "edgec_conv_simt", ("conv", True): "edgec_conv_top",
+                ("conv_res", False): "edgec_conv_res_simt",
+                ("conv_res", True): "edgec_conv_res_top"}
 
 INSTALL_HINT = "pip install 'edgec[cuda]'"
 
@@ -227,6 +229,9 @@ class _Planner:
         self.places: dict[str, Place] = {}
         self.align = TENSOR_OP_ALIGN[precision]
         self.esize = ELEM_BYTES[precision]
+        #: conv node index → (its Add's index, the residual tensor): the Add (+ReLU) runs in
+        #: the convolution's epilogue
+        self.fused: dict[int, tuple[int, str]] = {}
 
     # -- workspace ----------------------------------------------------------------------
     def plan_workspace(self) -> None:
@@ -251,6 +256,43 @@ class _Planner:
             return Place(offset, "nhwc", (shape[2], shape[3], shape[1]))
         return Place(offset, "flat", (int(np.prod(shape[1:])) if len(shape) > 1 else 1,))
 
+    def plan_fusions(self) -> None:
+        """Conv (no activation) → Add + ReLU, the conv's output read by that Add only: the Add
+        moves into the conv's epilogue when the other operand exists when the conv runs (made
+        by an earlier node or a graph input) and the Add's output may be written then (the
+        next node, or in place over one of its operands)."""
+        g = self.g
+        made = {t: i for i, n in enumerate(g.nodes) for t in n.outputs}
+        readers: dict[str, list[int]] = {}
+        for j, n in enumerate(g.nodes):
+            for t in n.inputs:
+                readers.setdefault(t, []).append(j)
+        for i, n in enumerate(g.nodes):
+            if n.op != "Conv" or n.attrs.get("_act") or int(n.attrs.get("group", 1)) != 1:
+                continue
+            wt = g.const(n.inputs[1])
+            if wt is None or (wt.shape[2:] == (1, 1) and list(n.attrs.get("strides", [1, 1]))
+                              == [1, 1] and not any(n.attrs.get("pads", [0, 0, 0, 0]))):
+                continue  # a 1x1 convolution runs as a GEMM
+            out = n.outputs[0]
+            users = readers.get(out, [])
+            if out in g.outputs or len(users) != 1:
+                continue
+            j = users[0]
+            add = g.nodes[j]
+            act = add.attrs.get("_act")
+            if add.op != "Add" or act is None or act[0] != "Relu" or add.inputs.count(out) != 1:
+                continue
+            res = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+            if g.const(res) is not None or g.shape(res) != g.shape(out):
+                continue
+            if made.get(res, -1) >= i:
+                continue
+            offs = {self.places[out].offset, self.places[res].offset}
+            if j != i + 1 and self.places[add.outputs[0]].offset not in offs:
+                continue
+            self.fused[i] = (j, res)
+
     # -- helpers ------------------------------------------------------------------------
     def weight(self, sym: str, data: np.ndarray, comment: str) -> str:
         self.p.weights.append(Weight(f"{self.p.name}_{sym}", data.astype(np.float32), comment))
@@ -268,6 +310,10 @@ class _Planner:
     # -- nodes --------------------------------------------------------------------------
     def node(self, i: int, n: Node) -> None:
         _check_node(self.g, n)
+        if any(j == i for j, _ in self.fused.values()):
+            y = self.places[n.inputs[0]]
+            self.places[n.outputs[0]] = Place(self.places[n.outputs[0]].offset, y.layout, y.dims)
+            return  # in the convolution's epilogue
         if n.op == "Conv":
             self.conv(i, n)
         elif n.op in ("Gemm", "MatMul"):
@@ -385,7 +431,14 @@ class _Planner:
             self._gemm_core(i, n, h * w, k, c, wt.reshape(k, c), bias, n.inputs[0],
                             n.outputs[0], thr, act, rows_per_sample=h * w)
             return
-        top = self.aligned(c, k, xo, yo) and act in (0, 1)
+        fused = self.fused.get(i)
+        kind, res = "conv", "-1"
+        if fused is not None:
+            add = self.g.nodes[fused[0]]
+            yo = self.places[add.outputs[0]].offset
+            ro = self.places[fused[1]].offset
+            kind, res, thr = "conv_res", f"(edgec_idx_t)batch * {ro}", "0.0f"
+        top = self.aligned(c, k, xo, yo, *([ro] if fused else [])) and act in (0, 1)
         wsym = self.weight(f"w{i}", wt.transpose(0, 2, 3, 1), f"{n.name}: [K={k}][R={r}]"
                            f"[S={s}][C={c}] (KRSC)")
         bsym = self.weight(f"b{i}", bias, f"{n.name}: bias [{k}]")
@@ -393,14 +446,16 @@ class _Planner:
         self._problem(fn, "edgec_conv_t", [
             f"batch, {h}, {w}, {c}, {k}, {r}, {s}, {p}, {q}",
             f"{pads[0]}, {pads[1]}, {st[0]}, {st[1]}, {dil[0]}, {dil[1]}",
-            f"(edgec_idx_t)batch * {xo}, (edgec_idx_t)batch * {yo}",
+            f"(edgec_idx_t)batch * {xo}, (edgec_idx_t)batch * {yo}, {res}",
             f"{thr}, {int(top)}"])
-        self.p.kernels.add(("conv", top))
-        self.emit(f"{KERNEL_NAMES[('conv', top)]}({fn}(batch), ws, {wsym}, {bsym}, s)")
-        self.p.layers.append({"node": n.name, "kind": "conv", "tensor_op": top,
-                              "problem": f"N x {h}x{w}x{c} -> {p}x{q}x{k}, {r}x{s}"})
-        self._after_act(n, act, y)
-        self.places[n.outputs[0]] = Place(yo, "nhwc", (p, q, k))
+        self.p.kernels.add((kind, top))
+        self.emit(f"{KERNEL_NAMES[(kind, top)]}({fn}(batch), ws, {wsym}, {bsym}, s)")
+        self.p.layers.append({"node": n.name, "kind": kind, "tensor_op": top,
+                              "problem": f"N x {h}x{w}x{c} -> {p}x{q}x{k}, {r}x{s}"
+                              + (f" + residual '{fused[1]}', ReLU" if fused else "")})
+        if fused is None:
+            self._after_act(n, act, y)
+            self.places[n.outputs[0]] = Place(yo, "nhwc", (p, q, k))
 
     def gemm(self, i: int, n: Node) -> None:
         g = self.g
@@ -493,6 +548,7 @@ def plan_layers(g: Graph, name: str, precision: str) -> LayerPlan:
                          "carries state between steps): use --option cuda=fused")
     pl = _Planner(g, name, precision)
     pl.plan_workspace()
+    pl.plan_fusions()
     pl.inputs([])
     for i, n in enumerate(g.nodes):
         pl.node(i, n)
@@ -533,7 +589,8 @@ def emit_layers(g: Graph, name: str | None, precision: str) -> dict[str, Any]:
         "problems": plan.problems,
         "steps": plan.steps,
         "kernels": {"gemm": any(k == "gemm" for k, _ in kernel_list),
-                    "conv": any(k == "conv" for k, _ in kernel_list)},
+                    "conv": any(k in ("conv", "conv_res") for k, _ in kernel_list),
+                    "conv_res": any(k == "conv_res" for k, _ in kernel_list)},
         "kernel_list": kernel_list,
         "workspace_per_sample": per_sample,
         "macs": macs,
