@@ -477,6 +477,22 @@ def test_nvcc_sm90_mlp_gemm(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_nvcc
 @needs_cutlass
+def test_nvcc_sm90_resnet18_class() -> None:
+    """The ResNet-18-class model (bf16: SIMT stem, tensor-op convs, residual epilogues) builds
+    as a shared library with the runner's glue (what m.run() on a GPU loads)."""
+    from edgec.backend.cuda.build import build_device
+    from edgec.backend.cuda.runner import glue_source
+
+    net, shape = _build("resnet18")
+    m = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name="r18", target="cuda",
+                      options={"precision": "bf16"})
+    lib = build_device(m.sources, glue_source(m.sources, device=True), "sm_90")
+    assert lib.is_file()
+
+
+@pytest.mark.slow
+@needs_nvcc
+@needs_cutlass
 def test_nvcc_sm87_layers(tmp_path: Path) -> None:
     _, m = compiled("resnet", "bf16")
     nvcc_compile(m.sources, "sm_87", tmp_path)
