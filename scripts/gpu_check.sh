@@ -27,7 +27,8 @@ step tests "$py" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/t
     tests/test_bench_cuda.py tests/test_gpu_sweep_example.py tests/test_blimp_population.py
 step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576 --torch-compile 300 \
     --models mlp_mpc,gru_policy,cnn_small
-# ResNet-18 (224x224) through strategy layers, fp32/tf32/bf16, batch 1 and 64, vs torch eager
+# ResNet-18 (224x224) through strategy layers (needs the nvidia-cutlass wheel, edgec[cuda]:
+# without it the layers tests skip and this step stops with a one-line pip hint), fp32/tf32/bf16, batch 1 and 64, vs torch eager
 # and CUDA graphs at the same precision
 step bench_cuda_resnet18 "$py" -m bench.cuda --models resnet18 --resnet-batches 1,64 --repeat 20
 step bench_batch_sim "$py" -m bench.batch_sim --device cuda --sizes 1,1000,100000
