@@ -319,10 +319,9 @@ class _Planner:
         elif n.op in ("Gemm", "MatMul"):
             self.gemm(i, n)
         elif n.op in _UNARY:
-            self.pointwise(n, f"edgec_unary{{X, Y, {_UNARY[n.op]}}}", [n.inputs[0]])
+            self.pointwise(n, "edgec_unary", [n.inputs[0]], [_UNARY[n.op]])
         elif n.op in _BINARY:
-            self.pointwise(n, f"edgec_binary{{X, X1, Y, {_BINARY[n.op]}, {_act_of(self.g, n)}}}",
-                           n.inputs[:2])
+            self.pointwise(n, "edgec_binary", n.inputs[:2], [_BINARY[n.op], _act_of(self.g, n)])
         elif n.op in ("MaxPool", "AveragePool"):
             self.pool(n)
         elif n.op == "GlobalAveragePool":
@@ -334,7 +333,6 @@ class _Planner:
             x = self.places[n.inputs[0]]
             if x.layout != "flat":
                 raise _err(self.g, n, "softmax of a 4-D tensor")
-            rows = 1
             shape = self.g.shape(n.inputs[0])
             length = shape[-1]
             rows = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
@@ -371,12 +369,13 @@ class _Planner:
                       f"(edgec_idx_t)batch * {sp.size}, s)")
         self.places[dst] = new
 
-    def pointwise(self, n: Node, ctor: str, srcs: list[str]) -> None:
+    def pointwise(self, n: Node, functor: str, srcs: list[str], codes: list[int]) -> None:
+        """``functor{sources..., output, codes...}`` over every element (same layouts)."""
         places = [self.places[t] for t in srcs]
         if len({p.layout for p in places}) != 1:
             raise _err(self.g, n, "operands in different layouts")
-        ctor = ctor.replace("X1", f"ws + {self.off(srcs[-1])}").replace(
-            "X,", f"ws + {self.off(srcs[0])},").replace("Y,", f"ws + {self.off(n.outputs[0])},")
+        args = [f"ws + {self.off(t)}" for t in [*srcs, n.outputs[0]]] + [str(c) for c in codes]
+        ctor = f"{functor}{{{', '.join(args)}}}"
         self.places[n.outputs[0]] = Place(self.places[n.outputs[0]].offset, places[0].layout,
                                           places[0].dims)
         self.emit(f"edgec_each({ctor}, (edgec_idx_t)batch * {places[0].size}, s)")
@@ -429,7 +428,7 @@ class _Planner:
         if r == 1 and s == 1 and list(st) == [1, 1] and list(pads) == [0, 0, 0, 0]:
             # 1x1 stride 1: a GEMM over the NHWC rows, weights [K, C]
             self._gemm_core(i, n, h * w, k, c, wt.reshape(k, c), bias, n.inputs[0],
-                            n.outputs[0], thr, act, rows_per_sample=h * w)
+                            n.outputs[0], thr, act)
             return
         fused = self.fused.get(i)
         kind, res = "conv", "-1"
@@ -476,11 +475,11 @@ class _Planner:
             wt = wt.reshape(nn_, c, h, w).transpose(0, 2, 3, 1).reshape(nn_, kk)
         act = _act_of(g, n)
         thr = "0.0f" if act == 1 else "-INFINITY"
-        self._gemm_core(i, n, 1, nn_, kk, wt, bias, n.inputs[0], n.outputs[0], thr, act, 1)
+        self._gemm_core(i, n, 1, nn_, kk, wt, bias, n.inputs[0], n.outputs[0], thr, act)
 
     def _gemm_core(self, i: int, n: Node, rows: int, nn_: int, kk: int, wt: np.ndarray,
-                   bias: np.ndarray, src: str, dst: str, thr: str, act: int,
-                   rows_per_sample: int) -> None:
+                   bias: np.ndarray, src: str, dst: str, thr: str, act: int) -> None:
+        """``rows`` GEMM rows per sample (1, or h*w for a 1x1 convolution over NHWC)."""
         xo, yo = self.places[src].offset, self.places[dst].offset
         top = self.aligned(kk, nn_, xo, yo) and act in (0, 1)
         wsym = self.weight(f"w{i}", wt, f"{n.name}: [N={nn_}][K={kk}] (column-major B)")
@@ -501,7 +500,6 @@ class _Planner:
             self.places[dst] = Place(yo, "nhwc", yp.dims)
         else:
             self.places[dst] = Place(yo, "flat", (nn_,))
-        del rows_per_sample
 
     def _after_act(self, n: Node, act: int, y: Place) -> None:
         """An activation the epilogue does not apply (sigmoid, tanh): in place after it."""
@@ -511,7 +509,7 @@ class _Planner:
                       f"(edgec_idx_t)batch * {y.size}, s)")
 
     # -- boundary -----------------------------------------------------------------------
-    def inputs(self, ports: list[Port]) -> None:
+    def inputs(self) -> None:
         for k, t in enumerate(self.g.inputs):
             pl = self.places[t]
             dst = f"ws + {self.off(t)}"
@@ -521,7 +519,6 @@ class _Planner:
             else:
                 f = f"edgec_cast_in{{in{k}, {dst}}}"
             self.emit(f"edgec_each({f}, (edgec_idx_t)batch * {pl.size}, s)")
-        del ports
 
     def outputs(self) -> None:
         for k, t in enumerate(self.g.outputs):
@@ -549,7 +546,7 @@ def plan_layers(g: Graph, name: str, precision: str) -> LayerPlan:
     pl = _Planner(g, name, precision)
     pl.plan_workspace()
     pl.plan_fusions()
-    pl.inputs([])
+    pl.inputs()
     for i, n in enumerate(g.nodes):
         pl.node(i, n)
     pl.outputs()
