@@ -14,6 +14,12 @@ on the CPU (no CUDA graph column): it is what machines without a GPU can run, an
 test (tests/test_bench_cuda.py) checks. Without a visible GPU, ``--device cuda`` stops with one
 line saying what is missing.
 
+``--models resnet18`` (included by default with ``--device cuda``) adds the ``layers`` strategy's
+rows: ResNet-18 (``--resnet-width`` 64, ``--resnet-res`` 224) at ``--resnet-batches`` (1,64) in
+fp32, tf32 and bf16 (``--precisions``), each against torch eager and CUDA graphs at the same
+precision (tf32: torch's allow_tf32 switches on; bf16: the torch model and input in bfloat16).
+Its error column is relative: max |edgec - torch fp32| / max |torch fp32|.
+
 The batched closed-loop NR tick is measured by ``python -m bench.batch_sim`` (its own bench).
 """
 
@@ -74,6 +80,47 @@ def _cnn() -> Any:
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+
+
+def resnet18(width: int = 64, classes: int = 1000) -> Any:
+    """ResNet-18 (torchvision's topology: 7x7/2 stem, 3x3/2 max pool, four stages of two
+    BasicBlocks, global average pool, linear), base width ``width`` (64 is ResNet-18 itself;
+    the tests use 16 to keep the generated weight tables small). BatchNorm in eval mode."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    w = width
+    layers: list[nn.Module] = [nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = w
+    for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+        layers += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    net = nn.Sequential(*layers)
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial BatchNorm statistics, as a trained net has
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+            m.weight.data.uniform_(0.5, 1.0, generator=g)
+            m.bias.data.uniform_(-0.2, 0.2, generator=g)
+    return net.eval()
 
 
 MODELS = (
@@ -186,27 +233,91 @@ def bench_model(bm: CudaBenchModel, device: str, batches: Sequence[int], repeat:
     return rows
 
 
+RESNET = "resnet18"
+RESNET_PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def bench_resnet(device: str, batches: Sequence[int], repeat: int, precisions: Sequence[str],
+                 width: int = 64, res: int = 224, seed: int = 0) -> list[list[str]]:
+    """Rows of ResNet-18 through strategy layers, one per precision and batch size."""
+    import copy
+
+    import torch
+
+    import edgec
+
+    torch.manual_seed(seed)
+    net = resnet18(width)
+    example = torch.randn(1, 3, res, res)
+    tdev = torch.device("cuda" if device == "cuda" else "cpu")
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    for p in precisions:
+        cu = edgec.compile(net, example_inputs=(example,), name=f"resnet18_{p}", target="cuda",
+                           options={"cuda": "layers", "precision": p})
+        tf32 = p == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        tnet = copy.deepcopy(net).to(tdev)
+        dtype = torch.bfloat16 if p == "bf16" else torch.float32
+        tnet = tnet.to(dtype)
+        for b in batches:
+            x = torch.randn(b, 3, res, res, generator=torch.Generator().manual_seed(b))
+            with torch.no_grad():
+                want = net(x)  # fp32 on the CPU: the reference for every precision
+            xd = x.to(tdev)
+            xt = xd.to(dtype)
+            if device == "cuda":
+                edge = cu.run(xd).float().cpu()
+                t_edge = _timed(lambda xd=xd, cu=cu: cu.run(xd), sync, repeat)
+            else:
+                xn = x.numpy()
+                edge = torch.from_numpy(np.asarray(cu.run(xn, device="cpu")))
+                t_edge = _timed(lambda xn=xn, cu=cu: cu.run(xn, device="cpu"), sync, repeat)
+            with torch.no_grad():
+                t_eager = _timed(lambda xt=xt, tnet=tnet: tnet(xt), sync, repeat)
+                graph = "-"
+                if device == "cuda":
+                    graph = f"{_timed(_graphed(tnet, xt), sync, repeat) * 1e3:.4g}"
+            err = float((edge.reshape(want.shape) - want).abs().max() / want.abs().max())
+            rows.append([f"{RESNET}/{p}", f"{b:,}", f"{t_edge * 1e3:.4g}", f"{t_eager * 1e3:.4g}",
+                         graph, "-", f"{b / t_edge:,.0f}", f"{err:.1e}"])
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return rows
+
+
 HEADERS = ("model", "batch", "edgec ms", "torch eager ms", "torch CUDA graph ms",
            "torch.compile ms", "edgec samples/s", "max abs err")
 
 
 def run(device: str, batches: Sequence[int], repeat: int, names: Sequence[str] | None = None,
-        log: Callable[[str], None] = print, compile_budget: float | None = None) -> str:
-    """The bench as a table (``device`` "cuda" needs nvcc and a visible GPU)."""
+        log: Callable[[str], None] = print, compile_budget: float | None = None,
+        resnet: dict[str, Any] | None = None) -> str:
+    """The bench as a table (``device`` "cuda" needs nvcc and a visible GPU). ``resnet``:
+    keyword arguments of :func:`bench_resnet` (batches, precisions, width, res)."""
     if device == "cuda":
         from edgec.backend.cuda.build import find_nvcc, require_gpu
 
         find_nvcc()
         require_gpu()
     chosen = [m for m in MODELS if names is None or m.name in names]
-    unknown = set(names or ()) - {m.name for m in MODELS}
+    unknown = set(names or ()) - {m.name for m in MODELS} - {RESNET}
     if unknown:
         raise EdgecError(f"--models: unknown {', '.join(sorted(unknown))}; choose from "
-                         f"{', '.join(m.name for m in MODELS)}")
+                         f"{', '.join(m.name for m in MODELS)}, {RESNET}")
     rows = []
     for bm in chosen:
         log(f"bench.cuda: {bm.name} ({bm.what}) on {device}")
         rows += bench_model(bm, device, batches, repeat, compile_budget=compile_budget)
+    if (RESNET in names) if names is not None else device == "cuda":
+        kw = {"batches": (1, 64), "precisions": RESNET_PRECISIONS, **(resnet or {})}
+        log(f"bench.cuda: {RESNET} (strategy layers: {', '.join(kw['precisions'])}) on {device}")
+        rows += bench_resnet(device, repeat=repeat, **kw)
     return format_table(list(HEADERS), rows, align="lrrrrrrr")
 
 
@@ -230,7 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated batch sizes")
     ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="timed calls per cell")
     ap.add_argument("--models", help=f"comma-separated subset of: "
-                    f"{', '.join(m.name for m in MODELS)}")
+                    f"{', '.join(m.name for m in MODELS)}, {RESNET} (default: all; {RESNET} "
+                    "only with --device cuda)")
+    ap.add_argument("--resnet-batches", default="1,64", help="batch sizes of the resnet18 rows")
+    ap.add_argument("--precisions", default=",".join(RESNET_PRECISIONS),
+                    help="precisions of the resnet18 rows (strategy layers)")
+    ap.add_argument("--resnet-width", type=int, default=64,
+                    help="ResNet-18 base width (64: ResNet-18 itself)")
+    ap.add_argument("--resnet-res", type=int, default=224, help="ResNet-18 input resolution")
     ap.add_argument("--torch-compile", type=float, nargs="?", const=300.0, default=None,
                     metavar="SECONDS", help="add a torch.compile column (reduce-overhead on a "
                     "GPU); a model's cells stop once compiling it took longer than SECONDS "
@@ -241,8 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not batches or min(batches) < 1 or args.repeat < 1:
             raise EdgecError("--batches needs positive sizes and --repeat at least 1")
         names = args.models.split(",") if args.models else None
+        resnet = {"batches": [int(b) for b in args.resnet_batches.split(",") if b],
+                  "precisions": [p for p in args.precisions.split(",") if p],
+                  "width": args.resnet_width, "res": args.resnet_res}
+        bad = set(resnet["precisions"]) - set(RESNET_PRECISIONS)  # type: ignore[arg-type]
+        if bad or not resnet["batches"] or min(resnet["batches"]) < 1:  # type: ignore[type-var]
+            raise EdgecError(f"--precisions: choose from {', '.join(RESNET_PRECISIONS)}; "
+                             "--resnet-batches needs positive sizes")
         table = run(args.device, batches, args.repeat, names,
-                    log=lambda s: print(s, file=sys.stderr), compile_budget=args.torch_compile)
+                    log=lambda s: print(s, file=sys.stderr), compile_budget=args.torch_compile,
+                    resnet=resnet)
     except (EdgecError, ValueError) as exc:
         print(f"bench.cuda: {exc}", file=sys.stderr)
         return 2

@@ -270,7 +270,9 @@ def compile_graph_cuda(
 
     opt, source_graph = _optimized(g, state, options)
     strategy = opt.options.get("cuda")
-    return CudaModel(opt, emit_cuda(opt, name, None if strategy is None else str(strategy)),
+    precision = opt.options.get("precision")
+    return CudaModel(opt, emit_cuda(opt, name, None if strategy is None else str(strategy),
+                                    None if precision is None else str(precision)),
                      source_graph)
 
 

@@ -22,9 +22,15 @@ step() {  # step NAME COMMAND...: runs it with its output in $out/NAME.txt, tail
     tail -n 12 "$out/$name.txt"
 }
 step nvidia-smi nvidia-smi
-step tests "$py" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batch_sim_cuda.py \
+step tests "$py" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_cuda_layers.py \
+    tests/test_batch_sim_cuda.py \
     tests/test_bench_cuda.py tests/test_gpu_sweep_example.py tests/test_blimp_population.py
-step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576 --torch-compile 300
+step bench_cuda "$py" -m bench.cuda --batches 1,1024,65536,1048576 --torch-compile 300 \
+    --models mlp_mpc,gru_policy,cnn_small
+# ResNet-18 (224x224) through strategy layers (needs the nvidia-cutlass wheel, edgec[cuda]:
+# without it the layers tests skip and this step stops with a one-line pip hint), fp32/tf32/bf16, batch 1 and 64, vs torch eager
+# and CUDA graphs at the same precision
+step bench_cuda_resnet18 "$py" -m bench.cuda --models resnet18 --resnet-batches 1,64 --repeat 20
 step bench_batch_sim "$py" -m bench.batch_sim --device cuda --sizes 1,1000,100000
 step gpu_sweep "$py" examples/gpu_sweep/gpu_sweep.py -o "$out/gpu_sweep"
 step blimp_population "$py" examples/blimp_snn/blimp_snn.py --population 4096 --generations 10 \

@@ -32,7 +32,7 @@ stamp=.venv/.edgec-setup
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing edgec and its dependencies into .venv (torch==2.13.0 CPU build)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev,families,tf,scale]'
+    .venv/bin/python -m pip install -q -e '.[dev,families,tf,scale,cuda]'
     # norse declares torchvision, whose PyPI builds pull another torch: install it without deps
     # (its real run-time needs, nir/nirtorch/h5py, come with the families extra)
     .venv/bin/python -m pip install -q --no-deps 'norse==1.1.0'

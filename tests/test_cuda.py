@@ -373,7 +373,8 @@ def test_cli_compile_target_cuda(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["model.cu", "model.h"]
     assert "constant memory" in p.stdout
-    for opt, msg in (("cuda=layers", "not implemented yet"), ("cuda=warp", "unknown CUDA")):
+    for opt, msg in (("precision=bf16", "is for --option cuda=layers"),
+                     ("cuda=warp", "unknown CUDA")):
         p = subprocess.run([*cli, "compile", str(model), "--target", "cuda", "-o", str(tmp_path),
                             "--option", opt], capture_output=True, text=True, env=env)
         assert p.returncode == 2 and msg in p.stderr and len(p.stderr.splitlines()) == 1

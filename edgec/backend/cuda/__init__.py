@@ -6,6 +6,9 @@ CUDA runtime), and the builds that run it.
   :func:`edgec.backend.c_emit.lower_c`) compiled as device functions; the same file also builds
   with a host C++ compiler (``EDGEC_HOST_BUILD``), which is how its numerics are checked without
   a GPU;
+- :mod:`edgec.backend.cuda.layers`: strategy ``layers`` (one kernel per layer group: CUTLASS
+  GEMMs and implicit-GEMM convolutions, own pool/elementwise kernels, one planned NHWC
+  workspace; fp32/tf32/bf16) and the size-based choice between the strategies;
 - :mod:`edgec.backend.cuda.build`: nvcc (device) and host C++ builds, cached by content;
 - :mod:`edgec.backend.cuda.runner`: ctypes runners over those builds (numpy or torch tensors);
 - :mod:`edgec.backend.cuda.model`: ``CudaModel``, what ``edgec.compile(..., target="cuda")``

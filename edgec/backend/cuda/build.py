@@ -24,6 +24,9 @@ HOST_CXXFLAGS = ("-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-ffp-contract=o
                  "-x", "c++", "-std=c++14")
 #: warnings are errors in every nvcc build edgec runs
 NVCC_FLAGS = ("-O3", "-std=c++14", "-Werror", "all-warnings")
+#: strategy layers: CUTLASS 4.x needs C++17; its headers are system headers (-isystem), so
+#: CUTLASS's own warnings do not trip -Werror all-warnings of the generated code
+LAYERS_NVCC_FLAGS = ("-O3", "-std=c++17", "-Werror", "all-warnings")
 CPU_HINT = ("the host build of the same code runs without one: m.run(..., device='cpu'), "
             "edgec verify --cuda cpu")
 
@@ -99,14 +102,23 @@ def nvcc_compile(src: CudaSources, arch: str, out_dir: Path, extra: tuple[str, .
     return _nvcc_object(src, arch, out_dir, extra)[0]
 
 
+def nvcc_flags(src: CudaSources) -> tuple[str, ...]:
+    """The nvcc flags of ``src``: warnings as errors; -fmad=false where results must round like
+    the reference; strategy layers: C++17 and the CUTLASS headers (edgec[cuda])."""
+    if src.strategy == "layers":
+        from edgec.backend.cuda.layers import cutlass_include
+
+        return (*LAYERS_NVCC_FLAGS, "-isystem", str(cutlass_include()))
+    return (*NVCC_FLAGS, *(("-fmad=false",) if src.exact_fp else ()))
+
+
 def _nvcc_object(src: CudaSources, arch: str, out_dir: Path,
                  extra: tuple[str, ...]) -> tuple[Path, str]:
     """(the object, nvcc's output)."""
     nvcc = find_nvcc()
     src.write(out_dir)
     obj = out_dir / f"{src.name}.{arch}.o"
-    fmad = ("-fmad=false",) if src.exact_fp else ()
-    text = _run_nvcc([nvcc, *NVCC_FLAGS, *fmad, *extra, f"-arch={arch}", "-I", str(out_dir),
+    text = _run_nvcc([nvcc, *nvcc_flags(src), *extra, f"-arch={arch}", "-I", str(out_dir),
                       "-c", str(out_dir / f"{src.name}.cu"), "-o", str(obj)],
                      f"'{src.name}.cu' ({arch})")
     return obj, text
@@ -114,18 +126,18 @@ def _nvcc_object(src: CudaSources, arch: str, out_dir: Path,
 
 def build_device(src: CudaSources, glue: str, arch: str = "native") -> Path:
     """The model and its glue as a shared library for the GPU (nvcc), cached by content."""
-    fmad = ("-fmad=false",) if src.exact_fp else ()
     files = {f"{src.name}.h": src.header, f"{src.name}.cu": src.source, "glue.cu": glue}
-    return build_device_library(src.name, files, [f"{src.name}.cu", "glue.cu"], fmad, arch,
-                                f"'{src.name}.cu'")
+    return build_device_library(src.name, files, [f"{src.name}.cu", "glue.cu"], (), arch,
+                                f"'{src.name}.cu'", base=nvcc_flags(src))
 
 
 def build_device_library(name: str, files: dict[str, str], sources: list[str],
-                         extra: tuple[str, ...], arch: str, what: str) -> Path:
+                         extra: tuple[str, ...], arch: str, what: str,
+                         base: tuple[str, ...] = NVCC_FLAGS) -> Path:
     """``files`` (name → text; ``sources`` the .cu among them) built by nvcc into a shared
-    library for ``arch``, warnings as errors, cached by content and flags."""
+    library for ``arch``, warnings as errors (``base`` flags), cached by content and flags."""
     nvcc = find_nvcc()
-    flags = (*NVCC_FLAGS, *extra, f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC")
+    flags = (*base, *extra, f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC")
     parts = [nvcc, *flags, *sources]
     for fname in sorted(files):
         parts += [fname, files[fname]]

@@ -20,6 +20,12 @@ import jinja2
 
 from edgec._package import __version__, data_path
 from edgec.backend.c_emit import CLowering, Port, lower_c
+from edgec.backend.cuda.layers import (
+    cutlass_include,
+    default_strategy,
+    emit_layers,
+    precision_of,
+)
 from edgec.errors import EdgecError
 from edgec.ir import Graph
 from edgec.ops import get_op
@@ -28,8 +34,11 @@ from edgec.ops.spiking import CTZ_HELPER
 
 OPTIONS = {
     "cuda": "CUDA lowering strategy (target cuda): fused (the whole network per sample in one "
-    "kernel, one thread per sample; for small models, the default) or layers (one kernel per "
-    "layer group; not implemented yet)",
+    "kernel, one thread per sample; small models) or layers (one kernel per layer group, "
+    "CUTLASS GEMMs and convolutions; large convolutional models). Default: by size "
+    "(docs/cuda.md)",
+    "precision": "CUDA strategy layers: fp32 (default), tf32 or bf16 tensor-op GEMMs and "
+    "convolutions (bf16 activations in the workspace)",
 }
 
 STRATEGIES = ("fused", "layers")
@@ -102,6 +111,8 @@ class CudaSources:
     state_sizes: list[int] = field(default_factory=list)
     #: device workspace bytes per sample (the arena, when too large for local memory)
     workspace_per_sample: int = 0
+    #: strategy layers: fp32, tf32 or bf16
+    precision: str = "fp32"
 
     @property
     def state_floats(self) -> int:
@@ -117,18 +128,16 @@ class CudaSources:
 
 
 def strategy_for(g: Graph, option: str | None) -> str:
-    """The strategy ``--option cuda=...`` names, or the default for this model's size."""
+    """The strategy ``--option cuda=...`` names, or the default for this model's size
+    (:func:`edgec.backend.cuda.layers.default_strategy`)."""
     if option is None:
-        return "fused"  # the only one that exists; a size-based choice comes with 'layers'
+        return default_strategy(g)
     if option not in STRATEGIES:
         raise EdgecError(
             f"--option cuda={option}: unknown CUDA strategy; supported: {', '.join(STRATEGIES)}"
         )
     if option == "layers":
-        raise EdgecError(
-            f"{g.name}: --option cuda=layers (one kernel per layer group) is not implemented "
-            "yet; use cuda=fused (docs/cuda.md)"
-        )
+        cutlass_include()  # one line naming the extra when the CUTLASS headers are missing
     return option
 
 
@@ -190,9 +199,15 @@ def _state_args(low: CLowering) -> tuple[str, str]:
     return ", ".join(params), ", ".join(args)
 
 
-def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) -> CudaSources:
+def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None,
+              precision: str | None = None) -> CudaSources:
     """``<name>.cu`` + ``<name>.h`` for the optimised graph ``g``."""
     strategy = strategy_for(g, strategy)
+    if strategy == "layers":
+        return _emit_layers(g, name, precision_of(precision))
+    if precision not in (None, "fp32"):
+        raise EdgecError(f"--option precision={precision} is for --option cuda=layers; the "
+                         "fused strategy computes in fp32")
     low = lower_c(g, name)
     v = low.vars
     in_workspace = low.report["arena_bytes"] > LOCAL_ARENA_LIMIT
@@ -244,8 +259,27 @@ def emit_cuda(g: Graph, name: str | None = None, strategy: str | None = None) ->
     )
 
 
+def _emit_layers(g: Graph, name: str | None, precision: str) -> CudaSources:
+    out = emit_layers(g, name, precision)
+    env = _env()
+    v = out["vars"]
+    header = env.get_template("layers.h.j2").render(**v)
+    source = env.get_template("layers.cu.j2").render(**v)
+    return CudaSources(v["name"], header, source, out["report"], out["inputs"], out["outputs"],
+                       [], "layers", False, [], out["per_sample"], precision)
+
+
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """The report of a CUDA compile as rows for people (``edgec compile --target cuda``)."""
+    if report["strategy"] == "layers":
+        return [
+            ["strategy", f"layers ({report['precision']}; CUTLASS: "
+             f"{', '.join(report['cutlass_kernels']) or 'none'})"],
+            ["parameters", f"{report['params']:,}"],
+            ["weights", f"{report['weight_bytes']:,} B (global memory)"],
+            ["workspace per sample", f"{report['workspace_bytes_per_sample']:,} B"],
+            ["MACs per sample", f"{report['macs']:,}"],
+        ]
     rows = [
         ["strategy", f"{report['strategy']} (one thread per sample)"],
         ["parameters", f"{report['params']:,}"],

@@ -1,0 +1,522 @@
+"""The CUDA back-end's strategy ``layers`` (docs/cuda.md): CUTLASS GEMMs and implicit-GEMM
+convolutions, own pool/elementwise kernels, one planned NHWC workspace. Without a GPU the
+numerics are checked through the host build of the same ``.cu``, whose GEMMs and convolutions
+are loops over the same problem descriptions CUTLASS gets, rounding tf32/bf16 operands like the
+tensor cores; nvcc compiles the CUTLASS instantiations for sm_90 (and sm_87). The GPU tests
+skip with the reason where no GPU is visible.
+
+Tolerances against torch/onnxruntime, relative to the largest reference output: fp32 1e-5
+(plus rtol 1e-4), tf32 5e-3, bf16 4e-2 (bf16 keeps 8 mantissa bits, and every activation is
+stored as bf16)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgec
+from bench.cuda import resnet18
+from edgec.backend.cuda import layers as layers_mod
+from edgec.backend.cuda.build import find_nvcc, gpu_count, nvcc_compile
+from edgec.backend.cuda.emit import emit_cuda
+from edgec.backend.cuda.model import CudaModel
+from edgec.errors import EdgecError, ToolchainError
+from tests.models import randomize_batchnorm
+
+try:
+    NVCC: str | None = find_nvcc()
+except ToolchainError:
+    NVCC = None
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit)")
+GPUS, NO_GPU_WHY = gpu_count()
+needs_gpu = pytest.mark.skipif(GPUS == 0, reason=f"no CUDA GPU visible: {NO_GPU_WHY}")
+try:
+    layers_mod.cutlass_include()
+    HAVE_CUTLASS = True
+except EdgecError:
+    HAVE_CUTLASS = False
+needs_cutlass = pytest.mark.skipif(not HAVE_CUTLASS,
+                                   reason="nvidia-cutlass not installed (edgec[cuda])")
+
+#: max |edgec - reference| allowed, as a fraction of max |reference|
+REL_TOL = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 4e-2}
+PRECISIONS = ("fp32", "tf32", "bf16")
+BATCH = 5
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.sc = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.b1(self.c1(x)))
+        y = self.b2(self.c2(y))
+        return torch.relu(y + (x if self.sc is None else self.sc(x)))
+
+
+class SmallResNet(nn.Module):
+    """Conv+BN+ReLU stem, max pool, an identity block and a strided block with a 1x1
+    projection (residual Adds), global average pool, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.l1 = Block(16, 16, 1)
+        self.l2 = Block(16, 32, 2)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.l2(self.l1(self.stem(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class FlatCNN(nn.Module):
+    """Conv, average pool, a 1x1 convolution (a GEMM over the NHWC rows), sigmoid, then a
+    flatten of a 4x4 map into a linear layer (its weights permuted to the workspace's NHWC
+    order) and softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(self.c2(self.pool(torch.relu(self.c1(x)))))
+        return torch.softmax(self.fc(torch.flatten(y, 1)), dim=-1)
+
+
+def wide_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.Tanh(),
+                         nn.Linear(256, 16))
+
+
+def _build(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
+    torch.manual_seed(0)
+    if kind == "mlp":
+        return wide_mlp().eval(), (1, 64)
+    if kind == "resnet":
+        net = SmallResNet()
+        randomize_batchnorm(net, torch.Generator().manual_seed(3))
+        return net.eval(), (1, 3, 16, 16)
+    if kind == "flat":
+        return FlatCNN().eval(), (1, 2, 8, 8)
+    return resnet18(16, 100), (1, 3, 64, 64)
+
+
+_CACHE: dict[tuple[str, str], tuple[nn.Module, CudaModel]] = {}
+
+
+def compiled(kind: str, precision: str) -> tuple[nn.Module, CudaModel]:
+    key = (kind, precision)
+    if key not in _CACHE:
+        net, shape = _build(kind)
+        m = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name=f"{kind}_l",
+                          target="cuda", options={"cuda": "layers", "precision": precision})
+        _CACHE[key] = (net, m)
+    return _CACHE[key]
+
+
+def _inputs(shape: tuple[int, ...], batch: int = BATCH) -> torch.Tensor:
+    return torch.randn(batch, *shape[1:], generator=torch.Generator().manual_seed(7))
+
+
+def _check(got: np.ndarray, want: np.ndarray, precision: str) -> float:
+    err = float(np.abs(got - want).max())
+    scale = float(np.abs(want).max())
+    rtol = 1e-4 if precision == "fp32" else 0.0
+    assert np.all(np.abs(got - want) <= REL_TOL[precision] * scale + rtol * np.abs(want)), (
+        f"{precision}: max abs error {err:.3g} vs max |reference| {scale:.3g}")
+    return err
+
+
+# -- host build vs torch ---------------------------------------------------------------------
+@needs_cutlass
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("kind", ["mlp", "resnet", "flat"])
+def test_host_build_vs_torch(kind: str, precision: str) -> None:
+    net, m = compiled(kind, precision)
+    assert m.sources.strategy == "layers" and m.report()["precision"] == precision
+    x = _inputs(_build(kind)[1])
+    with torch.no_grad():
+        want = net(x).numpy()
+    got = np.asarray(m.run(x.numpy(), device="cpu"))
+    _check(got.reshape(want.shape), want, precision)
+
+
+@needs_cutlass
+def test_reduced_precisions_are_emulated_not_skipped() -> None:
+    """tf32 and bf16 results differ from fp32 by more than fp32's tolerance (the rounding is
+    emulated: a host build that ignored the precision would pass the tests above)."""
+    net, m32 = compiled("resnet", "fp32")
+    x = _inputs((1, 3, 16, 16)).numpy()
+    y32 = np.asarray(m32.run(x, device="cpu"))
+    scale = float(np.abs(y32).max())
+    for p, least in (("tf32", 2e-5), ("bf16", 1e-3)):
+        yp = np.asarray(compiled("resnet", p)[1].run(x, device="cpu"))
+        assert float(np.abs(yp - y32).max()) > least * scale, p
+    del net
+
+
+@needs_cutlass
+def test_bf16_stores_round_to_nearest_even() -> None:
+    """A bf16 workspace value is the float rounded to nearest even (the weights' conversion
+    here, edgec_st() in the generated code): a ReLU on values that sit on and between bf16
+    steps comes back bit for bit."""
+    net = nn.Sequential(nn.ReLU())
+    m = edgec.compile(net, example_inputs=(torch.zeros(1, 64),), name="relu_bf16",
+                      target="cuda", options={"cuda": "layers", "precision": "bf16"})
+    base = np.float32(1.5) + np.arange(64, dtype=np.float32) * np.float32(2.0 ** -9)
+    x = np.stack([base, -base, base * 1e-3]).astype(np.float32)  # ties, halves, negatives
+    got = np.asarray(m.run(x, device="cpu")).reshape(x.shape).astype(np.float32)
+    want = layers_mod._bf16_bits(np.maximum(x, 0)).astype(np.uint32) << 16
+    np.testing.assert_array_equal(got.view(np.uint32), want.astype(np.uint32))
+
+
+@needs_cutlass
+def test_tensor_op_kernels_where_aligned() -> None:
+    """fp32 runs SIMT kernels; tf32/bf16 the Sm80 tensor-op kernels where channels and offsets
+    allow 16-byte accesses (the 3-channel stem stays SIMT)."""
+    rep32 = compiled("resnet", "fp32")[1].report()
+    assert not any(layer["tensor_op"] for layer in rep32["layers"])
+    for p in ("tf32", "bf16"):
+        rep = compiled("resnet", p)[1].report()
+        tops = [layer["tensor_op"] for layer in rep["layers"] if layer["kind"] != "gemm"]
+        assert tops[0] is False and all(tops[1:]), (p, tops)
+        assert {"edgec_conv_top", "edgec_conv_res_top"} <= set(rep["cutlass_kernels"])
+
+
+@needs_cutlass
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_residual_add_runs_in_the_epilogue(precision: str) -> None:
+    """Both residual blocks' Add + ReLU run in a convolution's epilogue (the identity block's
+    second conv; the projection block's 1x1 shortcut conv, its residual the second conv's
+    output): no own add kernel is launched."""
+    _, m = compiled("resnet", precision)
+    fused = [la for la in m.report()["layers"] if la["kind"] == "conv_res"]
+    assert [la["node"].split("_Conv")[0] for la in fused] == ["l1_c2", "l2_sc_0"]
+    assert "edgec_each(edgec_binary{" not in m.cu_source
+    assert m.cu_source.count("e = edgec_conv_res_") == 2
+
+
+@needs_cutlass
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resnet18_class_host_build(precision: str) -> None:
+    """ResNet-18's topology (width 16, 64x64 input, 100 classes): the default strategy is
+    layers; the host build agrees with torch."""
+    net, shape = _build("resnet18")
+    m = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name="r18", target="cuda",
+                      options={"precision": precision})
+    assert m.sources.strategy == "layers"
+    x = _inputs(shape, 3)
+    with torch.no_grad():
+        want = net(x).numpy()
+    _check(np.asarray(m.run(x.numpy(), device="cpu")).reshape(want.shape), want, precision)
+
+
+@needs_cutlass
+def test_onnx_resnet_vs_onnxruntime(tmp_path: Path) -> None:
+    """The ONNX path: the small ResNet exported to ONNX, compiled from the file, host build vs
+    onnxruntime (fp32 and tf32)."""
+    import onnx
+
+    from tests.helpers import ort_run
+
+    net, shape = _build("resnet")
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(net, (torch.zeros(*shape),), str(path), input_names=["x"],
+                      output_names=["y"], dynamo=False)
+    x = _inputs(shape).numpy()
+    for p in ("fp32", "tf32"):
+        m = edgec.compile(str(path), target="cuda", options={"cuda": "layers", "precision": p})
+        model = onnx.load(str(path))
+        want = np.concatenate([ort_run(model, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+        _check(np.asarray(m.run(x, device="cpu")).reshape(want.shape), want, p)
+
+
+# -- the problem descriptions and the workspace ----------------------------------------------
+@needs_cutlass
+def test_workspace_is_planned_per_batch() -> None:
+    """The header states the workspace per sample (the planner's arena plus the converted
+    inputs/outputs); the host build refuses a NULL workspace; a batch runs like its samples
+    one by one (offsets scale with the batch)."""
+    net, m = compiled("resnet", "bf16")
+    per = m.sources.workspace_per_sample
+    assert f"WORKSPACE_BYTES(batch) ((size_t)({per}) * (size_t)(batch))" in m.cu_header
+    x = _inputs((1, 3, 16, 16), 4).numpy()
+    whole = np.asarray(m.run(x, device="cpu"))
+    one = np.concatenate([np.asarray(m.run(x[i:i + 1], device="cpu")) for i in range(4)])
+    np.testing.assert_array_equal(whole.reshape(one.shape), one)
+    assert "if (batch < 0 || (batch > 0 && workspace == NULL))" in m.cu_source
+    del net
+
+
+@needs_cutlass
+def test_problem_descriptions_are_shared() -> None:
+    """Each GEMM/convolution call passes one generated problem function's result: the device
+    path (CUTLASS) and the host loop read the same struct, strides from one function."""
+    _, m = compiled("resnet", "tf32")
+    src = m.cu_source
+    convs = [k for k in m.report()["cutlass_kernels"] if "_conv" in k]
+    assert len(convs) == 3  # SIMT stem, tensor-op, tensor-op with the residual epilogue
+    assert src.count("edgec_conv_strides(&p, sx, sw, sy);") == 1 + len(convs)  # + host loop
+    calls = [ln.strip() for ln in src.splitlines() if ln.strip().startswith("e = edgec_conv")]
+    assert calls and all("_conv" in c and "(batch), ws, EDGEC_W(" in c for c in calls)
+
+
+# -- choices and errors ------------------------------------------------------------------------
+def test_default_strategy_by_size() -> None:
+    """No cuda= option: small models (an MLP, a small CNN) fused, a ResNet-18-class CNN layers;
+    the option overrides either way."""
+    from edgec.api import _optimized, load_graph
+
+    def opt(net: nn.Module, shape: tuple[int, ...]) -> Any:
+        g = load_graph(net, example_inputs=(torch.zeros(*shape),))
+        return _optimized(g, None, None)[0]
+
+    assert layers_mod.default_strategy(opt(*_build("mlp"))) == "fused"
+    assert layers_mod.default_strategy(opt(*_build("resnet"))) == "fused"
+    big = opt(*_build("resnet18"))
+    assert layers_mod.default_strategy(big) == ("layers" if HAVE_CUTLASS else "fused")
+    assert emit_cuda(big, strategy="fused").strategy == "fused"
+    if HAVE_CUTLASS:
+        assert emit_cuda(opt(*_build("resnet")), strategy="layers").strategy == "layers"
+        # without the CUTLASS headers the default stays fused (it needs only nvcc)
+        import importlib.util
+
+        real = importlib.util.find_spec
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(importlib.util, "find_spec",
+                       lambda n, *a: None if n == "cutlass_library" else real(n, *a))
+            assert layers_mod.default_strategy(big) == "fused"
+
+
+@needs_cutlass
+def test_unsupported_op_is_one_line() -> None:
+    dw = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.ReLU())
+    with pytest.raises(EdgecError) as e:
+        edgec.compile(dw, example_inputs=(torch.zeros(1, 4, 8, 8),), target="cuda",
+                      options={"cuda": "layers"})
+    msg = str(e.value)
+    assert "\n" not in msg and "(Conv)" in msg and "grouped/depthwise" in msg
+    assert "supports Conv (group 1), Gemm" in msg and "cuda=fused" in msg
+
+
+def test_missing_cutlass_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "cutlass_library" else real(n, *a))
+    net, shape = _build("mlp")
+    with pytest.raises(EdgecError, match=r"pip install 'edgec\[cuda\]'") as e:
+        edgec.compile(net, example_inputs=(torch.zeros(*shape),), target="cuda",
+                      options={"cuda": "layers"})
+    assert "\n" not in str(e.value)
+
+
+def test_bad_precision_is_one_line() -> None:
+    net, shape = _build("mlp")
+    with pytest.raises(EdgecError, match="precision=fp16: unknown; supported: fp32, tf32, bf16"):
+        edgec.compile(net, example_inputs=(torch.zeros(*shape),), target="cuda",
+                      options={"cuda": "layers", "precision": "fp16"} if HAVE_CUTLASS
+                      else {"precision": "fp16", "cuda": "fused"})
+    with pytest.raises(EdgecError, match="precision=bf16 is for --option cuda=layers"):
+        edgec.compile(net, example_inputs=(torch.zeros(*shape),), target="cuda",
+                      options={"cuda": "fused", "precision": "bf16"})
+
+
+@needs_cutlass
+def test_sources_are_deterministic() -> None:
+    for p in ("fp32", "bf16"):
+        net, shape = _build("resnet")
+        a = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name="det",
+                          target="cuda", options={"cuda": "layers", "precision": p})
+        b = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name="det",
+                          target="cuda", options={"cuda": "layers", "precision": p})
+        assert a.cu_source == b.cu_source and a.cu_header == b.cu_header
+
+
+@needs_cutlass
+def test_cli_compile_layers_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgec.cli import main
+
+    net, shape = _build("resnet")
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(net, (torch.zeros(*shape),), str(path), input_names=["x"],
+                      output_names=["y"], dynamo=False)
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "--target", "cuda", "--option", "cuda=layers",
+                 "--option", "precision=bf16", "-o", str(out)]) == 0
+    assert "layers (bf16" in capsys.readouterr().out
+    # edgec verify --cuda cpu: the host build vs onnxruntime (fp32 at verify's tolerances;
+    # bf16 at looser ones given on the command line)
+    assert main(["verify", str(path), "--cuda", "cpu", "--option", "cuda=layers", "--n",
+                 "2"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("PASS")
+    assert main(["verify", str(path), "--cuda", "cpu", "--option", "cuda=layers", "--option",
+                 "precision=bf16", "--n", "2", "--rtol", "0.05", "--atol", "0.05"]) == 0
+    header = (out / "resnet.h").read_text()
+    assert 'strategy "layers", precision bf16' in header
+    assert "typedef uint16_t edgec_elem_t;" in (out / "resnet.cu").read_text()
+
+
+@needs_cutlass
+@pytest.mark.parametrize("kind", ["mlp", "flat", "resnet"])
+def test_host_build_is_warning_free(kind: str, tmp_path: Path) -> None:
+    """g++ -std=c++14 -Wall -Wextra -Werror -pedantic on the host build, each precision."""
+    for p in PRECISIONS:
+        _, m = compiled(kind, p)
+        m.sources.write(tmp_path)
+        proc = subprocess.run(
+            ["g++", "-std=c++14", "-Wall", "-Wextra", "-Werror", "-pedantic", "-DEDGEC_HOST_BUILD",
+             "-x", "c++", "-fsyntax-only", "-I", str(tmp_path), str(tmp_path / f"{m.name}.cu")],
+            capture_output=True, text=True)
+        assert proc.returncode == 0, (p, proc.stderr[:2000])
+
+
+@needs_cutlass
+def test_bench_resnet_rows_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.cuda's ResNet-18 rows (strategy layers, each precision) in CPU mode, tiny: the
+    host build agrees with torch fp32 within the precision's tolerance."""
+    from bench import cuda as bench_cuda
+
+    assert bench_cuda.main(["--device", "cpu", "--models", "resnet18", "--resnet-batches",
+                            "2", "--resnet-width", "8", "--resnet-res", "32", "--repeat",
+                            "1"]) == 0
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("resnet18/")]
+    assert [r[0] for r in rows] == ["resnet18/fp32", "resnet18/tf32", "resnet18/bf16"]
+    for r in rows:
+        assert float(r[-1]) <= REL_TOL[r[0].split("/")[1]]
+
+
+@needs_cutlass
+@pytest.mark.parametrize("kind,precision", [("resnet", "bf16"), ("flat", "fp32")])
+def test_host_build_under_sanitizers(kind: str, precision: str, tmp_path: Path) -> None:
+    """A C++ program runs the host build on a workspace of exactly WORKSPACE_BYTES(batch)
+    (malloc'd, so ASan sees its end) under -fsanitize=address,undefined: the plan fits the
+    workspace the header promises and nothing reads outside it."""
+    _, m = compiled(kind, precision)
+    m.sources.write(tmp_path)
+    n, big = m.name, m.name.upper()
+    (i,), (o,) = m.sources.inputs, m.sources.outputs
+    (tmp_path / "main.cpp").write_text(f"""#include "{n}.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void)
+{{
+    const int batch = 3;
+    float *x = (float *)malloc(sizeof(float) * batch * {big}_{i.C}_SIZE);
+    float *y = (float *)malloc(sizeof(float) * batch * {big}_{o.C}_SIZE);
+    void *ws = malloc({big}_WORKSPACE_BYTES(batch));
+    for (int k = 0; k < batch * {big}_{i.C}_SIZE; ++k) {{
+        x[k] = (float)((k * 37) % 101) / 50.0f - 1.0f;
+    }}
+    const int rc = {n}_run_host(batch, x, y, ws);
+    printf("%d %g\\n", rc, (double)y[0]);
+    free(x);
+    free(y);
+    free(ws);
+    return rc;
+}}
+""")
+    exe = tmp_path / "run"
+    build = subprocess.run(
+        ["g++", "-std=c++14", "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-DEDGEC_HOST_BUILD", "-I", str(tmp_path), "-x", "c++",
+         str(tmp_path / f"{n}.cu"), str(tmp_path / "main.cpp"), "-o", str(exe)],
+        capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[:2000]
+    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("0 "), run.stderr[:2000]
+
+
+# -- nvcc ------------------------------------------------------------------------------------
+@needs_nvcc
+@needs_cutlass
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_nvcc_sm90_layers(precision: str, tmp_path: Path) -> None:
+    """The small ResNet's .cu with its CUTLASS instantiations (SIMT and, for tf32/bf16,
+    Sm80 tensor-op kernels) compiles with nvcc -arch=sm_90 -Werror all-warnings."""
+    _, m = compiled("resnet", precision)
+    obj = nvcc_compile(m.sources, "sm_90", tmp_path)
+    syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
+    assert "ImplicitGemmConvolution" in syms
+    assert "ImplicitGemmConvolutionWithFusedEpilogue" in syms  # the residual blocks
+    assert ("MmaTensorOp" in syms) == (precision != "fp32")
+    # the tensor-op kernels read weights and bias 16 bytes at a time
+    assert "#define EDGEC_WEIGHTS __device__ __align__(16)" in m.cu_source
+    assert m.cu_source.count("EDGEC_WEIGHTS static const edgec_elem_t") == len(
+        [ln for ln in m.cu_source.splitlines() if ln.endswith("] = {")])
+
+
+@needs_nvcc
+@needs_cutlass
+def test_nvcc_sm90_mlp_gemm(tmp_path: Path) -> None:
+    _, m = compiled("mlp", "bf16")
+    obj = nvcc_compile(m.sources, "sm_90", tmp_path)
+    syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout
+    assert "gemm6kernel4Gemm" in syms and "MmaTensorOp" in syms
+
+
+@pytest.mark.slow
+@needs_nvcc
+@needs_cutlass
+def test_nvcc_sm90_resnet18_class() -> None:
+    """The ResNet-18-class model (bf16: SIMT stem, tensor-op convs, residual epilogues) builds
+    as a shared library with the runner's glue (what m.run() on a GPU loads)."""
+    from edgec.backend.cuda.build import build_device
+    from edgec.backend.cuda.runner import glue_source
+
+    net, shape = _build("resnet18")
+    m = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name="r18", target="cuda",
+                      options={"precision": "bf16"})
+    lib = build_device(m.sources, glue_source(m.sources, device=True), "sm_90")
+    assert lib.is_file()
+
+
+@pytest.mark.slow
+@needs_nvcc
+@needs_cutlass
+def test_nvcc_sm87_layers(tmp_path: Path) -> None:
+    _, m = compiled("resnet", "bf16")
+    nvcc_compile(m.sources, "sm_87", tmp_path)
+
+
+# -- on a GPU --------------------------------------------------------------------------------
+@needs_gpu
+@needs_cutlass
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("kind", ["mlp", "resnet", "flat", "resnet18"])
+def test_gpu_layers_vs_torch(kind: str, precision: str) -> None:
+    """The device build (CUTLASS) vs torch at the precision's tolerance, and vs the host build
+    (which emulates the same rounding: within the same tolerance)."""
+    net, shape = _build(kind)
+    m = edgec.compile(net, example_inputs=(torch.zeros(*shape),), name=f"{kind}_g",
+                      target="cuda", options={"cuda": "layers", "precision": precision})
+    x = _inputs(shape, 67)
+    with torch.no_grad():
+        want = net(x).numpy()
+    got = np.asarray(m.run(x.numpy())).reshape(want.shape)
+    _check(got, want, precision)
+    host = np.asarray(m.run(x.numpy(), device="cpu")).reshape(want.shape)
+    _check(got, host, precision)
+    tx = x.cuda()
+    gt = m.run(tx)
+    assert gt.is_cuda
+    np.testing.assert_allclose(gt.cpu().numpy().reshape(want.shape), got, rtol=0, atol=0)
