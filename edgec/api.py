@@ -462,6 +462,16 @@ def compile(  # noqa: A001 - the natural name
     kernel stay float. ``m.quant_report`` then holds the accuracy change vs float.
     """
     _check_target(target)
+    if input_shapes is not None and not isinstance(input_shapes, Mapping):
+        if example_inputs is None and hasattr(model, "forward") and hasattr(
+                model, "named_modules"):
+            # edgec.compile(module, (x,)): example inputs where torch.onnx.export takes them
+            example_inputs, input_shapes = input_shapes, None
+        else:
+            raise EdgecError(
+                f"edgec.compile: input_shapes is a {type(input_shapes).__name__}; give a dict "
+                f"input name -> shape, e.g. {{'x': (1, 3, 32, 32)}} (a torch module's example "
+                f"tensors go in example_inputs=)")
     g = load_graph(model, input_shapes, name, example_inputs, options)
     report = None
     if quantize is not None:

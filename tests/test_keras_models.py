@@ -120,6 +120,10 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
         "nearest_align_corners": lambda: seq((5, 4, 2), L.Lambda(
             lambda v: tf.compat.v1.image.resize_nearest_neighbor(v, (9, 3), align_corners=True))),
         "layernorm": lambda: seq((5, 8), L.Dense(8), L.LayerNormalization(), L.Dense(2)),
+        # unroll=True: every step multiplies the state by the same recurrent kernel tensor
+        "gru_unrolled": lambda: seq((6, 3), L.GRU(10, unroll=True), L.Dense(2)),
+        "lstm_unrolled": lambda: seq((5, 3), L.LSTM(8, unroll=True, return_sequences=True)),
+        "simple_rnn_unrolled": lambda: seq((6, 4), L.SimpleRNN(7, unroll=True), L.Dense(2)),
         "conv_8x8x4": lambda: seq((8, 8, 4), L.Conv2D(8, 3)),
         "global_max_pool1d": lambda: seq((10, 3), L.Conv1D(6, 3), L.GlobalMaxPooling1D(),
                                          L.Dense(2)),
@@ -148,7 +152,8 @@ def _models(tf: Any) -> dict[str, Callable[[], Any]]:
 FLOAT_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
                "conv2d_transpose_nobias",
                "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",
-               "resize_align_corners", "nearest_resizing", "nearest_align_corners"]
+               "resize_align_corners", "nearest_resizing", "nearest_align_corners",
+               "gru_unrolled", "lstm_unrolled", "simple_rnn_unrolled"]
 INT8_CASES = ["conv2d_transpose_same", "conv2d_transpose_valid", "conv2d_transpose_small_kernel",
               "conv2d_transpose_nobias",
               "upsampling_nearest", "upsampling_bilinear", "resizing_bilinear",

@@ -105,6 +105,10 @@ def test_torch_module_and_per_tensor_weights() -> None:
     assert len(fc) == 2
     ref = net(torch.from_numpy(cal[0])).detach().numpy()
     assert np.abs(m.run(cal[0]) - ref).max() < 0.05
+    # one array (numpy or torch) for a one-input model: the same sets as the list
+    for arr in (cal, torch.from_numpy(cal)):
+        same = edgec.compile(net.eval(), example_inputs=(x,), quantize="int8", calibration=arr)
+        assert same.c_source == m.c_source
     g = load_graph(net.eval(), example_inputs=(x,))
     q = quantize_graph(g, list(cal), per_channel=False)
     w = next(n for n in q.lowered.nodes if n.op == "QFullyConnected").inputs[1]
@@ -169,6 +173,7 @@ def test_op_without_int8_kernel_stays_float_and_is_reported() -> None:
     ({"calibration": {"y": np.zeros((4, 1, 3, 8, 8), np.float32)}}, "lacks input"),
     ({"calibration": "/nonexistent/cal.npz"}, "no such file"),
     ({"calibration": __file__}, r"not a \.npy or \.npz file \(numpy\.save"),  # not numpy's hint
+    ({"calibration": 3.5}, r"or \(one-input model\) an array, got float"),
 ])
 def test_bad_calibration_is_a_one_line_error(models: dict, kwargs: dict, match: str) -> None:
     model = models["cnn"][0]

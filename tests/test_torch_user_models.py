@@ -320,3 +320,19 @@ def test_random_draws_on_parameters_are_not_frozen_into_constants() -> None:
 
     with pytest.raises(EdgecError, match="randn_like"):
         edgec.compile(Noisy(), example_inputs=torch.randn(1, 4))
+
+
+def test_example_inputs_in_the_second_argument_as_torch_onnx_export_takes_them(
+        tmp_path) -> None:  # noqa: ANN001
+    """``edgec.compile(net, (x,))`` reads the tuple as example inputs (where
+    ``torch.onnx.export`` takes them); a tuple for a file model is a one-line error that says
+    what ``input_shapes`` is."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).eval()
+    x = torch.randn(1, 4)
+    m = edgec.compile(net, (x,))
+    np.testing.assert_allclose(m.run(x.numpy()), net(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False)
+    with pytest.raises(EdgecError, match=r"input_shapes is a tuple; give a dict input name"):
+        edgec.compile(str(path), (x,))

@@ -238,6 +238,23 @@ def _gemm_weights(node: Node, g: Graph) -> tuple[str, int, float] | None:
     return node.inputs[1], int(node.attr("transB", 0)), float(node.attr("alpha", 1.0))
 
 
+def _reaches(producers: dict[str, Node], tensor: str, node: Node) -> bool:
+    """Whether ``tensor`` is computed from an output of ``node`` (walks producers back)."""
+    seen: set[str] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        p = producers.get(t)
+        if p is node:
+            return True
+        if p is not None:
+            stack.extend(i for i in p.inputs if i)
+    return False
+
+
 def fuse_tangent_gemms(g: Graph) -> Graph:
     """A dense layer ``y = act(Gemm(x, W, b))`` of one row and the tangent of it that
     :func:`add_jacobian` built (``Gemm(dx, W)``, then ``Mul`` by ``ActGrad(y)`` when there is an
@@ -250,13 +267,19 @@ def fuse_tangent_gemms(g: Graph) -> Graph:
     used: set[int] = set()
     for tg in g.nodes:
         key = _gemm_weights(tg, g)
-        if key is None or "_act" in tg.attrs or (len(tg.inputs) > 2 and tg.inputs[2]):
+        if (key is None or id(tg) in used or "_act" in tg.attrs
+                or (len(tg.inputs) > 2 and tg.inputs[2])):
             continue
         fwd = next((n for n in consumers.get(tg.inputs[1], []) if n is not tg
                     and _gemm_weights(n, g) == key and id(n) not in used), None)
         if fwd is None or g.shape(fwd.inputs[0])[0] != 1 or g.const(tg.inputs[0]) is not None:
             continue
         if g.shape(fwd.inputs[0])[1:] != g.shape(tg.inputs[0])[1:]:
+            continue
+        # Two Gemms on one weight table need not be a layer and its tangent (an unrolled RNN
+        # multiplies every step's state by the same recurrent weights): one node computes
+        # both only where neither reads what the other writes.
+        if _reaches(producers, tg.inputs[0], fwd) or _reaches(producers, fwd.inputs[0], tg):
             continue
         c = g.const(fwd.inputs[2]) if len(fwd.inputs) > 2 and fwd.inputs[2] else None
         n_out = g.shape(fwd.outputs[0])[1]

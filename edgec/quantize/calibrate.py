@@ -3,7 +3,8 @@
 Input sets follow the rule every edgec command uses for inputs: per input name an array of the
 input's shape (one set), with a leading axis N (N sets), or for an input whose first dimension is
 1, (N, ...) without the 1. Sources: a ``.npz`` path keyed by input name (``.npy`` for a
-one-input model), a mapping name → array, or a sequence of such mappings (one per set).
+one-input model), a mapping name → array, a sequence of such mappings (one per set), or for a
+one-input model one array (numpy or torch).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def _load(source: Any, names: list[str]) -> tuple[str, dict[str, np.ndarray]]:
         if missing:
             raise EdgecError(f"calibration lacks input(s) {', '.join(missing)}")
         return "calibration", {n: np.asarray(source[n]) for n in names}
+    if isinstance(source, np.ndarray) or type(source).__name__ in ("Tensor", "EagerTensor"):
+        # one array for a one-input model, as a .npy file gives it
+        if len(names) != 1:
+            raise EdgecError(f"calibration: one array for a model with inputs "
+                             f"{', '.join(names)}: give a dict keyed by input name")
+        return "calibration", {names[0]: np.asarray(source)}
     if isinstance(source, Sequence) and source and not isinstance(source, (str, bytes)):
         sets = [s if isinstance(s, Mapping) else {names[0]: s} for s in source]
         stacked = {}
@@ -62,8 +69,8 @@ def _load(source: Any, names: list[str]) -> tuple[str, dict[str, np.ndarray]]:
                 raise EdgecError(f"calibration: the sets give input '{n}' different shapes")
             stacked[n] = np.stack(arrs)
         return "calibration", stacked
-    raise EdgecError(f"calibration: expected an .npz path, a dict of arrays or a list of input "
-                     f"sets, got {type(source).__name__}")
+    raise EdgecError(f"calibration: expected an .npz path, a dict of arrays, a list of input "
+                     f"sets or (one-input model) an array, got {type(source).__name__}")
 
 
 def calibration_sets(source: Any, g: Graph) -> list[dict[str, np.ndarray]]:
