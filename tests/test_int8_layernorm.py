@@ -220,7 +220,7 @@ class _Zoo:
 
     def tflite(self, key: str, io: str) -> bytes:
         if (key, io) not in self.blobs:
-            from edgec.frontend.keras import _quiet
+            from tests.tflite_int8 import convert_int8
 
             tf = self.tf
             tf.keras.utils.set_random_seed(len(key))
@@ -231,22 +231,7 @@ class _Zoo:
                     w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
                 elif "beta" in w.path or "bias" in w.path:
                     w.assign(rng.uniform(-0.5, 0.5, w.shape).astype(np.float32))
-            shape = tuple(int(d) for d in model.inputs[0].shape)
-
-            def rep() -> Any:
-                r = np.random.default_rng(0)
-                for _ in range(32):
-                    yield [(1.5 * r.standard_normal(shape)).astype(np.float32)]
-
-            conv = tf.lite.TFLiteConverter.from_keras_model(model)
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = rep
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io == "int8-io":
-                conv.inference_input_type = tf.int8
-                conv.inference_output_type = tf.int8
-            with _quiet():
-                self.blobs[key, io] = bytes(conv.convert())
+            self.blobs[key, io] = convert_int8(model, n=32, spread=1.5, float_io=io != "int8-io")
         return self.blobs[key, io]
 
 

@@ -191,29 +191,16 @@ class Zoo:
     def tflite(self, key: str, kind: str) -> bytes:
         """kind: 'float', 'int8-io' or 'float-io' (full-integer int8 inside)."""
         if (key, kind) not in self.blobs:
-            from edgec.frontend.keras import _quiet, keras_to_tflite
+            from edgec.frontend.keras import keras_to_tflite
 
             model = self.model(key)
             if kind == "float":
                 self.blobs[key, kind] = keras_to_tflite(model)
             else:
-                tf = self.tf
-                shape = tuple(int(d) for d in model.inputs[0].shape)
-                rng = np.random.default_rng(0)
+                from tests.tflite_int8 import convert_int8
 
-                def rep() -> Any:
-                    for _ in range(16):
-                        yield [(1.5 * rng.standard_normal(shape)).astype(np.float32)]
-
-                conv = tf.lite.TFLiteConverter.from_keras_model(model)
-                conv.optimizations = [tf.lite.Optimize.DEFAULT]
-                conv.representative_dataset = rep
-                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                if kind == "int8-io":
-                    conv.inference_input_type = tf.int8
-                    conv.inference_output_type = tf.int8
-                with _quiet():
-                    self.blobs[key, kind] = bytes(conv.convert())
+                self.blobs[key, kind] = convert_int8(model, n=16, spread=1.5,
+                                                     float_io=kind == "float-io")
         return self.blobs[key, kind]
 
 

@@ -26,10 +26,14 @@ DEFAULT = OpResolverType.AUTO
 
 
 def convert_int8(model: tf.keras.Model, seed: int = 0, n: int = 64, spread: float = 2.0,
-                 by_name: dict[str, tuple[int, ...]] | None = None) -> bytes:
-    """Full-integer int8 conversion (int8 inputs and outputs) with a random representative set.
-    ``by_name``: the samples as dicts of these input names and shapes (for models with several
-    inputs, which TFLite may reorder), else lists in the model's input order."""
+                 by_name: dict[str, tuple[int, ...]] | None = None,
+                 float_io: bool = False) -> bytes:
+    """Full-integer int8 conversion (int8 inputs and outputs, or float ones with ``float_io``)
+    with a random representative set. ``by_name``: the samples as dicts of these input names
+    and shapes (for models with several inputs, which TFLite may reorder), else lists in the
+    model's input order."""
+    from edgec.frontend.keras import _quiet
+
     rng = np.random.default_rng(seed)
     shapes = [tuple(int(d) for d in t.shape) for t in model.inputs]
 
@@ -45,9 +49,11 @@ def convert_int8(model: tf.keras.Model, seed: int = 0, n: int = 64, spread: floa
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    if not float_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    with _quiet():
+        return bytes(conv.convert())
 
 
 def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
