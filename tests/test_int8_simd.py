@@ -129,8 +129,9 @@ def test_board_matches_reference(gemm_model: CompiledModel, tmp_path: Path, targ
 def _fc_forms_graph(rounding: str) -> Graph:
     """Fully connected layers for each requantization form of the DSP kernel: multipliers below
     1/4 (the single-rounding high-word form), a multiplier >= 1/4 in one layer (the general
-    form), K = 50 (three 16-k loops and a 4-k rest, k % 4 = 2), M = 9 (two quads and a lone
-    pair with a padded row); ``rounding`` is the int8_rounding option."""
+    form), K = 50 (one 32-k iteration and five 4-k rest steps, k % 4 = 2), M = 9 (two quads
+    and a lone pair with a padded row), K = 9 (rest steps only), K = 64 (no rest: the other
+    quad loop); ``rounding`` is the int8_rounding option."""
     b = Builder("fcforms", 9, options={"int8_rounding": rounding})
     v = b.input("v", (1, 50))
     f1 = b.op("QFullyConnected", [v, w := b.weights((9, 50), 0), b.bias(9, v, w)],
@@ -139,7 +140,9 @@ def _fc_forms_graph(rounding: str) -> Graph:
     f2 = b.op("QFullyConnected", [v, w := b.weights((5, 50), None), b.bias(5, v, w)],
               quant=big)
     f3 = b.op("QFullyConnected", [f1, w := b.weights((16, 9), 0), b.bias(16, f1, w)])
-    return b.finish([f2, f3])
+    u = b.input("u", (1, 64))  # K % 32 == 0: the quad loop without the rest loop
+    f4 = b.op("QFullyConnected", [u, w := b.weights((12, 64), 0), b.bias(12, u, w)])
+    return b.finish([f2, f3, f4])
 
 
 @QEMU

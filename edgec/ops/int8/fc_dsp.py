@@ -98,74 +98,7 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
     corr = (int32_t)((uint32_t)sx << 7);
     lo4 = ((uint32_t)lo & 0xFFu) * 0x01010101u;
     hi4 = ((uint32_t)hi & 0xFFu) * 0x01010101u;
-    for (q = 0; q < (mp >> 2); ++q) {{
-        register int32_t w0 __asm__("r0");
-        register int32_t w1 __asm__("r1");
-        register int32_t w2 __asm__("r2");
-        register int32_t w3 __asm__("r3");
-        int32_t a0, d0, a1, d1;
-        int32_t xa = (int32_t)(intptr_t)(bias + 4 * q), xb = corr;
-        const edgec_u32a *xp = xw;
-        const edgec_u32a *const end = xw + (kpl >> 1);
-        int j;
-        /* d0, d1 start at rows 1 and 3's bias (the table is padded to even rows); a0, a1 at
-         * rows 0 and 2's, less the pair table's 128 * sum(x), plus 256 * the odd row's, so
-         * that row 0 = a0 - 256 * d0 after the loop */
-        __asm__ volatile(
-            "ldrd %[a0], %[d0], [%[xa]]\n\t"
-            "ldrd %[a1], %[d1], [%[xa], #8]\n\t"
-            "sub %[a0], %[a0], %[xb]\n\t"
-            "add %[a0], %[a0], %[d0], lsl #8\n\t"
-            "sub %[a1], %[a1], %[xb]\n\t"
-            "add %[a1], %[a1], %[d1], lsl #8\n\t"
-            "cmp %[xp], %[end]\n\t"
-            "beq 2f\n\t"
-            "1:\n\t"
-{steps}            "cmp %[xp], %[end]\n\t"
-            "bne 1b\n\t"
-            "2:\n\t"
-            : [a0] "=&r"(a0), [d0] "=&r"(d0), [a1] "=&r"(a1), [d1] "=&r"(d1),
-              [xp] "+r"(xp), [wp] "+r"(wp), [xa] "+r"(xa), [xb] "+r"(xb),
-              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
-            : [end] "r"(end)
-            : "cc", "memory");
-        for (j = kpl; j < kp; j += 4, wp += 16, xp += 2) {{
-            const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
-            int32_t v0 = (int32_t)ww[0], v1 = (int32_t)ww[1];
-            int32_t v2 = (int32_t)ww[2], v3 = (int32_t)ww[3];
-            xa = (int32_t)xp[0];
-            xb = (int32_t)xp[1];
-            a0 = __smlad(v0, xa, a0);
-            d0 = __smlad(edgec_sxtb16_hi(v0), xa, d0);
-            a1 = __smlad(v1, xa, a1);
-            d1 = __smlad(edgec_sxtb16_hi(v1), xa, d1);
-            a0 = __smlad(v2, xb, a0);
-            d0 = __smlad(edgec_sxtb16_hi(v2), xb, d0);
-            a1 = __smlad(v3, xb, a1);
-            d1 = __smlad(edgec_sxtb16_hi(v3), xb, d1);
-        }}
-        {{  /* requantize four rows; clamp the four codes at once (SSUB8 + SEL per bound) */
-            const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
-            const int32_t *mq = mult + c;
-            const {stype} *sq = shift + c;
-            const int32_t v0 = edgec_fc_rq_{form}((int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8)),
-                                                 mq[0], sq[0], zp_y);
-            const int32_t v1 = edgec_fc_rq_{form}(d0, mq[st], sq[st], zp_y);
-            const int32_t v2 = edgec_fc_rq_{form}((int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8)),
-                                                 mq[2 * st], sq[2 * st], zp_y);
-            const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
-                                          : 0;
-            const uint32_t codes = edgec_pack4_s8(v0, v1, v2, v3, lo4, hi4);
-            if (r0 + 3 < m) {{
-                memcpy(y + r0, &codes, 4);
-            }} else {{
-                y[r0] = (int8_t)(codes & 0xFFu);
-                y[r0 + 1] = (int8_t)((codes >> 8) & 0xFFu);
-                y[r0 + 2] = (int8_t)((codes >> 16) & 0xFFu);
-            }}
-        }}
-    }}
-    if ((mp >> 1) & 1) {{  /* the lone pair: rows mp - 2 and (if < m) mp - 1 */
+{quads}    if ((mp >> 1) & 1) {{  /* the lone pair: rows mp - 2 and (if < m) mp - 1 */
         const edgec_u32a *ww = (const edgec_u32a *)(const void *)wp;
         int32_t a = 0, d = 0;
         int j;
@@ -198,6 +131,72 @@ _STEP = (
 #: k steps of 4 per assembly iteration
 STEPS = 8
 
+#: the loop over the quads, emitted twice: for K % 32 == 0 as it is, otherwise with the rest
+#: loop (4 k a step) in the same assembly block, its bound read from memory (the block already
+#: holds thirteen registers), so that a K that is no multiple of 32 costs the common case
+#: nothing
+_QUADS = r"""    for (q = 0; q < (mp >> 2); ++q) {{
+        register int32_t w0 __asm__("r0");
+        register int32_t w1 __asm__("r1");
+        register int32_t w2 __asm__("r2");
+        register int32_t w3 __asm__("r3");
+        int32_t a0, d0, a1, d1;
+        int32_t xa = (int32_t)(intptr_t)(bias + 4 * q), xb = corr;
+        const edgec_u32a *xp = xw;
+        {end_decl}
+        /* d0, d1 start at rows 1 and 3's bias (the table is padded to even rows); a0, a1 at
+         * rows 0 and 2's, less the pair table's 128 * sum(x), plus 256 * the odd row's, so
+         * that row 0 = a0 - 256 * d0 after the loop */
+        __asm__ volatile(
+            "ldrd %[a0], %[d0], [%[xa]]\n\t"
+            "ldrd %[a1], %[d1], [%[xa], #8]\n\t"
+            "sub %[a0], %[a0], %[xb]\n\t"
+            "add %[a0], %[a0], %[d0], lsl #8\n\t"
+            "sub %[a1], %[a1], %[xb]\n\t"
+            "add %[a1], %[a1], %[d1], lsl #8\n\t"
+            "cmp %[xp], %[end]\n\t"
+            "beq 2f\n\t"
+            "1:\n\t"
+{steps}            "cmp %[xp], %[end]\n\t"
+            "bne 1b\n\t"
+            "2:\n\t"
+{tail}            : [a0] "=&r"(a0), [d0] "=&r"(d0), [a1] "=&r"(a1), [d1] "=&r"(d1),
+              [xp] "+r"(xp), [wp] "+r"(wp), [xa] "+r"(xa), [xb] "+r"(xb),
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [w2] "=&r"(w2), [w3] "=&r"(w3)
+            : {end_operand}
+            : "cc", "memory");
+        {{  /* requantize four rows; clamp the four codes at once (SSUB8 + SEL per bound) */
+            const int r0 = 4 * q, c = r0 & cmask, st = cmask & 1;
+            const int32_t *mq = mult + c;
+            const {stype} *sq = shift + c;
+            const int32_t v0 = edgec_fc_rq_{form}((int32_t)((uint32_t)a0 - ((uint32_t)d0 << 8)),
+                                                 mq[0], sq[0], zp_y);
+            const int32_t v1 = edgec_fc_rq_{form}(d0, mq[st], sq[st], zp_y);
+            const int32_t v2 = edgec_fc_rq_{form}((int32_t)((uint32_t)a1 - ((uint32_t)d1 << 8)),
+                                                 mq[2 * st], sq[2 * st], zp_y);
+            const int32_t v3 = r0 + 3 < m ? edgec_fc_rq_{form}(d1, mq[3 * st], sq[3 * st], zp_y)
+                                          : 0;
+            const uint32_t codes = edgec_pack4_s8(v0, v1, v2, v3, lo4, hi4);
+            if (r0 + 3 < m) {{
+                memcpy(y + r0, &codes, 4);
+            }} else {{
+                y[r0] = (int8_t)(codes & 0xFFu);
+                y[r0 + 1] = (int8_t)((codes >> 8) & 0xFFu);
+                y[r0 + 2] = (int8_t)((codes >> 16) & 0xFFu);
+            }}
+        }}
+    }}
+"""
+
+_TAIL = r"""            "ldr %[end], %[tail_end]\n\t"
+            "cmp %[xp], %[end]\n\t"
+            "beq 4f\n\t"
+            "3:\n\t"
+{step}            "cmp %[xp], %[end]\n\t"
+            "bne 3b\n\t"
+            "4:\n\t"
+"""
+
 
 def use_fc_kernel(ctx: EmitContext, form: str) -> str:
     """Emit the DSP fully connected kernel of requantization form ``form`` (once): "single",
@@ -210,13 +209,32 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
         mbqm = "edgec_mbqm_single_hi"
     else:
         mbqm = use_mbqm(ctx, form)
-    steps = "".join(" " * 12 + ln + "\n" for ln in (_STEP * STEPS).replace("{{", "{")
-                    .replace("}}", "}").rstrip("\n").split("\n"))
+    def asm(text: str) -> str:
+        return "".join(" " * 12 + ln + "\n" for ln in text.replace("{{", "{")
+                       .replace("}}", "}").rstrip("\n").split("\n"))
+
     stype = "int8_t" if form == "single_hi" else "int32_t"
+
+    def quads(tail: bool) -> str:
+        text = _QUADS.format(
+            form=form, stype=stype, steps=asm(_STEP * STEPS),
+            tail=_TAIL.format(step=asm(_STEP)) if tail else "",
+            end_operand=('[end] "+r"(end)\n            : [tail_end] "m"(tail_end)' if tail
+                         else '[end] "r"(end)'),
+            end_decl=("const edgec_u32a *end = xw + (kpl >> 1);\n"
+                      "        const edgec_u32a *const tail_end = xw + (kp >> 1);" if tail
+                      else "const edgec_u32a *const end = xw + (kpl >> 1);"))
+        if tail:  # end is an output of the block
+            text = text.replace('[w3] "=&r"(w3)\n            : [end]',
+                                '[w3] "=&r"(w3),\n              [end]')
+        return "".join("    " + ln + "\n" if ln else "\n" for ln in text.rstrip("\n").split("\n"))
+
+    quad_loops = ("    if (kpl == kp) {\n" + quads(False) + "    } else {  /* a k % 32 rest */\n"
+                  + quads(True) + "    }\n")
     if form == "single_hi":  # the zero point joins the last rounding: ((h >> s) + 1 + 2 zp) >> 1
         rq_body = ("const int32_t h = (int32_t)(((int64_t)acc * mult) >> 32);\n"
                    "    return ((h >> shift) + 1 + 2 * zp_y) >> 1;")
     else:
         rq_body = f"return {mbqm}(acc, mult, shift) + zp_y;"
-    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(form=form, mbqm=mbqm, steps=steps,
-                                                          stype=stype, rq_body=rq_body))
+    return ctx.helper(f"edgec_fc_s8_{form}", FC_C.format(
+        form=form, mbqm=mbqm, stype=stype, rq_body=rq_body, quads=quad_loops))
