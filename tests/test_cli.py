@@ -242,3 +242,23 @@ def test_zero_size_input(tmp_path: Path) -> None:
     onnx.save(model, tmp_path / "empty.onnx")
     _assert_one_line_error(_run_cli("compile", str(tmp_path / "empty.onnx"), "-o", str(tmp_path)),
                            "'x'", "zero-size")
+
+
+def test_internal_error_is_one_short_line(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """An edgec bug whose message holds a whole object's repr (a graph: thousands of
+    characters) still prints one short line and exits 3; EDGEC_DEBUG=1 raises it."""
+    import edgec.cli.model as model_cli
+
+    def boom(args: object) -> int:
+        raise TypeError("x" * 5000 + "\nsecond line")
+
+    monkeypatch.setattr(model_cli, "cmd_compile", boom)
+    monkeypatch.delenv("EDGEC_DEBUG", raising=False)
+    assert main(["compile", "whatever.onnx", "-o", "out"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 450 and "second line" not in err
+    assert err.startswith("edgec: internal error: TypeError: xxx") and "EDGEC_DEBUG=1" in err
+    monkeypatch.setenv("EDGEC_DEBUG", "1")
+    with pytest.raises(TypeError):
+        main(["compile", "whatever.onnx", "-o", "out"])

@@ -112,6 +112,10 @@ def _one_line_warning(
     print(f"edgec: warning: {text}", file=sys.stderr)
 
 
+#: the longest message of an internal error that is printed whole
+INTERNAL_MSG_CHARS = 300
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -140,8 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an edgec bug: still one line unless debugging
         if os.environ.get("EDGEC_DEBUG"):
             raise
+        first = (str(exc).splitlines() or [""])[0]
+        if len(first) > INTERNAL_MSG_CHARS:  # e.g. a whole graph's repr in the message
+            first = first[:INTERNAL_MSG_CHARS] + " ..."
         print(
-            f"edgec: internal error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            f"edgec: internal error: {type(exc).__name__}: {first}"
             " (set EDGEC_DEBUG=1 for the traceback; please report it)",
             file=sys.stderr,
         )
