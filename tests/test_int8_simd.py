@@ -398,3 +398,34 @@ def test_depthwise_dsp_executes_fewer_instructions() -> None:
     dsp = profile(cm, "cortex-m4f", repeat=1)
     generic = profile(cm, "cortex-m4f", repeat=1, extra_cflags=["-DEDGEC_NO_DSP"])
     assert dsp.instructions_per_inference < 0.45 * generic.instructions_per_inference
+
+
+def _fc_layers_graph(n_layers: int, per_channel: bool) -> Graph:
+    """``n_layers`` fully connected layers in a chain (K = 40: one 32-k iteration and two rest
+    steps; M = 11 then 7: whole quads, a quad with a padded row and a lone pair)."""
+    b = Builder(f"fc{n_layers}{'c' if per_channel else 't'}", 21)
+    x = b.input("v", (1, 40))
+    for i in range(n_layers):
+        k, m = (40, 11) if i == 0 else (11, 7)
+        x = b.op("QFullyConnected", [x, w := b.weights((m, k), 0 if per_channel else None),
+                                     b.bias(m, x, w)], act_min=-110, act_max=115)
+    return b.finish([x])
+
+
+@QEMU
+@pytest.mark.qemu
+@pytest.mark.parametrize("n_layers,per_channel", [(1, True), (2, True), (2, False)])
+def test_fc_quad_loops_on_board(tmp_path: Path, n_layers: int, per_channel: bool) -> None:
+    """The single-rounding kernel's two quad loops: C (one fully connected layer, specialised
+    by the compiler) and the assembly function edgec_fcq_hi (several layers sharing the
+    kernel), per-channel and per-tensor multipliers, bit-exact on the M4F."""
+    from edgec.ops.int8.fc_dsp import whole_quads_in_assembly
+
+    m = compile_graph(_fc_layers_graph(n_layers, per_channel))
+    assert whole_quads_in_assembly(m.graph) == (n_layers > 1)
+    assert ("edgec_fcq_hi(ctl, wp)" in m.c_source) == (n_layers > 1)
+    feeds, outs, got, _ = _run_board(m, "cortex-m4f", tmp_path / "fw")
+    for f, vals in zip(feeds, got, strict=True):
+        want = interpret(m.graph, f)
+        for p, g in zip(outs, vals, strict=True):
+            assert np.array_equal(g, want[p.name]), p.name
