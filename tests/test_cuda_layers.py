@@ -504,6 +504,7 @@ def test_cli_compile_layers_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[s
     header = (out / "resnet.h").read_text()
     assert 'strategy "layers", precision bf16' in header
     assert "typedef uint16_t edgec_elem_t;" in (out / "resnet.cu").read_text()
+    assert (out / "resnet_weights.bin").read_bytes()[:8] == b"EDGECWB1"
 
 
 @needs_cutlass
