@@ -126,8 +126,8 @@ class CudaSources:
         return f"{self.name}_weights.bin" if self.strategy == "layers" else None
 
     def files(self) -> dict[str, str | bytes]:
-        """Every generated file by name: a build compiles ``<name>.cu`` in their directory
-        (the assembler finds the weight blob there)."""
+        """Every generated file by name; a build of ``<name>.cu`` passes ``-I`` their
+        directory (where the assembler finds the weight blob)."""
         out: dict[str, str | bytes] = {f"{self.name}.h": self.header,
                                        f"{self.name}.cu": self.source}
         if self.weights_file is not None and self.weights_blob:
