@@ -600,6 +600,63 @@ def test_nvcc_sm90_layers(precision: str, tmp_path: Path) -> None:
 
 @needs_nvcc
 @needs_cutlass
+def test_users_program_builds_with_the_header_command(tmp_path: Path) -> None:
+    """What a user does with the written directory: the header's nvcc command (-I <dir>, run
+    from elsewhere) builds a program calling <name>_run without <name>_init (the first run
+    copies the weights); with a GPU it runs and equals the host build."""
+    _, m = compiled("flat", "fp32")
+    d = tmp_path / "out"
+    m.write(d)
+    header = (d / f"{m.name}.h").read_text()
+    assert f"-I <dir> -c <dir>/{m.name}.cu" in header
+    n, big = m.name, m.name.upper()
+    (i,), (o,) = m.sources.inputs, m.sources.outputs
+    (tmp_path / "main.cu").write_text(f"""#include "{n}.h"
+#include <stdio.h>
+int main(void)
+{{
+    const int batch = 3;
+    float x[batch * {big}_{i.C}_SIZE], y[batch * {big}_{o.C}_SIZE];
+    for (int k = 0; k < batch * {big}_{i.C}_SIZE; ++k) {{
+        x[k] = (float)((k * 37) % 101) / 50.0f - 1.0f;
+    }}
+    float *dx = NULL, *dy = NULL;
+    void *ws = NULL;
+    cudaError_t e = cudaMalloc((void **)&dx, sizeof(x));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&dy, sizeof(y));
+    if (e == cudaSuccess) e = cudaMalloc(&ws, {big}_WORKSPACE_BYTES(batch));
+    if (e == cudaSuccess) e = cudaMemcpy(dx, x, sizeof(x), cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = {n}_run(batch, dx, dy, ws, 0);
+    if (e == cudaSuccess) e = cudaMemcpy(y, dy, sizeof(y), cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {{
+        printf("error %s\\n", cudaGetErrorString(e));
+        return 1;
+    }}
+    for (int k = 0; k < batch * {big}_{o.C}_SIZE; ++k) {{
+        printf("%.9g\\n", (double)y[k]);
+    }}
+    return 0;
+}}
+""")
+    assert NVCC is not None
+    exe = tmp_path / "prog"
+    build = subprocess.run(
+        [NVCC, "-std=c++17", "-O3", "-arch=sm_90", "-isystem", str(layers_mod.cutlass_include()),
+         "-I", str(d), str(d / f"{n}.cu"), str(tmp_path / "main.cu"), "-o", str(exe)],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[:2000]
+    if GPUS == 0:
+        return
+    run = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = np.array([float(v) for v in run.stdout.split()], np.float32)
+    x = ((np.arange(3 * i.size) * 37) % 101).astype(np.float32) / np.float32(50) - 1
+    host = np.asarray(m.run(x.reshape(3, *i.shape[1:]), device="cpu")).reshape(-1)
+    _check(got, host, "fp32")
+
+
+@needs_nvcc
+@needs_cutlass
 def test_nvcc_sm90_mlp_gemm(tmp_path: Path) -> None:
     _, m = compiled("mlp", "bf16")
     obj = nvcc_compile(m.sources, "sm_90", tmp_path)
