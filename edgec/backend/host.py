@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -76,26 +77,41 @@ def host_simd_flags() -> tuple[str, ...]:
     return AVX2_CFLAGS if _runs_avx2(host_cc()) else ()
 
 
+def content_key(parts: list[str], files: Mapping[str, str | bytes]) -> str:
+    """A cache key of a command (``parts``) and its input ``files`` (name → text, or bytes
+    by their SHA-256)."""
+    parts = list(parts)
+    for fname in sorted(files):
+        data = files[fname]
+        parts += [fname, data if isinstance(data, str)
+                  else "sha256:" + hashlib.sha256(data).hexdigest()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def write_files(directory: Path, files: Mapping[str, str | bytes]) -> None:
+    for fname, data in files.items():
+        if isinstance(data, bytes):
+            (directory / fname).write_bytes(data)
+        else:
+            (directory / fname).write_text(data)
+
+
 def build_cached_library(
     name: str,
-    files: dict[str, str],
+    files: Mapping[str, str | bytes],
     sources: list[str],
     flags: tuple[str, ...],
     what: str,
 ) -> Path:
-    """Compile ``files`` (name → text; ``sources`` are the .c among them) into a shared library
-    in edgec's cache, keyed by the content, the compiler and the flags; reuse it when present."""
+    """Compile ``files`` (name → text, or bytes: data a source includes, e.g. the CUDA
+    target's weight blob; ``sources`` are the .c among them) into a shared library in edgec's
+    cache, keyed by the content, the compiler and the flags; reuse it when present."""
     cc = host_cc()
-    parts = [cc, *flags, *sources]
-    for fname in sorted(files):
-        parts += [fname, files[fname]]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
-    lib = cache_dir() / f"{name}-{key}.so"
+    lib = cache_dir() / f"{name}-{content_key([cc, *flags, *sources], files)}.so"
     if lib.is_file():
         return lib
     with tempfile.TemporaryDirectory(prefix="edgec-") as tmp:
-        for fname, text in files.items():
-            (Path(tmp) / fname).write_text(text)
+        write_files(Path(tmp), files)
         out = Path(tmp) / "lib.so"
         proc = subprocess.run(
             [cc, *flags, "-I", tmp, "-o", str(out), *[str(Path(tmp) / s) for s in sources], "-lm"],

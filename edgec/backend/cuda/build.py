@@ -5,16 +5,16 @@ checks that say what is missing (nvcc, a GPU)."""
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from edgec.backend.cuda.emit import CudaSources
-from edgec.backend.host import build_cached_library, cache_dir
+from edgec.backend.host import build_cached_library, cache_dir, content_key, write_files
 from edgec.errors import EdgecError, ToolchainError
 
 #: flags of the host build: the generated .cu compiled as C++ by the host C compiler driver;
@@ -124,30 +124,34 @@ def _nvcc_object(src: CudaSources, arch: str, out_dir: Path,
     return obj, text
 
 
+def _check_blob(src: CudaSources) -> None:
+    if src.strategy == "layers" and not src.weights_blob:
+        raise EdgecError(f"{src.name}: the weight blob {src.name}_weights.bin is missing (the "
+                         f"{src.name}.cu of strategy layers links it): compile the model again")
+
+
 def build_device(src: CudaSources, glue: str, arch: str = "native") -> Path:
     """The model and its glue as a shared library for the GPU (nvcc), cached by content."""
-    files = {f"{src.name}.h": src.header, f"{src.name}.cu": src.source, "glue.cu": glue}
+    _check_blob(src)
+    files = {**src.files(), "glue.cu": glue}
     return build_device_library(src.name, files, [f"{src.name}.cu", "glue.cu"], (), arch,
                                 f"'{src.name}.cu'", base=nvcc_flags(src))
 
 
-def build_device_library(name: str, files: dict[str, str], sources: list[str],
+def build_device_library(name: str, files: Mapping[str, str | bytes], sources: list[str],
                          extra: tuple[str, ...], arch: str, what: str,
                          base: tuple[str, ...] = NVCC_FLAGS) -> Path:
-    """``files`` (name → text; ``sources`` the .cu among them) built by nvcc into a shared
+    """``files`` (name → text, or bytes such as a weight blob, which the assembler finds
+    through ``-I`` like a header; ``sources`` the .cu among them) built by nvcc into a shared
     library for ``arch``, warnings as errors (``base`` flags), cached by content and flags."""
     nvcc = find_nvcc()
     flags = (*base, *extra, f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC")
-    parts = [nvcc, *flags, *sources]
-    for fname in sorted(files):
-        parts += [fname, files[fname]]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    key = content_key([nvcc, *flags, *sources], files)
     lib = _cuda_cache() / f"{name}-{key}.so"
     if lib.is_file():
         return lib
     with tempfile.TemporaryDirectory(prefix="edgec-cuda-") as tmp:
-        for fname, text in files.items():
-            (Path(tmp) / fname).write_text(text)
+        write_files(Path(tmp), files)
         out = Path(tmp) / "lib.so"
         _run_nvcc([nvcc, *flags, "-I", tmp, "-o", str(out),
                    *[str(Path(tmp) / s) for s in sources]], what)
@@ -160,7 +164,8 @@ def build_device_library(name: str, files: dict[str, str], sources: list[str],
 def build_host(src: CudaSources, glue: str) -> Path:
     """The same ``<name>.cu`` built by the host compiler as C++ (``EDGEC_HOST_BUILD``): the
     per-sample code on the CPU, with the glue, as a shared library (cached by content)."""
-    files = {f"{src.name}.h": src.header, f"{src.name}.cu": src.source, "glue.cu": glue}
+    _check_blob(src)
+    files = {**src.files(), "glue.cu": glue}
     return build_cached_library(
         f"{src.name}_cudahost", files, [f"{src.name}.cu", "glue.cu"], HOST_CXXFLAGS,
         f"the host build of '{src.name}.cu'",

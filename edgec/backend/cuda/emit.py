@@ -113,17 +113,37 @@ class CudaSources:
     workspace_per_sample: int = 0
     #: strategy layers: fp32, tf32 or bf16
     precision: str = "fp32"
+    #: strategy layers: ``<name>_weights.bin``, which the ``.cu`` links (``.incbin``)
+    weights_blob: bytes | None = None
 
     @property
     def state_floats(self) -> int:
         return sum(self.state_sizes)
 
+    @property
+    def weights_file(self) -> str | None:
+        """``<name>_weights.bin`` for strategy layers (which links it), else None."""
+        return f"{self.name}_weights.bin" if self.strategy == "layers" else None
+
+    def files(self) -> dict[str, str | bytes]:
+        """Every generated file by name; a build of ``<name>.cu`` passes ``-I`` their
+        directory (where the assembler finds the weight blob)."""
+        out: dict[str, str | bytes] = {f"{self.name}.h": self.header,
+                                       f"{self.name}.cu": self.source}
+        if self.weights_file is not None and self.weights_blob:
+            out[self.weights_file] = self.weights_blob
+        return out
+
     def write(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        paths = [d / f"{self.name}.h", d / f"{self.name}.cu"]
-        paths[0].write_text(self.header)
-        paths[1].write_text(self.source)
+        paths = []
+        for fname, data in self.files().items():
+            paths.append(d / fname)
+            if isinstance(data, bytes):
+                paths[-1].write_bytes(data)
+            else:
+                paths[-1].write_text(data)
         return paths
 
 
@@ -266,7 +286,7 @@ def _emit_layers(g: Graph, name: str | None, precision: str) -> CudaSources:
     header = env.get_template("layers.h.j2").render(**v)
     source = env.get_template("layers.cu.j2").render(**v)
     return CudaSources(v["name"], header, source, out["report"], out["inputs"], out["outputs"],
-                       [], "layers", False, [], out["per_sample"], precision)
+                       [], "layers", False, [], out["per_sample"], precision, out["blob"])
 
 
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:

@@ -10,6 +10,10 @@ Activations are NHWC inside the library (weights re-laid out to KRSC here, at co
 live in one device workspace planned by :func:`edgec.backend.planner.plan_memory`: a tensor at
 per-sample element offset ``o`` lies at ``batch * o``, so the plan holds for every batch.
 
+The weights are not in the source: :func:`weight_blob` packs them (each table 16-byte aligned)
+into ``<name>_weights.bin``, which the ``.cu`` links with the assembler's ``.incbin`` and copies
+to the device in ``<name>_init()``; the host build reads it in place.
+
 Every GEMM/convolution is described by one ``edgec_gemm_t``/``edgec_conv_t`` built by a
 generated function of ``batch``; the device build hands it to CUTLASS, the host build
 (``EDGEC_HOST_BUILD``) to a plain loop over the same sizes, strides and offsets, rounding the
@@ -20,6 +24,8 @@ wrong stride or offset therefore breaks the host numerics too.
 from __future__ import annotations
 
 import importlib.util
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,14 +210,46 @@ def default_strategy(g: Graph) -> str:
     return "layers"
 
 
-def _c_floats(a: np.ndarray, bf16: bool) -> str:
-    """The body of a weight array, 8 values a line."""
-    flat = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-    if bf16:
-        vals = [f"0x{v:04x}" for v in _bf16_bits(flat).tolist()]
-    else:
-        vals = [repr(float(v)) + "f" for v in flat.tolist()]
-    return ",\n".join("    " + ", ".join(vals[i:i + 8]) for i in range(0, len(vals), 8))
+#: the weight blob ``<name>_weights.bin``: a 32-byte header, then every weight table at a
+#: 16-byte aligned offset (the tensor-op kernels read weights and bias 16 bytes at a time)
+BLOB_MAGIC = b"EDGECWB1"
+BLOB_HEADER = 32
+BLOB_ALIGN = 16
+
+
+@dataclass
+class WeightBlob:
+    """``<name>_weights.bin``: header (magic, element bytes, table count, payload bytes, CRC-32
+    of the payload, 0; little-endian) and the payload, the tables in emission order, each at a
+    16-byte aligned offset, zeros between them; ``offsets`` in elements from the payload."""
+
+    data: bytes
+    offsets: list[int]
+    payload_bytes: int
+    crc32: int
+    elem_bytes: int
+
+
+def weight_blob(weights: list[Weight], precision: str) -> WeightBlob:
+    """The tables of ``weights`` in the workspace element type (float32, or bf16 bits rounded
+    to nearest even), packed for the blob."""
+    esize = ELEM_BYTES[precision]
+    parts: list[bytes] = []
+    offsets: list[int] = []
+    at = 0
+    for w in weights:
+        flat = np.ascontiguousarray(w.data, dtype=np.float32).reshape(-1)
+        raw = (_bf16_bits(flat) if precision == "bf16" else flat).astype(
+            "<u2" if precision == "bf16" else "<f4").tobytes()
+        offsets.append(at // esize)
+        pad = -len(raw) % BLOB_ALIGN
+        parts += [raw, bytes(pad)]
+        at += len(raw) + pad
+    payload = b"".join(parts)
+    crc = zlib.crc32(payload) & 0xFFFFFFFF
+    header = BLOB_MAGIC + struct.pack("<IIQII", esize, len(weights), len(payload), crc, 0)
+    assert len(header) == BLOB_HEADER
+    return WeightBlob(header + payload, offsets, len(payload), crc, esize)
 
 
 def _bf16_bits(a: np.ndarray) -> np.ndarray:
@@ -566,8 +604,9 @@ def emit_layers(g: Graph, name: str | None, precision: str) -> dict[str, Any]:
                                                      strict=True)]
     outputs = [Port(t, c, g.shape(t)) for t, c in zip(g.outputs, _unique(g.outputs, "out"),
                                                       strict=True)]
-    weights = [{"sym": w.sym, "size": w.data.size, "comment": w.comment,
-                "body": _c_floats(w.data, bf16)} for w in plan.weights]
+    blob = weight_blob(plan.weights, precision)
+    weights = [{"sym": w.sym, "size": w.data.size, "comment": w.comment, "offset": off}
+               for w, off in zip(plan.weights, blob.offsets, strict=True)]
     weight_bytes = sum(w.data.size for w in plan.weights) * esize
     macs = sum(get_op(n, g).macs(n, g) for n in g.nodes)
     kernel_list = sorted(plan.kernels)
@@ -583,6 +622,12 @@ def emit_layers(g: Graph, name: str | None, precision: str) -> dict[str, Any]:
         "outputs": outputs,
         "weights": weights,
         "weight_bytes": weight_bytes,
+        "weights_file": f"{cname}_weights.bin",
+        "blob_header": BLOB_HEADER,
+        "blob_payload": blob.payload_bytes,
+        "blob_crc": blob.crc32,
+        "blob_elem_bytes": blob.elem_bytes,
+        "blob_bytes": len(blob.data),
         "problems": plan.problems,
         "steps": plan.steps,
         "kernels": {"gemm": any(k == "gemm" for k, _ in kernel_list),
@@ -599,6 +644,8 @@ def emit_layers(g: Graph, name: str | None, precision: str) -> dict[str, Any]:
         "params": int(sum(w.data.size for w in plan.weights)),
         "weight_bytes": weight_bytes,
         "weight_space": "global",
+        "weights_file": f"{cname}_weights.bin",
+        "weights_file_bytes": len(blob.data),
         "workspace_bytes_per_sample": per_sample,
         "macs": macs,
         "nodes": len(g.nodes),
@@ -606,4 +653,4 @@ def emit_layers(g: Graph, name: str | None, precision: str) -> dict[str, Any]:
         "cutlass_kernels": [KERNEL_NAMES[k] for k in kernel_list],
     }
     return {"vars": variables, "report": report, "inputs": inputs, "outputs": outputs,
-            "per_sample": per_sample}
+            "per_sample": per_sample, "blob": blob.data}

@@ -68,8 +68,31 @@ def glue_source(src: CudaSources, device: bool) -> str:
                 f"{{\n    (void)in;\n    (void)out;\n    cudaError_t e = {n}_step(batch, {st}{ssep}"
                 f"{', '.join(step_args)}, ws, 0);\n{sync}    return (int)e;\n}}",
             ]
+    if src.weights_file is not None:
+        lines += ["int edgec_glue_weights_check(void)",
+                  f"{{\n    return {n}_weights_check();\n}}"]
+        if device:
+            lines += ["int edgec_glue_init(void)", f"{{\n    return (int){n}_init();\n}}"]
     lines += ["", '}  /* extern "C" */', ""]
     return "\n".join(lines)
+
+
+#: what ``<name>_weights_check()`` returns, by code
+_BLOB_FAULTS = {1: "its size is not the one edgec wrote", 2: "its header does not match the "
+                "model", 3: "its CRC-32 does not match (the file changed after edgec wrote it)"}
+
+
+def check_weights(src: CudaSources, lib: ctypes.CDLL) -> None:
+    """Strategy layers: the weight blob linked into ``lib`` is the one edgec wrote for this
+    model; a one-line error otherwise (before any run reads it)."""
+    if src.weights_file is None:
+        return
+    code = int(lib.edgec_glue_weights_check())
+    if code:
+        why = _BLOB_FAULTS.get(code, f"check code {code}")
+        raise EdgecError(f"{src.name}: the weights linked from {src.weights_file} are not "
+                         f"this model's: {why}; write the sources again (edgec compile) and "
+                         "rebuild")
 
 
 def _ptrs(ptrs: list[int]) -> Any:
@@ -84,6 +107,7 @@ class HostRunner:
     def __init__(self, src: CudaSources, lib: Path):
         self.src = src
         self.lib = ctypes.CDLL(str(lib))
+        check_weights(src, self.lib)
         self.lib.edgec_glue_run.argtypes = [ctypes.c_int, _PP, _PP, ctypes.c_void_p]
         if src.state:
             self.lib.edgec_glue_reset.argtypes = [ctypes.c_int, ctypes.c_void_p]
@@ -158,6 +182,9 @@ class DeviceRunner:
             lib_.edgec_glue_reset.argtypes = [ctypes.c_int, ctypes.c_void_p]
             lib_.edgec_glue_step.argtypes = [ctypes.c_int, ctypes.c_void_p, _PP, _PP,
                                              ctypes.c_void_p]
+        check_weights(src, lib_)
+        if src.weights_file is not None:
+            self.check(lib_.edgec_glue_init(), f"{src.name}_init (the weights to the GPU)")
 
     def check(self, rc: int, what: str) -> None:
         if rc != 0:
