@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.models import basic_block
 from edgec.errors import EdgecError
 from edgec.tables import format_table
 
@@ -89,27 +90,12 @@ def resnet18(width: int = 64, classes: int = 1000) -> Any:
     import torch
     from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.down = None if stride == 1 and cin == cout else nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return torch.relu(y + (x if self.down is None else self.down(x)))
-
     w = width
     layers: list[nn.Module] = [nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w),
                                nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
     cin = w
     for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
-        layers += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
+        layers += [basic_block(cin, cout, 1 if i == 0 else 2), basic_block(cout, cout, 1)]
         cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
     net = nn.Sequential(*layers)

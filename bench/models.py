@@ -11,6 +11,7 @@ torch rebuilds it; a cached file is reused as is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -191,6 +192,38 @@ BENCH_MODELS: dict[str, BenchModel] = {
                    ("y", "hn", "cn"), needs=("rnn",)),
     )
 }
+
+
+@functools.cache
+def _basic_block_class() -> type:
+    import torch
+    from torch import nn
+
+    class BasicBlock(nn.Module):
+        """ResNet's BasicBlock: conv 3x3 (stride) + BN + ReLU, conv 3x3 + BN, the input (or its
+        1x1 strided projection + BN where the shape changes) added, ReLU."""
+
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    return BasicBlock
+
+
+def basic_block(cin: int, cout: int, stride: int) -> nn.Module:
+    """A ResNet BasicBlock (``cin`` -> ``cout`` channels, first conv's ``stride``): the CUDA
+    bench's ResNet-18 and the CUDA tests' small residual nets."""
+    return _basic_block_class()(cin, cout, stride)
 
 
 def default_cache_dir() -> Path:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgec.backend.cuda.build import NVCC_FLAGS, find_nvcc, gpu_count
+from edgec.backend.cuda.build import NVCC_FLAGS
 from edgec.cli import main as cli_main
-from edgec.errors import EdgecError, ToolchainError
+from edgec.errors import EdgecError
 from edgec.mpc.batch import BatchLibrary, check_batch_plant, run_batch
 from edgec.mpc.batch_cuda import (
     BATCH_CU,
@@ -37,20 +37,9 @@ from edgec.mpc.build import build_controller
 from edgec.mpc.config import load_config
 from edgec.mpc.plants import make_plant
 from edgec.mpc.simulate import run_mpc
+from tests.cuda_env import GPUS, NVCC, needs_gpu, needs_nvcc
 from tests.test_batch_sim import CONFIGS, EXAMPLE, _ref
 
-
-def _nvcc() -> str | None:
-    try:
-        return find_nvcc()
-    except ToolchainError:
-        return None
-
-
-NVCC = _nvcc()
-needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit)")
-GPUS, NO_GPU_WHY = gpu_count()
-needs_gpu = pytest.mark.skipif(GPUS == 0, reason=f"no CUDA GPU visible: {NO_GPU_WHY}")
 VARY = {
     "msd": {"m": (0.8, 1.2), "k": (3.0, 5.0), "delay": (0, 2)},
     "soft-actuator": {"k1": (0.064, 0.096), "damping": (0.016, 0.024), "delay": (0, 2)},

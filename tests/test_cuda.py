@@ -21,8 +21,6 @@ import edgec
 import edgec.nn as enn
 from edgec.backend.cuda.build import (
     build_device,
-    find_nvcc,
-    gpu_count,
     nvcc_compile,
     resource_usage,
 )
@@ -31,6 +29,7 @@ from edgec.backend.cuda.model import CudaModel
 from edgec.backend.cuda.runner import DeviceRunner, glue_source
 from edgec.errors import EdgecError, ToolchainError
 from edgec.nn.lsm import LSMClassifier, Reservoir
+from tests.cuda_env import GPUS, NVCC, needs_gpu, needs_nvcc
 from tests.models import TORCH_ATOL, TORCH_RTOL, DSCNN2d, TanhMLP, randomize_batchnorm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +39,6 @@ from ncap import SwimmerModule  # noqa: E402
 BATCH = 37  # not a multiple of the block: the last block is partly idle
 STEPS = 40
 
-try:
-    NVCC: str | None = find_nvcc()
-except ToolchainError:
-    NVCC = None
-needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit)")
-GPUS, NO_GPU_WHY = gpu_count()
-needs_gpu = pytest.mark.skipif(GPUS == 0, reason=f"no CUDA GPU visible: {NO_GPU_WHY}")
 
 
 class GRUStep(nn.Module):

@@ -23,20 +23,15 @@ from torch import nn
 
 import edgec
 from bench.cuda import resnet18
+from bench.models import basic_block
 from edgec.backend.cuda import layers as layers_mod
-from edgec.backend.cuda.build import find_nvcc, gpu_count, nvcc_compile
+from edgec.backend.cuda.build import nvcc_compile
 from edgec.backend.cuda.emit import emit_cuda
 from edgec.backend.cuda.model import CudaModel
-from edgec.errors import EdgecError, ToolchainError
+from edgec.errors import EdgecError
+from tests.cuda_env import GPUS, NVCC, needs_gpu, needs_nvcc
 from tests.models import randomize_batchnorm
 
-try:
-    NVCC: str | None = find_nvcc()
-except ToolchainError:
-    NVCC = None
-needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit)")
-GPUS, NO_GPU_WHY = gpu_count()
-needs_gpu = pytest.mark.skipif(GPUS == 0, reason=f"no CUDA GPU visible: {NO_GPU_WHY}")
 try:
     layers_mod.cutlass_include()
     HAVE_CUTLASS = True
@@ -51,22 +46,6 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 BATCH = 5
 
 
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.sc = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.b1(self.c1(x)))
-        y = self.b2(self.c2(y))
-        return torch.relu(y + (x if self.sc is None else self.sc(x)))
-
-
 class SmallResNet(nn.Module):
     """Conv+BN+ReLU stem, max pool, an identity block and a strided block with a 1x1
     projection (residual Adds), global average pool, linear."""
@@ -75,8 +54,8 @@ class SmallResNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
                                   nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        self.l1 = Block(16, 16, 1)
-        self.l2 = Block(16, 32, 2)
+        self.l1 = basic_block(16, 16, 1)
+        self.l2 = basic_block(16, 32, 2)
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,7 +188,7 @@ def test_residual_add_runs_in_the_epilogue(precision: str) -> None:
     output): no own add kernel is launched."""
     _, m = compiled("resnet", precision)
     fused = [la for la in m.report()["layers"] if la["kind"] == "conv_res"]
-    assert [la["node"].split("_Conv")[0] for la in fused] == ["l1_c2", "l2_sc_0"]
+    assert [la["node"].split("_Conv")[0] for la in fused] == ["l1_conv2", "l2_down_0"]
     assert "edgec_each(edgec_binary{" not in m.cu_source
     assert m.cu_source.count("e = edgec_conv_res_") == 2
 
