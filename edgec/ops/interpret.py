@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -14,6 +15,25 @@ from edgec.ops.unary import act_ref
 
 #: dtypes whose tensors carry a Quant (docs/int8.md)
 QUANT_DTYPES = ("int8", "int32")
+
+#: called by :func:`interpret` with the graph and every tensor's value once a run finishes;
+#: set by :func:`observe_runs` (calibration sees loop bodies' intermediates in each iteration)
+Observer = Callable[[Graph, Mapping[str, np.ndarray]], None]
+_OBSERVER: ContextVar[Observer | None] = ContextVar("edgec_interpret_observer", default=None)
+
+
+class observe_runs:  # noqa: N801 (a context manager used like a function)
+    """``with observe_runs(fn):`` every :func:`interpret` run inside the block (a Scan's body
+    runs once per iteration) reports its graph and all its values to ``fn``."""
+
+    def __init__(self, fn: Observer):
+        self.fn = fn
+
+    def __enter__(self) -> None:
+        self.token = _OBSERVER.set(self.fn)
+
+    def __exit__(self, *exc: object) -> None:
+        _OBSERVER.reset(self.token)
 
 
 def _value_inputs(node: Node) -> tuple[int, ...] | None:
@@ -147,4 +167,7 @@ def interpret(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
         for name, val in zip(node.outputs, run_node(node, g, values), strict=False):
             if name:
                 values[name] = np.asarray(val)
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer(g, values)
     return {o: values[o] for o in g.outputs}

@@ -30,6 +30,7 @@ from edgec.frontend.tflite.builder import TflBuilder
 from edgec.ir import Graph, Node
 from edgec.ops import get_op
 from edgec.ops.int8.fixedpoint import activation_range
+from edgec.quantize.loops import refuse_loops
 from edgec.quantize.tflite_float import write_float
 
 _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
@@ -223,6 +224,7 @@ class _Writer:
 
     def run(self) -> bytes:
         g = self.g
+        refuse_loops(g, ".tflite")
         ins = [self.t(i) for i in g.inputs]
         for n in g.nodes:
             self.node(n)
