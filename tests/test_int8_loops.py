@@ -6,8 +6,9 @@ QDQ like a top-level graph and is lowered to int8 ops; the Scan carries int8 cod
 with one scale and zero point at the body's input and output (docs/int8.md, "int8 loops").
 Checked: the host C equals edgec's numpy reference of the lowered graph bit for bit, the error
 against the float Keras model stays within 5% of the output range, the body holds int8 ops only,
-strict C flags + ASan/UBSan, the emulated Cortex-M4F equals the host C, and writing a quantized
-loop as a file is a one-line error."""
+strict C flags + ASan/UBSan, the emulated Cortex-M4F equals the host C; the quantized loop
+written as .tflite (WHILE) runs in the TFLite interpreter to edgec's bytes and reads back into
+edgec; as .onnx it is a one-line error."""
 
 from __future__ import annotations
 
@@ -58,9 +59,11 @@ def _check_int8_loop(g: Graph) -> None:
 
 # -- without TensorFlow: a recurrence built in edgec's IR ----------------------------------------
 
-def _rnn_graph(trips: int = 6, hidden: int = 4, feat: int = 3, seed: int = 0) -> Graph:
+def _rnn_graph(trips: int = 6, hidden: int = 4, feat: int = 3, seed: int = 0,
+               reverse: bool = False) -> Graph:
     """h_t = tanh(W x_t + U h_{t-1} + b); the Scan's final state is unused (output ""), its
-    scan output (every h_t) feeds a Dense layer."""
+    scan output (every h_t) feeds a Dense layer; ``reverse`` walks the sequence and writes
+    the outputs backwards."""
     rng = np.random.default_rng(seed)
     body = Graph("body")
     body.tensors["h"] = Tensor("h", (1, hidden))
@@ -81,8 +84,9 @@ def _rnn_graph(trips: int = 6, hidden: int = 4, feat: int = 3, seed: int = 0) ->
     h0 = g.add_const("h0", np.zeros((1, hidden), np.float32))
     shape = g.add_const("flat", np.asarray([trips, hidden], np.int64))
     wd = g.add_const("Wd", rng.normal(0, 0.5, (2, hidden)).astype(np.float32))
-    g.nodes = [Node("Scan", "rnn", [h0, "x"], ["", "hs"], {"body": body,
-                                                           "num_scan_inputs": 1}),
+    g.nodes = [Node("Scan", "rnn", [h0, "x"], ["", "hs"], {
+        "body": body, "num_scan_inputs": 1, "scan_input_directions": [int(reverse)],
+        "scan_output_directions": [int(reverse)]}),
                Node("Reshape", "flat_hs", ["hs", shape], ["hs2"]),
                Node("Gemm", "dense", ["hs2", wd], ["y"], {"transB": 1})]
     g.outputs = ["y"]
@@ -126,8 +130,9 @@ def _body_value(body: Graph, feeds: dict[str, np.ndarray], name: str) -> np.ndar
     return interpret(b, feeds)[name]
 
 
-def test_ir_recurrence_quantized_c_equals_reference() -> None:
-    g = _rnn_graph()
+@pytest.mark.parametrize("reverse", [False, True])
+def test_ir_recurrence_quantized_c_equals_reference(reverse: bool) -> None:
+    g = _rnn_graph(reverse=reverse)
     rng = np.random.default_rng(2)
     cal = _sets(rng, (6, 1, 3), 24)
     q = quantize_graph(g, cal)
@@ -159,17 +164,34 @@ def test_body_op_without_int8_kernel_is_named_inside_the_loop() -> None:
     np.testing.assert_array_equal(m.run(x), m.reference(x))
 
 
-def test_writing_a_quantized_loop_is_a_one_line_error(tmp_path: Path) -> None:
-    from edgec.quantize.onnx_writer import to_onnx
+@pytest.mark.parametrize("reverse", [False, True])
+def test_quantized_loop_as_tflite_runs_to_the_same_bytes(reverse: bool) -> None:
+    """The .tflite writer's WHILE: the TFLite interpreter (reference kernels) gives edgec's
+    bytes, and edgec reads the file back to the same program."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert runs the TFLite reference")
     from edgec.quantize.tflite_writer import to_tflite
+    from tests.tflite_builder import run_interpreter
+
+    rng = np.random.default_rng(6)
+    q = quantize_graph(_rnn_graph(reverse=reverse), _sets(rng, (6, 1, 3), 16))
+    data = to_tflite(q.lowered)
+    m = compile_graph(q.lowered, name="qrnn")
+    back = edgec.compile(data, name="qrnn_back")
+    _check_int8_loop(back.graph)
+    for x in _sets(rng, (6, 1, 3), 10):
+        want = m.run(x)
+        np.testing.assert_array_equal(run_interpreter(data, [x])[0], want)
+        np.testing.assert_array_equal(back.run(x), want)
+
+
+def test_quantized_loop_as_onnx_is_a_one_line_error() -> None:
+    from edgec.quantize.onnx_writer import to_onnx
 
     q = quantize_graph(_rnn_graph(), _sets(np.random.default_rng(5), (6, 1, 3), 8))
-    for write, kind in ((lambda: to_tflite(q.lowered), ".tflite"),
-                        (lambda: to_onnx(q.qdq), ".onnx")):
-        with pytest.raises(EdgecError) as e:
-            write()
-        msg = str(e.value)
-        assert "\n" not in msg and "node 'rnn' (Scan)" in msg and kind in msg, msg
+    with pytest.raises(EdgecError) as e:
+        to_onnx(q.qdq)
+    msg = str(e.value)
+    assert "\n" not in msg and "node 'rnn' (Scan)" in msg and ".tflite" in msg, msg
 
 
 # -- Keras recurrent layers ----------------------------------------------------------------------
@@ -247,17 +269,27 @@ def test_keras_lstm_on_cortex_m4f_equals_host_c(tf: Any, tmp_path: Path) -> None
         assert got.tobytes() == m.run(x).tobytes()
 
 
-def test_quantize_cli_refuses_writing_a_keras_rnn(tf: Any, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_quantize_cli_writes_a_keras_gru_the_interpreter_runs_bit_exact(
+        tf: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``edgec quantize gru.keras -o x.tflite``: the interpreter runs the file to the bytes of
+    edgec.compile(..., quantize="int8") on the same calibration; ``-o x.onnx`` is refused."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert runs the TFLite reference")
     from edgec.cli import main
+    from tests.tflite_builder import run_interpreter
 
-    model = _keras(tf, "GRU", 6, False)
+    model = _keras(tf, "GRU", 6, True)
     path = tmp_path / "gru.keras"
     model.save(path)
-    np.save(tmp_path / "cal.npy", _sets(np.random.default_rng(0), (1, STEPS, FEAT), 8))
-    for out in ("x.tflite", "x.onnx"):
-        rc = main(["quantize", str(path), "--calibration", str(tmp_path / "cal.npy"),
-                   "-o", str(tmp_path / out)])
-        err = capsys.readouterr().err.strip()
-        assert rc == 2 and "(Scan) is a loop" in err and len(err.splitlines()) == 1, err
-        assert not (tmp_path / out).exists()
+    cal = _sets(np.random.default_rng(0), (1, STEPS, FEAT), 16)
+    np.save(tmp_path / "cal.npy", cal)
+    args = ["quantize", str(path), "--calibration", str(tmp_path / "cal.npy"), "-o"]
+    assert main([*args, str(tmp_path / "x.tflite")]) == 0
+    assert "float ops (no int8 kernel): none" in capsys.readouterr().out
+    data = (tmp_path / "x.tflite").read_bytes()
+    m = edgec.compile(model, quantize="int8", calibration=cal, name="qgru_cli")
+    for x in [*cal[:4], *_sets(np.random.default_rng(1), (1, STEPS, FEAT), 4)]:
+        np.testing.assert_array_equal(run_interpreter(data, [x])[0], m.run(x))
+    assert main([*args, str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(Scan) is a quantized loop" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.onnx").exists()
