@@ -151,6 +151,42 @@ def _span(g: Graph, cal: np.ndarray) -> float:
     return float(ys.max() - ys.min())
 
 
+def test_state_quantization_covers_its_initial_value() -> None:
+    """c_t = c_{t-1} / 2 + tanh(W x_t) from c_0 = 4: later values stay below 3, the state's
+    one scale must still hold 4 (its range is over the initial value and every iteration)."""
+    rng = np.random.default_rng(7)
+    body = Graph("body")
+    body.tensors["c"] = Tensor("c", (1, 4))
+    body.tensors["x_t"] = Tensor("x_t", (1, 3))
+    body.inputs = ["c", "x_t"]
+    w = body.add_const("W", rng.normal(0, 0.6, (4, 3)).astype(np.float32))
+    half = body.add_const("half", np.float32(0.5))
+    body.nodes = [Node("Gemm", "wx", ["x_t", w], ["wx"], {"transB": 1}),
+                  Node("Tanh", "act", ["wx"], ["a"]),
+                  Node("Mul", "decay", ["c", half], ["cd"]),
+                  Node("Add", "next", ["cd", "a"], ["c_next"])]
+    body.outputs = ["c_next"]
+    infer_shapes(body)
+    g = Graph("qdecay")
+    g.tensors["x"] = Tensor("x", (5, 1, 3))
+    g.inputs = ["x"]
+    c0 = g.add_const("c0", np.full((1, 4), 4.0, np.float32))
+    g.nodes = [Node("Scan", "loop", [c0, "x"], ["c_end"], {"body": body,
+                                                            "num_scan_inputs": 1})]
+    g.outputs = ["c_end"]
+    infer_shapes(g)
+    cal = _sets(rng, (5, 1, 3), 16)
+    q = quantize_graph(g, cal)
+    _check_int8_loop(q.lowered)
+    (scan,) = _scans(q.lowered)
+    scale, zp = scan.attrs["body"].quant(scan.attrs["body"].inputs[0]).scalar()
+    assert scale * (127 - zp) >= 4.0 - scale  # 4 within one step of the top code
+    m = compile_graph(q.lowered, name="qdecay")
+    for x in cal[:4]:
+        np.testing.assert_array_equal(m.run(x), m.reference(x))
+    assert q.report.outputs[0].max_abs < 0.05
+
+
 def test_body_op_without_int8_kernel_is_named_inside_the_loop() -> None:
     g = _rnn_graph()
     body = g.nodes[0].attrs["body"]
