@@ -228,10 +228,8 @@ def _list_write(loop: _Loop, i: int, seq_len: int) -> tuple[TflOperator, int, bo
 
 def _quant(cx: Ctx, sg: TflSubgraph, k: int) -> Quant | None:
     """The IR quantization of body tensor ``k`` when it is int8 at run time."""
-    from edgec.frontend.tflite.tables import quant_of
-
     t = sg.tensors[k]
-    return quant_of(t) if t.type == "INT8" else None
+    return cx.quant_of(t) if t.type == "INT8" else None
 
 
 def translate_while(cx: Ctx, op: TflOperator) -> None:
