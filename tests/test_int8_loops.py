@@ -279,6 +279,30 @@ def test_keras_rnn_int8_equals_reference_and_float_within_bound(
     assert report.outputs[0].max_abs < 0.05 * span
 
 
+@pytest.mark.parametrize("case", ["bidirectional_gru", "lstm_then_gru", "simple_rnn_backwards"])
+def test_keras_rnn_stacks_int8(tf: Any, case: str) -> None:
+    """Two loops in one model (Bidirectional: one walks backwards; stacked layers: one loop's
+    int8 output sequence is the next one's scan input), and go_backwards."""
+    L = tf.keras.layers  # noqa: N806 - Keras' own spelling
+    layers = {"bidirectional_gru": lambda: [L.Bidirectional(L.GRU(6))],
+              "lstm_then_gru": lambda: [L.LSTM(6, return_sequences=True), L.GRU(5)],
+              "simple_rnn_backwards": lambda: [L.SimpleRNN(5, go_backwards=True,
+                                                           return_sequences=True)]}[case]
+    tf.keras.utils.set_random_seed(3)
+    model = tf.keras.Sequential([tf.keras.Input((STEPS, FEAT), batch_size=1), *layers(),
+                                 L.Dense(2)])
+    cal = _sets(np.random.default_rng(3), (1, STEPS, FEAT), 32)
+    m = edgec.compile(model, quantize="int8", calibration=cal, name=case)
+    assert m.quant_report is not None and m.quant_report.float_ops == []
+    _check_int8_loop(m.graph)
+    assert len(_scans(m.graph)) == (1 if case == "simple_rnn_backwards" else 2)
+    for x in cal[:8]:
+        np.testing.assert_array_equal(m.run(x), m.reference(x))
+    want = np.concatenate([np.asarray(model(x)) for x in cal])
+    got = np.concatenate([m.run(x) for x in cal])
+    assert np.abs(got - want).max() < 0.05 * (want.max() - want.min())
+
+
 def test_keras_gru_strict_c_and_sanitizers(tf: Any, tmp_path: Path) -> None:
     from tests.c_checks import strict_and_sanitized
 

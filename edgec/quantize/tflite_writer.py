@@ -8,9 +8,10 @@ MEAN, SOFTMAX, QSquaredDifference → SQUARED_DIFFERENCE, QRsqrt → RSQRT, CONC
 BATCH_MATMUL (a clamp as the activation builtin after it), activation tables → the
 activation builtin they model (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU,
 HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
-DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
-becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
-its range.
+DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE, Slice/Split → SLICE/SPLIT_V, an int8 loop
+(Scan) → WHILE with a condition and a body subgraph (``tflite_loops.write_loop``). Explicit
+padding other than SAME/VALID becomes a PAD (filled with the zero point). A clamp becomes the
+fused activation with exactly its range.
 
 A mixed-precision graph's float islands (ops with no int8 kernel, between Dequantize and
 Quantize) are written as float32 builtins by ``tflite_float.write_float`` (its docstring lists
