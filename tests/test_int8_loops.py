@@ -124,6 +124,19 @@ def test_calibration_ranges_a_body_tensor_over_every_iteration() -> None:
     assert r.hi["pre"] > float(first.max()) or r.lo["pre"] < float(first.min())
 
 
+def test_percentile_ranges_inside_the_loop() -> None:
+    g = _rnn_graph()
+    sets = [{"x": x} for x in _sets(np.random.default_rng(8), (6, 1, 3), 8)]
+    full = collect_ranges(g, sets).bodies["rnn"]
+    clipped = collect_ranges(g, sets, "percentile", 90.0).bodies["rnn"]
+    assert full.lo["wx"] < clipped.lo["wx"] < clipped.hi["wx"] < full.hi["wx"]
+    q = quantize_graph(g, np.stack([s["x"] for s in sets]), method="percentile",
+                       percentile=99.0)
+    m = compile_graph(q.lowered, name="qrnn_pct")
+    for s in sets[:3]:
+        np.testing.assert_array_equal(m.run(s["x"]), m.reference(s["x"]))
+
+
 def _body_value(body: Graph, feeds: dict[str, np.ndarray], name: str) -> np.ndarray:
     b = body.copy()
     b.outputs = [name]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 import numpy as np
@@ -22,18 +23,15 @@ Observer = Callable[[Graph, Mapping[str, np.ndarray]], None]
 _OBSERVER: ContextVar[Observer | None] = ContextVar("edgec_interpret_observer", default=None)
 
 
-class observe_runs:  # noqa: N801 (a context manager used like a function)
+@contextmanager
+def observe_runs(fn: Observer) -> Iterator[None]:
     """``with observe_runs(fn):`` every :func:`interpret` run inside the block (a Scan's body
     runs once per iteration) reports its graph and all its values to ``fn``."""
-
-    def __init__(self, fn: Observer):
-        self.fn = fn
-
-    def __enter__(self) -> None:
-        self.token = _OBSERVER.set(self.fn)
-
-    def __exit__(self, *exc: object) -> None:
-        _OBSERVER.reset(self.token)
+    token = _OBSERVER.set(fn)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def _value_inputs(node: Node) -> tuple[int, ...] | None:
