@@ -7,9 +7,10 @@ edgec twice, float and ``quantize="int8"`` (64 calibration sets, standard normal
 with :func:`edgec.mcu.profile.profile`: exact instructions per inference (QEMU plugin), cycles
 estimated from the Cortex-M4 TRM table, flash (weights and whole firmware) and arena bytes; the
 int8 error is the largest |int8 − float| over the calibration sets, relative to the float
-outputs' range. A per-layer build of the int8 GRU gives what one input Quantize costs per
-element, which prices the alternative design (the state float at the Scan boundary, quantized
-at the body's entry and dequantized at its exit: 2·H conversions per state per step).
+outputs' range. A per-layer build of the int8 GRU gives what its input Quantize and output
+Dequantize cost per element, which prices the alternative design (the state float at the Scan
+boundary, quantized at the body's entry and dequantized at its exit: H of each per state per
+step).
 Needs TensorFlow (``edgec[tf]``), arm-none-eabi-gcc and qemu-system-arm.
 """
 
@@ -74,16 +75,21 @@ def measure(kinds: Sequence[str] = LAYERS) -> tuple[list[list[str]], list[str]]:
                          f"{100 * rel:.2f}%" if label == "int8" else "-"])
         if kind == "GRU":
             layered = profile(qm, target, repeat=1, timeout_s=600, per_layer=True)
-            quant = [lp for lp in layered.layers if lp.op == "Quantize"]
-            if quant:
-                per = quant[0].instructions / (STEPS * FEAT)
-                extra = 2 * UNITS * STEPS * per
-                notes.append(f"GRU int8: the input Quantize costs {per:.1f} instructions per "
-                             f"element; a float state at the loop boundary would add about "
-                             f"{extra:,.0f} instructions per inference (2 x {UNITS} x {STEPS} "
-                             f"conversions, Dequantize counted as Quantize) = "
-                             f"{100 * extra / reps['int8'].instructions_per_inference:.1f}% "
-                             f"of the int8 model")
+            nodes = {n.name: n for n in qm.graph.nodes}
+            cost = {}
+            for op in ("Quantize", "Dequantize"):
+                lp = next((x for x in layered.layers if x.op == op), None)
+                if lp is not None and lp.node in nodes:
+                    size = int(np.prod(qm.graph.shape(nodes[lp.node].outputs[0])))
+                    cost[op] = lp.instructions / size
+            if len(cost) == 2:
+                extra = UNITS * STEPS * (cost["Quantize"] + cost["Dequantize"])
+                share = 100 * extra / reps["int8"].instructions_per_inference
+                notes.append(f"GRU int8: Quantize {cost['Quantize']:.1f}, Dequantize "
+                             f"{cost['Dequantize']:.1f} instructions per element (the model's "
+                             f"input and output); a float state at the loop boundary would add "
+                             f"about {extra:,.0f} instructions per inference ({UNITS} x {STEPS} "
+                             f"of each) = {share:.1f}% of the int8 model")
     return rows, notes
 
 
