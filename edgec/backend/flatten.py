@@ -54,8 +54,8 @@ def _flatten(src: Graph, nodes: list[Node], flat: Graph, depth: int) -> list[Nod
             buf = n.outputs[k] if k < len(n.outputs) and n.outputs[k] else ""
             if not buf:
                 buf = new_name(body.inputs[k])
-                flat.tensors[buf] = Tensor(buf, body.shape(body.inputs[k]),
-                                           body.tensor(body.inputs[k]).dtype)
+                src = body.tensor(body.inputs[k])
+                flat.tensors[buf] = Tensor(buf, src.shape, src.dtype, quant=src.quant)
             rename[body.inputs[k]] = buf
         seqs_out = []
         for k in range(s.n_scan_out):
@@ -64,7 +64,8 @@ def _flatten(src: Graph, nodes: list[Node], flat: Graph, depth: int) -> list[Nod
             if not name:
                 name = new_name(f"scan_out{k}")
                 shape = (s.trips, *body.shape(body.outputs[j]))
-                flat.tensors[name] = Tensor(name, shape, body.tensor(body.outputs[j]).dtype)
+                src = body.tensor(body.outputs[j])
+                flat.tensors[name] = Tensor(name, shape, src.dtype, quant=src.quant)
             seqs_out.append(name)
         for t in body.tensors.values():
             if t.name in rename:

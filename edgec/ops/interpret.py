@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -14,6 +16,22 @@ from edgec.ops.unary import act_ref
 
 #: dtypes whose tensors carry a Quant (docs/int8.md)
 QUANT_DTYPES = ("int8", "int32")
+
+#: called by :func:`interpret` with the graph and every tensor's value once a run finishes;
+#: set by :func:`observe_runs` (calibration sees loop bodies' intermediates in each iteration)
+Observer = Callable[[Graph, Mapping[str, np.ndarray]], None]
+_OBSERVER: ContextVar[Observer | None] = ContextVar("edgec_interpret_observer", default=None)
+
+
+@contextmanager
+def observe_runs(fn: Observer) -> Iterator[None]:
+    """``with observe_runs(fn):`` every :func:`interpret` run inside the block (a Scan's body
+    runs once per iteration) reports its graph and all its values to ``fn``."""
+    token = _OBSERVER.set(fn)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def _value_inputs(node: Node) -> tuple[int, ...] | None:
@@ -147,4 +165,7 @@ def interpret(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
         for name, val in zip(node.outputs, run_node(node, g, values), strict=False):
             if name:
                 values[name] = np.asarray(val)
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer(g, values)
     return {o: values[o] for o in g.outputs}

@@ -70,6 +70,8 @@ def scan_spec(node: Node, g: Graph) -> ScanSpec:
 @register
 class Scan(Op):
     types = ("Scan",)
+    #: an int8 loop (edgec's quantizer) carries codes; its body checks its own ops
+    int8 = True
 
     def infer(self, node: Node, g: Graph) -> list[tuple[Shape, str]]:
         s = scan_spec(node, g)

@@ -53,13 +53,16 @@ def lower_qdq(g: Graph) -> Graph:
 
 def float_islands(g: Graph) -> list[str]:
     """Nodes of a lowered graph that compute in float between Dequantize and Quantize (the
-    mixed-precision part), as ``name (op)``."""
+    mixed-precision part), as ``name (op)``; inside an int8 loop (a Scan reading codes) as
+    ``scan/body: name (op)``."""
     fed = {o for n in g.nodes if n.op == "Dequantize" for o in n.outputs}
     out: list[str] = []
     for n in g.nodes:
         if n.op not in ("Dequantize", "Quantize") and any(i in fed for i in n.inputs):
             out.append(f"{n.name} ({n.op})")
             fed.update(o for o in n.outputs if o)
+        elif n.op == "Scan" and isinstance(n.attrs.get("body"), Graph):
+            out += [f"{n.name}/body: {f}" for f in float_islands(n.attrs["body"])]
     return out
 
 
@@ -138,6 +141,8 @@ class _Lowering:
                     self.quantize_linear(n)
             elif n.name in self.fused:
                 continue
+            elif n.op == "Scan":
+                self.scan(n)
             elif not self.lower(n):
                 self.keep_float(n)
         for o in self.src.outputs:
@@ -194,6 +199,48 @@ class _Lowering:
         if name in self.codes:
             self.materialize(name)
 
+    def scan(self, n: Node) -> None:
+        """A loop: its body lowered too; an int8 body (codes in and out, see
+        ``quantize.insert``) gives the Scan's outputs its outputs' quantization."""
+        body = n.attrs.get("body")
+        if not isinstance(body, Graph) or not has_qdq(body):
+            self.keep_float(n)
+            return
+        for i in n.inputs:
+            self.need_float(i)
+        body = lower_qdq(body)
+        node = Node(n.op, n.name, list(n.inputs), list(n.outputs), {**n.attrs, "body": body})
+        self.g.nodes.append(node)
+        infer_node(self.g, node)
+        n_state = len(n.inputs) - int(n.attr("num_scan_inputs", 0))
+        for k, o in enumerate(n.outputs):
+            q = body.quant(body.outputs[k])
+            if o and q is not None and self.g.tensor(o).dtype == "int8":
+                self.g.tensors[o].quant = q
+                if k < n_state and not q.same_as(body.quant(body.inputs[k]) or q):
+                    raise UnsupportedOpError(f"node '{n.name}' (Scan): state {k} is quantized "
+                                             f"differently at the body's input and output")
+
+    def split(self, n: Node) -> bool:
+        """Split on codes (each output requantized where its QuantizeLinear says otherwise)."""
+        x = self.runtime(n.inputs[0])
+        outs = [self.q_of(o) if o else None for o in n.outputs]
+        if x is None or any(i in self.codes for i in n.inputs[1:]) or None in outs:
+            return False
+        names = []
+        for q_node, q_y in outs:  # type: ignore[misc]
+            y = q_node.outputs[0]
+            names.append(y if q_y.same_as(x.quant) else self.fresh(f"{y}_split"))
+            self.g.tensors[names[-1]] = Tensor(names[-1], (), quant=x.quant)
+        node = Node("Split", n.name, [x.name, *n.inputs[1:]], names, dict(n.attrs))
+        self.g.nodes.append(node)
+        infer_node(self.g, node)
+        for name, (q_node, q_y) in zip(names, outs, strict=True):  # type: ignore[misc]
+            if name != q_node.outputs[0]:
+                self.add("Requantize", [name], q_node.outputs[0], q_y)
+            self.done.add(q_node.outputs[0])
+        return True
+
     def keep_float(self, n: Node) -> None:
         for i in n.inputs:
             self.need_float(i)
@@ -203,6 +250,8 @@ class _Lowering:
 
     # -- patterns ----------------------------------------------------------------------------
     def lower(self, n: Node) -> bool:
+        if n.op == "Split" and len([o for o in n.outputs if o]) > 1:
+            return self.split(n)
         rule = _RULES.get(n.op)
         if rule is None or not n.outputs or len([o for o in n.outputs if o]) != 1:
             return False

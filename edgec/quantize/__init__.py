@@ -4,7 +4,9 @@
 calibrate.py (input sets, ranges from the numpy interpreter), insert.py (the float graph's QDQ
 form: per-channel symmetric weights, per-tensor asymmetric activations), report.py (accuracy
 against the float model), onnx_writer.py and tflite_writer.py (the quantized model as a file;
-tflite_float.py writes a mixed-precision graph's float ops as float32 builtins).
+tflite_float.py writes a mixed-precision graph's float ops as float32 builtins, tflite_loops.py
+an int8 loop as WHILE). Loop bodies (Scan) are quantized too: ranges over every iteration, the
+Scan carrying int8 codes (docs/int8.md, "int8 loops").
 The QDQ graph is lowered to the int8 ops by ``passes.qdq.lower_qdq`` like any quantized ONNX
 model.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.ir import Graph
-from edgec.ops.interpret import run_node
+from edgec.ops.interpret import observe_runs, run_node
 
 RULE = ("per input an array of its shape (one set) or with a leading axis N (N sets); a batch-1 "
         "input also takes (N, ...) without the 1")
@@ -103,10 +103,13 @@ def calibration_sets(source: Any, g: Graph) -> list[dict[str, np.ndarray]]:
 
 @dataclass
 class Ranges:
-    """Per float tensor: min and max over the calibration sets (or the given percentiles)."""
+    """Per float tensor: min and max over the calibration sets (or the given percentiles);
+    ``bodies``: the same for the body of each Scan node (by node name), over every iteration
+    of every set."""
 
     lo: dict[str, float]
     hi: dict[str, float]
+    bodies: dict[str, Ranges] = field(default_factory=dict)
 
 
 def run_all(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,34 +125,76 @@ def run_all(g: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return values
 
 
-def collect_ranges(g: Graph, sets: Sequence[Mapping[str, np.ndarray]], method: str = "minmax",
-                   percentile: float = 99.99) -> Ranges:
-    """Ranges of the graph inputs and every float node output over ``sets``: ``minmax`` or
-    ``percentile`` (the ``100 - p`` and ``p`` percentiles of all values seen)."""
-    if method not in ("minmax", "percentile"):
-        raise EdgecError(f"calibration method '{method}': use minmax or percentile")
-    if method == "percentile" and not 50.0 < percentile <= 100.0:
-        raise EdgecError(f"calibration percentile {percentile}: must lie in (50, 100]")
-    names = list(g.inputs) + [o for n in g.nodes for o in n.outputs
-                              if o and g.tensor(o).dtype == "float32" and g.const(o) is None]
-    seen: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    lo: dict[str, float] = {}
-    hi: dict[str, float] = {}
-    for feeds in sets:
-        values = run_all(g, feeds)
-        for n in names:
+class _Seen:
+    """The values one graph (the model or a loop body) gave its float tensors so far."""
+
+    def __init__(self, g: Graph, keep: bool):
+        self.names = list(g.inputs) + [o for n in g.nodes for o in n.outputs
+                                       if o and g.tensor(o).dtype == "float32"
+                                       and g.const(o) is None]
+        self.keep = keep
+        self.parts: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
+        self.ranges = Ranges({}, {})
+
+    def add(self, values: Mapping[str, np.ndarray]) -> None:
+        lo, hi = self.ranges.lo, self.ranges.hi
+        for n in self.names:
+            if n not in values:
+                continue
             v = np.asarray(values[n], np.float32).reshape(-1)
             v = v[np.isfinite(v)]
             if not v.size:
                 continue
-            if method == "percentile":
-                seen[n].append(v)
+            if self.keep:
+                self.parts[n].append(v)
             lo[n] = min(lo.get(n, np.inf), float(v.min()))
             hi[n] = max(hi.get(n, -np.inf), float(v.max()))
-    if method == "percentile":
-        for n, parts in seen.items():
-            if parts:
-                allv = np.concatenate(parts)
-                lo[n] = float(np.percentile(allv, 100.0 - percentile))
-                hi[n] = float(np.percentile(allv, percentile))
-    return Ranges(lo, hi)
+
+    def finish(self, percentile: float) -> None:
+        if self.keep:
+            for n, parts in self.parts.items():
+                if parts:
+                    allv = np.concatenate(parts)
+                    self.ranges.lo[n] = float(np.percentile(allv, 100.0 - percentile))
+                    self.ranges.hi[n] = float(np.percentile(allv, percentile))
+
+
+def _body_seen(g: Graph, keep: bool, seen: dict[int, _Seen]) -> dict[str, Ranges]:
+    """A _Seen per loop body of ``g`` (nested ones too), keyed by the body graph's id; returns
+    the Scan node name → body ranges tree."""
+    out: dict[str, Ranges] = {}
+    for n in g.nodes:
+        body = n.attrs.get("body") if n.op == "Scan" else None
+        if isinstance(body, Graph):
+            s = seen[id(body)] = _Seen(body, keep)
+            s.ranges.bodies = _body_seen(body, keep, seen)
+            out[n.name] = s.ranges
+    return out
+
+
+def collect_ranges(g: Graph, sets: Sequence[Mapping[str, np.ndarray]], method: str = "minmax",
+                   percentile: float = 99.99) -> Ranges:
+    """Ranges of the graph inputs and every float node output over ``sets``: ``minmax`` or
+    ``percentile`` (the ``100 - p`` and ``p`` percentiles of all values seen). A loop body's
+    tensors (``Ranges.bodies``) range over every iteration: the interpreter reports each run
+    of a body (``ops.interpret.observe_runs``)."""
+    if method not in ("minmax", "percentile"):
+        raise EdgecError(f"calibration method '{method}': use minmax or percentile")
+    if method == "percentile" and not 50.0 < percentile <= 100.0:
+        raise EdgecError(f"calibration percentile {percentile}: must lie in (50, 100]")
+    keep = method == "percentile"
+    top = _Seen(g, keep)
+    seen: dict[int, _Seen] = {}
+    top.ranges.bodies = _body_seen(g, keep, seen)
+
+    def observe(graph: Graph, values: Mapping[str, np.ndarray]) -> None:
+        s = seen.get(id(graph))
+        if s is not None:
+            s.add(values)
+
+    with observe_runs(observe):
+        for feeds in sets:
+            top.add(run_all(g, feeds))
+    for s in (top, *seen.values()):
+        s.finish(percentile)
+    return top.ranges

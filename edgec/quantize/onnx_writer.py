@@ -33,6 +33,10 @@ def to_onnx(g: Graph) -> onnx.ModelProto:
         raise EdgecError(f"{g.source or g.name}: opset {g.opset} has no per-axis "
                          f"DequantizeLinear; export the float model at opset 13 or later, or "
                          f"write the quantized model as .tflite")
+    loops = [n.name for n in g.nodes if n.op == "Scan"]
+    if loops:  # the body's int8 inputs and TFLite's trip count have no ONNX Scan form here
+        raise EdgecError(f"{g.source or g.name}: node '{loops[0]}' (Scan) is a quantized loop; "
+                         f"edgec writes it as .tflite (WHILE), not .onnx")
     nodes, used, made = [], set(), set()
     for n in g.nodes:
         if n.op not in ("QuantizeLinear", "DequantizeLinear") and not onnx.defs.has(n.op):

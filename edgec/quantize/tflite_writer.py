@@ -8,9 +8,10 @@ MEAN, SOFTMAX, QSquaredDifference → SQUARED_DIFFERENCE, QRsqrt → RSQRT, CONC
 BATCH_MATMUL (a clamp as the activation builtin after it), activation tables → the
 activation builtin they model (RELU, RELU6, LOGISTIC, TANH, LEAKY_RELU,
 HARD_SWISH), Quantize/Requantize → QUANTIZE, Dequantize →
-DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE. Explicit padding other than SAME/VALID
-becomes a PAD (filled with the zero point). A clamp becomes the fused activation with exactly
-its range.
+DEQUANTIZE, Transpose → TRANSPOSE, views → RESHAPE, Slice/Split → SLICE/SPLIT_V, an int8 loop
+(Scan) → WHILE with a condition and a body subgraph (``tflite_loops.write_loop``). Explicit
+padding other than SAME/VALID becomes a PAD (filled with the zero point). A clamp becomes the
+fused activation with exactly its range.
 
 A mixed-precision graph's float islands (ops with no int8 kernel, between Dequantize and
 Quantize) are written as float32 builtins by ``tflite_float.write_float`` (its docstring lists
@@ -26,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.frontend.tflite.builder import TflBuilder
+from edgec.frontend.tflite.builder import Subgraph, TflBuilder
 from edgec.ir import Graph, Node
 from edgec.ops import get_op
 from edgec.ops.int8.fixedpoint import activation_range
 from edgec.quantize.tflite_float import write_float
+from edgec.quantize.tflite_loops import write_loop, write_moves
 
 _FUSED = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 _TABLES = {("Relu", 0.0, None): "RELU", ("Relu", 0.0, 6.0): "RELU6",
@@ -38,12 +40,24 @@ _TABLES = {("Relu", 0.0, None): "RELU", ("Relu", 0.0, 6.0): "RELU6",
 
 
 class _Writer:
-    def __init__(self, g: Graph):
+    def __init__(self, g: Graph, sg: Subgraph | None = None,
+                 io: dict[int, tuple[list[int], list[int]]] | None = None):
         self.g = g
-        self.b = TflBuilder()
-        self.b.description = "edgec quantize"
+        if sg is None:
+            sg = TflBuilder()
+            sg.description = "edgec quantize"
+        self.b = sg
         self.index: dict[str, int] = {}
         self.alias: dict[str, str] = {}
+        #: inputs and outputs of every subgraph past the main one (WHILE cond/body), by id
+        self.io = {} if io is None else io
+
+    def child(self, g: Graph, sg: Subgraph) -> _Writer:
+        """A writer for loop body ``g`` into subgraph ``sg`` (edgec.quantize.tflite_loops)."""
+        return _Writer(g, sg, self.io)
+
+    def register(self, sg: Subgraph, inputs: list[int], outputs: list[int]) -> None:
+        self.io[id(sg)] = (inputs, outputs)
 
     def where(self, n: Node) -> str:
         return f"{self.g.source or self.g.name}: node '{n.name}' ({n.op})"
@@ -172,7 +186,9 @@ class _Writer:
             self.batch_matmul(n)
         elif op == "QLut":
             self.table(n)
-        elif not write_float(self, n):
+        elif op == "Scan":
+            write_loop(self, n)
+        elif not (write_moves(self, n) or write_float(self, n)):
             raise EdgecError(f"{self.where(n)}: no TFLite builtin for this "
                              f"{self.g.tensor(y).dtype} op; write the model as .onnx "
                              f"(QDQ) instead")
@@ -226,7 +242,10 @@ class _Writer:
         ins = [self.t(i) for i in g.inputs]
         for n in g.nodes:
             self.node(n)
-        return self.b.build(ins, [self.t(o) for o in g.outputs])
+        b = self.b
+        assert isinstance(b, TflBuilder)
+        return b.build(ins, [self.t(o) for o in g.outputs],
+                       io=[self.io[id(sg)] for sg in b.extra])
 
 
 def to_tflite(g: Graph) -> bytes:

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgec.frontend.tflite.context import Ctx, _unique_names, add_constants, translate_ops
 from edgec.frontend.tflite.reader import TflOperator, TflSubgraph
-from edgec.ir import Graph, Tensor
+from edgec.ir import Graph, Quant, Tensor
 
 #: iterations the compile-time evaluation follows before it gives up
 MAX_TRIPS = 100_000
@@ -226,6 +226,12 @@ def _list_write(loop: _Loop, i: int, seq_len: int) -> tuple[TflOperator, int, bo
     return None
 
 
+def _quant(cx: Ctx, sg: TflSubgraph, k: int) -> Quant | None:
+    """The IR quantization of body tensor ``k`` when it is int8 at run time."""
+    t = sg.tensors[k]
+    return cx.quant_of(t) if t.type == "INT8" else None
+
+
 def translate_while(cx: Ctx, op: TflOperator) -> None:
     model = cx.model
     ci, bi = int(cx.opts.get("condSubgraphIndex", -1)), int(cx.opts.get("bodySubgraphIndex", -1))
@@ -299,13 +305,15 @@ def _build_scan(cx: Ctx, loop: _Loop) -> None:
     for k in evaluated:  # integers that are the same in every iteration are constants
         if not loop.varying(k) and body.tensors[k].data is None:
             bcx.set_const(bnames[k], loop.history[0][k])
-    for i in states:
+    for i in states:  # int8 values keep the body's quantization (edgec's quantized loops)
         name = bnames[body.inputs[i]]
-        bg.tensors[name] = Tensor(name, cx.shape(cx.x(i)), cx.dtype(cx.x(i)))
+        bg.tensors[name] = Tensor(name, cx.shape(cx.x(i)), cx.dtype(cx.x(i)),
+                                  quant=_quant(cx, body, body.inputs[i]))
         bg.inputs.append(name)
     for i, gathers, _ in scan_in:
         name = bnames[gathers[0].outputs[0]]
-        bg.tensors[name] = Tensor(name, cx.shape(cx.x(i))[1:], cx.dtype(cx.x(i)))
+        bg.tensors[name] = Tensor(name, cx.shape(cx.x(i))[1:], cx.dtype(cx.x(i)),
+                                  quant=_quant(cx, body, gathers[0].outputs[0]))
         bg.inputs.append(name)
     ops = []
     for o in body.operators:

@@ -24,7 +24,7 @@ def op_kind(cx: Ctx, op: TflOperator) -> str:
 
 def tables() -> dict[str, dict[str, Translator]]:
     return {"float": {**FLOAT_OPS, "WHILE": translate_while},
-            "int8": {**INT8_OPS, **INT8_LAYER_OPS}}
+            "int8": {**INT8_OPS, **INT8_LAYER_OPS, "WHILE": translate_while}}
 
 
 def translator_for(cx: Ctx, op: TflOperator) -> Translator:
