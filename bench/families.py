@@ -9,7 +9,7 @@ import argparse
 import importlib
 from typing import Any
 
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 FAMILIES = ("spiking", "circuits", "phm", "lsm")
 HEADERS = ("family", "model", "variant", "flash B", "RAM B", "µs/step", "saving")
@@ -38,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cells = rows(args.repeat)
     if args.markdown:
-        print("| " + " | ".join(HEADERS) + " |")
-        print("|" + "---|" * len(HEADERS))
-        for c in cells:
-            print("| " + " | ".join(c) + " |")
+        print(markdown_table(HEADERS, cells))
     else:
         print(format_table(HEADERS, cells))
     return 0

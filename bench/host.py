@@ -44,7 +44,7 @@ from edgec.backend.host import HOST_CFLAGS, host_cc, host_simd_flags
 from edgec.errors import EdgecError, ToolchainError
 from edgec.ops import REGISTRY
 from edgec.ops.base import c_float
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 #: each timed batch runs the model for about this long
 BATCH_SECONDS = 0.005
@@ -388,13 +388,6 @@ def _fmt_us(seconds: float) -> str:
     return f"{us:.0f}"
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    align = ["---"] + ["---:"] * (len(headers) - 1)
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def machine_line() -> str:
     import onnxruntime
 
@@ -419,7 +412,8 @@ def format_results(
     rows: Sequence[BenchRow], skipped: Sequence[Skipped], markdown: bool = False
 ) -> str:
     cells = [r.cells() for r in rows]
-    table = markdown_table(HEADERS, cells) if markdown else format_table(HEADERS, cells)
+    table = (markdown_table(HEADERS, cells, "l" + "r" * (len(HEADERS) - 1)) if markdown
+             else format_table(HEADERS, cells))
     notes = [f"skipped {s.model}: {s.reason}" for s in skipped]
     notes.append(f"machine: {machine_line()}")
     if markdown:

@@ -38,7 +38,7 @@ from edgec.mcu import project as firmware
 from edgec.mcu.profile import ProfileReport, profile
 from edgec.mcu.targets import load_target
 from edgec.ops.interpret import infer_shapes
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 TARGET = "cortex-m4f"
 GOAL_MAC_PER_CYCLE = 0.6
@@ -247,16 +247,9 @@ def measure_models(names: Sequence[str] | None = None) -> tuple[list[list[str]],
     return rows, notes
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    align = ["---"] + ["---:"] * (len(headers) - 2) + ["---"]
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], md: bool) -> str:
     if md:
-        return markdown_table(headers, rows)
+        return markdown_table(headers, rows, "l" + "r" * (len(headers) - 2) + "l")
     return format_table(headers, rows, align="l" + "r" * (len(headers) - 2) + "l")
 
 

@@ -21,7 +21,7 @@ from edgec.ir import Graph, Node, Quant, Tensor
 from edgec.mcu.profile import profile
 from edgec.mcu.targets import load_target
 from edgec.ops.interpret import infer_shapes
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 TARGET = "cortex-m4f"
 
@@ -66,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = measure()
     if args.markdown:
-        print("| " + " | ".join(HEADERS) + " |")
-        print("|" + "---|" * len(HEADERS))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+        print(markdown_table(HEADERS, rows))
     else:
         print(format_table(HEADERS, rows))
     return 0

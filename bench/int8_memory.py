@@ -19,6 +19,7 @@ from pathlib import Path
 
 import edgec
 from bench.tflm import smallest_arena
+from edgec.tables import format_table, markdown_table
 
 #: the ratio goal of each bench model (edgec arena + io) / (TFLite Micro arena)
 GOALS = {"ds_cnn": 0.75, "cnn1d": 0.75, "mlp": 0.75, "mbnet_early": 0.5}
@@ -78,13 +79,6 @@ def measure(name: str, blob: bytes, flash: bool = True) -> Row:
                rep["macs"], rep["weight_bytes"], firmware_flash(cm) if flash else None)
 
 
-def markdown_table(rows: Sequence[Row]) -> str:
-    align = ["---"] + ["---:"] * (len(HEADERS) - 1)
-    out = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r.cells()) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.int8_models import MODELS, keras_model, tflite
 
@@ -96,12 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = args.models.split(",") if args.models else list(MODELS)
     rows = [measure(n, tflite(keras_model(n)), flash=not args.no_flash) for n in names]
+    cells = [r.cells() for r in rows]
     if args.markdown:
-        print(markdown_table(rows))
+        print(markdown_table(HEADERS, cells, "l" + "r" * (len(HEADERS) - 1)))
     else:
-        from edgec.tables import print_table
-
-        print_table(HEADERS, [r.cells() for r in rows])
+        print(format_table(HEADERS, cells))
     return 0 if all(r.ratio <= GOALS.get(r.model, 0.75) for r in rows) else 1
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import edgec
 from edgec.mcu.profile import profile
 from edgec.mcu.targets import load_target
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 TARGET = "cortex-m4f"
 STEPS, FEAT, UNITS = 50, 6, 20
@@ -101,10 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows, notes = measure([k for k in args.models.split(",") if k])
     if args.markdown:
-        print("| " + " | ".join(HEADERS) + " |")
-        print("|" + "---|" * len(HEADERS))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+        print(markdown_table(HEADERS, rows))
     else:
         print(format_table(HEADERS, rows))
     for n in notes:

@@ -34,7 +34,7 @@ from edgec.mcu.profile import ProfileReport, count_elf, profile
 from edgec.mcu.targets import Target, load_target
 from edgec.mcu.toolchain import find_tool
 from edgec.ops.base import c_float
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 TARGET = "cortex-m4f"
 
@@ -333,13 +333,6 @@ def measure(
     return Row(name, rep, naive, goal)
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    align = ["---"] + ["---:"] * (len(headers) - 2) + ["---"]
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.m4", description=__doc__.split("\n")[0])
     ap.add_argument("--models", help="comma-separated bench models (default: all)")
@@ -372,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"measured {n}", file=sys.stderr)
     cells = [r.cells() for r in rows]
     if ns.markdown:
-        print(markdown_table(HEADERS, cells))
+        print(markdown_table(HEADERS, cells, "l" + "r" * (len(HEADERS) - 2) + "l"))
     else:
         print(format_table(HEADERS, cells, align="l" + "r" * (len(HEADERS) - 2) + "l"))
     print(

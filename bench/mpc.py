@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgec.tables import format_table
+from edgec.tables import format_table, markdown_table
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mpc"
 GOAL_CYCLES = 42_000
@@ -67,12 +67,6 @@ def tracking_rows() -> list[dict[str, Any]]:
         res = simulate(cfg, plant, t, ref)
         rows.append({"label": label, "plant": plant, "mpc": res["mpc"], "pid": res["pid"]})
     return rows
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _ok(flag: bool) -> str:

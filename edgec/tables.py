@@ -63,6 +63,16 @@ def format_table(
     return "\n".join(lines)
 
 
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                   align: str | None = None) -> str:
+    """A Markdown table (the benches' ``--markdown``); ``align`` one char per column, 'l' or 'r'
+    (default: every column 'l')."""
+    marks = ["---:" if a == "r" else "---" for a in (align or "l" * len(headers))]
+    out = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join(marks) + "|"]
+    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"

@@ -108,3 +108,13 @@ def test_cli_rejects_unknown_models(capsys: pytest.CaptureFixture[str]) -> None:
         host.main(["--models", "mlp_tanh,nope"])
     assert exc.value.code == 2
     assert "unknown model(s) nope" in capsys.readouterr().err
+
+
+def test_markdown_table_alignment_and_cells() -> None:
+    """edgec.tables.markdown_table (every bench's --markdown): the header, one alignment mark
+    per column ('r' right-aligned), the cells as given."""
+    from edgec.tables import markdown_table
+
+    md = markdown_table(["model", "instr", "goal"], [["a", "1,234", "met"]], "lrl").splitlines()
+    assert md == ["| model | instr | goal |", "|---|---:|---|", "| a | 1,234 | met |"]
+    assert markdown_table(["x", "y"], [])[len("| x | y |\n"):] == "|---|---|"
