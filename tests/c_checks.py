@@ -22,6 +22,22 @@ def _cc(args: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, f"gcc {' '.join(args)} failed:\n{proc.stderr[-4000:]}"
 
 
+def strict_for_m4f(m: edgec.CompiledModel, tmp: Path, name: str) -> None:
+    """``m``'s C written to ``tmp`` compiles with arm-none-eabi-gcc -O2 for the Cortex-M4F
+    (its DSP kernels) under the strict flags, warning-free (skips without the toolchain)."""
+    import pytest
+
+    from edgec.mcu.toolchain import have_tool
+
+    if not have_tool("arm-none-eabi-gcc"):
+        pytest.skip("needs arm-none-eabi-gcc (scripts/setup.sh installs it)")
+    m.write(tmp)
+    proc = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard",
+                           "-mfpu=fpv4-sp-d16", "-O2", *STRICT, "-c", f"{name}.c", "-o",
+                           f"{name}.o"], cwd=tmp, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _driver(m: edgec.CompiledModel) -> str:
     cm, macro = m.cmodel, m.name.upper()
     ins, outs = cm.inputs, cm.outputs

@@ -284,19 +284,10 @@ def test_layer_normalization_strict_c_and_sanitizers(zoo: _Zoo, tmp_path: Path) 
 
 
 def test_layer_normalization_builds_for_the_m4f(zoo: _Zoo, tmp_path: Path) -> None:
-    import subprocess
+    from tests.c_checks import strict_for_m4f
 
-    from tests.c_checks import STRICT
-
-    if not have_tool("arm-none-eabi-gcc"):
-        pytest.skip("needs arm-none-eabi-gcc")
-    m = edgec.compile(zoo.tflite("attention_block", "int8-io"), name="att_ln")
-    m.write(tmp_path)
-    proc = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb",
-                           "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", *STRICT, "-c",
-                           "att_ln.c", "-o", "att_ln.o"], cwd=tmp_path, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    strict_for_m4f(edgec.compile(zoo.tflite("attention_block", "int8-io"), name="att_ln"),
+                   tmp_path, "att_ln")
 
 
 @pytest.mark.qemu

@@ -374,16 +374,7 @@ def test_int8_conv_builds_warning_free_for_the_m4f(zoo: Zoo, tmp_path: Path) -> 
     """A plain int8 Conv2D (8x8x4 -> 8, 3x3): arm-none-eabi-gcc -O2 with -Werror once stopped at
     -Waggressive-loop-optimizations inside edgec_widen_s8 (signed k0 + i under constant
     propagation); the DSP build is warning-free."""
-    import subprocess
+    from tests.c_checks import strict_for_m4f
 
-    from tests.c_checks import STRICT
-
-    if not have_tool("arm-none-eabi-gcc"):
-        pytest.skip("needs arm-none-eabi-gcc (scripts/setup.sh installs it)")
-    m = edgec.compile(zoo.tflite("conv_8x8x4", "int8-io"), name="conv")
-    m.write(tmp_path)
-    proc = subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb",
-                           "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", *STRICT, "-c",
-                           "conv.c", "-o", "conv.o"], cwd=tmp_path, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    strict_for_m4f(edgec.compile(zoo.tflite("conv_8x8x4", "int8-io"), name="conv"), tmp_path,
+                   "conv")
