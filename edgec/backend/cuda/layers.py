@@ -562,10 +562,7 @@ class _Planner:
         for k, t in enumerate(self.g.outputs):
             pl = self.places[t]
             src = f"ws + {self.off(t)}"
-            if pl.layout == "nhwc":
-                h, w, c = pl.dims
-                f = f"edgec_from_nhwc{{{src}, out{k}, {c}, {h * w}}}"
-            elif pl.layout == "flat_hwc":
+            if pl.layout in ("nhwc", "flat_hwc"):
                 h, w, c = pl.dims
                 f = f"edgec_from_nhwc{{{src}, out{k}, {c}, {h * w}}}"
             else:

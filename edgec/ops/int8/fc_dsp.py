@@ -120,16 +120,21 @@ static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, i
 }}
 #endif"""
 
-_STEP = (
-    '"ldrd %[xa], %[xb], [%[xp]], #8\\n\\t"\n'
-    '"ldm %[wp]!, {{%[w0], %[w1], %[w2], %[w3]}}\\n\\t"\n'
-    + "".join(
-        f'"smlad %[{a}], %[{w}], %[{x}], %[{a}]\\n\\t"\n'
-        f'"sxtb16 %[{w}], %[{w}], ror #8\\n\\t"\n'
-        f'"smlad %[{d}], %[{w}], %[{x}], %[{d}]\\n\\t"\n'
-        for w, x, a, d in (("w0", "xa", "a0", "d0"), ("w1", "xa", "a1", "d1"),
-                           ("w2", "xb", "a0", "d0"), ("w3", "xb", "a1", "d1")))
-)
+def _walk_step(xp: str, wp: str, x: tuple[str, str], w: tuple[str, ...],
+               acc: tuple[str, str, str, str]) -> str:
+    """One 4-k step of a quad's walk as C string lines of assembly: x[k .. k + 3] as two int16
+    pairs (LDRD), the quad's four weight words (LDM), 4 x (SMLAD, SXTB16 ROR #8, SMLAD)."""
+    a0, d0, a1, d1 = acc
+    lines = [f"ldrd {x[0]}, {x[1]}, [{xp}], #8", f"ldm {wp}!, {{{{{', '.join(w)}}}}}"]
+    for wr, xr, a, d in ((w[0], x[0], a0, d0), (w[1], x[0], a1, d1), (w[2], x[1], a0, d0),
+                         (w[3], x[1], a1, d1)):
+        lines += [f"smlad {a}, {wr}, {xr}, {a}", f"sxtb16 {wr}, {wr}, ror #8",
+                  f"smlad {d}, {wr}, {xr}, {d}"]
+    return "".join(f'"{ln}\\n\\t"\n' for ln in lines)
+
+
+_STEP = _walk_step("%[xp]", "%[wp]", ("%[xa]", "%[xb]"), ("%[w0]", "%[w1]", "%[w2]", "%[w3]"),
+                   ("%[a0]", "%[d0]", "%[a1]", "%[d1]"))
 #: k steps of 4 per assembly iteration
 STEPS = 8
 
@@ -222,16 +227,8 @@ __attribute__((naked, noinline)) static void edgec_fcq_hi(uint32_t *ctl __attrib
 #endif"""
 
 #: one step of FCQ_HI's walk (registers: x r11/r12, weights r0-r3, accumulators r4-r7)
-_STEP_HI = (
-    '"ldrd r11, r12, [r8], #8\\n\\t"\n'
-    '"ldm r9!, {{r0-r3}}\\n\\t"\n'
-    + "".join(
-        f'"smlad {a}, {w}, {x}, {a}\\n\\t"\n'
-        f'"sxtb16 {w}, {w}, ror #8\\n\\t"\n'
-        f'"smlad {d}, {w}, {x}, {d}\\n\\t"\n'
-        for w, x, a, d in (("r0", "r11", "r4", "r5"), ("r1", "r11", "r6", "r7"),
-                           ("r2", "r12", "r4", "r5"), ("r3", "r12", "r6", "r7")))
-)
+_STEP_HI = _walk_step("r8", "r9", ("r11", "r12"), ("r0", "r1", "r2", "r3"),
+                      ("r4", "r5", "r6", "r7"))
 
 #: the kernel's call of FCQ_HI for its whole quads (the C loops then run from quad q)
 PRE_QUADS_HI = """    if ((m >> 2) > 0) {{  /* the quads of four real rows: one assembly loop */
