@@ -6,6 +6,7 @@ no other test covered."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import helper
 
 from tests.helpers import check_model, make_model
@@ -45,3 +46,53 @@ def test_output_that_is_an_input_and_a_view_of_it() -> None:
     m = make_model([N("Concat", ["x"], ["o"], axis=0)], {"x": [2, 3]},
                    {"o": [2, 3], "x": [2, 3]})
     check_model(m)
+
+
+# -- passes ----------------------------------------------------------------------------------
+
+def test_batchnorm_does_not_fold_a_per_row_gemm_bias() -> None:
+    """Gemm C of shape [M, 1] is one value per row; fold_batchnorm took it for a per-column
+    bias whenever M == N (wrong numbers)."""
+    m = make_model(
+        [N("Gemm", ["a", "b", "c"], ["y"]),
+         N("BatchNormalization", ["y", "s", "t", "mu", "var"], ["o"])],
+        {"a": [3, 4]}, {"o": [3, 3]}, {"b": _w(4, 3), "c": _w(3, 1), **_bn_stats(3)})
+    check_model(m)
+
+
+def test_batchnorm_spatial0_is_not_folded() -> None:
+    """Opset 7's spatial=0 statistics ([C, H, W]) after a Conv: fold_batchnorm broadcast them
+    as per-channel values and crashed (internal ValueError)."""
+    stats = {k: _w(3, 3, 3) for k in ("s", "t", "mu")} | {"var": np.abs(_w(3, 3, 3)) + 0.5}
+    m = make_model(
+        [N("Conv", ["x", "w"], ["a"]),
+         N("BatchNormalization", ["a", "s", "t", "mu", "var"], ["o"], spatial=0)],
+        {"x": [1, 2, 5, 5]}, {"o": [1, 3, 3, 3]}, {"w": _w(3, 2, 3, 3), **stats}, opset=7)
+    m.ir_version = 3
+    check_model(m)
+
+
+def test_bias_add_after_a_gemm_with_beta_zero() -> None:
+    """fuse_bias_adds divided the bias by the Gemm's beta (scaling no C): beta = 0 gave
+    infinite weights and the model was refused as holding NaN."""
+    m = make_model([N("Gemm", ["a", "b"], ["y"], beta=0.0, alpha=0.5), N("Add", ["y", "c"], ["o"])],
+                   {"a": [2, 4]}, {"o": [2, 3]}, {"b": _w(4, 3), "c": _w(3)})
+    check_model(m)
+
+
+@pytest.mark.parametrize("kind", ["lstm_h0_as_c0", "two_rnns_one_h0"])
+def test_one_input_starting_two_recurrent_states_is_not_carried(kind: str) -> None:
+    """detect_state made two state pairs from one graph input (an LSTM's h0 and c0 fed by one
+    tensor; two RNNs started from one h0): the generated header had a duplicate state member
+    and the host compiler failed. Such a model is stateless (h0 stays an input)."""
+    if kind == "lstm_h0_as_c0":
+        nodes = [N("LSTM", ["x", "w", "r", "", "", "h0", "h0"], ["y", "h", "c"], hidden_size=3)]
+        outs = {"y": [4, 1, 1, 3], "h": [1, 1, 3], "c": [1, 1, 3]}
+        inits = {"w": _w(1, 12, 2), "r": _w(1, 12, 3)}
+    else:
+        nodes = [N("RNN", ["x", "w", "r", "", "", "h0"], ["y", "h"], hidden_size=3),
+                 N("RNN", ["x", "w2", "r", "", "", "h0"], ["y2", "h2"], hidden_size=3)]
+        outs = {"h": [1, 1, 3], "h2": [1, 1, 3]}
+        inits = {"w": _w(1, 3, 2), "w2": _w(1, 3, 2), "r": _w(1, 3, 3)}
+    m = check_model(make_model(nodes, {"x": [4, 1, 2], "h0": [1, 1, 3]}, outs, inits))
+    assert not m.graph.state
