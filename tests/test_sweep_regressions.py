@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
+import edgec
+from edgec.errors import EdgecError
 from tests.helpers import check_model, make_model
 
 rng = np.random.default_rng(7)
@@ -96,3 +98,94 @@ def test_one_input_starting_two_recurrent_states_is_not_carried(kind: str) -> No
         inits = {"w": _w(1, 3, 2), "w2": _w(1, 3, 2), "r": _w(1, 3, 3)}
     m = check_model(make_model(nodes, {"x": [4, 1, 2], "h0": [1, 1, 3]}, outs, inits))
     assert not m.graph.state
+
+
+# -- the torch front-end -----------------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def _torch_check(mod: object, *shapes: tuple[int, ...], route: str = "fx") -> None:
+    gen = torch.Generator().manual_seed(3)
+    ex = tuple(torch.randn(*s, generator=gen) for s in shapes)
+    if route == "fx":
+        m = edgec.compile(mod, example_inputs=ex)
+    else:
+        m = edgec.compile(torch.export.export(mod, ex))
+    for _ in range(3):
+        xs = [torch.randn(*s, generator=gen) * 3 for s in shapes]
+        with torch.no_grad():
+            want = mod(*[x.clone() for x in xs])  # forward may write its inputs in place
+        got = m.run(*[x.numpy() for x in xs])
+        want = list(want) if isinstance(want, tuple) else [want]
+        got = got if isinstance(got, list) else [got]
+        for g_, w_ in zip(got, want, strict=True):
+            np.testing.assert_allclose(g_, w_.numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _InPlaceChain(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = x * 2.0
+        z.add_(y)
+        torch.relu_(z)
+        return z - x
+
+
+class _InPlaceOnInput(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = x * y
+        x.sigmoid_()
+        return x + s
+
+
+class _InPlaceModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(5, 5)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        g = self.act(h)
+        return h + g * y
+
+
+@pytest.mark.parametrize("cls", [_InPlaceChain, _InPlaceOnInput, _InPlaceModule])
+def test_fx_in_place_ops_write_their_tensor(cls: type) -> None:
+    """torch.fx records ``z.add_(y)``, ``torch.relu_(z)``, ``nn.ReLU(inplace=True)(h)`` as
+    calls whose results nobody reads; later reads of ``z`` / ``h`` still named the old value
+    (the write was dropped: wrong numbers)."""
+    _torch_check(cls().eval(), (2, 5), (2, 5))
+
+
+def test_fx_in_place_write_through_a_view_is_refused() -> None:
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = x * 1.0
+            z[:, :2].relu_()
+            return z
+
+    with pytest.raises(EdgecError, match=r"in-place 'relu_'.*view"):
+        edgec.compile(M(), example_inputs=(torch.randn(2, 5),))
+
+
+@pytest.mark.parametrize("route", ["fx", "export"])
+@pytest.mark.parametrize("make", [
+    lambda: nn.Softplus(beta=2.0, threshold=5.0),
+    lambda: _Fn(lambda x: nn.functional.softplus(x, beta=1.0, threshold=1.0)),
+])
+def test_softplus_threshold(make: object, route: str) -> None:
+    """torch's softplus is x itself above threshold / beta; the threshold was ignored (a
+    difference of log1p(exp(-threshold)) / beta, 3e-3 at threshold 5)."""
+    _torch_check(make().eval(), (4, 16), route=route)  # type: ignore[operator]
+
+
+class _Fn(nn.Module):
+    def __init__(self, f: object) -> None:
+        super().__init__()
+        self.f = f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x)  # type: ignore[operator]

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
-from edgec.frontend.pytorch.attr_state import StateSpec, TraceSnapshot, find_state, is_inplace
+from edgec.frontend.pytorch.attr_state import (
+    VIEW_OPS,
+    StateSpec,
+    TraceSnapshot,
+    find_state,
+    is_inplace,
+)
 from edgec.frontend.pytorch.lowering import (
     FUNCTIONS,
     TensorRef,
@@ -240,6 +246,28 @@ def _state_value(lw: TorchLowering, name: str, cur: TensorRef, args: tuple, kwar
     return h(lw, (cur, *args[1:]), kwargs)
 
 
+def _write_in_place(lw: TorchLowering, node: Any, first: Any, env: dict[Any, Value]) -> None:
+    """``x.relu_()``, ``torch.sigmoid_(x)``, ``nn.ReLU(inplace=True)(x)``: the FX graph keeps
+    reading the node ``x`` afterwards, so ``x`` now stands for the written value. A write
+    through a view (or into a tensor that a view was taken of) would change another tensor
+    too: refused."""
+    if not hasattr(first, "users") or not isinstance(env.get(first), TensorRef):
+        return
+    views = [first] if _is_view(first) else []
+    views += [u for u in first.users if u is not node and _is_view(u)]
+    if views:
+        raise UnsupportedOpError(
+            f"{lw.where}: in-place '{_canonical(node.target)}' on '{first.name}', which "
+            f"shares memory with a view ('{views[0].name}'); edgec does not follow writes "
+            f"through views: use the out-of-place op")
+    env[first] = env[node]
+
+
+def _is_view(node: Any) -> bool:
+    return (getattr(node, "op", "") in ("call_function", "call_method")
+            and _canonical(node.target) in VIEW_OPS)
+
+
 def _lower_fx(
     lw: TorchLowering,
     gm: Any,
@@ -302,6 +330,8 @@ def _lower_fx(
             args = consts.to_refs(_map_arg(node.args, env))
             kwargs = consts.to_refs(_map_arg(node.kwargs, env))
             env[node] = h(lw, mod, node.target, args, kwargs)
+            if getattr(mod, "inplace", False) is True and node.args:  # nn.ReLU(inplace=True)
+                _write_in_place(lw, node, node.args[0], env)
         elif node.op in ("call_function", "call_method"):
             name = _canonical(node.target)
             lw.where = f"{lw.g.source}: {node.op} {name} ('{node.name}')"
@@ -336,6 +366,8 @@ def _lower_fx(
                     f"is not supported; {ops_hint('torch')}"
                 )
             env[node] = h(lw, consts.to_refs(tuple(args)), consts.to_refs(kwargs))
+            if is_inplace(name) and first is not None:
+                _write_in_place(lw, node, first, env)
         elif node.op == "output":
             result = consts.to_refs(_map_arg(node.args[0], env))
     for target in sorted(targets):

@@ -332,11 +332,17 @@ def _f_elu(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
 
 
 def softplus(lw: TorchLowering, x: TensorRef, beta: float, threshold: float) -> TensorRef:
+    """torch's softplus: log(1 + exp(beta x)) / beta, and x itself where beta x > threshold.
+    The linear part differs from the smooth curve by log1p(exp(-threshold)) / beta, below
+    float32 resolution at the default threshold 20; a lower threshold gets the Where."""
+    xb = x if beta == 1.0 else lw.add1("Mul", [x, lw.const(np.float32(beta))])
+    sp = lw.add1("Softplus", [xb])
     if beta != 1.0:
-        xb = lw.add1("Mul", [x, lw.const(np.float32(beta))])
-        sp = lw.add1("Softplus", [xb])
-        return lw.add1("Div", [sp, lw.const(np.float32(beta))])
-    return lw.add1("Softplus", [x])
+        sp = lw.add1("Div", [sp, lw.const(np.float32(beta))])
+    if threshold < 20.0:
+        linear = lw.add1("Greater", [xb, lw.const(np.float32(threshold))])
+        sp = lw.add1("Where", [linear, x, sp])
+    return sp
 
 
 @module_handler("torch.nn.modules.activation.Softplus")
@@ -346,7 +352,8 @@ def _softplus(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -
 
 @function_handler("softplus")
 def _f_softplus(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
-    return softplus(lw, args[0], float(_arg(args, kwargs, 1, "beta", 1.0)), 20.0)
+    return softplus(lw, args[0], float(_arg(args, kwargs, 1, "beta", 1.0)),
+                    float(_arg(args, kwargs, 2, "threshold", 20.0)))
 
 
 @module_handler("torch.nn.modules.activation.Hardsigmoid")
