@@ -189,3 +189,42 @@ class _Fn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)  # type: ignore[operator]
+
+
+class _Factories(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.arange(4, dtype=torch.float32) + torch.ones(2, 4) - torch.zeros(1, 4)
+
+
+def test_export_tensor_factories_fold() -> None:
+    """``aten.arange`` / ``ones`` / ``zeros`` with static sizes (and nn.GRU's zero h0 in an
+    export) were 'not supported': they read no tensor, so they were never folded."""
+    _torch_check(_Factories().eval(), (2, 4), route="export")
+
+
+class _Pieces(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c = torch.chunk(x, 3, dim=1)  # 7 → 3, 3, 1
+        p, q = torch.split(x, [2, 5], dim=-1)
+        rows = torch.unbind(x, 0)
+        return torch.cat([c * a[:, :1], b.flip(-1), q.flip(0, 1), p], 1) + rows[1].sum()
+
+
+class _ChunkList(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(torch.chunk(x, 2, -1), 0).sum(0) + torch.flip(x, [1])[:, :2]
+
+
+@pytest.mark.parametrize(("cls", "route"), [(_Pieces, "export"), (_ChunkList, "fx")])
+def test_split_chunk_unbind_flip(cls: type, route: str) -> None:
+    """torch.split / chunk / unbind / flip had no torch front-end rule (the ONNX route only)."""
+    _torch_check(cls().eval(), (3, 7) if cls is _Pieces else (2, 4), route=route)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_export_of_nn_rnn_is_decomposed(kind: str) -> None:
+    """A torch.export program keeps ``aten.gru`` / ``aten.lstm`` whole; edgec now lowers the
+    core-ATen decomposition instead of stopping at 'torch op gru is not supported'."""
+    torch.manual_seed(0)
+    rnn = (nn.GRU if kind == "gru" else nn.LSTM)(3, 4, num_layers=2, batch_first=True)
+    _torch_check(_Fn(lambda x: rnn(x)[0]).eval(), (1, 5, 3), route="export")

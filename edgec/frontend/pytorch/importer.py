@@ -160,9 +160,11 @@ class _Consts:
             return {k: self.to_refs(v) for k, v in a.items()}
         return a
 
-    def fold(self, fn: Any, args: Any, kwargs: Any) -> tuple[bool, Any]:
+    def fold(self, fn: Any, args: Any, kwargs: Any, factory: bool = False) -> tuple[bool, Any]:
         """Evaluate ``fn`` with torch when no argument is a run-time tensor (a computation on
-        parameters and buffers only): ``(True, value)``, or ``(False, None)`` when it cannot."""
+        parameters and buffers only, or with ``factory`` a tensor made from Python values
+        alone, e.g. an export's ``aten.zeros([1, 2, 5])``): ``(True, value)``, or
+        ``(False, None)`` when it cannot."""
         torch = _torch()
         found: list[frozenset[str]] = []
 
@@ -187,7 +189,7 @@ class _Consts:
             targs, tkwargs = conv(args), conv(kwargs)
         except _RunTime:
             return False, None
-        if not found:
+        if not found and not factory:
             return False, None
         try:
             with torch.no_grad():
@@ -354,7 +356,8 @@ def _lower_fx(
                 env[node] = args[0][args[1]]
                 continue
             random = any(r in name for r in _RANDOM)  # a fresh draw per call: never a constant
-            ok, value = (False, None) if random else consts.fold(_call(node), args, kwargs)
+            ok, value = (False, None) if random else consts.fold(
+                _call(node), args, kwargs, factory=name in _FACTORIES)
             if ok:  # parameters and buffers only: evaluated by torch itself
                 env[node] = value
                 continue
@@ -393,6 +396,9 @@ def _lower_fx(
     return result
 
 
+#: tensors made from Python values alone (shapes are static): evaluated at compile time
+_FACTORIES = frozenset({"zeros", "ones", "full", "arange", "eye", "linspace", "scalar_tensor",
+                        "tensor", "as_tensor", "empty", "new_zeros", "new_ones", "new_full"})
 _RANDOM = ("rand", "normal", "bernoulli", "multinomial", "poisson", "uniform", "exponential")
 _IGNORED_KWARGS = {"memory_format", "layout", "device", "pin_memory", "dtype"}
 
@@ -600,18 +606,15 @@ def _other_route(module: Any, examples: list[Any]) -> str:
                 ep = torch.export.export(module, tuple(examples))
             except Exception:
                 ep = None
-            if ep is not None:
-                for how, prog in (
-                    ("torch.export.export(model, example_inputs)", lambda: ep),
-                    ("torch.export.export(model, example_inputs).run_decompositions()",
-                     ep.run_decompositions),
-                ):
-                    try:
-                        from_exported_program(prog())
-                    except Exception:
-                        continue
-                    return (f"; the torch.export route lowers it: edgec.compile({how}) (or "
-                            f"torch.export.save it and compile the .pt2)")
+            if ep is not None:  # (decomposed to core ATen when needed)
+                try:
+                    from_exported_program(ep)
+                except Exception:
+                    pass
+                else:
+                    return ("; the torch.export route lowers it: edgec.compile("
+                            "torch.export.export(model, example_inputs)) (or torch.export.save "
+                            "it and compile the .pt2)")
             try:
                 import onnx
 
@@ -672,7 +675,26 @@ def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
 def from_exported_program(
     ep: Any, name: str = "model", source: str = "model.pt2", options: dict[str, Any] | None = None
 ) -> Graph:
-    """Lower a ``torch.export.ExportedProgram`` (ATen level)."""
+    """Lower a ``torch.export.ExportedProgram`` (ATen level). A program with an op edgec has
+    no rule for (an export keeps ``aten.gru``, ``aten.lstm``, ``aten.pad``... whole) is
+    decomposed to core ATen and lowered again; the first error stands if that fails too."""
+    try:
+        return _lower_exported(ep, name, source, options)
+    except UnsupportedOpError as exc:
+        first = exc
+    try:
+        decomposed = ep.run_decompositions()
+    except Exception:
+        raise first from None
+    try:
+        return _lower_exported(decomposed, name, source, options)
+    except EdgecError:
+        raise first from None
+
+
+def _lower_exported(
+    ep: Any, name: str, source: str, options: dict[str, Any] | None
+) -> Graph:
     _ensure_handlers()
     lw = TorchLowering(name, source, options)
     sig = ep.graph_signature

@@ -905,6 +905,62 @@ def _aten_select(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Squeeze", [y, lw.ints([dim])])
 
 
+def _pieces(lw: TorchLowering, x: TensorRef, sizes: Sequence[int], dim: int) -> tuple:
+    """``x`` cut along ``dim`` into consecutive pieces of ``sizes`` (one Slice each)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(lw.add1("Slice", [x, lw.ints([start]), lw.ints([start + n]), lw.ints([dim]),
+                                     lw.ints([1])]))
+        start += n
+    return tuple(out)
+
+
+@function_handler("unbind")
+def _unbind(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple:
+    x = args[0]
+    shape = lw.shape(x)
+    dim = int(_arg(args, kwargs, 1, "dim", 0)) % len(shape)
+    return tuple(lw.add1("Squeeze", [p, lw.ints([dim])])
+                 for p in _pieces(lw, x, [1] * shape[dim], dim))
+
+
+def _split_fn(chunk: bool) -> Any:
+    def handler(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple:
+        """torch.split / split_with_sizes (a piece size, or the sizes) and torch.chunk (that
+        many pieces of ceil(n / chunks), the last one smaller)."""
+        x = args[0]
+        shape = lw.shape(x)
+        what = _arg(args, kwargs, 1, "chunks" if chunk else "split_size_or_sections")
+        if what is None:
+            what = kwargs.get("split_size", kwargs.get("split_sizes"))
+        dim = int(_arg(args, kwargs, 2, "dim", 0)) % len(shape)
+        n = shape[dim]
+        if isinstance(what, (list, tuple)):
+            sizes = [int(v) for v in what]
+        else:
+            step = -(-n // int(what)) if chunk else int(what)
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        if sum(sizes) != n:
+            raise lw.unsupported(f"split sizes {sizes} do not add up to the axis length {n}")
+        return _pieces(lw, x, sizes, dim)
+
+    return handler
+
+
+function_handler("split", "split_with_sizes")(_split_fn(chunk=False))
+function_handler("chunk")(_split_fn(chunk=True))
+
+
+@function_handler("flip")
+def _flip(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    x = args[0]
+    dims = _arg(args, kwargs, 1, "dims")
+    dims = [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
+    k = len(dims)
+    return lw.add1("Slice", [x, lw.ints([-1] * k), lw.ints([-(2**62)] * k), lw.ints(dims),
+                             lw.ints([-1] * k)])
+
+
 @module_handler("torch.nn.modules.activation.GELU")
 def _gelu_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Gelu", [args[0]], {"approximate": m.approximate}, base=path)
