@@ -228,3 +228,23 @@ def test_export_of_nn_rnn_is_decomposed(kind: str) -> None:
     torch.manual_seed(0)
     rnn = (nn.GRU if kind == "gru" else nn.LSTM)(3, 4, num_layers=2, batch_first=True)
     _torch_check(_Fn(lambda x: rnn(x)[0]).eval(), (1, 5, 3), route="export")
+
+
+class _MaskedFill(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.masked_fill(y > 0.2, -1.0) + x.masked_fill(torch.tensor([True, False] * 2), 0.5)
+
+
+@pytest.mark.parametrize("route", ["fx", "export"])
+def test_masked_fill(route: str) -> None:
+    """masked_fill had no torch rule (its ONNX export stopped at the next test's Cast)."""
+    _torch_check(_MaskedFill().eval(), (3, 4), (3, 4), route=route)
+
+
+def test_cast_of_a_comparison_to_bool_is_dropped() -> None:
+    """torch.onnx.export writes masked_fill as Where(Cast(mask, to=BOOL), ...): a Cast of a
+    bool to BOOL was refused as 'a run-time Cast to BOOL'."""
+    m = make_model([N("Greater", ["x", "y"], ["g"]), N("Cast", ["g"], ["b"], to=9),
+                    N("Where", ["b", "z", "x"], ["o"])],
+                   {"x": [2, 3], "y": [2, 3]}, {"o": [2, 3]}, {"z": np.float32(-1.0)})
+    check_model(m)

@@ -1015,6 +1015,13 @@ def _f_where(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Where", [cond, a, b])
 
 
+@function_handler("masked_fill", "masked_fill_")
+def _f_masked_fill(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    x, mask = args[0], _arg(args, kwargs, 1, "mask")
+    value = lw.as_tensor(_arg(args, kwargs, 2, "value"))
+    return lw.add1("Where", [mask, value, x])
+
+
 @function_handler(
     "_assert_tensor_metadata", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size"
 )
