@@ -230,6 +230,23 @@ def test_export_of_nn_rnn_is_decomposed(kind: str) -> None:
     _torch_check(_Fn(lambda x: rnn(x)[0]).eval(), (1, 5, 3), route="export")
 
 
+class _Expand(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(2, 3, -1) * x.expand_as(torch.zeros(4, 2, 3, 4))[1]
+
+
+@pytest.mark.parametrize("route", ["fx", "export"])
+def test_expand(route: str) -> None:
+    """Tensor.expand had no torch rule (an export's batch_first nn.GRU / LSTM expands its h0)."""
+    _torch_check(_Expand().eval(), (2, 1, 4), route=route)
+
+
+def test_export_of_batch_first_gru() -> None:
+    torch.manual_seed(0)
+    rnn = nn.GRU(3, 4, batch_first=True)
+    _torch_check(_Fn(lambda x: rnn(x)[0]).eval(), (2, 5, 3), route="export")
+
+
 class _MaskedFill(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.masked_fill(y > 0.2, -1.0) + x.masked_fill(torch.tensor([True, False] * 2), 0.5)
@@ -248,3 +265,64 @@ def test_cast_of_a_comparison_to_bool_is_dropped() -> None:
                     N("Where", ["b", "z", "x"], ["o"])],
                    {"x": [2, 3], "y": [2, 3]}, {"o": [2, 3]}, {"z": np.float32(-1.0)})
     check_model(m)
+
+
+# -- representative passing sweep cases no other test covers -----------------------------------
+
+class _Tied(nn.Module):
+    """Weight tying: the decoder is the encoder's weight transposed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.enc = nn.Linear(6, 10, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(torch.tanh(self.enc(x)), self.enc.weight.t())
+
+
+class _SharedBlock(nn.Module):
+    """One conv + BN + ReLU block applied three times (shared weights, folded BN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        bn = nn.BatchNorm2d(4)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        self.blk = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), bn, nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(3):
+            x = x + self.blk(x)
+        return x
+
+
+class _SharedRecurrence(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(x) + x)
+        return self.a(torch.tanh(self.a(h) + x))
+
+
+class _MiscOps(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.avg_pool2d(x, 3, 2, padding=1, ceil_mode=True,
+                                          count_include_pad=False)
+        return (torch.matmul(x, y).amax(dim=(1, 3)).sum() + nn.functional.hardswish(pooled)
+                + x.transpose(2, 3)[..., :4, :4].mean(dim=(1, 3), keepdim=True))
+
+
+@pytest.mark.parametrize("route", ["fx", "export"])
+@pytest.mark.parametrize(("cls", "shapes"), [
+    (_Tied, [(2, 6)]),
+    (_SharedBlock, [(1, 4, 6, 6)]),
+    (_SharedRecurrence, [(1, 8)]),
+    (_MiscOps, [(2, 3, 6, 6), (1, 3, 6, 6)]),
+], ids=["weight_tying", "shared_block_x3", "shared_recurrence", "pool_matmul_reduce"])
+def test_sweep_cases_that_pass(cls: type, shapes: list, route: str) -> None:
+    _torch_check(cls().eval(), *shapes, route=route)

@@ -951,6 +951,24 @@ function_handler("split", "split_with_sizes")(_split_fn(chunk=False))
 function_handler("chunk")(_split_fn(chunk=True))
 
 
+@function_handler("expand", "expand_as", "broadcast_to", "expand_copy")
+def _expand(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    """x.expand(2, -1, 4) / expand(x, [2, -1, 4]) / expand_as(x, y) / broadcast_to: -1 keeps
+    the input's size (the sizes align with the input's trailing axes)."""
+    x = args[0]
+    rest = args[1:] if len(args) > 1 else (_arg(args, kwargs, 1, "size"),)
+    if len(rest) == 1 and isinstance(rest[0], TensorRef):  # expand_as
+        sizes = list(lw.shape(rest[0]))
+    elif len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        sizes = [int(v) for v in rest[0]]
+    else:
+        sizes = [int(v) for v in rest]
+    shape = lw.shape(x)
+    lead = len(sizes) - len(shape)
+    out = [shape[i - lead] if v == -1 and i >= lead else v for i, v in enumerate(sizes)]
+    return lw.add1("Expand", [x, lw.ints(out)])
+
+
 @function_handler("flip")
 def _flip(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     x = args[0]
