@@ -326,3 +326,14 @@ class _MiscOps(nn.Module):
 ], ids=["weight_tying", "shared_block_x3", "shared_recurrence", "pool_matmul_reduce"])
 def test_sweep_cases_that_pass(cls: type, shapes: list, route: str) -> None:
     _torch_check(cls().eval(), *shapes, route=route)
+
+
+@pytest.mark.parametrize("pairs", [[("h0", "h"), ("h0", "c")], [("h0", "h"), ("c0", "h")]])
+def test_explicit_state_pairs_sharing_a_tensor_are_refused(pairs: list) -> None:
+    """state=[("h0", "h"), ("h0", "c")] compiled, with h0 carried from whichever output the C
+    wrote last."""
+    m = make_model([N("LSTM", ["x", "w", "r", "", "", "h0", "c0"], ["y", "h", "c"], hidden_size=3)],
+                   {"x": [4, 1, 2], "h0": [1, 1, 3], "c0": [1, 1, 3]},
+                   {"h": [1, 1, 3], "c": [1, 1, 3]}, {"w": _w(1, 12, 2), "r": _w(1, 12, 3)})
+    with pytest.raises(EdgecError, match="one state pair only"):
+        edgec.compile(m, state=pairs)
