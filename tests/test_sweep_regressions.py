@@ -337,3 +337,13 @@ def test_explicit_state_pairs_sharing_a_tensor_are_refused(pairs: list) -> None:
                    {"h": [1, 1, 3], "c": [1, 1, 3]}, {"w": _w(1, 12, 2), "r": _w(1, 12, 3)})
     with pytest.raises(EdgecError, match="one state pair only"):
         edgec.compile(m, state=pairs)
+
+
+def test_pad_wrap_at_opset_18() -> None:
+    """torch.onnx.export(dynamo=True) writes F.pad(mode='circular') as Pad mode='wrap' at
+    opset 18 (onnxruntime runs it); it was refused with "Pad mode 'wrap'; supported: ...,
+    wrap"."""
+    m = make_model([N("Pad", ["x", "p"], ["o"], mode="wrap")], {"x": [1, 2, 5, 6]},
+                   {"o": [1, 2, 8, 9]}, {"p": np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64)},
+                   opset=18)
+    check_model(m)
