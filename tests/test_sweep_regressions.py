@@ -152,7 +152,20 @@ class _InPlaceModule(nn.Module):
         return h + g * y
 
 
-@pytest.mark.parametrize("cls", [_InPlaceChain, _InPlaceOnInput, _InPlaceModule])
+class _InPlaceOnRnnOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.g = nn.GRU(5, 5)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out, h = self.g(x.unsqueeze(1))  # out is an item of the module's tuple, not a view
+        out.relu_()
+        return out.squeeze(1) + h[0] * y
+
+
+@pytest.mark.parametrize("cls", [_InPlaceChain, _InPlaceOnInput, _InPlaceModule,
+                                 _InPlaceOnRnnOutput])
 def test_fx_in_place_ops_write_their_tensor(cls: type) -> None:
     """torch.fx records ``z.add_(y)``, ``torch.relu_(z)``, ``nn.ReLU(inplace=True)(h)`` as
     calls whose results nobody reads; later reads of ``z`` / ``h`` still named the old value
@@ -167,8 +180,23 @@ def test_fx_in_place_write_through_a_view_is_refused() -> None:
             z[:, :2].relu_()
             return z
 
-    with pytest.raises(EdgecError, match=r"in-place 'relu_'.*view"):
-        edgec.compile(M(), example_inputs=(torch.randn(2, 5),))
+    class Chunk(nn.Module):  # a piece of torch.chunk is a view of its input
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = x * 1.0
+            a, b = z.chunk(2, 1)
+            a.relu_()
+            return z + torch.cat([b, b], 1)
+
+    class EarlierView(nn.Module):  # a view taken before the write sees the written values
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = x * 1.0
+            v = z[:, :2]
+            z.relu_()
+            return v * 2.0
+
+    for mod in (M(), Chunk(), EarlierView()):
+        with pytest.raises(EdgecError, match=r"in-place 'relu_'.*view"):
+            edgec.compile(mod, example_inputs=(torch.randn(2, 4),))
 
 
 @pytest.mark.parametrize("route", ["fx", "export"])

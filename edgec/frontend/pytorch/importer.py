@@ -251,12 +251,18 @@ def _state_value(lw: TorchLowering, name: str, cur: TensorRef, args: tuple, kwar
 def _write_in_place(lw: TorchLowering, node: Any, first: Any, env: dict[Any, Value]) -> None:
     """``x.relu_()``, ``torch.sigmoid_(x)``, ``nn.ReLU(inplace=True)(x)``: the FX graph keeps
     reading the node ``x`` afterwards, so ``x`` now stands for the written value. A write
-    through a view (or into a tensor that a view was taken of) would change another tensor
-    too: refused."""
+    through a view (or into a tensor a view was taken of before the write) would change
+    another tensor too: refused."""
     if not hasattr(first, "users") or not isinstance(env.get(first), TensorRef):
         return
-    views = [first] if _is_view(first) else []
-    views += [u for u in first.users if u is not node and _is_view(u)]
+    views = [first] if _is_view(first, env) else []
+    # views taken before the write alias the old buffer; those taken after read the new value
+    earlier = set()
+    for n in node.graph.nodes:
+        if n is node:
+            break
+        earlier.add(n)
+    views += [u for u in first.users if u in earlier and _is_view(u, env)]
     if views:
         raise UnsupportedOpError(
             f"{lw.where}: in-place '{_canonical(node.target)}' on '{first.name}', which "
@@ -265,9 +271,18 @@ def _write_in_place(lw: TorchLowering, node: Any, first: Any, env: dict[Any, Val
     env[first] = env[node]
 
 
-def _is_view(node: Any) -> bool:
-    return (getattr(node, "op", "") in ("call_function", "call_method")
-            and _canonical(node.target) in VIEW_OPS)
+def _is_view(node: Any, env: dict[Any, Value]) -> bool:
+    """Whether the FX node's value shares memory with another tensor: a view op, or an item
+    of what split / chunk / unbind returned (an item of a module's tuple output, e.g. an
+    nn.GRU's sequence, is a tensor of its own)."""
+    if getattr(node, "op", "") not in ("call_function", "call_method"):
+        return False
+    name = _canonical(node.target)
+    if name != "getitem":
+        return name in VIEW_OPS
+    src = node.args[0] if node.args else None
+    return isinstance(env.get(src), TensorRef) or (
+        hasattr(src, "users") and _is_view(src, env))
 
 
 def _lower_fx(
