@@ -300,6 +300,12 @@ def _optimized(
                     f"state pair {s_in}:{s_out}: shapes differ "
                     f"({g.shape(s_in)} vs {g.shape(s_out)})"
                 )
+        for k, (s_in, s_out) in enumerate(state):
+            for a, b in state[:k]:
+                if s_in == a or s_out == b:
+                    raise EdgecError(
+                        f"state pairs {a}:{b} and {s_in}:{s_out}: each graph input and output "
+                        f"can be in one state pair only")
         g.state = [tuple(p) for p in state]  # type: ignore[misc]
     return optimize(g), source_graph
 

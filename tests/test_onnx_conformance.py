@@ -581,7 +581,8 @@ def write_doc(results: dict[str, str]) -> None:
 
 
 #: hand-written sections of docs/conformance.md that --write-doc keeps as they are
-KEPT_SECTIONS = ("## Invalid models, NaN and infinity",)
+KEPT_SECTIONS = ("## Invalid models, NaN and infinity",
+                 "## Front-end sweep: torch modules and hand-built ONNX")
 
 
 def _kept_sections() -> list[str]:

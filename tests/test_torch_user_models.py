@@ -289,8 +289,8 @@ class Shrink(nn.Module):
     [
         (Bessel, ["module 'block.1' (Bessel)", "'special_bessel_j0'",
                   "torch.export and ONNX routes do not lower it either"]),
-        (Shrink, ["module 'block.1' (Shrink)", "'hardshrink'", "the ONNX route lowers it",
-                  "torch.onnx.export"]),
+        (Shrink, ["module 'block.1' (Shrink)", "'hardshrink'",
+                  "the torch.export route lowers it", "torch.export.export(model"]),
         (lambda: nn.PixelShuffle(1), ["module 'block.1' (PixelShuffle)", "not supported"]),
     ],
 )

@@ -351,8 +351,9 @@ def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLo
     inputs = [_port(g, t, c, t in state_in) for t, c in zip(g.inputs, in_c, strict=True)]
     outputs = [_port(g, t, c, t in state_out) for t, c in zip(g.outputs, out_c, strict=True)]
     ptr: dict[str, str] = {p.name: p.c for p in inputs}
-    for p in outputs:
-        ptr[p.name] = p.c
+    for p in outputs:  # a tensor named twice in the outputs is computed into the first port
+        if p.name not in ptr:
+            ptr[p.name] = p.c
     for t, off in plan.offsets.items():
         ptr.setdefault(t, _arena_ptr(tensor_ctype(g, t), off))
 
@@ -432,12 +433,13 @@ def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLo
             call = f"edgec_mark_start(); {call} edgec_mark_stop();"
             layer_nodes.append(top)
         calls.append("    " * depth + call)
-    # outputs that are constants or graph inputs are copied in
+    # outputs that are constants, graph inputs or a tensor an earlier port already holds are
+    # copied in
     for p in outputs:
         if g.const(p.name) is not None:
             sym = weights.add(p.name, g.const(p.name), p.ctype)
             calls.append(f"memcpy({p.c}, {sym}, sizeof({p.ctype}) * {p.size});")
-        elif p.name in g.inputs:
+        elif ptr[p.name] != p.c:
             calls.append(f"memcpy({p.c}, {ptr[p.name]}, sizeof({p.ctype}) * {p.size});")
     # ports no call reads or writes (an input only shapes depend on, an empty output)
     unused = [p.c for p in inputs + outputs

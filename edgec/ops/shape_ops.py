@@ -573,7 +573,9 @@ PAD_MODES = ("constant", "reflect", "edge", "wrap")
 def pad_params(node: Node, g: Graph, shape: Shape) -> tuple[str, list[int], list[int], float]:
     """(mode, begin pads, end pads, constant value) for every axis."""
     mode = node.attr("mode", "constant")
-    if mode not in PAD_MODES or (mode == "wrap" and g.opset < 19):
+    # 'wrap' is opset 19's, but torch.onnx.export(dynamo=True) writes it for circular padding
+    # at opset 18 too, and onnxruntime runs it there: accepted at any opset
+    if mode not in PAD_MODES:
         raise unsupported(node, f"Pad mode '{mode}'; supported: constant, reflect, edge, wrap")
     rank = len(shape)
     if g.opset < 11:

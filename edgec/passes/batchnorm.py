@@ -12,6 +12,8 @@ def _bn_scale_shift(g: Graph, bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
     if any(v is None for v in vals):
         return None
     scale, bias, mean, var = (np.asarray(v, np.float64) for v in vals)  # type: ignore[arg-type]
+    if any(v.ndim != 1 for v in (scale, bias, mean, var)):
+        return None  # opset 6-8's spatial=0: statistics per channel and position, not foldable
     eps = float(bn.attr("epsilon", 1e-5))
     s = scale / np.sqrt(var + eps)
     return s, bias - mean * s
@@ -80,7 +82,9 @@ def _gemm_foldable(g: Graph, p: Node, channels: int) -> bool:
         return False
     if len(p.inputs) > 2 and p.inputs[2]:
         c = g.const(p.inputs[2])
-        if c is None or c.size not in (1, channels):
+        # a bias per output column (a scalar, [N] or [1, N]); a column [M, 1] or a full [M, N]
+        # C is per row / per element and does not fold into per-channel weights
+        if c is None or not (c.size == 1 or (c.size == channels and c.shape[-1] == channels)):
             return False
     b = g.const(p.inputs[1])
     n = b.shape[0] if p.attr("transB", 0) else b.shape[1]  # type: ignore[union-attr]

@@ -6,6 +6,8 @@ from edgec.ir import Graph, Node
 
 #: ops that pass their input through unchanged at inference time
 IDENTITY_OPS = frozenset({"Identity", "Dropout"})
+#: Cast targets (TensorProto FLOAT, BOOL) → the input dtype for which the Cast changes nothing
+_SAME_TYPE_CASTS = {1: "float32", 9: "bool"}
 
 
 def fold_constants(g: Graph) -> Graph:
@@ -27,8 +29,9 @@ def _rename_uses(g: Graph, old: str, new: str) -> None:
 
 
 def remove_identities(g: Graph) -> Graph:
-    """Bypass Identity, inference-mode Dropout and float32 → float32 Casts, unless the output
-    is a graph output (then the node stays as a copy)."""
+    """Bypass Identity, inference-mode Dropout and Casts to the type their input already has
+    (float32 → FLOAT, a comparison's bool → BOOL), unless the output is a graph output (then
+    the node stays as a copy)."""
     g = g.copy()
     used = set(g.outputs) | {i for m in g.nodes for i in m.inputs if i}
     kept: list[Node] = []
@@ -37,8 +40,8 @@ def remove_identities(g: Graph) -> Graph:
             n.outputs = n.outputs[:1] + [o if o in used else "" for o in n.outputs[1:]]
         float_cast = (
             n.op == "Cast"
-            and int(n.attr("to", 0)) == 1  # TensorProto.FLOAT
-            and g.tensor(n.inputs[0]).dtype == "float32"
+            and int(n.attr("to", 0)) in _SAME_TYPE_CASTS
+            and g.tensor(n.inputs[0]).dtype == _SAME_TYPE_CASTS[int(n.attr("to", 0))]
         )
         if (n.op in IDENTITY_OPS or float_cast) and n.outputs[0] not in g.outputs:
             extra = [o for o in n.outputs[1:] if o]

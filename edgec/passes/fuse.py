@@ -91,9 +91,11 @@ def fuse_bias_adds(g: Graph) -> Graph:
     drop = set()
     for add, gemm_name, c in fused:
         gemm = by_name[gemm_name]
-        beta = float(gemm.attr("beta", 1.0))
-        bias = g.add_const(f"{gemm.name}_bias", c / np.float32(beta) if beta != 1.0 else c)
+        # the Gemm had no C, so its beta scaled nothing: the bias goes in as it is (dividing
+        # by beta would give infinities for a beta of 0)
+        bias = g.add_const(f"{gemm.name}_bias", c)
         gemm.inputs = [*gemm.inputs[:2], bias]
+        gemm.attrs["beta"] = 1.0
         src = add.inputs[0] if g.const(add.inputs[0]) is None else add.inputs[1]
         # the Add's output is now its run-time input: rename the producer's output
         prod = next(n for n in g.nodes if src in n.outputs)

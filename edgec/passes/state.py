@@ -53,6 +53,11 @@ def detect_state(g: Graph) -> Graph:
             s_in, s_out = source(n.inputs[i_in]), sink(n.outputs[i_out])
             if s_in and s_out and g.tensor(s_in).size == g.tensor(s_out).size:
                 pairs.append((s_in, s_out))
+    # a graph input that starts two recurrent states (one tensor as an LSTM's h0 and c0, or
+    # two RNNs' h0) or an output two of them end in cannot be carried: no pair for either
+    ins = [a for a, _ in pairs]
+    outs = [b for _, b in pairs]
+    pairs = [(a, b) for a, b in pairs if ins.count(a) == 1 and outs.count(b) == 1]
     if not pairs:
         return g
     g = g.copy()

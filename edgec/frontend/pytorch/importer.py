@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgec.errors import EdgecError, UnsupportedOpError, ops_hint
-from edgec.frontend.pytorch.attr_state import StateSpec, TraceSnapshot, find_state, is_inplace
+from edgec.frontend.pytorch.attr_state import (
+    VIEW_OPS,
+    StateSpec,
+    TraceSnapshot,
+    find_state,
+    is_inplace,
+)
 from edgec.frontend.pytorch.lowering import (
     FUNCTIONS,
     TensorRef,
@@ -154,9 +160,11 @@ class _Consts:
             return {k: self.to_refs(v) for k, v in a.items()}
         return a
 
-    def fold(self, fn: Any, args: Any, kwargs: Any) -> tuple[bool, Any]:
+    def fold(self, fn: Any, args: Any, kwargs: Any, factory: bool = False) -> tuple[bool, Any]:
         """Evaluate ``fn`` with torch when no argument is a run-time tensor (a computation on
-        parameters and buffers only): ``(True, value)``, or ``(False, None)`` when it cannot."""
+        parameters and buffers only, or with ``factory`` a tensor made from Python values
+        alone, e.g. an export's ``aten.zeros([1, 2, 5])``): ``(True, value)``, or
+        ``(False, None)`` when it cannot."""
         torch = _torch()
         found: list[frozenset[str]] = []
 
@@ -181,7 +189,7 @@ class _Consts:
             targs, tkwargs = conv(args), conv(kwargs)
         except _RunTime:
             return False, None
-        if not found:
+        if not found and not factory:
             return False, None
         try:
             with torch.no_grad():
@@ -238,6 +246,43 @@ def _state_value(lw: TorchLowering, name: str, cur: TensorRef, args: tuple, kwar
     if h is None:
         raise UnsupportedOpError(f"{lw.where}: in-place '{name}' on a buffer is not supported")
     return h(lw, (cur, *args[1:]), kwargs)
+
+
+def _write_in_place(lw: TorchLowering, node: Any, first: Any, env: dict[Any, Value]) -> None:
+    """``x.relu_()``, ``torch.sigmoid_(x)``, ``nn.ReLU(inplace=True)(x)``: the FX graph keeps
+    reading the node ``x`` afterwards, so ``x`` now stands for the written value. A write
+    through a view (or into a tensor a view was taken of before the write) would change
+    another tensor too: refused."""
+    if not hasattr(first, "users") or not isinstance(env.get(first), TensorRef):
+        return
+    views = [first] if _is_view(first, env) else []
+    # views taken before the write alias the old buffer; those taken after read the new value
+    earlier = set()
+    for n in node.graph.nodes:
+        if n is node:
+            break
+        earlier.add(n)
+    views += [u for u in first.users if u in earlier and _is_view(u, env)]
+    if views:
+        raise UnsupportedOpError(
+            f"{lw.where}: in-place '{_canonical(node.target)}' on '{first.name}', which "
+            f"shares memory with a view ('{views[0].name}'); edgec does not follow writes "
+            f"through views: use the out-of-place op")
+    env[first] = env[node]
+
+
+def _is_view(node: Any, env: dict[Any, Value]) -> bool:
+    """Whether the FX node's value shares memory with another tensor: a view op, or an item
+    of what split / chunk / unbind returned (an item of a module's tuple output, e.g. an
+    nn.GRU's sequence, is a tensor of its own)."""
+    if getattr(node, "op", "") not in ("call_function", "call_method"):
+        return False
+    name = _canonical(node.target)
+    if name != "getitem":
+        return name in VIEW_OPS
+    src = node.args[0] if node.args else None
+    return isinstance(env.get(src), TensorRef) or (
+        hasattr(src, "users") and _is_view(src, env))
 
 
 def _lower_fx(
@@ -302,6 +347,8 @@ def _lower_fx(
             args = consts.to_refs(_map_arg(node.args, env))
             kwargs = consts.to_refs(_map_arg(node.kwargs, env))
             env[node] = h(lw, mod, node.target, args, kwargs)
+            if getattr(mod, "inplace", False) is True and node.args:  # nn.ReLU(inplace=True)
+                _write_in_place(lw, node, node.args[0], env)
         elif node.op in ("call_function", "call_method"):
             name = _canonical(node.target)
             lw.where = f"{lw.g.source}: {node.op} {name} ('{node.name}')"
@@ -324,7 +371,8 @@ def _lower_fx(
                 env[node] = args[0][args[1]]
                 continue
             random = any(r in name for r in _RANDOM)  # a fresh draw per call: never a constant
-            ok, value = (False, None) if random else consts.fold(_call(node), args, kwargs)
+            ok, value = (False, None) if random else consts.fold(
+                _call(node), args, kwargs, factory=name in _FACTORIES)
             if ok:  # parameters and buffers only: evaluated by torch itself
                 env[node] = value
                 continue
@@ -336,6 +384,8 @@ def _lower_fx(
                     f"is not supported; {ops_hint('torch')}"
                 )
             env[node] = h(lw, consts.to_refs(tuple(args)), consts.to_refs(kwargs))
+            if is_inplace(name) and first is not None:
+                _write_in_place(lw, node, first, env)
         elif node.op == "output":
             result = consts.to_refs(_map_arg(node.args[0], env))
     for target in sorted(targets):
@@ -361,6 +411,9 @@ def _lower_fx(
     return result
 
 
+#: tensors made from Python values alone (shapes are static): evaluated at compile time
+_FACTORIES = frozenset({"zeros", "ones", "full", "arange", "eye", "linspace", "scalar_tensor",
+                        "tensor", "as_tensor", "empty", "new_zeros", "new_ones", "new_full"})
 _RANDOM = ("rand", "normal", "bernoulli", "multinomial", "poisson", "uniform", "exponential")
 _IGNORED_KWARGS = {"memory_format", "layout", "device", "pin_memory", "dtype"}
 
@@ -568,18 +621,15 @@ def _other_route(module: Any, examples: list[Any]) -> str:
                 ep = torch.export.export(module, tuple(examples))
             except Exception:
                 ep = None
-            if ep is not None:
-                for how, prog in (
-                    ("torch.export.export(model, example_inputs)", lambda: ep),
-                    ("torch.export.export(model, example_inputs).run_decompositions()",
-                     ep.run_decompositions),
-                ):
-                    try:
-                        from_exported_program(prog())
-                    except Exception:
-                        continue
-                    return (f"; the torch.export route lowers it: edgec.compile({how}) (or "
-                            f"torch.export.save it and compile the .pt2)")
+            if ep is not None:  # (decomposed to core ATen when needed)
+                try:
+                    from_exported_program(ep)
+                except Exception:
+                    pass
+                else:
+                    return ("; the torch.export route lowers it: edgec.compile("
+                            "torch.export.export(model, example_inputs)) (or torch.export.save "
+                            "it and compile the .pt2)")
             try:
                 import onnx
 
@@ -640,7 +690,26 @@ def _example_value(lw: TorchLowering, name: str, ex: Any) -> Value:
 def from_exported_program(
     ep: Any, name: str = "model", source: str = "model.pt2", options: dict[str, Any] | None = None
 ) -> Graph:
-    """Lower a ``torch.export.ExportedProgram`` (ATen level)."""
+    """Lower a ``torch.export.ExportedProgram`` (ATen level). A program with an op edgec has
+    no rule for (an export keeps ``aten.gru``, ``aten.lstm``, ``aten.pad``... whole) is
+    decomposed to core ATen and lowered again; the first error stands if that fails too."""
+    try:
+        return _lower_exported(ep, name, source, options)
+    except UnsupportedOpError as exc:
+        first = exc
+    try:
+        decomposed = ep.run_decompositions()
+    except Exception:
+        raise first from None
+    try:
+        return _lower_exported(decomposed, name, source, options)
+    except EdgecError:
+        raise first from None
+
+
+def _lower_exported(
+    ep: Any, name: str, source: str, options: dict[str, Any] | None
+) -> Graph:
     _ensure_handlers()
     lw = TorchLowering(name, source, options)
     sig = ep.graph_signature

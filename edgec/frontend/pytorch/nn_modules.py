@@ -332,11 +332,17 @@ def _f_elu(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
 
 
 def softplus(lw: TorchLowering, x: TensorRef, beta: float, threshold: float) -> TensorRef:
+    """torch's softplus: log(1 + exp(beta x)) / beta, and x itself where beta x > threshold.
+    The linear part differs from the smooth curve by log1p(exp(-threshold)) / beta, below
+    float32 resolution at the default threshold 20; a lower threshold gets the Where."""
+    xb = x if beta == 1.0 else lw.add1("Mul", [x, lw.const(np.float32(beta))])
+    sp = lw.add1("Softplus", [xb])
     if beta != 1.0:
-        xb = lw.add1("Mul", [x, lw.const(np.float32(beta))])
-        sp = lw.add1("Softplus", [xb])
-        return lw.add1("Div", [sp, lw.const(np.float32(beta))])
-    return lw.add1("Softplus", [x])
+        sp = lw.add1("Div", [sp, lw.const(np.float32(beta))])
+    if threshold < 20.0:
+        linear = lw.add1("Greater", [xb, lw.const(np.float32(threshold))])
+        sp = lw.add1("Where", [linear, x, sp])
+    return sp
 
 
 @module_handler("torch.nn.modules.activation.Softplus")
@@ -346,7 +352,8 @@ def _softplus(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -
 
 @function_handler("softplus")
 def _f_softplus(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
-    return softplus(lw, args[0], float(_arg(args, kwargs, 1, "beta", 1.0)), 20.0)
+    return softplus(lw, args[0], float(_arg(args, kwargs, 1, "beta", 1.0)),
+                    float(_arg(args, kwargs, 2, "threshold", 20.0)))
 
 
 @module_handler("torch.nn.modules.activation.Hardsigmoid")
@@ -898,6 +905,80 @@ def _aten_select(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Squeeze", [y, lw.ints([dim])])
 
 
+def _pieces(lw: TorchLowering, x: TensorRef, sizes: Sequence[int], dim: int) -> tuple:
+    """``x`` cut along ``dim`` into consecutive pieces of ``sizes`` (one Slice each)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(lw.add1("Slice", [x, lw.ints([start]), lw.ints([start + n]), lw.ints([dim]),
+                                     lw.ints([1])]))
+        start += n
+    return tuple(out)
+
+
+@function_handler("unbind")
+def _unbind(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple:
+    x = args[0]
+    shape = lw.shape(x)
+    dim = int(_arg(args, kwargs, 1, "dim", 0)) % len(shape)
+    return tuple(lw.add1("Squeeze", [p, lw.ints([dim])])
+                 for p in _pieces(lw, x, [1] * shape[dim], dim))
+
+
+def _split_fn(chunk: bool) -> Any:
+    def handler(lw: TorchLowering, args: tuple, kwargs: dict) -> tuple:
+        """torch.split / split_with_sizes (a piece size, or the sizes) and torch.chunk (that
+        many pieces of ceil(n / chunks), the last one smaller)."""
+        x = args[0]
+        shape = lw.shape(x)
+        what = _arg(args, kwargs, 1, "chunks" if chunk else "split_size_or_sections")
+        if what is None:
+            what = kwargs.get("split_size", kwargs.get("split_sizes"))
+        dim = int(_arg(args, kwargs, 2, "dim", 0)) % len(shape)
+        n = shape[dim]
+        if isinstance(what, (list, tuple)):
+            sizes = [int(v) for v in what]
+        else:
+            step = -(-n // int(what)) if chunk else int(what)
+            sizes = [min(step, n - i) for i in range(0, n, step)]
+        if sum(sizes) != n:
+            raise lw.unsupported(f"split sizes {sizes} do not add up to the axis length {n}")
+        return _pieces(lw, x, sizes, dim)
+
+    return handler
+
+
+function_handler("split", "split_with_sizes")(_split_fn(chunk=False))
+function_handler("chunk")(_split_fn(chunk=True))
+
+
+@function_handler("expand", "expand_as", "broadcast_to", "expand_copy")
+def _expand(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    """x.expand(2, -1, 4) / expand(x, [2, -1, 4]) / expand_as(x, y) / broadcast_to: -1 keeps
+    the input's size (the sizes align with the input's trailing axes)."""
+    x = args[0]
+    rest = args[1:] if len(args) > 1 else (_arg(args, kwargs, 1, "size"),)
+    if len(rest) == 1 and isinstance(rest[0], TensorRef):  # expand_as
+        sizes = list(lw.shape(rest[0]))
+    elif len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        sizes = [int(v) for v in rest[0]]
+    else:
+        sizes = [int(v) for v in rest]
+    shape = lw.shape(x)
+    lead = len(sizes) - len(shape)
+    out = [shape[i - lead] if v == -1 and i >= lead else v for i, v in enumerate(sizes)]
+    return lw.add1("Expand", [x, lw.ints(out)])
+
+
+@function_handler("flip")
+def _flip(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    x = args[0]
+    dims = _arg(args, kwargs, 1, "dims")
+    dims = [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
+    k = len(dims)
+    return lw.add1("Slice", [x, lw.ints([-1] * k), lw.ints([-(2**62)] * k), lw.ints(dims),
+                             lw.ints([-1] * k)])
+
+
 @module_handler("torch.nn.modules.activation.GELU")
 def _gelu_m(lw: TorchLowering, m: Any, path: str, args: tuple, kwargs: dict) -> TensorRef:
     return lw.add1("Gelu", [args[0]], {"approximate": m.approximate}, base=path)
@@ -950,6 +1031,13 @@ for _name, _op in _COMPARE.items():
 def _f_where(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
     cond, a, b = args[0], lw.as_tensor(args[1]), lw.as_tensor(args[2])
     return lw.add1("Where", [cond, a, b])
+
+
+@function_handler("masked_fill", "masked_fill_")
+def _f_masked_fill(lw: TorchLowering, args: tuple, kwargs: dict) -> TensorRef:
+    x, mask = args[0], _arg(args, kwargs, 1, "mask")
+    value = lw.as_tensor(_arg(args, kwargs, 2, "value"))
+    return lw.add1("Where", [mask, value, x])
 
 
 @function_handler(
