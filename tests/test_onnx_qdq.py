@@ -141,3 +141,46 @@ def test_verify_defaults_to_two_output_lsb(quantized: dict, capsys: pytest.Captu
     assert main(["verify", path, "--n", "20"]) == 0
     assert "dequantized int8 outputs: 2 LSB" in capsys.readouterr().out
     assert main(["verify", path, "--n", "20", "--atol", "1e-9", "--rtol", "0"]) == 1
+
+
+def _asymmetric_weights_model(op: str, w_zp: int) -> onnx.ModelProto:
+    """x (QDQ) -> Gemm / MatMul with int8 weights of zero point ``w_zp`` -> QDQ."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-100, 100, (16, 8)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.float32(0.02), "s"),
+             numpy_helper.from_array(np.float32(0.05), "s2"),
+             numpy_helper.from_array(np.float32(0.01), "ws"), numpy_helper.from_array(w, "w"),
+             helper.make_tensor("zp", TensorProto.INT8, [], [3]),
+             helper.make_tensor("wz", TensorProto.INT8, [], [w_zp])]
+    ins = ["xd", "wd"]
+    if op == "Gemm":
+        inits.append(numpy_helper.from_array((0.1 * rng.normal(size=8)).astype(np.float32), "b"))
+        ins.append("b")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+             helper.make_node(op, ins, ["e"]),
+             helper.make_node("QuantizeLinear", ["e", "s2", "zp"], ["eq"]),
+             helper.make_node("DequantizeLinear", ["eq", "s2", "zp"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+def test_asymmetric_int8_weights_stay_float(op: str) -> None:
+    """Weights with a non-zero zero point (onnxruntime's quantizer writes them for a weight the
+    torch exporter shared through an Identity) have no int8 kernel: the layer stays float
+    between Dequantize and Quantize (reported), equal to onnxruntime; symmetric ones go int8.
+    Before, the lowering made an int8 layer and compiling stopped at 'int8 weights must be
+    symmetric'."""
+    x = np.linspace(-2, 2, 16, dtype=np.float32).reshape(1, 16)
+    sym = edgec.compile(_asymmetric_weights_model(op, 0))
+    assert "QFullyConnected" in [n.op for n in sym.graph.nodes]
+    model = _asymmetric_weights_model(op, 5)
+    m = edgec.compile(model)
+    assert [f.split(" ")[1] for f in float_islands(m.graph)] == [f"({op})"]
+    np.testing.assert_allclose(m.run(x), ort_run(model, {"x": x})[0], atol=0.05 + 1e-6)

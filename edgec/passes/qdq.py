@@ -15,7 +15,9 @@ its QuantizeLinear becomes the kernel's clamp.
 
 Patterns without an int8 kernel stay float: their DequantizeLinear inputs become ``Dequantize``
 nodes and their QuantizeLinear outputs ``Quantize`` nodes (mixed precision;
-:func:`float_islands` lists them).
+:func:`float_islands` lists them). So do weighted ops whose int8 weights have a non-zero zero
+point (onnxruntime's quantizer writes such asymmetric weights for a weight the exporter shared
+through an Identity): the int8 kernels take symmetric weights only.
 """
 
 from __future__ import annotations
@@ -357,6 +359,8 @@ def _weights(lw: _Lowering, n: Node, idx: int, out_axis: int) -> tuple[np.ndarra
     if c.quant.size > 1 and c.quant.axis != out_axis:
         raise unsupported(n, f"per-channel weights on axis {c.quant.axis}; expected the output "
                              f"channel axis {out_axis}")
+    if np.any(c.quant.zero_point != 0):  # the int8 kernels take symmetric weights: stays float
+        raise unsupported(n, f"weights '{n.inputs[idx]}' with a non-zero zero point")
     return data, c.quant
 
 
