@@ -372,7 +372,7 @@ def load_graph(
         from edgec.frontend.pytorch.importer import from_exported_program
 
         return from_exported_program(model, name or "model", name or "<ExportedProgram>", opts)
-    if hasattr(model, "forward") and hasattr(model, "named_modules"):
+    if _is_torch_module(model):
         if example_inputs is None:
             raise EdgecError(
                 f"edgec.compile: a torch module ({kind}) needs example_inputs=(tensor, ...) "
@@ -385,6 +385,11 @@ def load_graph(
         f"edgec.compile: cannot compile a {kind}; pass an ONNX path or ModelProto, a .pt2 file, "
         f"file.py:function, or a torch.nn.Module with example_inputs"
     )
+
+
+def _is_torch_module(model: Any) -> bool:
+    """A ``torch.nn.Module`` (told by its interface, so torch need not be imported)."""
+    return hasattr(model, "forward") and hasattr(model, "named_modules")
 
 
 def _check_input_shapes(shapes: Mapping[str, Sequence[int]] | None) -> None:
@@ -469,8 +474,7 @@ def compile(  # noqa: A001 - the natural name
     """
     _check_target(target)
     if input_shapes is not None and not isinstance(input_shapes, Mapping):
-        if example_inputs is None and hasattr(model, "forward") and hasattr(
-                model, "named_modules"):
+        if example_inputs is None and _is_torch_module(model):
             # edgec.compile(module, (x,)): example inputs where torch.onnx.export takes them
             example_inputs, input_shapes = input_shapes, None
         else:
