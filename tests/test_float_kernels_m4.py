@@ -38,3 +38,35 @@ def test_dense_walks_on_cortex_m4f(which: str) -> None:
     assert "edgec_dot2x1(" in src if which == "mlp_3_48_48_2" else "edgec_dot3x1(" in src
     rep = m.verify(target="cortex-m4f", n=3)
     assert rep.ok, rep.format()
+
+
+class _Chain(nn.Module):
+    """Dense layers whose (K, N) cover every form of the walk: the loop (k > 32) with
+    k % 4 = 0..3 and an even and an odd count of four-k steps, the whole unrolled walk (k <= 32,
+    k < 4 and k = 1 included), block pairs with and without an odd last block, N % 4 rows after
+    the blocks, no blocks at all; no bias on some."""
+
+    SIZES = (37, 40, 34, 35, 22, 13, 8, 3, 12, 5, 4, 1, 20, 14, 16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        s = self.SIZES
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=(i % 3 != 1))
+                                    for i, (a, b) in enumerate(zip(s[:-1], s[1:], strict=True)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+def test_walk_forms_on_cortex_m4f() -> None:
+    torch.manual_seed(5)
+    net = _Chain().eval()
+    m = edgec.compile(net, example_inputs=(torch.randn(1, 37),))
+    src = m.c_source
+    for name in ("edgec_mv4(", "edgec_mv4_t1(", "edgec_mv4_t2(", "edgec_mv4_t3(",
+                 "edgec_mv4_k22(", "edgec_mv4_k3(", "edgec_mv4_k1(", "edgec_mv4_k12("):
+        assert name in src
+    rep = m.verify(target="cortex-m4f", n=4)
+    assert rep.ok, rep.format()

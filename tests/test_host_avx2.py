@@ -70,8 +70,8 @@ def _gemm(name: str, m: int, k: int, n: int, bias: bool, act: str | None = None
 #: (model, the AVX2 code its C must contain): every variant of the AVX2 kernels
 CASES = {
     "dense_mv4": (_gemm("dense_mv4", 3, 64, 22, True, "Relu"), "edgec_mv4("),
-    "dense_dot4": (_gemm("dense_dot4", 2, 37, 20, True), "edgec_dot4("),
-    "matmul_dot4": (_gemm("matmul_dot4", 1, 13, 9, False, "Tanh"), "edgec_dot4("),
+    "dense_k_tail": (_gemm("dense_k_tail", 2, 37, 20, True), "edgec_mv4_t1("),
+    "matmul_no_bias": (_gemm("matmul_no_bias", 1, 14, 9, False, "Tanh"), "edgec_mv4_k14("),
     "im2col": (_conv("im2col", (1, 3, 7, 9), (14, 3, 3, 3), "Tanh", pads=[1, 1, 1, 1]),
                "edgec_avx2_mv4(scratch"),
     "pointwise_clip": (_conv("pointwise_clip", (1, 6, 5, 7), (8, 6, 1, 1), "Clip"),

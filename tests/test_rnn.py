@@ -258,11 +258,11 @@ def test_runtime_weights_unsupported() -> None:
 def test_time_loop_not_unrolled_and_bias_folded() -> None:
     m = edgec.compile(rnn_model("LSTM", 50, 1, 3, 7, init_state="input"))
     assert "for (int s = 0; s < 50; ++s)" in m.c_source
-    # ONE matrix-vector call per step over [W | R] against [x_t | h | 0] (x_t copied next
-    # to h; 3 + 7 padded to 12): the helper and its one call
-    assert m.c_source.count("edgec_mv4(") == 2
+    # ONE matrix-vector call per step over [W | R] against [x_t | h] (x_t copied next to h;
+    # k = 3 + 7, no zero columns: the walk unrolled for k = 10): the helper and its one call
+    assert m.c_source.count("edgec_mv4_k10(") == 2
     assert "{ xh[i] = xt[i]; }" in m.c_source
-    assert "for (int i = 10; i < 12; ++i) { xh[i] = 0.0f; }" in m.c_source
+    assert "xh[i] = 0.0f" not in m.c_source
     # W [28x3] and R [28x7] re-laid out, plus ONE folded bias vector (Wb + Rb)
     assert _bias_shapes(m) == [(28,)]
     assert m.report()["params"] == 28 * 3 + 28 * 7 + 28  # the zero padding is not counted

@@ -221,34 +221,19 @@ def dense_layer(
         f"    float *yr = {y} + m * {n};",
     ]
     act_loop = f"    for (int n = 0; n < {nb}; ++n) yr[n] = {ctx.act('yr[n]')};"
-    if nb:  # AVX2 hosts: every block in one call (edgec_avx2_mv4), then the activation
+    if nb:  # every block in one call (AVX2: edgec_avx2_mv4, else mv4_helper), then the activation
         blocks = w32[:nb].reshape(nb // 4, 4, k).transpose(0, 2, 1)  # [block][k][row]
         wsym = ctx.const_array(f"{ctx.node.name}_{base}4", np.ascontiguousarray(blocks))
-        plain = "edgec_mv4" if bias and k % 4 == 0 else "edgec_dot4"
         avx2 = ctx.helper("edgec_avx2_mv4", AVX2_MV4_HELPER)
-        lines += ["#ifdef EDGEC_AVX2", f"    (void){plain}; /* the plain path's helper */",
-                  f"    {avx2}(xr, {wsym}, {k}, {bias or 'NULL'}, yr, {nb // 4});"]
-        if ctx.act("v") != "v":
-            lines.append(act_loop)
-        lines.append("#else")
-    if nb and bias and k % 4 == 0:  # every block in one call, then the activation
         ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
-        mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
-        lines.append(f"    {mv4}(xr, {wsym}, {k}, {bias}, yr, {nb // 4});")
+        mv4 = ctx.helper(*mv4_helper(k))
+        b = bias or ctx.const_array(f"{ctx.node.name}_{base}_zero", np.zeros(nb, np.float32),
+                                    param=False)
+        lines += ["#ifdef EDGEC_AVX2", f"    (void){mv4}; /* the plain path's helper */",
+                  f"    {avx2}(xr, {wsym}, {k}, {bias or 'NULL'}, yr, {nb // 4});", "#else",
+                  f"    {mv4}(xr, {wsym}, {k}, {b}, yr, {nb // 4});", "#endif"]
         if ctx.act("v") != "v":
             lines.append(act_loop)
-    elif nb:
-        dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
-        init = ", ".join(f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4))
-        lines += [
-            f"    for (int n = 0; n < {nb}; n += 4) {{",
-            f"        float acc[4] = {{{init}}};",
-            f"        {dot4}(xr, {wsym} + n * {k}, {k}, acc);",
-        ]
-        lines += [f"        yr[n + {j}] = {ctx.act(f'acc[{j}]')};" for j in range(4)]
-        lines += ["    }"]
-    if nb:
-        lines.append("#endif")
     if n % 4:  # the last rows interleaved by their count, one walk (_dot_multi_helper)
         tail = n % 4
         tsym = ctx.const_array(f"{ctx.node.name}_{base}{tail}",
@@ -660,75 +645,140 @@ class GemmJvp(Op):
                                ctx.out(1), deriv, pre)
 
 
-_MV4_FMAS = "\n".join(
-    f'            "vfma.f32 s{24 + r}, s{8 + 4 * i + r}, s{i}\\n\\t"'
-    for i in range(4)
-    for r in range(4)
-)
+def _fmas(acc0: int, r: int) -> list[str]:
+    """VFMAs of one four-row block over ``r`` k: weights s8.., inputs s0.., accumulators from
+    s``acc0`` (k ascending per row, as the C loop adds)."""
+    return [f'            "vfma.f32 s{acc0 + j}, s{8 + 4 * i + j}, s{i}\\n\\t"'
+            for i in range(r) for j in range(4)]
 
-#: out[4 b + r] = bias[4 b + r] + sum_i w[b][i][r] * x[i] for ``blocks`` blocks of four rows
-#: (weights interleaved as for edgec_dot4, blocks contiguous): a whole matrix-vector product in
-#: one call, each block's accumulators loaded from the bias and stored to ``out`` in place of a
-#: call, an accumulator array and copies per block. The sums are edgec_dot4's, term for term.
-#: On FPU Cortex-M cores with k a multiple of 4, both loops are assembly.
-MV4_HELPER = (
-    """/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks. */
-static void edgec_mv4(const float *restrict x, const float *restrict w, int k,
+
+def _walk(r: int, ptrs: tuple[str, ...]) -> list[str]:
+    """``r`` k (1..4) of one or two four-row blocks: inputs, then per block its weights and
+    VFMAs (block 0's accumulators s24-s27, block 1's s28-s31)."""
+    xs = f"s0-s{r - 1}" if r > 1 else "s0"
+    lines = [f'            "vldmia %[xp]!, {{{xs}}}\\n\\t"']
+    for b, p in enumerate(ptrs):
+        lines.append(f'            "vldmia %[{p}]!, {{s8-s{8 + 4 * r - 1}}}\\n\\t"')
+        lines += _fmas(24 + 4 * b, r)
+    return lines
+
+
+#: the largest k whose walk is unrolled whole (a helper per k: no loop counters; about 35
+#: instructions of code per four k)
+MV4_UNROLL_K = 32
+
+
+def mv4_helper(k: int) -> tuple[str, str]:
+    """(name, C) of the float matrix-vector walk for ``k`` inputs: ``edgec_mv4_k<k>`` for
+    k <= :data:`MV4_UNROLL_K` (the walk unrolled whole), else ``edgec_mv4`` (k % 4 == 0) or
+    ``edgec_mv4_t<k % 4>`` (a loop over eight k a turn).
+
+    out[4 b + r] = bias[4 b + r] + sum_i w[b][i][r] * x[i] for ``blocks`` blocks of four rows
+    (weights interleaved per block, blocks contiguous: the layout of edgec_dot4 and the AVX2
+    kernel): a whole matrix-vector product in one call. On FPU Cortex-M cores the walk is
+    assembly and takes two blocks (eight rows) a pass: per four k one VLDM of the inputs, per
+    block one VLDM of its 16 weights and 16 VFMAs (35 instructions per 32 MACs), the loop
+    unrolled to eight k a turn, the ``tail`` last k in the same pass (no zero columns); an odd
+    last block walks alone. Each row adds its products in the order of k, as the C loop does,
+    so the two give the same bits where the C is compiled with fused multiply-adds.
+    """
+    tail = k % 4
+    whole = k <= MV4_UNROLL_K
+    name = (f"edgec_mv4_k{k}" if whole else "edgec_mv4" if tail == 0
+            else f"edgec_mv4_t{tail}")
+
+    def body(ptrs: tuple[str, ...]) -> list[str]:
+        quad = _walk(4, ptrs)
+        if whole:
+            lines = [ln for _ in range(k // 4) for ln in quad]
+            return lines + (_walk(tail, ptrs) if tail else [])
+        lines = ['            "movs %[c], %[k8]\\n\\t"', '            "beq 3f\\n\\t"',
+                 '            "2:\\n\\t"', *quad, *quad,
+                 '            "subs %[c], %[c], #1\\n\\t"', '            "bne 2b\\n\\t"',
+                 '            "3:\\n\\t"',
+                 '            "lsls %[c], %[k4], #31\\n\\t"',  # N: an odd four-k step left
+                 '            "bpl 4f\\n\\t"', *quad, '            "4:\\n\\t"']
+        if tail:
+            lines += _walk(tail, ptrs)
+        return lines
+
+    accs8 = ", ".join(f'"s{i}"' for i in range(24, 32))
+    clob = ", ".join(f'"s{i}"' for i in [*range(4), *range(8, 24)])
+    pair = "\n".join([
+        '            "1:\\n\\t"',
+        '            "vldmia %[bp]!, {s24-s31}\\n\\t"',
+        '            "mov %[xp], %[x]\\n\\t"',
+        '            "add %[wb], %[wa], %[kb]\\n\\t"' if not whole
+        else f'            "add %[wb], %[wa], #{16 * k}\\n\\t"',
+        *body(("wa", "wb")),
+        '            "vstmia %[op]!, {s24-s31}\\n\\t"',
+        '            "mov %[wa], %[wb]\\n\\t"',
+        '            "subs %[n], %[n], #1\\n\\t"',
+        '            "bne 1b\\n\\t"',
+    ])
+    single = "\n".join([
+        '            "vldmia %[bp]!, {s24-s27}\\n\\t"',
+        '            "mov %[xp], %[x]\\n\\t"',
+        *body(("wa",)),
+        '            "vstmia %[op]!, {s24-s27}\\n\\t"',
+    ])
+    counts = ('\n                : [x] "r"(x)' if whole else ', [c] "=&r"(c)\n'
+              '                : [x] "r"(x), [k8] "r"(k / 8), [k4] "r"(k / 4)')
+    counts_pair = counts + ("" if whole else ', [kb] "r"(k * 16)')
+    c_decl = "" if whole else "\n        int c;"
+    cond = f"k == {k}" if whole else f"((k % 4) == {tail}) && (k > {MV4_UNROLL_K})"
+    code = f"""/* out[4 * b + r] = bias[4 * b + r] + sum_i w[(b * k + i) * 4 + r] * x[i], b < blocks
+ * (edgec/ops/gemm.py, mv4_helper: the assembly walk takes {cond}). */
+static void {name}(const float *restrict x, const float *restrict w, int k,
                       const float *restrict bias, float *restrict out, int blocks)
-{
+{{
     int done = 0;
 #ifdef EDGEC_DOT4_ASM
-    if (((k % 4) == 0) && (k > 0) && (blocks > 0)) {
-        const float *wp = w;
+    if (({cond}) && (blocks > 0)) {{
+        const float *wa = w;
+        const float *wb;
         const float *bp = bias;
         float *op = out;
         const float *xp;
-        int n = blocks;
-        int c;
-        __asm__ volatile(
-            "1:\\n\\t"
-            "vldmia %[bp]!, {s24-s27}\\n\\t"
-            "mov %[xp], %[x]\\n\\t"
-            "mov %[c], %[k4]\\n\\t"
-            "2:\\n\\t"
-            "vldmia %[xp]!, {s0-s3}\\n\\t"
-            "vldmia %[wp]!, {s8-s23}\\n\\t"
-"""
-    + _MV4_FMAS
-    + """
-            "subs %[c], %[c], #1\\n\\t"
-            "bne 2b\\n\\t"
-            "vstmia %[op]!, {s24-s27}\\n\\t"
-            "subs %[n], %[n], #1\\n\\t"
-            "bne 1b\\n\\t"
-            /* early clobber: x and k / 4 are read on every block, after the others move */
-            : [wp] "+&r"(wp), [bp] "+&r"(bp), [op] "+&r"(op), [n] "+&r"(n), [xp] "=&r"(xp),
-              [c] "=&r"(c)
-            : [x] "r"(x), [k4] "r"(k / 4)
-            : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
-              "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26",
-              "s27", "memory", "cc");
+        int n = blocks / 2;{c_decl}
+        if (n > 0) {{
+            __asm__ volatile(
+{pair}
+                /* early clobber: x and the counts are read on every pass, after others move */
+                : [wa] "+&r"(wa), [wb] "=&r"(wb), [bp] "+&r"(bp), [op] "+&r"(op),
+                  [n] "+&r"(n), [xp] "=&r"(xp){counts_pair}
+                : {clob},
+                  {accs8}, "memory", "cc");
+        }}
+        if ((blocks % 2) != 0) {{
+            __asm__ volatile(
+{single}
+                : [wa] "+&r"(wa), [bp] "+&r"(bp), [op] "+&r"(op), [xp] "=&r"(xp){counts}
+                : {clob},
+                  "s24", "s25", "s26", "s27", "memory", "cc");
+        }}
         done = 1;
-    }
+    }}
 #endif
-    for (int b = 0; (b < blocks) && (done == 0); ++b) {
+    for (int b = 0; (b < blocks) && (done == 0); ++b) {{
         const float *wp = &w[b * k * 4];
         float a0 = bias[4 * b];
         float a1 = bias[(4 * b) + 1];
         float a2 = bias[(4 * b) + 2];
         float a3 = bias[(4 * b) + 3];
-        for (int i = 0; i < k; ++i) {
+        for (int i = 0; i < k; ++i) {{
             const float xv = x[i];
             a0 += wp[0] * xv;
             a1 += wp[1] * xv;
             a2 += wp[2] * xv;
             a3 += wp[3] * xv;
             wp = &wp[4];
-        }
+        }}
         out[4 * b] = a0;
         out[(4 * b) + 1] = a1;
         out[(4 * b) + 2] = a2;
         out[(4 * b) + 3] = a3;
-    }
-}"""
-)
+    }}
+}}"""
+    return name, code
+

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import EmitContext, Op, c_float, register, require_finite, unsupported
-from edgec.ops.gemm import DOT4_ASM_DEFINE, DOT4_HELPER, MV4_HELPER
+from edgec.ops.gemm import dense_layer
 from edgec.ops.unary import act_c, act_ref
 
 #: gate blocks per op, in ONNX's row order of W/R/B
@@ -324,57 +324,12 @@ def rnn_reference(node: Node, values: list[np.ndarray | None], spec: RnnSpec) ->
 
 # -- C emission -------------------------------------------------------------------------------
 
-def matvec(
-    ctx: EmitContext, out: str, bias: str | None, segments: list[tuple[str, np.ndarray, str]],
-    k_pad: int = 0,
-) -> str:
-    """``out[n] = bias[n] + sum over segments (name, W [rows, k], v) of W[n] . v``.
-
-    As in the dense layer, rows come in blocks of four with their weights interleaved at compile
-    time, so :data:`edgec.ops.gemm.DOT4_HELPER` walks one contiguous table per segment and loads
-    each vector element once per four rows; the last ``rows % 4`` rows use row-major tables.
-    ``k_pad``: one segment whose vector holds ``k_pad`` (a multiple of 4) values, zeros past its
-    k: its blocks are one ``edgec_mv4`` call over weights padded with zero columns.
-    """
-    rows = int(segments[0][1].shape[0])
-    full = rows - rows % 4
-    lines: list[str] = []
-    if full and len(segments) == 1 and k_pad:
-        # one call for every block (edgec_mv4); the vector holds k_pad values (zeros past k)
-        name, w, v = segments[0]
-        k = int(w.shape[1])
-        wp = np.zeros((full, k_pad), np.float32)
-        wp[:, :k] = np.asarray(w[:full], np.float32)
-        blocks = wp.reshape(full // 4, 4, k_pad).transpose(0, 2, 1)
-        sym = ctx.const_array(f"{ctx.node.name}_{name}4", np.ascontiguousarray(blocks),
-                              padding=full * (k_pad - k))
-        b = bias if bias else ctx.const_array(f"{ctx.node.name}_zero", np.zeros(full, np.float32),
-                                              param=False)
-        ctx.helper("EDGEC_DOT4_ASM", DOT4_ASM_DEFINE)
-        mv4 = ctx.helper("edgec_mv4", MV4_HELPER)
-        lines.append(f"{mv4}({v}, {sym}, {k_pad}, {b}, {out}, {full // 4});")
-    elif full:
-        dot4 = ctx.helper("edgec_dot4", DOT4_HELPER)
-        init = ", ".join(f"{bias}[n + {j}]" if bias else "0.0f" for j in range(4))
-        lines += [f"for (int n = 0; n < {full}; n += 4) {{", f"    float acc[4] = {{{init}}};"]
-        for name, w, v in segments:
-            k = int(w.shape[1])
-            blocks = np.asarray(w[:full], np.float32).reshape(full // 4, 4, k).transpose(0, 2, 1)
-            sym = ctx.const_array(f"{ctx.node.name}_{name}4", np.ascontiguousarray(blocks))
-            lines.append(f"    {dot4}({v}, {sym} + n * {k}, {k}, acc);")
-        lines += [f"    {out}[n + {j}] = acc[{j}];" for j in range(4)]
-        lines.append("}")
-    if rows % 4:
-        lines += [f"for (int n = {full}; n < {rows}; ++n) {{",
-                  f"    float a = {f'{bias}[n]' if bias else '0.0f'};"]
-        for name, w, v in segments:
-            k = int(w.shape[1])
-            sym = ctx.const_array(f"{ctx.node.name}_{name}",
-                                  np.ascontiguousarray(np.asarray(w[full:], np.float32)))
-            lines += [f"    const float *{name} = {sym} + (n - {full}) * {k};",
-                      f"    for (int k = 0; k < {k}; ++k) a += {name}[k] * {v}[k];"]
-        lines += [f"    {out}[n] = a;", "}"]
-    return "\n".join(lines) + "\n"
+def matvec(ctx: EmitContext, out: str, bias: str | None, name: str, w: np.ndarray, v: str) -> str:
+    """``out[n] = bias[n] + W[n] . v`` for a constant ``W`` [rows, k]: the dense layer's walk
+    (:func:`edgec.ops.gemm.dense_layer`: blocks of four rows interleaved at compile time, all
+    of them in one call, two blocks a pass on FPU Cortex-M, the last ``rows % 4`` rows in one
+    interleaved walk; AVX2 on x86-64 hosts)."""
+    return dense_layer(ctx, v, np.asarray(w, np.float32), bias, out, 1, base=name)
 
 
 def _indent(code: str, levels: int) -> str:
@@ -432,7 +387,7 @@ class _Emitter:
              if _output(self.node, 0) else "")
         if s.kind == "RNN":
             code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                          [(f"wr{d}", _cat(dw.w, dw.r), "xh")], self.k_pad)
+                          f"wr{d}", _cat(dw.w, dw.r), "xh")
             body = "float a = gates[j];\n" + self.clip("a") + f"h[j] = {self.act(acts[0], 'a')};\n"
             return code + self.loop(body + y)
         if s.kind == "GRU":
@@ -449,15 +404,15 @@ class _Emitter:
         zr = slice(0, 2 * hs)
         hh = slice(2 * hs, 3 * hs)
         code = matvec(self.ctx, "gates", self.bias("bzr", d, dw.wb[zr] + dw.rb[zr]),
-                      [(f"wrzr{d}", _cat(dw.w[zr], dw.r[zr]), "xh")], self.k_pad)
+                      f"wrzr{d}", _cat(dw.w[zr], dw.r[zr]), "xh")
         gate_zr = ("float z = gates[j];\n" + self.clip("z") + "float r = gates[j + "
                    f"{hs}];\n" + self.clip("r"))
         update = f"h[j] = (1.0f - z) * {self.act(g, 'c')} + z * h[j];\n"
         if s.linear_before_reset:
             code += matvec(self.ctx, "gh", self.bias("rbh", d, dw.rb[hh]),
-                           [(f"rh{d}", dw.r[hh], "h")])
+                           f"rh{d}", dw.r[hh], "h")
             code += matvec(self.ctx, "gx", self.bias("wbh", d, dw.wb[hh]),
-                           [(f"wh{d}", dw.w[hh], "xt")])
+                           f"wh{d}", dw.w[hh], "xt")
             body = (gate_zr + f"z = {self.act(f, 'z')};\nr = {self.act(f, 'r')};\n"
                     "float c = gx[j] + r * gh[j];\n"
                     + self.clip("c") + update)
@@ -466,7 +421,7 @@ class _Emitter:
         code += self.loop(gate_zr + f"gates[j] = {self.act(f, 'z')};\n"
                           f"rh[j] = {self.act(f, 'r')} * h[j];\n")
         code += matvec(self.ctx, "gh", self.bias("bh", d, dw.wb[hh] + dw.rb[hh]),
-                       [(f"wrh{d}", _cat(dw.w[hh], dw.r[hh]), "xrh")], self.k_pad)
+                       f"wrh{d}", _cat(dw.w[hh], dw.r[hh]), "xrh")
         body = ("const float z = gates[j];\nfloat c = gh[j];\n" + self.clip("c")
                 + update)
         return code + self.loop(body + y)
@@ -476,7 +431,7 @@ class _Emitter:
         hs = s.hidden
         f, g, h_act = s.acts[d]
         code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                      [(f"wr{d}", _cat(dw.w, dw.r), "xh")], self.k_pad)
+                      f"wr{d}", _cat(dw.w, dw.r), "xh")
         p = self.table("p", d, dw.p) if dw.p is not None else None
 
         def peep(k: int, cell: str) -> str:
@@ -502,7 +457,7 @@ class _Emitter:
         s = self.spec
         hs, ni = s.hidden, s.input_size
         # [x_t | h] side by side: one walk over [W | R] per row block (x_t copied in per step)
-        kp = self.k_pad  # [x_t | h | zeros] to a multiple of 4 values
+        kp = self.k_pad  # [x_t | h]
         lines = [f"float *const xh = {self.ctx.scratch()};", f"float *const h = xh + {ni};"]
         off = kp
         if s.kind == "LSTM":
@@ -513,10 +468,6 @@ class _Emitter:
             lines.append(f"float *const rh = xrh + {ni};")
             off += kp
         lines.append(f"float *const gates = xh + {off};")
-        if kp > ni + hs:
-            lines.append(f"for (int i = {ni + hs}; i < {kp}; ++i) xh[i] = 0.0f;")
-            if s.kind == "GRU" and not s.linear_before_reset:
-                lines.append(f"for (int i = {ni + hs}; i < {kp}; ++i) xrh[i] = 0.0f;")
         if s.kind == "GRU":  # candidate rows; linear_before_reset: gh = R h + Rb, gx = W x + Wb
             lines.append(f"float *const gh = gates + {2 * hs};")
             if s.linear_before_reset:
@@ -544,17 +495,17 @@ class _Emitter:
 
 
 def _k_pad(spec: RnnSpec) -> int:
-    """Length of the [x_t | h] buffer: input plus hidden size, up to a multiple of 4."""
-    return -(-(spec.input_size + spec.hidden) // 4) * 4
+    """Length of the [x_t | h] buffer: input plus hidden size (the walk takes any k)."""
+    return spec.input_size + spec.hidden
 
 
 def scratch_floats(spec: RnnSpec) -> int:
     hs, kp = spec.hidden, _k_pad(spec)
     if spec.kind == "RNN":
-        return kp + hs  # [x_t | h | 0], gates
-    if spec.kind == "GRU":  # [x_t | h | 0], [x_t | r * h | 0] (linear_before_reset=0), gates
+        return kp + hs  # [x_t | h], gates
+    if spec.kind == "GRU":  # [x_t | h], [x_t | r * h] (linear_before_reset=0), gates
         return kp + (4 * hs if spec.linear_before_reset else kp + 3 * hs)
-    return kp + hs + 4 * hs  # [x_t | h | 0], c, gates
+    return kp + hs + 4 * hs  # [x_t | h], c, gates
 
 
 def _cat(w: np.ndarray, r: np.ndarray) -> np.ndarray:
