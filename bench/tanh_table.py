@@ -9,10 +9,20 @@ bits. Per interval: its start c and a degree-4 polynomial c4..c0 in t = |x| - c 
 minimax in units of the result's ulp (Lawson's iteratively reweighted least squares on 6,000
 points), its coefficients rounded to float one at a time from the highest, the lower ones refitted
 after each rounding. tanh's first interval keeps c0 = 0 and c1 = 1 (relative accuracy near 0);
-intervals where the function rounds to 1 are the constant 1. ``--print`` writes the rows as
-c_math.py holds them; ``--exhaustive`` compiles the C path of c_math's functions with and without
-fused multiply-adds and compares every float of |x| < 2^8 with double precision (tanh: in ulp,
-and odd; sigmoid: absolute error and sigmoid(-x) = 1 - sigmoid(x)).
+intervals where the function rounds to 1 are the constant 1.
+
+The tables the C indexes are sign-split: row 2k is interval k's fitted row, row 2k + 1 the same
+interval for x < 0, derived from it exactly (not refitted), a polynomial in u = x + c = -t so that
+the C evaluates at x - row[0] with x itself: tanh's {-c, -c4, c3, -c2, c1, -c0} gives -p(t) bit
+for bit (Horner's every step is the negation of the positive row's, and rounding to nearest is
+symmetric), sigmoid's {-c, -c4, c3, -c2, c1, 1 - c0} is 1 - P (1 - c0 exact as c0 is in
+[1/2, 1]), its result one rounding of 1 - c0 - P's tail instead of 1 - fl(P). The first row's
+start stays +0 (x = -0 then gives t = -0 and tanh(-0) = -0).
+
+``--print`` writes the 128 rows of each table as c_math.py holds them; ``--exhaustive`` compiles
+the C path of c_math's functions with and without fused multiply-adds and compares every float
+of |x| < 2^8, both signs, with double precision (tanh: in ulp, and odd bit for bit; sigmoid:
+absolute error, the relative error for x < 0, and how far sigmoid(x) + sigmoid(-x) is from 1).
 """
 
 from __future__ import annotations
@@ -87,10 +97,26 @@ def fit(kind: str) -> list[list[float]]:
     return rows
 
 
+def signed_rows(kind: str, rows: list[list[float]]) -> list[list[float]]:
+    """The 128 rows the C indexes from the 64 fitted ``rows`` (c, c4, c3, c2, c1, c0) of ``kind``:
+    row 2k is ``rows[k]``, row 2k + 1 its polynomial for x < 0 in u = x + c (exact float
+    operations only: negations and, for the sigmoid, 1 - c0 with c0 in [1/2, 1])."""
+    out = []
+    for c, c4, c3, c2, c1, c0 in rows:
+        if kind == "tanh":
+            d0 = -c0
+        else:
+            assert 0.5 <= c0 <= 1.0
+            d0 = float(np.float32(1.0) - np.float32(c0))
+            assert d0 == 1.0 - c0  # exact (Sterbenz)
+        out += [[c, c4, c3, c2, c1, c0], [-c if c != 0 else 0.0, -c4, c3, -c2, c1, d0]]
+    return out
+
+
 def _c_number(v: float) -> str:
     x = np.float32(v)
     if x == 0:
-        return "0.0"
+        return "-0.0" if np.signbit(x) else "0.0"
     if abs(x) >= 1e-4:
         s = np.format_float_positional(x, unique=True, trim="0")
     else:
@@ -104,21 +130,41 @@ def table_lines(rows: list[list[float]]) -> list[str]:
 
 
 _CHECK = r"""
+/* the relative error of sigmoid(x) for x < 0 is reported per range of -x: [0, 1), [1, 4),
+   [4, 8), [8, 16), [16, 32) (where the result is not 0; it is 0 from -18 down) */
+static int band(float a)
+{
+    return a < 1.0f ? 0 : (a < 4.0f ? 1 : (a < 8.0f ? 2 : (a < 16.0f ? 3 : 4)));
+}
+
 int main(void) {
-    double worst_t = 0.0, worst_s = 0.0;
+    double worst_t = 0.0, worst_s = 0.0, worst_sn = 0.0, worst_sum = 0.0, rel[5] = {0.0};
     uint32_t b;
+    int i;
     for (b = 0u; b < 0x43800000u; ++b) {
-        float x, y, s, tf; double t, ulp;
+        float x, y, s, sn, tf; double t, ulp, e;
         (void)memcpy(&x, &b, 4);
         y = edgec_tanhf(x); t = tanh((double)x); tf = (float)t;
         ulp = (double)nextafterf(fabsf(tf), INFINITY) - fabsf(tf);
         if (fabs(y - t) / ulp > worst_t) worst_t = fabs(y - t) / ulp;
-        if (edgec_tanhf(-x) != -y) { printf("tanh not odd at %g\n", x); return 1; }
+        if (memcmp(&(float){edgec_tanhf(-x)}, &(float){-y}, 4) != 0) {
+            printf("tanh not odd at %g\n", x); return 1;
+        }
         s = edgec_sigmoidf(x); t = 1.0 / (1.0 + exp(-(double)x));
         if (fabs(s - t) > worst_s) worst_s = fabs(s - t);
-        if (edgec_sigmoidf(-x) != 1.0f - s) { printf("sigmoid(-x) at %g\n", x); return 1; }
+        sn = edgec_sigmoidf(-x); t = 1.0 / (1.0 + exp((double)x));
+        if (!(sn >= 0.0f)) { printf("sigmoid < 0 at %g\n", -x); return 1; }
+        e = fabs(sn - t);
+        if (e > worst_sn) worst_sn = e;
+        if (sn != 0.0f && e / t > rel[band(x)]) rel[band(x)] = e / t;
+        e = fabs((double)s + (double)sn - 1.0);
+        if (e > worst_sum) worst_sum = e;
     }
-    printf("tanh max %.4f ulp, sigmoid max %.3g absolute\n", worst_t, worst_s);
+    printf("tanh max %.4f ulp (odd bit for bit); sigmoid max %.3g absolute (x >= 0), %.3g (x < 0), "
+           "|sigmoid(x) + sigmoid(-x) - 1| <= %.3g; relative for x < 0 by -x in [0,1) [1,4) [4,8) "
+           "[8,16) [16,32):", worst_t, worst_s, worst_sn, worst_sum);
+    for (i = 0; i < 5; ++i) printf(" %.3g", rel[i]);
+    printf("\n");
     return 0;
 }
 """
@@ -145,14 +191,15 @@ def exhaustive() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.tanh_table", description=__doc__)
-    ap.add_argument("--print", action="store_true", help="print both tables as c_math holds them")
+    ap.add_argument("--print", action="store_true",
+                    help="print both tables (128 rows each) as c_math holds them")
     ap.add_argument("--exhaustive", action="store_true",
-                    help="check c_math's C over every float with |x| < 256")
+                    help="check c_math's C over every float with |x| < 256, both signs")
     ns = ap.parse_args(argv)
     if ns.print:
         for kind in ("tanh", "sigmoid"):
             print(f"# {kind}")
-            print("\n".join(table_lines(fit(kind))))
+            print("\n".join(table_lines(signed_rows(kind, fit(kind)))))
     if ns.exhaustive:
         print("\n".join(exhaustive()))
     return 0
