@@ -369,6 +369,15 @@ static inline uint32_t edgec_f32_bits(float x)
 }"""
 
 
+#: per function: (the float bits where its eight intervals per binade start, the bits where its
+#: table ends: |x| at or past it is the constant); also read by the LSTM cell's assembly
+#: (edgec/ops/lstm_cell_asm.py), which indexes the same sign-split rows (row 2k + (x < 0), 24
+#: bytes: {c, c4, c3, c2, c1, c0})
+TABLE_BITS: dict[str, tuple[int, int]] = {
+    "tanh": (0x3D800000, 0x41800000),
+    "sigmoid": (0x3E000000, 0x42000000),
+}
+
 #: tanh in float: at most 1.44 ulp from tanh over every float (with or without fused
 #: multiply-adds: bench/tanh_table.py --exhaustive), odd bit for bit (-0 -> -0), NaN -> NaN,
 #: |x| >= 16 and +-inf -> +-1. The row 2k + (x < 0) holds the result's sign, so there is no sign
@@ -378,7 +387,7 @@ static inline uint32_t edgec_f32_bits(float x)
 #: (-ffp-contract=fast, as the firmware is), in the same order, so both give the same bits;
 #: -DEDGEC_NO_ASM keeps the C.
 TANHF = _table_function(
-    "tanh", TANH_TABLE, 0x3D800000, 0x41800000,
+    "tanh", TANH_TABLE, *TABLE_BITS["tanh"],
     "tanh(x) in float: 64 degree-4 polynomials per sign (a 3,072-byte table), max error "
     "1.44 ulp",
     "((b >> 31) != 0u) ? -1.0f : 1.0f",
@@ -392,7 +401,7 @@ TANHF = _table_function(
 #: 2.4e-5 on [-8, -4), 7 % on [-16, -8), 44 % below where the result is not 0 (the former:
 #: 1.9e-7, 2.6e-6, 1.0e-4, 24 %, 158 %)
 SIGMOIDF = _table_function(
-    "sigmoid", SIGMOID_TABLE, 0x3E000000, 0x42000000,
+    "sigmoid", SIGMOID_TABLE, *TABLE_BITS["sigmoid"],
     "sigmoid(x) = 1 / (1 + e^-x) in float: 64 degree-4 polynomials per sign (3,072 bytes), "
     "max error 6.2e-8",
     "((b >> 31) != 0u) ? 0.0f : 1.0f",

@@ -23,6 +23,7 @@ import numpy as np
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import EmitContext, Op, c_float, register, require_finite, unsupported
 from edgec.ops.gemm import dense_layer
+from edgec.ops.lstm_cell_asm import CELL_ASM_DEFINE, lstm_cell_asm
 from edgec.ops.unary import act_c, act_ref
 
 #: gate blocks per op, in ONNX's row order of W/R/B
@@ -430,27 +431,38 @@ class _Emitter:
         s = self.spec
         hs = s.hidden
         f, g, h_act = s.acts[d]
-        code = matvec(self.ctx, "gates", self.bias("b", d, dw.wb + dw.rb),
-                      f"wr{d}", _cat(dw.w, dw.r), "xh")
+        # gates unit by unit: [i, o, f, c] of unit j at 4 j (rows permuted at compile time), so
+        # the cell reads a unit's four gates together
+        perm = np.arange(4 * hs).reshape(4, hs).T.reshape(-1)
+        code = matvec(self.ctx, "gates", self.bias("b", d, (dw.wb + dw.rb)[perm]),
+                      f"wr{d}", _cat(dw.w, dw.r)[perm], "xh")
         p = self.table("p", d, dw.p) if dw.p is not None else None
 
         def peep(k: int, cell: str) -> str:
             return f" + {p}[j + {k * hs}] * {cell}" if p else ""
 
-        body = f"float gi = gates[j]{peep(0, 'c[j]')};\n" + self.clip("gi")
+        body = f"float gi = gates[4 * j]{peep(0, 'c[j]')};\n" + self.clip("gi")
         body += f"gi = {self.act(f, 'gi')};\n"
         if s.input_forget:
             body += "const float gf = 1.0f - gi;\n"
         else:
-            body += (f"float gf = gates[j + {2 * hs}]{peep(2, 'c[j]')};\n" + self.clip("gf")
+            body += (f"float gf = gates[4 * j + 2]{peep(2, 'c[j]')};\n" + self.clip("gf")
                      + f"gf = {self.act(f, 'gf')};\n")
-        body += (f"float gc = gates[j + {3 * hs}];\n" + self.clip("gc")
+        body += ("float gc = gates[4 * j + 3];\n" + self.clip("gc")
                  + f"gc = {self.act(g, 'gc')};\n"
                  "const float cn = gf * c[j] + gi * gc;\n"
-                 f"float go = gates[j + {hs}]{peep(1, 'cn')};\n" + self.clip("go")
+                 f"float go = gates[4 * j + 1]{peep(1, 'cn')};\n" + self.clip("go")
                  + f"go = {self.act(f, 'go')};\n"
                  f"c[j] = cn;\nh[j] = go * {self.act(h_act, 'cn')};\n")
-        return code + self.loop(body + y)
+        loop = self.loop(body + y)
+        if ((f, g, h_act) != ("sigmoid", "tanh", "tanh") or s.clip is not None or p is not None
+                or s.input_forget):
+            return code + loop
+        # FPU Cortex-M: the same update as one assembly loop (edgec/ops/lstm_cell_asm.py)
+        self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
+        yp = f"&{self.ctx.out(0)}[{s.y_offset(d)}]" if y else None
+        cell = lstm_cell_asm(hs, "gates", "h", yp)  # c follows h in the scratch
+        return code + "#ifdef EDGEC_CELL_ASM\n" + cell + "#else\n" + loop + "#endif\n"
 
     # the whole kernel -------------------------------------------------------------------------
     def kernel(self) -> str:

@@ -1,0 +1,120 @@
+"""The LSTM cell update of one time step as one assembly loop on FPU Cortex-M cores.
+
+After the gate walk (:func:`edgec.ops.rnn.matvec`) the step applies three sigmoids and two tanh
+per hidden unit and updates c and h. In C each table function
+(:mod:`edgec.backend.c_math`) returns its result in one fixed register, so the compiler copies
+results that stay live and loads each gate twice (its bits for the interval, its value for the
+polynomial). Here the gates are laid out unit by unit ([i, o, f, c] of unit j at 4j: the walk's
+rows are permuted at compile time), one VLDM takes a unit's four values and two LDRDs their bits,
+and the five functions alternate between two register windows, so no result is copied. Each
+function is the C one's sequence on FPU cores, operation for operation: the interval k of |x|,
+the sign-split row 2k + (x < 0) of 24 bytes, t = x - c, four VFMAs; |x| at or past the table's
+end (and NaN) branches out of line (``.subsection 1``) to the C's constants (+-1 for tanh, 1 or 0
+for the sigmoid, NaN kept). The cell: cn = f c + (i g) as one VFMA after one VMUL,
+h = o tanh(cn); c (at a fixed offset after h), h and the output row y (if any) stored.
+"""
+
+from __future__ import annotations
+
+from edgec.backend.c_math import TABLE_BITS
+
+#: the FPU Cortex-M cores where the cell runs as assembly (the table functions' condition)
+CELL_ASM_DEFINE = """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && \\
+    defined(__ARM_FP) && ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && defined(__GNUC__) && \\
+    !defined(EDGEC_NO_ASM)
+#define EDGEC_CELL_ASM 1
+#endif"""
+
+
+def _q(line: str) -> str:
+    return f'            "{line}\\n\\t"'
+
+
+def _function(kind: str, x: str, bits: str, w: int, site: int) -> tuple[list[str], list[str]]:
+    """(common path, out-of-line path) of ``kind`` at ``x`` (an s register) with its bits in
+    ``%[bits]``: the row in s``w``..s``w + 5``, t in s``w + 6``, the result in s``w + 5``."""
+    lo, hi = TABLE_BITS[kind]
+    tab = "tt" if kind == "tanh" else "st"
+    r, t = f"s{w + 5}", f"s{w + 6}"
+    main = [
+        f"bic %[a], %[{bits}], #0x80000000",
+        f"cmp %[a], #0x{hi:08x}",
+        f"bhs.w {10 + site}f",
+        f"sub %[a], %[a], #0x{lo:08x}",
+        "usat %[a], #6, %[a], asr #20",
+        "lsl %[a], %[a], #1",
+        f"add %[a], %[a], %[{bits}], lsr #31",
+        "add %[a], %[a], %[a], lsl #1",
+        f"add %[a], %[{tab}], %[a], lsl #3",
+        f"vldmia %[a], {{s{w}-s{w + 5}}}",
+        f"vsub.f32 {t}, {x}, s{w}",
+        *(f"vfma.f32 s{w + 2 + i}, {t}, s{w + 1 + i}" for i in range(4)),
+        f"{20 + site}:",
+    ]
+    neg = f"vnegne.f32 {r}, {r}" if kind == "tanh" else f"vsubne.f32 {r}, {r}, {r}"
+    cold = [
+        f"{10 + site}:",
+        f"vmov.f32 {r}, #1.0",
+        f"tst %[{bits}], #0x80000000",
+        "it ne",
+        neg,
+        "cmp %[a], #0x7f800000",
+        "it hi",
+        f"vaddhi.f32 {r}, {x}, {x}",
+        f"b.w {20 + site}b",
+    ]
+    return main, cold
+
+
+def lstm_cell_asm(hidden: int, gates: str, h: str, y: str | None) -> str:
+    """C (one asm statement) of the cell update for ``hidden`` units: ``gates`` unit-major
+    [i, o, f, c] pre-activations, ``h`` the state h followed by c (``hidden`` floats after it;
+    both updated in place), ``y`` the output row (or None)."""
+    # gate values s16-s19 (i, o, f, c), windows A s8-s14 and B s20-s26, i*g then cn in s15,
+    # c[j] in s27
+    # (two LDRDs: an LDM would fill the four by register number, and pinning them to four
+    # ascending registers leaves GCC no allocation in some kernels)
+    main = ["1:", "vldmia %[gp], {s16-s19}", "ldrd %[bi], %[bo], [%[gp]], #8",
+            "ldrd %[bf], %[bc], [%[gp]], #8"]
+    cold: list[str] = []
+    first = (("tanh", "s19", "bc", 8), ("sigmoid", "s16", "bi", 20))
+    for site, (kind, x, bits, w) in enumerate(first):
+        m, k = _function(kind, x, bits, w, site)
+        main += m
+        cold += k
+    main += ["vmul.f32 s15, s25, s13", f"vldr s27, [%[hp], #{4 * hidden}]"]
+    m, k = _function("sigmoid", "s18", "bf", 8, 2)
+    main += m + ["vfma.f32 s15, s13, s27"]
+    cold += k
+    m, k = _function("sigmoid", "s17", "bo", 20, 3)
+    main += m + ["vmov %[bc], s15"]
+    cold += k
+    m, k = _function("tanh", "s15", "bc", 8, 4)
+    main += m + ["vmul.f32 s14, s25, s13", f"vstr s15, [%[hp], #{4 * hidden}]",
+                  "vstmia %[hp]!, {s14}"]
+    cold += k
+    if y is not None:
+        main.append("vstmia %[yp]!, {s14}")
+    main += ["subs %[n], %[n], #1", "bne.w 1b"]
+    asm = "\n".join([*(_q(ln) for ln in main), _q(".subsection 1"), *(_q(ln) for ln in cold),
+                     _q(".subsection 0")])
+    outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
+    if y is not None:
+        outs.append('[yp] "+&r"(yp)')
+    outs += [f'[{b}] "=&r"({b})' for b in ("bi", "bo", "bf", "bc", "a")]
+    clob = ", ".join(f'"s{i}"' for i in range(8, 28))
+    decl_y = f"    float *yp = {y};\n" if y is not None else ""
+    return (
+        "{\n"
+        f"    const float *gp = {gates};\n"
+        f"    float *hp = {h};\n"
+        + decl_y
+        + f"    int n = {hidden};\n"
+        + "".join(f"    uint32_t {v};\n" for v in ("bi", "bo", "bf", "bc", "a"))
+        + "    __asm__ volatile(\n"
+        f"{asm}\n"
+        f"        : {', '.join(outs)}\n"
+        '        : [tt] "r"(&edgec_tanh_tab[0][0]), [st] "r"(&edgec_sigmoid_tab[0][0])\n'
+        f'        : {clob}, "memory", "cc");\n'
+        "}\n"
+    )
