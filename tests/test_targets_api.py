@@ -69,8 +69,9 @@ def test_per_layer_profile_of_a_stateful_model() -> None:
     prof = m.profile(target="cortex-m4f", repeat=1, per_layer=True)
     # the marked build may schedule a few instructions differently around the markers
     assert [la.op for la in prof.layers] == ["GRU", "Gemm"]
-    # (a fixed few dozen instructions, so a floor: the cell got faster with issue 12)
-    assert abs(prof.layer_overhead) <= max(0.02 * prof.instructions_per_inference, 50)
+    # (a fixed few dozen instructions, so a floor: the cell got faster with issue 12; 52 with
+    # the eight-row walk)
+    assert abs(prof.layer_overhead) <= max(0.02 * prof.instructions_per_inference, 64)
 
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "soft_actuator_mlp"

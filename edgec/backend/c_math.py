@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from edgec.ops.table_math import TABLE_BITS
+
 #: tanh's table: |x| < 16 in 64 intervals, [0, 0.0703125) and then eight per binade from 1/16 to
 #: 16 (the interval k is the float's exponent and top three mantissa bits); per interval its start
 #: c and a degree-4 polynomial c4..c0 in t = |x| - c (t exact), fitted minimax in ulp, coefficients
@@ -368,15 +370,6 @@ static inline uint32_t edgec_f32_bits(float x)
     return b;
 }"""
 
-
-#: per function: (the float bits where its eight intervals per binade start, the bits where its
-#: table ends: |x| at or past it is the constant); also read by the LSTM cell's assembly
-#: (edgec/ops/lstm_cell_asm.py), which indexes the same sign-split rows (row 2k + (x < 0), 24
-#: bytes: {c, c4, c3, c2, c1, c0})
-TABLE_BITS: dict[str, tuple[int, int]] = {
-    "tanh": (0x3D800000, 0x41800000),
-    "sigmoid": (0x3E000000, 0x42000000),
-}
 
 #: tanh in float: at most 1.44 ulp from tanh over every float (with or without fused
 #: multiply-adds: bench/tanh_table.py --exhaustive), odd bit for bit (-0 -> -0), NaN -> NaN,

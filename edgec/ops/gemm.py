@@ -57,10 +57,10 @@ static void edgec_avx2_mv4(const float *x, const float *w, int k, const float *i
     const int k4 = k & ~3;
     int b = 0;
     for (; b + 4 <= blocks; b += 4) {
-        const float *w0 = &w[b * k * 4];
-        const float *w1 = &w0[k * 4];
-        const float *w2 = &w1[k * 4];
-        const float *w3 = &w2[k * 4];
+        const float *w0 = &w[(size_t)b * (size_t)k * 4u];
+        const float *w1 = &w0[(size_t)k * 4u];
+        const float *w2 = &w1[(size_t)k * 4u];
+        const float *w3 = &w2[(size_t)k * 4u];
         __m256 a0 = _mm256_setzero_ps();
         __m256 a1 = _mm256_setzero_ps();
         __m256 a2 = _mm256_setzero_ps();
@@ -108,7 +108,7 @@ static void edgec_avx2_mv4(const float *x, const float *w, int k, const float *i
         }
     }
     for (; b < blocks; ++b) {
-        const float *w0 = &w[b * k * 4];
+        const float *w0 = &w[(size_t)b * (size_t)k * 4u];
         __m256 a0 = _mm256_setzero_ps();
         __m256 c0 = _mm256_setzero_ps();
         __m128 s0;
@@ -229,7 +229,8 @@ def dense_layer(
         mv4 = ctx.helper(*mv4_helper(k))
         b = bias or ctx.const_array(f"{ctx.node.name}_{base}_zero", np.zeros(nb, np.float32),
                                     param=False)
-        lines += ["#ifdef EDGEC_AVX2", f"    (void){mv4}; /* the plain path's helper */",
+        unused = f" (void){b};" if not bias else ""
+        lines += ["#ifdef EDGEC_AVX2", f"    (void){mv4};{unused} /* the plain path's */",
                   f"    {avx2}(xr, {wsym}, {k}, {bias or 'NULL'}, yr, {nb // 4});", "#else",
                   f"    {mv4}(xr, {wsym}, {k}, {b}, yr, {nb // 4});", "#endif"]
         if ctx.act("v") != "v":
@@ -760,12 +761,15 @@ static void {name}(const float *restrict x, const float *restrict w, int k,
         done = 1;
     }}
 #endif
+    /* size_t offsets: with k a constant gcc's loop analysis otherwise warns that b * k * 4
+       could overflow */
     for (int b = 0; (b < blocks) && (done == 0); ++b) {{
-        const float *wp = &w[b * k * 4];
-        float a0 = bias[4 * b];
-        float a1 = bias[(4 * b) + 1];
-        float a2 = bias[(4 * b) + 2];
-        float a3 = bias[(4 * b) + 3];
+        const size_t o = (size_t)b * 4u;
+        const float *wp = &w[o * (size_t)k];
+        float a0 = bias[o];
+        float a1 = bias[o + 1u];
+        float a2 = bias[o + 2u];
+        float a3 = bias[o + 3u];
         for (int i = 0; i < k; ++i) {{
             const float xv = x[i];
             a0 += wp[0] * xv;
@@ -774,10 +778,10 @@ static void {name}(const float *restrict x, const float *restrict w, int k,
             a3 += wp[3] * xv;
             wp = &wp[4];
         }}
-        out[4 * b] = a0;
-        out[(4 * b) + 1] = a1;
-        out[(4 * b) + 2] = a2;
-        out[(4 * b) + 3] = a3;
+        out[o] = a0;
+        out[o + 1u] = a1;
+        out[o + 2u] = a2;
+        out[o + 3u] = a3;
     }}
 }}"""
     return name, code

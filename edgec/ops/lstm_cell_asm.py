@@ -16,7 +16,7 @@ h = o tanh(cn); c (at a fixed offset after h), h and the output row y (if any) s
 
 from __future__ import annotations
 
-from edgec.backend.c_math import TABLE_BITS
+from edgec.ops.table_math import TABLE_BITS
 
 #: the FPU Cortex-M cores where the cell runs as assembly (the table functions' condition)
 CELL_ASM_DEFINE = """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && \\
