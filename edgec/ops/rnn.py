@@ -23,7 +23,13 @@ import numpy as np
 from edgec.ir import Graph, Node, Shape
 from edgec.ops.base import EmitContext, Op, c_float, register, require_finite, unsupported
 from edgec.ops.gemm import dense_layer
-from edgec.ops.lstm_cell_asm import CELL_ASM_DEFINE, lstm_cell_asm
+from edgec.ops.rnn_cell_asm import (
+    CELL_ASM_DEFINE,
+    gru_cell_asm,
+    gru_gates_asm,
+    gru_update_asm,
+    lstm_cell_asm,
+)
 from edgec.ops.unary import act_c, act_ref
 
 #: gate blocks per op, in ONNX's row order of W/R/B
@@ -402,13 +408,30 @@ class _Emitter:
         s = self.spec
         hs = s.hidden
         f, g = s.acts[d][0], s.acts[d][1]
+        # FPU Cortex-M: the update loops in assembly (edgec/ops/rnn_cell_asm.py) for the default
+        # activations, no clip, and buffers within a VLDR offset of h; then z and r come unit by
+        # unit ([z, r] of unit j at 2 j: rows permuted at compile time), on the C path too
+        gh_off = 4 * (self.gates_after_h + 2 * hs)
+        asm = ((f, g) == ("sigmoid", "tanh") and s.clip is None
+               and gh_off + 4 * hs <= 1020 and 4 * self.k_pad <= 1020)
         zr = slice(0, 2 * hs)
         hh = slice(2 * hs, 3 * hs)
-        code = matvec(self.ctx, "gates", self.bias("bzr", d, dw.wb[zr] + dw.rb[zr]),
-                      f"wrzr{d}", _cat(dw.w[zr], dw.r[zr]), "xh")
-        gate_zr = ("float z = gates[j];\n" + self.clip("z") + "float r = gates[j + "
-                   f"{hs}];\n" + self.clip("r"))
+        perm = (np.arange(2 * hs).reshape(2, hs).T.reshape(-1) if asm
+                else np.arange(2 * hs))
+        code = matvec(self.ctx, "gates", self.bias("bzr", d, (dw.wb[zr] + dw.rb[zr])[perm]),
+                      f"wrzr{d}", _cat(dw.w[zr], dw.r[zr])[perm], "xh")
+        zi, ri = ("2 * j", "2 * j + 1") if asm else ("j", f"j + {hs}")
+        gate_zr = (f"float z = gates[{zi}];\n" + self.clip("z") + f"float r = gates[{ri}];\n"
+                   + self.clip("r"))
         update = f"h[j] = (1.0f - z) * {self.act(g, 'c')} + z * h[j];\n"
+        yp = f"&{self.ctx.out(0)}[{s.y_offset(d)}]" if y else None
+        if asm:
+            self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
+
+        def either(cell: str, loop: str) -> str:
+            return ("#ifdef EDGEC_CELL_ASM\n" + cell + "#else\n" + loop + "#endif\n"
+                    if asm else loop)
+
         if s.linear_before_reset:
             code += matvec(self.ctx, "gh", self.bias("rbh", d, dw.rb[hh]),
                            f"rh{d}", dw.r[hh], "h")
@@ -417,15 +440,18 @@ class _Emitter:
             body = (gate_zr + f"z = {self.act(f, 'z')};\nr = {self.act(f, 'r')};\n"
                     "float c = gx[j] + r * gh[j];\n"
                     + self.clip("c") + update)
-            return code + self.loop(body + y)
+            return code + either(gru_cell_asm(hs, "gates", "h", yp, gh_off, gh_off + 4 * hs),
+                                 self.loop(body + y))
         # linear_before_reset = 0: the candidate reads (r . h) through Rh
-        code += self.loop(gate_zr + f"gates[j] = {self.act(f, 'z')};\n"
-                          f"rh[j] = {self.act(f, 'r')} * h[j];\n")
+        code += either("(void)rh; /* written at its offset from h */\n"
+                       + gru_gates_asm(hs, "gates", "h", 4 * self.k_pad),
+                       self.loop(gate_zr + f"gates[{zi}] = {self.act(f, 'z')};\n"
+                                 f"rh[j] = {self.act(f, 'r')} * h[j];\n"))
         code += matvec(self.ctx, "gh", self.bias("bh", d, dw.wb[hh] + dw.rb[hh]),
                        f"wrh{d}", _cat(dw.w[hh], dw.r[hh]), "xrh")
-        body = ("const float z = gates[j];\nfloat c = gh[j];\n" + self.clip("c")
+        body = (f"const float z = gates[{zi}];\nfloat c = gh[j];\n" + self.clip("c")
                 + update)
-        return code + self.loop(body + y)
+        return code + either(gru_update_asm(hs, "gates", "h", yp, gh_off), self.loop(body + y))
 
     def lstm_step(self, d: int, dw: DirWeights, y: str) -> str:
         s = self.spec
@@ -458,7 +484,7 @@ class _Emitter:
         if ((f, g, h_act) != ("sigmoid", "tanh", "tanh") or s.clip is not None or p is not None
                 or s.input_forget):
             return code + loop
-        # FPU Cortex-M: the same update as one assembly loop (edgec/ops/lstm_cell_asm.py)
+        # FPU Cortex-M: the same update as one assembly loop (edgec/ops/rnn_cell_asm.py)
         self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
         yp = f"&{self.ctx.out(0)}[{s.y_offset(d)}]" if y else None
         cell = lstm_cell_asm(hs, "gates", "h", yp)  # c follows h in the scratch
@@ -480,6 +506,7 @@ class _Emitter:
             lines.append(f"float *const rh = xrh + {ni};")
             off += kp
         lines.append(f"float *const gates = xh + {off};")
+        self.gates_after_h = off - ni  # floats from h to gates (the cell assembly's offsets)
         if s.kind == "GRU":  # candidate rows; linear_before_reset: gh = R h + Rb, gx = W x + Wb
             lines.append(f"float *const gh = gates + {2 * hs};")
             if s.linear_before_reset:

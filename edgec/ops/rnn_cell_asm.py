@@ -1,4 +1,5 @@
-"""The LSTM cell update of one time step as one assembly loop on FPU Cortex-M cores.
+"""The LSTM and GRU cell updates of one time step as assembly loops on FPU Cortex-M cores (the
+GRU: :func:`gru_cell_asm`, :func:`gru_gates_asm`, :func:`gru_update_asm`; below, the LSTM).
 
 After the gate walk (:func:`edgec.ops.rnn.matvec`) the step applies three sigmoids and two tanh
 per hidden unit and updates c and h. In C each table function
@@ -118,3 +119,88 @@ def lstm_cell_asm(hidden: int, gates: str, h: str, y: str | None) -> str:
         f'        : {clob}, "memory", "cc");\n'
         "}\n"
     )
+
+
+def _statement(main: list[str], cold: list[str], decls: list[str], outs: list[str],
+               ins: list[str], fregs: list[int]) -> str:
+    """One ``{ declarations; asm volatile(...) }`` block: ``main`` the loop, ``cold`` the
+    out-of-line paths, ``fregs`` the s registers it writes."""
+    asm = "\n".join([*(_q(ln) for ln in main), _q(".subsection 1"), *(_q(ln) for ln in cold),
+                     _q(".subsection 0")])
+    clob = ", ".join(f'"s{i}"' for i in fregs)
+    return ("{\n" + "".join(f"    {d}\n" for d in decls) + "    __asm__ volatile(\n"
+            f"{asm}\n        : {', '.join(outs)}\n        : {', '.join(ins)}\n"
+            f'        : {clob}, "memory", "cc");\n}}\n')
+
+
+def _update(y: bool, z: str, c: str = "s13") -> list[str]:
+    """h = (1 - z) c + z h at hp (1.0 in s7), stored to h (post-increment) and y."""
+    out = ["vldr s27, [%[hp]]", f"vsub.f32 s14, s7, {z}", f"vmul.f32 s14, s14, {c}",
+           f"vfma.f32 s14, {z}, s27", "vstmia %[hp]!, {s14}"]
+    return out + (["vstmia %[yp]!, {s14}"] if y else [])
+
+
+_TABS = '[tt] "r"(&edgec_tanh_tab[0][0]), [st] "r"(&edgec_sigmoid_tab[0][0])'
+_GRU_FREGS = [7, *range(8, 28)]
+
+
+def gru_cell_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int,
+                 gx_off: int) -> str:
+    """The GRU update (linear_before_reset = 1) for ``hidden`` units: ``gates`` the z and r
+    pre-activations unit-major ([z, r] of unit j at 2 j), gh = R_h h + Rb_h and gx = W_h x + Wb_h
+    at ``gh_off`` and ``gx_off`` bytes after each unit's h; z = sigmoid, r = sigmoid,
+    c = tanh(gx + r gh) (one VFMA), h = (1 - z) c + z h stored to h and y."""
+    main = ["vmov.f32 s7, #1.0", "1:", "vldmia %[gp], {s16-s17}",
+            "ldrd %[bz], %[br], [%[gp]], #8"]
+    cold: list[str] = []
+    for site, (kind, x, bits, w) in enumerate((("sigmoid", "s16", "bz", 20),
+                                               ("sigmoid", "s17", "br", 8))):
+        m, k = _function(kind, x, bits, w, site)
+        main += m
+        cold += k
+    main += [f"vldr s18, [%[hp], #{gh_off}]", f"vldr s19, [%[hp], #{gx_off}]",
+             "vfma.f32 s19, s13, s18", "vmov %[bz], s19"]
+    m, k = _function("tanh", "s19", "bz", 8, 2)
+    main += m + _update(y is not None, "s25") + ["subs %[n], %[n], #1", "bne.w 1b"]
+    cold += k
+    outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
+    outs += ['[yp] "+&r"(yp)'] if y is not None else []
+    outs += [f'[{b}] "=&r"({b})' for b in ("bz", "br", "a")]
+    decls = [f"const float *gp = {gates};", f"float *hp = {h};"]
+    decls += [f"float *yp = {y};"] if y is not None else []
+    decls += [f"int n = {hidden};", "uint32_t bz;", "uint32_t br;", "uint32_t a;"]
+    return _statement(main, cold, decls, outs, [_TABS], _GRU_FREGS)
+
+
+def gru_gates_asm(hidden: int, gates: str, h: str, rh_off: int) -> str:
+    """The GRU's first loop (linear_before_reset = 0): z = sigmoid in place of its
+    pre-activation (``gates`` unit-major [z, r]), r h stored ``rh_off`` bytes after h."""
+    main = ["1:", "vldmia %[gp], {s16-s17}", "ldrd %[bz], %[br], [%[gp]], #8"]
+    m0, k0 = _function("sigmoid", "s16", "bz", 8, 0)
+    m1, k1 = _function("sigmoid", "s17", "br", 20, 1)
+    main += m0 + ["vstr s13, [%[gp], #-8]"] + m1
+    main += ["vldmia %[hp]!, {s27}", "vmul.f32 s15, s25, s27", f"vstr s15, [%[hp], #{rh_off - 4}]",
+             "subs %[n], %[n], #1", "bne.w 1b"]
+    outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
+    outs += [f'[{b}] "=&r"({b})' for b in ("bz", "br", "a")]
+    decls = [f"float *gp = {gates};", f"float *hp = {h};", f"int n = {hidden};",
+             "uint32_t bz;", "uint32_t br;", "uint32_t a;"]
+    return _statement(main, k0 + k1, decls, outs, [_TABS], _GRU_FREGS)
+
+
+def gru_update_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int) -> str:
+    """The GRU's second loop (linear_before_reset = 0): c = tanh(gh), gh ``gh_off`` bytes after
+    each unit's h, z from ``gates`` (unit-major, written by :func:`gru_gates_asm`),
+    h = (1 - z) c + z h stored to h and y."""
+    main = ["vmov.f32 s7, #1.0", "1:", f"ldr %[bz], [%[hp], #{gh_off}]",
+            f"vldr s19, [%[hp], #{gh_off}]"]
+    m, k = _function("tanh", "s19", "bz", 8, 0)
+    main += m + ["vldmia %[gp]!, {s16-s17}"] + _update(y is not None, "s16")
+    main += ["subs %[n], %[n], #1", "bne.w 1b"]
+    outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
+    outs += ['[yp] "+&r"(yp)'] if y is not None else []
+    outs += [f'[{b}] "=&r"({b})' for b in ("bz", "a")]
+    decls = [f"const float *gp = {gates};", f"float *hp = {h};"]
+    decls += [f"float *yp = {y};"] if y is not None else []
+    decls += [f"int n = {hidden};", "uint32_t bz;", "uint32_t a;"]
+    return _statement(main, k, decls, outs, ['[tt] "r"(&edgec_tanh_tab[0][0])'], _GRU_FREGS)
