@@ -4,6 +4,7 @@ interleaved by their count (edgec_dot<R>x1), K with and without a k % 4 tail."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -70,3 +71,29 @@ def test_walk_forms_on_cortex_m4f() -> None:
         assert name in src
     rep = m.verify(target="cortex-m4f", n=4)
     assert rep.ok, rep.format()
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_tanh_row_in_assembly_on_cortex_m4f(scale: float) -> None:
+    """A dense layer's fused tanh as the table function in assembly over the row
+    (edgec/ops/table_asm.py): the M4F = the host's C, also past the table's end (x 300),
+    for +-inf and NaN."""
+    from edgec.backend.host import HostLibrary, build_shared
+    from edgec.mcu.run import run_on_target
+    from edgec.mcu.targets import load_target
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh()).eval()
+    m = edgec.compile(net, example_inputs=(torch.randn(1, 6),))
+    assert "#ifdef EDGEC_CELL_ASM" in m.c_source
+    rng = np.random.default_rng(1)
+    xs = [(scale * rng.standard_normal((1, 6))).astype(np.float32) for _ in range(4)]
+    xs[2][0, 1], xs[3][0, 4] = np.inf, np.nan
+    board = run_on_target(m, load_target("cortex-m4f"), [[x] for x in xs])
+    host = HostLibrary(m.cmodel, build_shared(m.cmodel))
+    for x, got in zip(xs, board, strict=True):
+        np.testing.assert_allclose(np.asarray(got[0]).reshape(-1),
+                                   np.asarray(host.run(x)[0]).reshape(-1),
+                                   rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert (np.abs(np.asarray(board[2][0])) == 1.0).all()  # +-inf in: +-1 out
+    assert np.isnan(np.asarray(board[3][0])).all()  # NaN in, every output NaN

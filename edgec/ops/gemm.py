@@ -24,6 +24,7 @@ from edgec.ops.base import (
     unsupported,
 )
 from edgec.ops.loops import broadcast_loop
+from edgec.ops.table_asm import CELL_ASM_DEFINE, tanh_array_asm
 
 _DOT4_FMAS = "\n".join(
     f'            "vfma.f32 s{24 + r}, s{8 + 4 * i + r}, s{i}\\n\\t"'
@@ -233,7 +234,11 @@ def dense_layer(
         lines += ["#ifdef EDGEC_AVX2", f"    (void){mv4};{unused} /* the plain path's */",
                   f"    {avx2}(xr, {wsym}, {k}, {bias or 'NULL'}, yr, {nb // 4});", "#else",
                   f"    {mv4}(xr, {wsym}, {k}, {b}, yr, {nb // 4});", "#endif"]
-        if ctx.act("v") != "v":
+        if ctx.act("v") == "tanhf(v)":  # FPU Cortex-M: the table tanh over the row in assembly
+            ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
+            lines += ["#ifdef EDGEC_CELL_ASM", tanh_array_asm("yr", nb).rstrip("\n"),
+                      "#else", act_loop, "#endif"]
+        elif ctx.act("v") != "v":
             lines.append(act_loop)
     if n % 4:  # the last rows interleaved by their count, one walk (_dot_multi_helper)
         tail = n % 4

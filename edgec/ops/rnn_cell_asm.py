@@ -17,54 +17,11 @@ h = o tanh(cn); c (at a fixed offset after h), h and the output row y (if any) s
 
 from __future__ import annotations
 
-from edgec.ops.table_math import TABLE_BITS
+from edgec.ops.table_asm import CELL_ASM_DEFINE, asm_block, table_function
 
-#: the FPU Cortex-M cores where the cell runs as assembly (the table functions' condition)
-CELL_ASM_DEFINE = """#if defined(__ARM_ARCH_PROFILE) && (__ARM_ARCH_PROFILE == 'M') && \\
-    defined(__ARM_FP) && ((__ARM_FP) & 4) && defined(__ARM_FEATURE_FMA) && defined(__GNUC__) && \\
-    !defined(EDGEC_NO_ASM)
-#define EDGEC_CELL_ASM 1
-#endif"""
+__all__ = ["CELL_ASM_DEFINE", "gru_cell_asm", "gru_gates_asm", "gru_update_asm", "lstm_cell_asm"]
 
-
-def _q(line: str) -> str:
-    return f'            "{line}\\n\\t"'
-
-
-def _function(kind: str, x: str, bits: str, w: int, site: int) -> tuple[list[str], list[str]]:
-    """(common path, out-of-line path) of ``kind`` at ``x`` (an s register) with its bits in
-    ``%[bits]``: the row in s``w``..s``w + 5``, t in s``w + 6``, the result in s``w + 5``."""
-    lo, hi = TABLE_BITS[kind]
-    tab = "tt" if kind == "tanh" else "st"
-    r, t = f"s{w + 5}", f"s{w + 6}"
-    main = [
-        f"bic %[a], %[{bits}], #0x80000000",
-        f"cmp %[a], #0x{hi:08x}",
-        f"bhs.w {10 + site}f",
-        f"sub %[a], %[a], #0x{lo:08x}",
-        "usat %[a], #6, %[a], asr #20",
-        "lsl %[a], %[a], #1",
-        f"add %[a], %[a], %[{bits}], lsr #31",
-        "add %[a], %[a], %[a], lsl #1",
-        f"add %[a], %[{tab}], %[a], lsl #3",
-        f"vldmia %[a], {{s{w}-s{w + 5}}}",
-        f"vsub.f32 {t}, {x}, s{w}",
-        *(f"vfma.f32 s{w + 2 + i}, {t}, s{w + 1 + i}" for i in range(4)),
-        f"{20 + site}:",
-    ]
-    neg = f"vnegne.f32 {r}, {r}" if kind == "tanh" else f"vsubne.f32 {r}, {r}, {r}"
-    cold = [
-        f"{10 + site}:",
-        f"vmov.f32 {r}, #1.0",
-        f"tst %[{bits}], #0x80000000",
-        "it ne",
-        neg,
-        "cmp %[a], #0x7f800000",
-        "it hi",
-        f"vaddhi.f32 {r}, {x}, {x}",
-        f"b.w {20 + site}b",
-    ]
-    return main, cold
+_TABS = '[tt] "r"(&edgec_tanh_tab[0][0]), [st] "r"(&edgec_sigmoid_tab[0][0])'
 
 
 def lstm_cell_asm(hidden: int, gates: str, h: str, y: str | None) -> str:
@@ -80,57 +37,30 @@ def lstm_cell_asm(hidden: int, gates: str, h: str, y: str | None) -> str:
     cold: list[str] = []
     first = (("tanh", "s19", "bc", 8), ("sigmoid", "s16", "bi", 20))
     for site, (kind, x, bits, w) in enumerate(first):
-        m, k = _function(kind, x, bits, w, site)
+        m, k = table_function(kind, x, bits, w, site)
         main += m
         cold += k
     main += ["vmul.f32 s15, s25, s13", f"vldr s27, [%[hp], #{4 * hidden}]"]
-    m, k = _function("sigmoid", "s18", "bf", 8, 2)
+    m, k = table_function("sigmoid", "s18", "bf", 8, 2)
     main += m + ["vfma.f32 s15, s13, s27"]
     cold += k
-    m, k = _function("sigmoid", "s17", "bo", 20, 3)
+    m, k = table_function("sigmoid", "s17", "bo", 20, 3)
     main += m + ["vmov %[bc], s15"]
     cold += k
-    m, k = _function("tanh", "s15", "bc", 8, 4)
+    m, k = table_function("tanh", "s15", "bc", 8, 4)
     main += m + ["vmul.f32 s14, s25, s13", f"vstr s15, [%[hp], #{4 * hidden}]",
                   "vstmia %[hp]!, {s14}"]
     cold += k
     if y is not None:
         main.append("vstmia %[yp]!, {s14}")
     main += ["subs %[n], %[n], #1", "bne.w 1b"]
-    asm = "\n".join([*(_q(ln) for ln in main), _q(".subsection 1"), *(_q(ln) for ln in cold),
-                     _q(".subsection 0")])
     outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
-    if y is not None:
-        outs.append('[yp] "+&r"(yp)')
+    outs += ['[yp] "+&r"(yp)'] if y is not None else []
     outs += [f'[{b}] "=&r"({b})' for b in ("bi", "bo", "bf", "bc", "a")]
-    clob = ", ".join(f'"s{i}"' for i in range(8, 28))
-    decl_y = f"    float *yp = {y};\n" if y is not None else ""
-    return (
-        "{\n"
-        f"    const float *gp = {gates};\n"
-        f"    float *hp = {h};\n"
-        + decl_y
-        + f"    int n = {hidden};\n"
-        + "".join(f"    uint32_t {v};\n" for v in ("bi", "bo", "bf", "bc", "a"))
-        + "    __asm__ volatile(\n"
-        f"{asm}\n"
-        f"        : {', '.join(outs)}\n"
-        '        : [tt] "r"(&edgec_tanh_tab[0][0]), [st] "r"(&edgec_sigmoid_tab[0][0])\n'
-        f'        : {clob}, "memory", "cc");\n'
-        "}\n"
-    )
-
-
-def _statement(main: list[str], cold: list[str], decls: list[str], outs: list[str],
-               ins: list[str], fregs: list[int]) -> str:
-    """One ``{ declarations; asm volatile(...) }`` block: ``main`` the loop, ``cold`` the
-    out-of-line paths, ``fregs`` the s registers it writes."""
-    asm = "\n".join([*(_q(ln) for ln in main), _q(".subsection 1"), *(_q(ln) for ln in cold),
-                     _q(".subsection 0")])
-    clob = ", ".join(f'"s{i}"' for i in fregs)
-    return ("{\n" + "".join(f"    {d}\n" for d in decls) + "    __asm__ volatile(\n"
-            f"{asm}\n        : {', '.join(outs)}\n        : {', '.join(ins)}\n"
-            f'        : {clob}, "memory", "cc");\n}}\n')
+    decls = [f"const float *gp = {gates};", f"float *hp = {h};"]
+    decls += [f"float *yp = {y};"] if y is not None else []
+    decls += [f"int n = {hidden};", *(f"uint32_t {v};" for v in ("bi", "bo", "bf", "bc", "a"))]
+    return asm_block(main, cold, decls, outs, [_TABS], list(range(8, 28)))
 
 
 def _update(y: bool, z: str, c: str = "s13") -> list[str]:
@@ -140,7 +70,6 @@ def _update(y: bool, z: str, c: str = "s13") -> list[str]:
     return out + (["vstmia %[yp]!, {s14}"] if y else [])
 
 
-_TABS = '[tt] "r"(&edgec_tanh_tab[0][0]), [st] "r"(&edgec_sigmoid_tab[0][0])'
 _GRU_FREGS = [7, *range(8, 28)]
 
 
@@ -155,12 +84,12 @@ def gru_cell_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int,
     cold: list[str] = []
     for site, (kind, x, bits, w) in enumerate((("sigmoid", "s16", "bz", 20),
                                                ("sigmoid", "s17", "br", 8))):
-        m, k = _function(kind, x, bits, w, site)
+        m, k = table_function(kind, x, bits, w, site)
         main += m
         cold += k
     main += [f"vldr s18, [%[hp], #{gh_off}]", f"vldr s19, [%[hp], #{gx_off}]",
              "vfma.f32 s19, s13, s18", "vmov %[bz], s19"]
-    m, k = _function("tanh", "s19", "bz", 8, 2)
+    m, k = table_function("tanh", "s19", "bz", 8, 2)
     main += m + _update(y is not None, "s25") + ["subs %[n], %[n], #1", "bne.w 1b"]
     cold += k
     outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
@@ -169,15 +98,15 @@ def gru_cell_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int,
     decls = [f"const float *gp = {gates};", f"float *hp = {h};"]
     decls += [f"float *yp = {y};"] if y is not None else []
     decls += [f"int n = {hidden};", "uint32_t bz;", "uint32_t br;", "uint32_t a;"]
-    return _statement(main, cold, decls, outs, [_TABS], _GRU_FREGS)
+    return asm_block(main, cold, decls, outs, [_TABS], _GRU_FREGS)
 
 
 def gru_gates_asm(hidden: int, gates: str, h: str, rh_off: int) -> str:
     """The GRU's first loop (linear_before_reset = 0): z = sigmoid in place of its
     pre-activation (``gates`` unit-major [z, r]), r h stored ``rh_off`` bytes after h."""
     main = ["1:", "vldmia %[gp], {s16-s17}", "ldrd %[bz], %[br], [%[gp]], #8"]
-    m0, k0 = _function("sigmoid", "s16", "bz", 8, 0)
-    m1, k1 = _function("sigmoid", "s17", "br", 20, 1)
+    m0, k0 = table_function("sigmoid", "s16", "bz", 8, 0)
+    m1, k1 = table_function("sigmoid", "s17", "br", 20, 1)
     main += m0 + ["vstr s13, [%[gp], #-8]"] + m1
     main += ["vldmia %[hp]!, {s27}", "vmul.f32 s15, s25, s27", f"vstr s15, [%[hp], #{rh_off - 4}]",
              "subs %[n], %[n], #1", "bne.w 1b"]
@@ -185,7 +114,7 @@ def gru_gates_asm(hidden: int, gates: str, h: str, rh_off: int) -> str:
     outs += [f'[{b}] "=&r"({b})' for b in ("bz", "br", "a")]
     decls = [f"float *gp = {gates};", f"float *hp = {h};", f"int n = {hidden};",
              "uint32_t bz;", "uint32_t br;", "uint32_t a;"]
-    return _statement(main, k0 + k1, decls, outs, [_TABS], _GRU_FREGS)
+    return asm_block(main, k0 + k1, decls, outs, [_TABS], _GRU_FREGS)
 
 
 def gru_update_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int) -> str:
@@ -194,7 +123,7 @@ def gru_update_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int) 
     h = (1 - z) c + z h stored to h and y."""
     main = ["vmov.f32 s7, #1.0", "1:", f"ldr %[bz], [%[hp], #{gh_off}]",
             f"vldr s19, [%[hp], #{gh_off}]"]
-    m, k = _function("tanh", "s19", "bz", 8, 0)
+    m, k = table_function("tanh", "s19", "bz", 8, 0)
     main += m + ["vldmia %[gp]!, {s16-s17}"] + _update(y is not None, "s16")
     main += ["subs %[n], %[n], #1", "bne.w 1b"]
     outs = ['[gp] "+&r"(gp)', '[hp] "+&r"(hp)', '[n] "+&r"(n)']
@@ -203,4 +132,4 @@ def gru_update_asm(hidden: int, gates: str, h: str, y: str | None, gh_off: int) 
     decls = [f"const float *gp = {gates};", f"float *hp = {h};"]
     decls += [f"float *yp = {y};"] if y is not None else []
     decls += [f"int n = {hidden};", "uint32_t bz;", "uint32_t a;"]
-    return _statement(main, k, decls, outs, ['[tt] "r"(&edgec_tanh_tab[0][0])'], _GRU_FREGS)
+    return asm_block(main, k, decls, outs, ['[tt] "r"(&edgec_tanh_tab[0][0])'], _GRU_FREGS)
