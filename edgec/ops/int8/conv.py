@@ -34,6 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
+from edgec.ops.int8.conv_dsp import CTL_WORDS, quad_params, use_convq
 from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
@@ -128,11 +129,14 @@ class QConv2D(QOp):
         _, zp_x = per_tensor(node, g, node.inputs[0], "input")
         _, zp_y = per_tensor(node, g, node.outputs[0], "output")
         lo, hi = act_range(node)
+        lo_i, hi_i = lo, hi
         w = const_int8(node, g, 1, "weights")
         cg, og = win.c // groups, o // groups
         k = win.kh * win.kw * cg
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
+        zp_y_i = per_tensor(node, g, node.outputs[0], "output")[1]
+        bound = _acc_bound(folded, w.reshape(o, -1))
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
         sk = SharedKernel(ctx, "edgec_conv_s8")
@@ -177,10 +181,13 @@ class QConv2D(QOp):
         mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
         bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
 
-        fast_rq = rounding_of(g) == "double" and _smmlar_requant(
-            mult, shift, per_tensor(node, g, node.outputs[0], "output")[1], folded,
-            w.reshape(o, -1))
-        if fast_rq:
+        fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
+        convq = None
+        if fast_rq and og % 4 == 0:  # every quad whole: the quad loop in assembly
+            psym = sk.table(ctx.const_array(f"{node.name}_convq", quad_params(
+                folded, mult, shift, zp_y_i, bound), "int32_t", param=False), "int32_t")
+            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127)), psym, wsym, tables[0].size)
+        elif fast_rq:
             use_helpers(ctx, "edgec_rq_smmlar")
 
         def store4_dsp(base: str, col: int, accs: list[str]) -> str:
@@ -237,7 +244,8 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp)
+        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp,
+                        convq and _convq_call(convq, groups, o, gemm.kp, bounds))
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
@@ -248,9 +256,11 @@ class QConv2D(QOp):
                        + "}\n")
 
     def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
-             store: object, store4: object) -> str:
+             store: object, store4: object, convq: tuple[str, str] | None) -> str:
         """The DSP path: output pixels two at a time, each one's receptive field widened to
-        int16 into its column of the interleaved patch, then the pair-table GEMM."""
+        int16 into its column of the interleaved patch, then the pair-table GEMM (C, or
+        ``convq``: (set-up before the pixel loop, the call per pixel pair and group) of
+        :func:`_convq_call`)."""
         cg = win.c // groups
         k = win.kh * win.kw * cg
         goff = " + gr * " + str(cg) if groups > 1 else ""
@@ -281,27 +291,60 @@ class QConv2D(QOp):
             + indent(taps, 2) + "    }\n}\n"
             "sums[c] = sx;\n"
         )
-        body = ("int32_t sums[2];\n"
-                "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
-                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
+        if convq:
+            column = column.replace("sums[c] = sx;", "ctl[7 + c] = (uint32_t)sx << 7;")
+            body = ("for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n" + convq[1])
+        else:
+            body = ("int32_t sums[2];\n"
+                    "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
+                    + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
         if groups > 1:
             body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
         zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"
                        for i in range(k, gemm.kp) for c in range(2))
         return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zero
+                + (convq[0] if convq else "")
                 + f"for (int p = 0; p < {npix}; p += 2) {{\n"
                 f"    const int p1 = p + 1 < {npix} ? p + 1 : p;\n" + indent(body) + "}\n")
 
 
-def _smmlar_requant(mult: np.ndarray, shift: np.ndarray, zp_y: int, folded: np.ndarray,
-                    w: np.ndarray) -> bool:
+def _acc_bound(folded: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per channel, a bound of |accumulator| for any input: |bias with the input zero point
+    folded in| + 128 · Σ|w| (w: [O, K] int8)."""
+    return np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
+
+
+def _convq_call(convq: tuple[str, str, str, int], groups: int, o: int, kp: int,
+                bounds: str) -> tuple[str, str]:
+    """(C before the pixel loop, C per pixel pair and group) running the quads in
+    ``edgec_convq`` (``convq``: its name, the parameter table, the weights, a group's weight
+    bytes)."""
+    fn, psym, wsym, wsize = convq
+    og = o // groups
+    gw = f" + gr * {wsize}" if groups > 1 else ""
+    gp = f" + gr * {og * 4}" if groups > 1 else ""
+    gy = f" + gr * {og}" if groups > 1 else ""
+    lo4, hi4 = bounds.split(", ")
+    head = (f"uint32_t ctl[{CTL_WORDS}];\n"
+            "ctl[0] = (uint32_t)(uintptr_t)xq;\n"
+            f"ctl[2] = (uint32_t)(uintptr_t)(xq + {2 * kp});\n"
+            f"ctl[9] = {lo4};\n"
+            f"ctl[10] = {hi4};\n")
+    call = (f"ctl[1] = (uint32_t)(uintptr_t)({wsym}{gw});\n"
+            f"ctl[3] = (uint32_t)(uintptr_t)({psym}{gp});\n"
+            f"ctl[4] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
+            f"ctl[5] = (uint32_t)((p1 - p) * {o});\n"
+            f"ctl[6] = ctl[4] + {og}u;\n"
+            f"{fn}(ctl);\n")
+    return head, call
+
+
+def _smmlar_requant(mult: np.ndarray, shift: np.ndarray, zp_y: int, bound: np.ndarray) -> bool:
     """Whether every channel's requantization takes the SMMLAR form (``smmlar_form``) for any
-    input: its accumulator is bounded by |bias with the input zero point folded in| + 128 ·
-    Σ|w| (w: [O, K] int8)."""
-    o = w.shape[0]
+    input whose accumulator is within ``bound`` [O] (:func:`_acc_bound`)."""
+    o = bound.shape[0]
     mult = np.broadcast_to(np.asarray(mult).reshape(-1), (o,))
     shift = np.broadcast_to(np.asarray(shift).reshape(-1), (o,))
-    bound = np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
     return all(1 <= -int(shift[c]) <= 31
                and smmlar_form(int(mult[c]), int(shift[c]), zp_y, int(bound[c])) is not None
                for c in range(o))
