@@ -34,7 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.conv_dsp import CTL_WORDS, quad_params, use_convq
+from edgec.ops.int8.conv_dsp import CTL_WORDS, im2col, quad_params, use_convq
 from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
@@ -244,7 +244,7 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp,
+        dsp = self._dsp(ctx, win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp,
                         convq and _convq_call(convq, groups, o, gemm.kp, bounds))
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
@@ -255,54 +255,24 @@ class QConv2D(QOp):
         return sk.wrap(f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
                        + "}\n")
 
-    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
-             store: object, store4: object, convq: tuple[str, str] | None) -> str:
-        """The DSP path: output pixels two at a time, each one's receptive field widened to
-        int16 into its column of the interleaved patch, then the pair-table GEMM (C, or
-        ``convq``: (set-up before the pixel loop, the call per pixel pair and group) of
-        :func:`_convq_call`)."""
-        cg = win.c // groups
-        k = win.kh * win.kw * cg
-        goff = " + gr * " + str(cg) if groups > 1 else ""
-        fill = (f"for (int i = 0; i < {{n}}; ++i, ++kk) col[(kk >> 1) * 4 + (kk & 1)] = "
-                f"{zp_x};\nsx += {zp_x} * {{n}};\n")
-        tap = (f"const int iw = iw0 + kw * {win.dw};\n"
-               f"if (iw >= 0 && iw < {win.w}) {{\n"
-               f"    sx += edgec_widen_s8(xr + iw * {win.c}, {cg}, col, kk, 2);\n"
-               f"    kk += {cg};\n"
-               f"}} else {{\n" + indent(fill.format(n=cg)) + "}\n")
-        taps = f"for (int kw = 0; kw < {win.kw}; ++kw) {{\n" + indent(tap) + "}\n"
-        if win.dw == 1 and groups == 1:  # the row's taps are contiguous in the input
-            taps = (f"if (iw0 >= 0 && iw0 + {win.kw} <= {win.w}) {{\n"
-                    f"    sx += edgec_widen_s8(xr + iw0 * {win.c}, {win.kw * win.c}, col, kk, "
-                    f"2);\n    kk += {win.kw * win.c};\n}} else {{\n" + indent(taps) + "}\n")
-        column = (
-            f"const int pix = c ? p1 : p;\n"
-            f"const int oh = pix / {win.ow}, ow = pix % {win.ow};\n"
-            f"const int iw0 = ow * {win.sw} - {win.pl};\n"
-            f"edgec_q15a *col = xq + 2 * c;\n"
-            f"int32_t sx = 0;\n"
-            f"int kk = 0;\n"
-            f"for (int kh = 0; kh < {win.kh}; ++kh) {{\n"
-            f"    const int ih = oh * {win.sh} - {win.pt} + kh * {win.dh};\n"
-            f"    if (ih < 0 || ih >= {win.h}) {{\n" + indent(fill.format(n=win.kw * cg), 2)
-            + "        continue;\n    }\n"
-            f"    {{\n        const int8_t *xr = xn + ih * {win.w * win.c}{goff};\n"
-            + indent(taps, 2) + "    }\n}\n"
-            "sums[c] = sx;\n"
-        )
+    def _dsp(self, ctx: EmitContext, win: Window, groups: int, gemm: Rows, zp_x: str,
+             npix: int, store: object, store4: object,
+             convq: tuple[str, str] | None) -> str:
+        """The DSP path: output pixels two at a time, their receptive fields widened to int16
+        into the interleaved patch (:func:`edgec.ops.int8.conv_dsp.im2col`), then the
+        pair-table GEMM (C, or ``convq``: (set-up before the pixel loop, the call per pixel
+        pair and group) of :func:`_convq_call`)."""
+        direct = self._direct(win, groups) and win.c % 4 == 0
+        cols = im2col(ctx, win, groups, gemm.kp, direct)
         if convq:
-            column = column.replace("sums[c] = sx;", "ctl[7 + c] = (uint32_t)sx << 7;")
-            body = ("for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n" + convq[1])
+            body = cols + "ctl[7] = (uint32_t)sums[0] << 7;\nctl[8] = (uint32_t)sums[1] << 7;\n"
+            body += convq[1]
         else:
-            body = ("int32_t sums[2];\n"
-                    "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
-                    + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
+            body = cols + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4)
         if groups > 1:
             body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
-        zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"
-                       for i in range(k, gemm.kp) for c in range(2))
-        return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zero
+        zp4 = "" if direct else f"const uint32_t zp4 = ((uint32_t){zp_x} & 0xFFu) * 0x01010101u;\n"
+        return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zp4
                 + (convq[0] if convq else "")
                 + f"for (int p = 0; p < {npix}; p += 2) {{\n"
                 f"    const int p1 = p + 1 < {npix} ? p + 1 : p;\n" + indent(body) + "}\n")

@@ -25,6 +25,8 @@ outputs, 28 and 32 ``128 * sum`` of each column, 36 and 40 the clamp bounds in e
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgec.ops.base import EmitContext
@@ -139,3 +141,157 @@ def use_convq(ctx: EmitContext, clamp: bool) -> str:
         f"__attribute__((naked, noinline)) static void {name}(uint32_t *ctl "
         "__attribute__((unused)))\n"
         "{\n    __asm__(\n" + body + "    );\n}\n#endif"))
+
+
+# -- im2col ------------------------------------------------------------------------------------
+
+#: the widening of a pixel pair's gathered codes (or of two input pixels in place) into the
+#: interleaved int16 patch: eight codes per iteration, with both columns' sums
+WIDEN2_C = r"""#ifdef EDGEC_S8_DSP
+/* Widen two columns of int8 codes, four of each per step, into the interleaved int16 patch
+ * dst (per four codes: column 0's (x0, x1), column 1's (x0, x1), column 0's (x2, x3), column
+ * 1's (x2, x3)); n4 steps (> 0); sums[c] += column c's codes. Column 0's codes at s0, column
+ * 1's at s1, both advanced by {step} bytes a step. */
+static inline void edgec_widen2_{name}(const int8_t *s0, const int8_t *s1, uint32_t *dst,
+                                       int n4, int32_t *sums)
+{{
+    uint32_t *const end = dst + 4 * n4;
+    int32_t a = sums[0], b = sums[1];
+    uint32_t v0, v1, e0, e1, t0, t1;{s1_void}
+    __asm__ volatile(
+        "1:\n\t"
+{load}        "sxtb16 %[e0], %[v0]\n\t"
+        "sxtb16 %[v0], %[v0], ror #8\n\t"
+        "sxtb16 %[e1], %[v1]\n\t"
+        "sxtb16 %[v1], %[v1], ror #8\n\t"
+        "smlad %[a], %[e0], %[one], %[a]\n\t"
+        "smlad %[a], %[v0], %[one], %[a]\n\t"
+        "smlad %[b], %[e1], %[one], %[b]\n\t"
+        "smlad %[b], %[v1], %[one], %[b]\n\t"
+        "pkhbt %[t0], %[e0], %[v0], lsl #16\n\t"
+        "pkhtb %[v0], %[v0], %[e0], asr #16\n\t"
+        "pkhbt %[t1], %[e1], %[v1], lsl #16\n\t"
+        "pkhtb %[v1], %[v1], %[e1], asr #16\n\t"
+        "strd %[t0], %[t1], [%[dst]], #16\n\t"
+        "strd %[v0], %[v1], [%[dst], #-8]\n\t"
+        "cmp %[dst], %[end]\n\t"
+        "bne 1b\n\t"
+        : [v0] "=&r"(v0), [v1] "=&r"(v1), [e0] "=&r"(e0), [e1] "=&r"(e1), [t0] "=&r"(t0),
+          [t1] "=&r"(t1), [a] "+r"(a), [b] "+r"(b), [s0] "+r"(s0),{s1_op}
+          [dst] "+r"(dst)
+        : [end] "r"(end), [one] "r"(0x00010001)
+        : "cc", "memory");
+    sums[0] = a;
+    sums[1] = b;
+}}
+#endif"""
+
+_LOADS = {
+    # the gathered pair: column 0's four codes then column 1's, eight bytes a step (one LDRD;
+    # s1 is s0 + 4, not read)
+    "pair": ('        "ldrd %[v0], %[v1], [%[s0]], #8\\n\\t"\n', 8),
+    # two input pixels in place
+    "pix": ('        "ldr %[v0], [%[s0]], #4\\n\\t"\n        "ldr %[v1], [%[s1]], #4\\n\\t"\n', 4),
+}
+
+
+def use_widen2(ctx: EmitContext, name: str) -> str:
+    """Emit ``edgec_widen2_<name>`` (``"pair"``: the gathered codes, ``"pix"``: two pixels of
+    the input) once; its name."""
+    load, step = _LOADS[name]
+    pix = name == "pix"
+    return ctx.helper(f"edgec_widen2_{name}", WIDEN2_C.format(
+        name=name, load=load, step=step, s1_op=' [s1] "+r"(s1),' if pix else "",
+        s1_void="" if pix else "\n    (void)s1;"))
+
+
+def _copy(src: str, n: int, kk: str, aligned: bool) -> str:
+    """C copying n codes from ``src`` to codes kk.. of the gathered column ``g8`` (code k at
+    ``g8[(k >> 2) * 8 + (k & 3)]``); ``aligned``: n and kk multiples of 4 (word moves)."""
+    if aligned:
+        return (f"for (int i = 0; i < {n // 4}; ++i) {{\n"
+                f"    uint32_t v;\n"
+                f"    memcpy(&v, {src} + 4 * i, 4);\n"
+                f"    memcpy(g8 + (({kk}) / 4 + i) * 8, &v, 4);\n"
+                f"}}\n")
+    return (f"for (int i = 0; i < {n}; ++i) {{\n"
+            f"    const unsigned int k = (unsigned int)({kk}) + (unsigned int)i;\n"
+            f"    g8[(k >> 2) * 8u + (k & 3u)] = {src}[i];\n"
+            f"}}\n")
+
+
+def _fill(n: int, kk: str, aligned: bool) -> str:
+    """C filling n codes from kk of ``g8`` with the input zero point (``zp4``: in every
+    byte)."""
+    if aligned:
+        return (f"for (int i = 0; i < {n // 4}; ++i) memcpy(g8 + (({kk}) / 4 + i) * 8, &zp4, "
+                f"4);\n")
+    return (f"for (int i = 0; i < {n}; ++i) {{\n"
+            f"    const unsigned int k = (unsigned int)({kk}) + (unsigned int)i;\n"
+            f"    g8[(k >> 2) * 8u + (k & 3u)] = (int8_t)zp4;\n"
+            f"}}\n")
+
+
+def _ind(code: str, n: int = 1) -> str:
+    pad = "    " * n
+    return "".join((pad + ln if ln else ln) + "\n" for ln in code.rstrip("\n").split("\n"))
+
+
+def im2col(ctx: EmitContext, win: object, groups: int, kp: int, direct: bool) -> str:
+    """C widening the receptive fields of output pixels ``p`` and ``p1`` (group ``gr``) into
+    the interleaved int16 patch ``xq`` (4 kp bytes at ``scratch``) and their sums into
+    ``sums[2]``.
+
+    ``direct`` (1x1, unpadded, one group, C a multiple of 4): both input pixels widened from
+    the input. Otherwise each pixel's codes are first gathered, rows of taps at once where
+    they lie inside the input, the input zero point (``zp4``) in the padding, into the upper
+    half of the patch (column c's code k at byte ``2 kp + (k / 4) 8 + 4 c + k % 4``), then
+    widened from there upwards: step g reads bytes 2 kp + 8 g .. + 8 and writes 16 g .. 16 g + 16 <=
+    2 kp + 8 (g + 1), so no step overwrites a code before it is read."""
+    w: Any = win
+    cg = w.c // groups
+    k = w.kh * w.kw * cg
+    if direct:
+        fn = use_widen2(ctx, "pix")
+
+        def at(pix: str) -> str:
+            if w.sh == w.sw == 1:
+                return f"xn + {pix} * {w.c}"
+            return f"xn + (({pix}) / {w.ow} * {w.sh * w.w} + ({pix}) % {w.ow} * {w.sw}) * {w.c}"
+        return ("int32_t sums[2] = {0, 0};\n"
+                f"{fn}({at('p')}, {at('p1')}, (uint32_t *)(void *)xq, {kp // 4}, sums);\n")
+    fn = use_widen2(ctx, "pair")
+    goff = f" + gr * {cg}" if groups > 1 else ""
+    row_n = w.kw * cg
+    tap_al = cg % 4 == 0
+    row_al = row_n % 4 == 0
+    taps = (f"for (int kw = 0; kw < {w.kw}; ++kw) {{\n"
+            f"    const int iw = iw0 + kw * {w.dw};\n"
+            f"    if (iw >= 0 && iw < {w.w}) {{\n"
+            + _ind(_copy(f"(xr + iw * {w.c})", cg, f"kk + kw * {cg}", tap_al), 2)
+            + "    } else {\n"
+            + _ind(_fill(cg, f"kk + kw * {cg}", tap_al), 2) + "    }\n}\n")
+    if w.dw == 1 and groups == 1:  # the row's taps are contiguous in the input
+        taps = (f"if (iw0 >= 0 && iw0 + {w.kw} <= {w.w}) {{\n"
+                + _ind(_copy(f"(xr + iw0 * {w.c})", row_n, "kk", row_al))
+                + "} else {\n" + _ind(taps) + "}\n")
+    column = (
+        f"int8_t *g8 = (int8_t *)scratch + {2 * kp} + 4 * c;\n"
+        "const int pix = c ? p1 : p;\n"
+        f"const int oh = pix / {w.ow}, ow = pix % {w.ow};\n"
+        f"const int iw0 = ow * {w.sw} - {w.pl};\n"
+        f"for (int kh = 0; kh < {w.kh}; ++kh) {{\n"
+        f"    const int ih = oh * {w.sh} - {w.pt} + kh * {w.dh};\n"
+        f"    const int kk = kh * {row_n};\n"
+        f"    if (ih < 0 || ih >= {w.h}) {{\n"
+        + _ind(_fill(row_n, "kk", row_al), 2)
+        + "    } else {\n"
+        f"        const int8_t *xr = xn + ih * {w.w * w.c}{goff};\n"
+        + _ind(taps, 2) + "    }\n}\n"
+    )
+    pad = "".join(f"((int8_t *)scratch)[{2 * kp + (i >> 2) * 8 + 4 * c + (i & 3)}] = 0;\n"
+                  for i in range(k, kp) for c in range(2))
+    return ("int32_t sums[2] = {0, 0};\n"
+            "for (int c = 0; c < 2; ++c) {\n" + _ind(column) + "}\n" + pad
+            + f"{fn}((const int8_t *)scratch + {2 * kp}, (const int8_t *)scratch + "
+            f"{2 * kp + 4}, (uint32_t *)(void *)xq, {kp // 4}, sums);\n")
