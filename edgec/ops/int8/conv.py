@@ -34,7 +34,7 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.conv_dsp import CTL_WORDS, im2col, quad_params, use_convq
+from edgec.ops.int8.conv_dsp import CTL_WORDS, UNROLL, im2col, quad_params, use_convq
 from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
@@ -299,7 +299,8 @@ def _convq_call(convq: tuple[str, str, str, int], groups: int, o: int, kp: int,
             "ctl[0] = (uint32_t)(uintptr_t)xq;\n"
             f"ctl[2] = (uint32_t)(uintptr_t)(xq + {2 * kp});\n"
             f"ctl[9] = {lo4};\n"
-            f"ctl[10] = {hi4};\n")
+            f"ctl[10] = {hi4};\n"
+            f"ctl[11] = {(UNROLL - (kp // 4) % UNROLL) % UNROLL}u;\n")
     call = (f"ctl[1] = (uint32_t)(uintptr_t)({wsym}{gw});\n"
             f"ctl[3] = (uint32_t)(uintptr_t)({psym}{gp});\n"
             f"ctl[4] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
