@@ -222,9 +222,17 @@ def use_widen2(ctx: EmitContext, name: str) -> str:
         s1_void="" if pix else "\n    (void)s1;"))
 
 
+#: aligned gathers of at most this many words are unrolled
+UNROLL_COPY = 16
+
+
 def _copy(src: str, n: int, kk: str, aligned: bool) -> str:
     """C copying n codes from ``src`` to codes kk.. of the gathered column ``g8`` (code k at
     ``g8[(k >> 2) * 8 + (k & 3)]``); ``aligned``: n and kk multiples of 4 (word moves)."""
+    if aligned and n // 4 <= UNROLL_COPY:  # unrolled: LDR, STR a word
+        return ("{\n" + f"    int8_t *const d = g8 + ({kk}) * 2;\n"
+                + "".join(f"    memcpy(d + {8 * i}, {src} + {4 * i}, 4);\n"
+                          for i in range(n // 4)) + "}\n")
     if aligned:
         return (f"for (int i = 0; i < {n // 4}; ++i) {{\n"
                 f"    uint32_t v;\n"
@@ -240,6 +248,10 @@ def _copy(src: str, n: int, kk: str, aligned: bool) -> str:
 def _fill(n: int, kk: str, aligned: bool) -> str:
     """C filling n codes from kk of ``g8`` with the input zero point (``zp4``: in every
     byte)."""
+    if aligned and n // 4 <= UNROLL_COPY:
+        return ("{\n" + f"    int8_t *const d = g8 + ({kk}) * 2;\n"
+                + "".join(f"    memcpy(d + {8 * i}, &zp4, 4);\n" for i in range(n // 4))
+                + "}\n")
     if aligned:
         return (f"for (int i = 0; i < {n // 4}; ++i) memcpy(g8 + (({kk}) / 4 + i) * 8, &zp4, "
                 f"4);\n")
