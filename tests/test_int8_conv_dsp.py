@@ -19,8 +19,9 @@ from edgec.mcu.project import build_firmware, step_ports
 from edgec.mcu.qemu import run_qemu
 from edgec.mcu.targets import load_target
 from edgec.mcu.toolchain import have_tool
-from edgec.ops.int8.conv_dsp import quad_params
+from edgec.ops.int8.conv_dsp import quad_params, quad_stream
 from edgec.ops.int8.fixedpoint import mbqm, quantize_multiplier
+from edgec.ops.int8.gemm_s8 import decode_pair_table, pair_table
 from edgec.ops.interpret import interpret
 from tests.int8_graphs import Builder, random_feeds
 
@@ -110,6 +111,23 @@ def test_quad_params_requantize_like_tflite() -> None:
             got = np.clip((v - (acc < 0)) >> e, -128, 127)
             want = np.clip(mbqm(acc, int(mult[c]), int(shift[c]), "double") + zp, -128, 127)
             assert np.array_equal(got, want), c
+
+
+def test_quad_stream_layout() -> None:
+    """Per quad: its four start words, its 4 kp bytes of the pair table, its twelve
+    requantization words; groups one after the other; the weights decode back."""
+    rng = np.random.default_rng(4)
+    k, og, groups = 27, 8, 2
+    kp = 28
+    ws = [rng.integers(-128, 128, (og, k)).astype(np.int8) for _ in range(groups)]
+    params = rng.integers(-2**31, 2**31, groups * og // 4 * 16).astype(np.int32)
+    st = quad_stream(params, [pair_table(w) for w in ws], kp).reshape(-1, 4 + kp + 12)
+    assert st.shape[0] == groups * og // 4
+    par = params.reshape(-1, 16)
+    assert np.array_equal(st[:, :4], par[:, :4]) and np.array_equal(st[:, -12:], par[:, 4:])
+    for gr, w in enumerate(ws):
+        table = st[gr * 2 : gr * 2 + 2, 4 : 4 + kp].astype("<i4").view(np.int8).reshape(-1)
+        assert np.array_equal(decode_pair_table(table, og, k), w)
 
 
 def _run_board(m: CompiledModel, target: str, out: Path, cflags: tuple[str, ...] = ()) -> tuple:

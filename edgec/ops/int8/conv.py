@@ -34,7 +34,14 @@ from edgec.ops.int8.common import (
     require_dtype,
     use_requant,
 )
-from edgec.ops.int8.conv_dsp import CTL_WORDS, UNROLL, im2col, quad_params, use_convq
+from edgec.ops.int8.conv_dsp import (
+    CTL_WORDS,
+    UNROLL,
+    im2col,
+    quad_params,
+    quad_stream,
+    use_convq,
+)
 from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
     bias_values,
@@ -184,9 +191,11 @@ class QConv2D(QOp):
         fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
         convq = None
         if fast_rq and og % 4 == 0:  # every quad whole: the quad loop in assembly
-            psym = sk.table(ctx.const_array(f"{node.name}_convq", quad_params(
-                folded, mult, shift, zp_y_i, bound), "int32_t", param=False), "int32_t")
-            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127)), psym, wsym, tables[0].size)
+            stream = quad_stream(quad_params(folded, mult, shift, zp_y_i, bound), tables,
+                                 gemm.kp)
+            ssym = sk.table(ctx.const_array(f"{node.name}_convq", stream, "int32_t",
+                                            param=False), "int32_t")
+            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127)), ssym, stream.size // groups)
         elif fast_rq:
             use_helpers(ctx, "edgec_rq_smmlar")
 
@@ -265,7 +274,7 @@ class QConv2D(QOp):
         direct = self._direct(win, groups) and win.c % 4 == 0
         cols = im2col(ctx, win, groups, gemm.kp, direct)
         if convq:
-            body = cols + "ctl[7] = (uint32_t)sums[0] << 7;\nctl[8] = (uint32_t)sums[1] << 7;\n"
+            body = cols + "ctl[6] = (uint32_t)sums[0] << 7;\nctl[7] = (uint32_t)sums[1] << 7;\n"
             body += convq[1]
         else:
             body = cols + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4)
@@ -284,28 +293,26 @@ def _acc_bound(folded: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
 
 
-def _convq_call(convq: tuple[str, str, str, int], groups: int, o: int, kp: int,
+def _convq_call(convq: tuple[str, str, int], groups: int, o: int, kp: int,
                 bounds: str) -> tuple[str, str]:
     """(C before the pixel loop, C per pixel pair and group) running the quads in
-    ``edgec_convq`` (``convq``: its name, the parameter table, the weights, a group's weight
-    bytes)."""
-    fn, psym, wsym, wsize = convq
+    ``edgec_convq`` (``convq``: its name, its table (:func:`quad_stream`), a group's words of
+    it)."""
+    fn, ssym, gsize = convq
     og = o // groups
-    gw = f" + gr * {wsize}" if groups > 1 else ""
-    gp = f" + gr * {og * 4}" if groups > 1 else ""
+    gs = f" + gr * {gsize}" if groups > 1 else ""
     gy = f" + gr * {og}" if groups > 1 else ""
     lo4, hi4 = bounds.split(", ")
     head = (f"uint32_t ctl[{CTL_WORDS}];\n"
             "ctl[0] = (uint32_t)(uintptr_t)xq;\n"
             f"ctl[2] = (uint32_t)(uintptr_t)(xq + {2 * kp});\n"
-            f"ctl[9] = {lo4};\n"
-            f"ctl[10] = {hi4};\n"
-            f"ctl[11] = {(UNROLL - (kp // 4) % UNROLL) % UNROLL}u;\n")
-    call = (f"ctl[1] = (uint32_t)(uintptr_t)({wsym}{gw});\n"
-            f"ctl[3] = (uint32_t)(uintptr_t)({psym}{gp});\n"
-            f"ctl[4] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
-            f"ctl[5] = (uint32_t)((p1 - p) * {o});\n"
-            f"ctl[6] = ctl[4] + {og}u;\n"
+            f"ctl[8] = {lo4};\n"
+            f"ctl[9] = {hi4};\n"
+            f"ctl[10] = {(UNROLL - (kp // 4) % UNROLL) % UNROLL}u;\n")
+    call = (f"ctl[1] = (uint32_t)(uintptr_t)({ssym}{gs});\n"
+            f"ctl[3] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
+            f"ctl[4] = (uint32_t)((p1 - p) * {o});\n"
+            f"ctl[5] = ctl[3] + {og}u;\n"
             f"{fn}(ctl);\n")
     return head, call
 

@@ -5,12 +5,14 @@ and store, without the C around it (which spilled around the walk's fourteen reg
 function as C cost about 200 instructions per quad outside the walk).
 
 Taken where the layer's requantization has the SMMLAR form for every channel
-(``conv._smmlar_requant``) and the group's output count is a multiple of 4. Per quad the kernel
-reads 16 words of a compile-time table (:func:`quad_params`): the accumulators' start values
-``b0 + 256 b1, b1, b2 + 256 b3, b3`` (the biases with the input zero point folded in; row r of
-the pair table is recovered as ``a - 256 d``, see :mod:`edgec.ops.int8.gemm_s8`), then per
-channel ``M, r = 2^(e-1) + zp_y 2^e, e``; one LDM each. Per output: LSL, SMMLAR, SUB of the sign
-bit, ASR, SSAT (TFLite's double rounding with the zero point folded in, as
+(``conv._smmlar_requant``) and the group's output count is a multiple of 4. The kernel reads
+one compile-time table (:func:`quad_stream`, in DSP builds instead of the pair table, biases
+and multipliers, which the generic C keeps reading), one pointer through it: per quad the
+accumulators' start values ``b0 + 256 b1, b1, b2 + 256 b3, b3`` (the biases with the input
+zero point folded in; row r of the pair table is recovered as ``a - 256 d``, see
+:mod:`edgec.ops.int8.gemm_s8`), the quad's weights (pair table), then per channel
+``M, r = 2^(e-1) + zp_y 2^e, e`` (:func:`quad_params`); one LDM each. Per output: LSL, SMMLAR,
+SUB of the sign bit, ASR, SSAT (TFLite's double rounding with the zero point folded in, as
 ``edgec_rq_smmlar``); BFI packs a pixel's four codes, SSUB8 + SEL clamp them (only where the
 bounds are not those of int8), one word store per pixel.
 
@@ -22,10 +24,9 @@ block lives on the stack: its address is pushed with the saved registers and rea
 block ``(UNROLL - n % UNROLL) % UNROLL`` for n blocks (every access post-increments, so any
 entry works): ``LDR pc`` of the entry computed once per call; the loop's CMP/BNE then cost
 2 per UNROLL blocks instead of 2 per block (28 -> 26.5 instructions per 32 MACs). Control
-block words (byte offsets): 0 the patch, 4 the weights (advanced quad by quad), 8 the patch's
-end, 12 the parameters (advanced), 16 pixel 0's output (advanced), 20 pixel 1's output less
-pixel 0's, 24 the end of pixel 0's outputs, 28 and 32 ``128 * sum`` of each column, 36 and 40
-the clamp bounds in every byte, 44 the entry block.
+block words (byte offsets): 0 the patch, 4 the table, 8 the patch's end, 12 pixel 0's output
+(advanced), 16 pixel 1's output less pixel 0's, 20 the end of pixel 0's outputs, 24 and 28
+``128 * sum`` of each column, 32 and 36 the clamp bounds in every byte, 40 the entry block.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from edgec.ops.base import EmitContext
 from edgec.ops.int8.fixedpoint import smmlar_form
 
 #: words of the control block
-CTL_WORDS = 12
+CTL_WORDS = 11
 #: blocks (two k pairs each) of the walk's unrolled loop
 UNROLL = 4
 
@@ -66,6 +67,22 @@ def quad_params(folded: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp_y: i
     return arr.astype(np.uint32).view(np.int32)
 
 
+def quad_stream(params: np.ndarray, tables: list[np.ndarray], kp: int) -> np.ndarray:
+    """The one table ``edgec_convq`` reads (int32): per quad its four start values
+    (:func:`quad_params` words 0-3), its 4 kp weight bytes of the pair table (as little-endian
+    words), its twelve requantization words; the groups' quads one after the other
+    (``tables``: each group's pair table of whole quads, 4 kp bytes each)."""
+    par = np.asarray(params, np.int32).reshape(-1, 16)
+    out: list[np.ndarray] = []
+    for t in tables:
+        words = np.ascontiguousarray(t, np.int8).view("<i4").reshape(-1, kp)
+        for wq in words:
+            i = len(out) // 3
+            out += [par[i, :4], wq.astype(np.int32), par[i, 4:]]
+    assert len(out) == 3 * par.shape[0]
+    return np.concatenate(out).astype(np.int32)
+
+
 def _walk_step() -> list[str]:
     """One k pair of the walk: r0/r1 both columns' int16 pair, r2 a weight word, r3 the patch,
     r12 the weights; rows 0-3 of column 0 in r4-r7, of column 1 in r8-r11 (even rows: the
@@ -90,7 +107,7 @@ def convq_asm(clamp: bool) -> list[str]:
     """The function body's instructions."""
     lines = [
         # the walk's entry: block (UNROLL - n % UNROLL) % UNROLL of the unrolled loop
-        "ldr r2, [r0, #44]",
+        "ldr r2, [r0, #40]",
         "adr r1, 2f",
         "adr r3, 3f",
         "sub r3, r3, r1",
@@ -98,18 +115,17 @@ def convq_asm(clamp: bool) -> list[str]:
         "orr r1, r1, #1",
         "push {r0, r1, r4-r11, lr}",
         "mov lr, r0",
+        "ldr r12, [lr, #4]",
         "1:",
-        "ldr r2, [lr, #12]",
-        "ldm r2!, {r4-r7}",
-        "str r2, [lr, #12]",
-        "ldrd r0, r1, [lr, #28]",
+        "ldm r12!, {r4-r7}",
+        "ldrd r0, r1, [lr, #24]",
         "sub r8, r4, r1",
         "sub r10, r6, r1",
         "sub r4, r4, r0",
         "sub r6, r6, r0",
         "mov r9, r5",
         "mov r11, r7",
-        "ldrd r3, r12, [lr]",
+        "ldr r3, [lr]",
         "ldr lr, [lr, #8]",
         "ldr pc, [sp, #4]",
         "2:",
@@ -119,8 +135,6 @@ def convq_asm(clamp: bool) -> list[str]:
         "cmp r3, lr",
         "bne 2b",
         "ldr lr, [sp]",
-        "str r12, [lr, #4]",
-        "ldr r12, [lr, #12]",
         "sub r4, r4, r5, lsl #8",
         "sub r6, r6, r7, lsl #8",
         "sub r8, r8, r9, lsl #8",
@@ -128,19 +142,18 @@ def convq_asm(clamp: bool) -> list[str]:
     ]
     for c0, c1 in (("r4", "r8"), ("r5", "r9"), ("r6", "r10"), ("r7", "r11")):
         lines += ["ldm r12!, {r0-r2}", *_requant(c0), *_requant(c1)]
-    lines += ["str r12, [lr, #12]",
-              "bfi r4, r5, #8, #8", "bfi r4, r6, #16, #8", "bfi r4, r7, #24, #8",
+    lines += ["bfi r4, r5, #8, #8", "bfi r4, r6, #16, #8", "bfi r4, r7, #24, #8",
               "bfi r8, r9, #8, #8", "bfi r8, r10, #16, #8", "bfi r8, r11, #24, #8"]
     if clamp:
-        lines += ["ldrd r0, r1, [lr, #36]"]
+        lines += ["ldrd r0, r1, [lr, #32]"]
         for v in ("r4", "r8"):
             lines += [f"ssub8 r2, {v}, r0", f"sel {v}, {v}, r0",
                       f"ssub8 r2, r1, {v}", f"sel {v}, {v}, r1"]
-    lines += ["ldrd r0, r1, [lr, #16]",
-              "ldr r2, [lr, #24]",
+    lines += ["ldrd r0, r1, [lr, #12]",
+              "ldr r2, [lr, #20]",
               "str r8, [r0, r1]",
               "str r4, [r0], #4",
-              "str r0, [lr, #16]",
+              "str r0, [lr, #12]",
               "cmp r0, r2",
               "bne 1b",
               "pop {r0, r1, r4-r11, pc}"]
