@@ -313,6 +313,12 @@ def im2col(ctx: EmitContext, win: object, groups: int, kp: int, direct: bool) ->
             + _ind(_copy(f"(xr + iw * {w.c})", cg, f"kk + kw * {cg}", tap_al), 2)
             + "    } else {\n"
             + _ind(_fill(cg, f"kk + kw * {cg}", tap_al), 2) + "    }\n}\n")
+    if not tap_al and row_al:  # single codes: the row of the zero point, then the taps
+        # inside the input (t0 .. t1, the same for every row of the pixel) without a test each
+        taps = (_fill(row_n, "kk", True)
+                + "for (int kw = t0; kw < t1; ++kw) {\n"
+                + _ind(_copy(f"(xr + (iw0 + kw * {w.dw}) * {w.c})", cg, f"kk + kw * {cg}",
+                             False)) + "}\n")
     if w.dw == 1 and groups == 1:  # the row's taps are contiguous in the input
         taps = (f"if (iw0 >= 0 && iw0 + {w.kw} <= {w.w}) {{\n"
                 + _ind(_copy(f"(xr + iw0 * {w.c})", row_n, "kk", row_al))
@@ -322,7 +328,11 @@ def im2col(ctx: EmitContext, win: object, groups: int, kp: int, direct: bool) ->
         "const int pix = c ? p1 : p;\n"
         f"const int oh = pix / {w.ow}, ow = pix % {w.ow};\n"
         f"const int iw0 = ow * {w.sw} - {w.pl};\n"
-        f"for (int kh = 0; kh < {w.kh}; ++kh) {{\n"
+        + (f"int t0 = 0, t1 = {w.kw};\n"
+           f"while (t0 < t1 && iw0 + t0 * {w.dw} < 0) ++t0;\n"
+           f"while (t1 > t0 && iw0 + (t1 - 1) * {w.dw} >= {w.w}) --t1;\n"
+           if not tap_al and row_al else "")
+        + f"for (int kh = 0; kh < {w.kh}; ++kh) {{\n"
         f"    const int ih = oh * {w.sh} - {w.pt} + kh * {w.dh};\n"
         f"    const int kk = kh * {row_n};\n"
         f"    if (ih < 0 || ih >= {w.h}) {{\n"
