@@ -44,7 +44,11 @@ def _conv_graph() -> Graph:
     ps = b.op("QConv2D", [x, w := b.weights((12, 1, 1, 16), 0), b.bias(12, x, w)],
               strides=[2, 2])  # in place with strides
     c3 = b.op("QConv2D", [x, w := b.weights((8, 3, 3, 16), 0), b.bias(8, x, w)],
-              pads=[1, 1, 1, 1])  # rows and taps word-aligned
+              pads=[1, 1, 1, 1])  # rows and taps word-aligned; k = 144: the looped walk
+    cc = b.op("QConv2D", [x, w := b.weights((4, 3, 3, 16), 0), b.bias(4, x, w)],
+              pads=[0, 1, 2, 1], act_min=-30, act_max=127)  # looped walk, clamped
+    q64 = b.op("QConv2D", [x, w := b.weights((4, 2, 2, 16), 0), b.bias(4, x, w)],
+               pads=[0, 0, 1, 1])  # k = 64: the whole loop-free walk
     gr = b.op("QConv2D", [pw, w := b.weights((8, 3, 3, 4), 0), b.bias(8, pw, w)],
               pads=[1, 0, 1, 2], act_min=-128, act_max=60)  # two groups of 4 channels
     dl = b.op("QConv2D", [pw, w := b.weights((4, 3, 2, 8), None), b.bias(4, pw, w)],
@@ -55,7 +59,14 @@ def _conv_graph() -> Graph:
     i3 = b.input("i3", (1, 6, 5, 3))
     k27 = b.op("QConv2D", [i3, w := b.weights((4, 3, 3, 3), 0), b.bias(4, i3, w)],
                pads=[1, 1, 1, 1])  # k = 27, padded to 28
-    return b.finish([ps, c3, gr, dl, f1, k27])
+    # the looped walk entered at blocks 1, 2, 3 (kp = 76, 72, 68)
+    e1 = b.op("QConv2D", [i3, w := b.weights((4, 5, 5, 3), 0), b.bias(4, i3, w)],
+              pads=[2, 2, 2, 2])
+    e2 = b.op("QConv2D", [pw, w := b.weights((4, 3, 3, 8), 0), b.bias(4, pw, w)],
+              pads=[1, 1, 1, 1], act_min=-128, act_max=100)
+    e3 = b.op("QConv2D", [s, w := b.weights((4, 11, 6, 1), 0), b.bias(4, s, w)],
+              pads=[5, 2, 5, 3])
+    return b.finish([ps, c3, cc, q64, gr, dl, f1, k27, e1, e2, e3])
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +75,16 @@ def conv_model() -> CompiledModel:
 
 
 def test_every_form_takes_the_assembly(conv_model: CompiledModel) -> None:
-    """Each conv of the model runs its quads in the assembly loop; both im2col forms and both
-    clamp forms are used."""
+    """Each conv of the model runs its quads in assembly: both walks (looped, loop-free), both
+    clamp forms, both im2col forms; the loop-free walk entered at several blocks, 0 included."""
     src = conv_model.c_source
-    calls = re.findall(r"\b(edgec_convq(?:_clamp)?)\(ctl\);", src)
-    assert set(calls) == {"edgec_convq", "edgec_convq_clamp"}
-    assert len(calls) == 7
+    calls = re.findall(r"\b(edgec_convqf?(?:_clamp)?)\(ctl\);", src)
+    assert set(calls) == {"edgec_convq", "edgec_convq_clamp", "edgec_convqf",
+                          "edgec_convqf_clamp"}
+    assert len(calls) == 12
+    entries = {int(v) for v in re.findall(r"ctl\[10\] = (\d+)u;", src)}
+    # flat: 32 - kp / 2; looped: (4 - kp / 4 % 4) % 4 for kp 144, 76, 72, 68
+    assert entries == {0, 8, 12, 14, 18, 24, 1, 2, 3}
     assert re.search(r"\bedgec_widen2_pix\(xn", src)
     assert re.search(r"\bedgec_widen2_pair\(", src)
     assert "edgec_quad2_s8(" not in src.split("#else")[0]
@@ -141,7 +156,7 @@ def _run_board(m: CompiledModel, target: str, out: Path, cflags: tuple[str, ...]
     res = run_qemu(build, timeout_s=120)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(build.elf)], capture_output=True,
                          text=True, check=True).stdout
-    return feeds, outs, res.outputs, "<edgec_convq>:" in dis
+    return feeds, outs, res.outputs, "<edgec_convqf>:" in dis
 
 
 @QEMU

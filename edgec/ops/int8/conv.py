@@ -36,7 +36,7 @@ from edgec.ops.int8.common import (
 )
 from edgec.ops.int8.conv_dsp import (
     CTL_WORDS,
-    UNROLL,
+    entry,
     im2col,
     quad_params,
     quad_stream,
@@ -195,7 +195,8 @@ class QConv2D(QOp):
                                  gemm.kp)
             ssym = sk.table(ctx.const_array(f"{node.name}_convq", stream, "int32_t",
                                             param=False), "int32_t")
-            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127)), ssym, stream.size // groups)
+            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127), gemm.kp), ssym,
+                     stream.size // groups)
         elif fast_rq:
             use_helpers(ctx, "edgec_rq_smmlar")
 
@@ -308,7 +309,7 @@ def _convq_call(convq: tuple[str, str, int], groups: int, o: int, kp: int,
             f"ctl[2] = (uint32_t)(uintptr_t)(xq + {2 * kp});\n"
             f"ctl[8] = {lo4};\n"
             f"ctl[9] = {hi4};\n"
-            f"ctl[10] = {(UNROLL - (kp // 4) % UNROLL) % UNROLL}u;\n")
+            f"ctl[10] = {entry(kp)}u;\n")
     call = (f"ctl[1] = (uint32_t)(uintptr_t)({ssym}{gs});\n"
             f"ctl[3] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
             f"ctl[4] = (uint32_t)((p1 - p) * {o});\n"

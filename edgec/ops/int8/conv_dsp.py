@@ -23,7 +23,11 @@ block lives on the stack: its address is pushed with the saved registers and rea
 ``[sp]``. The loop is unrolled ``UNROLL`` times (two k pairs a block) and entered Duff-style at
 block ``(UNROLL - n % UNROLL) % UNROLL`` for n blocks (every access post-increments, so any
 entry works): ``LDR pc`` of the entry computed once per call; the loop's CMP/BNE then cost
-2 per UNROLL blocks instead of 2 per block (28 -> 26.5 instructions per 32 MACs). Control
+2 per UNROLL blocks instead of 2 per block (28 -> 26.5 instructions per 32 MACs). Where
+kp <= 2 ``FLAT_KPAIRS`` (K <= 64: every layer of the DS-CNN) the walk has no loop at all
+(``edgec_convqf``, ``edgec_convqf_clamp``): ``FLAT_KPAIRS`` k pairs in a row entered at k pair
+``FLAT_KPAIRS - kp / 2``, so the loop bound's register holds a second weight word and one
+LDRD loads both of a k pair's weight words: 24 instructions per 32 MACs, 1.5 KB of code. Control
 block words (byte offsets): 0 the patch, 4 the table, 8 the patch's end, 12 pixel 0's output
 (advanced), 16 pixel 1's output less pixel 0's, 20 the end of pixel 0's outputs, 24 and 28
 ``128 * sum`` of each column, 32 and 36 the clamp bounds in every byte, 40 the entry block.
@@ -42,6 +46,9 @@ from edgec.ops.int8.fixedpoint import smmlar_form
 CTL_WORDS = 11
 #: blocks (two k pairs each) of the walk's unrolled loop
 UNROLL = 4
+#: k pairs of the loop-free walk: kernels with kp <= 2 FLAT_KPAIRS take it (K <= 64: the
+#: DS-CNN's layers), 48 bytes of code per k pair
+FLAT_KPAIRS = 32
 
 
 def quad_params(folded: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp_y: int,
@@ -96,6 +103,18 @@ def _walk_step() -> list[str]:
     return lines
 
 
+def _flat_step() -> list[str]:
+    """One k pair of the loop-free walk: as :func:`_walk_step`, with both weight words in one
+    LDRD (r2 and lr, free without a loop bound)."""
+    lines = ["ldrd r0, r1, [r3], #8", "ldrd r2, lr, [r12], #8"]
+    for w, (a0, d0, a1, d1) in (("r2", ("r4", "r5", "r8", "r9")),
+                                ("lr", ("r6", "r7", "r10", "r11"))):
+        lines += [f"smlad {a0}, {w}, r0, {a0}", f"smlad {a1}, {w}, r1, {a1}",
+                  f"sxtb16 {w}, {w}, ror #8",
+                  f"smlad {d0}, {w}, r0, {d0}", f"smlad {d1}, {w}, r1, {d1}"]
+    return lines
+
+
 def _requant(acc: str) -> list[str]:
     """One output: acc (kept for its sign) requantized into r3, saturated back into acc;
     r0, r1, r2: the channel's M, r, e."""
@@ -103,10 +122,18 @@ def _requant(acc: str) -> list[str]:
             f"sub r3, r3, {acc}, lsr #31", "asr r3, r3, r2", f"ssat {acc}, #8, r3"]
 
 
-def convq_asm(clamp: bool) -> list[str]:
-    """The function body's instructions."""
+def convq_asm(clamp: bool, flat: bool) -> list[str]:
+    """The function body's instructions; ``flat``: the loop-free walk (:data:`FLAT_KPAIRS`)."""
+    if flat:
+        walk = ["ldr r3, [lr]", "ldr pc, [sp, #4]", "2:", *_flat_step(), "3:",
+                *(_flat_step() * (FLAT_KPAIRS - 1))]
+    else:
+        walk = ["ldr r3, [lr]", "ldr lr, [lr, #8]", "ldr pc, [sp, #4]",
+                "2:", *_walk_step(), *_walk_step(), "3:", *(_walk_step() * (2 * UNROLL - 2)),
+                "cmp r3, lr", "bne 2b"]
     lines = [
-        # the walk's entry: block (UNROLL - n % UNROLL) % UNROLL of the unrolled loop
+        # the walk's entry: block ctl[10] (looped: (UNROLL - n % UNROLL) % UNROLL of the
+        # unrolled loop for n blocks of two k pairs; flat: FLAT_KPAIRS - kp / 2)
         "ldr r2, [r0, #40]",
         "adr r1, 2f",
         "adr r3, 3f",
@@ -125,15 +152,7 @@ def convq_asm(clamp: bool) -> list[str]:
         "sub r6, r6, r0",
         "mov r9, r5",
         "mov r11, r7",
-        "ldr r3, [lr]",
-        "ldr lr, [lr, #8]",
-        "ldr pc, [sp, #4]",
-        "2:",
-        *_walk_step(), *_walk_step(),
-        "3:",
-        *(_walk_step() * (2 * UNROLL - 2)),
-        "cmp r3, lr",
-        "bne 2b",
+        *walk,
         "ldr lr, [sp]",
         "sub r4, r4, r5, lsl #8",
         "sub r6, r6, r7, lsl #8",
@@ -160,10 +179,24 @@ def convq_asm(clamp: bool) -> list[str]:
     return lines
 
 
-def use_convq(ctx: EmitContext, clamp: bool) -> str:
-    """Emit ``edgec_convq`` (or ``edgec_convq_clamp``) once; its name."""
-    name = "edgec_convq_clamp" if clamp else "edgec_convq"
-    body = "".join(f'        "{ln}\\n\\t"\n' for ln in convq_asm(clamp))
+def flat_walk(kp: int) -> bool:
+    """Whether a walk of kp codes takes the loop-free form."""
+    return kp // 2 <= FLAT_KPAIRS
+
+
+def entry(kp: int) -> int:
+    """The walk's entry block (control block word 10) for kp codes."""
+    if flat_walk(kp):
+        return FLAT_KPAIRS - kp // 2
+    return (UNROLL - (kp // 4) % UNROLL) % UNROLL
+
+
+def use_convq(ctx: EmitContext, clamp: bool, kp: int) -> str:
+    """Emit the kernel for clamp and kp (``edgec_convq``, ``_clamp``; ``edgec_convqf``,
+    ``_clamp`` the loop-free walk) once; its name."""
+    flat = flat_walk(kp)
+    name = "edgec_convq" + ("f" if flat else "") + ("_clamp" if clamp else "")
+    body = "".join(f'        "{ln}\\n\\t"\n' for ln in convq_asm(clamp, flat))
     return ctx.helper(name, (
         "#ifdef EDGEC_S8_DSP\n"
         f"/* QConv2D's quads of one pixel pair (edgec/ops/int8/conv_dsp.py): control block ctl\n"
