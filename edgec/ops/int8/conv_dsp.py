@@ -127,10 +127,10 @@ def convq_asm(clamp: bool, flat: bool) -> list[str]:
     if flat:
         walk = ["ldr r3, [lr]", "ldr pc, [sp, #4]", "2:", *_flat_step(), "3:",
                 *(_flat_step() * (FLAT_KPAIRS - 1))]
-    else:
-        walk = ["ldr r3, [lr]", "ldr lr, [lr, #8]", "ldr pc, [sp, #4]",
-                "2:", *_walk_step(), *_walk_step(), "3:", *(_walk_step() * (2 * UNROLL - 2)),
-                "cmp r3, lr", "bne 2b"]
+    else:  # the loop bound on the stack, compared through r0 (free between k pairs)
+        walk = ["ldr r3, [lr]", "ldr pc, [sp, #4]",
+                "2:", *_flat_step(), *_flat_step(), "3:", *(_flat_step() * (2 * UNROLL - 2)),
+                "ldr r0, [sp, #8]", "cmp r3, r0", "bne 2b"]
     lines = [
         # the walk's entry: block ctl[10] (looped: (UNROLL - n % UNROLL) % UNROLL of the
         # unrolled loop for n blocks of two k pairs; flat: FLAT_KPAIRS - kp / 2)
@@ -140,7 +140,8 @@ def convq_asm(clamp: bool, flat: bool) -> list[str]:
         "sub r3, r3, r1",
         "mla r1, r2, r3, r1",
         "orr r1, r1, #1",
-        "push {r0, r1, r4-r11, lr}",
+        "ldr r2, [r0, #8]",
+        "push {r0, r1, r2, r4-r11, lr}",
         "mov lr, r0",
         "ldr r12, [lr, #4]",
         "1:",
@@ -175,7 +176,7 @@ def convq_asm(clamp: bool, flat: bool) -> list[str]:
               "str r0, [lr, #12]",
               "cmp r0, r2",
               "bne 1b",
-              "pop {r0, r1, r4-r11, pc}"]
+              "pop {r0, r1, r2, r4-r11, pc}"]
     return lines
 
 
