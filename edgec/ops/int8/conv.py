@@ -12,7 +12,9 @@ the input zero point), then the output channels are dot products against the pai
 folded in at compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A
 1x1 convolution without padding reads the input pixel in place (no patch). On cores with the
 DSP extension two output pixels go at a time: both receptive fields widened to int16 into the
-scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop).
+scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop); where
+the requantization has the SMMLAR form and quads are whole, every quad of a pixel pair runs in
+one assembly function (:mod:`edgec.ops.int8.conv_dsp`).
 Multipliers: double products (TFLite ``PopulateConvolutionQuantizationParams``).
 """
 
