@@ -16,18 +16,18 @@ SUB of the sign bit, ASR, SSAT (TFLite's double rounding with the zero point fol
 ``edgec_rq_smmlar``); BFI packs a pixel's four codes, SSUB8 + SEL clamp them (only where the
 bounds are not those of int8), one word store per pixel.
 
-The walk is ``edgec_quad2_s8``'s (26 instructions per 32 MACs: per k pair one LDRD of both
-columns' int16 pair, two weight words, eight SMLAD, two SXTB16) with every register in use
-(eight accumulators, the two input pairs, the weight word, the three pointers), so the control
-block lives on the stack: its address is pushed with the saved registers and read back at
-``[sp]``. The loop is unrolled ``UNROLL`` times (two k pairs a block) and entered Duff-style at
-block ``(UNROLL - n % UNROLL) % UNROLL`` for n blocks (every access post-increments, so any
-entry works): ``LDR pc`` of the entry computed once per call; the loop's CMP/BNE then cost
-2 per UNROLL blocks instead of 2 per block (28 -> 26.5 instructions per 32 MACs). Where
-kp <= 2 ``FLAT_KPAIRS`` (K <= 64: every layer of the DS-CNN) the walk has no loop at all
-(``edgec_convqf``, ``edgec_convqf_clamp``): ``FLAT_KPAIRS`` k pairs in a row entered at k pair
-``FLAT_KPAIRS - kp / 2``, so the loop bound's register holds a second weight word and one
-LDRD loads both of a k pair's weight words: 24 instructions per 32 MACs, 1.5 KB of code. Control
+The walk: per k pair one LDRD of both columns' int16 pair, one LDRD of the quad's two weight
+words, eight SMLAD, two SXTB16 (24 instructions per 32 MACs; ``edgec_quad2_s8``, the C path's,
+loads each weight word alone: 26). Every register is in use (eight accumulators, the two input
+pairs, the two weight words, the two pointers), so the control block lives on the stack: its
+address is pushed with the saved registers and read back at ``[sp]``. Where kp <= 2
+``FLAT_KPAIRS`` (K <= 64: every layer of the DS-CNN) the walk has no loop (``edgec_convqf``,
+``edgec_convqf_clamp``): ``FLAT_KPAIRS`` k pairs in a row, entered at k pair ``FLAT_KPAIRS -
+kp / 2`` (1.5 KB of code). Otherwise it is a loop unrolled ``UNROLL`` times (two k pairs a
+block) entered Duff-style at block ``(UNROLL - n % UNROLL) % UNROLL`` for n blocks (every
+access post-increments, so any entry works), its bound pushed on the stack and compared
+through r0, free between k pairs (3 instructions per UNROLL blocks: 24.75 per 32 MACs). The
+entry is an ``LDR pc`` of an address computed once per call. Control
 block words (byte offsets): 0 the patch, 4 the table, 8 the patch's end, 12 pixel 0's output
 (advanced), 16 pixel 1's output less pixel 0's, 20 the end of pixel 0's outputs, 24 and 28
 ``128 * sum`` of each column, 32 and 36 the clamp bounds in every byte, 40 the entry block.
@@ -90,22 +90,10 @@ def quad_stream(params: np.ndarray, tables: list[np.ndarray], kp: int) -> np.nda
     return np.concatenate(out).astype(np.int32)
 
 
-def _walk_step() -> list[str]:
-    """One k pair of the walk: r0/r1 both columns' int16 pair, r2 a weight word, r3 the patch,
-    r12 the weights; rows 0-3 of column 0 in r4-r7, of column 1 in r8-r11 (even rows: the
-    pair table's raw SMLAD, odd rows: after SXTB16 ROR #8)."""
-    lines = ["ldrd r0, r1, [r3], #8"]
-    for a0, d0, a1, d1 in (("r4", "r5", "r8", "r9"), ("r6", "r7", "r10", "r11")):
-        lines += ["ldr r2, [r12], #4",
-                  f"smlad {a0}, r2, r0, {a0}", f"smlad {a1}, r2, r1, {a1}",
-                  "sxtb16 r2, r2, ror #8",
-                  f"smlad {d0}, r2, r0, {d0}", f"smlad {d1}, r2, r1, {d1}"]
-    return lines
-
-
 def _flat_step() -> list[str]:
-    """One k pair of the loop-free walk: as :func:`_walk_step`, with both weight words in one
-    LDRD (r2 and lr, free without a loop bound)."""
+    """One k pair of the walk: r0/r1 both columns' int16 pair (LDRD), r2/lr the quad's two
+    weight words (LDRD), r3 the patch, r12 the table; rows 0-3 of column 0 in r4-r7, of column 1
+    in r8-r11 (even rows: the pair table's raw SMLAD, odd rows: after SXTB16 ROR #8)."""
     lines = ["ldrd r0, r1, [r3], #8", "ldrd r2, lr, [r12], #8"]
     for w, (a0, d0, a1, d1) in (("r2", ("r4", "r5", "r8", "r9")),
                                 ("lr", ("r6", "r7", "r10", "r11"))):
