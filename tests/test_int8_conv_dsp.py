@@ -87,6 +87,7 @@ def test_every_form_takes_the_assembly(conv_model: CompiledModel) -> None:
     assert entries == {0, 8, 12, 14, 18, 24, 1, 2, 3}
     assert re.search(r"\bedgec_widen2_pix\(xn", src)
     assert re.search(r"\bedgec_widen2_pair\(", src)
+    assert re.search(r"\bedgec_widen2_pix\(xn \+ \(+ih0", src)  # interior pairs, row by row
     assert "edgec_quad2_s8(" not in src.split("#else")[0]
 
 

@@ -307,11 +307,13 @@ def im2col(ctx: EmitContext, win: object, groups: int, kp: int, direct: bool) ->
     ``sums[2]``.
 
     ``direct`` (1x1, unpadded, one group, C a multiple of 4): both input pixels widened from
-    the input. Otherwise each pixel's codes are first gathered, rows of taps at once where
-    they lie inside the input, the input zero point (``zp4``) in the padding, into the upper
-    half of the patch (column c's code k at byte ``2 kp + (k / 4) 8 + 4 c + k % 4``), then
-    widened from there upwards: step g reads bytes 2 kp + 8 g .. + 8 and writes 16 g .. 16 g + 16 <=
-    2 kp + 8 (g + 1), so no step overwrites a code before it is read."""
+    the input; likewise, row of taps by row, a pair whose windows both lie inside the input
+    (one group, not dilated across, rows of whole words). Otherwise each pixel's codes are
+    first gathered, rows of taps at once where they lie inside the input, the input zero
+    point (``zp4``) in the padding, into the upper half of the patch (column c's code k at
+    byte ``2 kp + (k / 4) 8 + 4 c + k % 4``), then widened from there upwards: step g reads
+    bytes 2 kp + 8 g .. + 8 and writes 16 g .. 16 g + 16 <= 2 kp + 8 (g + 1), so no step
+    overwrites a code before it is read."""
     w: Any = win
     cg = w.c // groups
     k = w.kh * w.kw * cg
@@ -365,7 +367,22 @@ def im2col(ctx: EmitContext, win: object, groups: int, kp: int, direct: bool) ->
     )
     pad = "".join(f"((int8_t *)scratch)[{2 * kp + (i >> 2) * 8 + 4 * c + (i & 3)}] = 0;\n"
                   for i in range(k, kp) for c in range(2))
-    return ("int32_t sums[2] = {0, 0};\n"
-            "for (int c = 0; c < 2; ++c) {\n" + _ind(column) + "}\n" + pad
-            + f"{fn}((const int8_t *)scratch + {2 * kp}, (const int8_t *)scratch + "
-            f"{2 * kp + 4}, (uint32_t *)(void *)xq, {kp // 4}, sums);\n")
+    gather = ("for (int c = 0; c < 2; ++c) {\n" + _ind(column) + "}\n" + pad
+              + f"{fn}((const int8_t *)scratch + {2 * kp}, (const int8_t *)scratch + "
+              f"{2 * kp + 4}, (uint32_t *)(void *)xq, {kp // 4}, sums);\n")
+    if not (w.dw == 1 and groups == 1 and row_al):
+        return "int32_t sums[2] = {0, 0};\n" + gather
+    # both windows inside the input: each row of taps widened straight from the input
+    pix = use_widen2(ctx, "pix")
+    span = (w.kh - 1) * w.dh + 1
+    at = "".join(f"const int ih{c} = ({q}) / {w.ow} * {w.sh} - {w.pt}, "
+                 f"iw{c} = ({q}) % {w.ow} * {w.sw} - {w.pl};\n"
+                 for c, q in ((0, "p"), (1, "p1")))
+    inside = " && ".join(f"ih{c} >= 0 && ih{c} + {span} <= {w.h} && iw{c} >= 0 && "
+                         f"iw{c} + {w.kw} <= {w.w}" for c in range(2))
+    rows = (f"for (int kh = 0; kh < {w.kh}; ++kh) {{\n"
+            f"    const int dy = kh * {w.dh * w.w * w.c};\n"
+            f"    {pix}(xn + (ih0 * {w.w} + iw0) * {w.c} + dy, xn + (ih1 * {w.w} + iw1) * {w.c}"
+            f" + dy, (uint32_t *)(void *)xq + kh * {row_n}, {row_n // 4}, sums);\n}}\n")
+    return ("int32_t sums[2] = {0, 0};\n{\n" + _ind(at) + f"    if ({inside}) {{\n"
+            + _ind(rows, 2) + "    } else {\n" + _ind(gather, 2) + "    }\n}\n")
