@@ -178,3 +178,16 @@ def test_board_matches_reference(conv_model: CompiledModel, tmp_path: Path, targ
         want = interpret(conv_model.graph, f)
         for p, g in zip(outs, vals, strict=True):
             assert np.array_equal(g, want[p.name]), (target, p.name)
+
+
+def test_strict_c_and_determinism(conv_model: CompiledModel, tmp_path: Path) -> None:
+    """The C (assembly functions included) compiles warning-free under the strict flags for
+    the M4F (its DSP path) and the host, and compiling again gives the same bytes."""
+    from tests.c_checks import STRICT, strict_for_m4f
+
+    strict_for_m4f(conv_model, tmp_path / "m4f", "convdsp")
+    conv_model.write(tmp_path / "host")
+    proc = subprocess.run(["gcc", *STRICT, "-O2", "-c", "convdsp.c", "-o", "convdsp.o"],
+                          cwd=tmp_path / "host", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert compile_graph(_conv_graph()).c_source == conv_model.c_source
