@@ -12,7 +12,9 @@ the input zero point), then the output channels are dot products against the pai
 folded in at compile time (``b[o] - zp_x * sum(w[o])``), then the fused requantize + clamp. A
 1x1 convolution without padding reads the input pixel in place (no patch). On cores with the
 DSP extension two output pixels go at a time: both receptive fields widened to int16 into the
-scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop).
+scratch, interleaved by k pair, then SMLAD/SXTB16 (four channels x two pixels per loop); where
+the requantization has the SMMLAR form and quads are whole, every quad of a pixel pair runs in
+one assembly function (:mod:`edgec.ops.int8.conv_dsp`).
 Multipliers: double products (TFLite ``PopulateConvolutionQuantizationParams``).
 """
 
@@ -33,6 +35,14 @@ from edgec.ops.int8.common import (
     requantize_ref,
     require_dtype,
     use_requant,
+)
+from edgec.ops.int8.conv_dsp import (
+    CTL_WORDS,
+    entry,
+    im2col,
+    quad_params,
+    quad_stream,
+    use_convq,
 )
 from edgec.ops.int8.fixedpoint import rounding_of, smmlar_form, use_helpers, use_mbqm
 from edgec.ops.int8.fully_connected import (
@@ -128,11 +138,14 @@ class QConv2D(QOp):
         _, zp_x = per_tensor(node, g, node.inputs[0], "input")
         _, zp_y = per_tensor(node, g, node.outputs[0], "output")
         lo, hi = act_range(node)
+        lo_i, hi_i = lo, hi
         w = const_int8(node, g, 1, "weights")
         cg, og = win.c // groups, o // groups
         k = win.kh * win.kw * cg
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
+        zp_y_i = per_tensor(node, g, node.outputs[0], "output")[1]
+        bound = _acc_bound(folded, w.reshape(o, -1))
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
         sk = SharedKernel(ctx, "edgec_conv_s8")
@@ -177,10 +190,16 @@ class QConv2D(QOp):
         mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
         bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
 
-        fast_rq = rounding_of(g) == "double" and _smmlar_requant(
-            mult, shift, per_tensor(node, g, node.outputs[0], "output")[1], folded,
-            w.reshape(o, -1))
-        if fast_rq:
+        fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
+        convq = None
+        if fast_rq and og % 4 == 0:  # every quad whole: the quad loop in assembly
+            stream = quad_stream(quad_params(folded, mult, shift, zp_y_i, bound), tables,
+                                 gemm.kp)
+            ssym = sk.table(ctx.const_array(f"{node.name}_convq", stream, "int32_t",
+                                            param=False), "int32_t")
+            convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127), gemm.kp), ssym,
+                     stream.size // groups)
+        elif fast_rq:
             use_helpers(ctx, "edgec_rq_smmlar")
 
         def store4_dsp(base: str, col: int, accs: list[str]) -> str:
@@ -237,7 +256,8 @@ class QConv2D(QOp):
             f"        int8_t *yp = yn + (oh * {win.ow} + ow) * {o};\n"
             + indent(pixel, 2) + "    }\n}\n"
         )
-        dsp = self._dsp(win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp)
+        dsp = self._dsp(ctx, win, groups, gemm, zp_x_c, npix, store_dsp, store4_dsp,
+                        convq and _convq_call(convq, groups, o, gemm.kp, bounds))
         unused = "(void)scratch;\n" if self._direct(win, groups) else ""
         loops = "#ifdef EDGEC_S8_DSP\n" + dsp + "#else\n" + unused + generic + "#endif\n"
         if win.n == 1:
@@ -247,61 +267,65 @@ class QConv2D(QOp):
         return sk.wrap(f"for (int n = 0; n < {win.n}; ++n) {{\n" + indent(head + loops)
                        + "}\n")
 
-    def _dsp(self, win: Window, groups: int, gemm: Rows, zp_x: str, npix: int,
-             store: object, store4: object) -> str:
-        """The DSP path: output pixels two at a time, each one's receptive field widened to
-        int16 into its column of the interleaved patch, then the pair-table GEMM."""
-        cg = win.c // groups
-        k = win.kh * win.kw * cg
-        goff = " + gr * " + str(cg) if groups > 1 else ""
-        fill = (f"for (int i = 0; i < {{n}}; ++i, ++kk) col[(kk >> 1) * 4 + (kk & 1)] = "
-                f"{zp_x};\nsx += {zp_x} * {{n}};\n")
-        tap = (f"const int iw = iw0 + kw * {win.dw};\n"
-               f"if (iw >= 0 && iw < {win.w}) {{\n"
-               f"    sx += edgec_widen_s8(xr + iw * {win.c}, {cg}, col, kk, 2);\n"
-               f"    kk += {cg};\n"
-               f"}} else {{\n" + indent(fill.format(n=cg)) + "}\n")
-        taps = f"for (int kw = 0; kw < {win.kw}; ++kw) {{\n" + indent(tap) + "}\n"
-        if win.dw == 1 and groups == 1:  # the row's taps are contiguous in the input
-            taps = (f"if (iw0 >= 0 && iw0 + {win.kw} <= {win.w}) {{\n"
-                    f"    sx += edgec_widen_s8(xr + iw0 * {win.c}, {win.kw * win.c}, col, kk, "
-                    f"2);\n    kk += {win.kw * win.c};\n}} else {{\n" + indent(taps) + "}\n")
-        column = (
-            f"const int pix = c ? p1 : p;\n"
-            f"const int oh = pix / {win.ow}, ow = pix % {win.ow};\n"
-            f"const int iw0 = ow * {win.sw} - {win.pl};\n"
-            f"edgec_q15a *col = xq + 2 * c;\n"
-            f"int32_t sx = 0;\n"
-            f"int kk = 0;\n"
-            f"for (int kh = 0; kh < {win.kh}; ++kh) {{\n"
-            f"    const int ih = oh * {win.sh} - {win.pt} + kh * {win.dh};\n"
-            f"    if (ih < 0 || ih >= {win.h}) {{\n" + indent(fill.format(n=win.kw * cg), 2)
-            + "        continue;\n    }\n"
-            f"    {{\n        const int8_t *xr = xn + ih * {win.w * win.c}{goff};\n"
-            + indent(taps, 2) + "    }\n}\n"
-            "sums[c] = sx;\n"
-        )
-        body = ("int32_t sums[2];\n"
-                "for (int c = 0; c < 2; ++c) {\n" + indent(column) + "}\n"
-                + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4))
+    def _dsp(self, ctx: EmitContext, win: Window, groups: int, gemm: Rows, zp_x: str,
+             npix: int, store: object, store4: object,
+             convq: tuple[str, str] | None) -> str:
+        """The DSP path: output pixels two at a time, their receptive fields widened to int16
+        into the interleaved patch (:func:`edgec.ops.int8.conv_dsp.im2col`), then the
+        pair-table GEMM (C, or ``convq``: (set-up before the pixel loop, the call per pixel
+        pair and group) of :func:`_convq_call`)."""
+        direct = self._direct(win, groups) and win.c % 4 == 0
+        cols = im2col(ctx, win, groups, gemm.kp, direct)
+        if convq:
+            body = cols + "ctl[6] = (uint32_t)sums[0] << 7;\nctl[7] = (uint32_t)sums[1] << 7;\n"
+            body += convq[1]
+        else:
+            body = cols + gemm.dsp("xq", ["sums[0]", "sums[1]"], store, store4)
         if groups > 1:
             body = f"for (int gr = 0; gr < {groups}; ++gr) {{\n" + indent(body) + "}\n"
-        zero = "".join(f"xq[{(i >> 1) * 4 + c * 2 + (i & 1)}] = 0;\n"
-                       for i in range(k, gemm.kp) for c in range(2))
-        return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zero
+        zp4 = "" if direct else f"const uint32_t zp4 = ((uint32_t){zp_x} & 0xFFu) * 0x01010101u;\n"
+        return ("edgec_q15a *xq = (edgec_q15a *)(void *)scratch;\n" + zp4
+                + (convq[0] if convq else "")
                 + f"for (int p = 0; p < {npix}; p += 2) {{\n"
                 f"    const int p1 = p + 1 < {npix} ? p + 1 : p;\n" + indent(body) + "}\n")
 
 
-def _smmlar_requant(mult: np.ndarray, shift: np.ndarray, zp_y: int, folded: np.ndarray,
-                    w: np.ndarray) -> bool:
+def _acc_bound(folded: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per channel, a bound of |accumulator| for any input: |bias with the input zero point
+    folded in| + 128 · Σ|w| (w: [O, K] int8)."""
+    return np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
+
+
+def _convq_call(convq: tuple[str, str, int], groups: int, o: int, kp: int,
+                bounds: str) -> tuple[str, str]:
+    """(C before the pixel loop, C per pixel pair and group) running the quads in
+    ``edgec_convq`` (``convq``: its name, its table (:func:`quad_stream`), a group's words of
+    it)."""
+    fn, ssym, gsize = convq
+    og = o // groups
+    gs = f" + gr * {gsize}" if groups > 1 else ""
+    gy = f" + gr * {og}" if groups > 1 else ""
+    lo4, hi4 = bounds.split(", ")
+    head = (f"uint32_t ctl[{CTL_WORDS}];\n"
+            "ctl[0] = (uint32_t)(uintptr_t)xq;\n"
+            f"ctl[2] = (uint32_t)(uintptr_t)(xq + {2 * kp});\n"
+            f"ctl[8] = {lo4};\n"
+            f"ctl[9] = {hi4};\n"
+            f"ctl[10] = {entry(kp)}u;\n")
+    call = (f"ctl[1] = (uint32_t)(uintptr_t)({ssym}{gs});\n"
+            f"ctl[3] = (uint32_t)(uintptr_t)(yn + p * {o}{gy});\n"
+            f"ctl[4] = (uint32_t)((p1 - p) * {o});\n"
+            f"ctl[5] = ctl[3] + {og}u;\n"
+            f"{fn}(ctl);\n")
+    return head, call
+
+
+def _smmlar_requant(mult: np.ndarray, shift: np.ndarray, zp_y: int, bound: np.ndarray) -> bool:
     """Whether every channel's requantization takes the SMMLAR form (``smmlar_form``) for any
-    input: its accumulator is bounded by |bias with the input zero point folded in| + 128 ·
-    Σ|w| (w: [O, K] int8)."""
-    o = w.shape[0]
+    input whose accumulator is within ``bound`` [O] (:func:`_acc_bound`)."""
+    o = bound.shape[0]
     mult = np.broadcast_to(np.asarray(mult).reshape(-1), (o,))
     shift = np.broadcast_to(np.asarray(shift).reshape(-1), (o,))
-    bound = np.abs(np.asarray(folded, np.int64)) + 128 * np.abs(w.astype(np.int64)).sum(axis=1)
     return all(1 <= -int(shift[c]) <= 31
                and smmlar_form(int(mult[c]), int(shift[c]), zp_y, int(bound[c])) is not None
                for c in range(o))

@@ -19,7 +19,8 @@ is padded to a multiple of 4 with zero weights. The generic C reads the same tab
 
 The DSP kernels of QConv2D read their inputs as int16: each receptive field (two output pixels
 at a time, interleaved by k pair so one LDRD loads both pixels' pair) is widened into the node's
-scratch buffer in the planned arena, with its sum for the correction above. QFullyConnected
+scratch buffer in the planned arena, with its sum for the correction above
+(:func:`edgec.ops.int8.conv_dsp.im2col`). QFullyConnected
 widens its input row the same way, not interleaved (``fc_dsp.py``). The input zero point is
 folded into the bias at compile time (the caller's ``b - zp_x * sum(w)``), so both kernels
 multiply raw codes.
@@ -94,41 +95,6 @@ static inline int32_t edgec_sxtb16_hi(int32_t v)
     int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
-}
-
-/* Widen n int8 codes to int16 into a column of an interleaved int16 buffer (ncol columns, one
- * 32-bit word per k pair and column): code i goes to halfword (k0 + i) / 2 * 2 * ncol +
- * (k0 + i) % 2 of dst (dst already offset to its column). Returns the codes' sum. */
-static inline int32_t edgec_widen_s8(const int8_t *x, int n, edgec_q15a *dst, int k0, int ncol)
-{
-    int32_t sum = 0;
-    int i = 0;
-    if ((k0 & 1) == 0) {
-        for (; i + 4 <= n; i += 4) {
-            uint32_t v;
-            int32_t e, o;
-            uint32_t lo, hi;
-            memcpy(&v, x + i, 4);
-            e = __sxtb16((int32_t)v);
-            o = edgec_sxtb16_hi((int32_t)v);
-            __asm__("pkhbt %[lo], %[e], %[o], lsl #16\n\t"  /* (x0, x1) */
-                    "pkhtb %[hi], %[o], %[e], asr #16"        /* (x2, x3) */
-                    : [lo] "=&r"(lo), [hi] "=r"(hi)
-                    : [e] "r"(e), [o] "r"(o));
-            memcpy(dst + (k0 + i) * ncol, &lo, 4);
-            memcpy(dst + (k0 + i + 2) * ncol, &hi, 4);
-            sum = __smlad(e, 0x00010001, sum);
-            sum = __smlad(o, 0x00010001, sum);
-        }
-    }
-    for (; i < n; ++i) {
-        /* unsigned: with k0 unknown, gcc's loop analysis otherwise assumes k0 + i may
-         * overflow and warns (-Waggressive-loop-optimizations) under constant propagation */
-        const unsigned int k = (unsigned int)k0 + (unsigned int)i;
-        dst[(k >> 1) * 2u * (unsigned int)ncol + (k & 1u)] = x[i];
-        sum += x[i];
-    }
-    return sum;
 }
 
 /* Four rows (one quad of the pair table) against two interleaved int16 columns: acc[c * 4 + r]
