@@ -49,31 +49,31 @@ static inline uint32_t edgec_ld32(const int8_t *p)
 #: the requantization of the pre-laid kernel (``fast_channels``)
 RQ_C = r"""#ifdef EDGEC_S8_DSP
 /* Four channels' double-rounding requantize + zero point + clamp, accumulators held doubled
- * (a = 2 acc, no overflow: checked at compile time); p: the quad's parameters
- * {2 bias x4, (M, 2^(e-1) + zp << e) x4, e x4}. SMMLAR adds the rounding term r to
+ * (a = 2 acc, no overflow: checked at compile time); *pp + skip: the quad's
+ * (M, 2^(e-1) + zp << e, e) x4, each channel's three words one LDM into r10-r12 (fixed
+ * registers: LDM's list ascends; clobbered), the pointer written back: *pp is left at the
+ * next quad (the words follow the weights, see fast_stream). SMMLAR adds the rounding term r to
  * v = (2 acc M + 2^31) >> 32 = SRDHM(acc, M); less the sign bit of acc (that of v, except for
  * v = 0 < -acc, where (r - 1) >> e is zp either way) and shifted right by e this rounds half
  * away from zero (RoundingDivideByPOT) and adds the zero point; SSAT, BFI pack the four
  * codes. */
 static inline uint32_t edgec_dw_rq4(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                    const int32_t *p)
+                                    const int32_t **pp, int skip)
 {
-    int32_t m, r, e;
-#define EDGEC_DW_RQ1(A, K)                                                              \
-    "ldrd %[m], %[r], [%[p], #" #K "]\n\t"                                               \
-    "smmlar %[r], %[" A "], %[m], %[r]\n\t"                                               \
-    "ldr %[e], [%[p], #" #K "/2+40]\n\t"                                                  \
-    "sub %[r], %[r], %[" A "], lsr #31\n\t"                                              \
-    "asr %[r], %[r], %[e]\n\t"                                                          \
-    "ssat %[" A "], #8, %[r]\n\t"
-    __asm__(EDGEC_DW_RQ1("a0", 16) EDGEC_DW_RQ1("a1", 24) EDGEC_DW_RQ1("a2", 32)
-            EDGEC_DW_RQ1("a3", 40)
+    *pp += skip;
+#define EDGEC_DW_RQ1(A)                                                                 \
+    "ldmia %[q]!, {r10, r11, r12}\n\t"                                                    \
+    "smmlar r11, %[" A "], r10, r11\n\t"                                                  \
+    "sub r11, r11, %[" A "], lsr #31\n\t"                                                 \
+    "asr r11, r11, r12\n\t"                                                               \
+    "ssat %[" A "], #8, r11\n\t"
+    __asm__(EDGEC_DW_RQ1("a0") EDGEC_DW_RQ1("a1") EDGEC_DW_RQ1("a2") EDGEC_DW_RQ1("a3")
             "bfi %[a0], %[a1], #8, #8\n\t"
             "bfi %[a0], %[a2], #16, #8\n\t"
             "bfi %[a0], %[a3], #24, #8"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [m] "=&r"(m),
-              [r] "=&r"(r), [e] "=&r"(e)
-            : [p] "r"(p));
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [q] "+r"(*pp)
+            :
+            : "r10", "r11", "r12", "memory");
 #undef EDGEC_DW_RQ1
     return (uint32_t)a0;
 }
@@ -109,7 +109,7 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
     ``(taps // 2) * 4 + (taps % 2) * 2`` int32 words of int16 halfword pairs, doubled weights:
     per tap pair (t, u) ``[2 w_t c | 2 w_u c << 16]`` for c = 0..3, for an odd last tap
     ``[c0 | c2 << 16], [c1 | c3 << 16]``; and per quad 16 words: the four channels'
-    ``2 folded``, their ``(M, 2^(e-1) + zp_y << e)`` pairs, their ``e``. Weights stored as
+    ``2 folded``, then per channel ``(M, 2^(e-1) + zp_y << e, e)`` (one LDM each). Weights stored as
     int16 take twice the int8 table's flash."""
     taps, c = w.shape
     c4 = c - c % 4
@@ -138,17 +138,19 @@ def fast_tables(w: np.ndarray, folded: np.ndarray, mult: np.ndarray, shift: np.n
         if taps % 2:
             last = wq[-1]
             words += [pair(int(last[0]), int(last[2])), pair(int(last[1]), int(last[3]))]
-    quads = [[*(p[0] for p in qp), *(v for p in qp for v in p[1:3]), *(p[3] for p in qp)]
+    quads = [[*(p[0] for p in qp), *(v for p in qp for v in p[1:])]
              for qp in (params[q:q + 4] for q in range(0, c4, 4))]
     return (np.array(words, np.uint32).view(np.int32),
             np.array(quads, np.int64).reshape(-1).astype(np.int32))
 
 
 def fast_stream(words: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """The one table ``fast_channels`` reads: per quad its 16 parameter words, then its
-    weight words (the two parts of :func:`fast_tables` interleaved)."""
+    """The one table ``fast_channels`` reads: per quad its four biases, its weight words, then
+    its twelve requantization words (the two parts of :func:`fast_tables` interleaved), so
+    ``edgec_dw_rq4``'s last LDM leaves its pointer at the next quad."""
     n = params.size // 16
-    return np.concatenate([params.reshape(n, 16), words.reshape(n, -1)], axis=1).reshape(-1)
+    par = params.reshape(n, 16)
+    return np.concatenate([par[:, :4], words.reshape(n, -1), par[:, 4:]], axis=1).reshape(-1)
 
 
 def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
@@ -166,7 +168,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
     nw = (len(taps) // 2) * 4 + (len(taps) % 2) * 2
     lines = [f"const int32_t *pq = {stab};",
              *([head.rstrip("\n")] if head else []),
-             f"for (int ch = 0; ch < {c4}; ch += 4, pq += {16 + nw}"
+             f"for (int ch = 0; ch < {c4}; ch += 4"
              + (", xc += 4) {" if any(p == "xc" for p, _ in taps) else ") {"),
              "    int32_t a0 = pq[0], a1 = pq[1], a2 = pq[2], a3 = pq[3];"]
     def at(tap: tuple[str, int]) -> tuple[str, int]:
@@ -195,7 +197,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
             '            "smlad %[a3], %[w1], %[xt], %[a3]"',
             f"            : {acc}, {tmp}",
             f'            : [pt] "r"({pt}), [ot] "i"({ot}), [pu] "r"({pu}), [ou] "i"({ou}), '
-            f'[wq] "r"(pq), [k0] "i"({64 + 8 * i}), [k1] "i"({72 + 8 * i})',
+            f'[wq] "r"(pq), [k0] "i"({16 + 8 * i}), [k1] "i"({24 + 8 * i})',
             '            : "memory");',
         ]
     if len(taps) % 2:
@@ -211,12 +213,12 @@ def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
             '            "smlatt %[a3], %[w1], %[xt], %[a3]"',
             f"            : {acc}, {tmp}",
             f'            : [pt] "r"({pt}), [ot] "i"({ot}), [wq] "r"(pq), '
-            f'[k0] "i"({64 + 4 * (nw - 2)})',
+            f'[k0] "i"({16 + 4 * (nw - 2)})',
             '            : "memory");',
             "    (void)xu;",
         ]
     lines += ["    {",
-              "        uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, pq);",
+              f"        uint32_t codes = edgec_dw_rq4(a0, a1, a2, a3, &pq, {4 + nw});",
               *([f"        codes = edgec_max4_s8(codes, {lo4});"] if lo4 else []),
               *([f"        codes = edgec_min4_s8(codes, {hi4});"] if hi4 else []),
               "        memcpy(yp + ch, &codes, 4);",
