@@ -73,6 +73,29 @@ class Builder:
         return self.g
 
 
+def run_board(m: Any, target: str, out: Any, cflags: tuple[str, ...] = (),
+              seed: int = 11) -> tuple[list[dict[str, np.ndarray]], list[Any], list[Any], str]:
+    """``m`` (a compiled int8 model) on ``target``'s emulated board with three random input
+    sets: (the feeds, the output ports, the board's outputs per set, the ELF's disassembly)."""
+    import subprocess
+
+    from edgec.mcu.project import build_firmware, step_ports
+    from edgec.mcu.qemu import run_qemu
+    from edgec.mcu.targets import load_target
+
+    rng = np.random.default_rng(seed)
+    feeds = [random_feeds(m.graph, rng) for _ in range(3)]
+    ins, outs = step_ports(m)
+    build = build_firmware(m, load_target(target), out, inputs=[[f[p.name] for p in ins]
+                                                               for f in feeds],
+                           extra_cflags=cflags)
+    assert not build.warnings, build.warnings
+    res = run_qemu(build, timeout_s=120)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(build.elf)], capture_output=True,
+                         text=True, check=True).stdout
+    return feeds, outs, res.outputs, dis
+
+
 def random_feeds(g: Graph, rng: np.random.Generator) -> dict[str, np.ndarray]:
     out = {}
     for name in g.inputs:

@@ -15,15 +15,12 @@ import pytest
 
 from edgec.api import CompiledModel, compile_graph
 from edgec.ir import Graph
-from edgec.mcu.project import build_firmware, step_ports
-from edgec.mcu.qemu import run_qemu
-from edgec.mcu.targets import load_target
 from edgec.mcu.toolchain import have_tool
 from edgec.ops.int8.conv_dsp import quad_params, quad_stream
 from edgec.ops.int8.fixedpoint import mbqm, quantize_multiplier
 from edgec.ops.int8.gemm_s8 import decode_pair_table, pair_table
 from edgec.ops.interpret import interpret
-from tests.int8_graphs import Builder, random_feeds
+from tests.int8_graphs import Builder, random_feeds, run_board
 
 QEMU = pytest.mark.skipif(
     not (have_tool("arm-none-eabi-gcc") and have_tool("qemu-system-arm")),
@@ -147,17 +144,8 @@ def test_quad_stream_layout() -> None:
 
 
 def _run_board(m: CompiledModel, target: str, out: Path, cflags: tuple[str, ...] = ()) -> tuple:
-    rng = np.random.default_rng(13)
-    feeds = [random_feeds(m.graph, rng) for _ in range(3)]
-    ins, outs = step_ports(m)
-    build = build_firmware(m, load_target(target), out, inputs=[[f[p.name] for p in ins]
-                                                               for f in feeds],
-                           extra_cflags=cflags)
-    assert not build.warnings, build.warnings
-    res = run_qemu(build, timeout_s=120)
-    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(build.elf)], capture_output=True,
-                         text=True, check=True).stdout
-    return feeds, outs, res.outputs, "<edgec_convqf>:" in dis
+    feeds, outs, got, dis = run_board(m, target, out, cflags, seed=13)
+    return feeds, outs, got, "<edgec_convqf>:" in dis
 
 
 @QEMU
