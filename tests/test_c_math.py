@@ -66,6 +66,30 @@ int main(void) {
 """
 
 
+def _run_with_functions(tmp_path: Path, contract: str, driver: str, step: int) -> list[str]:
+    """``driver`` after c_math's tanh and sigmoid, built by the host gcc (strict C99, -DSTEP),
+    without fused multiply-adds (``contract`` "off") or with them ("fma"); its stdout's words."""
+    flags = ["-ffp-contract=off"]
+    if contract == "fma":
+        flags = ["-ffp-contract=fast"]
+        if platform.machine() in ("x86_64", "AMD64"):
+            if "fma" not in Path("/proc/cpuinfo").read_text():
+                pytest.skip("the host CPU has no FMA")
+            flags.append("-mfma")
+    src = tmp_path / "t.c"
+    src.write_text("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n"
+                   "#include <string.h>\n" + c_math.F32_BITS + "\n" + c_math.TANHF + "\n"
+                   + c_math.SIGMOIDF + driver)
+    exe = tmp_path / "t"
+    proc = subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                           f"-DSTEP={step}u", *flags, str(src), "-lm", "-o", str(exe)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout
+    return run.stdout.split()
+
+
 @pytest.mark.parametrize("contract", ["off", "fma"])
 def test_tanhf_sigmoidf_accuracy(tmp_path: Path, contract: str) -> None:
     """edgec_tanhf and edgec_sigmoidf (the C paths) against double precision on a sweep of floats
@@ -74,26 +98,8 @@ def test_tanhf_sigmoidf_accuracy(tmp_path: Path, contract: str) -> None:
     sigmoid(x) + sigmoid(-x) within 5e-8 of 1 (the rows for x < 0 round 1 - P once, not P),
     1 and 0 from 32 up, NaN; without fused multiply-adds (strict C99) and with them (as the
     firmware computes)."""
-    flags = ["-ffp-contract=off"]
-    if contract == "fma":
-        if platform.machine() not in ("x86_64", "AMD64"):
-            flags = ["-ffp-contract=fast"]
-        else:
-            flags = ["-mfma", "-ffp-contract=fast"]
-            if "fma" not in Path("/proc/cpuinfo").read_text():
-                pytest.skip("the host CPU has no FMA")
-    src = tmp_path / "t.c"
-    src.write_text("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n"
-                   "#include <string.h>\n" + c_math.F32_BITS + "\n" + c_math.TANHF + "\n"
-                   + c_math.SIGMOIDF + _SWEEP)
-    exe = tmp_path / "t"
-    proc = subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-                           "-DSTEP=4099u", *flags, str(src), "-lm", "-o", str(exe)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout
-    worst, worst_s, worst_sum, isnan, neg_zero, half, tiny = run.stdout.split()
+    worst, worst_s, worst_sum, isnan, neg_zero, half, tiny = _run_with_functions(
+        tmp_path, contract, _SWEEP, 4099)
     assert float(worst) <= 1.5
     assert float(worst_s) <= 7e-8
     assert float(worst_sum) <= 5e-8
@@ -189,25 +195,7 @@ def test_sign_split_rows_match_the_old_formula(tmp_path: Path, contract: str) ->
     multiply-adds: tanh the same bits everywhere (-0 included), the sigmoid the same bits for
     x >= 0 and, for x < 0, within the two roundings it moves (P's, at most 2^-25, and the
     result's, at most 2^-26), and different somewhere (one rounding fewer)."""
-    flags = ["-ffp-contract=off"]
-    if contract == "fma":
-        flags = ["-ffp-contract=fast"]
-        if platform.machine() in ("x86_64", "AMD64"):
-            if "fma" not in Path("/proc/cpuinfo").read_text():
-                pytest.skip("the host CPU has no FMA")
-            flags.append("-mfma")
-    src = tmp_path / "old.c"
-    src.write_text("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n"
-                   "#include <string.h>\n" + c_math.F32_BITS + "\n" + c_math.TANHF + "\n"
-                   + c_math.SIGMOIDF + _OLD)
-    exe = tmp_path / "old"
-    proc = subprocess.run(["gcc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
-                           "-DSTEP=997u", *flags, str(src), "-lm", "-o", str(exe)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout
-    diff_t, diff_s_pos, diff_s_neg, worst = run.stdout.split()
+    diff_t, diff_s_pos, diff_s_neg, worst = _run_with_functions(tmp_path, contract, _OLD, 997)
     assert (diff_t, diff_s_pos) == ("0", "0")
     assert int(diff_s_neg) > 0
     assert float(worst) <= 2.0**-25 + 2.0**-26
