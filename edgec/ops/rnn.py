@@ -351,6 +351,7 @@ class _Emitter:
         self.node, self.ctx, self.spec = node, ctx, spec
         self.values = _const_values(node, ctx.g)
         self.k_pad = _k_pad(spec)
+        self.layout = _scratch_layout(spec)
 
     # constants ------------------------------------------------------------------------------
     def table(self, what: str, d: int, data: np.ndarray) -> str:
@@ -401,6 +402,15 @@ class _Emitter:
             return self.gru_step(d, dw, y)
         return self.lstm_step(d, dw, y)
 
+    def y_row(self, d: int, y: str) -> str | None:
+        """The address of direction ``d``'s output row at step t (None without output Y)."""
+        return f"&{self.ctx.out(0)}[{self.spec.y_offset(d)}]" if y else None
+
+    def asm_or_c(self, cell: str, loop: str) -> str:
+        """The cell update as ``cell`` (assembly) on FPU Cortex-M cores, else ``loop``."""
+        self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
+        return "#ifdef EDGEC_CELL_ASM\n" + cell + "#else\n" + loop + "#endif\n"
+
     def loop(self, body: str) -> str:
         return f"for (int j = 0; j < {self.spec.hidden}; ++j) {{\n{_indent(body, 1)}}}\n"
 
@@ -411,7 +421,7 @@ class _Emitter:
         # FPU Cortex-M: the update loops in assembly (edgec/ops/rnn_cell_asm.py) for the default
         # activations, no clip, and buffers within a VLDR offset of h; then z and r come unit by
         # unit ([z, r] of unit j at 2 j: rows permuted at compile time), on the C path too
-        gh_off = 4 * (self.gates_after_h + 2 * hs)
+        gh_off = 4 * (self.layout["gates"] - s.input_size + 2 * hs)  # bytes from h[j] to gh[j]
         asm = ((f, g) == ("sigmoid", "tanh") and s.clip is None
                and gh_off + 4 * hs <= 1020 and 4 * self.k_pad <= 1020)
         zr = slice(0, 2 * hs)
@@ -424,13 +434,12 @@ class _Emitter:
         gate_zr = (f"float z = gates[{zi}];\n" + self.clip("z") + f"float r = gates[{ri}];\n"
                    + self.clip("r"))
         update = f"h[j] = (1.0f - z) * {self.act(g, 'c')} + z * h[j];\n"
-        yp = f"&{self.ctx.out(0)}[{s.y_offset(d)}]" if y else None
-        if asm:
+        yp = self.y_row(d, y)
+        if asm:  # (its define before the candidate walks' helpers in the file)
             self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
 
         def either(cell: str, loop: str) -> str:
-            return ("#ifdef EDGEC_CELL_ASM\n" + cell + "#else\n" + loop + "#endif\n"
-                    if asm else loop)
+            return self.asm_or_c(cell, loop) if asm else loop
 
         if s.linear_before_reset:
             code += matvec(self.ctx, "gh", self.bias("rbh", d, dw.rb[hh]),
@@ -485,28 +494,21 @@ class _Emitter:
                 or s.input_forget):
             return code + loop
         # FPU Cortex-M: the same update as one assembly loop (edgec/ops/rnn_cell_asm.py)
-        self.ctx.helper("EDGEC_CELL_ASM", CELL_ASM_DEFINE)
-        yp = f"&{self.ctx.out(0)}[{s.y_offset(d)}]" if y else None
-        cell = lstm_cell_asm(hs, "gates", "h", yp)  # c follows h in the scratch
-        return code + "#ifdef EDGEC_CELL_ASM\n" + cell + "#else\n" + loop + "#endif\n"
+        cell = lstm_cell_asm(hs, "gates", "h", self.y_row(d, y))  # c follows h in the scratch
+        return code + self.asm_or_c(cell, loop)
 
     # the whole kernel -------------------------------------------------------------------------
     def kernel(self) -> str:
         s = self.spec
         hs, ni = s.hidden, s.input_size
         # [x_t | h] side by side: one walk over [W | R] per row block (x_t copied in per step)
-        kp = self.k_pad  # [x_t | h]
         lines = [f"float *const xh = {self.ctx.scratch()};", f"float *const h = xh + {ni};"]
-        off = kp
-        if s.kind == "LSTM":
-            lines.append(f"float *const c = xh + {off};")
-            off += hs
-        if s.kind == "GRU" and not s.linear_before_reset:  # [x_t | r * h] for the candidate
-            lines.append(f"float *const xrh = xh + {off};")
+        if "c" in self.layout:
+            lines.append(f"float *const c = xh + {self.layout['c']};")
+        if "xrh" in self.layout:  # [x_t | r * h] for the candidate
+            lines.append(f"float *const xrh = xh + {self.layout['xrh']};")
             lines.append(f"float *const rh = xrh + {ni};")
-            off += kp
-        lines.append(f"float *const gates = xh + {off};")
-        self.gates_after_h = off - ni  # floats from h to gates (the cell assembly's offsets)
+        lines.append(f"float *const gates = xh + {self.layout['gates']};")
         if s.kind == "GRU":  # candidate rows; linear_before_reset: gh = R h + Rb, gx = W x + Wb
             lines.append(f"float *const gh = gates + {2 * hs};")
             if s.linear_before_reset:
@@ -538,13 +540,26 @@ def _k_pad(spec: RnnSpec) -> int:
     return spec.input_size + spec.hidden
 
 
+def _scratch_layout(spec: RnnSpec) -> dict[str, int]:
+    """Floats from the scratch's start to its buffers after [x_t | h]: ``c`` (LSTM), ``xrh``
+    ([x_t | r * h], GRU with linear_before_reset = 0), ``gates``."""
+    off, out = _k_pad(spec), {}
+    if spec.kind == "LSTM":
+        out["c"] = off
+        off += spec.hidden
+    if spec.kind == "GRU" and not spec.linear_before_reset:
+        out["xrh"] = off
+        off += _k_pad(spec)
+    out["gates"] = off
+    return out
+
+
 def scratch_floats(spec: RnnSpec) -> int:
-    hs, kp = spec.hidden, _k_pad(spec)
-    if spec.kind == "RNN":
-        return kp + hs  # [x_t | h], gates
-    if spec.kind == "GRU":  # [x_t | h], [x_t | r * h] (linear_before_reset=0), gates
-        return kp + (4 * hs if spec.linear_before_reset else kp + 3 * hs)
-    return kp + hs + 4 * hs  # [x_t | h], c, gates
+    """The scratch: the buffers of :func:`_scratch_layout`, then the gates (the GRU's z, r and
+    candidate rows; with linear_before_reset = 1 the candidate's x part apart)."""
+    hs = spec.hidden
+    gates = {"RNN": hs, "LSTM": 4 * hs}.get(spec.kind, (4 if spec.linear_before_reset else 3) * hs)
+    return _scratch_layout(spec)["gates"] + gates
 
 
 def _cat(w: np.ndarray, r: np.ndarray) -> np.ndarray:
