@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -194,3 +195,22 @@ def test_ds_cnn_report_equals_elf(tmp_path: Path, capsys: pytest.CaptureFixture)
         assert main(["build", str(path), "--target", target, "-o", str(tmp_path / target),
                      "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["weight_bytes"] == rep[f"weight_bytes_{p}"]
+
+
+def test_profile_weights_note() -> None:
+    """edgec profile notes where the ELF's tables differ from the report's figure for the
+    target's path, and says nothing where they agree."""
+    from types import SimpleNamespace
+
+    from edgec.cli.profile import weights_note
+
+    rep = {"weight_bytes": 300, "weight_bytes_dsp": 200, "weight_bytes_generic": 150}
+
+    def prof(elf_bytes: int) -> Any:
+        return SimpleNamespace(size=SimpleNamespace(weights=elf_bytes))
+
+    assert weights_note(rep, prof(200), dsp=True) is None
+    assert weights_note(rep, prof(150), dsp=False) is None
+    note = weights_note(rep, prof(190), dsp=True)
+    assert note is not None and "190 B" in note and "200 B" in note and "folded" in note
+    assert weights_note({"weight_bytes": 64}, prof(64), dsp=True) is None  # float: one figure
