@@ -214,3 +214,13 @@ def test_profile_weights_note() -> None:
     note = weights_note(rep, prof(190), dsp=True)
     assert note is not None and "190 B" in note and "200 B" in note and "folded" in note
     assert weights_note({"weight_bytes": 64}, prof(64), dsp=True) is None  # float: one figure
+
+
+def test_cuda_report_has_one_figure() -> None:
+    """The CUDA target holds every table of the file on the GPU: no Cortex-M build paths."""
+    from edgec.api import compile_graph_cuda
+
+    g = paths_graph()
+    rep = compile_graph_cuda(g).report()
+    assert rep["weight_bytes"] == compile_graph(g).report()["weight_bytes"]
+    assert not [k for k in rep if k.startswith("weight_bytes_")]
