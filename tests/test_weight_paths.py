@@ -140,14 +140,19 @@ def test_report_equals_elf(tmp_path: Path, options: dict) -> None:
 
 
 @GCC
-@pytest.mark.parametrize("name", ["kitchen", "kitchen_specialized", "paths_specialized"])
+@pytest.mark.parametrize("name", ["kitchen", "kitchen_specialized", "paths_specialized",
+                                  "simd_gemm", "simd_depthwise"])
 def test_report_bounds_elf(tmp_path: Path, name: str) -> None:
     """Models with small fully unrolled layers: the compiler folds some of their tables into
-    code (every read at a constant index), so a build may link less than its path reads, but
-    never a table the report leaves out of its path."""
+    code (every read at a constant index, or none left: a window never wholly inside), so a
+    build may link less than its path reads, but never a table the report leaves out of its
+    path."""
+    from tests.test_int8_simd import _depthwise_graph, _gemm_graph
+
     g = {"kitchen": lambda: kitchen_sink(),
          "kitchen_specialized": lambda: kitchen_sink(options={"int8_kernels": "specialized"}),
-         "paths_specialized": lambda: paths_graph({"int8_kernels": "specialized"})}[name]()
+         "paths_specialized": lambda: paths_graph({"int8_kernels": "specialized"}),
+         "simd_gemm": _gemm_graph, "simd_depthwise": _depthwise_graph}[name]()
     m = compile_graph(g)
     said = path_tables(m)
     rep = m.report()
@@ -156,7 +161,7 @@ def test_report_bounds_elf(tmp_path: Path, name: str) -> None:
         assert set(got) <= set(said[path]), (path, sorted(set(got) - set(said[path])))
         folded = sum(said[path].values()) - sum(got.values())
         assert rep[f"weight_bytes_{path}"] == sum(said[path].values())
-        assert 0 <= folded <= 0.05 * rep[f"weight_bytes_{path}"], (path, folded)
+        assert 0 <= folded <= 0.1 * rep[f"weight_bytes_{path}"], (path, folded)
 
 
 @GCC

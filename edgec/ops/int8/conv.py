@@ -147,7 +147,7 @@ class QConv2D(QOp):
         zp_y_i = per_tensor(node, g, node.outputs[0], "output")[1]
         bound = _acc_bound(folded, w.reshape(o, -1))
         fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
-        only = "generic" if fast_rq and og % 4 == 0 else None  # the quad stream serves the DSP
+        only = "generic" if fast_rq and og % 4 == 0 else None  # DSP: the quad stream instead
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
         sk = SharedKernel(ctx, "edgec_conv_s8")
