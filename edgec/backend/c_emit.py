@@ -16,7 +16,7 @@ from edgec.backend import c_math, c_style
 from edgec.errors import EdgecError
 from edgec.ir import Graph, Node, Quant
 from edgec.ops import get_op
-from edgec.ops.base import c_float, prod
+from edgec.ops.base import BUILD_PATHS, c_float, prod
 from edgec.ops.unary import act_c
 
 _CTYPES = {
@@ -89,6 +89,8 @@ class Weight:
     param: bool = True  # counted as model parameters (index tables are not)
     #: values of a parameter table that are layout padding (zeros), not parameters
     padding: int = 0
+    #: the build paths that read it (BUILD_PATHS; both unless an op said one)
+    paths: frozenset[str] = frozenset(BUILD_PATHS)
 
     @property
     def size(self) -> int:
@@ -122,11 +124,16 @@ class WeightTable:
 
     def add(
         self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
-        padding: int = 0,
+        padding: int = 0, path: str | None = None,
     ) -> str:
         """A ``static const`` table; ``param``: count its values as parameters (default: the
         float tables are parameters, integer index tables are not), less ``padding`` values a
-        kernel's layout added."""
+        kernel's layout added; ``path``: the one build path that reads it (BUILD_PATHS), None
+        for both. A table two kernels share is read by the union of their paths."""
+        if path is not None and path not in BUILD_PATHS:
+            raise EdgecError(f"constant '{base}': build path {path!r} is not one of "
+                             f"{', '.join(BUILD_PATHS)}")
+        paths = frozenset(BUILD_PATHS if path is None else (path,))
         src = np.asarray(data)
         if ctype == "int8_t" and src.size and (src.min() < -128 or src.max() > 127):
             raise EdgecError(f"constant '{base}': values outside [-128, 127] for an int8 table")
@@ -137,17 +144,32 @@ class WeightTable:
         key = (ctype, str(arr.shape), hashlib.sha256(arr.tobytes()).digest())
         if key in self.by_key:
             sym = self.by_key[key]
-            if is_param:
-                next(w for w in self.weights if w.sym == sym).param = True
+            known = next(w for w in self.weights if w.sym == sym)
+            known.param = known.param or is_param
+            known.paths = known.paths | paths
             return sym
         sym = f"w{len(self.weights)}_{c_ident(base)[:40]}"
-        self.weights.append(Weight(sym, arr, ctype, is_param, padding))
+        self.weights.append(Weight(sym, arr, ctype, is_param, padding, paths))
         self.by_key[key] = sym
         return sym
 
     @property
     def nbytes(self) -> int:
+        """Bytes of every table in the file."""
         return sum(w.nbytes for w in self.weights)
+
+    def path_bytes(self, path: str) -> int:
+        """Bytes of the tables build path ``path`` (BUILD_PATHS) reads: what its build links."""
+        return sum(w.nbytes for w in self.weights if path in w.paths)
+
+    def report(self) -> dict[str, int]:
+        """The report's weight bytes: ``weight_bytes`` (every table in the file), and where
+        some table is read by one build path only, ``weight_bytes_dsp`` and
+        ``weight_bytes_generic`` (what each build links)."""
+        rep = {"weight_bytes": self.nbytes}
+        if any(len(w.paths) < len(BUILD_PATHS) for w in self.weights):
+            rep |= {f"weight_bytes_{p}": self.path_bytes(p) for p in BUILD_PATHS}
+        return rep
 
     @property
     def count(self) -> int:
@@ -202,9 +224,9 @@ class NodeContext:
 
     def const_array(
         self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
-        padding: int = 0,
+        padding: int = 0, path: str | None = None,
     ) -> str:
-        return self.weights.add(base, data, ctype, param, padding)
+        return self.weights.add(base, data, ctype, param, padding, path)
 
     def helper(self, name: str, code: str) -> str:
         """Emit a shared static helper function (once per file, before the kernels)."""
@@ -507,7 +529,7 @@ def lower_c(g: Graph, name: str | None = None, layer_marks: bool = False) -> CLo
     report = {
         "name": name,
         "params": weights.count,
-        "weight_bytes": weights.nbytes,
+        **weights.report(),
         "arena_bytes": plan.arena_bytes,
         "arena_lower_bound_bytes": plan.lower_bound_bytes,
         "state_bytes": state_bytes,

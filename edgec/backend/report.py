@@ -10,13 +10,33 @@ from edgec.ir import Graph
 from edgec.ops import get_op
 
 
-def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+def weights_cell(report: dict[str, Any], dsp: bool | None = None) -> str:
+    """The weight bytes a build links. An int8 model whose C holds tables for both build paths
+    (report keys ``weight_bytes_dsp`` / ``weight_bytes_generic``): the figure of the target's
+    path when ``dsp`` says it (whether the target's core has the DSP extension), else both;
+    the bytes of every table in the file follow."""
+    total = report["weight_bytes"]
+    if "weight_bytes_dsp" not in report:
+        return f"{total:,} B"
+    both = f"{total:,} B of tables in the C file"
+    if dsp is None:
+        return (f"{report['weight_bytes_dsp']:,} B on DSP cores (M4, M7, M33), "
+                f"{report['weight_bytes_generic']:,} B on others and with -DEDGEC_NO_DSP "
+                f"({both})")
+    path = "dsp" if dsp else "generic"
+    what = "a DSP core's build" if dsp else "a build without the DSP kernels"
+    return f"{report[f'weight_bytes_{path}']:,} B ({what}; {both})"
+
+
+def summary_rows(report: dict[str, Any], dsp: bool | None = None) -> list[tuple[str, str]]:
+    """Totals for people; ``dsp``: whether the target's core has the DSP extension (None:
+    no target, show both int8 build paths' weight bytes)."""
     lb = report["arena_lower_bound_bytes"]
     arena = report["arena_bytes"]
     pct = f" ({100.0 * arena / lb:.1f} % of lower bound {lb:,} B)" if lb else ""
     rows = [
         ("parameters", f"{report['params']:,}"),
-        ("weights (flash)", f"{report['weight_bytes']:,} B"),
+        ("weights (flash)", weights_cell(report, dsp)),
         ("activation arena (RAM)", f"{arena:,} B{pct}"),
     ]
     if report.get("state_bytes"):

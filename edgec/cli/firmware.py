@@ -169,6 +169,7 @@ def _fpu(t: Target) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from edgec.backend.report import weights_cell
     from edgec.mcu.project import build_firmware
 
     target = load_target(args.target)
@@ -176,12 +177,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     m = compile_from_args(args)
     vectors = vectors_from_file(args.inputs, m) if args.inputs else None
     b = build_firmware(m, target, out, vectors, repeat=args.repeat)
+    rep = m.report()
+    path = "dsp" if target.has_dsp else "generic"
     info = {
         "target": target.name,
         "project": str(b.project_dir),
         "elf": str(b.elf), "bin": str(b.bin), "hex": str(b.hex), "map": str(b.map),
         "flash_used": b.flash_used, "flash_size": target.flash_size,
         "ram_used": b.ram_used, "ram_size": target.ram_size,
+        "weight_bytes": rep.get(f"weight_bytes_{path}", rep["weight_bytes"]),
         "warnings": b.warnings, "output": b.io_note,
         "uf2": str(b.uf2) if b.uf2 else None,
     }
@@ -194,6 +198,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"  output: {b.io_note}")
     print(f"  flash {b.flash_used} / {target.flash_size} bytes "
           f"({100 * b.flash_used / target.flash_size:.1f} %)")
+    print(f"  weights {weights_cell(rep, target.has_dsp)}")
     print(f"  RAM   {b.ram_used} / {target.ram_size} bytes "
           f"({100 * b.ram_used / target.ram_size:.1f} %, with "
           f"{target.heap_bytes} B heap and {target.stack_bytes} B stack reserved)")

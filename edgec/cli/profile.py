@@ -66,15 +66,34 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.to_json() | {"source": args.model}, indent=2, sort_keys=True))
         return 0
-    print(format_profile(rep, args.model))
+    from edgec.mcu.targets import load_target
+
+    note = weights_note(m.report(), rep, load_target(args.target).has_dsp)
+    print(format_profile(rep, args.model, note))
     return 0
+
+
+def weights_note(report: dict[str, Any], rep: ProfileReport, dsp: bool) -> str | None:
+    """A note when the ELF holds other model table bytes than the compile report counts for
+    the target's build path (``dsp``: the core has the DSP extension; int8 models:
+    ``weight_bytes_dsp`` or ``weight_bytes_generic``): fewer when the compiler folded tables
+    whose every read it could resolve into code."""
+    path = "dsp" if dsp else "generic"
+    counted = int(report.get(f"weight_bytes_{path}", report.get("weight_bytes", 0)))
+    if rep.size.weights == counted:
+        return None
+    why = (" (the compiler folded tables whose reads it resolved into code)"
+           if rep.size.weights < counted else "")
+    return (f"weights: the ELF holds {_b(rep.size.weights)}, the compile report counts "
+            f"{_b(counted)} for this core's build ({'DSP' if dsp else 'generic'} int8 "
+            f"kernels){why}")
 
 
 def _b(n: int) -> str:
     return f"{n:,} B"
 
 
-def format_profile(rep: ProfileReport, source: str) -> str:
+def format_profile(rep: ProfileReport, source: str, note: str | None = None) -> str:
     from edgec.tables import format_duration, format_table
 
     fl, ram = rep.size.flash_json(), rep.size.ram_json()
@@ -115,6 +134,8 @@ def format_profile(rep: ProfileReport, source: str) -> str:
     ]
     if rep.size.stack_unknown:
         notes.append("stack: no frame size for " + ", ".join(rep.size.stack_unknown))
+    if note:
+        notes.append(note)
     parts = [head, format_table(["", ""], rows, align="ll"), *notes]
     if rep.layers:
         total = rep.instructions_per_inference or 1

@@ -26,6 +26,11 @@ _REQUIRED = (
 )
 
 
+#: cores whose architecture has the DSP extension (Armv7E-M; Armv8-M Mainline with it by default)
+DSP_CORES = frozenset({"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55",
+                       "cortex-m85"})
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -58,6 +63,14 @@ class Target:
     @property
     def has_fpu(self) -> bool:
         return any(f in ("-mfloat-abi=hard", "-mfloat-abi=softfp") for f in self.cpu_flags)
+
+    @property
+    def has_dsp(self) -> bool:
+        """Whether the core has the DSP extension (``__ARM_FEATURE_DSP``): its optimized builds
+        take the int8 kernels' ``EDGEC_S8_DSP`` path (the report's ``weight_bytes_dsp``)."""
+        if any("+nodsp" in f for f in self.cpu_flags):
+            return False
+        return self.core in DSP_CORES
 
     @property
     def float_abi(self) -> str:

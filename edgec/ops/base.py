@@ -22,6 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 REGISTRY: dict[str, Op] = {}
 
+#: the two builds of an int8 model's C (``EmitContext.const_array``'s ``path``): "dsp" on cores
+#: with the DSP extension (``EDGEC_S8_DSP``: Cortex-M4, M7, M33), "generic" elsewhere (host, M0,
+#: M3) and with ``-DEDGEC_NO_DSP``; a build links only the tables its path reads
+BUILD_PATHS = ("dsp", "generic")
+
 
 class EmitContext(Protocol):
     """What the C back-end offers an op while it writes the op's kernel."""
@@ -52,11 +57,15 @@ class EmitContext(Protocol):
 
     def const_array(
         self, base: str, data: np.ndarray, ctype: str = "float", param: bool | None = None,
-        padding: int = 0,
+        padding: int = 0, path: str | None = None,
     ) -> str:
         """Emit a derived constant table (flash) and return its symbol. ``param``: whether its
         values count as model parameters in the report (default: float tables do), less
-        ``padding`` values that a kernel's layout added."""
+        ``padding`` values that a kernel's layout added. ``path``: the int8 build path that
+        reads the table, when only one does: ``"dsp"`` (the ``EDGEC_S8_DSP`` kernels of
+        Cortex-M4/M7/M33) or ``"generic"`` (the C of every other build, and of
+        ``-DEDGEC_NO_DSP``); None: both (the report's per-path weight bytes,
+        :data:`BUILD_PATHS`)."""
         ...
 
     def helper(self, name: str, code: str) -> str:

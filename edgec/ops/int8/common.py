@@ -84,14 +84,18 @@ class Requant:
     """Per-channel or per-tensor requantization constants of one kernel, as C expressions."""
 
     def __init__(self, ctx: EmitContext, base: str, mult: np.ndarray, shift: np.ndarray,
-                 shift_ctype: str = "int32_t"):
+                 shift_ctype: str = "int32_t", path: str | None = None):
+        """``path``: the build path that reads the per-channel tables, when only one does
+        (``EmitContext.const_array``)."""
         mult, shift = np.asarray(mult).reshape(-1), np.asarray(shift).reshape(-1)
         self.shift_ctype = shift_ctype
         self.per_channel = mult.size > 1 and not (np.all(mult == mult[0])
                                                  and np.all(shift == shift[0]))
         if self.per_channel:
-            self.mult_sym = ctx.const_array(f"{base}_mult", mult, "int32_t", param=False)
-            self.shift_sym = ctx.const_array(f"{base}_shift", shift, shift_ctype, param=False)
+            self.mult_sym = ctx.const_array(f"{base}_mult", mult, "int32_t", param=False,
+                                            path=path)
+            self.shift_sym = ctx.const_array(f"{base}_shift", shift, shift_ctype, param=False,
+                                             path=path)
         else:
             self.m0, self.s0 = int(mult[0]), int(shift[0])
 

@@ -146,18 +146,20 @@ class QConv2D(QOp):
                             bias - zp_x * w.astype(np.int64).reshape(o, -1).sum(axis=1))
         zp_y_i = per_tensor(node, g, node.outputs[0], "output")[1]
         bound = _acc_bound(folded, w.reshape(o, -1))
+        fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
+        only = "generic" if fast_rq and og % 4 == 0 else None  # DSP: the quad stream instead
         tables = [weight_layout(w.reshape(o, k)[gr * og : (gr + 1) * og], 4)
                   for gr in range(groups)]
         sk = SharedKernel(ctx, "edgec_conv_s8")
         wsym = ctx.const_array(f"{node.name}_w", np.concatenate(tables), "int8_t", param=True,
-                               padding=sum(t.size for t in tables) - w.size)
+                               padding=sum(t.size for t in tables) - w.size, path=only)
         # one zero past the end for an odd group size: the DSP quad kernel reads four biases per
         # quad, and a padded row's (the next group's first, or this zero) cancels out
         bsym = ctx.const_array(f"{node.name}_bias", np.pad(folded, (0, og & 1)), "int32_t",
-                               param=True, padding=og & 1)
+                               param=True, padding=og & 1, path=only)
         sk.table(wsym, "int8_t")
         sk.table(bsym, "int32_t")
-        rq = Requant(ctx, node.name, mult, shift)
+        rq = Requant(ctx, node.name, mult, shift, path=only)
         if rq.per_channel:
             sk.table(rq.mult_sym, "int32_t")
             sk.table(rq.shift_sym, "int32_t")
@@ -190,13 +192,12 @@ class QConv2D(QOp):
         mbqm = use_mbqm(ctx, rounding_of(ctx.g), shift)
         bounds = ", ".join(f"(((uint32_t){b} & 0xFFu) * 0x01010101u)" for b in (lo, hi))
 
-        fast_rq = rounding_of(g) == "double" and _smmlar_requant(mult, shift, zp_y_i, bound)
         convq = None
         if fast_rq and og % 4 == 0:  # every quad whole: the quad loop in assembly
             stream = quad_stream(quad_params(folded, mult, shift, zp_y_i, bound), tables,
                                  gemm.kp)
             ssym = sk.table(ctx.const_array(f"{node.name}_convq", stream, "int32_t",
-                                            param=False), "int32_t")
+                                            param=False, path="dsp"), "int32_t")
             convq = (use_convq(ctx, (lo_i, hi_i) != (-128, 127), gemm.kp), ssym,
                      stream.size // groups)
         elif fast_rq:

@@ -115,18 +115,25 @@ class QDepthwiseConv2D(QOp):
         w = const_int8(node, g, 1, "weights")  # [1, KH, KW, OC]: tap-major, channel inner
         folded = fits_int32(node, "the bias with the input zero point folded in",
                             bias - zp_x * w.astype(np.int64).reshape(-1, oc).sum(axis=0))
+        dsp_ok = m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS  # interior pixels
+        lay = (fast_tables(w.reshape(-1, oc), folded, mult, shift, zp_y)
+               if dsp_ok and rounding_of(g) == "double" else None)
+        # what the DSP path reads without a scalar channel tail: the pre-laid stream (lay),
+        # else the plain tables but the bias without the zero point folded in
+        only = "generic" if dsp_ok and oc % 4 == 0 else None
         sk = SharedKernel(ctx, "edgec_dw_s8")
         xin = sk.ptr("const int8_t *restrict", "x0", ctx.inp(0))
         yout = sk.ptr("int8_t *restrict", "y0", ctx.out(0))
-        wsym = sk.table(ctx.const_array(f"{node.name}_w", w.reshape(-1), "int8_t", param=True),
-                        "int8_t")
+        plain = only if lay is not None else None
+        wsym = sk.table(ctx.const_array(f"{node.name}_w", w.reshape(-1), "int8_t", param=True,
+                                        path=plain), "int8_t")
         fsym = sk.table(ctx.const_array(f"{node.name}_bias_folded", folded, "int32_t",
-                                        param=True), "int32_t")
-        rq = Requant(ctx, node.name, mult, shift)
+                                        param=True, path=plain), "int32_t")
+        rq = Requant(ctx, node.name, mult, shift, path=plain)
         if rq.per_channel:
             sk.table(rq.mult_sym, "int32_t")
             sk.table(rq.shift_sym, "int32_t")
-        zp_y_int, lo_int, hi_int = zp_y, lo, hi
+        lo_int, hi_int = lo, hi
         zp_x_c, zp_y, lo, hi = (sk.scalar("zp_x", zp_x), sk.scalar("zp_y", zp_y),
                                 sk.scalar("act_lo", lo), sk.scalar("act_hi", hi))
         requant = use_requant(ctx, rounding_of(ctx.g), shift)
@@ -155,8 +162,8 @@ class QDepthwiseConv2D(QOp):
             def tap_range(o: str, axis: str) -> str:
                 return win.c_tap_range(o, axis).split("\n")[0] + "\n"
         if win.any_padding:
-            bsym = sk.table(ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True),
-                            "int32_t")
+            bsym = sk.table(ctx.const_array(f"{node.name}_bias", bias, "int32_t", param=True,
+                                            path=only), "int32_t")
             border = tap_loop(f"acc += (int32_t)wr[kw * {oc}] * ({xv} - {zp_x_c});")
             per_channel = (
                 f"int32_t acc;\n"
@@ -175,7 +182,7 @@ class QDepthwiseConv2D(QOp):
 
         generic = channels(0)
         prologue = ""
-        if m == 1 and oc >= 4 and win.kh * win.kw <= UNROLL_TAPS:  # DSP: interior pixels
+        if dsp_ok:
             use_kernels(ctx)  # EDGEC_S8_DSP, <arm_acle.h>, SXTB16 ROR #8
             ctx.helper("edgec_depthwise_dsp", HELPERS_C)
 
@@ -194,13 +201,11 @@ class QDepthwiseConv2D(QOp):
                 return (f"{{\n    const uint32_t codes = edgec_pack4_s8(\n    {vals},\n    "
                         f"{bounds});\n    memcpy(yp + {ch}, &codes, 4);\n}}")
 
-            lay = (fast_tables(w.reshape(-1, oc), folded, mult, shift, zp_y_int)
-                   if rounding_of(ctx.g) == "double" else None)
             tail = channels(oc - oc % 4) if oc % 4 else ""
             if lay is not None:  # int16 weights pre-laid for SMLAD, requantization fused
                 ctx.helper("edgec_dw_rq4", RQ_C)
                 stab = sk.table(ctx.const_array(f"{node.name}_dsp", fast_stream(*lay),
-                                                "int32_t", param=False), "int32_t")
+                                                "int32_t", param=False, path="dsp"), "int32_t")
                 lo4, hi4 = (None if v == edge_v else f"(((uint32_t){c} & 0xFFu) * 0x01010101u)"
                             for v, edge_v, c in ((lo_int, -128, lo), (hi_int, 127, hi)))
                 dsp = (f"const int8_t *xp = xn + (ih * {win.w} + iw) * {win.c};\n"

@@ -193,9 +193,9 @@ class QFullyConnected(QOp):
             msym, ssym, cmask = rq.mult_sym, rq.shift_sym, -1
         else:
             msym = ctx.const_array(f"{node.name}_mult", np.array([rq.m0]), "int32_t",
-                                   param=False)
+                                   param=False, path="dsp")
             ssym = ctx.const_array(f"{node.name}_shift", np.array([rq.s0]), rq.shift_ctype,
-                                   param=False)
+                                   param=False, path="dsp")
             cmask = 0
             unused += f"(void){msym};\n(void){ssym};\n"
         fc = use_fc_kernel(ctx, form)
