@@ -57,11 +57,13 @@ static inline void edgec_fc_out_{form}(int8_t *y, int32_t acc, int32_t mult, int
 /* QFullyConnected on the DSP extension, {form} rounding: y[r] = requant(bias[r] + w[r] . x)
  * for r < m, the weights a pair table of kp (a multiple of 4) codes per row, x the k int8
  * codes of one input row; scratch: 2 * kp bytes (the row widened to int16). mult and shift
- * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). */
-static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, int kp,
-                              const int32_t *bias, const int32_t *mult, const {stype} *shift,
-                              int cmask, int32_t zp_y, int32_t lo, int32_t hi, int8_t *y,
-                              void *scratch)
+ * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). Never inlined: its
+ * walk holds thirteen registers, which a caller's loop (a batch of rows) around an inlined copy
+ * leaves gcc unable to find ("impossible constraints"). */
+__attribute__((noinline)) static void edgec_fc_s8_{form}(
+    const int8_t *x, int k, const int8_t *w, int m, int kp, const int32_t *bias,
+    const int32_t *mult, const {stype} *shift, int cmask, int32_t zp_y, int32_t lo, int32_t hi,
+    int8_t *y, void *scratch)
 {{
     edgec_u32a *xw = (edgec_u32a *)scratch;
     edgec_q15a *xh = (edgec_q15a *)scratch;
