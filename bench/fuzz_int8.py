@@ -1,8 +1,10 @@
 """Seeded differential fuzzer of the int8 kernels: random int8 layers on the emulated Cortex-M.
 
-Each case is one random layer (QConv2D, QDepthwiseConv2D or QFullyConnected: the ops whose
-Cortex-M4/M7/M33 builds take the DSP kernels, most of them assembly) with its own geometry,
-quantization, clamp and weights, built in edgec's IR. A batch puts several cases side by side
+Each case is one random layer (QConv2D, QDepthwiseConv2D, QFullyConnected, QBatchMatMul and
+QAdd/QSub/QMul with broadcasting: the ops whose Cortex-M4/M7/M33 builds take the DSP kernels,
+most of them assembly) with its own geometry, quantization, clamp and weights, built in edgec's
+IR; each batch draws the compile options that change the kernels (``int8_rounding``,
+``int8_kernels``, ``patches``). A batch puts several cases side by side
 in one model (each with its own input and output), so one firmware build and one QEMU run check
 them all, and a batch with several fully connected layers takes the model-wide assembly quads.
 Every batch runs three random input sets on each target's emulated board and on the host (the
@@ -38,7 +40,9 @@ from tests.int8_graphs import Builder, random_feeds
 
 #: outcomes that break edgec's promise (bit-exact outputs or a clear error)
 BAD = ("mismatch", "internal_error", "board_error")
-OPS = ("QConv2D", "QDepthwiseConv2D", "QFullyConnected")
+OPS = ("QConv2D", "QDepthwiseConv2D", "QFullyConnected", "QBatchMatMul", "QAdd", "QSub", "QMul")
+#: how often each op is drawn
+WEIGHTS = (0.38, 0.22, 0.18, 0.08, 0.06, 0.04, 0.04)
 CHANNELS = (1, 2, 3, 4, 5, 7, 8, 12, 16, 17, 24, 32, 40, 64)
 
 
@@ -124,6 +128,10 @@ def add_case(b: Builder, op: str, idx: int) -> Case | None:
     rng = b.rng
     x = f"x{idx}"
     q_x = _quant(rng, 0.003, 0.3)
+    if op in ("QAdd", "QSub", "QMul"):
+        return _elementwise(b, op, x, q_x)
+    if op == "QBatchMatMul":
+        return _batch_matmul(b, x, q_x)
     if op == "QFullyConnected":
         batch = int(rng.choice([1, 1, 1, 2, 3]))
         k = int(rng.choice([int(rng.integers(1, 20)), int(rng.integers(20, 320))]))
@@ -159,13 +167,48 @@ def add_case(b: Builder, op: str, idx: int) -> Case | None:
     return Case(op, {"x": [1, h, wd, c], "w": list(b.g.shape(w)), **attrs}, out)
 
 
+def _elementwise(b: Builder, op: str, x: str, q_x: Quant) -> Case:
+    """QAdd/QSub/QMul of an input and a second input or a constant, shapes broadcasting."""
+    rng = b.rng
+    shape = tuple(int(v) for v in rng.integers(1, 7, int(rng.integers(1, 5))))
+    other = tuple(d if rng.random() < 0.6 else 1 for d in shape)[int(rng.integers(0, 2)):]
+    b.input(x, shape, quant=q_x)
+    if rng.random() < 0.5:
+        y = b.input(f"{x}b", other or (1,), quant=_quant(rng, 0.003, 0.3))
+    else:
+        y = b.const_int8(other or (1,), _quant(rng, 0.003, 0.3))
+    ins = [x, y] if rng.random() < 0.5 else [y, x]
+    q_y = _quant(rng, 0.005, 1.0)
+    out = b.op(op, ins, quant=q_y, **_clamp(rng, int(q_y.zero_point[0])))
+    return Case(op, {"a": list(b.g.shape(ins[0])), "b": list(b.g.shape(ins[1]))}, out)
+
+
+def _batch_matmul(b: Builder, x: str, q_x: Quant) -> Case:
+    """QBatchMatMul of two inputs, batch dimensions broadcasting, adj_x/adj_y drawn."""
+    rng = b.rng
+    m, k, n = (int(v) for v in rng.integers(1, 24, 3))
+    batch = [int(v) for v in rng.integers(1, 4, int(rng.integers(0, 3)))]
+    adj_x, adj_y = int(rng.random() < 0.3), int(rng.random() < 0.3)
+    bb = [d if rng.random() < 0.7 else 1 for d in batch]
+    b.input(x, (*batch, *((k, m) if adj_x else (m, k))), quant=q_x)
+    y = b.input(f"{x}b", (*bb, *((n, k) if adj_y else (k, n))), quant=_quant(rng, 0.003, 0.3))
+    q_y = _quant(rng, 0.05, 4.0)
+    out = b.op("QBatchMatMul", [x, y], quant=q_y, adj_x=adj_x, adj_y=adj_y)
+    return Case("QBatchMatMul", {"a": list(b.g.shape(x)), "b": list(b.g.shape(y)),
+                                 "adj_x": adj_x, "adj_y": adj_y}, out)
+
+
 def make_batch(seed: int, size: int, rounding: str) -> tuple[Graph, list[Case]]:
-    """``size`` random layers side by side in one model."""
-    b = Builder(f"fuzz{seed}", seed, {"patches": "off", "int8_rounding": rounding})
+    """``size`` random layers side by side in one model, with drawn kernel options."""
+    opt_rng = np.random.default_rng([seed, 1])
+    options = {"int8_rounding": rounding,
+               "int8_kernels": str(opt_rng.choice(["shared", "shared", "specialized"])),
+               "patches": str(opt_rng.choice(["off", "auto"]))}
+    b = Builder(f"fuzz{seed}", seed, options)
     cases: list[Case] = []
     i = 0
     while len(cases) < size:
-        op = str(b.rng.choice(OPS, p=[0.5, 0.3, 0.2]))
+        op = str(b.rng.choice(OPS, p=WEIGHTS))
         case = add_case(b, op, i)
         i += 1
         if case is not None:
@@ -216,7 +259,8 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
         return
     rng = np.random.default_rng(seed)
     feeds = [random_feeds(cm.graph, rng) for _ in range(3)]
-    _compare(g, cases, feeds, [cm.run(f) for f in feeds], "host", out, seed)
+    host = [cm.run(f) for f in feeds]  # one output: an array, several: a list
+    _compare(g, cases, feeds, [[h] if len(cases) == 1 else h for h in host], "host", out, seed)
     for t in targets:
         try:
             feeds_b, _, got, _ = run_board(cm, t, work / f"{seed}_{t}", seed=seed)
