@@ -11,7 +11,8 @@ Every batch runs three random input sets on each target's emulated board and on 
 generic C), and each output is compared byte for byte with edgec's numpy reference
 (``edgec.ops.interpret``: TFLite's reference kernels, checked against the TFLite interpreter in
 tests/test_int8_*.py). A case that edgec refuses with an EdgecError counts as ``refused`` (its
-message is kept); anything else that goes wrong counts against edgec.
+message is kept), a batch too big for a board's memory as ``too_big_<board>``; anything else
+that goes wrong counts against edgec.
 
     python -m bench.fuzz_int8 --cases 400 --seed 0                # M4F (DSP) and the host
     python -m bench.fuzz_int8 --cases 200 --targets cortex-m4f,cortex-m33,cortex-m7
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, ModelTooBigError
 from edgec.ir import Graph, Quant
 from tests.int8_graphs import Builder, random_feeds
 
@@ -264,6 +265,9 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
     for t in targets:
         try:
             feeds_b, _, got, _ = run_board(cm, t, work / f"{seed}_{t}", seed=seed)
+        except ModelTooBigError:  # the batch does not fit the board (the M0's 16 KB RAM)
+            out.counts[f"too_big_{t}"] += len(cases)
+            continue
         except Exception as e:  # noqa: BLE001 - a build or board failure is a finding
             out.counts["board_error"] += len(cases)
             out.failures.append({"seed": seed, "where": t, "error": repr(e)[:300]})
