@@ -4,15 +4,17 @@ Each case is one random layer (QConv2D, QDepthwiseConv2D, QFullyConnected, QBatc
 QAdd/QSub/QMul with broadcasting: the ops whose Cortex-M4/M7/M33 builds take the DSP kernels,
 most of them assembly) with its own geometry, quantization, clamp and weights, built in edgec's
 IR; each batch draws the compile options that change the kernels (``int8_rounding``,
-``int8_kernels``, ``patches``). A batch puts several cases side by side
-in one model (each with its own input and output), so one firmware build and one QEMU run check
-them all, and a batch with several fully connected layers takes the model-wide assembly quads.
-Every batch runs three random input sets on each target's emulated board and on the host (the
-generic C), and each output is compared byte for byte with edgec's numpy reference
-(``edgec.ops.interpret``: TFLite's reference kernels, checked against the TFLite interpreter in
-tests/test_int8_*.py). A case that edgec refuses with an EdgecError counts as ``refused`` (its
-message is kept), a batch too big for a board's memory as ``too_big_<board>``; anything else
-that goes wrong counts against edgec.
+``int8_kernels``, ``patches``). A batch puts several cases side by side in one model (each with
+its own input and output), so one firmware build and one QEMU run check them all, and a batch
+with several fully connected layers takes the model-wide assembly quads.
+
+Every batch's C must build warning-free on the host (gcc -Wall -Wextra -Werror -std=c99
+-pedantic) and for each board (the firmware build fails on a warning); three random input sets
+then run on each target's emulated board and on the host (the generic C), and each output is
+compared byte for byte with edgec's numpy reference (``edgec.ops.interpret``: TFLite's
+reference kernels, checked against the TFLite interpreter in tests/test_int8_*.py). A case
+that edgec refuses with an EdgecError counts as ``refused`` (its message is kept), a batch too
+big for a board's memory as ``too_big_<board>``; anything else counts against edgec.
 
     python -m bench.fuzz_int8 --cases 400 --seed 0                # M4F (DSP) and the host
     python -m bench.fuzz_int8 --cases 200 --targets cortex-m4f,cortex-m33,cortex-m7
@@ -40,7 +42,7 @@ from edgec.ir import Graph, Quant
 from tests.int8_graphs import Builder, random_feeds
 
 #: outcomes that break edgec's promise (bit-exact outputs or a clear error)
-BAD = ("mismatch", "internal_error", "board_error")
+BAD = ("mismatch", "internal_error", "board_error", "warnings")
 OPS = ("QConv2D", "QDepthwiseConv2D", "QFullyConnected", "QBatchMatMul", "QAdd", "QSub", "QMul")
 #: how often each op is drawn
 WEIGHTS = (0.38, 0.22, 0.18, 0.08, 0.06, 0.04, 0.04)
@@ -237,6 +239,19 @@ def _compare(g: Graph, cases: list[Case], feeds: list[dict[str, np.ndarray]],
             out.counts[f"ok_{where}"] += 1
 
 
+def _strict_host_build(cm: Any, work: Path) -> str:
+    """Compile the model's C on the host with -Wall -Wextra -Werror -std=c99 -pedantic; what
+    gcc said when it failed, else an empty string."""
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    cm.write(work)
+    proc = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
+                           "-c", f"{cm.name}.c", "-o", "strict.o"], cwd=work,
+                          capture_output=True, text=True)
+    return "" if proc.returncode == 0 else proc.stderr[-300:]
+
+
 def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: Path) -> None:
     """Build, run and compare one batch; outcomes into ``out``."""
     from edgec.api import compile_graph
@@ -258,6 +273,10 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
         out.counts["internal_error"] += 1
         out.failures.append({"seed": seed, "where": "compile", "error": repr(e)[:300]})
         return
+    strict = _strict_host_build(cm, work / f"{seed}_host")
+    if strict:
+        out.counts["warnings"] += len(cases)
+        out.failures.append({"seed": seed, "where": "host gcc -Werror", "error": strict})
     rng = np.random.default_rng(seed)
     feeds = [random_feeds(cm.graph, rng) for _ in range(3)]
     host = [cm.run(f) for f in feeds]  # one output: an array, several: a list
