@@ -292,10 +292,7 @@ _QUADS = r"""    for (; q < (mp >> 2); ++q) {{
             "add %[a0], %[a0], %[d0], lsl #8\n\t"
             "sub %[a1], %[a1], %[xb]\n\t"
             "add %[a1], %[a1], %[d1], lsl #8\n\t"
-            "ldr %[w0], %[end]\n\t"
-            "cmp %[xp], %[w0]\n\t"
-            "beq 2f\n\t"
-            "1:\n\t"
+{entry}            "1:\n\t"
 {steps}            "ldr %[w0], %[end]\n\t"
             "cmp %[xp], %[w0]\n\t"
             "bne 1b\n\t"
@@ -361,6 +358,11 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
         text = _QUADS.format(
             form=form, stype=stype, steps=asm(_STEP * STEPS),
             tail=_TAIL.format(step=asm(_STEP)) if tail else "",
+            # K % 32 == 0 (this loop's kpl = kp >= 32) runs at least once; with a rest kpl
+            # may be 0
+            entry=('            "ldr %[w0], %[end]\\n\\t"\n'
+                   '            "cmp %[xp], %[w0]\\n\\t"\n'
+                   '            "beq 2f\\n\\t"\n' if tail else ""),
             end_operand=('[end] "m"(end), [tail_end] "m"(tail_end)' if tail
                          else '[end] "m"(end)'),
             # volatile: on the stack (an "m" operand of a constant would be a literal whose
