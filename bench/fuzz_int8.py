@@ -10,7 +10,8 @@ with several fully connected layers takes the model-wide assembly quads.
 
 Every batch's C must build warning-free on the host (gcc -Wall -Wextra -Werror -std=c99
 -pedantic) and for each board (the firmware build fails on a warning); three random input sets
-then run on each target's emulated board and on the host (the generic C), and each output is
+then run on each target's emulated board, on the host (the generic C) and on the host under
+ASan + UBSan (every buffer malloc'd at its size, the caller's arena), and each output is
 compared byte for byte with edgec's numpy reference (``edgec.ops.interpret``: TFLite's
 reference kernels, checked against the TFLite interpreter in tests/test_int8_*.py). A case
 that edgec refuses with an EdgecError counts as ``refused`` (its message is kept), a batch too
@@ -42,7 +43,7 @@ from edgec.ir import Graph, Quant
 from tests.int8_graphs import Builder, random_feeds
 
 #: outcomes that break edgec's promise (bit-exact outputs or a clear error)
-BAD = ("mismatch", "internal_error", "board_error", "warnings")
+BAD = ("mismatch", "internal_error", "board_error", "warnings", "sanitizer")
 OPS = ("QConv2D", "QDepthwiseConv2D", "QFullyConnected", "QBatchMatMul", "QAdd", "QSub", "QMul")
 #: how often each op is drawn
 WEIGHTS = (0.38, 0.22, 0.18, 0.08, 0.06, 0.04, 0.04)
@@ -252,9 +253,12 @@ def _strict_host_build(cm: Any, work: Path) -> str:
     return "" if proc.returncode == 0 else proc.stderr[-300:]
 
 
-def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: Path) -> None:
-    """Build, run and compare one batch; outcomes into ``out``."""
+def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: Path,
+              sanitize: bool = True) -> None:
+    """Build, run and compare one batch; outcomes into ``out``; ``sanitize``: also run the
+    host C built with ASan + UBSan."""
     from edgec.api import compile_graph
+    from tests.c_checks import sanitized_run
     from tests.int8_graphs import run_board
 
     rounding = "double" if seed % 3 else "tflite"
@@ -264,7 +268,7 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
     except EdgecError as e:  # a refused layer refuses its batch: try its layers alone
         if size > 1:
             for j in range(size):
-                run_batch(seed * 1000 + j + 1, 1, targets, out, work)
+                run_batch(seed * 1000 + j + 1, 1, targets, out, work, sanitize)
             return
         out.counts["refused"] += 1
         out.refusals[str(e).split(":")[-1].strip()[:120]] += 1
@@ -281,6 +285,15 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
     feeds = [random_feeds(cm.graph, rng) for _ in range(3)]
     host = [cm.run(f) for f in feeds]  # one output: an array, several: a list
     _compare(g, cases, feeds, [[h] if len(cases) == 1 else h for h in host], "host", out, seed)
+    if sanitize:
+        try:
+            san = sanitized_run(cm, work / f"{seed}_asan", feeds)
+        except AssertionError as e:  # a sanitizer report or a failed build
+            out.counts["sanitizer"] += len(cases)
+            out.failures.append({"seed": seed, "where": "host ASan/UBSan", "error": str(e)[-300:]})
+        else:
+            _compare(g, cases, feeds, [[o[c.output] for c in cases] for o in san], "asan", out,
+                     seed)
     for t in targets:
         try:
             feeds_b, _, got, _ = run_board(cm, t, work / f"{seed}_{t}", seed=seed)
@@ -295,11 +308,11 @@ def run_batch(seed: int, size: int, targets: Sequence[str], out: Outcome, work: 
 
 
 def fuzz(cases: int, seed: int, targets: Sequence[str], batch: int = 8,
-         progress: bool = False) -> Outcome:
+         progress: bool = False, sanitize: bool = True) -> Outcome:
     out = Outcome()
     with tempfile.TemporaryDirectory(prefix="edgec_fuzz8_") as tmp:
         for i in range((cases + batch - 1) // batch):
-            run_batch(seed + i, batch, targets, out, Path(tmp))
+            run_batch(seed + i, batch, targets, out, Path(tmp), sanitize)
             if progress:
                 print(f"batch {i + 1}: {dict(out.counts)}", file=sys.stderr, flush=True)
     return out
@@ -313,10 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--targets", default="cortex-m4f",
                     help="comma-separated boards (default cortex-m4f); '' for the host only")
     ap.add_argument("--failures", type=Path, help="write the bad cases here (JSON)")
+    ap.add_argument("--no-sanitize", action="store_true",
+                    help="skip the host run under ASan + UBSan")
     ns = ap.parse_args(argv)
     t0 = time.time()
     targets = [t for t in ns.targets.split(",") if t]
-    out = fuzz(ns.cases, ns.seed, targets, ns.batch, progress=True)
+    out = fuzz(ns.cases, ns.seed, targets, ns.batch, progress=True, sanitize=not ns.no_sanitize)
     report = {"cases": ns.cases, "seed": ns.seed, "targets": targets,
               "seconds": round(time.time() - t0), "outcomes": dict(sorted(out.counts.items())),
               "refusals": dict(out.refusals.most_common())}
