@@ -185,6 +185,26 @@ def test_shared_kernels(mode: str) -> None:
         assert np.array_equal(m.run(feeds), want[m.graph.outputs[0]])
 
 
+@QEMU
+@pytest.mark.qemu
+def test_specialized_kernels_build_clean_on_both_paths(tmp_path: Path) -> None:
+    """int8_kernels=specialized: each path's tables are named in the other path too, so neither
+    build leaves a table unused (-Wunused-const-variable: the firmware did not build with
+    -Werror), and neither links the other path's tables."""
+    m = compile_graph(_twin_layers_graph({"int8_kernels": "specialized"}))
+    assert "edgec_convq" in m.c_source  # the path with its own table
+    for cflags in ((), ("-DEDGEC_NO_DSP",)):
+        feeds, outs, got, _ = _run_board(m, "cortex-m4f", tmp_path / f"fw{len(cflags)}", cflags)
+        for f, vals in zip(feeds, got, strict=True):
+            want = interpret(m.graph, f)
+            for p, g in zip(outs, vals, strict=True):
+                assert np.array_equal(g, want[p.name]), (cflags, p.name)
+        syms = subprocess.run(["arm-none-eabi-nm", str(next((tmp_path / f"fw{len(cflags)}")
+                                                            .rglob("*.elf")))],
+                              capture_output=True, text=True, check=True).stdout
+        assert ("_convq" in syms) == (not cflags), cflags
+
+
 def test_shared_kernels_option_error() -> None:
     from edgec.errors import EdgecError
 

@@ -57,11 +57,13 @@ static inline void edgec_fc_out_{form}(int8_t *y, int32_t acc, int32_t mult, int
 /* QFullyConnected on the DSP extension, {form} rounding: y[r] = requant(bias[r] + w[r] . x)
  * for r < m, the weights a pair table of kp (a multiple of 4) codes per row, x the k int8
  * codes of one input row; scratch: 2 * kp bytes (the row widened to int16). mult and shift
- * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). */
-static void edgec_fc_s8_{form}(const int8_t *x, int k, const int8_t *w, int m, int kp,
-                              const int32_t *bias, const int32_t *mult, const {stype} *shift,
-                              int cmask, int32_t zp_y, int32_t lo, int32_t hi, int8_t *y,
-                              void *scratch)
+ * are indexed by row (cmask -1) or always 0 (cmask 0: one multiplier). Never inlined: its
+ * walk holds thirteen registers, which a caller's loop (a batch of rows) around an inlined copy
+ * leaves gcc unable to find ("impossible constraints"). */
+__attribute__((noinline)) static void edgec_fc_s8_{form}(
+    const int8_t *x, int k, const int8_t *w, int m, int kp, const int32_t *bias,
+    const int32_t *mult, const {stype} *shift, int cmask, int32_t zp_y, int32_t lo, int32_t hi,
+    int8_t *y, void *scratch)
 {{
     edgec_u32a *xw = (edgec_u32a *)scratch;
     edgec_q15a *xh = (edgec_q15a *)scratch;
@@ -266,9 +268,11 @@ PRE_QUADS_HI = """    if ((m >> 2) > 0) {{  /* the quads of four real rows: one 
 """
 
 #: the loop over the quads, emitted twice: for K % 32 == 0 as it is, otherwise with the rest
-#: loop (4 k a step) in the same assembly block, its bound read from memory (the block already
-#: holds thirteen registers), so that a K that is no multiple of 32 costs the common case
-#: nothing
+#: loop (4 k a step) in the same assembly block. The loops' bounds are read from the stack
+#: into w0 (free between steps) for each compare: the block holds twelve registers besides
+#: (four of them fixed, r0-r3, for the LDM), and with a thirteenth for a bound gcc could not
+#: always allocate them ("asm operand has impossible constraints": a dense layer over a batch
+#: of rows, or several dense layers whose calls gcc specialised to their constants)
 _QUADS = r"""    for (; q < (mp >> 2); ++q) {{
         register int32_t w0 __asm__("r0");
         register int32_t w1 __asm__("r1");
@@ -288,10 +292,9 @@ _QUADS = r"""    for (; q < (mp >> 2); ++q) {{
             "add %[a0], %[a0], %[d0], lsl #8\n\t"
             "sub %[a1], %[a1], %[xb]\n\t"
             "add %[a1], %[a1], %[d1], lsl #8\n\t"
-            "cmp %[xp], %[end]\n\t"
-            "beq 2f\n\t"
-            "1:\n\t"
-{steps}            "cmp %[xp], %[end]\n\t"
+{entry}            "1:\n\t"
+{steps}            "ldr %[w0], %[end]\n\t"
+            "cmp %[xp], %[w0]\n\t"
             "bne 1b\n\t"
             "2:\n\t"
 {tail}            : [a0] "=&r"(a0), [d0] "=&r"(d0), [a1] "=&r"(a1), [d1] "=&r"(d1),
@@ -322,11 +325,12 @@ _QUADS = r"""    for (; q < (mp >> 2); ++q) {{
     }}
 """
 
-_TAIL = r"""            "ldr %[end], %[tail_end]\n\t"
-            "cmp %[xp], %[end]\n\t"
+_TAIL = r"""            "ldr %[w0], %[tail_end]\n\t"
+            "cmp %[xp], %[w0]\n\t"
             "beq 4f\n\t"
             "3:\n\t"
-{step}            "cmp %[xp], %[end]\n\t"
+{step}            "ldr %[w0], %[tail_end]\n\t"
+            "cmp %[xp], %[w0]\n\t"
             "bne 3b\n\t"
             "4:\n\t"
 """
@@ -354,14 +358,18 @@ def use_fc_kernel(ctx: EmitContext, form: str) -> str:
         text = _QUADS.format(
             form=form, stype=stype, steps=asm(_STEP * STEPS),
             tail=_TAIL.format(step=asm(_STEP)) if tail else "",
-            end_operand=('[end] "+r"(end)\n            : [tail_end] "m"(tail_end)' if tail
-                         else '[end] "r"(end)'),
-            end_decl=("const edgec_u32a *end = xw + (kpl >> 1);\n"
-                      "        const edgec_u32a *const tail_end = xw + (kp >> 1);" if tail
-                      else "const edgec_u32a *const end = xw + (kpl >> 1);"))
-        if tail:  # end is an output of the block
-            text = text.replace('[w3] "=&r"(w3)\n            : [end]',
-                                '[w3] "=&r"(w3),\n              [end]')
+            # K % 32 == 0 (this loop's kpl = kp >= 32) runs at least once; with a rest kpl
+            # may be 0
+            entry=('            "ldr %[w0], %[end]\\n\\t"\n'
+                   '            "cmp %[xp], %[w0]\\n\\t"\n'
+                   '            "beq 2f\\n\\t"\n' if tail else ""),
+            end_operand=('[end] "m"(end), [tail_end] "m"(tail_end)' if tail
+                         else '[end] "m"(end)'),
+            # volatile: on the stack (an "m" operand of a constant would be a literal whose
+            # address needs a register)
+            end_decl=("const edgec_u32a *volatile end = xw + (kpl >> 1);\n"
+                      "        const edgec_u32a *volatile tail_end = xw + (kp >> 1);" if tail
+                      else "const edgec_u32a *volatile end = xw + (kpl >> 1);"))
         return "".join("    " + ln + "\n" if ln else "\n" for ln in text.rstrip("\n").split("\n"))
 
     pre_quads = ""
