@@ -100,7 +100,8 @@ def typed_driver(m: edgec.CompiledModel) -> str:
                      f"sizeof({p.ctype}));")
         lines.append(f"    if (!{p.c}) return 5;")
     lines += [f"#ifdef {macro}_NO_STATIC_ARENA",
-              f"    float *arena = (float *)malloc({macro}_ARENA_BYTES);",
+              f"    float *arena = (float *)malloc({macro}_ARENA_BYTES > 0 ? "
+              f"{macro}_ARENA_BYTES : 1);",  # a model may need no arena
               "    if (!arena) return 5;", "#endif",
               "    if (argc != 4) return 2;", "    n = strtol(argv[3], NULL, 10);",
               '    fin = fopen(argv[1], "rb");', '    fout = fopen(argv[2], "wb");',
@@ -112,7 +113,7 @@ def typed_driver(m: edgec.CompiledModel) -> str:
         lines.append(f"        memset({p.c}, 0xff, {macro}_{p.C}_SIZE * sizeof({p.ctype}));")
     args = ", ".join(p.c for p in cm.inputs + cm.outputs)
     lines += [f"#ifdef {macro}_NO_STATIC_ARENA",
-              f"        memset(arena, 0xff, {macro}_ARENA_BYTES);",
+              f"        memset(arena, 0xff, {macro}_ARENA_BYTES > 0 ? {macro}_ARENA_BYTES : 1);",
               f"        rc = {cm.name}_run_arena(arena, {args});", "#else",
               f"        rc = {cm.name}_run({args});", "#endif"]
     for p in cm.outputs:
