@@ -174,13 +174,13 @@ def test_strict_c_and_sanitizers_with_out_of_range_ids(blobs: dict[str, bytes],
     import subprocess
 
     from tests.c_checks import SANITIZE, STRICT
-    from tests.test_int8_compile import _driver
+    from tests.c_checks import typed_driver
 
     for kind in ("float", "int8-io"):
         d = tmp_path / kind
         m = edgec.compile(blobs[kind], name="emb")
         m.write(d)
-        (d / "driver.c").write_text(_driver(m))
+        (d / "driver.c").write_text(typed_driver(m))
         for flags in ([*STRICT, "-O2", "-c", "emb.c", "-o", "strict.o"],
                       [*STRICT, "-O1", *SANITIZE, "-fsanitize=float-cast-overflow",
                        "-DEMB_NO_STATIC_ARENA", "driver.c", "emb.c", "-lm", "-o", "driver"]):
