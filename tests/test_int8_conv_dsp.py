@@ -179,3 +179,37 @@ def test_strict_c_and_determinism(conv_model: CompiledModel, tmp_path: Path) -> 
                           cwd=tmp_path / "host", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert compile_graph(_conv_graph()).c_source == conv_model.c_source
+
+
+ARM_GCC = pytest.mark.skipif(not have_tool("arm-none-eabi-gcc"),
+                             reason="arm-none-eabi-gcc not installed (scripts/setup.sh)")
+
+
+@ARM_GCC
+@pytest.mark.parametrize("name", ["pix", "pair"])
+def test_widen2_loop_end_never_shares_an_advancing_register(name: str, tmp_path: Path) -> None:
+    """The patch widening's loop compares its store pointer with the end; when gcc can prove
+    the scratch ends where the conv input starts (both in one static arena) it gave the input
+    pointer and the end one register (``ldr lr, [r3], #4`` ... ``cmp r2, r3``: the end moved
+    with the pointer, the loop overran the patch). With the early-clobber operands the end's
+    register is none that the loop writes back."""
+    from edgec.ops.int8.conv_dsp import widen2_c
+
+    src = ("#include <stdint.h>\n#include <string.h>\n#define EDGEC_S8_DSP 1\n"
+           + widen2_c(name) + "\nstatic uint32_t arena[64];\n"
+           "void f(int32_t *sums)\n{\n"
+           f"    edgec_widen2_{name}((const int8_t *)(arena + 16), (const int8_t *)(arena + 20),"
+           " arena, 4, sums);\n}\n")
+    (tmp_path / "w.c").write_text(src)
+    proc = subprocess.run(["arm-none-eabi-gcc", "-O2", "-mcpu=cortex-m4", "-mthumb",
+                           "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-S", "w.c", "-o", "w.s"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    asm = (tmp_path / "w.s").read_text()
+    loop = asm[asm.index("1:"):asm.index("bne 1b")]
+    written = set(re.findall(r"\[(\w+)\](?:, #-?\d+|!)", loop))  # post-indexed / writeback
+    written |= set(re.findall(r"^\s*(?:ldr|ldrd|sxtb16|smlad|pkhbt|pkhtb)\s+(\w+)", loop, re.M))
+    written |= set(re.findall(r"^\s*ldrd\s+\w+,\s*(\w+)", loop, re.M))
+    cmp = re.search(r"cmp\s+(\w+),\s*(\w+)", loop)
+    assert cmp and cmp.group(1) in written, loop
+    assert cmp.group(2) not in written, loop

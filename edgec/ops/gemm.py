@@ -166,7 +166,7 @@ static void edgec_dot4(const float *restrict x, const float *restrict w, int k,
             "subs %[b], %[b], #1\\n\\t"
             "bne 1b\\n\\t"
             "vstmia %[acc], {s24-s27}\\n\\t"
-            : [x] "+r"(xp), [w] "+r"(wp), [b] "+r"(blocks)
+            : [x] "+&r"(xp), [w] "+&r"(wp), [b] "+&r"(blocks)
             : [acc] "r"(acc)
             : "s0", "s1", "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15",
               "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26",

@@ -229,8 +229,8 @@ static inline void edgec_widen2_{name}(const int8_t *s0, const int8_t *s1, uint3
         "cmp %[dst], %[end]\n\t"
         "bne 1b\n\t"
         : [v0] "=&r"(v0), [v1] "=&r"(v1), [e0] "=&r"(e0), [e1] "=&r"(e1), [t0] "=&r"(t0),
-          [t1] "=&r"(t1), [a] "+r"(a), [b] "+r"(b), [s0] "+r"(s0),{s1_op}
-          [dst] "+r"(dst)
+          [t1] "=&r"(t1), [a] "+&r"(a), [b] "+&r"(b), [s0] "+&r"(s0),{s1_op}
+          [dst] "+&r"(dst)
         : [end] "r"(end), [one] "r"(0x00010001)
         : "cc", "memory");
     sums[0] = a;
@@ -247,14 +247,22 @@ _LOADS = {
 }
 
 
-def use_widen2(ctx: EmitContext, name: str) -> str:
-    """Emit ``edgec_widen2_<name>`` (``"pair"``: the gathered codes, ``"pix"``: two pixels of
-    the input) once; its name."""
+def widen2_c(name: str) -> str:
+    """The C of ``edgec_widen2_<name>`` (``"pair"``: the gathered codes, ``"pix"``: two pixels
+    of the input). Every operand the loop advances or accumulates is early-clobber (``+&r``):
+    without it gcc may give an advancing pointer and the loop end one register when it can
+    prove them equal at entry (the patch scratch ending where the input starts), and the loop
+    then runs past its end."""
     load, step = _LOADS[name]
     pix = name == "pix"
-    return ctx.helper(f"edgec_widen2_{name}", WIDEN2_C.format(
-        name=name, load=load, step=step, s1_op=' [s1] "+r"(s1),' if pix else "",
-        s1_void="" if pix else "\n    (void)s1;"))
+    return WIDEN2_C.format(name=name, load=load, step=step,
+                           s1_op=' [s1] "+&r"(s1),' if pix else "",
+                           s1_void="" if pix else "\n    (void)s1;")
+
+
+def use_widen2(ctx: EmitContext, name: str) -> str:
+    """Emit ``edgec_widen2_<name>`` (see :func:`widen2_c`) once; its name."""
+    return ctx.helper(f"edgec_widen2_{name}", widen2_c(name))
 
 
 #: aligned gathers of at most this many words are unrolled

@@ -175,7 +175,7 @@ def fast_channels(taps: list[tuple[str, int]], c: int, stab: str, head: str,
         ptr, off = tap  # LDR's immediate offset reaches 4095
         return (ptr, off) if off <= 4092 else (f"{ptr} + {off}", 0)
 
-    acc = '[a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3)'
+    acc = '[a0] "+&r"(a0), [a1] "+&r"(a1), [a2] "+&r"(a2), [a3] "+&r"(a3)'
     tmp = '[xt] "=&r"(xt), [xu] "=&r"(xu), [xa] "=&r"(xa), [w0] "=&r"(w0), [w1] "=&r"(w1)'
     lines.append("    uint32_t xt, xu, xa, w0, w1;")
     for i in range(0, len(taps) - 1, 2):

@@ -88,8 +88,8 @@ __attribute__((noinline)) static void edgec_fc_s8_{form}(
             "strd %[t], %[o], [%[xd]], #8\n\t"
             "cmp %[xs], %[xe]\n\t"
             "bne 1b\n\t"
-            : [e] "=&r"(e), [o] "=&r"(o), [t] "=&r"(t), [xs] "+r"(xs), [xd] "+r"(xd),
-              [sx] "+r"(sx)
+            : [e] "=&r"(e), [o] "=&r"(o), [t] "=&r"(t), [xs] "+&r"(xs), [xd] "+&r"(xd),
+              [sx] "+&r"(sx)
             : [xe] "r"(x + k4), [one] "r"(0x00010001)
             : "cc", "memory");
     }}

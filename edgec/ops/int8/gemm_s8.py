@@ -156,7 +156,7 @@ static inline void edgec_quad2_s8(const int8_t *w, const edgec_q15a *x, int kp, 
         "bne 1b\n\t"
             : [a00] "=&r"(a00), [a01] "=&r"(a01), [d00] "=&r"(d00), [d01] "=&r"(d01),
               [a10] "=&r"(a10), [a11] "=&r"(a11), [d10] "=&r"(d10), [d11] "=&r"(d11),
-              [xp] "+r"(xp), [wp] "+r"(wp), [x0] "+r"(x0), [x1] "+r"(x1), [w] "+r"(wv)
+              [xp] "+&r"(xp), [wp] "+&r"(wp), [x0] "+&r"(x0), [x1] "+&r"(x1), [w] "+&r"(wv)
             : [end] "r"(end)
             : "cc", "memory");
     }
@@ -208,7 +208,7 @@ static inline uint32_t edgec_pack4_s8(int32_t v0, int32_t v1, int32_t v2, int32_
             "sel %[v], %[v], %[lo]\n\t"
             "ssub8 %[t], %[hi], %[v]\n\t"
             "sel %[v], %[v], %[hi]"
-            : [v] "+r"(codes), [t] "=&r"(t)
+            : [v] "+&r"(codes), [t] "=&r"(t)
             : [c1] "r"(__ssat(v1, 8)), [c2] "r"(__ssat(v2, 8)), [c3] "r"(__ssat(v3, 8)),
               [lo] "r"(lo4), [hi] "r"(hi4)
             : "cc");
