@@ -173,8 +173,7 @@ def test_strict_c_and_sanitizers_with_out_of_range_ids(blobs: dict[str, bytes],
     import shutil
     import subprocess
 
-    from tests.c_checks import SANITIZE, STRICT
-    from tests.c_checks import typed_driver
+    from tests.c_checks import SANITIZE, STRICT, typed_driver
 
     for kind in ("float", "int8-io"):
         d = tmp_path / kind
