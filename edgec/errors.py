@@ -19,6 +19,12 @@ def ops_hint(frontend: str | None = None) -> str:
     return f"run 'edgec ops{flag}' for what is supported (docs/ops.md)"
 
 
+class MalformedOperatorError(EdgecError):
+    """An operator whose inputs or options do not fit together (numpy refused to fold or
+    reshape them): a corrupt or inconsistent file, or an edgec bug; the message names the file,
+    the operator and what numpy said, and asks for a report when the file is valid."""
+
+
 class ShapeError(EdgecError):
     """A shape that cannot be resolved statically."""
 

@@ -9,12 +9,13 @@ a child context of their own graph (:meth:`Ctx.child`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from edgec.errors import EdgecError, UnsupportedOpError
+from edgec.errors import EdgecError, MalformedOperatorError, UnsupportedOpError
 from edgec.frontend.tflite.reader import TflModel, TflOperator, TflSubgraph, TflTensor
 from edgec.ir import Graph, Node, Quant, Tensor
 from edgec.ops.interpret import infer_node
@@ -91,11 +92,24 @@ class Ctx:
         return len(self.op.inputs)
 
     # -- IR tensors --------------------------------------------------------------------------
+    def _known(self, name: str) -> str:
+        if name not in self.g.tensors:
+            raise self.fail(f"tensor '{name}' is not defined here (corrupt model?)" if name else
+                            "a required input is absent (tensor index -1)")
+        return name
+
     def shape(self, name: str) -> tuple[int, ...]:
-        return self.g.shape(name)
+        return self.g.shape(self._known(name))
+
+    def shape_n(self, name: str, rank: int, what: str) -> tuple[int, ...]:
+        """The shape of ``name``, which must have ``rank`` dimensions."""
+        shape = self.shape(name)
+        if len(shape) != rank:
+            raise self.fail(f"{what} must be {rank}-D, got shape {list(shape)}")
+        return shape
 
     def dtype(self, name: str) -> str:
-        return self.g.tensor(name).dtype
+        return self.g.tensor(self._known(name)).dtype
 
     def const(self, name: str) -> np.ndarray | None:
         return self.g.const(name) if name else None
@@ -195,8 +209,25 @@ def translate_ops(cx: Ctx, ops: Sequence[TflOperator]) -> None:
     """Translate ``ops`` in order with the table that fits each one's tensor types."""
     for op in ops:
         cx.op = op
+        for k in op.inputs:
+            if k >= 0 and cx.names[k] not in cx.g.tensors:
+                raise cx.fail(f"reads tensor {k} '{cx.names[k]}', which is no input, "
+                              "constant or earlier operator's output (corrupt or unsorted model)")
         fn = cx.lookup(cx, op)
-        fn(cx, op)
+        try:
+            fn(cx, op)
+        except EdgecError:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                OverflowError) as exc:
+            if os.environ.get("EDGEC_DEBUG"):
+                raise
+            detail = (str(exc).splitlines() or [""])[0][:200]
+            raise MalformedOperatorError(
+                f"{cx.where}: its inputs or options do not fit together ({type(exc).__name__}: "
+                f"{detail}); if the file is not corrupt, please report it (EDGEC_DEBUG=1 shows "
+                "the traceback)"
+            ) from exc
         for k in op.outputs:
             name = cx.names[k]
             if k >= 0 and name not in cx.g.tensors:

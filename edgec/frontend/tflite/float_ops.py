@@ -115,7 +115,7 @@ def _weights_nchw(cx: Ctx, w: str, perm: Sequence[int]) -> str:
 def conv_2d(cx: Ctx, op: TflOperator) -> None:
     x, (n, h, w_, c) = _nhwc_input(cx, "CONV_2D")
     wt = cx.x(1)
-    o, kh, kw, ci = cx.shape(wt)
+    o, kh, kw, ci = cx.shape_n(wt, 4, "the filter")
     if c % ci:
         raise cx.fail(f"input channels {c} are not a multiple of the filter's {ci}")
     sh, sw = int(cx.opts.get("strideH", 1)), int(cx.opts.get("strideW", 1))
@@ -135,7 +135,7 @@ def conv_2d(cx: Ctx, op: TflOperator) -> None:
 def depthwise_conv_2d(cx: Ctx, op: TflOperator) -> None:
     x, (n, h, w_, c) = _nhwc_input(cx, "DEPTHWISE_CONV_2D")
     wt = cx.x(1)
-    one, kh, kw, cm = cx.shape(wt)
+    one, kh, kw, cm = cx.shape_n(wt, 4, "the filter")
     if one != 1 or cm % c:
         raise cx.fail(f"depthwise filter shape {[one, kh, kw, cm]} does not fit {c} input "
                       f"channels")
@@ -173,7 +173,7 @@ def fully_connected(cx: Ctx, op: TflOperator) -> None:
     if int(cx.opts.get("weightsFormat", 0) or 0) != 0:
         raise cx.fail("shuffled FULLY_CONNECTED weights are not supported")
     x, w = cx.x(0), cx.x(1)
-    m, k = cx.shape(w)
+    m, k = cx.shape_n(w, 2, "the weights")
     xs = cx.shape(x)
     size = int(np.prod(xs, dtype=np.int64))
     if size % k:
@@ -336,6 +336,8 @@ def pack(cx: Ctx, op: TflOperator) -> None:
     axis = int(cx.opts.get("axis", 0) or 0)
     names = [cx.x(i) for i in range(cx.n_in)]
     vals = [cx.const(n) for n in names]
+    if len({cx.shape(n) for n in names}) != 1:
+        raise cx.fail(f"PACK inputs differ in shape: {[list(cx.shape(n)) for n in names]}")
     if all(v is not None for v in vals):
         cx.set_const(cx.y(0), np.stack(vals, axis=axis))  # type: ignore[arg-type]
         return
@@ -361,8 +363,12 @@ def split(cx: Ctx, op: TflOperator) -> None:
     axis = int(np.asarray(cx.need_const(0, "axis")).reshape(-1)[0])
     x = cx.x(1)
     shape = cx.shape(x)
+    if not shape:
+        raise cx.fail("cannot split a scalar")
     axis %= len(shape)
     num = int(cx.opts.get("numSplits", len(op.outputs)))
+    if num != len(op.outputs):
+        raise cx.fail(f"num_splits {num} but {len(op.outputs)} outputs")
     if shape[axis] % num:
         raise cx.fail(f"axis {axis} of size {shape[axis]} does not split into {num}")
     outs = [cx.y(i) for i in range(num)]
@@ -547,7 +553,7 @@ def transpose_conv(cx: Ctx, op: TflOperator) -> None:
     if len(xs) != 4:
         raise cx.fail(f"TRANSPOSE_CONV needs a 4-D NHWC input, got shape {list(xs)}")
     wt = cx.x(1)
-    o, kh, kw, ci = cx.shape(wt)
+    o, kh, kw, ci = cx.shape_n(wt, 4, "the filter")
     if ci != xs[3]:
         raise cx.fail(f"input channels {xs[3]} differ from the filter's {ci}")
     out_shape = [int(v) for v in np.asarray(cx.need_const(0, "output_shape")).reshape(-1)]

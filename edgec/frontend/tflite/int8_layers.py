@@ -51,7 +51,7 @@ def transpose_conv(cx: Ctx, op: TflOperator) -> None:
         raise cx.fail(f"TRANSPOSE_CONV needs a 4-D NHWC input, got shape {list(xs)}")
     n, h, w_, c = xs
     wt = _need_int8_weights(cx, 1, "the filter")
-    o, kh, kw, ci = cx.shape(wt)
+    o, kh, kw, ci = cx.shape_n(wt, 4, "the filter")
     if ci != c:
         raise cx.fail(f"input channels {c} differ from the filter's {ci}")
     out_shape = [int(v) for v in np.asarray(cx.need_const(0, "output_shape")).reshape(-1)]

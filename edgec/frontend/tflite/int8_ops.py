@@ -93,7 +93,7 @@ def fully_connected(cx: Ctx, op: TflOperator) -> None:
     if int(cx.opts.get("weightsFormat", 0) or 0) != 0:
         raise cx.fail("shuffled FULLY_CONNECTED weights are not supported")
     x, w = cx.x(0), _need_int8_weights(cx, 1, "the weights")
-    m, k = cx.shape(w)
+    m, k = cx.shape_n(w, 2, "the weights")
     xs = cx.shape(x)
     size = int(np.prod(xs, dtype=np.int64))
     if size % k:
@@ -124,9 +124,9 @@ def _geometry(cx: Ctx, h: int, w: int, kh: int, kw: int, dilated: bool) -> dict[
 def conv_2d(cx: Ctx, op: TflOperator) -> None:
     _check_activations(cx)
     x = cx.x(0)
-    n, h, w_, c = cx.shape(x)
+    n, h, w_, c = cx.shape_n(x, 4, "the NHWC input")
     wt = _need_int8_weights(cx, 1, "the filter")
-    o, kh, kw, ci = cx.shape(wt)
+    o, kh, kw, ci = cx.shape_n(wt, 4, "the filter")
     if c % ci:
         raise cx.fail(f"input channels {c} are not a multiple of the filter's {ci}")
     cx.add("QConv2D", [x, wt, cx.x(2)], out=cx.y(0), **_geometry(cx, h, w_, kh, kw, True),
@@ -136,9 +136,9 @@ def conv_2d(cx: Ctx, op: TflOperator) -> None:
 def depthwise_conv_2d(cx: Ctx, op: TflOperator) -> None:
     _check_activations(cx)
     x = cx.x(0)
-    n, h, w_, c = cx.shape(x)
+    n, h, w_, c = cx.shape_n(x, 4, "the NHWC input")
     wt = _need_int8_weights(cx, 1, "the filter")
-    one, kh, kw, cm = cx.shape(wt)
+    one, kh, kw, cm = cx.shape_n(wt, 4, "the filter")
     if one != 1 or cm % c:
         raise cx.fail(f"depthwise filter shape {[one, kh, kw, cm]} does not fit {c} input "
                       f"channels")
@@ -148,7 +148,7 @@ def depthwise_conv_2d(cx: Ctx, op: TflOperator) -> None:
 
 def _pool(kind: str) -> Translator:
     def pool(cx: Ctx, op: TflOperator) -> None:
-        n, h, w_, c = cx.shape(cx.x(0))
+        n, h, w_, c = cx.shape_n(cx.x(0), 4, "the NHWC input")
         kh, kw = int(cx.opts.get("filterHeight", 1)), int(cx.opts.get("filterWidth", 1))
         cx.add(kind, [cx.x(0)], out=cx.y(0), kernel=[kh, kw],
                **_geometry(cx, h, w_, kh, kw, False), **act_attrs(cx))

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgec.errors import EdgecError
 from edgec.frontend.tflite.context import Ctx, _unique_names, add_constants, translate_ops
 from edgec.frontend.tflite.reader import TflOperator, TflSubgraph
 from edgec.ir import Graph, Quant, Tensor
@@ -84,8 +85,9 @@ _INT_EVAL: dict[str, Callable[[Arrays, TflOperator, TflSubgraph], Arrays]] = {
 }
 
 
-def _evaluate(sg: TflSubgraph, known: dict[int, np.ndarray]) -> None:
-    """Evaluate every integer operator whose inputs are known (in place in ``known``)."""
+def _evaluate(sg: TflSubgraph, known: dict[int, np.ndarray], src: str) -> None:
+    """Evaluate every integer operator whose inputs are known (in place in ``known``); an
+    operator numpy cannot evaluate (wrong arity, shapes that do not fit) is a one-line error."""
     for op in sg.operators:
         fn = _INT_EVAL.get(op.op)
         if fn is None or any(sg.tensors[k].type not in _INT_TYPES for k in op.outputs):
@@ -99,7 +101,14 @@ def _evaluate(sg: TflSubgraph, known: dict[int, np.ndarray]) -> None:
                 break
             ins.append(np.asarray(v))
         else:
-            for k, v in zip(op.outputs, fn(ins, op, sg), strict=False):
+            try:
+                outs = fn(ins, op, sg)
+            except (IndexError, ValueError, TypeError, ArithmeticError) as exc:
+                raise EdgecError(
+                    f"{src}: subgraph {sg.index} operator {op.index} ({op.op}): its integer "
+                    f"inputs do not evaluate at compile time ({type(exc).__name__}: {exc})"
+                ) from None
+            for k, v in zip(op.outputs, outs, strict=False):
                 known[k] = np.asarray(v)
 
 
@@ -124,7 +133,7 @@ class _Loop:
         vals = dict(self.counters)
         while True:
             known = {self.cond.inputs[i]: v for i, v in vals.items()}
-            _evaluate(self.cond, known)
+            _evaluate(self.cond, known, self.cx.model.source)
             c = known.get(self.cond.outputs[0])
             if c is None:
                 raise self.cx.fail(
@@ -136,7 +145,7 @@ class _Loop:
             if self.trips >= MAX_TRIPS:
                 raise self.cx.fail(f"the loop runs more than {MAX_TRIPS} iterations")
             known = {self.body.inputs[i]: v for i, v in vals.items()}
-            _evaluate(self.body, known)
+            _evaluate(self.body, known, self.cx.model.source)
             self.history.append(known)
             nxt = {}
             for i in vals:

@@ -181,6 +181,24 @@ def read_tflite(model: str | os.PathLike[str] | bytes, source: str | None = None
         ) from None
 
 
+def _check_quant(q: TflQuant, shape: tuple[int, ...], where: str) -> None:
+    """A tensor's quantization must be one scale and zero point, or one per channel of its axis."""
+    n = q.scale.size
+    if q.zero_point.size != n:
+        raise EdgecError(f"{where}: quantization has {n} scale(s) but {q.zero_point.size} "
+                         "zero point(s); they must be of equal length (corrupt file?)")
+    bad = q.scale[~(np.isfinite(q.scale) & (q.scale >= 0))]
+    if bad.size:
+        raise EdgecError(f"{where}: quantization scale {float(bad[0])} is not a finite "
+                         "non-negative number (corrupt file?)")
+    if n > 1 and not 0 <= q.axis < len(shape):
+        raise EdgecError(f"{where}: per-channel quantization along axis {q.axis} of a "
+                         f"{len(shape)}-D tensor (corrupt file?)")
+    if n > 1 and shape[q.axis] != n:
+        raise EdgecError(f"{where}: {n} per-channel scales along axis {q.axis}, which has "
+                         f"{shape[q.axis]} channels (corrupt file?)")
+
+
 def _read(s: ModuleType, buf: bytes, src: str) -> TflModel:
     m = s.ModelT.InitFromPackedBuf(buf, 0)
     op_names = _enum_names(s.BuiltinOperator)
@@ -229,6 +247,8 @@ def _read(s: ModuleType, buf: bytes, src: str) -> TflModel:
                     np.asarray(zp, np.int64).reshape(-1),
                     int(q.quantizedDimension or 0),
                 )
+                _check_quant(quant, shape, f"{src}: subgraph {si} tensor {ti} "
+                                           f"'{_decode(t.name)}'")
             tensors.append(TflTensor(ti, _decode(t.name), tname, shape, sig, data, quant,
                                      bool(t.isVariable), t.sparsity is not None))
         ops = []
@@ -238,14 +258,18 @@ def _read(s: ModuleType, buf: bytes, src: str) -> TflModel:
                                  f"{op.opcodeIndex} out of range")
             name, custom, version = codes[op.opcodeIndex]
             ins, outs = _ints(op.inputs), _ints(op.outputs)
-            for k in ins + outs:
-                if k >= len(tensors) or k < -1:
+            for k in ins + [-2 if k == -1 else k for k in outs]:  # -1: an absent input
+                if not -1 <= k < len(tensors):
                     raise EdgecError(f"{src}: subgraph {si} operator {oi} ({name}): tensor "
                                      f"index {k} out of range")
             ops.append(TflOperator(oi, name, custom, version, ins, outs,
                                    _options(op.builtinOptions), _ints(op.intermediates)))
-        subgraphs.append(TflSubgraph(si, _decode(sg.name), tensors, _ints(sg.inputs),
-                                     _ints(sg.outputs), ops))
+        sg_ins, sg_outs = _ints(sg.inputs), _ints(sg.outputs)
+        for k in sg_ins + sg_outs:
+            if not 0 <= k < len(tensors):
+                raise EdgecError(f"{src}: subgraph {si}: input/output tensor index {k} out of "
+                                 "range")
+        subgraphs.append(TflSubgraph(si, _decode(sg.name), tensors, sg_ins, sg_outs, ops))
     if not subgraphs:
         raise EdgecError(f"{src}: the TFLite model holds no subgraph")
     model = TflModel(src, int(m.version or 0), _decode(m.description), subgraphs)
