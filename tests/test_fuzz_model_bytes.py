@@ -1,4 +1,4 @@
-"""Damaged .tflite files: one-line errors, never a crash (bench/fuzz_tflite_bytes.py), and the
+"""Damaged .tflite files: one-line errors, never a crash (bench.fuzz_model_bytes.py), and the
 structural checks the reader and the translation make, each on a file patched to break it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edgec
-from bench.fuzz_tflite_bytes import classify, run
+from bench.fuzz_model_bytes import classify, run
 from edgec.errors import EdgecError
 from edgec.frontend.tflite.reader import schema
 from tests.test_tflite import _fc_model, q_layer, rnn_while_model
@@ -152,9 +152,9 @@ def test_the_fuzzer_reports_a_crash() -> None:
     """classify() tells an internal error from a refusal (what the sweep above relies on)."""
     kind, detail = classify(b"\x00" * 4 + b"TFL3" + b"\x00" * 8)
     assert kind == "refused", detail
-    import bench.fuzz_tflite_bytes as fz
+    import bench.fuzz_model_bytes as fz
 
-    def boom(data: bytes, name: str) -> None:
+    def boom(path: object, name: str) -> None:
         raise KeyError("x")
 
     real = fz.edgec.compile

@@ -1,14 +1,15 @@
-"""Byte-level mutation fuzzing of the TFLite front-end: corrupt files must never crash edgec.
+"""Byte-level mutation fuzzing of the file front-ends: corrupt files must never crash edgec.
 
-``python -m bench.fuzz_tflite_bytes MODEL.tflite [MODEL.tflite ...] --mutations 1000 --seed S
-[--failures DIR]`` takes valid ``.tflite`` files, damages copies of them (random bytes, one
-overwritten 32-bit word - zero, all ones, 1, 2^31 or random -, or a truncation) and compiles
-each copy with :func:`edgec.compile`. Every copy must either compile (the damage hit weight
-bytes or metadata) or be refused with a one-line :class:`~edgec.errors.EdgecError`. Anything
-else is a bug, counted by kind: ``internal`` (another exception: the CLI would print
-"internal error"), ``multiline`` (an error message over several lines), ``runtime_warning``
-(numpy computed with NaN/inf/overflow: a damaged value went through unchecked) and
-``timeout``. The exit status is 1 when there is one.
+``python -m bench.fuzz_model_bytes MODEL.tflite|MODEL.onnx [...] --mutations 1000 --seed S
+[--failures DIR]`` takes valid ``.tflite`` or ``.onnx`` files, damages copies of them (random
+bytes, one overwritten 32-bit word - zero, all ones, 1, 2^31 or random -, or a truncation) and
+compiles each copy from a file with :func:`edgec.compile`, as ``edgec compile`` does. Every
+copy must either compile (the damage hit weight bytes or metadata) or be refused with a
+one-line :class:`~edgec.errors.EdgecError`. Anything else is a bug, counted by kind:
+``internal`` (another exception: the CLI would print "internal error"), ``multiline`` (an
+error message over several lines), ``runtime_warning`` (numpy computed with NaN/inf/overflow:
+a damaged value went through unchecked) and ``timeout``. The exit status is 1 when there is
+one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import random
 import signal
 import sys
+import tempfile
 import traceback
 import warnings
 from collections import Counter
@@ -62,14 +64,17 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
     raise _Timeout
 
 
-def classify(data: bytes, timeout_s: int = 60) -> tuple[str, str]:
-    """('ok' | 'refused' | a bug kind, detail) for compiling ``data``."""
+def classify(data: bytes, suffix: str = ".tflite", timeout_s: int = 60) -> tuple[str, str]:
+    """('ok' | 'refused' | a bug kind, detail) for compiling ``data`` as a ``suffix`` file."""
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout_s)
+    tmp = tempfile.TemporaryDirectory(prefix="edgec_fuzz_bytes_")
+    path = Path(tmp.name) / f"m{suffix}"
+    path.write_bytes(data)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            edgec.compile(data, name="m")
+            edgec.compile(path, name="m")
         numeric = [w for w in caught if issubclass(w.category, RuntimeWarning)]
         if numeric:
             return "runtime_warning", str(numeric[0].message)
@@ -86,6 +91,7 @@ def classify(data: bytes, timeout_s: int = 60) -> tuple[str, str]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+        tmp.cleanup()
 
 
 @dataclass
@@ -101,26 +107,28 @@ class Report:
 
 def run(models: Mapping[str, bytes], mutations: int, seed: int,
         failures: Path | None = None, timeout_s: int = 60) -> Report:
-    """Compile ``mutations`` damaged copies of ``models`` (drawn in turn with ``seed``)."""
+    """Compile ``mutations`` damaged copies of ``models`` (name → file contents; the name's
+    suffix says the format, .tflite without one), drawn with ``seed``."""
     rng = random.Random(seed)
     names = sorted(models)
     rep = Report()
     for i in range(mutations):
         name = rng.choice(names)
         data, damage = mutate(models[name], rng)
-        kind, detail = classify(data, timeout_s)
+        kind, detail = classify(data, Path(name).suffix or ".tflite", timeout_s)
         rep.counts[kind] += 1
         if kind in BUGS:
             rep.bugs.append((i, name, damage, kind, detail))
             if failures is not None:
                 failures.mkdir(parents=True, exist_ok=True)
-                (failures / f"{seed}_{i}_{Path(name).stem}.tflite").write_bytes(data)
+                suffix = Path(name).suffix or ".tflite"
+                (failures / f"{seed}_{i}_{Path(name).stem}{suffix}").write_bytes(data)
     return rep
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", type=Path, help="valid .tflite files to damage")
+    ap.add_argument("models", nargs="+", type=Path, help="valid .tflite/.onnx files to damage")
     ap.add_argument("--mutations", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=60, help="seconds per compile")
