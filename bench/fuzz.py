@@ -627,17 +627,25 @@ def _worker(conn: Any, execute: str) -> None:
 
 @dataclass
 class Runner:
-    """A worker process that runs mutants one at a time, restarted after a crash or hang."""
+    """A worker process that runs mutants one at a time, restarted after a crash or hang.
+
+    ``worker(conn, execute)`` (a module-level function) answers each ``(data, feed_seed)`` with
+    ``("phase", name)`` messages and a final ``("done", (outcome, detail))``; a crash or hang
+    before its ``"edgec"`` phase is the reference's (``<ref>_crash``/``<ref>_hang``).
+    """
 
     execute: str
     timeout: float
+    worker: Callable[[Any, str], None] = _worker
+    ref: str = "ort"
     proc: Any = None
     conn: Any = None
     ctx: Any = field(default_factory=lambda: mp.get_context("spawn"))
 
     def _start(self) -> None:
         parent, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_worker, args=(child, self.execute), daemon=True)
+        self.proc = self.ctx.Process(target=self.worker, args=(child, self.execute),
+                                     daemon=True)
         self.proc.start()
         self.conn = parent
 
@@ -651,12 +659,12 @@ class Runner:
             left = deadline - time.monotonic()
             if left <= 0 or not self.conn.poll(left):
                 self.stop(kill=True)
-                return ("hang", phase) if phase == "edgec" else ("ort_hang", phase)
+                return ("hang", phase) if phase == "edgec" else (f"{self.ref}_hang", phase)
             try:
                 kind, val = self.conn.recv()
             except EOFError:
                 self.stop(kill=True)
-                return ("crash", phase) if phase == "edgec" else ("ort_crash", phase)
+                return ("crash", phase) if phase == "edgec" else (f"{self.ref}_crash", phase)
             if kind == "phase":
                 phase = val
                 continue
