@@ -285,6 +285,7 @@ def draw_model(seed: int) -> tuple[Any, list[str], float]:
     import tensorflow as tf
 
     r = random.Random(seed)
+    tf.keras.backend.clear_session()  # layer names (in the .tflite) restart: same seed, same bytes
     tf.keras.utils.set_random_seed(seed % (2**31))
     family = r.choice(["image", "image", "sequence", "vector"])
     if family == "image":
