@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-#: float outputs (a float-port model's final DEQUANTIZE) vs the interpreter: edgec's Dequantize
-#: is TFLite's float32 ``s * (q - zp)``, so these are met with 0 difference in practice
+#: float outputs (a float-port model's final DEQUANTIZE) vs the interpreter (edgec's Dequantize
+#: is TFLite's float32 ``s * (q - zp)``; the tolerance is edgec verify's for float outputs)
 RTOL, ATOL = 1e-4, 1e-5
 VARIANTS = ("int8-io", "float-io")
 OUTCOMES = ("ok", "mismatch", "refused", "converter_error", "interpreter_error", "internal")
