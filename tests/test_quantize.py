@@ -236,3 +236,35 @@ def test_keras_model_quantizes_and_tflite_matches() -> None:
     for s in cal[:6]:
         np.testing.assert_array_equal(run_interpreter(data, [s])[0], m.run(s))
     assert np.abs(m.run(cal[0]) - ref).max() < 0.1 * np.abs(ref).max() + 0.02
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_cancelling_add_sub_gets_an_output_scale_tflite_accepts(op: str, relu: bool) -> None:
+    """h + (-h) or h - h: the calibrated output range is 0, whose scale (1e-8 / 255) made
+    TFLite's output rescale 2·max(s1, s2) / (2^20·s_out) ≈ 376, which its ADD aborts on and
+    its SUB computes wrongly (and edgec's TFLite front-end refuses). The quantizer floors the
+    output scale at a rescale of 1/2: the written .tflite runs in the interpreter to the C's
+    bytes and compiles back."""
+    from edgec.ops.int8.arith import add_rescales
+
+    w = np.full((4, 4), 0.25, np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("MatMul", ["x", "w2"], ["h2"]),
+             helper.make_node(op, ["h", "h2"], ["s" if relu else "y"])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["y"]))
+    model = make_model(nodes, {"x": (1, 4)}, {"y": (1, 4)},
+                       {"w": w, "w2": w if op == "Sub" else -w})
+    cal = np.random.default_rng(0).standard_normal((16, 1, 4)).astype(np.float32)
+    q = quantize_graph(load_graph(model), {"x": cal})
+    node = next(n for n in q.lowered.nodes if n.op == f"Q{op}")
+    (s1, _), (s2, _), (so, _) = (q.lowered.quant(t).scalar() for t in [*node.inputs[:2],
+                                                                     *node.outputs])
+    assert add_rescales(s1, s2, so)[2] == pytest.approx(0.5, rel=1e-6)
+    data = to_tflite(q.lowered)
+    m, back = compile_graph(q.qdq), edgec.compile(data)
+    for x in [cal[0], cal[1], 3 * cal[2]]:
+        c = m.run(x)
+        np.testing.assert_array_equal(run_interpreter(data, [x])[0].reshape(c.shape), c)
+        np.testing.assert_array_equal(back.run(x).reshape(c.shape), c)

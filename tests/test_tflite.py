@@ -989,3 +989,59 @@ def test_cli_verify_int8_model_bit_exact(tmp_path: Path) -> None:
     np.savez(tmp_path / "floats.npz", x=codes.astype(np.float32) * 0.04)
     proc = _cli("verify", str(path), "--inputs", str(tmp_path / "floats.npz"))
     assert proc.returncode == 2 and "int8 port" in proc.stderr and "codes" in proc.stderr
+
+
+def _add_sub_at(op: str, ratio: float) -> tuple[bytes, float]:
+    """An int8 ADD/SUB whose output rescale ``2·max(s1, s2) / (2^20·s_out)`` is about ``ratio``
+    (input scales 1 and 1/3), and the rescale as TFLite's Prepare computes it."""
+    from edgec.ops.int8.arith import add_rescales
+
+    s_out = float(np.float32(2.0 / ((1 << 20) * ratio)))
+
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        x0 = b.input("a", (1, 8), "int8", quant=(1.0, 3))
+        x1 = b.input("b", (1, 8), "int8", quant=(1.0 / 3.0, -3))
+        y = b.tensor("y", (1, 8), "int8", quant=(s_out, -2))
+        b.op(op, [x0, x1], [y], f"{op.capitalize()}Options")
+        return [x0, x1], [y]
+
+    return _q_graph(build), add_rescales(1.0, float(np.float32(1 / 3)), s_out)[2]
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB"])
+def test_int8_add_sub_just_below_the_rescale_bound_is_bit_exact(op: str) -> None:
+    """An output rescale of 0.999 (the output's step is 2^-19 of the inputs': every sum but the
+    ones that cancel saturates) compiles and equals the interpreter; ordinary scales are
+    test_int8_elementwise_broadcast."""
+    data, ratio = _add_sub_at(op, 0.999)
+    assert 0.99 < ratio < 1.0
+    # a - 3(b + 3) ... codes whose reals cancel: b = 3 (a - 3) - 3 for ADD's -b, SUB's +b
+    a = np.arange(-3, 5, dtype=np.int8).reshape(1, 8)
+    cancel = (np.int16(-3) * (a.astype(np.int16) - 3) - 3 if op == "ADD"
+              else np.int16(3) * (a.astype(np.int16) - 3) - 3).astype(np.int8)
+    check_int8(data, [lambda k: a if k < 2 else _codes(1, 8, seed=k),
+                      lambda k: cancel if k == 0 else _codes(1, 8, seed=k + 50)])
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB"])
+@pytest.mark.parametrize("target", [1.0, 1.001, 50.0])
+def test_int8_add_sub_with_a_rescale_of_one_or_more_is_refused(op: str, target: float,
+                                                               tmp_path: Path) -> None:
+    """TFLite requires the output rescale below 1 (QuantizeMultiplierSmallerThanOneExp): its
+    ADD aborts the interpreter in Prepare, its SUB returns wrong codes (x - x converted by
+    TFLiteConverter gives code 1 for every 0). One line naming the file, the operator and the
+    op; CLI exit 2."""
+    data, ratio = _add_sub_at(op, target)
+    assert ratio >= 1.0
+    path = tmp_path / "tiny_out.tflite"
+    path.write_bytes(data)
+    with pytest.raises(EdgecError) as exc:
+        edgec.compile(str(path))
+    msg = _one_line(exc)
+    assert f"tiny_out.tflite: subgraph 0 operator 0 ({op}): the output rescale" in msg
+    assert f"int8 {op} is supported where it is below 1" in msg
+    if target == 50.0:
+        proc = _cli("compile", str(path), "-o", str(tmp_path / "gen"))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgec: error: ") and op in lines[0]

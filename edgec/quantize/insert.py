@@ -29,13 +29,13 @@ _WEIGHTED = ("Conv", "Gemm", "MatMul")
 _CONST_OPERANDS = ("Add", "Sub", "Mul", "Concat")
 
 
-def activation_params(lo: float, hi: float) -> tuple[float, int]:
+def activation_params(lo: float, hi: float, min_scale: float = 0.0) -> tuple[float, int]:
     """(scale, zero point) of an asymmetric int8 tensor whose reals span [lo, hi] (0 kept
-    exactly representable)."""
+    exactly representable), the scale at least ``min_scale``."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo < 1e-8:
         hi = lo + 1e-8
-    scale = float(np.float32((hi - lo) / 255.0))
+    scale = float(np.float32(max((hi - lo) / 255.0, min_scale)))
     zp = int(np.clip(np.rint(-128.0 - lo / scale), -128, 127))
     return scale, zp
 
@@ -160,7 +160,8 @@ class _Inserter:
                 return _FIXED[p.op]
             if p is not None and p.op in MOVES and p.inputs[0] in self.params:
                 return self.params[p.inputs[0]]
-            return activation_params(self.ranges.lo[name], self.ranges.hi[name])
+            return activation_params(self.ranges.lo[name], self.ranges.hi[name],
+                                     self.add_sub_min_scale(p, prod))
 
         for name in g.inputs:
             if name in chosen:
@@ -171,6 +172,25 @@ class _Inserter:
             for o in n.outputs:
                 if o in chosen:
                     self.params[o] = one(o)
+
+    def add_sub_min_scale(self, p: Node | None, prod: dict[str, Node]) -> float:
+        """The smallest output scale of an int8 Add/Sub (``p``, or the Relu/Clip it fuses):
+        TFLite's output rescale ``2·max(s1, s2) / (2^20·s_out)`` must be below 1 (its ADD
+        aborts, its SUB gives wrong codes, edgec's TFLite front-end refuses it), as a range
+        that cancels (``x - x``) would give. The floor makes it 1/2: steps finer than
+        ``2·max(s1, s2) / 2^20`` carry nothing, the inputs are rescaled to that grid first."""
+        if p is not None and p.op in ("Relu", "Clip") and p.inputs[0] not in self.params:
+            p = prod.get(p.inputs[0])
+        if p is None or p.op not in ("Add", "Sub"):
+            return 0.0
+        scales = []
+        for i in p.inputs[:2]:
+            v = self.g.const(i)
+            if i in self.params:
+                scales.append(self.params[i][0])
+            elif v is not None and v.dtype == np.float32 and v.size:
+                scales.append(activation_params(float(v.min()), float(v.max()))[0])
+        return 2.0 * max(scales) / (1 << 19) if scales else 0.0
 
     def scan(self, n: Node) -> None:
         """Quantize loop ``n``'s body. The Scan carries int8 codes: a scan input keeps the

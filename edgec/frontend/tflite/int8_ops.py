@@ -21,7 +21,8 @@ from edgec.frontend.tflite.context import Ctx, Translator
 from edgec.frontend.tflite.reader import TflOperator
 from edgec.ir import Quant
 from edgec.ops.int8 import lut
-from edgec.ops.int8.fixedpoint import activation_range
+from edgec.ops.int8.arith import add_rescales
+from edgec.ops.int8.fixedpoint import activation_range, quantize_multiplier
 
 _ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 
@@ -163,6 +164,29 @@ def _binary(kind: str) -> Translator:
     return binary
 
 
+def _add_sub(kind: str) -> Translator:
+    """ADD / SUB, refused where TFLite's output rescale ``2·max(s1, s2) / (2^20·s_out)`` is not
+    below 1 (an output scale tiny next to the inputs', as the converter gives ``x - x``): TFLite's
+    Prepare requires it (``QuantizeMultiplierSmallerThanOneExp``); the interpreter's ADD aborts
+    the process on such a model and its SUB returns wrong codes, so no result exists to match."""
+    binary = _binary(kind)
+
+    def add_sub(cx: Ctx, op: TflOperator) -> None:
+        (s1, _), (s2, _), (so, _) = (_quant(cx, cx.x(0), "input 0").scalar(),
+                                     _quant(cx, cx.x(1), "input 1").scalar(),
+                                     _quant(cx, cx.y(0), "output").scalar())
+        ratio = add_rescales(s1, s2, so)[2]
+        if ratio >= 1.0 or quantize_multiplier(ratio)[1] > 0:
+            raise cx.fail(f"the output rescale 2*max(s1, s2) / (2^20*s_out) = {ratio:.6g} is not "
+                          f"below 1 (input scales {s1:.6g}, {s2:.6g}, output scale {so:.6g}: "
+                          f"the output scale is too small); int8 {op.op} is supported where it "
+                          f"is below 1, as TFLite requires (its ADD aborts on such a model, its "
+                          f"SUB gives wrong codes)")
+        binary(cx, op)
+
+    return add_sub
+
+
 def concatenation(cx: Ctx, op: TflOperator) -> None:
     if f.fused_code(cx):
         raise cx.fail("a fused activation on int8 CONCATENATION is not supported")
@@ -193,7 +217,7 @@ def _lut(fn: LutFn) -> Translator:
 
 #: every int8 builtin edgec translates
 INT8_OPS: dict[str, Translator] = {
-    "ADD": _binary("QAdd"),
+    "ADD": _add_sub("QAdd"),
     "AVERAGE_POOL_2D": _pool("QAveragePool2D"),
     "BATCH_MATMUL": batch_matmul,
     "CONCATENATION": concatenation,
@@ -225,7 +249,7 @@ INT8_OPS: dict[str, Translator] = {
     "SPLIT_V": f.split_v,
     "SQUEEZE": f.squeeze,
     "STRIDED_SLICE": f.strided_slice,
-    "SUB": _binary("QSub"),
+    "SUB": _add_sub("QSub"),
     "TANH": _lut(lambda qi, qo, o: lut.tanh_lut(qi, qo)),
     "TRANSPOSE": f.transpose_op,
     "UNPACK": f.unpack,

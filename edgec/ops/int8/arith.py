@@ -61,6 +61,16 @@ def _clamp(ctx: EmitContext, v: str, lo: int, hi: int) -> str:
     return out
 
 
+def add_rescales(s1: float, s2: float, so: float) -> tuple[float, float, float]:
+    """The three real multipliers of int8 ADD/SUB as TFLite's Prepare computes them (add.cc:
+    ``twice_max`` in float32, the ratios in double): input 1's, input 2's (each <= 1/2) and the
+    output's ``twice_max / (2^20 * s_out)``, which TFLite requires below 1
+    (``QuantizeMultiplierSmallerThanOneExp``)."""
+    twice_max = float(np.float32(2.0) * np.float32(max(np.float32(s1), np.float32(s2))))
+    return (float(s1) / twice_max, float(s2) / twice_max,
+            twice_max / f32((1 << LEFT_SHIFT) * np.float32(so)))
+
+
 def _scales(node: Node, g: Graph) -> tuple[tuple[float, int], tuple[float, int], tuple[float, int]]:
     return (per_tensor(node, g, node.inputs[0], "input 0"),
             per_tensor(node, g, node.inputs[1], "input 1"),
@@ -93,10 +103,10 @@ class _QAddSub(_QBinary):
     def params(self, node: Node, g: Graph) -> dict[str, int]:
         (s1, z1), (s2, z2), (so, zo) = _scales(node, g)
         r = rounding_of(g)
-        twice_max = float(np.float32(2.0) * np.float32(max(np.float32(s1), np.float32(s2))))
-        m1, h1 = quantize_multiplier(float(s1) / twice_max, r)
-        m2, h2 = quantize_multiplier(float(s2) / twice_max, r)
-        mo, ho = quantize_multiplier(twice_max / f32((1 << LEFT_SHIFT) * np.float32(so)), r)
+        r1, r2, ro = add_rescales(s1, s2, so)
+        m1, h1 = quantize_multiplier(r1, r)
+        m2, h2 = quantize_multiplier(r2, r)
+        mo, ho = quantize_multiplier(ro, r)
         return {"z1": z1, "z2": z2, "zo": zo, "m1": m1, "h1": h1, "m2": m2, "h2": h2,
                 "mo": mo, "ho": ho}
 
