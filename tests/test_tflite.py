@@ -863,6 +863,22 @@ def test_int8_concat_mean_softmax_reshape_pad_transpose_slice() -> None:
                                  lambda k: _codes(1, 4, 4, 2, seed=k + 9)])
 
 
+@pytest.mark.parametrize("q_out", [(0.05, 9), (0.07, -128)], ids=["zp", "scale-and-zp"])
+def test_int8_pad_fills_with_the_output_zero_point(q_out: tuple) -> None:
+    """TFLite's int8 PAD copies the codes and fills with the *output's* zero point; an output
+    quantized unlike the input reinterprets the codes (found by bench/fuzz_tflite.py)."""
+    def build(b: TflBuilder) -> tuple[list[int], list[int]]:
+        x = b.input("x", (1, 3, 3, 2), "int8", quant=(0.05, -4))
+        y = b.tensor("y", (1, 5, 4, 2), "int8", quant=q_out)
+        b.op("PAD", [x, b.const("pads", np.array([[0, 0], [1, 1], [0, 1], [0, 0]],
+                                                  np.int32))], [y])
+        z = b.tensor("z", (1, 5, 4, 2), "int8", quant=(0.03, 2))
+        b.op("ADD", [y, y], [z], "AddOptions")  # reads y with its own quantization
+        return [x], [z, y]
+
+    check_int8(_q_graph(build), [lambda k: _codes(1, 3, 3, 2, seed=k)])
+
+
 LUT_CASES = [  # op, options, fields, output quantization
     ("LOGISTIC", None, {}, (1 / 256, -128)),
     ("TANH", None, {}, (1 / 128, 0)),

@@ -618,8 +618,10 @@ def _source_index(mode: str, i: int, dim: int) -> int:
 
 
 def pad_constant(node: Node, g: Graph, value: float) -> float | int:
-    """The value constant-mode Pad writes: ``value``; for an int8 input the int8 code (its zero
-    point, the real 0, when no constant is given)."""
+    """The value constant-mode Pad writes: ``value``; for an int8 input the int8 code: the given
+    constant, else the output's zero point (the real 0 of the output; Pad moves codes
+    unchanged, so an output quantized unlike its input reinterprets them, as TFLite's PAD does,
+    which fills with the output's zero point), else the input's."""
     if g.tensor(node.inputs[0]).dtype != "int8":
         return value
     given = (const_input(node, g, 2, "constant_value") if g.opset >= 11
@@ -629,7 +631,7 @@ def pad_constant(node: Node, g: Graph, value: float) -> float | int:
         if not -128 <= code <= 127:
             raise unsupported(node, f"int8 Pad constant {code} is outside [-128, 127]")
         return code
-    q = g.quant(node.inputs[0])
+    q = g.quant(node.outputs[0]) or g.quant(node.inputs[0])
     return int(q.zero_point[0]) if q is not None and q.size == 1 else 0
 
 
