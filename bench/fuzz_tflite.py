@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +112,11 @@ def _convert(model: Any, kind: str) -> bytes:
         return bytes(conv.convert())
 
 
-def seed_models(cache: Path = CACHE) -> dict[str, bytes]:
-    """Every Keras seed as float, int8 (int8 ports) and int8_fio (float ports) .tflite."""
+def seed_models(cache: Path = CACHE, names: Sequence[str] = SEED_NAMES) -> dict[str, bytes]:
+    """The Keras seeds ``names`` as float, int8 (int8 ports) and int8_fio (float ports)."""
     out: dict[str, bytes] = {}
     factories = None
-    for name in SEED_NAMES:
+    for name in names:
         for kind in ("float", "int8", "int8_fio"):
             path = cache / f"{name}_{kind}.tflite"
             if not path.exists():
@@ -159,7 +159,8 @@ def _mut_activation_quant(m: Any, r: random.Random) -> str | None:
         f = 2.0 ** r.uniform(-8, 8)
         q.scale = (np.asarray(q.scale, np.float32) * np.float32(f)).astype(np.float32)
         return f"scale of '{t.name.decode()}' x{f:.4g}"
-    zp = r.choice((-128, 127, 0, r.randint(-128, 127)))
+    old = int(np.asarray(q.zeroPoint).reshape(-1)[0]) if q.zeroPoint is not None else 0
+    zp = r.choice([v for v in (-128, 127, 0, r.randint(-128, 127)) if v != old] or [old ^ 1])
     q.zeroPoint = np.full(len(q.scale), zp, np.int64)
     return f"zero point of '{t.name.decode()}' = {zp}"
 
@@ -214,6 +215,9 @@ def _mut_option(m: Any, r: random.Random) -> str | None:
     if choices is None:
         choices = (True, False) if isinstance(old, bool) else (
             (old * 0.5, old * 2.0, 0.0) if isinstance(old, float) else (0, 1, 2, 3))
+    choices = [c for c in choices if c != old]
+    if not choices:
+        return None
     new = r.choice(choices)
     setattr(op.builtinOptions, k, new)
     code = m.operatorCodes[op.opcodeIndex]
@@ -239,7 +243,10 @@ def _mut_values(m: Any, r: random.Random) -> str | None:
                 for _ in idx]
     else:
         vals = [r.choice((0.0, 1e3, -1e3, r.gauss(0, 3))) for _ in idx]
+    before = arr.copy()
     arr[idx] = np.asarray(vals, arr.dtype)
+    if np.array_equal(arr, before, equal_nan=True):
+        return None
     buf.data = np.frombuffer(arr.tobytes(), np.uint8)
     return f"{n} value(s) of '{t.name.decode()}'"
 
@@ -252,7 +259,7 @@ def _mut_shape(m: Any, r: random.Random) -> str | None:
     t = r.choice(cands)
     shape = np.array(t.shape, np.int32)
     k = r.randrange(shape.size)
-    shape[k] = max(1, int(shape[k]) + r.choice((-1, 1, 2)))
+    shape[k] = int(shape[k]) + r.choice((-1, 1, 2) if shape[k] > 1 else (1, 2))
     t.shape = shape
     t.shapeSignature = None
     return f"declared shape of '{t.name.decode()}' -> {shape.tolist()}"
@@ -412,11 +419,16 @@ def _worker(conn: Any, execute: str) -> None:
         conn.send(("done", classify(ref, ec)))
 
 
+#: outcomes that are not bugs but say where edgec and the interpreter part (``--verbose``)
+NOTABLE = ("refused_valid", "compiled_interp_rejects", "tflite_crash", "tflite_hang")
+
+
 @dataclass
 class FuzzResult:
     counts: Counter[str]
     bad: list[tuple[Mutant, str, str]]
     seconds: float
+    notable: list[tuple[Mutant, str, str]] = field(default_factory=list)
 
     @property
     def bad_count(self) -> int:
@@ -435,11 +447,14 @@ def fuzz(count: int, seed: int = 0, execute: str = "numpy", timeout: float = 120
     runner = Runner(execute, timeout, worker=_worker, ref="tflite")
     counts: Counter[str] = Counter()
     bad: list[tuple[Mutant, str, str]] = []
+    notable: list[tuple[Mutant, str, str]] = []
     t0 = time.monotonic()
     try:
         for mt in mutants(seeds, count, seed):
             outcome, detail = runner.run(mt.data, seed * 1_000_003 + mt.index)
             counts[outcome] += 1
+            if outcome in NOTABLE:
+                notable.append((mt, outcome, detail))
             if outcome in BAD:
                 bad.append((mt, outcome, detail))
                 if failures is not None:
@@ -452,7 +467,7 @@ def fuzz(count: int, seed: int = 0, execute: str = "numpy", timeout: float = 120
                 progress(mt.index + 1, counts)
     finally:
         runner.stop()
-    return FuzzResult(counts, bad, time.monotonic() - t0)
+    return FuzzResult(counts, bad, time.monotonic() - t0, notable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant")
     ap.add_argument("--failures", type=Path, help="directory to keep the bad mutants in")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where the seed models are kept")
+    ap.add_argument("--verbose", action="store_true",
+                    help="also list the mutants edgec refused that the interpreter runs (and "
+                         "the reverse) with the reason")
     args = ap.parse_args(argv)
     seeds = seed_models(args.cache)
 
@@ -474,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = fuzz(args.count, args.seed, args.execute, args.timeout, seeds, args.failures,
                progress)
     print(json.dumps(res.summary(), indent=2))
-    for mt, outcome, detail in res.bad[:50]:
+    for mt, outcome, detail in res.bad[:50] + (res.notable if args.verbose else []):
         print(f"#{mt.index} {mt.seed_model} [{mt.kind}: {mt.what}] {outcome}: {detail}")
     return 1 if res.bad_count else 0
 
