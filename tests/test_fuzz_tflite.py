@@ -79,3 +79,10 @@ def test_classification() -> None:
     rejects = {"status": "rejects", "why": "Prepare failed"}
     assert classify(rejects, {"status": "refused", "why": ""})[0] == "refused"
     assert classify(rejects, {"status": "compiled"})[0] == "compiled_interp_rejects"
+
+
+def test_the_seed_list_names_every_keras_seed() -> None:
+    from bench.fuzz_tflite import SEED_KINDS, SEED_NAMES, _keras_models
+
+    assert sorted(_keras_models()) == sorted(SEED_NAMES)
+    assert set(SEED_KINDS) <= set(SEED_NAMES)
