@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from edgec.mcu.targets import list_targets
+
 #: float outputs (a float-port model's final DEQUANTIZE) vs the interpreter (edgec's Dequantize
 #: is TFLite's float32 ``s * (q - zp)``; the tolerance is edgec verify's for float outputs)
 RTOL, ATOL = 1e-4, 1e-5
@@ -557,11 +559,11 @@ def fuzz(models: int, seed: int = 0, first: int = 0, board: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--first", type=int, default=0, help="index of the first model")
-    ap.add_argument("--board", choices=["cortex-m4f", "cortex-m3"],
+    ap.add_argument("--board", choices=[t.name for t in list_targets() if t.qemu_machine],
                     help="also run each compiled model on this emulated board (QEMU)")
     ap.add_argument("--failures", type=Path, help="save each mismatching model's .tflite here")
     ap.add_argument("--verbose", action="store_true", help="one line per (model, variant)")
