@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -288,6 +289,48 @@ def test_strided_slice(spec: tuple) -> None:
                                     np.array(end, np.int32), np.array(strides, np.int32)],
                   out, "StridedSliceOptions", beginMask=bm, endMask=em, shrinkAxisMask=sh,
                   newAxisMask=na, ellipsisMask=el))
+
+
+@pytest.mark.parametrize("spec", [
+    # begin, size (offset=true: end is a size from the start), strides, out shape
+    ([0, 1, 0], [2, 2, 4], [1, 1, 2], (2, 2, 2)),
+    ([-1, 0, 1], [1, 3, 3], [1, 2, 1], (1, 2, 3)),
+    ([1, -2, -4], [1, 2, 3], [1, 1, 1], (1, 2, 3)),
+])
+def test_strided_slice_with_offset(spec: tuple) -> None:
+    """offset=true: stop = start + end, a negative begin counted from the end first (found by
+    bench/fuzz_tflite.py: edgec added end to the raw begin)."""
+    begin, size, strides, out = spec
+    check(*single("STRIDED_SLICE", [(2, 3, 4), np.array(begin, np.int32),
+                                    np.array(size, np.int32), np.array(strides, np.int32)],
+                  out, "StridedSliceOptions", offset=True))
+
+
+@pytest.mark.parametrize("spec,why", [
+    (([0, 0, 0], [1, 1, 1], [1, 1, -1], 0), "begin 0, size 1, stride -1 on an axis of 4"),
+    (([0, 2, 0], [1, 2, 1], [1, 1, 1], 0), "begin 2, size 2, stride 1 on an axis of 3"),
+    (([0, 0, 0], [1, 1, -1], [1, 1, 1], 0), "begin 0, size -1, stride 1 on an axis of 4"),
+    (([0, 0, 0], [1, 1, 1], [1, 1, 1], 1), "offset=true and a begin/end/ellipsis/new-axis"),
+])
+def test_strided_slice_with_offset_outside_what_tflite_computes_is_refused(spec: tuple,
+                                                                         why: str) -> None:
+    """TFLite's kernel reads outside the input for these (garbage or a crash): refused."""
+    begin, size, strides, mask = spec
+    data, _ = single("STRIDED_SLICE", [(2, 3, 4), np.array(begin, np.int32),
+                                       np.array(size, np.int32), np.array(strides, np.int32)],
+                     (1, 1, 1), "StridedSliceOptions", offset=True, beginMask=mask)
+    with pytest.raises(EdgecError, match=r"operator 0 \(STRIDED_SLICE\): .*" + re.escape(why)):
+        edgec.compile(data, name="m")
+
+
+@pytest.mark.parametrize("axis", [3, -4])
+def test_split_axis_out_of_range_is_refused(axis: int) -> None:
+    """TFLite rejects it; edgec used to wrap it into range (found by bench/fuzz_tflite.py)."""
+    data, _ = single("SPLIT", [np.array(axis, np.int32), (2, 6, 3)], (2, 2, 3), "SplitOptions",
+                     n_out=3, numSplits=3)
+    with pytest.raises(EdgecError, match=rf"operator 0 \(SPLIT\): axis {axis} is out of range "
+                                         r"for a 3-D tensor"):
+        edgec.compile(data, name="m")
 
 
 def test_slice_transpose_gather_split() -> None:

@@ -108,6 +108,14 @@ class Ctx:
             raise self.fail(f"{what} must be {rank}-D, got shape {list(shape)}")
         return shape
 
+    def axis(self, value: Any, rank: int, what: str = "axis") -> int:
+        """``value`` as an axis of a rank-``rank`` tensor (negative counts from the end); one
+        outside [-rank, rank) is refused, as TFLite's kernels refuse it."""
+        a = int(value)
+        if not -rank <= a < rank:
+            raise self.fail(f"{what} {a} is out of range for a {rank}-D tensor")
+        return a % rank
+
     def dtype(self, name: str) -> str:
         return self.g.tensor(self._known(name)).dtype
 

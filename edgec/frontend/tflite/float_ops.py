@@ -313,9 +313,7 @@ def squeeze(cx: Ctx, op: TflOperator) -> None:
 
 def expand_dims(cx: Ctx, op: TflOperator) -> None:
     xs = list(cx.shape(cx.x(0)))
-    axis = int(np.asarray(cx.need_const(1, "axis")).reshape(-1)[0])
-    if axis < 0:
-        axis += len(xs) + 1
+    axis = cx.axis(np.asarray(cx.need_const(1, "axis")).reshape(-1)[0], len(xs) + 1)
     _reshape_to(cx, xs[:axis] + [1] + xs[axis:])
 
 
@@ -342,8 +340,7 @@ def pack(cx: Ctx, op: TflOperator) -> None:
         cx.set_const(cx.y(0), np.stack(vals, axis=axis))  # type: ignore[arg-type]
         return
     shape = list(cx.shape(names[0]))
-    if axis < 0:
-        axis += len(shape) + 1
+    axis = cx.axis(axis, len(shape) + 1)
     parts = [reshape(cx, n, shape[:axis] + [1] + shape[axis:]) for n in names]
     cx.add("Concat", parts, out=cx.y(0), axis=axis)
 
@@ -351,7 +348,9 @@ def pack(cx: Ctx, op: TflOperator) -> None:
 def unpack(cx: Ctx, op: TflOperator) -> None:
     x = cx.x(0)
     shape = list(cx.shape(x))
-    axis = int(cx.opts.get("axis", 0) or 0) % len(shape)
+    if not shape:
+        raise cx.fail("cannot unpack a scalar")
+    axis = cx.axis(cx.opts.get("axis", 0) or 0, len(shape))
     num = shape[axis]
     outs = [cx.fresh("split") for _ in range(num)]
     cx.add_multi("Split", [x, int64(cx, "split", [1] * num)], outs, axis=axis)
@@ -365,7 +364,7 @@ def split(cx: Ctx, op: TflOperator) -> None:
     shape = cx.shape(x)
     if not shape:
         raise cx.fail("cannot split a scalar")
-    axis %= len(shape)
+    axis = cx.axis(axis, len(shape))
     num = int(cx.opts.get("numSplits", len(op.outputs)))
     if num != len(op.outputs):
         raise cx.fail(f"num_splits {num} but {len(op.outputs)} outputs")
@@ -379,7 +378,7 @@ def split_v(cx: Ctx, op: TflOperator) -> None:
     x = cx.x(0)
     shape = cx.shape(x)
     sizes = [int(v) for v in np.asarray(cx.need_const(1, "size_splits")).reshape(-1)]
-    axis = int(np.asarray(cx.need_const(2, "axis")).reshape(-1)[0]) % len(shape)
+    axis = cx.axis(np.asarray(cx.need_const(2, "axis")).reshape(-1)[0], len(shape))
     if -1 in sizes:
         sizes[sizes.index(-1)] = shape[axis] - (sum(sizes) + 1)
     outs = [cx.y(i) for i in range(len(sizes))]
@@ -445,6 +444,31 @@ def _bits(v: Any) -> int:
     return int(v or 0)
 
 
+def _offset_slice(cx: Ctx, shape: Sequence[int], begin: list[int], end: list[int],
+                  strides: list[int], masks: int) -> tuple[list[int], list[int]]:
+    """STRIDED_SLICE with ``offset``: ``end`` is a size added to the start (a negative start
+    counts from the end first). TFLite's kernel neither clamps such a slice nor honours masks
+    or negative strides with it (it reads outside the input), so only masks of 0, positive
+    strides and slices inside the input are compiled; the result is plain (start, stop) pairs."""
+    if masks:
+        raise cx.fail("STRIDED_SLICE with offset=true and a begin/end/ellipsis/new-axis/shrink "
+                      "mask is not supported")
+    if len(begin) != len(shape) or len(end) != len(shape) or len(strides) != len(shape):
+        raise cx.fail("STRIDED_SLICE with offset=true needs begin, end and strides for every "
+                      "axis")
+    starts, stops = [], []
+    for d, b, e, st in zip(shape, begin, end, strides, strict=True):
+        a = b + d if b < 0 else b
+        z = a + e
+        if st <= 0 or not 0 <= a <= z <= d:
+            raise cx.fail(f"STRIDED_SLICE with offset=true: begin {b}, size {e}, stride {st} "
+                          f"on an axis of {d} is not supported (only positive strides and "
+                          "slices inside the input: TFLite's kernel reads outside it otherwise)")
+        starts.append(a)
+        stops.append(z)
+    return starts, stops
+
+
 def strided_slice(cx: Ctx, op: TflOperator) -> None:
     """numpy's basic indexing (which TFLite's STRIDED_SLICE follows): masks → an index tuple →
     a Slice over the input axes + a Reshape for the removed (shrink) and added (new) axes."""
@@ -458,6 +482,9 @@ def strided_slice(cx: Ctx, op: TflOperator) -> None:
     el, na = _bits(cx.opts.get("ellipsisMask")), _bits(cx.opts.get("newAxisMask"))
     sh = _bits(cx.opts.get("shrinkAxisMask"))
     offset = bool(cx.opts.get("offset"))
+    if offset:
+        begin, end = _offset_slice(cx, shape, begin, end, strides, bm | em | el | na | sh)
+        bm, em = 0, 0
     index: list[Any] = []
     for i in range(len(begin)):
         bit = 1 << i
@@ -468,8 +495,7 @@ def strided_slice(cx: Ctx, op: TflOperator) -> None:
         elif sh & bit:
             index.append(begin[i])
         else:
-            stop = begin[i] + end[i] if offset else end[i]
-            index.append(slice(None if bm & bit else begin[i], None if em & bit else stop,
+            index.append(slice(None if bm & bit else begin[i], None if em & bit else end[i],
                                strides[i]))
     try:
         out_shape = np.broadcast_to(np.float32(0), shape)[tuple(index)].shape
@@ -504,7 +530,7 @@ def strided_slice(cx: Ctx, op: TflOperator) -> None:
 def reverse_v2(cx: Ctx, op: TflOperator) -> None:
     x = cx.x(0)
     shape = cx.shape(x)
-    axes = [int(a) % len(shape) for a in np.asarray(cx.need_const(1, "axis")).reshape(-1)]
+    axes = [cx.axis(a, len(shape)) for a in np.asarray(cx.need_const(1, "axis")).reshape(-1)]
     _slice(cx, x, [shape[a] - 1 for a in axes], [-shape[a] - 1 for a in axes], axes,
            [-1] * len(axes), out=cx.y(0))
 

@@ -82,7 +82,7 @@ def reduce_max(cx: Ctx, op: TflOperator) -> None:
     x = cx.x(0)
     xs = cx.shape(x)
     rank = len(xs)
-    axes = sorted({int(a) % rank for a in np.asarray(cx.need_const(1, "axes")).reshape(-1)})
+    axes = sorted({cx.axis(a, rank) for a in np.asarray(cx.need_const(1, "axes")).reshape(-1)})
     q_in, q_out = _quant(cx, x, "input"), _quant(cx, cx.y(0), "output")
     if q_in.scalar() != q_out.scalar():
         raise cx.fail("int8 REDUCE_MAX needs the same quantization on input and output")
