@@ -282,6 +282,7 @@ def test_pad_variants() -> None:
     ([0, 2, 3], [2, 0, 0], [1, -1, -2], 1, 6, 0, 0, 0, (2, 3, 2)),
     ([0, 1], [0, 2], [1, 1], 0, 0, 2, 0, 1, (2, 3)),
     ([0, 0, 1], [1, 0, 3], [1, 1, 1], 2, 2, 0, 1, 0, (1, 2, 2, 4)),
+    ([1, 0, 0], [2, 0, 0], [2, 1, 1], 0, 6, 1, 0, 0, (3, 4)),  # a shrink axis, stride 2
 ])
 def test_strided_slice(spec: tuple) -> None:
     begin, end, strides, bm, em, sh, na, el, out = spec
@@ -320,6 +321,21 @@ def test_strided_slice_with_offset_outside_what_tflite_computes_is_refused(spec:
                                        np.array(size, np.int32), np.array(strides, np.int32)],
                      (1, 1, 1), "StridedSliceOptions", offset=True, beginMask=mask)
     with pytest.raises(EdgecError, match=r"operator 0 \(STRIDED_SLICE\): .*" + re.escape(why)):
+        edgec.compile(data, name="m")
+
+
+@pytest.mark.parametrize("strides,why", [
+    ([-1, 1, 1], "a STRIDED_SLICE shrink axis with a negative stride"),
+    ([1, -(2**31), 1], "a STRIDED_SLICE stride of INT32_MIN"),
+])
+def test_strided_slice_strides_tflite_reads_outside_the_input_for_are_refused(
+        strides: list, why: str) -> None:
+    """Found by bench/fuzz_tflite.py: the interpreter returns memory outside the input."""
+    data, _ = single("STRIDED_SLICE", [(2, 3, 4), np.array([1, 0, 0], np.int32),
+                                       np.array([2, 0, 0], np.int32),
+                                       np.array(strides, np.int32)],
+                     (3, 4), "StridedSliceOptions", endMask=6, shrinkAxisMask=1)
+    with pytest.raises(EdgecError, match=r"operator 0 \(STRIDED_SLICE\): " + re.escape(why)):
         edgec.compile(data, name="m")
 
 

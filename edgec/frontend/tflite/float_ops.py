@@ -478,9 +478,15 @@ def strided_slice(cx: Ctx, op: TflOperator) -> None:
     end = [int(v) for v in np.asarray(cx.need_const(2, "end")).reshape(-1)]
     strides = ([int(v) for v in np.asarray(cx.need_const(3, "strides")).reshape(-1)]
                if cx.n_in > 3 and cx.x(3) else [1] * len(begin))
+    if -(2**31) in strides:
+        raise cx.fail("a STRIDED_SLICE stride of INT32_MIN is not supported (TFLite's kernel "
+                      "does not support it either)")
     bm, em = _bits(cx.opts.get("beginMask")), _bits(cx.opts.get("endMask"))
     el, na = _bits(cx.opts.get("ellipsisMask")), _bits(cx.opts.get("newAxisMask"))
     sh = _bits(cx.opts.get("shrinkAxisMask"))
+    if any(sh & (1 << i) and st < 0 for i, st in enumerate(strides)):
+        raise cx.fail("a STRIDED_SLICE shrink axis with a negative stride is not supported "
+                      "(TFLite's kernel reads outside the input there)")
     offset = bool(cx.opts.get("offset"))
     if offset:
         begin, end = _offset_slice(cx, shape, begin, end, strides, bm | em | el | na | sh)
