@@ -339,6 +339,14 @@ def test_strided_slice_strides_tflite_reads_outside_the_input_for_are_refused(
         edgec.compile(data, name="m")
 
 
+def test_unpack_num_must_match_the_axis() -> None:
+    """TFLite rejects it; edgec ignored num (found by bench/fuzz_tflite.py)."""
+    data, _ = single("UNPACK", [(2, 3, 4)], (2, 4), "UnpackOptions", n_out=3, num=2, axis=1)
+    with pytest.raises(EdgecError, match=r"operator 0 \(UNPACK\): UNPACK num 2 with 3 outputs "
+                                         r"does not match axis 1 of size 3"):
+        edgec.compile(data, name="m")
+
+
 @pytest.mark.parametrize("axis", [3, -4])
 def test_split_axis_out_of_range_is_refused(axis: int) -> None:
     """TFLite rejects it; edgec used to wrap it into range (found by bench/fuzz_tflite.py)."""

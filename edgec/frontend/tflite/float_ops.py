@@ -352,6 +352,9 @@ def unpack(cx: Ctx, op: TflOperator) -> None:
         raise cx.fail("cannot unpack a scalar")
     axis = cx.axis(cx.opts.get("axis", 0) or 0, len(shape))
     num = shape[axis]
+    if int(cx.opts.get("num", num) or num) != num or len(op.outputs) != num:
+        raise cx.fail(f"UNPACK num {cx.opts.get('num')} with {len(op.outputs)} outputs does not "
+                      f"match axis {axis} of size {num}")
     outs = [cx.fresh("split") for _ in range(num)]
     cx.add_multi("Split", [x, int64(cx, "split", [1] * num)], outs, axis=axis)
     for i, o in enumerate(outs):
