@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a name read from a damaged file may hold a
+    newline), so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class EdgecError(Exception):
-    """An error caused by the user's input (model file, options), not by edgec itself."""
+    """An error caused by the user's input (model file, options), not by edgec itself; its
+    message is one line (control characters in it are escaped)."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (one_line(args[0]),)
+        super().__init__(*args)
 
 
 class UnsupportedOpError(EdgecError):

@@ -214,3 +214,18 @@ def test_pack_inputs_must_agree_in_shape() -> None:
          valuesCount=2, axis=0)
     _refused(b.build([x], [y]), r"operator 0 \(PACK\): PACK inputs differ in shape: "
                                 r"\[\[2, 3\], \[3\]\]")
+
+
+def test_error_messages_stay_one_line_with_control_characters_in_names() -> None:
+    """A damaged ONNX file can name a node 'a\\nb': the error escapes it (one line)."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], name="tran\nB\t")
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(EdgecError) as exc:
+        edgec.compile(model)
+    msg = str(exc.value)
+    assert "\n" not in msg and "\t" not in msg and r"tran\nB\t" in msg, msg

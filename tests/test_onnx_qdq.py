@@ -184,3 +184,21 @@ def test_asymmetric_int8_weights_stay_float(op: str) -> None:
     m = edgec.compile(model)
     assert [f.split(" ")[1] for f in float_islands(m.graph)] == [f"({op})"]
     np.testing.assert_allclose(m.run(x), ort_run(model, {"x": x})[0], atol=0.05 + 1e-6)
+
+
+def test_a_bias_scale_that_underflows_keeps_the_layer_float() -> None:
+    """A weight scale of 1e-44 (a damaged file, bench/fuzz_model_bytes.py): input scale x
+    weight scale underflows float32, so the int32 bias has no scale; the layer stays float
+    (reported) instead of dividing by zero, and still equals onnxruntime."""
+    import warnings
+
+    model = _asymmetric_weights_model("Gemm", 0)
+    for init in model.graph.initializer:
+        if init.name == "ws":
+            init.CopyFrom(numpy_helper.from_array(np.float32(1e-44), "ws"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = edgec.compile(model)
+    assert [f.split(" ")[1] for f in float_islands(m.graph)] == ["(Gemm)"]
+    x = np.linspace(-2, 2, 16, dtype=np.float32).reshape(1, 16)
+    np.testing.assert_allclose(m.run(x), ort_run(model, {"x": x})[0], atol=0.05 + 1e-6)

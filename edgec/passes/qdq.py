@@ -114,6 +114,10 @@ class _Lowering:
         """The int8 quantization a QuantizeLinear/DequantizeLinear node describes."""
         rank = len(self.src.shape(n.inputs[0]))
         scale, zp, code, axis = qdq_params(n, self.src, rank)
+        bad = scale[~(np.isfinite(scale) & (scale > 0))]
+        if bad.size:
+            raise unsupported(n, f"scale {float(bad[0])} is not a finite positive number; the "
+                                 "int8 lowering needs one")
         if code == "uint8":
             zp = zp - 128
         return Quant(scale, zp, axis if scale.size > 1 else None), code
@@ -328,6 +332,9 @@ def _bias(lw: _Lowering, n: Node, idx: int, s_x: float, s_w: np.ndarray) -> str:
     if not name:
         return ""
     scale = (np.float64(s_x) * s_w.astype(np.float64)).astype(np.float32)
+    if not np.all(scale > 0):
+        raise unsupported(n, f"the bias scale (input scale {s_x:g} x weight scale "
+                             f"{float(s_w.reshape(-1)[np.argmin(scale)]):g}) underflows float32")
     c = lw.code(name)
     if c is not None and c.const:
         data = lw.g.const(c.name)
