@@ -229,3 +229,13 @@ def test_error_messages_stay_one_line_with_control_characters_in_names() -> None
         edgec.compile(model)
     msg = str(exc.value)
     assert "\n" not in msg and "\t" not in msg and r"tran\nB\t" in msg, msg
+
+
+def test_a_model_without_outputs_is_refused() -> None:
+    from tests.tflite_builder import TflBuilder
+
+    b = TflBuilder()
+    x = b.input("x", (1, 4))
+    y = b.tensor("y", (1, 4))
+    b.op("RELU", [x], [y])
+    _refused(b.build([x], []), r"^<tflite>: subgraph 0 has no outputs$")

@@ -36,6 +36,17 @@ def test_unknown_attribute() -> None:
     _refused(m, "bad", "node 'Abs_0'", "(Abs)", "unknown attribute 'axis'")
 
 
+def test_a_graph_without_outputs_and_a_future_ir_version() -> None:
+    """Both found by bench.fuzz (seed 8): onnxruntime refuses them; edgec compiled a model with
+    no outputs and one of IR version 121."""
+    m = make_model([helper.make_node("Abs", ["x"], ["y"])], {"x": [1, 4]}, ["y"])
+    del m.graph.output[:]
+    _refused(m, "the graph has no outputs")
+    m = make_model([helper.make_node("Abs", ["x"], ["y"])], {"x": [1, 4]}, ["y"])
+    m.ir_version = onnx.IR_VERSION + 1
+    _refused(m, f"ONNX IR version {onnx.IR_VERSION + 1} is newer than the installed onnx")
+
+
 def test_too_many_inputs() -> None:
     m = make_model([helper.make_node("Add", ["x"] * 5, ["y"])], {"x": [1, 4]}, ["y"])
     _refused(m, "(Add)", "has 5 inputs", "exactly 2")

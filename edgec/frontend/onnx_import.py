@@ -172,7 +172,12 @@ def from_model_proto(
             ) from None
     check_names(model, source)
     opset = check_opsets(model, source)
+    if model.ir_version > onnx.IR_VERSION:
+        raise EdgecError(f"{source}: ONNX IR version {model.ir_version} is newer than the "
+                         f"installed onnx package reads (up to {onnx.IR_VERSION})")
     og = model.graph
+    if not og.output:
+        raise EdgecError(f"{source}: the graph has no outputs")
     g = Graph(
         name=name or _c_ident(Path(source).stem or og.name or "model"),
         opset=int(opset),

@@ -109,6 +109,8 @@ def from_tflite_model(model: TflModel, input_shapes: Mapping[str, Sequence[int]]
                       name: str | None = None) -> Graph:
     _check_types(model)
     sg = model.subgraphs[0]
+    if not sg.outputs:
+        raise EdgecError(f"{model.source}: subgraph 0 has no outputs")
     input_shapes = dict(input_shapes or {})
     g = Graph(name=name or _ident(Path(model.source).stem or "model"), opset=18,
               source=model.source)
