@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -689,10 +689,14 @@ class FuzzResult:
     counts: Counter[str]
     bad: list[tuple[Mutant, str, str]]
     seconds: float
+    #: mutants whose outcome is worth listing though not a bug (``run_mutants``' ``notable``)
+    notable: list[tuple[Mutant, str, str]] = field(default_factory=list)
+    #: the outcomes that are bugs
+    bad_kinds: Sequence[str] = BAD
 
     @property
     def bad_count(self) -> int:
-        return sum(self.counts[k] for k in BAD)
+        return sum(self.counts[k] for k in self.bad_kinds)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -701,6 +705,44 @@ class FuzzResult:
             "counts": dict(sorted(self.counts.items())),
             "bad": self.bad_count,
         }
+
+
+def run_mutants(
+    runner: Runner,
+    muts: Iterable[Mutant],
+    seed: int,
+    suffix: str,
+    bad_kinds: Sequence[str] = BAD,
+    notable: Sequence[str] = (),
+    failures: Path | None = None,
+    progress: Callable[[int, Counter[str]], None] | None = None,
+) -> FuzzResult:
+    """Run each mutant in ``runner`` (stopped at the end); ``failures`` keeps every bad one as
+    ``<index>-<outcome>-<seed model><suffix>`` and a ``.txt`` saying what changed."""
+    counts: Counter[str] = Counter()
+    bad: list[tuple[Mutant, str, str]] = []
+    kept: list[tuple[Mutant, str, str]] = []
+    t0 = time.monotonic()
+    try:
+        for mt in muts:
+            outcome, detail = runner.run(mt.data, seed * 1_000_003 + mt.index)
+            counts[outcome] += 1
+            if outcome in notable:
+                kept.append((mt, outcome, detail))
+            if outcome in bad_kinds:
+                bad.append((mt, outcome, detail))
+                if failures is not None:
+                    failures.mkdir(parents=True, exist_ok=True)
+                    stem = f"{mt.index:06d}-{outcome}-{mt.seed_model}"
+                    (failures / f"{stem}{suffix}").write_bytes(mt.data)
+                    (failures / f"{stem}.txt").write_text(
+                        f"{mt.kind}: {mt.what}\n{outcome}: {detail}\n"
+                    )
+            if progress is not None:
+                progress(mt.index + 1, counts)
+    finally:
+        runner.stop()
+    return FuzzResult(counts, bad, time.monotonic() - t0, kept, bad_kinds)
 
 
 def fuzz(
@@ -714,28 +756,8 @@ def fuzz(
 ) -> FuzzResult:
     """Run ``count`` mutants; returns the outcome counts and the bad mutants."""
     seeds = seeds if seeds is not None else seed_models()
-    runner = Runner(execute, timeout)
-    counts: Counter[str] = Counter()
-    bad: list[tuple[Mutant, str, str]] = []
-    t0 = time.monotonic()
-    try:
-        for mt in mutants(seeds, count, seed):
-            outcome, detail = runner.run(mt.data, seed * 1_000_003 + mt.index)
-            counts[outcome] += 1
-            if outcome in BAD:
-                bad.append((mt, outcome, detail))
-                if failures is not None:
-                    failures.mkdir(parents=True, exist_ok=True)
-                    stem = f"{mt.index:06d}-{outcome}-{mt.seed_model}"
-                    (failures / f"{stem}.onnx").write_bytes(mt.data)
-                    (failures / f"{stem}.txt").write_text(
-                        f"{mt.kind}: {mt.what}\n{outcome}: {detail}\n"
-                    )
-            if progress is not None:
-                progress(mt.index + 1, counts)
-    finally:
-        runner.stop()
-    return FuzzResult(counts, bad, time.monotonic() - t0)
+    return run_mutants(Runner(execute, timeout), mutants(seeds, count, seed), seed, ".onnx",
+                       failures=failures, progress=progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

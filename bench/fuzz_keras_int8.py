@@ -319,26 +319,9 @@ def draw_model(seed: int) -> tuple[Any, list[str], float]:
 
 
 def _convert(model: Any, spread: float, seed: int, float_io: bool) -> bytes:
-    import tensorflow as tf
+    from tests.tflite_int8 import convert_int8
 
-    from edgec.frontend.keras import _quiet
-
-    shape = tuple(int(v) for v in model.inputs[0].shape)
-    rng = np.random.default_rng(seed)
-
-    def rep():  # noqa: ANN202 - generator for the converter
-        for _ in range(N_CALIBRATION):
-            yield [(spread * rng.standard_normal(shape)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if not float_io:
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    with _quiet():
-        return bytes(conv.convert())
+    return convert_int8(model, seed=seed, n=N_CALIBRATION, spread=spread, float_io=float_io)
 
 
 def convert_handler(seed: int) -> dict[str, Any]:

@@ -25,16 +25,14 @@ import argparse
 import json
 import random
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.fuzz import Runner
+from bench.fuzz import FuzzResult, Mutant, Runner, run_mutants
 
 #: outcomes that break edgec's promise (a correct program or a clear one-line error)
 BAD = ("internal_error", "multiline_error", "crash", "hang", "mismatch")
@@ -95,27 +93,18 @@ def _keras_models() -> dict[str, Callable[[], Any]]:
 
 
 def _convert(model: Any, kind: str) -> bytes:
+    """float, or full-integer int8 with int8 ("int8") or float ("int8_fio") ports (32
+    calibration samples of spread 1.5)."""
+    if kind != "float":
+        from tests.tflite_int8 import convert_int8
+
+        return convert_int8(model, seed=0, n=32, spread=1.5, float_io=kind == "int8_fio")
     import tensorflow as tf
 
     from edgec.frontend.keras import _quiet
 
-    shapes = [tuple(int(d) for d in t.shape) for t in model.inputs]
-    rng = np.random.default_rng(0)
-
-    def rep() -> Iterator[list[np.ndarray]]:
-        for _ in range(32):
-            yield [(1.5 * rng.standard_normal(s)).astype(np.float32) for s in shapes]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if kind != "float":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if kind == "int8":
-            conv.inference_input_type = tf.int8
-            conv.inference_output_type = tf.int8
     with _quiet():
-        return bytes(conv.convert())
+        return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
 
 def seed_models(cache: Path = CACHE, names: Sequence[str] = SEED_NAMES) -> dict[str, bytes]:
@@ -280,15 +269,6 @@ MUTATIONS: dict[str, Callable[[Any, random.Random], str | None]] = {
 }
 
 
-@dataclass
-class Mutant:
-    index: int
-    seed_model: str
-    kind: str
-    what: str
-    data: bytes
-
-
 def mutate(data: bytes, kind: str, r: random.Random) -> tuple[bytes, str] | None:
     import flatbuffers
 
@@ -429,51 +409,14 @@ def _worker(conn: Any, execute: str) -> None:
 NOTABLE = ("refused_valid", "compiled_interp_rejects", "tflite_crash", "tflite_hang")
 
 
-@dataclass
-class FuzzResult:
-    counts: Counter[str]
-    bad: list[tuple[Mutant, str, str]]
-    seconds: float
-    notable: list[tuple[Mutant, str, str]] = field(default_factory=list)
-
-    @property
-    def bad_count(self) -> int:
-        return sum(self.counts[k] for k in BAD)
-
-    def summary(self) -> dict[str, Any]:
-        return {"mutants": sum(self.counts.values()), "seconds": round(self.seconds, 1),
-                "counts": dict(sorted(self.counts.items())), "bad": self.bad_count}
-
-
 def fuzz(count: int, seed: int = 0, execute: str = "numpy", timeout: float = 120.0,
          seeds: dict[str, bytes] | None = None, failures: Path | None = None,
          progress: Callable[[int, Counter[str]], None] | None = None) -> FuzzResult:
-    """Run ``count`` mutants; returns the outcome counts and the bad mutants."""
+    """Run ``count`` mutants; returns the outcome counts, the bad and the notable mutants."""
     seeds = seeds if seeds is not None else seed_models()
-    runner = Runner(execute, timeout, worker=_worker, ref="tflite")
-    counts: Counter[str] = Counter()
-    bad: list[tuple[Mutant, str, str]] = []
-    notable: list[tuple[Mutant, str, str]] = []
-    t0 = time.monotonic()
-    try:
-        for mt in mutants(seeds, count, seed):
-            outcome, detail = runner.run(mt.data, seed * 1_000_003 + mt.index)
-            counts[outcome] += 1
-            if outcome in NOTABLE:
-                notable.append((mt, outcome, detail))
-            if outcome in BAD:
-                bad.append((mt, outcome, detail))
-                if failures is not None:
-                    failures.mkdir(parents=True, exist_ok=True)
-                    stem = f"{mt.index:06d}-{outcome}-{mt.seed_model}"
-                    (failures / f"{stem}.tflite").write_bytes(mt.data)
-                    (failures / f"{stem}.txt").write_text(
-                        f"{mt.kind}: {mt.what}\n{outcome}: {detail}\n")
-            if progress is not None:
-                progress(mt.index + 1, counts)
-    finally:
-        runner.stop()
-    return FuzzResult(counts, bad, time.monotonic() - t0, notable)
+    return run_mutants(Runner(execute, timeout, worker=_worker, ref="tflite"),
+                       mutants(seeds, count, seed), seed, ".tflite", BAD, NOTABLE, failures,
+                       progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
